@@ -1,0 +1,3 @@
+from augment.cli import main
+
+main()

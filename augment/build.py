@@ -1,0 +1,257 @@
+"""``augment build``: read -> mask -> infill -> encode -> write, one shard per task, in parallel.
+
+Each split's samples are cut into shards of ``shard_size`` in dataset order. A task builds one shard from
+scratch (it loads its samples itself, so no pixels cross process boundaries), writes it under a temp name and
+renames it, and returns its count and sha256. Randomness is per sample (``augment.rng``), so the shards are
+byte-identical whatever ``workers`` is. The manifest is written last: a folder without one is an unfinished build.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+import augment
+from augment import encode, infill, masks, schema
+from augment.datasets import Dataset, Sample, get_dataset
+from augment.infill.mixed_rand import Donor
+from augment.rng import sample_rng
+from augment.shards import write_shard
+
+
+class BuildError(Exception):
+    """A build that cannot go on; the message names the sample or file and the fix."""
+
+
+@dataclass
+class BuildConfig:
+    """The resolved options of one build; recorded in the manifest."""
+
+    dataset: str = "synthetic"
+    infill: list[str] = field(default_factory=list)  # CF methods
+    factual: list[str] = field(default_factory=list)  # F methods
+    copies: int = 1  # draws stored per stochastic method
+    seed: int = 0
+    image_size: int | None = None  # None: the dataset's default
+    shard_size: int = 1000  # samples per shard
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # adapter options (--size, --bias, ...)
+
+    def validate(self) -> None:
+        for name in self.infill:
+            infill.get_infill(name, infill.CF)
+        for name in self.factual:
+            infill.get_infill(name, infill.F)
+        for flag, names in (("--infill", self.infill), ("--factual", self.factual)):
+            dup = [n for n, c in Counter(names).items() if c > 1]
+            if dup:
+                raise ValueError(f"{flag} {dup[0]!r} given twice; each method is stored once (use --copies for more)")
+        if self.copies < 1:
+            raise ValueError(f"--copies: got {self.copies}, expected at least 1")
+        if self.shard_size < 1:
+            raise ValueError(f"--shard-size: got {self.shard_size}, expected at least 1 sample per shard")
+
+
+@dataclass(frozen=True)
+class Donors:
+    """Labels of one split sorted into blocks, to draw "a sample of another class" in O(1)."""
+
+    order: np.ndarray  # sample indices sorted by label
+    start: dict[int, int]  # label -> first position in ``order``
+    stop: dict[int, int]
+
+    @classmethod
+    def of(cls, labels: np.ndarray) -> Donors:
+        order = np.argsort(labels, kind="stable")
+        values, first, counts = np.unique(labels[order], return_index=True, return_counts=True)
+        labels_ = values.tolist()
+        return cls(
+            order,
+            dict(zip(labels_, first.tolist(), strict=True)),
+            dict(zip(labels_, (first + counts).tolist(), strict=True)),
+        )
+
+    def pick(self, label: int, rng: np.random.Generator) -> int | None:
+        """A uniformly drawn sample index with another label, or None when the split has a single class."""
+        lo, hi = self.start.get(label, 0), self.stop.get(label, 0)
+        n_others = len(self.order) - (hi - lo)
+        if n_others == 0:
+            return None
+        r = int(rng.integers(n_others))
+        return int(self.order[r if r < lo else r + (hi - lo)])
+
+
+def sample_json(sample: Sample, has_object: bool) -> bytes:
+    boxes = [] if sample.boxes is None else np.asarray(sample.boxes).reshape(-1, 4).tolist()
+    meta = {
+        "key": sample.key,
+        "label": sample.label,
+        "class_name": sample.class_name,
+        "split": sample.split,
+        "group": sample.group,
+        "source": sample.source,
+        "width": int(sample.image.shape[1]),
+        "height": int(sample.image.shape[0]),
+        "boxes": boxes,
+        "has_object": has_object,
+        "has_segmentation": sample.mask is not None,
+        "meta": sample.meta,
+    }
+    assert set(meta) == set(schema.SAMPLE_JSON), "schema.SAMPLE_JSON and sample_json disagree"
+    return json.dumps(meta, sort_keys=True).encode()
+
+
+def make_record(
+    sample: Sample, dataset: Dataset, config: BuildConfig, augmented: bool, donors: Donors | None
+) -> dict[str, bytes]:
+    """One shard record: the original, its mask and metadata, and every requested CF/F image."""
+    shape = sample.image.shape[:2]
+    cf_hole = masks.cf_hole(sample.mask, sample.boxes, shape)
+    f_hole = masks.f_hole(sample.mask, sample.boxes, shape)
+    has_object = cf_hole is not None and f_hole is not None
+    record: dict[str, Any] = {
+        "__key__": sample.key,
+        schema.IMAGE: encode.encode_jpeg(sample.image),
+        schema.LABEL: str(sample.label).encode(),
+        schema.META: sample_json(sample, has_object),
+    }
+    if not has_object:
+        return record
+    record[schema.MASK] = encode.encode_mask(masks.object_mask(sample.mask, sample.boxes, shape))
+    if not augmented:
+        return record
+    for role, names, hole in ((infill.CF, config.infill, cf_hole), (infill.F, config.factual, f_hole)):
+        for name in names:
+            method = infill.INFILLS[name]
+            for copy, field_name in enumerate(infill.field_names(name, role, config.copies)):
+                rng = sample_rng(config.seed, sample.key, role, name, copy)
+                kwargs = {"donor": load_donor(sample, dataset, donors, rng)} if method.needs_donor else {}
+                record[field_name] = encode.encode_jpeg(method.fill(sample.image, hole, rng, **kwargs))
+    return record
+
+
+def load_donor(sample: Sample, dataset: Dataset, donors: Donors | None, rng: np.random.Generator) -> Donor:
+    """Draw and load a donor of another class from the sample's split (for mixed-rand)."""
+    index = None if donors is None else donors.pick(sample.label, rng)
+    if index is None:
+        raise BuildError(f"{sample.split}/{sample.key}: mixed-rand needs a sample of another class in the split")
+    other = dataset.load(sample.split, index)
+    hole = masks.cf_hole(other.mask, other.boxes, other.image.shape[:2])
+    return Donor(other.image, np.zeros(other.image.shape[:2], bool) if hole is None else hole)
+
+
+def build_shard(
+    dataset: Dataset, config: BuildConfig, out: Path, split: str, index: int, start: int, stop: int,
+    augmented: bool, donors: Donors | None,
+) -> tuple[str, int, dict[str, Any]]:  # fmt: skip
+    """Build one shard from samples ``start:stop`` of ``split``; runs in a worker process."""
+
+    def records():
+        for i in range(start, stop):
+            try:
+                sample = dataset.load(split, i)
+                yield make_record(sample, dataset, config, augmented, donors)
+            except BuildError:
+                raise
+            except Exception as e:  # fail fast, naming the sample
+                raise BuildError(f"{split} sample {i} of {dataset.name}: {type(e).__name__}: {e}") from e
+
+    info = write_shard(out / schema.shard_path(split, index), records())
+    return split, index, {"path": schema.shard_path(split, index), **info}
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``overwrite``; then remove only what an earlier build wrote."""
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"--out {out}: exists and is not a folder")
+    if not out.exists() or not any(out.iterdir()):
+        out.mkdir(parents=True, exist_ok=True)
+        return
+    ours = [out / schema.MANIFEST, *out.glob(f"{schema.MANIFEST}.tmp"), *out.glob("*/shard-*.tar*")]
+    ours = [p for p in ours if p.exists()]
+    if not overwrite:
+        raise BuildError(f"--out {out}: folder is not empty; pass --overwrite to replace the build there")
+    if not ours:
+        raise BuildError(f"--out {out}: folder holds files that are not an augment build; refusing to touch it")
+    for p in ours:
+        p.unlink()
+    for d in out.iterdir():
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+
+
+def git_sha() -> str | None:
+    """The source checkout's commit, when the tool runs from one."""
+    try:
+        root = Path(augment.__file__).resolve().parent.parent
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() or None if sha.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build(
+    out: Path, config: BuildConfig, *, workers: int = 1, overwrite: bool = False, command: str = "",
+    argv: list[str] | None = None, progress: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Run a whole build into ``out`` and return its manifest."""
+    config.validate()
+    dataset = get_dataset(config.dataset, seed=config.seed, image_size=config.image_size, **config.dataset_options)
+    plans = dataset.splits()
+    prepare_out(out, overwrite)
+
+    tasks, split_info = [], {}
+    for split, plan in plans.items():
+        labels = np.array([r.label for r in plan.refs], dtype=np.int64)
+        donors = Donors.of(labels) if plan.augment and config.factual else None
+        for index, start in enumerate(range(0, len(plan.refs), config.shard_size)):
+            stop = min(start + config.shard_size, len(plan.refs))
+            tasks.append(delayed(build_shard)(dataset, config, out, split, index, start, stop, plan.augment, donors))
+        counts = Counter(dataset.classes[r.label] for r in plan.refs)
+        split_info[split] = {
+            "augmented": plan.augment,
+            "num_samples": len(plan.refs),
+            "per_class": {c: counts.get(c, 0) for c in dataset.classes},
+            "fields": schema.record_fields(True, plan.augment, config.infill, config.factual, config.copies),
+            "shards": [],
+        }
+
+    total = sum(s["num_samples"] for s in split_info.values())
+    shards: dict[tuple[str, int], dict[str, Any]] = {}
+    with tqdm(total=total, unit="img", desc=f"augment build {config.dataset}", disable=not progress) as bar:
+        jobs = Parallel(n_jobs=workers, return_as="generator_unordered")(tasks)
+        for split, index, info in jobs:
+            shards[split, index] = info
+            bar.update(info["num_samples"])
+    for (split, _), info in sorted(shards.items()):
+        split_info[split]["shards"].append(info)
+
+    manifest = {
+        "format": schema.FORMAT,
+        "format_version": schema.FORMAT_VERSION,
+        "tool": {"name": "augment", "version": augment.__version__, "git_sha": git_sha()},
+        "command": command,
+        "argv": argv or [],
+        "options": asdict(config),
+        "seed": config.seed,
+        "dataset": {
+            "name": dataset.name,
+            "fingerprint": dataset.fingerprint(),
+            "params": dataset.describe(),
+            "classes": list(dataset.classes),
+        },
+        "image_size": config.image_size or dataset.default_image_size,
+        "methods": {"cf": config.infill, "f": config.factual, "copies": config.copies},
+        "encoding": schema.encoding(),
+        "num_samples": total,
+        "splits": split_info,
+    }
+    schema.write_manifest(out, manifest)
+    return manifest

@@ -1,0 +1,97 @@
+"""Dataset adapters: each one turns a source dataset into the same sample model, registered by name.
+
+An adapter is a picklable object (it travels to the build's worker processes) with:
+
+- ``name``, ``classes`` (label -> class name) and ``default_image_size``;
+- ``splits() -> dict[str, SplitPlan]``: every split's sample references (key and label, no pixels) and
+  whether it gets CF/F images (training splits do; test splits hold originals for evaluation);
+- ``load(split, index) -> Sample``: one sample, pixels resized to the stored image size;
+- ``fingerprint()``: a sha256 that changes whenever the source data would;
+- ``describe()``: the resolved adapter parameters, for the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Ref:
+    """What the build knows about a sample before loading it."""
+
+    key: str  # unique in the build, no dots (webdataset splits the field name at the first dot)
+    label: int
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """A split's samples in build order, and whether CF/F images are computed for it."""
+
+    refs: tuple[Ref, ...]
+    augment: bool
+
+
+@dataclass
+class Sample:
+    """One source image with its annotation, at the stored size."""
+
+    key: str
+    image: np.ndarray  # uint8 [H, W, 3], RGB
+    label: int
+    class_name: str
+    split: str
+    source: str  # where it came from: a path, or the generator recipe
+    mask: np.ndarray | None = None  # bool [H, W], True = object (exact segmentation)
+    boxes: np.ndarray | None = None  # int [n, 4], x0 y0 x1 y1 with exclusive x1/y1
+    group: int | None = None  # e.g. (class, background) for worst-group accuracy
+    meta: dict[str, Any] = field(default_factory=dict)  # adapter-specific facts, stored in the sample's json
+
+
+class Dataset(Protocol):
+    name: str
+    classes: tuple[str, ...]
+    default_image_size: int
+
+    def splits(self) -> dict[str, SplitPlan]: ...
+
+    def load(self, split: str, index: int) -> Sample: ...
+
+    def fingerprint(self) -> str: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    factory: Callable[..., Dataset]
+    summary: str
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register(name: str, summary: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Register a dataset factory under ``name``; registering a name twice is an error."""
+
+    def deco(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        if name in DATASETS:
+            raise ValueError(f"dataset {name!r} registered twice")
+        DATASETS[name] = DatasetEntry(name, factory, summary)
+        return factory
+
+    return deco
+
+
+def get_dataset(name: str, **options: Any) -> Dataset:
+    """Instantiate a registered dataset; the error lists the valid names."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
+    return DATASETS[name].factory(**options)
+
+
+from augment.datasets import synthetic  # noqa: E402, F401

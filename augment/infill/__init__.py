@@ -1,0 +1,112 @@
+"""Infill methods: the registry and the one mask convention of the code base.
+
+**Mask convention (stated here once, used everywhere):** ``hole`` is a ``bool[H, W]`` array and
+``hole == True`` means "this pixel is replaced". Every pixel where ``hole`` is False is returned unchanged,
+bit for bit.
+
+- For a counterfactual (CF) image the hole is the object's bounding rectangle (``masks.cf_hole``).
+- For a factual (F) image the hole is the background (``masks.f_hole``).
+
+Callers pass a different hole for each role; they never invert the meaning.
+
+Every method is one function in its own file with the signature::
+
+    fill(image: uint8[H, W, 3], hole: bool[H, W], rng: np.random.Generator) -> uint8[H, W, 3]
+
+registered with ``@register(name, roles=..., stochastic=..., summary=...)``. Methods that need a second image
+(``mixed-rand``) declare ``needs_donor=True`` and take it as the keyword argument ``donor``. The registry name is
+also the CLI value and the shard field name (``cf.tile.jpg``). A method never mutates its input and draws all its
+randomness from ``rng``.
+
+Adding a method: write ``augment/infill/<name>.py`` with one registered function and import it at the bottom
+of this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+InfillFn = Callable[..., np.ndarray]
+
+CF = "cf"  # counterfactual: remove the object, fill its rectangle
+F = "f"  # factual: keep the object, replace the background
+ROLES = (CF, F)
+
+
+@dataclass(frozen=True)
+class Infill:
+    """A registered method: the function plus what the build needs to know about it."""
+
+    name: str
+    fill: InfillFn
+    roles: frozenset[str]
+    stochastic: bool  # stochastic methods are stored in K copies: ``f.shuffle.0.jpg`` ...
+    summary: str
+    needs_donor: bool = False
+
+
+INFILLS: dict[str, Infill] = {}
+
+
+def register(
+    name: str, *, roles: tuple[str, ...], stochastic: bool, summary: str, needs_donor: bool = False
+) -> Callable[[InfillFn], InfillFn]:
+    """Register ``fn`` under ``name``; registering a name twice is an error."""
+    bad = set(roles) - set(ROLES)
+    if bad:
+        raise ValueError(f"infill {name!r}: unknown roles {sorted(bad)}, expected a subset of {list(ROLES)}")
+
+    def deco(fn: InfillFn) -> InfillFn:
+        if name in INFILLS:
+            raise ValueError(f"infill {name!r} registered twice ({INFILLS[name].fill.__module__}, {fn.__module__})")
+        INFILLS[name] = Infill(name, fn, frozenset(roles), stochastic, summary, needs_donor)
+        return fn
+
+    return deco
+
+
+def names(role: str | None = None) -> list[str]:
+    """Registered method names, optionally only those usable in ``role`` (``"cf"`` or ``"f"``)."""
+    return [n for n, m in INFILLS.items() if role is None or role in m.roles]
+
+
+def get_infill(name: str, role: str | None = None) -> Infill:
+    """Look a method up by name; the error lists the valid choices for the role."""
+    flag = {CF: "--infill", F: "--factual", None: "method"}[role]
+    valid = ", ".join(names(role))
+    if name not in INFILLS:
+        raise ValueError(f"unknown {flag} {name!r}; valid choices: {valid}")
+    method = INFILLS[name]
+    if role is not None and role not in method.roles:
+        only = "CF" if method.roles == {CF} else "F"
+        raise ValueError(f"{flag} {name!r} is a {only}-only method; valid {flag} choices: {valid}")
+    return method
+
+
+def field_names(name: str, role: str, copies: int) -> list[str]:
+    """Shard field names for one method: ``cf.tile.jpg`` or ``f.shuffle.0.jpg`` ... one per copy."""
+    if INFILLS[name].stochastic:
+        return [f"{role}.{name}.{k}.jpg" for k in range(copies)]
+    return [f"{role}.{name}.jpg"]
+
+
+def check_inputs(image: np.ndarray, hole: np.ndarray) -> None:
+    """Raise a clear error when ``image``/``hole`` do not follow the convention above."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image: got {image.dtype} {image.shape}, expected uint8 [H, W, 3]")
+    if hole.dtype != bool or hole.shape != image.shape[:2]:
+        raise ValueError(f"hole: got {hole.dtype} {hole.shape}, expected bool {image.shape[:2]}")
+
+
+def paste(image: np.ndarray, hole: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` whose hole pixels (in row-major order) become ``values`` ([n_hole, 3] or broadcastable)."""
+    out = image.copy()
+    out[hole] = values
+    return out
+
+
+# Import every method so that it registers itself (order = order in `augment datasets` and the CLI enums).
+from augment.infill import grey, random, shuffle, tile, mixed_rand  # noqa: E402, F401, I001

@@ -1,0 +1,51 @@
+"""CF tile: the largest background strip of the image, tiled over the hole (SPEC.md section 2, exactly).
+
+A row is *background* when none of its pixels is in the hole; likewise a column. The longest run of
+background rows (an h x W strip) competes with the longest run of background columns (an H x w strip):
+the row strip wins when h >= w. The strip is repeated from the top-left corner to cover H x W, cropped,
+and pasted into the hole. With no background row or column the hole becomes grey. Ties between runs of
+equal length go to the first (top-most / left-most) run. Everything is decided per image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from augment.infill import CF, check_inputs, grey, paste, register
+
+
+def longest_run(flags: np.ndarray) -> tuple[int, int]:
+    """(start, length) of the first longest run of True in a 1-D bool array; (0, 0) when there is none."""
+    padded = np.concatenate(([False], flags, [False])).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))  # alternating run starts and (exclusive) ends
+    if edges.size == 0:
+        return 0, 0
+    starts, ends = edges[0::2], edges[1::2]
+    best = int(np.argmax(ends - starts))  # argmax returns the first maximum: ties go to the first run
+    return int(starts[best]), int(ends[best] - starts[best])
+
+
+def tiled_background(image: np.ndarray, hole: np.ndarray) -> np.ndarray | None:
+    """The H x W tiling of the largest background strip, or None when no row or column is background."""
+    height, width = hole.shape
+    row0, h = longest_run(~hole.any(axis=1))
+    col0, w = longest_run(~hole.any(axis=0))
+    if h == 0 and w == 0:
+        return None
+    if h >= w:
+        strip = image[row0 : row0 + h]
+        return np.tile(strip, (-(-height // h), 1, 1))[:height]
+    strip = image[:, col0 : col0 + w]
+    return np.tile(strip, (1, -(-width // w), 1))[:, :width]
+
+
+@register("tile", roles=(CF,), stochastic=False, summary="the largest background strip, tiled over the rectangle")
+def fill(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Fill the hole with the tiled largest background strip; grey when there is no background row or column."""
+    check_inputs(image, hole)
+    if not hole.any():
+        return image.copy()
+    tiled = tiled_background(image, hole)
+    if tiled is None:
+        return grey.fill(image, hole, rng)
+    return paste(image, hole, tiled[hole])

@@ -1,0 +1,104 @@
+"""The shard schema and the manifest, declared in one place (documented in docs/FORMAT.md).
+
+A build writes ``<out>/<split>/shard-NNNNNN.tar`` (plain tar, webdataset layout) and ``<out>/manifest.json``.
+Each record is one source image, keyed by ``__key__`` (no dots), with the fields below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from augment import encode, infill
+
+FORMAT = "cfaug-shards"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+# Fields of every record.
+IMAGE = "jpg"  # the original image, RGB JPEG at the stored size
+LABEL = "cls"  # the integer label, ASCII
+META = "json"  # sample metadata, keys in SAMPLE_JSON
+# Fields of a record whose sample has an object annotation (mask or boxes).
+MASK = "mask.png"  # 8-bit PNG, 255 = object (the exact segmentation, else the union of boxes)
+BASE_FIELDS = (IMAGE, LABEL, META)
+
+SAMPLE_JSON = {
+    "key": "the record's __key__",
+    "label": "integer label, index into the manifest's dataset.classes",
+    "class_name": "the label's name",
+    "split": "the split the record is stored in",
+    "group": "integer group for worst-group metrics (e.g. class x background), or null",
+    "source": "where the sample came from: a path relative to the dataset root, or a generator recipe",
+    "width": "stored image width in pixels",
+    "height": "stored image height in pixels",
+    "boxes": "object boxes [[x0, y0, x1, y1], ...] in stored pixels, x1/y1 exclusive; [] when none",
+    "has_object": "whether the sample has an object annotation (then mask.png and the CF/F fields exist)",
+    "has_segmentation": "whether mask.png is an exact segmentation (else it is the union of boxes)",
+    "meta": "adapter-specific facts (e.g. the synthetic background family)",
+}
+
+TAR_MTIME = 0  # fixed tar header fields: same inputs give byte-identical shards
+TAR_USER = "augment"
+TAR_MODE = 0o444
+
+
+def shard_path(split: str, index: int) -> str:
+    """The shard's path relative to the build folder."""
+    return f"{split}/shard-{index:06d}.tar"
+
+
+def augment_fields(cf: list[str], f: list[str], copies: int) -> list[str]:
+    """The CF/F fields of an annotated record in an augmented split, e.g. ``cf.tile.jpg``, ``f.shuffle.0.jpg``."""
+    return [n for m in cf for n in infill.field_names(m, infill.CF, copies)] + [
+        n for m in f for n in infill.field_names(m, infill.F, copies)
+    ]
+
+
+def record_fields(has_object: bool, augmented: bool, cf: list[str], f: list[str], copies: int) -> list[str]:
+    """Exactly the fields one record must carry."""
+    if not has_object:
+        return list(BASE_FIELDS)
+    return [*BASE_FIELDS, MASK, *(augment_fields(cf, f, copies) if augmented else [])]
+
+
+def encoding() -> dict[str, Any]:
+    """The fixed encoder settings, recorded in the manifest."""
+    return {
+        "jpeg_quality": encode.JPEG_QUALITY,
+        "jpeg_subsampling": "4:4:4",
+        "png_compress_level": encode.PNG_COMPRESS_LEVEL,
+    }
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``<out>/manifest.json`` atomically (temp name, then rename)."""
+    path = out / MANIFEST
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(out: Path) -> dict[str, Any]:
+    """Load and check ``<out>/manifest.json``; errors name the file and what was expected."""
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no manifest; expected the output folder of `augment build`")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); rebuild with `augment build`") from None
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {manifest.get('format_version')!r}, this tool reads {FORMAT_VERSION}; "
+            "rebuild the shards with this version of `augment build`"
+        )
+    missing = {"dataset", "splits", "seed", "methods", "options"} - set(manifest)
+    if missing:
+        raise ValueError(f"{path}: missing keys {sorted(missing)}")
+    return manifest

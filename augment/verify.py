@@ -1,0 +1,101 @@
+"""``augment verify``: recompute every checksum and decode every sample of a build.
+
+Checks, per shard listed in the manifest: the file exists, its size and sha256 match, it reads as a tar,
+its record count matches, and every record has exactly the fields its metadata calls for, decodable, with
+consistent labels and sizes. Keys must be unique across the build, per-class counts must match the manifest,
+and no stray shard or temp file may sit next to the listed ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from augment import encode, schema
+from augment.shards import ShardError, iter_records, sha256_file
+
+
+def check_record(key: str, fields: dict[str, bytes], split: str, manifest: dict[str, Any]) -> Iterator[str]:
+    """Problems of one record (as messages without the file name)."""
+    try:
+        meta = json.loads(fields[schema.META])
+        label = int(fields[schema.LABEL])
+    except (KeyError, ValueError) as e:
+        yield f"sample {key!r}: unreadable {schema.META}/{schema.LABEL} ({type(e).__name__}: {e})"
+        return
+    classes = manifest["dataset"]["classes"]
+    if meta.get("key") != key or meta.get("split") != split:
+        yield f"sample {key!r}: json says key {meta.get('key')!r}, split {meta.get('split')!r}"
+    if meta.get("label") != label or not 0 <= label < len(classes) or meta.get("class_name") != classes[label]:
+        yield f"sample {key!r}: label {label} / json {meta.get('label')!r} {meta.get('class_name')!r} disagree"
+    methods = manifest["methods"]
+    augmented = manifest["splits"][split]["augmented"]
+    expected = set(schema.record_fields(bool(meta.get("has_object")), augmented, methods["cf"], methods["f"],
+                                        methods["copies"]))  # fmt: skip
+    if set(fields) != expected:
+        missing, extra = sorted(expected - set(fields)), sorted(set(fields) - expected)
+        yield f"sample {key!r}: fields differ from the schema (missing {missing}, unexpected {extra})"
+    size = (meta.get("height"), meta.get("width"))
+    for name, data in sorted(fields.items()):
+        if not (name.endswith(".jpg") or name == schema.IMAGE or name == schema.MASK):
+            continue
+        try:
+            pixels = encode.decode_mask(data) if name == schema.MASK else encode.decode_image(data)
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a finding, not a crash
+            yield f"sample {key!r}: field {name!r} does not decode ({type(e).__name__}: {e})"
+            continue
+        if pixels.shape[:2] != size:
+            yield f"sample {key!r}: field {name!r} is {pixels.shape[:2]}, json says {size}"
+
+
+def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
+    """All problems found in the build at ``out`` (empty = valid) and the number of samples read."""
+    out = Path(out)
+    try:
+        manifest = schema.read_manifest(out)
+    except (OSError, ValueError) as e:
+        return [str(e)], 0
+    problems: list[str] = []
+    seen: set[str] = set()
+    listed = {out / s["path"] for split in manifest["splits"].values() for s in split["shards"]}
+    for stray in sorted(set(out.glob("*/shard-*.tar*")) - listed):
+        problems.append(f"{stray}: not listed in {schema.MANIFEST} (a leftover of an interrupted or other build?)")
+    total = sum(s["num_samples"] for s in manifest["splits"].values())
+    read = 0
+    with tqdm(total=total, unit="img", desc="augment verify", disable=not progress) as bar:
+        for split, info in manifest["splits"].items():
+            per_class: Counter[str] = Counter()
+            for shard in info["shards"]:
+                path = out / shard["path"]
+                if not path.is_file():
+                    problems.append(f"{path}: missing shard (listed in {schema.MANIFEST})")
+                    continue
+                if path.stat().st_size != shard["bytes"]:
+                    problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {shard['bytes']} (truncated?)")
+                if sha256_file(path) != shard["sha256"]:
+                    problems.append(f"{path}: sha256 mismatch (file changed after the build)")
+                count = 0
+                try:
+                    for key, fields in iter_records(path):
+                        count += 1
+                        if key in seen:
+                            problems.append(f"{path}: sample {key!r} appears more than once in the build")
+                        seen.add(key)
+                        problems.extend(f"{path}: {p}" for p in check_record(key, fields, split, manifest))
+                        cls = manifest["dataset"]["classes"]
+                        label = fields.get(schema.LABEL, b"").decode(errors="replace")
+                        per_class[cls[int(label)] if label.isdigit() and int(label) < len(cls) else label] += 1
+                        bar.update()
+                except ShardError as e:
+                    problems.append(str(e))
+                read += count
+                if count != shard["num_samples"]:
+                    problems.append(f"{path}: {count} samples, manifest says {shard['num_samples']}")
+            if dict(per_class) != {c: n for c, n in info["per_class"].items() if n}:
+                problems.append(f"{out / split}: per-class counts {dict(per_class)} differ from the manifest")
+    return problems, read

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny images and holes, and a dataset whose pixels say which sample they are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from augment.datasets import DATASETS, Ref, Sample, SplitPlan, register
+
+
+def make_image(h: int = 12, w: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def rect_hole(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    hole = np.zeros((h, w), dtype=bool)
+    hole[y0:y1, x0:x1] = True
+    return hole
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    return make_image()
+
+
+def index_value(index: int) -> int:
+    """The grey level that encodes a sample's index in the indexed dataset (distinct for index < 24)."""
+    return 20 + 10 * index
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """``n`` samples per split, flat grey images of value ``index_value(i)`` with a white square object.
+
+    Every fourth sample has no annotation (no mask, no boxes), to exercise the plain-CE path.
+    """
+
+    n: int = 11
+    seed: int = 0
+    image_size: int = 24
+
+    name = "indexed"
+    classes = ("a", "b", "c")
+    default_image_size = 24
+
+    def splits(self) -> dict[str, SplitPlan]:
+        return {
+            "train": SplitPlan(tuple(Ref(f"train_{i:04d}", i % 3) for i in range(self.n)), augment=True),
+            "test": SplitPlan(tuple(Ref(f"test_{i:04d}", i % 3) for i in range(self.n)), augment=False),
+        }
+
+    def load(self, split: str, index: int) -> Sample:
+        s = self.image_size
+        image = np.full((s, s, 3), index_value(index), dtype=np.uint8)
+        mask = None
+        if index % 4 != 3:
+            mask = np.zeros((s, s), dtype=bool)
+            mask[4:10, 6:12] = True
+            image[mask] = 250
+        key = f"{split}_{index:04d}"
+        return Sample(key, image, index % 3, self.classes[index % 3], split, f"indexed:{index}", mask=mask, group=index)
+
+    def fingerprint(self) -> str:
+        return f"indexed-{self.n}-{self.seed}"
+
+    def describe(self) -> dict:
+        return {"n": self.n}
+
+
+if "indexed" not in DATASETS:
+    register("indexed", "test fixture: flat images whose grey level encodes the index")(
+        lambda *, seed=0, image_size=None, n=11, **_: Indexed(n=n, seed=seed, image_size=image_size or 24)
+    )

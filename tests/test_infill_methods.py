@@ -1,0 +1,130 @@
+"""Each method's own contract (SPEC.md section 2), with hand-checked small cases for tile."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from conftest import make_image, rect_hole
+
+from augment import infill
+from augment.infill import grey, mixed_rand, random, shuffle, tile
+
+RNG = np.random.default_rng
+
+
+def test_grey_is_mid_grey_in_the_hole() -> None:
+    image, hole = make_image(), rect_hole(12, 16, 2, 5, 3, 9)
+    out = grey.fill(image, hole, RNG(0))
+    assert (out[hole] == 128).all()
+
+
+def test_random_is_one_colour_plus_sigma_02_noise_clipped_not_wrapped() -> None:
+    image, hole = make_image(64, 64), np.ones((64, 64), bool)
+    for seed in range(20):
+        vals = random.fill(image, hole, RNG(seed))[hole].astype(float) / 255
+        for c in range(3):
+            channel = vals[:, c]
+            inside = channel[(channel > 0.02) & (channel < 0.98)]
+            # one colour per channel: the unclipped values sit within a few sigma of their median
+            assert np.abs(inside - np.median(channel)).max() < 5 * random.SIGMA
+            if inside.size > 0.9 * channel.size:  # colour away from the borders: the spread is sigma
+                assert 0.15 < inside.std() < 0.25
+    a = random.fill(image, hole, RNG(1))[hole].mean(axis=0)
+    b = random.fill(image, hole, RNG(2))[hole].mean(axis=0)
+    assert np.abs(a - b).max() > 5  # the colour is drawn per image
+
+
+def test_shuffle_full_hole_is_a_permutation_of_the_image_values() -> None:
+    image = make_image()
+    out = shuffle.fill(image, np.ones(image.shape[:2], bool), RNG(0))
+    assert sorted(out.ravel().tolist()) == sorted(image.ravel().tolist())
+    assert not np.array_equal(out, image)
+    assert not np.array_equal(out[..., 0], np.sort(out[..., 0]))
+
+
+def test_shuffle_partial_hole_holds_the_image_own_values() -> None:
+    image = np.zeros((10, 10, 3), np.uint8)
+    image[..., 0] = np.arange(100).reshape(10, 10)  # values 0..99 appear once each in channel 0, 0 elsewhere
+    hole = rect_hole(10, 10, 2, 6, 2, 6)
+    filled = shuffle.fill(image, hole, RNG(3))[hole].ravel()
+    available = Counter(image.ravel().tolist())
+    assert all(available[v] >= n for v, n in Counter(filled.tolist()).items())  # a sub-multiset of the image
+
+
+def grid(h: int, w: int) -> np.ndarray:
+    """An image whose pixel (y, x) holds (y, x, 10y + x), so any copy is traceable to its source pixel."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([y, x, 10 * y + x], axis=-1).astype(np.uint8)
+
+
+def test_tile_longest_run():
+    assert tile.longest_run(np.array([1, 1, 0, 1, 1, 0], bool)) == (0, 2)  # tie: the first run
+    assert tile.longest_run(np.array([0, 1, 0, 1, 1, 1], bool)) == (3, 3)
+    assert tile.longest_run(np.zeros(4, bool)) == (0, 0)
+
+
+def test_tile_row_strip_wins_ties_with_columns() -> None:
+    image, hole = grid(4, 4), rect_hole(4, 4, 2, 4, 0, 2)  # bg rows 0-1 (h=2), bg cols 2-3 (w=2): rows win
+    out = tile.fill(image, hole, RNG(0))
+    np.testing.assert_array_equal(out[2:4, 0:2], image[0:2, 0:2])
+
+
+def test_tile_column_strip_when_wider() -> None:
+    image, hole = grid(4, 5), rect_hole(4, 5, 0, 4, 0, 1)  # full-height hole in column 0: no bg row, bg cols 1-4
+    out = tile.fill(image, hole, RNG(0))
+    np.testing.assert_array_equal(out[:, 0], image[:, 1])  # tiling from the left starts with strip column 1
+
+
+def test_tile_tied_runs_take_the_first_and_repeat_from_the_top() -> None:
+    image, hole = grid(5, 4), rect_hole(5, 4, 2, 3, 0, 4)  # row 2 is the hole: runs rows 0-1 and 3-4 tie
+    out = tile.fill(image, hole, RNG(0))
+    np.testing.assert_array_equal(out[2], image[0])  # tiled rows 0,1,0,1,0: row 2 -> strip row 0
+
+
+def test_tile_no_background_row_or_column_falls_back_to_grey() -> None:
+    image, hole = grid(4, 4), np.eye(4, dtype=bool)
+    out = tile.fill(image, hole, RNG(0))
+    assert (out[hole] == grey.GREY).all()
+    np.testing.assert_array_equal(out[~hole], image[~hole])
+
+
+def test_tile_object_touching_the_left_border_is_filled() -> None:
+    image, hole = grid(4, 6), rect_hole(4, 6, 1, 3, 0, 2)  # bg rows 0 and 3 (h=1), bg cols 2-5 (w=4): columns win
+    out = tile.fill(image, hole, RNG(0))
+    np.testing.assert_array_equal(out[1:3, 0:2], image[1:3, 2:4])
+
+
+def test_tile_fills_only_with_background_pixels() -> None:
+    image = make_image(20, 20, seed=4)
+    hole = rect_hole(20, 20, 5, 12, 3, 15)
+    out = tile.fill(image, hole, RNG(0))
+    background = {tuple(p) for p in image[~hole].tolist()}
+    assert all(tuple(p) in background for p in out[hole].tolist())
+
+
+def test_mixed_rand_uses_the_donor_background_with_its_object_tiled_away() -> None:
+    image = np.full((8, 8, 3), 50, np.uint8)
+    obj = rect_hole(8, 8, 3, 5, 3, 5)
+    image[obj] = 200
+    donor_image = np.full((8, 8, 3), 10, np.uint8)
+    donor_hole = rect_hole(8, 8, 0, 3, 0, 3)
+    donor_image[donor_hole] = 255  # the donor's object: must not leak
+    out = mixed_rand.fill(image, ~obj, RNG(0), donor=mixed_rand.Donor(donor_image, donor_hole))
+    assert (out[~obj] == 10).all()
+    assert (out[obj] == 200).all()
+
+
+def test_mixed_rand_resizes_a_donor_of_another_size() -> None:
+    image, hole = make_image(12, 16), ~rect_hole(12, 16, 3, 6, 3, 6)
+    donor = mixed_rand.Donor(np.full((30, 20, 3), 77, np.uint8), np.zeros((30, 20), bool))
+    out = mixed_rand.fill(image, hole, RNG(0), donor=donor)
+    assert (out[hole] == 77).all()
+
+
+@pytest.mark.parametrize("name", [n for n, m in infill.INFILLS.items() if not m.stochastic])
+def test_deterministic_methods_do_not_depend_on_the_rng(name: str) -> None:
+    image, hole = make_image(), rect_hole(12, 16, 2, 5, 3, 9)
+    fill = infill.INFILLS[name].fill
+    np.testing.assert_array_equal(fill(image, hole, RNG(0)), fill(image, hole, RNG(1)))
