@@ -41,21 +41,23 @@ def write_shard(path: Path, records: Iterable[dict[str, bytes]]) -> dict[str, in
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     count = 0
-    try:
-        with open(tmp, "wb") as fh:
-            writer = wds.TarWriter(
-                fh, user=schema.TAR_USER, group=schema.TAR_USER, mode=schema.TAR_MODE, encoder=False,
-                mtime=schema.TAR_MTIME,
-            )  # fmt: skip
+    with open(tmp, "wb") as fh:
+        writer = wds.TarWriter(
+            fh, user=schema.TAR_USER, group=schema.TAR_USER, mode=schema.TAR_MODE, encoder=False,
+            mtime=schema.TAR_MTIME,
+        )  # fmt: skip
+        try:
             for record in records:
                 writer.write(record)
                 count += 1
+        except BaseException:
             writer.close()
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            fh.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        writer.close()
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
     return {"num_samples": count, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 

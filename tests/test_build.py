@@ -1,0 +1,206 @@
+"""Build -> verify -> read back, determinism, and the checks `verify` must catch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+from conftest import index_value
+
+from augment import encode, schema
+from augment.build import BuildConfig, BuildError, Donors, build
+from augment.verify import verify
+
+CONFIG = dict(dataset="indexed", infill=["tile", "grey", "shuffle"], factual=["mixed-rand", "random"], copies=2)
+
+
+def run(out: Path, workers: int = 1, shard_size: int = 4, **overrides) -> dict:
+    return build(out, BuildConfig(**{**CONFIG, "shard_size": shard_size, **overrides}), workers=workers, progress=False)
+
+
+def level(image: np.ndarray) -> int:
+    """The grey level of the object-free bottom-right 8x8 JPEG block (no ringing from the object)."""
+    return int(np.median(image[16:24, 16:24]))
+
+
+def shard_hashes(manifest: dict) -> list[tuple[str, str]]:
+    return [(s["path"], s["sha256"]) for split in manifest["splits"].values() for s in split["shards"]]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("build") / "out"
+    return out, run(out, workers=2)
+
+
+def test_manifest_records_counts_shards_and_provenance(built) -> None:
+    out, manifest = built
+    assert manifest["num_samples"] == 22 and manifest["seed"] == 0
+    train = manifest["splits"]["train"]
+    assert train["num_samples"] == 11 and [s["num_samples"] for s in train["shards"]] == [4, 4, 3]
+    assert train["per_class"] == {"a": 4, "b": 4, "c": 3}
+    assert manifest["splits"]["test"]["augmented"] is False
+    assert manifest["dataset"] == {
+        "name": "indexed", "fingerprint": "indexed-11-0", "params": {"n": 11}, "classes": ["a", "b", "c"]
+    }  # fmt: skip
+    assert manifest["options"]["infill"] == ["tile", "grey", "shuffle"]
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            assert (out / shard["path"]).stat().st_size == shard["bytes"]
+    assert json.loads((out / schema.MANIFEST).read_text()) == manifest
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_verify_passes_on_a_fresh_build(built) -> None:
+    out, _ = built
+    problems, read = verify(out, progress=False)
+    assert problems == [] and read == 22
+
+
+def test_plain_webdataset_reads_every_key_once_with_its_label_and_fields(built) -> None:
+    out, manifest = built
+    urls = [str(out / s["path"]) for s in manifest["splits"]["train"]["shards"]]
+    seen = Counter()
+    for sample in wds.WebDataset(urls, shardshuffle=False).decode("rgb8"):
+        key = sample["__key__"]
+        seen[key] += 1
+        index = int(key.split("_")[1])
+        meta = sample["json"]
+        assert meta["label"] == index % 3 == int(sample["cls"]) and meta["key"] == key
+        assert abs(level(sample["jpg"]) - index_value(index)) <= 3  # the pixels prove which sample this is
+        expected = set(schema.record_fields(index % 4 != 3, True, CONFIG["infill"], CONFIG["factual"], 2))
+        assert {k for k in sample if not k.startswith("__")} == expected
+        if index % 4 != 3:
+            assert sample["cf.tile.jpg"].shape == (24, 24, 3)
+            # mixed-rand's background comes from a donor of another class: its grey level names the donor
+            donor_level = level(sample["f.mixed-rand.0.jpg"])
+            donor = int(np.argmin([abs(index_value(i) - donor_level) for i in range(11)]))
+            assert donor % 3 != index % 3
+    assert sorted(seen) == [f"train_{i:04d}" for i in range(11)] and set(seen.values()) == {1}
+
+
+def test_tar_lists_the_documented_names(built) -> None:
+    out, _ = built
+    names = subprocess.run(["tar", "-tf", str(out / "train/shard-000000.tar")], capture_output=True, text=True,
+                           check=True).stdout.split()  # fmt: skip
+    assert "train_0000.cf.tile.jpg" in names and "train_0000.f.random.1.jpg" in names
+    assert "train_0003.jpg" in names and "train_0003.mask.png" not in names  # no annotation: plain sample
+    assert all("." not in n.split(".")[0] for n in names)
+
+
+def test_mask_png_is_the_object(built) -> None:
+    out, manifest = built
+    for shard in manifest["splits"]["test"]["shards"][:1]:
+        sample = next(iter(wds.WebDataset(str(out / shard["path"]), shardshuffle=False)))
+        mask = encode.decode_mask(sample["mask.png"])
+        assert mask[4:10, 6:12].all() and mask.sum() == 36
+
+
+def test_same_seed_gives_identical_shards_whatever_the_workers(tmp_path: Path, built) -> None:
+    _, reference = built
+    assert shard_hashes(run(tmp_path / "w1", workers=1)) == shard_hashes(reference)
+    assert shard_hashes(run(tmp_path / "w2", workers=2)) == shard_hashes(reference)
+    other = shard_hashes(run(tmp_path / "seed", seed=1))
+    assert other != shard_hashes(reference)
+
+
+def test_synthetic_build_is_byte_identical_across_worker_counts(tmp_path: Path) -> None:
+    kw = dict(dataset="synthetic", infill=["tile", "shuffle"], factual=["shuffle", "mixed-rand"],
+              dataset_options={"size": 40})  # fmt: skip
+    a = build(tmp_path / "a", BuildConfig(**kw, shard_size=16), workers=1, progress=False)
+    b = build(tmp_path / "b", BuildConfig(**kw, shard_size=16), workers=2, progress=False)
+    assert shard_hashes(a) == shard_hashes(b) and a["num_samples"] == 40 + 5 * 8
+    assert verify(tmp_path / "b", progress=False)[0] == []
+
+
+def corrupt_copy(tmp_path: Path, built, how: str) -> tuple[Path, Path]:
+    src, _ = built
+    out = tmp_path / how
+    subprocess.run(["cp", "-r", str(src), str(out)], check=True)
+    shard = out / "train/shard-000001.tar"
+    shard.chmod(0o644)
+    data = bytearray(shard.read_bytes())
+    if how == "flip":
+        data[1500] ^= 0x01
+        shard.write_bytes(bytes(data))
+    elif how == "missing":
+        shard.unlink()
+    elif how == "truncated":
+        shard.write_bytes(bytes(data[: len(data) // 2]))
+    return out, shard
+
+
+@pytest.mark.parametrize("how,message", [("flip", "sha256 mismatch"), ("missing", "missing shard"),
+                                         ("truncated", "bytes, manifest says")])  # fmt: skip
+def test_verify_names_the_damaged_shard(tmp_path: Path, built, how: str, message: str) -> None:
+    out, shard = corrupt_copy(tmp_path, built, how)
+    problems, _ = verify(out, progress=False)
+    assert problems, f"verify missed a {how} shard"
+    assert any(str(shard) in p and message in p for p in problems), problems
+    assert all(str(shard) in p or "per-class" in p for p in problems), problems
+
+
+def test_verify_reports_a_stray_shard_and_a_missing_manifest(tmp_path: Path, built) -> None:
+    out, _ = corrupt_copy(tmp_path, built, "copy")
+    (out / "train/shard-000009.tar").write_bytes(b"")
+    assert any("not listed" in p for p in verify(out, progress=False)[0])
+    (out / schema.MANIFEST).unlink()
+    assert "no manifest" in verify(out, progress=False)[0][0]
+
+
+def test_refuses_a_non_empty_out_unless_told(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(BuildError, match="not empty; pass --overwrite"):
+        run(out)
+    with pytest.raises(BuildError, match="not an augment build"):
+        build(out, BuildConfig(**CONFIG), overwrite=True, progress=False)
+    (out / "notes.txt").unlink()
+    run(out)
+    with pytest.raises(BuildError, match="not empty"):
+        run(out)
+    rebuilt = build(out, BuildConfig(**{**CONFIG, "shard_size": 11}), overwrite=True, progress=False)
+    assert sorted(p.name for p in out.glob("train/*")) == ["shard-000000.tar"]  # old shards gone
+    assert verify(out, progress=False)[0] == [] and rebuilt["num_samples"] == 22
+
+
+def test_a_failing_sample_stops_the_build_naming_it_and_leaves_no_partial_shard(tmp_path: Path, monkeypatch) -> None:
+    import conftest
+
+    def broken(self, split, index):
+        if index == 5:
+            raise OSError("disk on fire")
+        return original(self, split, index)
+
+    original = conftest.Indexed.load
+    monkeypatch.setattr(conftest.Indexed, "load", broken)
+    with pytest.raises(BuildError, match="train sample 5 of indexed: OSError: disk on fire"):
+        run(tmp_path / "out", workers=1)
+    assert not (tmp_path / "out" / schema.MANIFEST).exists()
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+    assert not (tmp_path / "out/train/shard-000001.tar").exists()
+
+
+def test_donors_are_always_of_another_class_and_cover_them_all() -> None:
+    labels = np.array([0, 1, 2, 0, 1, 2, 2, 0])
+    donors = Donors.of(labels)
+    rng = np.random.default_rng(0)
+    for label in range(3):
+        picks = {donors.pick(label, rng) for _ in range(200)}
+        assert picks == set(np.flatnonzero(labels != label).tolist())
+    assert Donors.of(np.zeros(4, int)).pick(0, rng) is None
+
+
+def test_bad_configs_are_rejected_with_the_valid_choices(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="valid --factual choices"):
+        run(tmp_path / "x", factual=["tile"])
+    with pytest.raises(ValueError, match="given twice"):
+        run(tmp_path / "x", infill=["tile", "tile"])
+    with pytest.raises(ValueError, match="unknown dataset 'nope'; valid choices: synthetic"):
+        run(tmp_path / "x", dataset="nope")

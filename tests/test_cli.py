@@ -1,0 +1,107 @@
+"""The `augment` CLI end to end with typer's CliRunner, including the bad-option errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from augment.cli import app
+
+runner = CliRunner()
+BUILD = "build --dataset synthetic --size 20 --image-size 32 --shard-size 8 --workers 2 -q".split() + [
+    *("--infill", "tile", "--infill", "shuffle", "--factual", "shuffle", "--factual", "mixed-rand")
+]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "demo"
+    result = invoke(*BUILD, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "wrote 45 samples" in result.output
+    return out
+
+
+def test_build_records_the_full_command(demo: Path) -> None:
+    manifest = json.loads((demo / "manifest.json").read_text())
+    assert manifest["command"].startswith("augment build --dataset synthetic --infill tile --infill shuffle")
+    assert "--size 20" in manifest["command"] and f"--out {demo}" in manifest["command"]
+    assert manifest["image_size"] == 32 and manifest["dataset"]["params"]["bias"] == 0.9
+    assert manifest["splits"]["train"]["fields"][-2:] == ["f.shuffle.0.jpg", "f.mixed-rand.0.jpg"]
+
+
+def test_info_shows_counts_per_split_and_class(demo: Path) -> None:
+    result = invoke("info", demo)
+    assert result.exit_code == 0, result.output
+    assert "circle" in result.output and "mixed_next" in result.output and "total: 45 samples" in result.output
+    train = next(line for line in result.output.splitlines() if line.startswith("train"))
+    assert train.split()[1] == "20" and train.split()[-5:] == ["4"] * 5
+    as_json = invoke("info", demo, "--json")
+    assert json.loads(as_json.output)["num_samples"] == 45
+
+
+def test_verify_ok_then_fails_on_a_flipped_byte(demo: Path, tmp_path: Path) -> None:
+    result = invoke("verify", demo, "-q")
+    assert result.exit_code == 0 and "OK: 45 samples" in result.output
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for src in demo.rglob("*"):
+        if src.is_file():
+            (copy / src.relative_to(demo)).parent.mkdir(parents=True, exist_ok=True)
+            (copy / src.relative_to(demo)).write_bytes(src.read_bytes())
+    shard = copy / "val/shard-000000.tar"
+    data = bytearray(shard.read_bytes())
+    data[-3000] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    result = invoke("verify", copy, "-q")
+    assert result.exit_code == 1 and f"{shard}: sha256 mismatch" in result.output
+
+
+def test_preview_draws_one_column_per_field(demo: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "sheet.png"
+    result = invoke("preview", demo, "--out", dest, "--rows", "5", "--cell", "40")
+    assert result.exit_code == 0, result.output
+    with Image.open(dest) as img:
+        assert img.size == (96 + 40 * 6, 14 + 40 * 5)  # original, mask, 2 CF, 2 F; one row per class
+    assert invoke("preview", demo, "--split", "nope", "--out", dest).exit_code == 1
+
+
+def test_datasets_lists_datasets_and_methods_with_roles() -> None:
+    result = invoke("datasets")
+    assert result.exit_code == 0
+    assert "synthetic" in result.output and "mixed-rand   F" in result.output and "tile         CF " in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--infill", "blur"], "'blur' is not one of 'grey', 'random', 'shuffle', 'tile'"),
+    (["--factual", "tile"], "'tile' is not one of 'random', 'shuffle', 'mixed-rand'"),
+    (["--dataset", "imagenet"], "'imagenet' is not one of 'synthetic'"),
+    (["--copies", "0"], "--copies"),
+    (["--bias", "1.5"], "--bias"),
+])  # fmt: skip
+def test_bad_options_exit_2_listing_the_valid_choices(tmp_path: Path, args: list[str], message: str) -> None:
+    result = invoke("build", "--out", tmp_path / "x", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_method_twice_and_a_non_empty_out_exit_2(demo: Path, tmp_path: Path) -> None:
+    result = invoke("build", "--out", tmp_path / "x", "--infill", "tile", "--infill", "tile")
+    assert result.exit_code == 2 and "'tile' given twice" in result.output
+    result = invoke(*BUILD, "--out", demo)
+    assert result.exit_code == 2 and "not empty; pass --overwrite" in result.output
+
+
+def test_info_and_verify_on_a_folder_without_manifest(tmp_path: Path) -> None:
+    for command in ("info", "verify"):
+        result = invoke(command, tmp_path)
+        assert result.exit_code == 1 and "no manifest" in result.output

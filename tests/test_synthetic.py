@@ -1,0 +1,92 @@
+"""The embedded dataset: deterministic, exact masks, the bias it promises, IN-9-like test splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from augment.datasets import get_dataset
+from augment.datasets.synthetic import BACKGROUNDS, SHAPES, TEST_VARIANTS
+
+
+@pytest.fixture(scope="module")
+def data():
+    return get_dataset("synthetic", size=500, seed=3)
+
+
+def test_samples_are_deterministic_and_independent_of_order(data) -> None:
+    a = data.load("train", 7).image
+    data.load("train", 8)
+    np.testing.assert_array_equal(a, get_dataset("synthetic", size=500, seed=3).load("train", 7).image)
+    assert not np.array_equal(a, get_dataset("synthetic", size=500, seed=4).load("train", 7).image)
+
+
+def test_splits_sizes_keys_and_labels(data) -> None:
+    plans = data.splits()
+    assert list(plans) == ["train", "val", *TEST_VARIANTS]
+    assert len(plans["train"].refs) == 500 and len(plans["mixed_next"].refs) == 100
+    assert plans["train"].augment and plans["val"].augment and not plans["original"].augment
+    keys = [r.key for p in plans.values() for r in p.refs]
+    assert len(set(keys)) == len(keys) and not any("." in k for k in keys)
+    for split, plan in plans.items():
+        for i in (0, 13):
+            sample = data.load(split, i)
+            assert (sample.key, sample.label) == (plan.refs[i].key, plan.refs[i].label)
+            assert sample.class_name == SHAPES[sample.label] and sample.image.shape == (64, 64, 3)
+
+
+def test_mask_is_the_object_and_the_box_bounds_it(data) -> None:
+    s = data.load("train", 4)
+    x0, y0, x1, y1 = s.boxes[0]
+    assert s.mask.sum() > 50 and s.mask[y0:y1, x0:x1].sum() == s.mask.sum()
+    assert s.mask[y0].any() and s.mask[y1 - 1].any() and s.mask[:, x0].any() and s.mask[:, x1 - 1].any()
+
+
+@pytest.mark.parametrize("bias", [0.9, 0.5])
+def test_train_background_matches_the_class_with_probability_bias(bias: float) -> None:
+    data = get_dataset("synthetic", size=2000, bias=bias)
+    families = np.array([data.load("train", i).meta["background"] for i in range(0, 2000, 2)])
+    labels = np.arange(0, 2000, 2) % len(SHAPES)
+    assert abs((families == labels).mean() - bias) < 0.04
+    assert set(families[families != labels]) == set(range(len(BACKGROUNDS)))
+
+
+def test_test_variants_share_the_object_and_swap_the_background(data) -> None:
+    for i in range(10):
+        samples = {v: data.load(v, i) for v in TEST_VARIANTS}
+        ref = samples["original"]
+        for s in samples.values():
+            np.testing.assert_array_equal(s.mask, ref.mask)
+            np.testing.assert_array_equal(s.image[s.mask], ref.image[ref.mask])
+            assert s.label == ref.label and s.group == s.label * 5 + s.meta["background"]
+        k = len(BACKGROUNDS)
+        assert ref.meta["background"] == samples["mixed_same"].meta["background"] == ref.label
+        assert not np.array_equal(ref.image, samples["mixed_same"].image)
+        assert samples["mixed_rand"].meta["background"] != ref.label
+        assert samples["mixed_next"].meta["background"] == (ref.label + 1) % k
+
+
+def test_the_background_alone_predicts_the_label_and_fails_on_mixed_next(data) -> None:
+    """The spurious cue is real: a classifier that sees only background colour works on `original` and follows
+    the pasted background on `mixed_next`."""
+
+    def bg_colour(s) -> np.ndarray:
+        return s.image[~s.mask].mean(axis=0)
+
+    train = [data.load("train", i) for i in range(500)]
+    centroids = np.stack([np.mean([bg_colour(s) for s in train if s.label == c], axis=0) for c in range(5)])
+
+    def accuracy(split: str) -> float:
+        samples = [data.load(split, i) for i in range(100)]
+        preds = [np.argmin(np.linalg.norm(centroids - bg_colour(s), axis=1)) for s in samples]
+        return float(np.mean([p == s.label for p, s in zip(preds, samples, strict=True)]))
+
+    assert accuracy("original") > 0.9
+    assert accuracy("mixed_next") < 0.1
+
+
+def test_bad_parameters_are_named() -> None:
+    with pytest.raises(ValueError, match=r"--bias: got 1.5, expected a probability in \[0, 1\]"):
+        get_dataset("synthetic", bias=1.5)
+    with pytest.raises(ValueError, match="--image-size: got 8"):
+        get_dataset("synthetic", image_size=8)
