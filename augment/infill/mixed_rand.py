@@ -37,4 +37,4 @@ def fill(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator, *, donor
     background = tile.fill(donor.image, donor.hole, rng)
     if background.shape != image.shape:
         background = cv2.resize(background, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
-    return paste(image, hole, background[hole])
+    return paste(image, hole, background)

@@ -48,4 +48,4 @@ def fill(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.nd
     tiled = tiled_background(image, hole)
     if tiled is None:
         return grey.fill(image, hole, rng)
-    return paste(image, hole, tiled[hole])
+    return paste(image, hole, tiled)
