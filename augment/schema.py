@@ -77,7 +77,7 @@ def write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
     """Write ``<out>/manifest.json`` atomically (temp name, then rename)."""
     path = out / MANIFEST
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")  # insertion order: splits as built
     os.replace(tmp, path)
     return path
 

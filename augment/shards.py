@@ -1,17 +1,19 @@
-"""Write and read shard files: deterministic tar via webdataset's TarWriter, temp name then rename.
+"""Write and read shard files in webdataset's tar layout: deterministic headers, temp name then rename.
 
-Reading uses ``tarfile`` directly and only ever returns bytes: nothing in a shard is unpickled or executed.
+Both directions use the standard library's ``tarfile``, with the conventions of webdataset's ``TarWriter``
+(USTAR, ``<key>.<field>`` members, fields of a record in sorted order). Importing webdataset itself would import
+torch, about 650 MB and 1.7 s in every build worker, for 20 lines of tar writing. Reading only ever returns
+bytes: nothing in a shard is unpickled or executed. `tests/test_build.py` reads the shards with webdataset.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-import webdataset as wds
 
 from augment import schema
 
@@ -41,25 +43,34 @@ def write_shard(path: Path, records: Iterable[dict[str, bytes]]) -> dict[str, in
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "wb") as fh:
-        writer = wds.TarWriter(
-            fh, user=schema.TAR_USER, group=schema.TAR_USER, mode=schema.TAR_MODE, encoder=False,
-            mtime=schema.TAR_MTIME,
-        )  # fmt: skip
-        try:
-            for record in records:
-                writer.write(record)
-                count += 1
-        except BaseException:
-            writer.close()
-            fh.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        writer.close()
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb") as fh:
+            with tarfile.open(fileobj=fh, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+                for record in records:
+                    add_record(tar, record)
+                    count += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return {"num_samples": count, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def add_record(tar: tarfile.TarFile, record: dict[str, bytes]) -> None:
+    """Append one record: a ``<key>.<field>`` member per field, fields sorted, fixed headers."""
+    key = record["__key__"]
+    if not isinstance(key, str) or not key or "." in key or "/" in key:
+        raise ValueError(f"record key {key!r}: expected a non-empty string without '.' or '/'")
+    for field in sorted(k for k in record if k != "__key__"):
+        data = record[field]
+        if not isinstance(data, bytes):
+            raise ValueError(f"record {key!r}: field {field!r} is {type(data).__name__}, expected encoded bytes")
+        info = tarfile.TarInfo(f"{key}.{field}")
+        info.size, info.mtime, info.mode = len(data), schema.TAR_MTIME, schema.TAR_MODE
+        info.uname = info.gname = schema.TAR_USER
+        tar.addfile(info, io.BytesIO(data))
 
 
 def iter_records(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
