@@ -31,6 +31,10 @@ class BuildError(Exception):
     """A build that cannot go on; the message names the sample or file and the fix."""
 
 
+class OutFolderError(BuildError):
+    """``--out`` cannot be used as it is (a usage error: exit code 2)."""
+
+
 @dataclass
 class BuildConfig:
     """The resolved options of one build; recorded in the manifest."""
@@ -104,7 +108,6 @@ def sample_json(sample: Sample, has_object: bool) -> bytes:
         "has_segmentation": sample.mask is not None,
         "meta": sample.meta,
     }
-    assert set(meta) == set(schema.SAMPLE_JSON), "schema.SAMPLE_JSON and sample_json disagree"
     return json.dumps(meta, sort_keys=True).encode()
 
 
@@ -170,16 +173,18 @@ def build_shard(
 def prepare_out(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty ``out`` unless ``overwrite``; then remove only what an earlier build wrote."""
     if out.exists() and not out.is_dir():
-        raise BuildError(f"--out {out}: exists and is not a folder")
+        raise OutFolderError(f"--out {out}: exists and is not a folder")
     if not out.exists() or not any(out.iterdir()):
         out.mkdir(parents=True, exist_ok=True)
         return
     ours = [out / schema.MANIFEST, *out.glob(f"{schema.MANIFEST}.tmp"), *out.glob("*/shard-*.tar*")]
     ours = [p for p in ours if p.exists()]
     if not overwrite:
-        raise BuildError(f"--out {out}: folder is not empty; pass --overwrite to replace the build there")
+        what = "an earlier build" if (out / schema.MANIFEST).exists() else "an unfinished build" if ours else "files"
+        raise OutFolderError(f"--out {out}: folder is not empty (it holds {what}); pass --overwrite to replace a "
+                             "build there, or choose another folder")  # fmt: skip
     if not ours:
-        raise BuildError(f"--out {out}: folder holds files that are not an augment build; refusing to touch it")
+        raise OutFolderError(f"--out {out}: folder holds files that are not an augment build; refusing to touch it")
     for p in ours:
         p.unlink()
     for d in out.iterdir():

@@ -65,7 +65,7 @@ def build(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build CF/F shards of a dataset, with a manifest that makes the build reproducible and verifiable."""
-    from augment.build import BuildConfig, BuildError
+    from augment.build import BuildConfig, BuildError, OutFolderError
     from augment.build import build as run_build
 
     options = {k: v for k, v in {"size": size, "bias": bias}.items() if v is not None}
@@ -99,8 +99,10 @@ def build(
             out, config, workers=workers or os.cpu_count() or 1, overwrite=overwrite, command=command,
             argv=sys.argv, progress=not quiet,
         )  # fmt: skip
+    except OutFolderError as e:
+        fail(str(e), 2)
     except BuildError as e:
-        fail(str(e), 2 if "--out" in str(e) else 1)
+        fail(str(e))
     except ValueError as e:
         fail(str(e), 2)
     shards = sum(len(s["shards"]) for s in manifest["splits"].values())

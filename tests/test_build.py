@@ -158,13 +158,16 @@ def test_refuses_a_non_empty_out_unless_told(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(BuildError, match="not empty; pass --overwrite"):
+    with pytest.raises(BuildError, match=r"not empty \(it holds files\); pass --overwrite"):
         run(out)
     with pytest.raises(BuildError, match="not an augment build"):
         build(out, BuildConfig(**CONFIG), overwrite=True, progress=False)
     (out / "notes.txt").unlink()
     run(out)
-    with pytest.raises(BuildError, match="not empty"):
+    with pytest.raises(BuildError, match=r"not empty \(it holds an earlier build\)"):
+        run(out)
+    (out / schema.MANIFEST).unlink()
+    with pytest.raises(BuildError, match=r"not empty \(it holds an unfinished build\)"):
         run(out)
     rebuilt = build(out, BuildConfig(**{**CONFIG, "shard_size": 11}), overwrite=True, progress=False)
     assert sorted(p.name for p in out.glob("train/*")) == ["shard-000000.tar"]  # old shards gone
@@ -198,6 +201,13 @@ def test_donors_are_always_of_another_class_and_cover_them_all() -> None:
     assert Donors.of(np.zeros(4, int)).pick(0, rng) is None
 
 
+def test_record_json_has_exactly_the_declared_keys(built) -> None:
+    out, manifest = built
+    for shard in manifest["splits"]["train"]["shards"][:1]:
+        for sample in wds.WebDataset(str(out / shard["path"]), shardshuffle=False).decode():
+            assert set(sample["json"]) == set(schema.SAMPLE_JSON)
+
+
 def test_bad_configs_are_rejected_with_the_valid_choices(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="valid --factual choices"):
         run(tmp_path / "x", factual=["tile"])
@@ -205,6 +215,10 @@ def test_bad_configs_are_rejected_with_the_valid_choices(tmp_path: Path) -> None
         run(tmp_path / "x", infill=["tile", "tile"])
     with pytest.raises(ValueError, match="unknown dataset 'nope'; valid choices: synthetic"):
         run(tmp_path / "x", dataset="nope")
+    with pytest.raises(
+        ValueError, match="--dataset synthetic: .*'root'.*it takes \\['seed', 'image_size', 'size', 'bias'\\]"
+    ):
+        run(tmp_path / "x", dataset="synthetic", dataset_options={"root": "/data"})
 
 
 def test_the_augment_modules_do_not_import_torch() -> None:

@@ -98,7 +98,7 @@ def test_a_method_twice_and_a_non_empty_out_exit_2(demo: Path, tmp_path: Path) -
     result = invoke("build", "--out", tmp_path / "x", "--infill", "tile", "--infill", "tile")
     assert result.exit_code == 2 and "'tile' given twice" in result.output
     result = invoke(*BUILD, "--out", demo)
-    assert result.exit_code == 2 and "not empty; pass --overwrite" in result.output
+    assert result.exit_code == 2 and "not empty (it holds an earlier build); pass --overwrite" in result.output
 
 
 def test_info_and_verify_on_a_folder_without_manifest(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ An adapter is a picklable object (it travels to the build's worker processes) wi
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -91,7 +92,12 @@ def get_dataset(name: str, **options: Any) -> Dataset:
     """Instantiate a registered dataset; the error lists the valid names."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
-    return DATASETS[name].factory(**options)
+    factory = DATASETS[name].factory
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as e:  # an option this adapter does not take is an error, never silently dropped
+        raise ValueError(f"--dataset {name}: {e}; it takes {list(inspect.signature(factory).parameters)}") from None
+    return factory(**options)
 
 
 from augment.datasets import synthetic  # noqa: E402, F401

@@ -178,7 +178,7 @@ class Synthetic:
 
 @register("synthetic", "embedded: 5 shapes on 5 background families with a tunable spurious correlation (--bias)")
 def make_synthetic(
-    *, size: int | None = None, bias: float | None = None, seed: int = 0, image_size: int | None = None, **_: Any
+    *, seed: int = 0, image_size: int | None = None, size: int | None = None, bias: float | None = None
 ) -> Synthetic:
     return Synthetic(
         size=Synthetic.size if size is None else size,
