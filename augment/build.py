@@ -22,9 +22,13 @@ from tqdm import tqdm
 import augment
 from augment import encode, infill, masks, schema
 from augment.datasets import Dataset, Sample, get_dataset
+from augment.datasets.files import ON_ERROR
 from augment.infill.mixed_rand import Donor
+from augment.read import SourceError
 from augment.rng import sample_rng
 from augment.shards import write_shard
+
+MAX_DONOR_DRAWS = 20
 
 
 class BuildError(Exception):
@@ -46,6 +50,7 @@ class BuildConfig:
     seed: int = 0
     image_size: int | None = None  # None: the dataset's default
     shard_size: int = 1000  # samples per shard
+    on_error: str = "fail"  # bad source inputs: "fail" stops the build, "skip" records them in rejects.jsonl
     dataset_options: dict[str, Any] = field(default_factory=dict)  # adapter options (--size, --bias, ...)
 
     def validate(self) -> None:
@@ -59,6 +64,8 @@ class BuildConfig:
                 raise ValueError(f"{flag} {dup[0]!r} given twice; each method is stored once (use --copies for more)")
         if self.copies < 1:
             raise ValueError(f"--copies: got {self.copies}, expected at least 1")
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"--on-error: got {self.on_error!r}, expected one of {', '.join(ON_ERROR)}")
         if self.shard_size < 1:
             raise ValueError(f"--shard-size: got {self.shard_size}, expected at least 1 sample per shard")
 
@@ -135,39 +142,66 @@ def make_record(
             method = infill.INFILLS[name]
             for copy, field_name in enumerate(infill.field_names(name, role, config.copies)):
                 rng = sample_rng(config.seed, sample.key, role, name, copy)
-                kwargs = {"donor": load_donor(sample, dataset, donors, rng)} if method.needs_donor else {}
+                kwargs = (
+                    {"donor": load_donor(sample, dataset, donors, rng, config.on_error)} if method.needs_donor else {}
+                )
                 record[field_name] = encode.encode_jpeg(method.fill(sample.image, hole, rng, **kwargs))
     return record
 
 
-def load_donor(sample: Sample, dataset: Dataset, donors: Donors | None, rng: np.random.Generator) -> Donor:
-    """Draw and load a donor of another class from the sample's split (for mixed-rand)."""
-    index = None if donors is None else donors.pick(sample.label, rng)
-    if index is None:
-        raise BuildError(f"{sample.split}/{sample.key}: mixed-rand needs a sample of another class in the split")
-    other = dataset.load(sample.split, index)
-    hole = masks.cf_hole(other.mask, other.boxes, other.image.shape[:2])
-    return Donor(other.image, np.zeros(other.image.shape[:2], bool) if hole is None else hole)
+def load_donor(
+    sample: Sample, dataset: Dataset, donors: Donors | None, rng: np.random.Generator, on_error: str
+) -> Donor:
+    """Draw and load a donor of another class from the sample's split (for mixed-rand).
+
+    With ``on_error="skip"`` a donor that fails to load is replaced by another draw from the same generator.
+    """
+    for _ in range(MAX_DONOR_DRAWS):
+        index = None if donors is None else donors.pick(sample.label, rng)
+        if index is None:
+            raise BuildError(f"{sample.split}/{sample.key}: mixed-rand needs a sample of another class in the split")
+        try:
+            other = dataset.load(sample.split, index)
+        except SourceError:
+            if on_error == "skip":
+                continue
+            raise
+        hole = masks.cf_hole(other.mask, other.boxes, other.image.shape[:2])
+        return Donor(other.image, np.zeros(other.image.shape[:2], bool) if hole is None else hole)
+    raise BuildError(f"{sample.split}/{sample.key}: {MAX_DONOR_DRAWS} mixed-rand donors in a row failed to load")
 
 
 def build_shard(
     dataset: Dataset, config: BuildConfig, out: Path, split: str, index: int, start: int, stop: int,
     augmented: bool, donors: Donors | None,
-) -> tuple[str, int, dict[str, Any]]:  # fmt: skip
-    """Build one shard from samples ``start:stop`` of ``split``; runs in a worker process."""
+) -> dict[str, Any]:  # fmt: skip
+    """Build one shard from samples ``start:stop`` of ``split``; runs in a worker process.
+
+    Returns the shard's manifest entry plus what the build aggregates: per-label counts and skipped inputs.
+    """
+    labels: Counter[int] = Counter()
+    rejects: list[dict[str, str]] = []
 
     def records():
         for i in range(start, stop):
             try:
                 sample = dataset.load(split, i)
-                yield make_record(sample, dataset, config, augmented, donors)
+                record = make_record(sample, dataset, config, augmented, donors)
+            except SourceError as e:
+                if config.on_error == "skip":
+                    rejects.append({"split": split, "path": e.path, "reason": e.reason})
+                    continue
+                raise BuildError(f"{e} (pass --on-error skip to record bad inputs in rejects.jsonl and go on)") from e
             except BuildError:
                 raise
             except Exception as e:  # fail fast, naming the sample
                 raise BuildError(f"{split} sample {i} of {dataset.name}: {type(e).__name__}: {e}") from e
+            labels[sample.label] += 1
+            yield record
 
     info = write_shard(out / schema.shard_path(split, index), records())
-    return split, index, {"path": schema.shard_path(split, index), **info}
+    return {"split": split, "index": index, "attempted": stop - start, "labels": labels, "rejects": rejects,
+            "shard": {"path": schema.shard_path(split, index), **info}}  # fmt: skip
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
@@ -177,7 +211,7 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     if not out.exists() or not any(out.iterdir()):
         out.mkdir(parents=True, exist_ok=True)
         return
-    ours = [out / schema.MANIFEST, *out.glob(f"{schema.MANIFEST}.tmp"), *out.glob("*/shard-*.tar*")]
+    ours = [out / schema.MANIFEST, out / schema.REJECTS, *out.glob("*.tmp"), *out.glob("*/shard-*.tar*")]
     ours = [p for p in ours if p.exists()]
     if not overwrite:
         what = "an earlier build" if (out / schema.MANIFEST).exists() else "an unfinished build" if ours else "files"
@@ -208,7 +242,10 @@ def build(
 ) -> dict[str, Any]:  # fmt: skip
     """Run a whole build into ``out`` and return its manifest."""
     config.validate()
-    dataset = get_dataset(config.dataset, seed=config.seed, image_size=config.image_size, **config.dataset_options)
+    dataset = get_dataset(
+        config.dataset, seed=config.seed, image_size=config.image_size, on_error=config.on_error,
+        **config.dataset_options,
+    )  # fmt: skip
     plans = dataset.splits()
     prepare_out(out, overwrite)
 
@@ -219,24 +256,31 @@ def build(
         for index, start in enumerate(range(0, len(plan.refs), config.shard_size)):
             stop = min(start + config.shard_size, len(plan.refs))
             tasks.append(delayed(build_shard)(dataset, config, out, split, index, start, stop, plan.augment, donors))
-        counts = Counter(dataset.classes[r.label] for r in plan.refs)
         split_info[split] = {
             "augmented": plan.augment,
-            "num_samples": len(plan.refs),
-            "per_class": {c: counts.get(c, 0) for c in dataset.classes},
+            "num_samples": 0,
+            "per_class": dict.fromkeys(dataset.classes, 0),
             "fields": schema.record_fields(True, plan.augment, config.infill, config.factual, config.copies),
             "shards": [],
         }
 
+    rejects = list(getattr(dataset, "rejects", []))  # found while scanning the source
+    results = []
+    attempted = sum(len(p.refs) for p in plans.values())
+    with tqdm(total=attempted, unit="img", desc=f"augment build {config.dataset}", disable=not progress) as bar:
+        for result in Parallel(n_jobs=workers, return_as="generator_unordered")(tasks):
+            results.append(result)
+            bar.update(result["attempted"])
+    for result in sorted(results, key=lambda r: (list(plans).index(r["split"]), r["index"])):
+        info = split_info[result["split"]]
+        info["shards"].append(result["shard"])
+        info["num_samples"] += result["shard"]["num_samples"]
+        for label, n in result["labels"].items():
+            info["per_class"][dataset.classes[label]] += n
+        rejects.extend(result["rejects"])
+    if rejects:
+        schema.write_rejects(out, rejects)
     total = sum(s["num_samples"] for s in split_info.values())
-    shards: dict[tuple[str, int], dict[str, Any]] = {}
-    with tqdm(total=total, unit="img", desc=f"augment build {config.dataset}", disable=not progress) as bar:
-        jobs = Parallel(n_jobs=workers, return_as="generator_unordered")(tasks)
-        for split, index, info in jobs:
-            shards[split, index] = info
-            bar.update(info["num_samples"])
-    for (split, _), info in sorted(shards.items()):
-        split_info[split]["shards"].append(info)
 
     manifest = {
         "format": schema.FORMAT,
@@ -256,6 +300,7 @@ def build(
         "methods": {"cf": config.infill, "f": config.factual, "copies": config.copies},
         "encoding": schema.encoding(),
         "num_samples": total,
+        "rejects": {"count": len(rejects), "file": schema.REJECTS if rejects else None},
         "splits": split_info,
     }
     schema.write_manifest(out, manifest)

@@ -16,6 +16,7 @@ from augment import encode, infill
 FORMAT = "cfaug-shards"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+REJECTS = "rejects.jsonl"  # one JSON object per skipped source input: split, path, reason
 
 # Fields of every record.
 IMAGE = "jpg"  # the original image, RGB JPEG at the stored size
@@ -78,6 +79,16 @@ def write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
     path = out / MANIFEST
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")  # insertion order: splits as built
+    os.replace(tmp, path)
+    return path
+
+
+def write_rejects(out: Path, rejects: list[dict[str, str]]) -> Path:
+    """Write ``<out>/rejects.jsonl`` atomically, sorted so that the file is the same for every worker count."""
+    path = out / REJECTS
+    tmp = path.with_name(path.name + ".tmp")
+    rows = sorted(rejects, key=lambda r: (r.get("split", ""), r["path"], r["reason"]))
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     os.replace(tmp, path)
     return path
 

@@ -25,7 +25,7 @@ def test_splits_sizes_keys_and_labels(data) -> None:
     plans = data.splits()
     assert list(plans) == ["train", "val", *TEST_VARIANTS]
     assert len(plans["train"].refs) == 500 and len(plans["mixed_next"].refs) == 100
-    assert plans["train"].augment and plans["val"].augment and not plans["original"].augment
+    assert plans["train"].augment and not plans["val"].augment and not plans["original"].augment
     keys = [r.key for p in plans.values() for r in p.refs]
     assert len(set(keys)) == len(keys) and not any("." in k for k in keys)
     for split, plan in plans.items():
@@ -88,5 +88,6 @@ def test_the_background_alone_predicts_the_label_and_fails_on_mixed_next(data) -
 def test_bad_parameters_are_named() -> None:
     with pytest.raises(ValueError, match=r"--bias: got 1.5, expected a probability in \[0, 1\]"):
         get_dataset("synthetic", bias=1.5)
+    assert get_dataset("synthetic").describe()["evaluation"]["bg_gap"] == {"same": "mixed_same", "rand": "mixed_rand"}
     with pytest.raises(ValueError, match="--image-size: got 8"):
         get_dataset("synthetic", image_size=8)

@@ -93,10 +93,16 @@ def get_dataset(name: str, **options: Any) -> Dataset:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
     factory = DATASETS[name].factory
-    try:
-        inspect.signature(factory).bind(**options)
-    except TypeError as e:  # an option this adapter does not take is an error, never silently dropped
-        raise ValueError(f"--dataset {name}: {e}; it takes {list(inspect.signature(factory).parameters)}") from None
+    params = inspect.signature(factory).parameters
+    takes = [p for p, v in params.items() if p not in ("seed", "image_size", "on_error") and v.kind == v.KEYWORD_ONLY]
+    open_ended = any(v.kind == v.VAR_KEYWORD for v in params.values())
+    unexpected = [] if open_ended else [k for k in options if k not in params]
+    if unexpected:  # an option this adapter does not take is an error, never silently dropped
+
+        def flags(keys: list[str]) -> str:
+            return ", ".join("--" + k.replace("_", "-") for k in keys) or "no dataset options"
+
+        raise ValueError(f"--dataset {name} does not take {flags(unexpected)}; it takes {flags(takes)}")
     return factory(**options)
 
 

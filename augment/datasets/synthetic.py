@@ -5,7 +5,7 @@ class-independent colour, size, position and rotation on one of five background 
 each family has its own texture and hue.
 
 - ``train`` and ``val``: class c sits on background family c with probability ``bias`` (default 0.9), else on a
-  uniformly chosen other family.
+  uniformly chosen other family. Only ``train`` gets CF/F images; ``val`` is for model selection on originals.
 - Test splits, built like IN-9's: the *same* object (shape, colour, pose) for index i in every variant, on
   ``original`` (family c), ``mixed_same`` (another instance of family c), ``mixed_rand`` (a random family other
   than c) and ``mixed_next`` (family c + 1 mod 5).
@@ -33,6 +33,12 @@ GENERATOR_VERSION = 1  # bump whenever the pixels for the same parameters change
 SHAPES = ("circle", "square", "triangle", "cross", "star")
 BACKGROUNDS = ("stripes", "columns", "checker", "dots", "waves")
 TEST_VARIANTS = ("original", "mixed_same", "mixed_rand", "mixed_next")
+# What the evaluation pairs up (recorded in the manifest): BG-gap = acc(mixed_same) - acc(mixed_rand); background
+# reliance compares original with mixed_next, whose background belongs to class (label + 1) mod K.
+EVALUATION = {
+    "bg_gap": {"same": "mixed_same", "rand": "mixed_rand"},
+    "background_reliance": {"original": "original", "shifted": "mixed_next", "background_class": "label + 1 mod K"},
+}
 _SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
 _BG_PART = {"train": 1, "val": 1, "original": 1, "mixed_same": 2, "mixed_rand": 3, "mixed_next": 4}
 
@@ -125,7 +131,7 @@ class Synthetic:
     def splits(self) -> dict[str, SplitPlan]:
         k = len(SHAPES)
         return {
-            split: SplitPlan(tuple(Ref(f"{split}_{i:06d}", i % k) for i in range(n)), augment=split in ("train", "val"))
+            split: SplitPlan(tuple(Ref(f"{split}_{i:06d}", i % k) for i in range(n)), augment=split == "train")
             for split, n in self.split_sizes().items()
         }
 
@@ -170,7 +176,12 @@ class Synthetic:
         )
 
     def describe(self) -> dict[str, Any]:
-        return {**asdict(self), "generator_version": GENERATOR_VERSION, "split_sizes": self.split_sizes()}
+        return {
+            **asdict(self),
+            "generator_version": GENERATOR_VERSION,
+            "split_sizes": self.split_sizes(),
+            "evaluation": EVALUATION,
+        }
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()
@@ -178,8 +189,10 @@ class Synthetic:
 
 @register("synthetic", "embedded: 5 shapes on 5 background families with a tunable spurious correlation (--bias)")
 def make_synthetic(
-    *, seed: int = 0, image_size: int | None = None, size: int | None = None, bias: float | None = None
-) -> Synthetic:
+    *, seed: int = 0, image_size: int | None = None, on_error: str = "fail", size: int | None = None,
+    bias: float | None = None,
+) -> Synthetic:  # fmt: skip
+    """``on_error`` is accepted for a uniform interface; generated samples have no bad inputs."""
     return Synthetic(
         size=Synthetic.size if size is None else size,
         bias=Synthetic.bias if bias is None else bias,

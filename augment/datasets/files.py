@@ -1,0 +1,194 @@
+"""The shared base of the file-backed adapters: scanned items, and one load path for all of them.
+
+An adapter scans its source layout once (in the main process) into ``Item``s: a key, a label, an image path and
+where the object annotation comes from. ``FileDataset.load`` then reads any item in any worker process through
+``augment.read``: decode upright, read the mask, validate the boxes, resize everything together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from augment.datasets import Ref, Sample, SplitPlan
+from augment.read import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    RESIZE_MODES,
+    Decoded,
+    SourceError,
+    check_boxes,
+    read_image,
+    read_mask,
+    resize,
+    target_size,
+    upright_boxes,
+)
+
+ON_ERROR = ("fail", "skip")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class MaskSource(Protocol):
+    """Where an item's object mask comes from; ``read`` returns a bool mask on the upright image."""
+
+    def read(self, decoded: Decoded, image_path: Path) -> np.ndarray: ...
+
+    def files(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class MaskFile:
+    """A mask image (non-zero = object) or ``.npy`` array beside the dataset."""
+
+    path: str
+
+    def read(self, decoded: Decoded, image_path: Path) -> np.ndarray:
+        return read_mask(Path(self.path), decoded)
+
+    def files(self) -> list[str]:
+        return [self.path]
+
+
+@dataclass
+class Item:
+    """One sample as scanned: no pixels yet."""
+
+    key: str
+    label: int
+    path: str  # the image, relative to the dataset root
+    group: int | None = None
+    mask: MaskSource | None = None
+    boxes: list[list[float]] | None = None  # [x0, y0, x1, y1] in ``box_space`` pixels
+    box_space: tuple[int, int] | None = None  # (W, H) an annotation file declares; None = the image's own size
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def safe_key(*parts: object) -> str:
+    """A webdataset key from parts: no dots or slashes (they would split the field name)."""
+    return "_".join(re.sub(r"[^A-Za-z0-9_-]", "-", str(p)) for p in parts)
+
+
+class Rejects:
+    """Scan-time bad inputs: raised at once with ``fail``, collected with ``skip``."""
+
+    def __init__(self, on_error: str):
+        if on_error not in ON_ERROR:
+            raise ValueError(f"--on-error: got {on_error!r}, expected one of {', '.join(ON_ERROR)}")
+        self.on_error = on_error
+        self.items: list[dict[str, str]] = []
+
+    def add(self, path: Path | str, reason: str, split: str = "") -> None:
+        if self.on_error == "fail":
+            raise SourceError(path, reason)
+        self.items.append({"split": split, "path": str(path), "reason": reason})
+
+
+@dataclass
+class FileDataset:
+    """A scanned file-backed dataset; see the module docstring."""
+
+    name: str
+    root: str
+    classes: tuple[str, ...]
+    items: dict[str, list[Item]]
+    augmented: tuple[str, ...]  # the splits that get CF/F images
+    image_size: int = 256
+    resize_mode: str = "squash"
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    params: dict[str, Any] = field(default_factory=dict)  # adapter facts for the manifest (label map, bg_gap, ...)
+    rejects: list[dict[str, str]] = field(default_factory=list)  # skipped while scanning
+
+    default_image_size = 256
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"--resize: got {self.resize_mode!r}, expected one of {', '.join(RESIZE_MODES)}")
+        if self.image_size < 16:
+            raise ValueError(f"--image-size: got {self.image_size}, expected at least 16")
+
+    def splits(self) -> dict[str, SplitPlan]:
+        return {
+            split: SplitPlan(tuple(Ref(i.key, i.label) for i in items), augment=split in self.augmented)
+            for split, items in self.items.items()
+        }
+
+    def load(self, split: str, index: int) -> Sample:
+        item = self.items[split][index]
+        path = Path(self.root) / item.path
+        decoded = read_image(path, self.max_image_pixels)
+        mask = item.mask.read(decoded, path) if item.mask is not None else None
+        if mask is not None and not mask.any():
+            raise SourceError(item.mask.files()[0] if item.mask.files() else path, "empty mask: no object pixel")
+        boxes, space = None, decoded.size
+        if item.boxes is not None and len(item.boxes):
+            boxes, space = upright_boxes(np.asarray(item.boxes, dtype=np.float64), item.box_space, decoded)
+            boxes = check_boxes(path, boxes, space)
+        out_size = target_size(decoded.size, self.image_size, self.resize_mode)
+        image, mask, boxes = resize(decoded.image, mask, boxes, space, out_size)
+        return Sample(
+            key=item.key,
+            image=image,
+            label=item.label,
+            class_name=self.classes[item.label],
+            split=split,
+            source=item.path,
+            mask=mask,
+            boxes=boxes,
+            group=item.group,
+            meta=item.meta,
+        )
+
+    def fingerprint(self) -> str:
+        """sha256 over every item (key, label, annotation) and the path and size of every file it reads.
+
+        File contents are not hashed (that would read the whole dataset); a changed, added or removed file of a
+        different size, or any annotation change, changes the fingerprint.
+        """
+        digest = hashlib.sha256(json.dumps(self.describe(), sort_keys=True, default=str).encode())
+        for split, items in self.items.items():
+            for item in items:
+                files = [str(Path(self.root) / item.path), *(item.mask.files() if item.mask else [])]
+                sizes = [os.stat(f).st_size if os.path.exists(f) else -1 for f in files]
+                row = [split, item.key, item.label, item.path, item.group, item.boxes, item.box_space, sizes,
+                       repr(item.mask)]  # fmt: skip
+                digest.update(json.dumps(row, default=str).encode())
+        return digest.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "image_size": self.image_size,
+            "resize": self.resize_mode,
+            "max_image_pixels": self.max_image_pixels,
+            "split_sizes": {s: len(v) for s, v in self.items.items()},
+            "augmented_splits": list(self.augmented),
+            **self.params,
+        }
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    return path
+
+
+def file_options(root: Path | str | None, name: str) -> Path:
+    """Check the ``--root`` every file-backed adapter needs."""
+    if root is None:
+        raise ValueError(f"--dataset {name} needs --root, the folder the dataset was unpacked into")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--root {root}: folder not found")
+    return root
