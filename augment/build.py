@@ -66,6 +66,8 @@ class BuildConfig:
             raise ValueError(f"--copies: got {self.copies}, expected at least 1")
         if self.on_error not in ON_ERROR:
             raise ValueError(f"--on-error: got {self.on_error!r}, expected one of {', '.join(ON_ERROR)}")
+        if self.seed < 0:
+            raise ValueError(f"--seed: got {self.seed}, expected a non-negative integer")
         if self.shard_size < 1:
             raise ValueError(f"--shard-size: got {self.shard_size}, expected at least 1 sample per shard")
 
@@ -79,14 +81,16 @@ class Donors:
     stop: dict[int, int]
 
     @classmethod
-    def of(cls, labels: np.ndarray) -> Donors:
-        order = np.argsort(labels, kind="stable")
+    def of(cls, labels: np.ndarray, eligible: np.ndarray | None = None) -> Donors:
+        """Index ``labels``; only ``eligible`` samples (default: all) can be drawn."""
+        candidates = np.arange(len(labels)) if eligible is None else np.flatnonzero(eligible)
+        order = candidates[np.argsort(labels[candidates], kind="stable")]
         values, first, counts = np.unique(labels[order], return_index=True, return_counts=True)
-        labels_ = values.tolist()
+        keys = values.tolist()
         return cls(
             order,
-            dict(zip(labels_, first.tolist(), strict=True)),
-            dict(zip(labels_, (first + counts).tolist(), strict=True)),
+            dict(zip(keys, first.tolist(), strict=True)),
+            dict(zip(keys, (first + counts).tolist(), strict=True)),
         )
 
     def pick(self, label: int, rng: np.random.Generator) -> int | None:
@@ -154,7 +158,8 @@ def load_donor(
 ) -> Donor:
     """Draw and load a donor of another class from the sample's split (for mixed-rand).
 
-    With ``on_error="skip"`` a donor that fails to load is replaced by another draw from the same generator.
+    A donor without an object is replaced by another draw from the same generator, and so, with
+    ``on_error="skip"``, is a donor that fails to load.
     """
     for _ in range(MAX_DONOR_DRAWS):
         index = None if donors is None else donors.pick(sample.label, rng)
@@ -167,8 +172,11 @@ def load_donor(
                 continue
             raise
         hole = masks.cf_hole(other.mask, other.boxes, other.image.shape[:2])
-        return Donor(other.image, np.zeros(other.image.shape[:2], bool) if hole is None else hole)
-    raise BuildError(f"{sample.split}/{sample.key}: {MAX_DONOR_DRAWS} mixed-rand donors in a row failed to load")
+        if hole is not None:
+            return Donor(other.image, hole)
+    raise BuildError(
+        f"{sample.split}/{sample.key}: {MAX_DONOR_DRAWS} mixed-rand donors in a row failed to load or had no object"
+    )
 
 
 def build_shard(
@@ -204,26 +212,38 @@ def build_shard(
             "shard": {"path": schema.shard_path(split, index), **info}}  # fmt: skip
 
 
+def our_files(out: Path) -> list[Path]:
+    """Everything a build writes into ``out``: manifest, rejects, shards, and their temp files."""
+    found = [out / schema.MANIFEST, out / schema.REJECTS, *out.glob("*.tmp"), *out.glob("*/shard-*.tar*")]
+    return [p for p in found if p.is_file()]
+
+
+def remove_build(out: Path) -> None:
+    """Remove what a build wrote into ``out``, and the split folders that become empty."""
+    for p in our_files(out):
+        p.unlink()
+    for d in out.iterdir():
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+
+
 def prepare_out(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty ``out`` unless ``overwrite``; then remove only what an earlier build wrote."""
     if out.exists() and not out.is_dir():
         raise OutFolderError(f"--out {out}: exists and is not a folder")
-    if not out.exists() or not any(out.iterdir()):
-        out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [p for p in out.rglob("*") if not p.is_dir()]
+    if not files:  # empty, or only empty folders (a build killed before its first shard)
+        remove_build(out)
         return
-    ours = [out / schema.MANIFEST, out / schema.REJECTS, *out.glob("*.tmp"), *out.glob("*/shard-*.tar*")]
-    ours = [p for p in ours if p.exists()]
+    ours = our_files(out)
     if not overwrite:
         what = "an earlier build" if (out / schema.MANIFEST).exists() else "an unfinished build" if ours else "files"
         raise OutFolderError(f"--out {out}: folder is not empty (it holds {what}); pass --overwrite to replace a "
                              "build there, or choose another folder")  # fmt: skip
     if not ours:
         raise OutFolderError(f"--out {out}: folder holds files that are not an augment build; refusing to touch it")
-    for p in ours:
-        p.unlink()
-    for d in out.iterdir():
-        if d.is_dir() and not any(d.iterdir()):
-            d.rmdir()
+    remove_build(out)
 
 
 def git_sha() -> str | None:
@@ -252,7 +272,9 @@ def build(
     tasks, split_info = [], {}
     for split, plan in plans.items():
         labels = np.array([r.label for r in plan.refs], dtype=np.int64)
-        donors = Donors.of(labels) if plan.augment and config.factual else None
+        annotated = np.array([r.annotated for r in plan.refs], dtype=bool)
+        # mixed-rand donors must have an object rectangle to tile over, or their object would leak in
+        donors = Donors.of(labels, annotated) if plan.augment and config.factual else None
         for index, start in enumerate(range(0, len(plan.refs), config.shard_size)):
             stop = min(start + config.shard_size, len(plan.refs))
             tasks.append(delayed(build_shard)(dataset, config, out, split, index, start, stop, plan.augment, donors))
@@ -267,10 +289,14 @@ def build(
     rejects = list(getattr(dataset, "rejects", []))  # found while scanning the source
     results = []
     attempted = sum(len(p.refs) for p in plans.values())
-    with tqdm(total=attempted, unit="img", desc=f"augment build {config.dataset}", disable=not progress) as bar:
-        for result in Parallel(n_jobs=workers, return_as="generator_unordered")(tasks):
-            results.append(result)
-            bar.update(result["attempted"])
+    try:
+        with tqdm(total=attempted, unit="img", desc=f"augment build {config.dataset}", disable=not progress) as bar:
+            for result in Parallel(n_jobs=workers, return_as="generator_unordered")(tasks):
+                results.append(result)
+                bar.update(result["attempted"])
+    except BaseException:
+        remove_build(out)  # a failed build leaves the folder as it found it (joblib has stopped its workers)
+        raise
     for result in sorted(results, key=lambda r: (list(plans).index(r["split"]), r["index"])):
         info = split_info[result["split"]]
         info["shards"].append(result["shard"])
@@ -299,6 +325,7 @@ def build(
         "image_size": config.image_size or dataset.default_image_size,
         "methods": {"cf": config.infill, "f": config.factual, "copies": config.copies},
         "encoding": schema.encoding(),
+        "environment": schema.environment(),
         "num_samples": total,
         "rejects": {"count": len(rejects), "file": schema.REJECTS if rejects else None},
         "splits": split_info,

@@ -16,22 +16,60 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 from augment import infill, schema
 from augment.datasets import DATASETS
+from augment.datasets.files import ON_ERROR
+from augment.read import RESIZE_MODES
 
 # Choices are built from the registries, so a new method or dataset appears here by registering itself.
 DatasetName = enum.Enum("DatasetName", {n: n for n in DATASETS}, type=str)
 CfMethod = enum.Enum("CfMethod", {n: n for n in infill.names(infill.CF)}, type=str)
 FMethod = enum.Enum("FMethod", {n: n for n in infill.names(infill.F)}, type=str)
 
+
+class OneLineErrors(TyperGroup):
+    """Usage errors print one line on stderr (what was wrong, and the valid choices) and exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
+        kwargs = dict(args=args, prog_name=prog_name, complete_var=complete_var, **extra)
+        if not standalone_mode:
+            return super().main(standalone_mode=False, **kwargs)
+        try:
+            code = super().main(standalone_mode=False, **kwargs)
+        except typer.TyperException as e:  # click's exceptions, as typer re-exports them
+            if getattr(e, "exit_code", 1) == 2 and type(e).__name__ != "NoArgsIsHelpError":
+                where = e.ctx.command_path if getattr(e, "ctx", None) else "augment"
+                typer.echo(f"{where}: error: {e.format_message().replace('Value error, ', '')}", err=True)
+            else:
+                e.show()
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Precompute counterfactual (CF) and factual (F) images into WebDataset shards (Chang et al., CVPR 2021).",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+LabelFrom = enum.Enum("LabelFrom", {"largest": "largest", "area": "area"}, type=str)
+ResizeMode = enum.Enum("ResizeMode", {m: m for m in RESIZE_MODES}, type=str)
+OnError = enum.Enum("OnError", {m: m for m in ON_ERROR}, type=str)
+
+
+def option_args(key: str, value: object) -> list[str]:
+    """``--flag value`` pairs for the canonical command (a list option repeats its flag)."""
+    values = value if isinstance(value, list) else [value]
+    return [a for v in values for a in ("--" + key.replace("_", "-"), str(v))]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -53,11 +91,34 @@ def build(
     copies: int = typer.Option(1, min=1, help="Independent draws stored per stochastic method (random, shuffle, ...)."),
     seed: int = typer.Option(0, help="Build seed: same command + same seed = byte-identical shards."),
     image_size: int | None = typer.Option(
-        None, help="Stored image size in pixels [default: the dataset's, 64 for synthetic]."
+        None, min=16, help="Stored image size in pixels [default: the dataset's, 64 for synthetic]."
     ),
     size: int | None = typer.Option(None, min=1, help="synthetic: training images (val and each test split get 1/5)."),
     bias: float | None = typer.Option(
         None, min=0.0, max=1.0, help="synthetic: P(class c on background family c) in train/val [default: 0.9]."
+    ),
+    root: Path | None = typer.Option(None, help="Dataset folder, as released upstream (see docs/DATASETS.md)."),
+    masks: Path | None = typer.Option(None, help="Mask folder (waterbirds: default <root>/../segmentations; folder)."),
+    annotations: list[str] = typer.Option(
+        [], help="coco: instances JSON; repeat as SPLIT=PATH for one JSON per split."
+    ),
+    boxes: Path | None = typer.Option(
+        None, help="folder: CSV of boxes (path,x0,y0,x1,y1) [default: <root>/boxes.csv]."
+    ),
+    label_from: LabelFrom | None = typer.Option(
+        None, help="coco: the image label is the category of the largest annotation, or with the most total area."
+    ),
+    val_fraction: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="coco with one JSON: fraction of images held out as val (seeded)."
+    ),
+    resize: ResizeMode | None = typer.Option(
+        None, help="File datasets: squash to SIZE x SIZE, or short side to SIZE keeping the aspect [default: squash]."
+    ),
+    max_image_pixels: int | None = typer.Option(
+        None, min=1, help="Refuse larger images as decompression bombs [default: PIL's 89478485]."
+    ),
+    on_error: OnError = typer.Option(
+        "fail", help="Bad source input: stop, or skip it and record it in <out>/rejects.jsonl."
     ),
     shard_size: int = typer.Option(1000, min=1, help="Samples per shard."),
     workers: int | None = typer.Option(None, min=1, help="Parallel worker processes [default: all cores]."),
@@ -67,10 +128,15 @@ def build(
     """Build CF/F shards of a dataset, with a manifest that makes the build reproducible and verifiable."""
     from augment.build import BuildConfig, BuildError, OutFolderError
     from augment.build import build as run_build
+    from augment.read import SourceError
 
-    options = {k: v for k, v in {"size": size, "bias": bias}.items() if v is not None}
-    if options and dataset.value != "synthetic":
-        fail(f"{', '.join('--' + k for k in options)} only apply to --dataset synthetic (got {dataset.value})", 2)
+    given = {
+        "size": size, "bias": bias, "root": root, "masks": masks, "annotations": annotations or None,
+        "boxes": boxes, "label_from": label_from, "val_fraction": val_fraction, "resize": resize,
+        "max_image_pixels": max_image_pixels,
+    }  # fmt: skip
+    options = {k: (v.value if isinstance(v, enum.Enum) else str(v) if isinstance(v, Path) else v)
+               for k, v in given.items() if v is not None}  # fmt: skip
     config = BuildConfig(
         dataset=dataset.value,
         infill=[m.value for m in infill_],
@@ -79,6 +145,7 @@ def build(
         seed=seed,
         image_size=image_size,
         shard_size=shard_size,
+        on_error=on_error.value,
         dataset_options=options,
     )
     try:
@@ -91,7 +158,8 @@ def build(
         + [a for m in config.factual for a in ("--factual", m)]
         + ["--copies", str(copies), "--seed", str(seed), "--shard-size", str(shard_size)]
         + (["--image-size", str(image_size)] if image_size else [])
-        + [a for k, v in options.items() for a in (f"--{k}", str(v))]
+        + (["--on-error", on_error.value] if on_error.value != "fail" else [])
+        + [a for k, v in options.items() for a in option_args(k, v)]
         + ["--out", str(out)]
     )
     try:
@@ -103,10 +171,14 @@ def build(
         fail(str(e), 2)
     except BuildError as e:
         fail(str(e))
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:  # bad options or a source layout that is not as documented
         fail(str(e), 2)
+    except SourceError as e:  # a bad input found while scanning the dataset
+        fail(f"{e} (pass --on-error skip to record bad inputs in rejects.jsonl and go on)")
     shards = sum(len(s["shards"]) for s in manifest["splits"].values())
-    typer.echo(f"wrote {manifest['num_samples']} samples in {shards} shards to {out} ({out / schema.MANIFEST})")
+    skipped = manifest["rejects"]["count"]
+    note = f"; skipped {skipped} bad inputs, listed in {out / schema.REJECTS}" if skipped else ""
+    typer.echo(f"wrote {manifest['num_samples']} samples in {shards} shards to {out} ({out / schema.MANIFEST}){note}")
 
 
 @app.command()
@@ -178,11 +250,12 @@ def preview(
 ) -> None:
     """Contact sheet: rows = samples, columns = original | mask | each CF | each F."""
     from augment.preview import preview as run_preview
+    from augment.shards import ShardError
 
     try:
         path = run_preview(out, dest, split=split, rows=rows, cell=cell)
-    except (OSError, ValueError) as e:
-        fail(str(e))
+    except (OSError, ValueError, ShardError) as e:
+        fail(f"{e} (run `augment verify {out}`)" if isinstance(e, ShardError) else str(e))
     typer.echo(str(path))
 
 

@@ -109,7 +109,47 @@ def read_manifest(out: Path) -> dict[str, Any]:
             f"{path}: format_version {manifest.get('format_version')!r}, this tool reads {FORMAT_VERSION}; "
             "rebuild the shards with this version of `augment build`"
         )
-    missing = {"dataset", "splits", "seed", "methods", "options"} - set(manifest)
-    if missing:
-        raise ValueError(f"{path}: missing keys {sorted(missing)}")
+    check_structure(path, manifest)
     return manifest
+
+
+def check_structure(path: Path, manifest: dict[str, Any]) -> None:
+    """The keys and types readers rely on; shard paths must stay inside the build folder."""
+
+    def need(obj: Any, key: str, kind: type, where: str) -> Any:
+        value = obj.get(key) if isinstance(obj, dict) else None
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):  # bool is an int
+            raise ValueError(f"{path}: {where}{key} is missing or not a {kind.__name__}")
+        return value
+
+    for key, kind in (("dataset", dict), ("splits", dict), ("seed", int), ("methods", dict), ("options", dict),
+                      ("num_samples", int)):  # fmt: skip
+        need(manifest, key, kind, "")
+    need(manifest["dataset"], "classes", list, "dataset.")
+    for split, info in manifest["splits"].items():
+        where = f"splits.{split}."
+        need(info, "augmented", bool, where)
+        need(info, "num_samples", int, where)
+        need(info, "per_class", dict, where)
+        for i, shard in enumerate(need(info, "shards", list, where)):
+            at = f"{where}shards[{i}]."
+            rel = need(shard, "path", str, at)
+            need(shard, "num_samples", int, at), need(shard, "bytes", int, at), need(shard, "sha256", str, at)
+            if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel.startswith(f"{split}/"):
+                raise ValueError(f"{path}: {at}path {rel!r} must be a relative path inside the split folder {split}/")
+
+
+def environment() -> dict[str, str | None]:
+    """Versions of what decides the shard bytes: the JPEG/PNG encoders, and the generators behind the draws."""
+    import cv2
+    import numpy
+    import PIL
+    from PIL import features
+
+    return {
+        "pillow": PIL.__version__,
+        "libjpeg": features.version("jpg"),
+        "zlib": features.version("zlib"),
+        "numpy": numpy.__version__,
+        "opencv": cv2.__version__,
+    }

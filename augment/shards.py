@@ -67,6 +67,8 @@ def add_record(tar: tarfile.TarFile, record: dict[str, bytes]) -> None:
         data = record[field]
         if not isinstance(data, bytes):
             raise ValueError(f"record {key!r}: field {field!r} is {type(data).__name__}, expected encoded bytes")
+        if len(f"{key}.{field}") > 100:  # USTAR's limit for a name without a folder
+            raise ValueError(f"record {key!r}: member name {key}.{field} is over 100 characters; use a shorter key")
         info = tarfile.TarInfo(f"{key}.{field}")
         info.size, info.mtime, info.mode = len(data), schema.TAR_MTIME, schema.TAR_MODE
         info.uname = info.gname = schema.TAR_USER

@@ -28,6 +28,9 @@ def check_record(key: str, fields: dict[str, bytes], split: str, manifest: dict[
     except (KeyError, ValueError) as e:
         yield f"sample {key!r}: unreadable {schema.META}/{schema.LABEL} ({type(e).__name__}: {e})"
         return
+    if not isinstance(meta, dict):
+        yield f"sample {key!r}: {schema.META} holds a {type(meta).__name__}, expected an object"
+        return
     classes = manifest["dataset"]["classes"]
     if meta.get("key") != key or meta.get("split") != split:
         yield f"sample {key!r}: json says key {meta.get('key')!r}, split {meta.get('split')!r}"
@@ -98,4 +101,9 @@ def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
                     problems.append(f"{path}: {count} samples, manifest says {shard['num_samples']}")
             if dict(per_class) != {c: n for c, n in info["per_class"].items() if n}:
                 problems.append(f"{out / split}: per-class counts {dict(per_class)} differ from the manifest")
+            counted = sum(per_class.values())
+            if counted != info["num_samples"] or sum(s["num_samples"] for s in info["shards"]) != counted:
+                problems.append(f"{out / split}: {counted} samples read, manifest says {info['num_samples']}")
+    if read != manifest["num_samples"]:
+        problems.append(f"{out / schema.MANIFEST}: {read} samples read, num_samples says {manifest['num_samples']}")
     return problems, read

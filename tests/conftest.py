@@ -40,6 +40,7 @@ class Indexed:
     n: int = 11
     seed: int = 0
     image_size: int = 24
+    fail_at: int = -1  # load() of this index raises OSError, in whichever process runs it
 
     name = "indexed"
     classes = ("a", "b", "c")
@@ -47,11 +48,13 @@ class Indexed:
 
     def splits(self) -> dict[str, SplitPlan]:
         return {
-            "train": SplitPlan(tuple(Ref(f"train_{i:04d}", i % 3) for i in range(self.n)), augment=True),
-            "test": SplitPlan(tuple(Ref(f"test_{i:04d}", i % 3) for i in range(self.n)), augment=False),
+            "train": SplitPlan(tuple(Ref(f"train_{i:04d}", i % 3, i % 4 != 3) for i in range(self.n)), augment=True),
+            "test": SplitPlan(tuple(Ref(f"test_{i:04d}", i % 3, i % 4 != 3) for i in range(self.n)), augment=False),
         }
 
     def load(self, split: str, index: int) -> Sample:
+        if index == self.fail_at:
+            raise OSError("disk on fire")
         s = self.image_size
         image = np.full((s, s, 3), index_value(index), dtype=np.uint8)
         mask = None
@@ -71,5 +74,5 @@ class Indexed:
 
 if "indexed" not in DATASETS:
     register("indexed", "test fixture: flat images whose grey level encodes the index")(
-        lambda *, seed=0, image_size=None, n=11, **_: Indexed(n=n, seed=seed, image_size=image_size or 24)
+        lambda *, seed=0, image_size=None, n=11, fail_at=-1, **_: Indexed(n, seed, image_size or 24, fail_at)
     )

@@ -18,7 +18,7 @@ BUILD = "build --dataset synthetic --size 20 --image-size 32 --shard-size 8 --wo
 
 
 def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
+    return runner.invoke(app, [str(a) for a in args], prog_name="augment")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,15 @@ def test_preview_draws_one_column_per_field(demo: Path, tmp_path: Path) -> None:
     assert invoke("preview", demo, "--split", "nope", "--out", dest).exit_code == 1
 
 
+def test_preview_of_a_damaged_build_says_so_without_a_traceback(demo: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "manifest.json").write_text((demo / "manifest.json").read_text())  # no shards at all
+    result = invoke("preview", copy, "--out", tmp_path / "p.png")
+    assert result.exit_code == 1 and "missing shard file" in result.output and "augment verify" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_datasets_lists_datasets_and_methods_with_roles() -> None:
     result = invoke("datasets")
     assert result.exit_code == 0
@@ -90,7 +99,8 @@ def test_datasets_lists_datasets_and_methods_with_roles() -> None:
 def test_bad_options_exit_2_listing_the_valid_choices(tmp_path: Path, args: list[str], message: str) -> None:
     result = invoke("build", "--out", tmp_path / "x", *args)
     assert result.exit_code == 2
-    assert message in result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert result.output.startswith("augment build: error: ")
     assert not (tmp_path / "x").exists()
 
 

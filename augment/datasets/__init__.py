@@ -26,6 +26,7 @@ class Ref:
 
     key: str  # unique in the build, no dots (webdataset splits the field name at the first dot)
     label: int
+    annotated: bool = True  # has an object annotation, so it can donate its background to mixed-rand
 
 
 @dataclass(frozen=True)
@@ -106,4 +107,6 @@ def get_dataset(name: str, **options: Any) -> Dataset:
     return factory(**options)
 
 
-from augment.datasets import synthetic  # noqa: E402, F401
+# Import every adapter so that it registers itself; this order is the order of `augment datasets`.
+from augment.datasets import synthetic  # noqa: E402, F401, I001  # isort: skip
+from augment.datasets import in9  # noqa: E402, F401  # isort: skip

@@ -70,9 +70,16 @@ class Item:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+MAX_KEY = 64  # a tar member name is at most 100 characters: key + ".f.mixed-rand.0.jpg" must fit
+
+
 def safe_key(*parts: object) -> str:
-    """A webdataset key from parts: no dots or slashes (they would split the field name)."""
-    return "_".join(re.sub(r"[^A-Za-z0-9_-]", "-", str(p)) for p in parts)
+    """A webdataset key from parts: no dots or slashes (they would split the field name); a long key keeps its
+    first characters and ends in a hash of the whole, so it stays unique."""
+    key = "_".join(re.sub(r"[^A-Za-z0-9_-]", "-", str(p)) for p in parts)
+    if len(key) > MAX_KEY:
+        key = key[: MAX_KEY - 13] + "-" + hashlib.sha1(key.encode()).hexdigest()[:12]
+    return key
 
 
 class Rejects:
@@ -115,7 +122,10 @@ class FileDataset:
 
     def splits(self) -> dict[str, SplitPlan]:
         return {
-            split: SplitPlan(tuple(Ref(i.key, i.label) for i in items), augment=split in self.augmented)
+            split: SplitPlan(
+                tuple(Ref(i.key, i.label, i.mask is not None or bool(i.boxes)) for i in items),
+                augment=split in self.augmented,
+            )
             for split, items in self.items.items()
         }
 

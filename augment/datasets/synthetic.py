@@ -197,5 +197,5 @@ def make_synthetic(
         size=Synthetic.size if size is None else size,
         bias=Synthetic.bias if bias is None else bias,
         seed=seed,
-        image_size=image_size or Synthetic.default_image_size,
+        image_size=Synthetic.default_image_size if image_size is None else image_size,
     )
