@@ -55,7 +55,9 @@ def object_from_no_fg(original: np.ndarray, no_fg: np.ndarray) -> np.ndarray:
     black = no_fg.max(axis=2) <= NEAR_BLACK
     changed = np.abs(original.astype(np.int16) - no_fg.astype(np.int16)).max(axis=2) > MIN_DIFFERENCE
     mask = (black & changed).astype(np.uint8)
-    closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    closed = cv2.morphologyEx(
+        mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0
+    )
     return (closed.astype(bool) & black) | mask.astype(bool)
 
 

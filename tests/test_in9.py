@@ -1,0 +1,102 @@
+"""IN-9 read as released: labels, splits, no_fg-derived train masks, test masks, and a verified build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from upstream import IN9_CLASSES, make_in9
+
+from augment.build import BuildConfig, build
+from augment.datasets import get_dataset
+from augment.datasets.in9 import fg_stem, object_from_no_fg
+from augment.read import SourceError, read_image
+from augment.verify import verify
+
+
+@pytest.fixture(scope="module")
+def in9(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("in9") / "bg_challenge"
+    return root, make_in9(root)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_splits_labels_and_class_names(in9) -> None:
+    root, _ = in9
+    data = get_dataset("in9", root=str(root))
+    assert data.classes == ("dog", "bird", "wheeled vehicle")
+    plans = data.splits()
+    assert list(plans) == ["train", "val", "original", "mixed_same", "mixed_rand", "mixed_next", "only_fg", "no_fg"]
+    assert [p.augment for p in plans.values()] == [True] + [False] * 7
+    assert [r.label for r in plans["train"].refs] == [0, 0, 1, 1, 2, 2]
+    assert all("." not in r.key and " " not in r.key for p in plans.values() for r in p.refs)
+    assert data.describe()["evaluation"]["bg_gap"] == {"same": "mixed_same", "rand": "mixed_rand"}
+    assert data.describe()["class_folders"] == list(IN9_CLASSES)
+
+
+def test_train_masks_come_from_no_fg_despite_jpeg_and_dark_object_pixels(in9) -> None:
+    root, truth = in9
+    data = get_dataset("in9", root=str(root), image_size=48, resize="short")
+    for i, item in enumerate(data.items["train"]):
+        class_folder, stem = item.path.split("/")[3], Path(item.path).stem
+        derived = item.mask.read(read_image(root / item.path), root / item.path)
+        assert iou(derived, truth["train"][f"{class_folder}/{stem}"]) > 0.93, item.path
+        assert derived[20:22, 24:26].all()  # the dark spot inside the object is filled by the closing
+        sample = data.load("train", i)
+        assert sample.image.shape == (48, 58, 3) and sample.mask.shape == (48, 58)  # short side 40 -> 48
+
+
+def test_val_without_no_fg_is_plain_and_test_masks_follow_the_fg_stem(in9) -> None:
+    root, truth = in9
+    data = get_dataset("in9", root=str(root), image_size=40, resize="short")
+    assert all(item.mask is None for item in data.items["val"])
+    for variant in ("original", "mixed_same", "mixed_next", "no_fg"):
+        for i, item in enumerate(data.items[variant]):
+            sample = data.load(variant, i)
+            name = item.path.split("/", 4)[4].rsplit(".", 1)[0]
+            np.testing.assert_array_equal(sample.mask, truth[variant][f"{item.path.split('/')[3]}/{name}"])
+
+
+def test_fg_stem() -> None:
+    assert fg_stem("fg_n01440764_10043_bg_n01443537_11099.JPEG") == "n01440764_10043"
+    assert fg_stem("n01440764_10043.JPEG") == "n01440764_10043"
+
+
+def test_object_from_no_fg_needs_black_and_different() -> None:
+    original = np.full((8, 8, 3), 10, np.uint8)  # a black original stays background even where no_fg is black
+    original[2:5, 2:5] = 200
+    no_fg = original.copy()
+    no_fg[2:5, 2:5] = 0
+    mask = object_from_no_fg(original, no_fg)
+    assert mask[2:5, 2:5].all() and mask.sum() == 9
+
+
+def test_end_to_end_build_verifies(in9, tmp_path: Path) -> None:
+    root, _ = in9
+    config = BuildConfig(dataset="in9", infill=["tile"], factual=["shuffle", "mixed-rand"], image_size=32,
+                         dataset_options={"root": str(root)})  # fmt: skip
+    manifest = build(tmp_path / "out", config, workers=2, progress=False)
+    assert manifest["splits"]["train"]["num_samples"] == 6 and manifest["splits"]["mixed_next"]["num_samples"] == 3
+    assert manifest["splits"]["train"]["per_class"] == {"dog": 2, "bird": 2, "wheeled vehicle": 2}
+    assert manifest["dataset"]["params"]["missing_test_variants"] == []
+    assert verify(tmp_path / "out", progress=False)[0] == []
+
+
+def test_missing_test_mask_and_wrong_root_are_named(in9, tmp_path: Path) -> None:
+    root, _ = in9
+    with pytest.raises(FileNotFoundError, match="--root should be the bg_challenge folder"):
+        get_dataset("in9", root=str(root.parent))
+    npy = root / "test/fg_mask/val/01_bird/n01_test.npy"
+    saved = npy.read_bytes()
+    npy.unlink()
+    try:
+        with pytest.raises(SourceError, match="n01_test.npy: missing test mask"):
+            get_dataset("in9", root=str(root))
+        data = get_dataset("in9", root=str(root), on_error="skip")
+        assert len(data.rejects) == 6 and len(data.items["original"]) == 2  # one per variant with a mask
+    finally:
+        npy.write_bytes(saved)
