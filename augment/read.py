@@ -98,13 +98,16 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Decode
         Image.MAX_IMAGE_PIXELS = previous
 
 
-def _upright_mask(path: Path, mask: np.ndarray, decoded: Decoded) -> np.ndarray:
-    """A mask on the upright image: as is when it has its size, turned when it has the raw (pre-EXIF) size."""
+def fit_mask(path: Path | str, mask: np.ndarray, decoded: Decoded, rescale: bool = False) -> np.ndarray:
+    """A mask on the upright image: as is when it has its size, turned when it has the raw (pre-EXIF) size, and,
+    with ``rescale``, resized when it was drawn at another resolution (e.g. a JSON's full-size annotations)."""
     h, w = mask.shape
     if (w, h) == decoded.size:
         return mask
     if (w, h) == decoded.raw_size and decoded.orientation in _TRANSPOSE:
         return np.asarray(Image.fromarray(mask).transpose(_TRANSPOSE[decoded.orientation]))
+    if rescale:
+        return np.asarray(Image.fromarray(mask).resize(decoded.size, Image.Resampling.NEAREST))
     raise SourceError(path, f"mask is {w}x{h}, expected the image's size {decoded.size[0]}x{decoded.size[1]}")
 
 
@@ -129,7 +132,7 @@ def read_mask(path: Path, decoded: Decoded) -> np.ndarray:
         raise
     except (OSError, ValueError, UnidentifiedImageError) as e:
         raise SourceError(path, f"unreadable mask ({e})") from None
-    return _upright_mask(path, mask, decoded).astype(bool)
+    return fit_mask(path, mask, decoded).astype(bool)
 
 
 def upright_boxes(boxes: np.ndarray, declared: tuple[int, int] | None, decoded: Decoded) -> tuple[np.ndarray, tuple]:

@@ -110,3 +110,7 @@ def get_dataset(name: str, **options: Any) -> Dataset:
 # Import every adapter so that it registers itself; this order is the order of `augment datasets`.
 from augment.datasets import synthetic  # noqa: E402, F401, I001  # isort: skip
 from augment.datasets import in9  # noqa: E402, F401  # isort: skip
+from augment.datasets import waterbirds  # noqa: E402, F401  # isort: skip
+from augment.datasets import cct  # noqa: E402, F401  # isort: skip
+from augment.datasets import coco  # noqa: E402, F401  # isort: skip
+from augment.datasets import folder  # noqa: E402, F401  # isort: skip

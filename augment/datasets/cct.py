@@ -1,0 +1,136 @@
+"""Caltech Camera Traps, ECCV'18 split (Beery et al. 2018), read as released.
+
+    <root>/eccv_18_all_images_sm/<file_name>                      downsized images
+    <root>/eccv_18_annotation_files/{train,cis_val,cis_test,trans_val,trans_test}_annotations.json
+
+The JSONs are COCO-Camera-Traps: ``images[id, file_name, width, height, location]``,
+``annotations[image_id, category_id, bbox = [x, y, w, h]]`` (bbox may be missing), ``categories[id, name]``.
+Width, height and boxes are at the original resolution, so boxes are rescaled to the actual image.
+
+- The category "empty" is dropped; the others, sorted by id, are labels 0..K-1 (the map is in the manifest).
+- One sample per (image, category): several boxes of one category are united; two species give two samples.
+- An annotation without a box leaves its sample without boxes: a plain sample, no CF/F.
+- ``group`` indexes the camera location (the locations are in the manifest). Only ``train`` gets CF/F images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from augment.datasets import register
+from augment.datasets.files import FileDataset, Item, Rejects, file_options, safe_key
+from augment.read import DEFAULT_MAX_IMAGE_PIXELS
+
+SPLITS = ("train", "cis_val", "cis_test", "trans_val", "trans_test")
+IMAGES = "eccv_18_all_images_sm"
+ANNOTATIONS = "eccv_18_annotation_files"
+EMPTY = "empty"
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    """A COCO-Camera-Traps JSON, checked for the keys we read."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: malformed JSON ({e})") from None
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+    if missing:
+        raise ValueError(f"{path}: missing or non-list keys {missing}; expected COCO-Camera-Traps JSON")
+    return data
+
+
+def scan(root: Path, rejects: Rejects) -> tuple[list[dict], dict[str, list[Item]], dict[str, Any]]:
+    folder = root / ANNOTATIONS
+    files = {s: folder / f"{s}_annotations.json" for s in SPLITS if (folder / f"{s}_annotations.json").is_file()}
+    if "train" not in files:
+        raise FileNotFoundError(f"{folder / 'train_annotations.json'}: not found; --root should hold {ANNOTATIONS}/")
+    data = {split: load_json(path) for split, path in files.items()}
+    categories: dict[int, str] = {}
+    for d in data.values():
+        for cat in d["categories"]:
+            categories.setdefault(int(cat["id"]), str(cat["name"]))
+    kept = sorted(c for c, name in categories.items() if name.lower() != EMPTY)
+    label_of = {c: i for i, c in enumerate(kept)}
+    locations = sorted({str(img.get("location")) for d in data.values() for img in d["images"]})
+    group_of = {loc: i for i, loc in enumerate(locations)}
+
+    items: dict[str, list[Item]] = {}
+    dropped = 0
+    for split, d in data.items():
+        path = files[split]
+        images = {str(img["id"]): img for img in d["images"]}
+        per_image: dict[tuple[str, int], list[list[float] | None]] = {}
+        for ann in d["annotations"]:
+            image_id, cat = str(ann.get("image_id")), ann.get("category_id")
+            if image_id not in images:
+                rejects.add(path, f"annotation {ann.get('id')!r} references unknown image_id {image_id!r}", split)
+                continue
+            if cat not in categories:
+                rejects.add(path, f"annotation {ann.get('id')!r} references unknown category_id {cat!r}", split)
+                continue
+            if cat not in label_of:
+                continue  # "empty"
+            bbox = ann.get("bbox")
+            if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(
+                isinstance(v, (int, float)) for v in bbox
+            )):  # fmt: skip
+                rejects.add(path, f"annotation {ann.get('id')!r}: bbox {bbox!r} is not [x, y, w, h]", split)
+                continue
+            per_image.setdefault((image_id, cat), []).append(bbox)
+        annotated = {image_id for image_id, _ in per_image}
+        dropped += sum(1 for image_id in images if image_id not in annotated)
+        rows = items.setdefault(split, [])
+        for (image_id, cat), bboxes in sorted(per_image.items()):
+            img = images[image_id]
+            if not isinstance(img.get("file_name"), str) or not all(
+                isinstance(img.get(k), int) and img[k] > 0 for k in ("width", "height")
+            ):  # fmt: skip
+                rejects.add(path, f"image {image_id!r}: expected file_name and positive integer width/height", split)
+                continue
+            boxes = [[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b in bboxes if b is not None]
+            rows.append(Item(
+                key=safe_key(split, image_id, cat),
+                label=label_of[cat],
+                path=f"{IMAGES}/{img['file_name']}",
+                group=group_of[str(img.get("location"))],
+                boxes=boxes or None,
+                box_space=(int(img["width"]), int(img["height"])) if boxes else None,
+                meta={"image_id": image_id, "category_id": cat, "location": img.get("location")},
+            ))  # fmt: skip
+    params = {
+        "label_map": {str(c): {"label": label_of[c], "name": categories[c]} for c in kept},
+        "locations": locations,
+        "dropped_empty_or_unannotated_images": dropped,
+        "missing_splits": [s for s in SPLITS if s not in files],
+        "evaluation": {
+            "metric": "macro one-vs-rest AUC",
+            "cis": ["cis_val", "cis_test"],
+            "trans": ["trans_val", "trans_test"],
+            "model_selection": "cis_val",
+        },  # fmt: skip
+    }
+    return [{"id": c, "name": categories[c]} for c in kept], items, params
+
+
+@register("cct", "Caltech Camera Traps ECCV'18 (COCO-Camera-Traps JSONs): boxes rescaled, 'empty' dropped")
+def make_cct(
+    *, seed: int = 0, image_size: int | None = None, on_error: str = "fail", root: str | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, resize: str = "squash",
+) -> FileDataset:  # fmt: skip
+    root_path = file_options(root, "cct")
+    rejects = Rejects(on_error)
+    categories, items, params = scan(root_path, rejects)
+    return FileDataset(
+        name="cct",
+        root=str(root_path),
+        classes=tuple(c["name"] for c in categories),
+        items=items,
+        augmented=("train",),
+        image_size=FileDataset.default_image_size if image_size is None else image_size,
+        resize_mode=resize,
+        max_image_pixels=max_image_pixels,
+        params=params,
+        rejects=rejects.items,
+    )

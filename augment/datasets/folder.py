@@ -1,0 +1,117 @@
+"""An ImageFolder tree with a parallel mask tree and/or a CSV of boxes: the shape of most in-house datasets.
+
+    <root>/<split>/<class>/<image>                 e.g. train/cat/001.jpg, val/dog/007.png
+    <masks>/<split>/<class>/<image stem>.png       optional: non-zero = object, same size as the image
+    <boxes>.csv                                    optional (default <root>/boxes.csv): columns path,x0,y0,x1,y1,
+                                                   path relative to <root>, one row per box, pixels of the image
+
+Classes are the class folder names across all splits, sorted. An image with neither a mask nor a box is a
+plain sample (no CF/F; the manifest counts them). Only ``train`` gets CF/F images.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from augment.datasets import register
+from augment.datasets.files import (
+    IMAGE_SUFFIXES,
+    FileDataset,
+    Item,
+    MaskFile,
+    Rejects,
+    file_options,
+    image_files,
+    safe_key,
+)
+from augment.read import DEFAULT_MAX_IMAGE_PIXELS
+
+BOX_COLUMNS = ("path", "x0", "y0", "x1", "y1")
+
+
+def read_boxes(path: Path, known: set[str], rejects: Rejects) -> dict[str, list[list[float]]]:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in BOX_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}; expected {list(BOX_COLUMNS)}")
+        boxes: dict[str, list[list[float]]] = {}
+        for line, row in enumerate(reader, start=2):
+            if row["path"] not in known:
+                rejects.add(path, f"line {line}: {row['path']!r} is not an image under the root")
+                continue
+            try:
+                box = [float(row[c]) for c in BOX_COLUMNS[1:]]  # NaN parses, and is refused with its file at load
+            except (TypeError, ValueError):
+                rejects.add(path, f"line {line}: box {[row[c] for c in BOX_COLUMNS[1:]]} is not four numbers")
+                continue
+            boxes.setdefault(row["path"], []).append(box)
+    return boxes
+
+
+def scan(root: Path, masks: Path | None, boxes_csv: Path | None, rejects: Rejects):
+    splits = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                    key=lambda p: (p.name != "train", p.name))  # fmt: skip
+    classes = sorted({c.name for s in splits for c in s.iterdir() if c.is_dir() and not c.name.startswith(".")})
+    if not classes:
+        raise FileNotFoundError(f"--root {root}: no <split>/<class>/ folders (expected e.g. train/cat/001.jpg)")
+    found: dict[str, list[tuple[int, Path]]] = {}
+    for split_dir in splits:
+        rows = found.setdefault(split_dir.name, [])
+        for label, name in enumerate(classes):
+            class_dir = split_dir / name
+            if not class_dir.is_dir():
+                continue
+            others = [p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+                      and p.suffix.lower() not in IMAGE_SUFFIXES]  # fmt: skip
+            for p in sorted(others):
+                rejects.add(p, f"not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})", split_dir.name)
+            files = image_files(class_dir)
+            if not files:
+                rejects.add(class_dir, "class folder with no images", split_dir.name)
+            rows.extend((label, p) for p in files)
+    known = {str(p.relative_to(root)) for rows in found.values() for _, p in rows}
+    boxes = read_boxes(boxes_csv, known, rejects) if boxes_csv else {}
+    items: dict[str, list[Item]] = {}
+    plain = 0
+    for split, rows in found.items():
+        for label, path in rows:
+            rel = str(path.relative_to(root))
+            mask_path = masks / split / classes[label] / f"{path.stem}.png" if masks else None
+            mask = MaskFile(str(mask_path)) if mask_path is not None and mask_path.is_file() else None
+            item_boxes = boxes.get(rel)
+            plain += mask is None and not item_boxes
+            key = safe_key(split, classes[label], path.stem, path.suffix.lstrip(".").lower())
+            items.setdefault(split, []).append(Item(key, label, rel, mask=mask, boxes=item_boxes))
+    return tuple(classes), items, {"plain_samples": plain, "masks": str(masks) if masks else None,
+                                   "boxes": str(boxes_csv) if boxes_csv else None}  # fmt: skip
+
+
+@register("folder", "ImageFolder tree <root>/<split>/<class>/ + mask tree (--masks) and/or boxes CSV (--boxes)")
+def make_folder(
+    *, seed: int = 0, image_size: int | None = None, on_error: str = "fail", root: str | None = None,
+    masks: str | None = None, boxes: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    resize: str = "squash",
+) -> FileDataset:  # fmt: skip
+    root_path = file_options(root, "folder")
+    mask_root = Path(masks) if masks else None
+    if mask_root is not None and not mask_root.is_dir():
+        raise FileNotFoundError(f"--masks {mask_root}: folder not found")
+    boxes_csv = Path(boxes) if boxes else (root_path / "boxes.csv" if (root_path / "boxes.csv").is_file() else None)
+    if boxes_csv is not None and not boxes_csv.is_file():
+        raise FileNotFoundError(f"--boxes {boxes_csv}: file not found")
+    rejects = Rejects(on_error)
+    classes, items, params = scan(root_path, mask_root, boxes_csv, rejects)
+    return FileDataset(
+        name="folder",
+        root=str(root_path),
+        classes=classes,
+        items=items,
+        augmented=("train",),
+        image_size=FileDataset.default_image_size if image_size is None else image_size,
+        resize_mode=resize,
+        max_image_pixels=max_image_pixels,
+        params=params,
+        rejects=rejects.items,
+    )

@@ -1,0 +1,87 @@
+"""Waterbirds (Sagawa et al. 2020), read as released.
+
+    <root>/metadata.csv               img_id, img_filename, y (0 land, 1 water bird), split (0/1/2 = train/val/test),
+                                      place (0 land, 1 water), place_filename
+    <root>/<img_filename>             the images
+    <masks>/<img_filename>.png        CUB-200-2011 segmentations, greyscale with soft edges, non-zero = bird
+                                      (default ``<masks>``: ``segmentations/`` beside the root)
+
+Splits ``train``, ``val``, ``test``, plus ``test_original`` (y == place) and ``test_flip`` (y != place).
+``group = 2 * y + place``. Only ``train`` gets CF/F images.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from augment.datasets import register
+from augment.datasets.files import FileDataset, Item, MaskFile, Rejects, file_options, safe_key
+from augment.read import DEFAULT_MAX_IMAGE_PIXELS
+
+COLUMNS = ("img_id", "img_filename", "y", "split", "place")
+SPLITS = {0: "train", 1: "val", 2: "test"}
+CLASSES = ("landbird", "waterbird")
+GROUPS = {0: "landbird on land", 1: "landbird on water", 2: "waterbird on land", 3: "waterbird on water"}
+
+
+def read_metadata(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; --root should be the waterbird_complete95_forest2water2 folder")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}; expected {list(COLUMNS)} (+ place_filename)")
+        return list(reader)
+
+
+def scan(root: Path, masks: Path, rejects: Rejects) -> dict[str, list[Item]]:
+    metadata = root / "metadata.csv"
+    items: dict[str, list[Item]] = {name: [] for name in (*SPLITS.values(), "test_original", "test_flip")}
+    for line, row in enumerate(read_metadata(metadata), start=2):
+        try:
+            y, split, place = int(row["y"]), int(row["split"]), int(row["place"])
+            if y not in (0, 1) or place not in (0, 1) or split not in SPLITS:
+                raise ValueError("y and place must be 0 or 1, split 0, 1 or 2")
+        except (TypeError, ValueError) as e:
+            rejects.add(metadata, f"line {line}: {e} (got y={row['y']!r}, split={row['split']!r}, "
+                        f"place={row['place']!r})")  # fmt: skip
+            continue
+        filename = row["img_filename"]
+        mask = MaskFile(str(masks / Path(filename).with_suffix(".png")))
+        meta = {"place": place, "place_filename": row.get("place_filename")}
+        names = [SPLITS[split]] + ([("test_original" if y == place else "test_flip")] if split == 2 else [])
+        for name in names:
+            items[name].append(Item(safe_key(name, row["img_id"]), y, filename, 2 * y + place, mask, meta=meta))
+    if not items["train"]:
+        raise ValueError(f"{metadata}: no rows with split 0 (train)")
+    return items
+
+
+@register("waterbirds", "Waterbirds (metadata.csv + CUB segmentations): groups (y, place), test_original/test_flip")
+def make_waterbirds(
+    *, seed: int = 0, image_size: int | None = None, on_error: str = "fail", root: str | None = None,
+    masks: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, resize: str = "squash",
+) -> FileDataset:  # fmt: skip
+    root_path = file_options(root, "waterbirds")
+    mask_root = Path(masks) if masks else root_path.parent / "segmentations"
+    if not mask_root.is_dir():
+        raise FileNotFoundError(f"--masks {mask_root}: folder not found (the CUB-200-2011 segmentations/ folder)")
+    rejects = Rejects(on_error)
+    return FileDataset(
+        name="waterbirds",
+        root=str(root_path),
+        classes=CLASSES,
+        items=scan(root_path, mask_root, rejects),
+        augmented=("train",),
+        image_size=FileDataset.default_image_size if image_size is None else image_size,
+        resize_mode=resize,
+        max_image_pixels=max_image_pixels,
+        params={
+            "masks": str(mask_root),
+            "groups": GROUPS,
+            "evaluation": {"worst_group": True, "flip": {"original": "test_original", "shifted": "test_flip"}},
+        },  # fmt: skip
+        rejects=rejects.items,
+    )
