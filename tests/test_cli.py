@@ -115,3 +115,27 @@ def test_info_and_verify_on_a_folder_without_manifest(tmp_path: Path) -> None:
     for command in ("info", "verify"):
         result = invoke(command, tmp_path)
         assert result.exit_code == 1 and "no manifest" in result.output
+
+
+def test_build_a_file_dataset_with_skips_reports_them(tmp_path: Path) -> None:
+    from upstream import make_folder
+
+    root, masks = make_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    result = invoke("build", "--dataset", "folder", "--root", root, "--masks", masks, "--infill", "tile",
+                    "--image-size", "32", "--on-error", "skip", "--out", out, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"skipped 1 bad inputs, listed in {out / 'rejects.jsonl'}" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "--on-error skip" in manifest["command"] and f"--masks {masks}" in manifest["command"]
+    failed = invoke("build", "--dataset", "folder", "--root", root, "--out", tmp_path / "o2")
+    assert failed.exit_code == 1 and "val/dog: class folder with no images (pass --on-error skip" in failed.output
+
+
+def test_dataset_options_are_checked_per_dataset(tmp_path: Path) -> None:
+    result = invoke("build", "--dataset", "in9", "--size", "10", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "--dataset in9 does not take --size; it takes --root" in result.output
+    result = invoke("build", "--dataset", "in9", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "--dataset in9 needs --root" in result.output
+    result = invoke("build", "--dataset", "cct", "--root", tmp_path, "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "train_annotations.json: not found" in result.output

@@ -83,3 +83,138 @@ def write_json(path: Path, data: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return path
+
+
+WATERBIRDS_ROWS = [  # img_id, folder, y, split, place
+    (1, "001.Black_footed_Albatross", 1, 0, 1),
+    (2, "001.Black_footed_Albatross", 1, 0, 0),
+    (3, "094.White_breasted_Nuthatch", 0, 0, 0),
+    (4, "094.White_breasted_Nuthatch", 0, 0, 1),
+    (5, "094.White_breasted_Nuthatch", 0, 1, 0),
+    (6, "001.Black_footed_Albatross", 1, 1, 1),
+    (7, "001.Black_footed_Albatross", 1, 2, 1),
+    (8, "094.White_breasted_Nuthatch", 0, 2, 1),
+]
+
+
+def make_waterbirds(base: Path) -> tuple[Path, dict[int, np.ndarray]]:
+    """<base>/waterbird_complete95_forest2water2/ with metadata.csv, and <base>/segmentations/ (soft edges)."""
+    root = base / "waterbird_complete95_forest2water2"
+    lines = ["img_id,img_filename,y,split,place,place_filename"]
+    truth = {}
+    for img_id, folder, y, split, place in WATERBIRDS_ROWS:
+        filename = f"{folder}/{folder.split('.')[1]}_{img_id:04d}.jpg"
+        image = textured(30, 40, img_id)
+        bird = ellipse_mask(30, 40, 15, 12 + img_id, 8, 6)
+        image[bird] = (250, 240, 20)
+        save_jpeg(root / filename, image)
+        soft = ellipse_mask(30, 40, 15, 12 + img_id, 9, 7).astype(np.uint8) * 60  # a soft rim of low values
+        soft[bird] = 255
+        seg = base / "segmentations" / Path(filename).with_suffix(".png")
+        seg.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(soft).save(seg)
+        truth[img_id] = soft > 0
+        lines.append(f"{img_id},{filename},{y},{split},{place},/b/bamboo_forest/{img_id}.jpg")
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return root, truth
+
+
+CCT_DECLARED = (256, 192)  # full resolution in the JSON; the files are 4x smaller
+
+
+def cct_image(root: Path, image_id: str, seed: int) -> dict:
+    save_jpeg(root / "eccv_18_all_images_sm" / f"{image_id}.jpg", textured(48, 64, seed))
+    return {"id": image_id, "file_name": f"{image_id}.jpg", "width": 256, "height": 192, "location": 10 + seed % 2 * 10}
+
+
+def make_cct(root: Path) -> Path:
+    cats = [{"id": 1, "name": "deer"}, {"id": 30, "name": "empty"}, {"id": 5, "name": "fox"}]
+    ids = ["5968c0f9-23d2-11e8-a6a3-ec086b02610b", "b-two-species", "c-no-box", "d-empty"]
+    train = {
+        "images": [cct_image(root, i, n) for n, i in enumerate(ids)],
+        "annotations": [
+            {"id": "a1", "image_id": ids[0], "category_id": 1, "bbox": [40, 40, 40, 20]},
+            {"id": "a2", "image_id": ids[0], "category_id": 1, "bbox": [100, 80, 40, 40]},  # union with a1
+            {"id": "b1", "image_id": ids[1], "category_id": 1, "bbox": [0, 0, 64, 64]},
+            {"id": "b2", "image_id": ids[1], "category_id": 5, "bbox": [160, 96, 80, 80]},
+            {"id": "c1", "image_id": ids[2], "category_id": 5},  # no bbox: a plain sample
+            {"id": "d1", "image_id": ids[3], "category_id": 30},  # empty: dropped
+        ],
+        "categories": cats,
+    }
+    folder = root / "eccv_18_annotation_files"
+    write_json(folder / "train_annotations.json", train)
+    for split, image_id, seed in (("cis_val", "e-cis", 11), ("trans_test", "f-trans", 12)):
+        write_json(folder / f"{split}_annotations.json", {
+            "images": [cct_image(root, image_id, seed)],
+            "annotations": [{"id": f"{image_id}1", "image_id": image_id, "category_id": 5, "bbox": [20, 20, 60, 60]}],
+            "categories": cats,
+        })  # fmt: skip
+    return root
+
+
+def coco_rle(mask: np.ndarray) -> dict:
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": rle["size"], "counts": rle["counts"].decode()}
+
+
+def make_coco(root: Path) -> tuple[Path, dict[int, np.ndarray]]:
+    """images/ and instances.json: a polygon, a compressed RLE, an uncompressed RLE, a bare box, no annotation."""
+    images, truth = root / "images", {}
+    for i in range(1, 6):
+        save_jpeg(images / f"{i:012d}.jpg", textured(40, 50, i))
+    ellipse = ellipse_mask(40, 50, 20, 25, 10, 15)
+    truth[2] = ellipse
+    square = np.zeros((40, 50), bool)
+    square[5:15, 30:45] = True
+    truth[3] = square
+    uncompressed = {"size": [40, 50], "counts": [int(v) for v in _runs(square)]}
+    annotations = [
+        {"id": 1, "image_id": 1, "category_id": 3, "segmentation": [[10, 10, 30, 10, 30, 20, 10, 20]],
+         "area": 200, "bbox": [10, 10, 20, 10], "iscrowd": 0},
+        {"id": 2, "image_id": 1, "category_id": 7, "segmentation": [], "area": 20, "bbox": [40, 30, 5, 4],
+         "iscrowd": 0},
+        {"id": 3, "image_id": 2, "category_id": 7, "segmentation": coco_rle(ellipse), "area": float(ellipse.sum()),
+         "bbox": [10, 10, 30, 20], "iscrowd": 0},
+        {"id": 4, "image_id": 3, "category_id": 3, "segmentation": uncompressed, "area": 150,
+         "bbox": [30, 5, 15, 10], "iscrowd": 0},
+        {"id": 5, "image_id": 4, "category_id": 7, "area": 80, "bbox": [2, 3, 10, 8], "iscrowd": 0},
+    ]  # fmt: skip
+    write_json(root / "instances.json", {
+        "images": [{"id": i, "file_name": f"{i:012d}.jpg", "width": 50, "height": 40} for i in range(1, 6)],
+        "annotations": annotations,
+        "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+    })  # fmt: skip
+    return images, truth
+
+
+def _runs(mask: np.ndarray) -> list[int]:
+    """Uncompressed COCO RLE counts: alternating run lengths of 0s and 1s in column-major order."""
+    flat = mask.astype(np.uint8).flatten(order="F")
+    counts, value, run = [], 0, 0
+    for v in flat:
+        if v == value:
+            run += 1
+        else:
+            counts.append(run)
+            value, run = v, 1
+    counts.append(run)
+    return counts
+
+
+def make_folder(root: Path) -> tuple[Path, Path]:
+    """root/{train,val}/{cat,dog}/ images, masks/ tree for some, boxes.csv for one, an empty val/dog folder."""
+    for rel, seed in (("train/cat/a.jpg", 1), ("train/cat/b.png", 2), ("train/dog/c.jpg", 3), ("val/cat/d.jpg", 4)):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(textured(30, 40, seed)).save(path)
+    (root / "val/dog").mkdir(parents=True)
+    masks = root.parent / "masks"
+    mask = np.zeros((30, 40), np.uint8)
+    mask[5:20, 10:30] = 7
+    (masks / "train/cat").mkdir(parents=True)
+    Image.fromarray(mask).save(masks / "train/cat/a.png")
+    (root / "boxes.csv").write_text("path,x0,y0,x1,y1\ntrain/dog/c.jpg,4,5,20,25\ntrain/dog/c.jpg,22,2,30,9\n")
+    return root, masks

@@ -22,7 +22,7 @@ from augment.read import DEFAULT_MAX_IMAGE_PIXELS
 COLUMNS = ("img_id", "img_filename", "y", "split", "place")
 SPLITS = {0: "train", 1: "val", 2: "test"}
 CLASSES = ("landbird", "waterbird")
-GROUPS = {0: "landbird on land", 1: "landbird on water", 2: "waterbird on land", 3: "waterbird on water"}
+GROUPS = {"0": "landbird on land", "1": "landbird on water", "2": "waterbird on land", "3": "waterbird on water"}
 
 
 def read_metadata(path: Path) -> list[dict[str, str]]:
