@@ -15,6 +15,7 @@ from conftest import index_value
 
 from augment import encode, schema
 from augment.build import BuildConfig, BuildError, Donors, build
+from augment.masks import mask_to_box
 from augment.shards import iter_records, write_shard
 from augment.verify import verify
 
@@ -256,3 +257,18 @@ def test_verify_reports_a_json_field_that_is_not_an_object(tmp_path: Path) -> No
     rewrite_manifest(out, lambda m: m["splits"]["test"]["shards"][0].update(sha256=info["sha256"], bytes=info["bytes"]))
     problems = verify(out, progress=False)[0]
     assert any("json holds a list, expected an object" in p and str(path) in p for p in problems), problems
+
+
+def test_stored_cf_images_equal_the_original_away_from_the_hole(built) -> None:
+    """JPEG codes 8x8 blocks independently (4:4:4): blocks that do not touch the hole decode identically."""
+    out, manifest = built
+    sample = next(iter(wds.WebDataset(str(out / manifest["splits"]["train"]["shards"][0]["path"]),
+                                      shardshuffle=False).decode("rgb8")))  # fmt: skip
+    x0, y0, x1, y1 = mask_to_box(sample["mask.png"][..., 0] > 0)  # the CF hole is the mask's rectangle
+    for field in ("cf.tile.jpg", "cf.grey.jpg", "cf.shuffle.0.jpg"):
+        for by in range(3):
+            for bx in range(3):
+                block = np.s_[by * 8 : by * 8 + 8, bx * 8 : bx * 8 + 8]
+                touches = by * 8 < y1 and y0 < by * 8 + 8 and bx * 8 < x1 and x0 < bx * 8 + 8
+                same = np.array_equal(sample[field][block], sample["jpg"][block])
+                assert same or touches, (field, by, bx)
