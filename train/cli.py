@@ -1,12 +1,150 @@
-"""The ``train`` command. The trainer itself is not written yet; until then this says so instead of pretending."""
+"""The ``train`` command line: fit, eval, report. Typer only; the work lives in train.py, evaluate.py, report.py.
 
+train fit --shards shards/demo --preset demo --cf tile --f shuffle --out runs/demo/cf-f-s0
+train eval runs/demo/cf-f-s0 --shards shards/demo
+train report runs/demo --out runs/demo/report.md
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
 import sys
+from pathlib import Path
+
+import typer
+
+from augment import infill
+from augment.cli import OneLineErrors
+from train.config import PRESETS
+from train.losses import CF_LOSSES
+
+Preset = enum.Enum("Preset", {p: p for p in PRESETS}, type=str)
+Arch = enum.Enum("Arch", {a: a for a in ("resnet18", "resnet50", "bit-s-r50x1")}, type=str)
+CfMethod = enum.Enum("CfMethod", {n: n for n in infill.names(infill.CF)}, type=str)
+FMethod = enum.Enum("FMethod", {n: n for n in infill.names(infill.F)}, type=str)
+CfLoss = enum.Enum("CfLoss", {n: n for n in CF_LOSSES}, type=str)
+Saliency = enum.Enum("Saliency", {"gradient": "gradient", "deepliftshap": "deepliftshap"}, type=str)
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    help="Fine-tune a classifier on augment shards with CF/F/FGSM/Sal (Chang et al., CVPR 2021), and evaluate it.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"train: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def fit(
+    shards: Path = typer.Option(..., help="A build folder from `augment build` (holds manifest.json)."),
+    out: Path = typer.Option(..., help="Run folder: config.json, log.csv, last.pt, best.pt, results.json/.tsv."),
+    preset: Preset = typer.Option("demo", help="Hyper-parameters of the paper's code per dataset (SPEC section 3)."),
+    arch: Arch | None = typer.Option(None, help="Model [default: resnet18 for demo, resnet50 otherwise]."),
+    weights: Path | None = typer.Option(None, help="Pretrained weights: torchvision .pth, .safetensors or BiT .npz."),
+    cf: list[CfMethod] = typer.Option([], help="CF images to train as 'not y' (repeat for several)."),
+    cf_loss: CfLoss = typer.Option("logp", help="CF loss: -log(1 - p_y), or CE to uniform (over all / other classes)."),
+    cf_weight: float = typer.Option(1.0, help="Weight of the CF loss."),
+    f: list[FMethod] = typer.Option([], "--f", help="F images to train as y (repeat for several)."),
+    fgsm: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="Online FGSM on the background: eps as a fraction of the "
+        "pixel range (the paper's 0.6 on [-1, 1] is 0.3). 0 = off.",
+    ),
+    fgsm_steps: int = typer.Option(1, min=1, help="Attack steps: 1 = FGSM, more = PGD."),
+    sal: float = typer.Option(0.0, min=0.0, help="GradMask saliency penalty lambda (double backprop). 0 = off."),
+    mixup: float = typer.Option(0.0, min=0.0, help="Baseline: mixup with Beta(a, a). 0 = off."),
+    label_smoothing: float = typer.Option(0.0, min=0.0, max=1.0, help="Baseline: label smoothing eps. 0 = off."),
+    epochs: int | None = typer.Option(None, min=1, help="Override the preset's epochs."),
+    batch_size: int | None = typer.Option(None, min=1, help="Override the preset's batch size."),
+    lr: float | None = typer.Option(None, min=0.0, help="Override the preset's learning rate."),
+    crop: int | None = typer.Option(None, min=8, help="Random-crop size [default: 7/8 of the stored image size]."),
+    seed: int = typer.Option(0, min=0, help="Seed for weights init, data order, crops and attacks."),
+    workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
+    early_stop: int = typer.Option(0, min=0, help="Stop after this many epochs without val gain. 0 = off."),
+    amp: bool = typer.Option(False, help="Mixed precision on GPU (bf16 where supported)."),
+    saliency: Saliency = typer.Option("gradient", help="Attribution for the saliency AUPR."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    resume: bool = typer.Option(False, help="Continue from <out>/last.pt exactly."),
+    verify: bool = typer.Option(False, help="Check every shard's sha256 against the manifest first."),
+) -> None:
+    """Train on the shards' train split, select on val, then evaluate every split."""
+    from train.config import Config
+    from train.train import fit as run_fit
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    try:
+        config = Config.resolve(
+            preset.value, shards=str(shards), out=str(out), arch=arch.value if arch else None,
+            weights=str(weights) if weights else None, cf=[m.value for m in cf], cf_loss=cf_loss.value,
+            cf_weight=cf_weight, f=[m.value for m in f], fgsm=fgsm, fgsm_steps=fgsm_steps, sal=sal, mixup=mixup,
+            label_smoothing=label_smoothing, epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, seed=seed,
+            workers=workers, early_stop=early_stop, amp=amp, saliency=saliency.value, device=device,
+        )  # fmt: skip
+        if arch is None and preset.value != "demo":
+            config.arch = "resnet50"
+        results = run_fit(config, resume=resume, verify=verify)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e), 2)
+    typer.echo((Path(out) / "results.tsv").read_text().rstrip())
+    typer.echo(f"{results['method']}: {out / 'results.json'}")
+
+
+@app.command("eval")
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="A run folder from `train fit`."),
+    shards: Path = typer.Option(..., help="The build to evaluate on (every split)."),
+    workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
+) -> None:
+    """Re-evaluate a run's best checkpoint on every split of a build."""
+    import torch
+
+    from train import evaluate
+    from train.config import Config
+    from train.data import read_manifest
+    from train.models import build_model
+
+    checkpoint = run / "best.pt"
+    if not checkpoint.is_file():
+        fail(f"{checkpoint}: not found; expected a run folder written by `train fit`")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = Config(**{**state["config"], "workers": workers})
+    manifest = read_manifest(shards)
+    model = build_model(config.arch, len(state["classes"]))
+    model.load_state_dict(state["model"])
+    crop = config.crop or round(manifest["image_size"] * 7 / 8)
+    results = evaluate.evaluate_all(model, shards, manifest, crop, config, torch.device("cpu"))
+    results["method"] = config.method_name()
+    evaluate.write_results(run, results)
+    typer.echo((run / "results.tsv").read_text().rstrip())
+
+
+@app.command()
+def report(
+    runs: Path = typer.Argument(..., help="A folder of run folders (searched recursively for results.json)."),
+    out: Path = typer.Option(..., help="Markdown report to write; plots go beside it."),
+) -> None:
+    """One table across runs (mean +- sd over seeds) plus plots: saliency AUPR vs accuracy, training curves."""
+    from train.report import write_report
+
+    try:
+        path = write_report(runs, out)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(path.read_text().rstrip())
 
 
 def main() -> None:
-    print(
-        "train: the trainer is not implemented yet. `augment build` already writes the shards it will read; "
-        "see README.md.",
-        file=sys.stderr,
-    )
-    sys.exit(2)
+    app()
+
+
+if __name__ == "__main__":
+    main()

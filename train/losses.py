@@ -1,0 +1,83 @@
+"""The training objective of Chang et al. (SPEC.md section 3): CF loss, GradMask saliency penalty, online FGSM.
+
+Conventions: images are in [-1, 1]; ``background`` is a float mask, 1 on the background (the F hole), 0 on the
+object, broadcastable to the images. Every function is pure: it returns tensors and never steps an optimizer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CF_LOSSES = ("logp", "uniform", "uniform-others")
+
+
+def cf_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "logp") -> torch.Tensor:
+    """Per-row loss that says "not y" for counterfactual images.
+
+    - ``logp``: -log(1 - p_y), computed stably as -(logsumexp_{k != y} z_k - logsumexp_k z_k);
+    - ``uniform``: cross-entropy to the uniform distribution over all classes;
+    - ``uniform-others``: cross-entropy to the uniform distribution over the classes other than y.
+    """
+    log_p = F.log_softmax(logits, dim=1)
+    own = F.one_hot(labels, logits.shape[1]).bool()
+    if kind == "logp":
+        others = logits.masked_fill(own, float("-inf"))
+        return -(torch.logsumexp(others, dim=1) - torch.logsumexp(logits, dim=1))
+    if kind == "uniform":
+        return -log_p.mean(dim=1)
+    if kind == "uniform-others":
+        return -log_p.masked_fill(own, 0.0).sum(dim=1) / (logits.shape[1] - 1)
+    raise ValueError(f"--cf-loss: got {kind!r}, expected one of {', '.join(CF_LOSSES)}")
+
+
+def saliency_penalty(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, background: torch.Tensor):
+    """GradMask (uncontrasted): mean over images, channels and pixels of (d z_{y_i} / d x_i * background_i)^2.
+
+    Each image's gradient is of its **own** target logit (the paper's code summed every label's logit, a bug).
+    The graph is kept (``create_graph=True``) so the penalty trains the model: double backprop.
+    Returns ``(penalty, logits)`` so the caller can reuse the forward pass for the CE term.
+    """
+    images = images.detach().requires_grad_(True)
+    logits = model(images)
+    own = logits.gather(1, labels[:, None]).sum()
+    (grad,) = torch.autograd.grad(own, images, create_graph=True)
+    return (grad * background).pow(2).mean(), logits
+
+
+@torch.enable_grad()
+def fgsm_background(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, background: torch.Tensor, eps: float,
+    steps: int = 1, alpha: float | None = None, generator: torch.Generator | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Factual images by attacking the background only (SPEC section 2), FGSM for one step, PGD for more.
+
+    ``eps`` is on the [-1, 1] scale. delta starts uniform in [-eps, eps] on the background, then each step
+    adds ``alpha * sign(grad of CE on the true label)`` (alpha = 1.25 eps by default) and is clipped to
+    [-eps, eps]. Object pixels keep delta = 0 exactly, and x + delta stays in [-1, 1]. The gradient is taken with
+    the model in eval mode and without parameter gradients, so neither weights nor BatchNorm statistics move.
+    """
+    alpha = 1.25 * eps if alpha is None else alpha
+    was_training = model.training
+    model.eval()
+    try:
+        noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+        delta = (noise * 2 - 1) * eps * background
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            adv = (images + delta).clamp(-1, 1)
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(adv), labels), delta)
+            delta = ((delta + alpha * grad.sign()).clamp(-eps, eps) * background).detach()
+        adv = (images + delta).clamp(-1, 1)
+        return torch.where(background.bool().expand_as(images), adv, images).detach()
+    finally:
+        model.train(was_training)
+
+
+def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float, num_classes: int, generator: torch.Generator):
+    """One lambda ~ Beta(alpha, alpha) per batch, mixed with a random permutation; returns images and soft targets."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(images.shape[0], generator=generator)
+    targets = F.one_hot(labels, num_classes).float()
+    return lam * images + (1 - lam) * images[perm], lam * targets + (1 - lam) * targets[perm]

@@ -1,0 +1,190 @@
+"""Evaluation metrics of SPEC section 6: accuracy, worst-group accuracy, macro AUC/AUPR, BG-gap,
+background reliance, and saliency focus (AUPR of a saliency map against the object mask).
+
+Scores come from scikit-learn, so the numbers match what everyone else computes. Arrays are numpy on the
+host; the two saliency functions take a model and tensors and return tensors on the input's device.
+Run the tests with ``python -m pytest -q tests/test_metrics.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+
+def _check_logits_labels(logits: np.ndarray, labels: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise ValueError(f"{name}: got scores {logits.shape} and labels {labels.shape}, expected [N, C] and [N]")
+    if logits.shape[0] == 0:
+        raise ValueError(f"{name}: got 0 samples, expected at least 1")
+    return logits, labels
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of samples whose arg-max class equals the label."""
+    logits, labels = _check_logits_labels(logits, labels, "accuracy")
+    return float(np.mean(logits.argmax(axis=1) == labels))
+
+
+def group_accuracy(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[dict[int, float], float]:
+    """Accuracy within each group present in ``groups``, and the worst of them (Waterbirds' (y, place) groups)."""
+    logits, labels = _check_logits_labels(logits, labels, "group_accuracy")
+    groups = np.asarray(groups)
+    if groups.shape != labels.shape:
+        raise ValueError(f"group_accuracy: got groups {groups.shape}, expected {labels.shape} like the labels")
+    correct = logits.argmax(axis=1) == labels
+    per_group = {int(g): float(correct[groups == g].mean()) for g in np.unique(groups)}
+    return per_group, min(per_group.values())
+
+
+def _macro_one_vs_rest(score: Callable[..., float], probs: np.ndarray, labels: np.ndarray, name: str) -> float | None:
+    """Mean of ``score(is_class_c, probs[:, c])`` over the classes c that have both positives and negatives."""
+    probs, labels = _check_logits_labels(probs, labels, name)
+    per_class = []
+    for c in range(probs.shape[1]):
+        positive = labels == c
+        if positive.any() and not positive.all():  # the score is undefined for a one-sided class
+            per_class.append(score(positive, probs[:, c]))
+    return float(np.mean(per_class)) if per_class else None
+
+
+def macro_auc(probs: np.ndarray, labels: np.ndarray) -> float | None:
+    """Macro one-vs-rest ROC AUC of ``probs`` [N, C] over the classes that are both present and absent in ``labels``.
+
+    Classes missing from a split (e.g. CCT's trans locations) are left out rather than failing; ``None`` when no
+    class qualifies (e.g. a single-class split).
+    """
+    return _macro_one_vs_rest(roc_auc_score, probs, labels, "macro_auc")
+
+
+def macro_aupr(probs: np.ndarray, labels: np.ndarray) -> float | None:
+    """Like :func:`macro_auc` with average precision (area under the precision-recall curve) per class."""
+    return _macro_one_vs_rest(average_precision_score, probs, labels, "macro_aupr")
+
+
+def bg_gap(acc_mixed_same: float, acc_mixed_rand: float) -> float:
+    """IN-9's BG-gap: accuracy on mixed_same minus mixed_rand; how much a same-class background helps."""
+    return acc_mixed_same - acc_mixed_rand
+
+
+def background_reliance(probs_original: np.ndarray, probs_shifted: np.ndarray, background_class: np.ndarray) -> float:
+    """Mean gain in probability of the class whose background was pasted in (lower is better).
+
+    Args:
+        probs_original: [N, C] probabilities on the original images.
+        probs_shifted: [N, C] probabilities on the same images with another class's background (IN-9 mixed_next).
+        background_class: [N] the class that background came from.
+    """
+    probs_original, probs_shifted = np.asarray(probs_original), np.asarray(probs_shifted)
+    background_class = np.asarray(background_class)
+    if probs_original.ndim != 2 or probs_shifted.shape != probs_original.shape:
+        raise ValueError(
+            f"background_reliance: got probabilities {probs_original.shape} and {probs_shifted.shape}, "
+            "expected two equal [N, C]"
+        )
+    if background_class.shape != (probs_original.shape[0],) or probs_original.shape[0] == 0:
+        raise ValueError(
+            f"background_reliance: got background_class {background_class.shape}, expected [{probs_original.shape[0]}]"
+            " with N >= 1"
+        )
+    rows = np.arange(probs_original.shape[0])
+    return float(np.mean(probs_shifted[rows, background_class] - probs_original[rows, background_class]))
+
+
+def saliency_aupr(scores: np.ndarray, masks: np.ndarray) -> float | None:
+    """Saliency focus: per image, the average precision of pixel ``scores`` [N, H, W] against the object ``masks``.
+
+    Images whose mask is all 0 or all 1 are skipped (their AP is undefined or trivially 1); the result is the
+    mean over the rest, or ``None`` when none is left.
+    """
+    scores, masks = np.asarray(scores), np.asarray(masks, dtype=bool)
+    if scores.ndim != 3 or masks.shape != scores.shape:
+        raise ValueError(
+            f"saliency_aupr: got scores {scores.shape} and masks {masks.shape}, expected two equal [N, H, W]"
+        )
+    per_image = [
+        average_precision_score(mask.ravel(), score.ravel())
+        for score, mask in zip(scores, masks, strict=True)
+        if mask.any() and not mask.all()
+    ]
+    return float(np.mean(per_image)) if per_image else None
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode, then restore each one's own flag (a plain ``train(was)`` would not)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def input_gradient_saliency(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pixel saliency [N, H, W]: the squared gradient of each image's ``target`` logit w.r.t. its input, summed
+    over channels.
+
+    The gradients of the summed target logits are taken w.r.t. ``x`` only, so no parameter ``.grad`` is touched.
+    This equals the per-image gradient because in eval mode images do not interact (BatchNorm uses running stats).
+    """
+    with _eval_mode(model), torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        picked = logits.gather(1, target.to(logits.device).long().view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(picked, x)
+    return grad.pow(2).sum(dim=1)
+
+
+def deepliftshap_saliency(
+    model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, baselines: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepLiftShap saliency (the paper's): per-pixel squared attribution summed over channels, [N, H, W].
+
+    Also returns captum's convergence delta (one value per input-baseline pair), which is ~0 when the attributions
+    add up to the change in the target logit; check it to catch a model captum cannot handle.
+
+    The model must use a distinct ``nn.ReLU`` module at each place it applies one (no reused module and no
+    ``F.relu``): captum's DeepLift rules hook modules, so it raises on a module used twice and gives a
+    functional ReLU plain gradients (attributions then stop adding up, and the delta shows it).
+    ``baselines`` is [B, C, H, W] with B >= 2 (e.g. a few background images); the model runs in eval mode.
+    """
+    from captum.attr import DeepLiftShap  # deferred: only saliency evaluation needs captum
+
+    with _eval_mode(model):
+        attributions, delta = DeepLiftShap(model).attribute(
+            x, baselines=baselines, target=target, return_convergence_delta=True
+        )
+    return attributions.detach().pow(2).sum(dim=1), delta.detach()
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def summarize_split(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> dict[str, Any]:
+    """All label metrics of one test split, JSON-ready (plain floats or ``None``, string keys).
+
+    Keys: ``accuracy``, ``macro_auc``, ``macro_aupr`` (on the softmax of ``logits``), and when ``groups`` is given
+    ``group_accuracy`` ({group: accuracy}) and ``worst_group_accuracy``.
+    """
+    logits, labels = _check_logits_labels(logits, labels, "summarize_split")
+    probs = _softmax(logits.astype(np.float64))
+    summary: dict[str, Any] = {
+        "accuracy": accuracy(logits, labels),
+        "macro_auc": macro_auc(probs, labels),
+        "macro_aupr": macro_aupr(probs, labels),
+    }
+    if groups is not None:
+        per_group, worst = group_accuracy(logits, labels, groups)
+        summary["group_accuracy"] = {str(g): acc for g, acc in per_group.items()}
+        summary["worst_group_accuracy"] = worst
+    return summary

@@ -1,0 +1,252 @@
+"""``train fit``: fine-tune a classifier on augment shards with the combined objective of Chang et al.
+
+Reads top to bottom: config -> data -> model -> optimizer -> loop -> eval -> checkpoint.
+
+    train fit --shards shards/demo --preset demo --cf tile --f shuffle --out runs/demo-cf-f
+
+Loss per batch (SPEC.md section 3), with every term's sum divided by the total number of rows in the batch
+(originals + CF + F + FGSM images), as in the paper's code:
+
+    L = [sum CE(x, y) + sum CE(x_f, y) + cf_weight * sum L_cf(x_cf, y) + sum CE(x_fgsm, y)] / rows + sal * L_sal
+
+CF/F/FGSM rows exist only for samples with an object annotation. Logs one line per interval (loss, lr, img/s,
+data-wait vs step time) and one CSV row per epoch; checkpoints atomically every epoch; ``--resume`` continues
+exactly (model, optimizer, scheduler, epoch, best metric, RNG states).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from train import evaluate
+from train.config import Config
+from train.data import Fields, ShardStream, check_fields, loader, read_manifest
+from train.losses import cf_loss, fgsm_background, mixup, saliency_penalty
+from train.models import build_model
+
+log = logging.getLogger("train")
+LOG_EVERY = 20  # steps
+
+
+def fit(config: Config, resume: bool = False, verify: bool = False) -> dict[str, Any]:
+    # ---- config ------------------------------------------------------------------------------------------------
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if config.device == "auto" else config.device)  # fmt: skip
+    seed_everything(config.seed)
+
+    # ---- data --------------------------------------------------------------------------------------------------
+    manifest = read_manifest(Path(config.shards), verify=verify)
+    classes = manifest["dataset"]["classes"]
+    fields = Fields(cf=config.cf, f=config.f, copies=manifest["methods"]["copies"])
+    check_fields(manifest, fields)
+    if config.val_split not in manifest["splits"]:
+        raise ValueError(f"--val-split {config.val_split}: not in the build; splits: {', '.join(manifest['splits'])}")
+    crop = config.crop or round(manifest["image_size"] * 7 / 8)
+    train_stream = ShardStream(Path(config.shards), manifest, "train", fields, train=True, crop=crop, seed=config.seed)
+    train_loader = loader(train_stream, config.batch_size, config.workers, drop_last=True)
+    steps_per_epoch = max(1, train_stream.num_samples // config.batch_size)
+
+    # ---- model -------------------------------------------------------------------------------------------------
+    model = build_model(config.arch, len(classes), config.weights, zero_head=config.zero_head).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+
+    # ---- optimizer and schedule --------------------------------------------------------------------------------
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)  # fmt: skip
+    else:
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                        weight_decay=config.weight_decay)  # fmt: skip
+    scheduler = make_scheduler(config, optimizer)
+    amp = config.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+
+    start, best, stale = 0, -math.inf, 0
+    if resume and (out / "last.pt").is_file():
+        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, best, stale = state["epoch"] + 1, state["best"], state["stale"]
+        set_rng_state(state["rng"])
+        log.info("resumed from %s at epoch %d", out / "last.pt", start)
+
+    # ---- loop --------------------------------------------------------------------------------------------------
+    rows_csv = out / "log.csv"
+    for epoch in range(start, config.epochs):
+        train_stream.set_epoch(epoch)
+        model.train()
+        totals = {"loss": 0.0, "rows": 0, "steps": 0, "data_s": 0.0, "step_s": 0.0}
+        tick = time.perf_counter()
+        for step, batch in enumerate(train_loader):
+            loaded = time.perf_counter()
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                loss, rows = objective(model, batch, config, len(classes), device, epoch * steps_per_epoch + step)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            scaler.step(optimizer)
+            scaler.update()
+            done = time.perf_counter()
+            totals["loss"] += loss.item()
+            totals["rows"] += rows
+            totals["steps"] += 1
+            totals["data_s"] += loaded - tick
+            totals["step_s"] += done - loaded
+            if step % LOG_EVERY == 0:
+                log.info("epoch %d step %d/%d loss %.4f lr %.2e %.0f img/s data %.3fs step %.3fs", epoch, step,
+                         steps_per_epoch, loss.item(), optimizer.param_groups[0]["lr"], rows / (done - tick),
+                         loaded - tick, done - loaded)  # fmt: skip
+            tick = time.perf_counter()
+        if totals["steps"] == 0:
+            raise ValueError(f"{config.shards}: no full batch of {config.batch_size} in train; lower --batch-size")
+
+        # ---- eval and checkpoint -------------------------------------------------------------------------------
+        val = evaluate.split_metrics(model, Path(config.shards), manifest, config.val_split, crop, config, device)
+        score = val["accuracy"] if config.select == "accuracy" else (val.get("macro_auc") or 0.0)
+        if config.schedule == "plateau":
+            scheduler.step(score)
+        else:
+            scheduler.step()
+        improved = score > best
+        best, stale = (score, 0) if improved else (best, stale + 1)
+        seconds = max(totals["data_s"] + totals["step_s"], 1e-9)
+        row = {"epoch": epoch, "loss": totals["loss"] / totals["steps"], "lr": optimizer.param_groups[0]["lr"],
+               f"val_{config.select}": score, "img_per_s": totals["rows"] / seconds,
+               "data_wait_fraction": totals["data_s"] / seconds}  # fmt: skip
+        append_csv(rows_csv, row)
+        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in row.items()}))
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "epoch": epoch, "best": best, "stale": stale, "rng": rng_state(), "config": config.to_dict(),
+                 "classes": classes}  # fmt: skip
+        atomic_save(state, out / "last.pt")
+        if improved:
+            atomic_save({"model": model.state_dict(), "epoch": epoch, "config": config.to_dict(), "classes": classes},
+                        out / "best.pt")  # fmt: skip
+        if config.early_stop and stale >= config.early_stop:
+            log.info("early stop: no %s gain for %d epochs", config.select, stale)
+            break
+
+    # ---- final evaluation on every split, with the selected model ------------------------------------------------
+    model.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
+    results = evaluate.evaluate_all(model, Path(config.shards), manifest, crop, config, device)
+    results["method"] = config.method_name()
+    evaluate.write_results(out, results)
+    return results
+
+
+def objective(model, batch: dict[str, Any], config: Config, num_classes: int, device, step: int):
+    """The batch loss and its number of rows (see the module docstring)."""
+    x = batch["image"].to(device, non_blocking=True)
+    y = batch["label"].to(device, non_blocking=True)
+    has = batch["has_object"].to(device)
+    background = (1.0 - batch["mask"].to(device)) * has[:, None, None, None]  # 0 on the object and without a mask
+    generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + step)
+
+    if config.mixup:
+        mixed, soft = mixup(x, y, config.mixup, num_classes, generator)
+        return torch.sum(-soft * F.log_softmax(model(mixed), dim=1), dim=1).mean(), x.shape[0]
+
+    extra_x, extra_y, kinds = [], [], []
+    for role, methods in (("cf", config.cf), ("f", config.f)):
+        for m in methods:
+            extra_x.append(batch[f"{role}.{m}"].to(device, non_blocking=True)[has])
+            extra_y.append(y[has])
+            kinds.append(role)
+    if config.fgsm and has.any():
+        eps = 2 * config.fgsm  # fraction of the pixel range -> the [-1, 1] scale
+        extra_x.append(fgsm_background(model, x[has], y[has], background[has], eps, config.fgsm_steps,
+                                       generator=generator))  # fmt: skip
+        extra_y.append(y[has])
+        kinds.append("f")
+
+    penalty = x.new_zeros(())
+    if config.sal and has.any():
+        with torch.autocast(device.type, enabled=config.amp):
+            penalty, logits_x = saliency_penalty(model, x, y, background)
+        penalty = penalty * x.shape[0] / has.sum()  # mean over the images that have a mask
+        logits_extra = model(torch.cat(extra_x)) if extra_x else None
+    else:
+        logits = model(torch.cat([x, *extra_x]))
+        logits_x, logits_extra = logits[: x.shape[0]], logits[x.shape[0] :]
+
+    total = F.cross_entropy(logits_x, y, label_smoothing=config.label_smoothing, reduction="sum")
+    offset = 0
+    for part_x, part_y, kind in zip(extra_x, extra_y, kinds, strict=True):
+        part = logits_extra[offset : offset + part_x.shape[0]]
+        offset += part_x.shape[0]
+        if kind == "cf":
+            total = total + config.cf_weight * cf_loss(part, part_y, config.cf_loss).sum()
+        else:
+            total = total + F.cross_entropy(part, part_y, reduction="sum")
+    rows = x.shape[0] + sum(p.shape[0] for p in extra_x)
+    return total / rows + config.sal * penalty, rows
+
+
+def make_scheduler(config: Config, optimizer):
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestones, gamma=0.1)
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=1, factor=0.1)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = [name, keys.tolist(), pos, has_gauss, cached]  # plain types: loadable with weights_only=True
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp name, then rename: a crash never leaves a truncated checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
