@@ -212,6 +212,17 @@ def build_shard(
             "shard": {"path": schema.shard_path(split, index), **info}}  # fmt: skip
 
 
+def check_unique_keys(plans: dict) -> None:
+    """Two samples with one key would write one record twice; refuse before anything is written."""
+    seen: dict[str, str] = {}
+    for split, plan in plans.items():
+        for ref in plan.refs:
+            if ref.key in seen:
+                raise BuildError(f"sample key {ref.key!r} occurs twice ({seen[ref.key]} and {split}); the dataset "
+                                 "adapter must give every sample its own key")  # fmt: skip
+            seen[ref.key] = split
+
+
 def our_files(out: Path) -> list[Path]:
     """Everything a build writes into ``out``: manifest, rejects, shards, and their temp files."""
     found = [out / schema.MANIFEST, out / schema.REJECTS, *out.glob("*.tmp"), *out.glob("*/shard-*.tar*")]
@@ -267,6 +278,7 @@ def build(
         **config.dataset_options,
     )  # fmt: skip
     plans = dataset.splits()
+    check_unique_keys(plans)
     prepare_out(out, overwrite)
 
     tasks, split_info = [], {}

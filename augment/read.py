@@ -44,10 +44,11 @@ class SourceError(Exception):
 class Decoded:
     """An upright RGB image plus what is needed to bring annotations onto it."""
 
-    def __init__(self, image: np.ndarray, raw_size: tuple[int, int], orientation: int):
+    def __init__(self, image: np.ndarray, raw_size: tuple[int, int], orientation: int, max_pixels: int):
         self.image = image  # uint8 [H, W, 3], upright
         self.raw_size = raw_size  # (W, H) of the pixel array as stored in the file
         self.orientation = orientation  # EXIF orientation, 1 = none
+        self.max_pixels = max_pixels  # the decompression-bomb limit in force, for the files read with this one
 
     @property
     def size(self) -> tuple[int, int]:
@@ -68,6 +69,14 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def read_text(path: Path) -> str:
+    """A CSV or JSON file as text: UTF-8, with or without a byte-order mark; other encodings name the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from None
+
+
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Decoded:
     """Decode an image file upright as RGB, refusing files over ``max_pixels`` (decompression bombs)."""
     path = Path(path)
@@ -83,7 +92,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Decode
                 orientation = int(img.getexif().get(0x0112, 1) or 1)
                 img.load()
                 upright = ImageOps.exif_transpose(img) if orientation in _TRANSPOSE else img
-                return Decoded(to_rgb(upright), raw_size, orientation)
+                return Decoded(to_rgb(upright), raw_size, orientation, max_pixels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise SourceError(
             path,
@@ -99,16 +108,42 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Decode
 
 
 def fit_mask(path: Path | str, mask: np.ndarray, decoded: Decoded, rescale: bool = False) -> np.ndarray:
-    """A mask on the upright image: as is when it has its size, turned when it has the raw (pre-EXIF) size, and,
-    with ``rescale``, resized when it was drawn at another resolution (e.g. a JSON's full-size annotations)."""
+    """A mask on the upright image.
+
+    As is when it has the upright size; turned like the image when it was drawn on the raw (pre-EXIF) pixel array
+    (its shape matches the raw aspect, not the upright one); and, with ``rescale``, resized when it was drawn at
+    another resolution (e.g. a JSON's full-size annotations). Otherwise its size is an error.
+    """
     h, w = mask.shape
     if (w, h) == decoded.size:
         return mask
-    if (w, h) == decoded.raw_size and decoded.orientation in _TRANSPOSE:
-        return np.asarray(Image.fromarray(mask).transpose(_TRANSPOSE[decoded.orientation]))
+    raw_w, raw_h = decoded.raw_size
+    turned = decoded.orientation in (5, 6, 7, 8) and abs(w / h - raw_w / raw_h) < abs(w / h - raw_h / raw_w)
+    exact_raw = (w, h) == decoded.raw_size and decoded.orientation in _TRANSPOSE
+    if exact_raw or (rescale and turned):
+        mask = np.asarray(Image.fromarray(mask).transpose(_TRANSPOSE[decoded.orientation]))
+        h, w = mask.shape
+    if (w, h) == decoded.size:
+        return mask
     if rescale:
         return np.asarray(Image.fromarray(mask).resize(decoded.size, Image.Resampling.NEAREST))
     raise SourceError(path, f"mask is {w}x{h}, expected the image's size {decoded.size[0]}x{decoded.size[1]}")
+
+
+def read_greyscale(path: Path, max_pixels: int) -> np.ndarray:
+    """A mask image's values (16-bit kept as is), under the same decompression-bomb limit as the images."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return np.asarray(img.convert("L") if img.mode not in ("L", "I;16", "I") else img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise SourceError(path, f"refused as a possible decompression bomb ({e}); if you trust the file, raise the "
+                          "limit with --max-image-pixels N") from None  # fmt: skip
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def read_mask(path: Path, decoded: Decoded) -> np.ndarray:
@@ -125,9 +160,7 @@ def read_mask(path: Path, decoded: Decoded) -> np.ndarray:
                 raise SourceError(path, f"mask array has shape {array.shape}, expected [H, W] or [H, W, C]")
             mask = np.asarray(array != 0, dtype=np.uint8)
         else:
-            with Image.open(path) as img:
-                mask = np.asarray(img.convert("L") if img.mode not in ("L", "I;16", "I") else img) != 0
-                mask = mask.astype(np.uint8)
+            mask = (read_greyscale(path, decoded.max_pixels) != 0).astype(np.uint8)
     except SourceError:
         raise
     except (OSError, ValueError, UnidentifiedImageError) as e:

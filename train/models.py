@@ -255,53 +255,56 @@ def _load_weights(model: nn.Module, arch: str, path: Path) -> None:
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from ``torch.save``; the file may also be a dict holding it under "state_dict" or "model"."""
     try:
-        # weights_only: tensors and plain containers only; a pickled object could run code when loaded.
+        # weights_only: tensors and plain containers only. Unpickling anything else could run code.
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's own message advises weights_only=False; keep only its reason, e.g. "Unsupported global: ...".
+        reason = str(err).partition("WeightsUnpickler error:")[2].partition("Check the documentation")[0]
+        reason = " ".join(reason.split()) or str(err).splitlines()[0]
         raise ValueError(
-            f"{path}: refused to load; torch.load(weights_only=True) accepts only tensors and plain containers, and "
-            f"this file pickles something else. Save just the weights: torch.save(model.state_dict(), path). "
-            f"Detail: {str(err).splitlines()[0]}"
+            f"{path}: refused to load: torch.load(weights_only=True) reads only tensors and plain containers, and "
+            f"this file holds something else ({reason}). Save only the weights: torch.save(model.state_dict(), path)"
         ) from err
-    except RuntimeError as err:
-        raise ValueError(f"{path}: not a readable torch.save file ({err})") from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable torch.save file ({type(err).__name__}: {err})") from err
     if isinstance(obj, dict):
         for wrapper in ("state_dict", "model"):
             if isinstance(obj.get(wrapper), dict):
                 obj = obj[wrapper]
                 break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state dict (str -> tensor), got {type(obj).__name__}")
+    not_tensors = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
         raise ValueError(
             f"{path}: expected a state dict (str -> tensor), itself or under 'state_dict' or 'model'; "
-            f"got {type(obj).__name__}"
-            + (
-                f" with non-tensor entries {_short([k for k, v in obj.items() if not torch.is_tensor(v)])}"
-                if isinstance(obj, dict)
-                else ""
-            )
+            f"these entries are not tensors: {_short(not_tensors)}"
         )
     return obj
 
 
 def _read_npz(path: Path, model: ResNetV2) -> dict[str, torch.Tensor]:
     """The official BiT arrays as a state dict of ``model``; HWIO kernels become OIHW."""
-    names = _bit_npz_names(model)
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            missing = [n for n in names.values() if n not in arrays.files]
-            unexpected = sorted(set(arrays.files) - set(names.values()))
-            if missing or unexpected:
-                raise ValueError(
-                    f"{path}: not the official BiT-S-R50x1 layout ({len(names)} arrays); "
-                    f"missing arrays {_short(missing)}, unexpected arrays {_short(unexpected)}"
-                )
-            state = {}
-            for key, name in names.items():
-                array = torch.from_numpy(np.array(arrays[name]))
-                # TF kernels are HWIO; gamma/beta/bias are 1-D (reshape tolerates a stray singleton axis).
-                state[key] = array.permute(3, 2, 0, 1).contiguous() if array.ndim == 4 else array.reshape(-1)
-    except (OSError, zipfile.BadZipFile) as err:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: not a readable .npz ({err})") from err
+    if not isinstance(arrays, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: holds a single .npy array, expected an .npz archive of named arrays")
+    names = _bit_npz_names(model)
+    with arrays:
+        missing = [n for n in names.values() if n not in arrays.files]
+        unexpected = sorted(set(arrays.files) - set(names.values()))
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: not the official BiT-S-R50x1 layout ({len(names)} arrays); "
+                f"missing arrays {_short(missing)}, unexpected arrays {_short(unexpected)}"
+            )
+        state = {}
+        for key, name in names.items():
+            tensor = torch.from_numpy(np.array(arrays[name]))
+            # TF kernels are HWIO; gamma/beta/bias are 1-D (reshape tolerates a stray singleton axis).
+            state[key] = tensor.permute(3, 2, 0, 1).contiguous() if tensor.ndim == 4 else tensor.reshape(-1)
     return state
 
 

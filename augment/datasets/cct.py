@@ -21,7 +21,7 @@ from typing import Any
 
 from augment.datasets import register
 from augment.datasets.files import FileDataset, Item, Rejects, file_options, safe_key
-from augment.read import DEFAULT_MAX_IMAGE_PIXELS
+from augment.read import DEFAULT_MAX_IMAGE_PIXELS, read_text
 
 SPLITS = ("train", "cis_val", "cis_test", "trans_val", "trans_test")
 IMAGES = "eccv_18_all_images_sm"
@@ -32,9 +32,11 @@ EMPTY = "empty"
 def load_json(path: Path) -> dict[str, Any]:
     """A COCO-Camera-Traps JSON, checked for the keys we read."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: malformed JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level is a {type(data).__name__}, expected a COCO-Camera-Traps object")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
     if missing:
         raise ValueError(f"{path}: missing or non-list keys {missing}; expected COCO-Camera-Traps JSON")
@@ -48,9 +50,12 @@ def scan(root: Path, rejects: Rejects) -> tuple[list[dict], dict[str, list[Item]
         raise FileNotFoundError(f"{folder / 'train_annotations.json'}: not found; --root should hold {ANNOTATIONS}/")
     data = {split: load_json(path) for split, path in files.items()}
     categories: dict[int, str] = {}
-    for d in data.values():
-        for cat in d["categories"]:
-            categories.setdefault(int(cat["id"]), str(cat["name"]))
+    for split, d in data.items():
+        for i, cat in enumerate(d["categories"]):
+            if not (isinstance(cat, dict) and isinstance(cat.get("id"), int) and "name" in cat):
+                rejects.add(files[split], f"categories[{i}]: expected an object with an integer id and a name", split)
+                continue
+            categories.setdefault(cat["id"], str(cat["name"]))
     kept = sorted(c for c, name in categories.items() if name.lower() != EMPTY)
     label_of = {c: i for i, c in enumerate(kept)}
     locations = sorted({str(img.get("location")) for d in data.values() for img in d["images"]})
@@ -60,9 +65,17 @@ def scan(root: Path, rejects: Rejects) -> tuple[list[dict], dict[str, list[Item]
     dropped = 0
     for split, d in data.items():
         path = files[split]
-        images = {str(img["id"]): img for img in d["images"]}
+        images = {}
+        for i, img in enumerate(d["images"]):
+            if not (isinstance(img, dict) and "id" in img):
+                rejects.add(path, f"images[{i}]: expected an object with an id", split)
+                continue
+            images[str(img["id"])] = img
         per_image: dict[tuple[str, int], list[list[float] | None]] = {}
-        for ann in d["annotations"]:
+        for i, ann in enumerate(d["annotations"]):
+            if not isinstance(ann, dict):
+                rejects.add(path, f"annotations[{i}]: expected an object", split)
+                continue
             image_id, cat = str(ann.get("image_id")), ann.get("category_id")
             if image_id not in images:
                 rejects.add(path, f"annotation {ann.get('id')!r} references unknown image_id {image_id!r}", split)

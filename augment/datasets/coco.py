@@ -25,7 +25,7 @@ import numpy as np
 
 from augment.datasets import register
 from augment.datasets.files import FileDataset, Item, Rejects, file_options, safe_key
-from augment.read import DEFAULT_MAX_IMAGE_PIXELS, Decoded, SourceError, fit_mask
+from augment.read import DEFAULT_MAX_IMAGE_PIXELS, Decoded, SourceError, fit_mask, read_text
 
 LABEL_RULES = ("largest", "area")
 
@@ -57,7 +57,7 @@ class CocoMask:
                     mask[
                         max(int(y), 0) : max(int(np.ceil(y + bh)), 0), max(int(x), 0) : max(int(np.ceil(x + bw)), 0)
                     ] = True
-            except (TypeError, ValueError, KeyError, AttributeError) as e:
+            except Exception as e:  # noqa: BLE001 - pycocotools raises bare Exception on malformed polygons
                 raise SourceError(self.json_path, f"unreadable segmentation for {image_path.name} ({e})") from None
         return fit_mask(self.json_path, mask.astype(np.uint8), decoded, rescale=True).astype(bool)
 
@@ -69,9 +69,11 @@ def load_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"--annotations {path}: file not found")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: malformed JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level is a {type(data).__name__}, expected a COCO instances object")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
     if missing:
         raise ValueError(f"{path}: missing or non-list keys {missing}; expected a COCO instances JSON")
@@ -111,16 +113,29 @@ def choose_label(anns: list[dict], rule: str) -> int:
 
 def scan(files: dict[str, Path], rule: str, val_fraction: float, seed: int, rejects: Rejects):
     data = {split: load_json(path) for split, path in files.items()}
-    categories = {int(c["id"]): str(c["name"]) for d in data.values() for c in d["categories"]}
+    categories: dict[int, str] = {}
+    for split, d in data.items():
+        for i, c in enumerate(d["categories"]):
+            if not (isinstance(c, dict) and isinstance(c.get("id"), int) and "name" in c):
+                rejects.add(files[split], f"categories[{i}]: expected an object with an integer id and a name")
+                continue
+            categories[c["id"]] = str(c["name"])
     order = sorted(categories)
     label_of = {c: i for i, c in enumerate(order)}
     items: dict[str, list[Item]] = {}
     unlabelled = 0
     for split, d in data.items():
         path = files[split]
-        images = {img.get("id"): img for img in d["images"]}
+        images = {img.get("id"): img for img in d["images"] if isinstance(img, dict) and img.get("id") is not None}
         per_image: dict[Any, list[dict]] = {}
-        for ann in d["annotations"]:
+        for i, ann in enumerate(d["annotations"]):
+            if not isinstance(ann, dict):
+                rejects.add(path, f"annotations[{i}]: expected an object")
+                continue
+            area = ann.get("area", 0)
+            if area is not None and not isinstance(area, (int, float)):
+                rejects.add(path, f"annotation {ann.get('id')!r}: area {area!r} is not a number")
+                continue
             if ann.get("image_id") not in images:
                 rejects.add(path, f"annotation {ann.get('id')!r} references unknown image_id {ann.get('image_id')!r}")
                 continue

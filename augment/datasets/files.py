@@ -74,11 +74,15 @@ MAX_KEY = 64  # a tar member name is at most 100 characters: key + ".f.mixed-ran
 
 
 def safe_key(*parts: object) -> str:
-    """A webdataset key from parts: no dots or slashes (they would split the field name); a long key keeps its
-    first characters and ends in a hash of the whole, so it stays unique."""
+    """A webdataset key from parts: no dots or slashes (they would split the field name). A key that had to be
+    changed, or is long, keeps its first characters and ends in a hash of the original text, so distinct names
+    (``a.b`` and ``a-b``) stay distinct keys."""
+    raw = "_".join(str(p) for p in parts)
     key = "_".join(re.sub(r"[^A-Za-z0-9_-]", "-", str(p)) for p in parts)
-    if len(key) > MAX_KEY:
-        key = key[: MAX_KEY - 13] + "-" + hashlib.sha1(key.encode()).hexdigest()[:12]
+    if (
+        key != raw or len(key) > MAX_KEY
+    ):  # sanitising could make two names equal: a hash of the original keeps them apart
+        key = key[: MAX_KEY - 13] + "-" + hashlib.sha1(raw.encode()).hexdigest()[:12]
     return key
 
 
@@ -135,7 +139,9 @@ class FileDataset:
         decoded = read_image(path, self.max_image_pixels)
         mask = item.mask.read(decoded, path) if item.mask is not None else None
         if mask is not None and not mask.any():
-            raise SourceError(item.mask.files()[0] if item.mask.files() else path, "empty mask: no object pixel")
+            if split in self.augmented:  # a training image whose object mask is empty cannot give CF/F images
+                raise SourceError(item.mask.files()[0] if item.mask.files() else path, "empty mask: no object pixel")
+            mask = None  # evaluation splits keep the image, as a sample without an object
         boxes, space = None, decoded.size
         if item.boxes is not None and len(item.boxes):
             boxes, space = upright_boxes(np.asarray(item.boxes, dtype=np.float64), item.box_space, decoded)

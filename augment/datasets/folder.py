@@ -12,6 +12,7 @@ plain sample (no CF/F; the manifest counts them). Only ``train`` gets CF/F image
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from augment.datasets import register
@@ -25,13 +26,13 @@ from augment.datasets.files import (
     image_files,
     safe_key,
 )
-from augment.read import DEFAULT_MAX_IMAGE_PIXELS
+from augment.read import DEFAULT_MAX_IMAGE_PIXELS, read_text
 
 BOX_COLUMNS = ("path", "x0", "y0", "x1", "y1")
 
 
 def read_boxes(path: Path, known: set[str], rejects: Rejects) -> dict[str, list[list[float]]]:
-    with open(path, newline="") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in BOX_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -51,8 +52,9 @@ def read_boxes(path: Path, known: set[str], rejects: Rejects) -> dict[str, list[
 
 
 def scan(root: Path, masks: Path | None, boxes_csv: Path | None, rejects: Rejects):
-    splits = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                    key=lambda p: (p.name != "train", p.name))  # fmt: skip
+    not_splits = {masks.resolve()} if masks else set()  # a mask tree kept inside the root is not a split
+    splits = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                     and p.resolve() not in not_splits), key=lambda p: (p.name != "train", p.name))  # fmt: skip
     classes = sorted({c.name for s in splits for c in s.iterdir() if c.is_dir() and not c.name.startswith(".")})
     if not classes:
         raise FileNotFoundError(f"--root {root}: no <split>/<class>/ folders (expected e.g. train/cat/001.jpg)")
@@ -63,10 +65,15 @@ def scan(root: Path, masks: Path | None, boxes_csv: Path | None, rejects: Reject
             class_dir = split_dir / name
             if not class_dir.is_dir():
                 continue
-            others = [p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith(".")
-                      and p.suffix.lower() not in IMAGE_SUFFIXES]  # fmt: skip
+            others = [p for p in class_dir.iterdir() if not p.name.startswith(".")
+                      and (p.is_dir() or p.suffix.lower() not in IMAGE_SUFFIXES)]  # fmt: skip
             for p in sorted(others):
-                rejects.add(p, f"not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})", split_dir.name)
+                reason = (
+                    "a folder inside a class folder is not read (expected <root>/<split>/<class>/<image>)"
+                    if p.is_dir()
+                    else f"not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})"
+                )
+                rejects.add(p, reason, split_dir.name)
             files = image_files(class_dir)
             if not files:
                 rejects.add(class_dir, "class folder with no images", split_dir.name)
@@ -82,7 +89,7 @@ def scan(root: Path, masks: Path | None, boxes_csv: Path | None, rejects: Reject
             mask = MaskFile(str(mask_path)) if mask_path is not None and mask_path.is_file() else None
             item_boxes = boxes.get(rel)
             plain += mask is None and not item_boxes
-            key = safe_key(split, classes[label], path.stem, path.suffix.lstrip(".").lower())
+            key = safe_key(split, classes[label], path.name)
             items.setdefault(split, []).append(Item(key, label, rel, mask=mask, boxes=item_boxes))
     return tuple(classes), items, {"plain_samples": plain, "masks": str(masks) if masks else None,
                                    "boxes": str(boxes_csv) if boxes_csv else None}  # fmt: skip

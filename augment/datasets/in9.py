@@ -41,7 +41,7 @@ class NoFgMask:
     path: str
 
     def read(self, decoded: Decoded, image_path: Path) -> np.ndarray:
-        no_fg = read_image(Path(self.path))
+        no_fg = read_image(Path(self.path), decoded.max_pixels)
         if no_fg.image.shape != decoded.image.shape:
             raise SourceError(self.path, f"no_fg image is {no_fg.size}, expected the original's {decoded.size}")
         return object_from_no_fg(decoded.image, no_fg.image)
@@ -100,7 +100,12 @@ def scan(root: Path, rejects: Rejects) -> tuple[list[str], dict[str, list[Item]]
     def no_fg_mask(subset: str):
         def find(folder: str, path: Path):
             no_fg = root / "train" / "no_fg" / subset / folder / path.name
-            return NoFgMask(str(no_fg)) if no_fg.is_file() else None  # val may come without no_fg: plain samples
+            if no_fg.is_file():
+                return NoFgMask(str(no_fg))
+            if subset == "train":  # train images need their mask; val may come without no_fg (plain samples)
+                rejects.add(no_fg, f"missing no_fg image for {path.relative_to(root)}", subset)
+                return False
+            return None
 
         return find
 

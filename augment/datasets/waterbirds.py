@@ -13,11 +13,12 @@ Splits ``train``, ``val``, ``test``, plus ``test_original`` (y == place) and ``t
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from augment.datasets import register
 from augment.datasets.files import FileDataset, Item, MaskFile, Rejects, file_options, safe_key
-from augment.read import DEFAULT_MAX_IMAGE_PIXELS
+from augment.read import DEFAULT_MAX_IMAGE_PIXELS, read_text
 
 COLUMNS = ("img_id", "img_filename", "y", "split", "place")
 SPLITS = {0: "train", 1: "val", 2: "test"}
@@ -28,7 +29,7 @@ GROUPS = {"0": "landbird on land", "1": "landbird on water", "2": "waterbird on 
 def read_metadata(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; --root should be the waterbird_complete95_forest2water2 folder")
-    with open(path, newline="") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -44,6 +45,8 @@ def scan(root: Path, masks: Path, rejects: Rejects) -> dict[str, list[Item]]:
             y, split, place = int(row["y"]), int(row["split"]), int(row["place"])
             if y not in (0, 1) or place not in (0, 1) or split not in SPLITS:
                 raise ValueError("y and place must be 0 or 1, split 0, 1 or 2")
+            if not (row.get("img_filename") or "").strip():
+                raise ValueError("img_filename is empty")
         except (TypeError, ValueError) as e:
             rejects.add(metadata, f"line {line}: {e} (got y={row['y']!r}, split={row['split']!r}, "
                         f"place={row['place']!r})")  # fmt: skip
