@@ -4,10 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO := shards/demo
-DEMO_BUILD := build --dataset synthetic --infill tile --infill grey --infill shuffle \
+DEMO_BUILD := build --dataset synthetic --size 1000 --image-size 40 --infill tile --infill grey \
 	--factual shuffle --factual mixed-rand --out $(DEMO)
+RUNS := runs/demo
+FIT := $(VENV)/bin/train fit --shards $(DEMO) --preset demo --workers 2
+SEEDS ?= 0 1 2
 
-.PHONY: install test train lint bench clean
+.PHONY: install test train reproduce-small demo-shards lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,14 +22,25 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q
 
-# Builds the demo shards once (a build folder without manifest.json is unfinished and is rebuilt),
-# checks them and draws a contact sheet. The trainer is not written yet.
-train: install
+# Builds the demo shards once (a build folder without manifest.json is unfinished and is rebuilt), checks them,
+# draws a contact sheet, trains Orig and CF(tile)+F(shuffle) on them (CPU, a few minutes) and prints the table.
+demo-shards: install
 	test -f $(DEMO)/manifest.json || $(VENV)/bin/augment $(DEMO_BUILD) --overwrite
-	$(VENV)/bin/augment verify $(DEMO)
-	$(VENV)/bin/augment info $(DEMO)
+	$(VENV)/bin/augment verify -q $(DEMO)
 	$(VENV)/bin/augment preview $(DEMO) --out $(DEMO)/preview.png
-	@echo "preview: $(DEMO)/preview.png  (the trainer that reads these shards comes next)"
+
+train: demo-shards
+	rm -rf $(RUNS)
+	$(FIT) --seed 0 --out $(RUNS)/orig-s0
+	$(FIT) --seed 0 --cf tile --f shuffle --out $(RUNS)/cf-tile-f-shuffle-s0
+	$(VENV)/bin/train report $(RUNS) --out $(RUNS)/report.md
+
+# The README's table: the same two methods over three seeds (about 15 minutes on 2 cores).
+reproduce-small: demo-shards
+	rm -rf $(RUNS)-3seeds
+	for s in $(SEEDS); do $(FIT) --seed $$s --out $(RUNS)-3seeds/orig-s$$s || exit 1; \
+		$(FIT) --seed $$s --cf tile --f shuffle --out $(RUNS)-3seeds/cf-tile-f-shuffle-s$$s || exit 1; done
+	$(VENV)/bin/train report $(RUNS)-3seeds --out $(RUNS)-3seeds/report.md
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -36,4 +50,4 @@ bench: install
 	$(PY) bench/build.py
 
 clean:
-	rm -rf shards bench/out .pytest_cache
+	rm -rf shards runs bench/out .pytest_cache

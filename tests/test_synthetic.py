@@ -66,23 +66,26 @@ def test_test_variants_share_the_object_and_swap_the_background(data) -> None:
         assert samples["mixed_next"].meta["background"] == (ref.label + 1) % k
 
 
-def test_the_background_alone_predicts_the_label_and_fails_on_mixed_next(data) -> None:
-    """The spurious cue is real: a classifier that sees only background colour works on `original` and follows
-    the pasted background on `mixed_next`."""
+def test_families_differ_by_texture_not_by_colour(data) -> None:
+    """The spurious cue is the texture (a CNN picks it up at once, see the README's table), not a single hue: the
+    mean background colour says nothing about the family, while stripe orientation does."""
 
-    def bg_colour(s) -> np.ndarray:
-        return s.image[~s.mask].mean(axis=0)
+    def grey_background(s) -> np.ndarray:
+        return np.where(s.mask, np.nan, s.image.astype(float).mean(axis=2))
 
-    train = [data.load("train", i) for i in range(500)]
-    centroids = np.stack([np.mean([bg_colour(s) for s in train if s.label == c], axis=0) for c in range(5)])
+    def orientation(s) -> float:  # > 0: the background varies along y (stripes), < 0: along x (columns)
+        g = grey_background(s)
+        return float(np.nanmean(np.abs(np.diff(g, axis=0))) - np.nanmean(np.abs(np.diff(g, axis=1))))
 
-    def accuracy(split: str) -> float:
-        samples = [data.load(split, i) for i in range(100)]
-        preds = [np.argmin(np.linalg.norm(centroids - bg_colour(s), axis=1)) for s in samples]
-        return float(np.mean([p == s.label for p, s in zip(preds, samples, strict=True)]))
-
-    assert accuracy("original") > 0.9
-    assert accuracy("mixed_next") < 0.1
+    samples = [data.load("original", i) for i in range(100)]
+    stripes = [orientation(s) for s in samples if s.meta["background_name"] == "stripes"]
+    columns = [orientation(s) for s in samples if s.meta["background_name"] == "columns"]
+    assert min(stripes) > 0 > max(columns)
+    colours = np.array([s.image[~s.mask].mean(axis=0) for s in samples])
+    families = np.array([s.meta["background"] for s in samples])
+    centroids = np.stack([colours[families == f].mean(axis=0) for f in range(5)])
+    nearest = np.argmin(np.linalg.norm(colours[:, None] - centroids[None], axis=2), axis=1)
+    assert (nearest == families).mean() < 0.6  # colour alone is a poor guide to the family
 
 
 def test_bad_parameters_are_named() -> None:

@@ -1,1 +1,5 @@
-"""train: the lean trainer that streams ``augment`` shards (arrives with the trainer issue)."""
+"""train: the lean trainer that streams ``augment`` shards.
+
+Stages: ``data`` (stream) -> ``models`` -> ``losses`` -> ``train`` (the loop) -> ``evaluate`` / ``metrics`` ->
+``report``; ``config`` holds the presets; ``cli`` is the Typer front end (``train fit|eval|report``).
+"""

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,12 @@ def saliency(model, x: torch.Tensor, target: torch.Tensor, config) -> torch.Tens
     if config.saliency == "deepliftshap":
         from train.models import unshare_relus
 
-        baselines = torch.zeros_like(x[:1]).repeat(2, 1, 1, 1)  # grey: 0 on the [-1, 1] scale
-        baselines[1].uniform_(-1, 1)
+        # two uniform-noise baselines, seeded: an all-grey (zero) baseline gives NaN attributions through a freshly
+        # initialised BiT, whose GroupNorms then see zero variance everywhere
+        noise = torch.Generator().manual_seed(config.seed)
+        baselines = (torch.rand((2, *x.shape[1:]), generator=noise) * 2 - 1).to(x.device)
         scores, delta = metrics.deepliftshap_saliency(unshare_relus(model).eval(), x, target, baselines)
-        if delta.abs().max() > 0.05:
-            import logging
-
+        if delta.abs().max() > 0.05:  # attributions should add up to the change in output
             logging.getLogger("train").warning("DeepLiftShap convergence delta up to %.3g", delta.abs().max())
         return scores
     return metrics.input_gradient_saliency(model, x, target)

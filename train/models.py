@@ -7,14 +7,14 @@ Three architectures (``ARCHS``):
   weight-standardised convolutions and GroupNorm, written here from SPEC.md section 4b. The module names follow the
   official ``bit_pytorch`` port, so the ``.npz`` names map onto them line by line (``_bit_npz_names``):
 
-  | npz name (under ``resnet/``)                           | module                               |
-  |--------------------------------------------------------|--------------------------------------|
-  | ``root_block/standardized_conv2d/kernel``              | ``root.conv``                        |
-  | ``block{b}/unit{uu}/{a,b,c}/standardized_conv2d/kernel`` | ``body.block{b}.unit{uu}.conv{1,2,3}`` |
-  | ``block{b}/unit{uu}/{a,b,c}/group_norm/{gamma,beta}``  | ``body.block{b}.unit{uu}.gn{1,2,3}``   |
-  | ``block{b}/unit01/a/proj/standardized_conv2d/kernel``  | ``body.block{b}.unit01.downsample``  |
-  | ``group_norm/{gamma,beta}``                            | ``head.gn``                          |
-  | ``head/conv2d/{kernel,bias}``                          | ``head.conv`` (the classifier)       |
+  | npz array, under ``resnet/``                              | module                                 |
+  |-----------------------------------------------------------|----------------------------------------|
+  | ``root_block/standardized_conv2d/kernel``                 | ``root.conv``                          |
+  | ``block{b}/unit{uu}/{a,b,c}/standardized_conv2d/kernel``  | ``body.block{b}.unit{uu}.conv{1,2,3}`` |
+  | ``block{b}/unit{uu}/{a,b,c}/group_norm/{gamma,beta}``     | ``body.block{b}.unit{uu}.gn{1,2,3}``   |
+  | ``block{b}/unit01/a/proj/standardized_conv2d/kernel``     | ``body.block{b}.unit01.downsample``    |
+  | ``group_norm/{gamma,beta}``                               | ``head.gn``                            |
+  | ``head/conv2d/{kernel,bias}``                             | ``head.conv`` (the classifier)         |
 
 Weights come only from local files (nothing is downloaded): a torchvision-style state dict in ``.pth``/``.pt``
 (read with ``weights_only=True``, so no arbitrary object is ever unpickled), a ``.safetensors`` state dict, or, for
@@ -244,9 +244,13 @@ def _load_weights(model: nn.Module, arch: str, path: Path) -> None:
             raise ValueError(f"{path}: .npz (official BiT format) fits only bit-s-r50x1, not {arch}")
         state = _read_npz(path, model)
     elif suffix == ".safetensors":
-        from safetensors.torch import load_file  # only needed for this format
+        from safetensors import SafetensorError  # only needed for this format
+        from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
+        try:
+            state = load_file(str(path), device="cpu")
+        except SafetensorError as err:
+            raise ValueError(f"{path}: not a readable .safetensors file ({err})") from err
     else:
         state = _read_torch(path)
     _load_state(model, state, path)
@@ -287,8 +291,10 @@ def _read_npz(path: Path, model: ResNetV2) -> dict[str, torch.Tensor]:
     """The official BiT arrays as a state dict of ``model``; HWIO kernels become OIHW."""
     try:
         arrays = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
+    except (OSError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: not a readable .npz ({err})") from err
+    except ValueError as err:  # numpy's message here suggests allow_pickle=True; we never unpickle
+        raise ValueError(f"{path}: not an .npz archive of plain arrays (pickled data is refused)") from err
     if not isinstance(arrays, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: holds a single .npy array, expected an .npz archive of named arrays")
     names = _bit_npz_names(model)
@@ -302,7 +308,7 @@ def _read_npz(path: Path, model: ResNetV2) -> dict[str, torch.Tensor]:
             )
         state = {}
         for key, name in names.items():
-            tensor = torch.from_numpy(np.array(arrays[name]))
+            tensor = torch.from_numpy(arrays[name])
             # TF kernels are HWIO; gamma/beta/bias are 1-D (reshape tolerates a stray singleton axis).
             state[key] = tensor.permute(3, 2, 0, 1).contiguous() if tensor.ndim == 4 else tensor.reshape(-1)
     return state
@@ -387,7 +393,7 @@ def unshare_relus(model: nn.Module) -> nn.Module:
             f"unshare_relus knows how torchvision ResNets and ResNetV2 use their ReLUs, not {type(model).__name__}"
         )
     model = copy.deepcopy(model)
-    for module in model.modules():
+    for module in list(model.modules()):  # a list: the loop adds submodules
         if type(module) in _UNSHARED:  # exact type: an already unshared block is left alone
             cls, n_relus = _UNSHARED[type(module)]
             del module.relu

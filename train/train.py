@@ -40,9 +40,13 @@ log = logging.getLogger("train")
 LOG_EVERY = 20  # steps
 
 
-def fit(config: Config, resume: bool = False, verify: bool = False) -> dict[str, Any]:
+def fit(config: Config, resume: bool = False, verify: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    """Train, select on val, evaluate every split; ``stop_after`` ends the call after that epoch's checkpoint
+    (what an interruption looks like, for tests of ``resume``)."""
     # ---- config ------------------------------------------------------------------------------------------------
     out = Path(config.out)
+    if (out / "last.pt").exists() and not resume:
+        raise ValueError(f"--out {out}: holds a run already; pass --resume to continue it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
@@ -144,6 +148,8 @@ def fit(config: Config, resume: bool = False, verify: bool = False) -> dict[str,
         if config.early_stop and stale >= config.early_stop:
             log.info("early stop: no %s gain for %d epochs", config.select, stale)
             break
+        if stop_after is not None and epoch >= stop_after:
+            return {}
 
     # ---- final evaluation on every split, with the selected model ------------------------------------------------
     model.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
