@@ -24,7 +24,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cct": dict(epochs=50, batch_size=64, optimizer="rmsprop", lr=3e-3, momentum=0.9, weight_decay=0.0,
                 schedule="step", milestones=[15, 30, 45], zero_head=True, select="auc", val_split="cis_val"),
     # the embedded synthetic data on a CPU in minutes: a small ResNet from scratch
-    "demo": dict(epochs=8, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+    "demo": dict(epochs=10, batch_size=32, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
                  schedule="cosine", select="accuracy", val_split="val", arch="resnet18"),
 }  # fmt: skip
 

@@ -2,7 +2,8 @@
 
 Generated from a seed, nothing downloaded. Five classes of shape (the causal signal) are drawn with a random,
 class-independent colour, size, position and rotation on one of five background families (the spurious signal):
-each family has its own texture and hue.
+each family is a texture (stripes, columns, checker, dots, waves) in a random hue, so that the cue is the
+texture rather than one colour (version 1 gave each family a hue, and a small ResNet then learnt colour alone).
 
 - ``train`` and ``val``: class c sits on background family c with probability ``bias`` (default 0.9), else on a
   uniformly chosen other family. Only ``train`` gets CF/F images; ``val`` is for model selection on originals.
@@ -48,7 +49,7 @@ def _rgb(h: float, s: float, v: float) -> np.ndarray:
 
 
 def background(family: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A float [size, size, 3] texture of ``family`` in [0, 1]: its own pattern and hue, random phase and scale."""
+    """A float [size, size, 3] texture of ``family`` in [0, 1]: its pattern in a random hue, phase and scale."""
     hue = rng.uniform()  # any hue: a family is told apart by its texture, not by a single colour
     light = _rgb(hue, rng.uniform(0.45, 0.75), rng.uniform(0.75, 0.95))
     dark = _rgb(hue + rng.uniform(-0.04, 0.04), rng.uniform(0.5, 0.9), rng.uniform(0.25, 0.45))
