@@ -13,6 +13,8 @@ keep the shape, so there the upright convention is assumed.)
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -77,34 +79,42 @@ def read_text(path: Path) -> str:
         raise ValueError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from None
 
 
-def read_image(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Decoded:
-    """Decode an image file upright as RGB, refusing files over ``max_pixels`` (decompression bombs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SourceError(path, "missing image file")
+@contextmanager
+def opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """``Image.open`` under a decompression-bomb limit of ``max_pixels`` (PIL's warning zone refused too)."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                raw_size = img.size
-                orientation = int(img.getexif().get(0x0112, 1) or 1)
-                img.load()
-                upright = ImageOps.exif_transpose(img) if orientation in _TRANSPOSE else img
-                return Decoded(to_rgb(upright), raw_size, orientation, max_pixels)
+                yield img
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise SourceError(
             path,
             f"refused as a possible decompression bomb ({e}); if you trust the file, raise the limit with "
             "--max-image-pixels N (PIL.Image.MAX_IMAGE_PIXELS)",
         ) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Decoded:
+    """Decode an image file upright as RGB, refusing files over ``max_pixels`` (decompression bombs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(path, "missing image file")
+    try:
+        with opened(path, max_pixels) as img:
+            raw_size = img.size
+            orientation = int(img.getexif().get(0x0112, 1) or 1)
+            img.load()
+            upright = ImageOps.exif_transpose(img) if orientation in _TRANSPOSE else img
+            return Decoded(to_rgb(upright), raw_size, orientation, max_pixels)
     except UnidentifiedImageError:
         raise SourceError(path, "not an image file PIL can read (expected JPEG, PNG, ...)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise SourceError(path, f"corrupt or truncated image ({e})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
 
 
 def fit_mask(path: Path | str, mask: np.ndarray, decoded: Decoded, rescale: bool = False) -> np.ndarray:
@@ -132,18 +142,8 @@ def fit_mask(path: Path | str, mask: np.ndarray, decoded: Decoded, rescale: bool
 
 def read_greyscale(path: Path, max_pixels: int) -> np.ndarray:
     """A mask image's values (16-bit kept as is), under the same decompression-bomb limit as the images."""
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                return np.asarray(img.convert("L") if img.mode not in ("L", "I;16", "I") else img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise SourceError(path, f"refused as a possible decompression bomb ({e}); if you trust the file, raise the "
-                          "limit with --max-image-pixels N") from None  # fmt: skip
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+    with opened(path, max_pixels) as img:
+        return np.asarray(img.convert("L") if img.mode not in ("L", "I;16", "I") else img)
 
 
 def read_mask(path: Path, decoded: Decoded) -> np.ndarray:

@@ -6,10 +6,8 @@ import json
 import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
@@ -229,11 +227,3 @@ def test_cli_fit_eval_report(shards: Path, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["fit", "--shards", str(shards), "--out", str(tmp_path / "x"), "--cf", "tile",
                               "--mixup", "0.2"], prog_name="train")  # fmt: skip
     assert bad.exit_code == 2 and "baselines" in bad.output
-
-
-def test_metrics_helpers_are_consistent_with_numpy() -> None:
-    from train.metrics import accuracy
-
-    logits = np.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
-    assert accuracy(logits, np.array([0, 1, 1])) == pytest.approx(2 / 3)
-    assert F.softmax(torch.tensor(logits), 1).shape == (3, 2)

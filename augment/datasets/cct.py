@@ -15,13 +15,12 @@ Width, height and boxes are at the original resolution, so boxes are rescaled to
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from augment.datasets import register
-from augment.datasets.files import FileDataset, Item, Rejects, file_options, safe_key
-from augment.read import DEFAULT_MAX_IMAGE_PIXELS, read_text
+from augment.datasets.files import FileDataset, Item, Rejects, file_options, load_coco_json, safe_key
+from augment.read import DEFAULT_MAX_IMAGE_PIXELS
 
 SPLITS = ("train", "cis_val", "cis_test", "trans_val", "trans_test")
 IMAGES = "eccv_18_all_images_sm"
@@ -29,26 +28,12 @@ ANNOTATIONS = "eccv_18_annotation_files"
 EMPTY = "empty"
 
 
-def load_json(path: Path) -> dict[str, Any]:
-    """A COCO-Camera-Traps JSON, checked for the keys we read."""
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the top level is a {type(data).__name__}, expected a COCO-Camera-Traps object")
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
-    if missing:
-        raise ValueError(f"{path}: missing or non-list keys {missing}; expected COCO-Camera-Traps JSON")
-    return data
-
-
 def scan(root: Path, rejects: Rejects) -> tuple[list[dict], dict[str, list[Item]], dict[str, Any]]:
     folder = root / ANNOTATIONS
     files = {s: folder / f"{s}_annotations.json" for s in SPLITS if (folder / f"{s}_annotations.json").is_file()}
     if "train" not in files:
         raise FileNotFoundError(f"{folder / 'train_annotations.json'}: not found; --root should hold {ANNOTATIONS}/")
-    data = {split: load_json(path) for split, path in files.items()}
+    data = {split: load_coco_json(path, "COCO-Camera-Traps") for split, path in files.items()}
     categories: dict[int, str] = {}
     for split, d in data.items():
         for i, cat in enumerate(d["categories"]):
@@ -141,7 +126,7 @@ def make_cct(
         classes=tuple(c["name"] for c in categories),
         items=items,
         augmented=("train",),
-        image_size=FileDataset.default_image_size if image_size is None else image_size,
+        image_size=image_size,
         resize_mode=resize,
         max_image_pixels=max_image_pixels,
         params=params,

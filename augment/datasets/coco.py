@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from augment.datasets import register
-from augment.datasets.files import FileDataset, Item, Rejects, file_options, safe_key
-from augment.read import DEFAULT_MAX_IMAGE_PIXELS, Decoded, SourceError, fit_mask, read_text
+from augment.datasets.files import FileDataset, Item, Rejects, file_options, load_coco_json, safe_key
+from augment.read import DEFAULT_MAX_IMAGE_PIXELS, Decoded, SourceError, fit_mask
 
 LABEL_RULES = ("largest", "area")
 
@@ -68,16 +67,7 @@ class CocoMask:
 def load_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"--annotations {path}: file not found")
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the top level is a {type(data).__name__}, expected a COCO instances object")
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
-    if missing:
-        raise ValueError(f"{path}: missing or non-list keys {missing}; expected a COCO instances JSON")
-    return data
+    return load_coco_json(path, "COCO instances")
 
 
 def parse_annotations(annotations: list[str]) -> dict[str, Path]:
@@ -205,7 +195,7 @@ def make_coco(
         classes=classes,
         items=items,
         augmented=("train",),
-        image_size=FileDataset.default_image_size if image_size is None else image_size,
+        image_size=image_size,
         resize_mode=resize,
         max_image_pixels=max_image_pixels,
         params={**params, "val_fraction": val_fraction},

@@ -26,6 +26,7 @@ from augment.read import (
     check_boxes,
     read_image,
     read_mask,
+    read_text,
     resize,
     target_size,
     upright_boxes,
@@ -110,7 +111,7 @@ class FileDataset:
     classes: tuple[str, ...]
     items: dict[str, list[Item]]
     augmented: tuple[str, ...]  # the splits that get CF/F images
-    image_size: int = 256
+    image_size: int | None = None  # None: default_image_size
     resize_mode: str = "squash"
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     params: dict[str, Any] = field(default_factory=dict)  # adapter facts for the manifest (label map, bg_gap, ...)
@@ -119,6 +120,8 @@ class FileDataset:
     default_image_size = 256
 
     def __post_init__(self) -> None:
+        if self.image_size is None:
+            self.image_size = self.default_image_size
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"--resize: got {self.resize_mode!r}, expected one of {', '.join(RESIZE_MODES)}")
         if self.image_size < 16:
@@ -187,6 +190,20 @@ class FileDataset:
             "augmented_splits": list(self.augmented),
             **self.params,
         }
+
+
+def load_coco_json(path: Path, kind: str) -> dict[str, Any]:
+    """A COCO-style JSON (``kind`` names the flavour in errors), checked for the keys the adapters read."""
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: malformed JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level is a {type(data).__name__}, expected a {kind} object")
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+    if missing:
+        raise ValueError(f"{path}: missing or non-list keys {missing}; expected {kind} JSON")
+    return data
 
 
 def image_files(folder: Path) -> list[Path]:

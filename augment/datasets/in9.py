@@ -149,7 +149,7 @@ def make_in9(
         classes=tuple(f.split("_", 1)[1] if f[:2].isdigit() and "_" in f else f for f in folders),
         items=items,
         augmented=("train",),
-        image_size=FileDataset.default_image_size if image_size is None else image_size,
+        image_size=image_size,
         resize_mode=resize,
         max_image_pixels=max_image_pixels,
         params={"class_folders": folders, "missing_test_variants": missing, "evaluation": EVALUATION},

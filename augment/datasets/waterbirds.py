@@ -78,7 +78,7 @@ def make_waterbirds(
         classes=CLASSES,
         items=scan(root_path, mask_root, rejects),
         augmented=("train",),
-        image_size=FileDataset.default_image_size if image_size is None else image_size,
+        image_size=image_size,
         resize_mode=resize,
         max_image_pixels=max_image_pixels,
         params={
