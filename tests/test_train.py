@@ -227,3 +227,33 @@ def test_cli_fit_eval_report(shards: Path, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["fit", "--shards", str(shards), "--out", str(tmp_path / "x"), "--cf", "tile",
                               "--mixup", "0.2"], prog_name="train")  # fmt: skip
     assert bad.exit_code == 2 and "baselines" in bad.output
+
+
+def test_a_corrupt_sample_is_skipped_with_its_key_and_shard_and_counted(shards: Path, tmp_path: Path, caplog) -> None:
+    manifest = read_manifest(shards)
+    shard = shards / manifest["splits"]["val"]["shards"][0]["path"]
+    records = [{"__key__": k, **f} for k, f in iter_records(shard)]
+    records[1]["jpg"] = b"\xff\xd8 not a jpeg"
+    bad = tmp_path / "bad"
+    (bad / "val").mkdir(parents=True)
+    info = write_shard(bad / "val/shard-000000.tar", records)
+    manifest["splits"] = {"val": {**manifest["splits"]["val"], "shards": [{"path": "val/shard-000000.tar", **info}]}}
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "num_samples": info["num_samples"]}))
+    stream = ShardStream(bad, read_manifest(bad), "val", Fields(), train=False, crop=24)
+    with caplog.at_level("WARNING"):
+        samples = list(stream)
+    assert len(samples) == info["num_samples"] - 1 and stream.skipped == 1
+    assert records[1]["__key__"] in caplog.text and "shard-000000.tar" in caplog.text
+    assert "skipped 1 corrupt samples" in caplog.text
+
+
+def test_deepliftshap_saliency_through_the_evaluation_path() -> None:
+    from train import evaluate
+    from train.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 5).eval()
+    config = Config(shards="x", out="y", saliency="deepliftshap")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    scores = evaluate.saliency(model, x, torch.tensor([0, 3]), config)
+    assert scores.shape == (2, 32, 32) and torch.isfinite(scores).all() and (scores >= 0).all()

@@ -108,11 +108,15 @@ class ShardStream(IterableDataset):
         )({"url": u} for u in mine)
         if self.train:
             samples = wds.shuffle(bufsize=self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)(samples)
+        self.skipped = 0
         for raw in samples:
             try:
                 yield self.decode(raw)
             except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
                 self.skip_corrupt(e, raw)
+        if self.skipped:  # each worker reports its own total at the end of the epoch
+            log.warning("%s epoch %d, worker %d: skipped %d corrupt samples", self.split, self.epoch, worker,
+                        self.skipped)  # fmt: skip
 
     def skip_corrupt(self, exn: Exception, raw: dict | None = None) -> bool:
         """Skip a corrupt sample with a warning naming its key and shard; code bugs (TypeError, ...) still raise."""
