@@ -125,7 +125,6 @@ def make_cct(
         root=str(root_path),
         classes=tuple(c["name"] for c in categories),
         items=items,
-        augmented=("train",),
         image_size=image_size,
         resize_mode=resize,
         max_image_pixels=max_image_pixels,

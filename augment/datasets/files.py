@@ -110,7 +110,7 @@ class FileDataset:
     root: str
     classes: tuple[str, ...]
     items: dict[str, list[Item]]
-    augmented: tuple[str, ...]  # the splits that get CF/F images
+    augmented: tuple[str, ...] = ("train",)  # the splits that get CF/F images
     image_size: int | None = None  # None: default_image_size
     resize_mode: str = "squash"
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS

@@ -115,7 +115,6 @@ def make_folder(
         root=str(root_path),
         classes=classes,
         items=items,
-        augmented=("train",),
         image_size=image_size,
         resize_mode=resize,
         max_image_pixels=max_image_pixels,

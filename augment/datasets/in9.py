@@ -148,7 +148,6 @@ def make_in9(
         root=str(root_path),
         classes=tuple(f.split("_", 1)[1] if f[:2].isdigit() and "_" in f else f for f in folders),
         items=items,
-        augmented=("train",),
         image_size=image_size,
         resize_mode=resize,
         max_image_pixels=max_image_pixels,

@@ -77,7 +77,6 @@ def make_waterbirds(
         root=str(root_path),
         classes=CLASSES,
         items=scan(root_path, mask_root, rejects),
-        augmented=("train",),
         image_size=image_size,
         resize_mode=resize,
         max_image_pixels=max_image_pixels,
