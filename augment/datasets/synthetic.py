@@ -4,6 +4,8 @@ Generated from a seed, nothing downloaded. Five classes of shape (the causal sig
 class-independent colour, size, position and rotation on one of five background families (the spurious signal):
 each family is a texture (stripes, columns, checker, dots, waves) in a random hue, so that the cue is the
 texture rather than one colour (version 1 gave each family a hue, and a small ResNet then learnt colour alone).
+Since version 3 every family is two-tone with half its area dark, so that the families share a colour histogram
+(version 2's dots were 28% dark and its waves had mid-tones, a cue that survived F(shuffle)).
 
 - ``train`` and ``val``: class c sits on background family c with probability ``bias`` (default 0.9), else on a
   uniformly chosen other family. Only ``train`` gets CF/F images; ``val`` is for model selection on originals.
@@ -30,7 +32,7 @@ import numpy as np
 from augment.datasets import Ref, Sample, SplitPlan, register
 from augment.masks import mask_to_box
 
-GENERATOR_VERSION = 2  # bump whenever the pixels for the same parameters change
+GENERATOR_VERSION = 3  # bump whenever the pixels for the same parameters change
 SHAPES = ("circle", "square", "triangle", "cross", "star")
 BACKGROUNDS = ("stripes", "columns", "checker", "dots", "waves")
 TEST_VARIANTS = ("original", "mixed_same", "mixed_rand", "mixed_next")
@@ -41,6 +43,10 @@ EVALUATION = {
     "background_reliance": {"original": "original", "shifted": "mixed_next", "background_class": "label + 1 mod K"},
 }
 _SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
+# Every family is a two-tone pattern with half its area dark (a dot of radius r covers pi r^2 = half a cell), so
+# the families share one colour histogram: only the spatial arrangement tells them apart, and F(shuffle), which
+# keeps the histogram and destroys the arrangement, removes the cue entirely.
+DOT_RADIUS = float(np.sqrt(0.5 / np.pi))
 _BG_PART = {"train": 1, "val": 1, "original": 1, "mixed_same": 2, "mixed_rand": 3, "mixed_next": 4}
 
 
@@ -68,10 +74,11 @@ def background(family: int, size: int, rng: np.random.Generator) -> np.ndarray:
         off = rng.uniform(0, period, size=2)
         dx = (x + off[0]) % period - period / 2
         dy = (y + off[1]) % period - period / 2
-        p = (np.hypot(dx, dy) < period * 0.3).astype(np.float64)
-    else:  # waves: smooth diagonal sinusoid
+        p = (np.hypot(dx, dy) < period * DOT_RADIUS).astype(np.float64)
+    else:  # waves: stripes at a random angle that wobble along their length
         theta = rng.uniform(0, np.pi)
-        p = 0.5 + 0.5 * np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period + phase)
+        u, v = x * np.cos(theta) + y * np.sin(theta), -x * np.sin(theta) + y * np.cos(theta)
+        p = (np.sin(2 * np.pi * u / period + phase + 2.0 * np.sin(2 * np.pi * v / (2.5 * period))) > 0).astype(float)
     img = light * (1 - p[..., None]) + dark * p[..., None]
     return img + rng.normal(0, 0.03, size=img.shape)
 
