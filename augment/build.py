@@ -29,6 +29,7 @@ from augment.rng import sample_rng
 from augment.shards import write_shard
 
 MAX_DONOR_DRAWS = 20
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class BuildError(Exception):
@@ -52,6 +53,12 @@ class BuildConfig:
     shard_size: int = 1000  # samples per shard
     on_error: str = "fail"  # bad source inputs: "fail" stops the build, "skip" records them in rejects.jsonl
     dataset_options: dict[str, Any] = field(default_factory=dict)  # adapter options (--size, --bias, ...)
+    cagan_weights: str | None = None  # for --infill cagan: None = the only file in cagan_weights/
+    device: str = "auto"  # where model infills run: auto | cpu | cuda
+    batch_size: int = 16  # images per model call (model infills only)
+
+    def model_methods(self) -> list[str]:
+        return [n for n in self.infill if infill.INFILLS[n].needs_model]
 
     def validate(self) -> None:
         for name in self.infill:
@@ -70,6 +77,23 @@ class BuildConfig:
             raise ValueError(f"--seed: got {self.seed}, expected a non-negative integer")
         if self.shard_size < 1:
             raise ValueError(f"--shard-size: got {self.shard_size}, expected at least 1 sample per shard")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size: got {self.batch_size}, expected at least 1")
+        if self.device not in DEVICES:
+            raise ValueError(f"--device: got {self.device!r}, expected one of {', '.join(DEVICES)}")
+        if self.model_methods():
+            from augment.cagan.inpaint import resolve_device
+            from augment.cagan.weights import default_weights, read_metadata
+
+            if self.cagan_weights is None:
+                self.cagan_weights = str(default_weights())
+            resolve_device(self.device)  # asking for CUDA without one fails here, before any work
+            weights = Path(self.cagan_weights)
+            if not weights.is_file():
+                from augment.cagan.weights import HOW_TO_GET, WeightsError
+
+                raise WeightsError(f"--cagan-weights {weights}: no such file; {HOW_TO_GET}")
+            read_metadata(weights)
 
 
 @dataclass(frozen=True)
@@ -123,9 +147,13 @@ def sample_json(sample: Sample, has_object: bool) -> bytes:
 
 
 def make_record(
-    sample: Sample, dataset: Dataset, config: BuildConfig, augmented: bool, donors: Donors | None
-) -> dict[str, bytes]:
-    """One shard record: the original, its mask and metadata, and every requested CF/F image."""
+    sample: Sample, dataset: Dataset, config: BuildConfig, augmented: bool, donors: Donors | None,
+    model_fills: dict[str, np.ndarray] | None = None,
+) -> dict[str, bytes]:  # fmt: skip
+    """One shard record: the original, its mask and metadata, and every requested CF/F image.
+
+    ``model_fills`` holds the images of model methods (cagan), already filled in a batch by :func:`fill_models`.
+    """
     shape = sample.image.shape[:2]
     cf_hole = masks.cf_hole(sample.mask, sample.boxes, shape)
     f_hole = masks.f_hole(sample.mask, sample.boxes, shape)
@@ -144,6 +172,10 @@ def make_record(
     for role, names, hole in ((infill.CF, config.infill, cf_hole), (infill.F, config.factual, f_hole)):
         for name in names:
             method = infill.INFILLS[name]
+            if method.needs_model:
+                (field_name,) = infill.field_names(name, role, config.copies)  # model methods are deterministic
+                record[field_name] = encode.encode_jpeg(model_fills[name])
+                continue
             for copy, field_name in enumerate(infill.field_names(name, role, config.copies)):
                 rng = sample_rng(config.seed, sample.key, role, name, copy)
                 kwargs = (
@@ -151,6 +183,27 @@ def make_record(
                 )
                 record[field_name] = encode.encode_jpeg(method.fill(sample.image, hole, rng, **kwargs))
     return record
+
+
+def fill_models(samples: list[Sample], config: BuildConfig) -> dict[str, dict[str, np.ndarray]]:
+    """{sample key: {method: filled image}} for every model method (cagan), one batched call per method."""
+    methods = config.model_methods()
+    todo = []
+    for sample in samples:
+        hole = masks.cf_hole(sample.mask, sample.boxes, sample.image.shape[:2])
+        if hole is not None and masks.f_hole(sample.mask, sample.boxes, sample.image.shape[:2]) is not None:
+            todo.append((sample, hole))
+    if not methods or not todo:
+        return {}
+    from augment.cagan.inpaint import cached
+
+    inpainter = cached(Path(config.cagan_weights), config.device, config.batch_size)
+    fills: dict[str, dict[str, np.ndarray]] = {s.key: {} for s, _ in todo}
+    for name in methods:
+        images = infill.INFILLS[name].batch([s.image for s, _ in todo], [h for _, h in todo], inpainter=inpainter)
+        for (sample, _), image in zip(todo, images, strict=True):
+            fills[sample.key][name] = image
+    return fills
 
 
 def load_donor(
@@ -190,22 +243,34 @@ def build_shard(
     labels: Counter[int] = Counter()
     rejects: list[dict[str, str]] = []
 
+    def guarded(i: int, fn, *args):  # noqa: ANN001, ANN202
+        """``fn(*args)`` for sample ``i``; bad inputs are skipped (``None``) or stop the build, naming the sample."""
+        try:
+            return fn(*args)
+        except SourceError as e:
+            if config.on_error == "skip":
+                rejects.append({"split": split, "path": e.path, "reason": e.reason})
+                return None
+            raise BuildError(f"{e} (pass --on-error skip to record bad inputs in rejects.jsonl and go on)") from e
+        except BuildError:
+            raise
+        except Exception as e:  # fail fast, naming the sample
+            raise BuildError(f"{split} sample {i} of {dataset.name}: {type(e).__name__}: {e}") from e
+
+    # model methods fill a batch of samples at once; the others go one sample at a time
+    step = config.batch_size if augmented and config.model_methods() else 1
+
     def records():
-        for i in range(start, stop):
-            try:
-                sample = dataset.load(split, i)
-                record = make_record(sample, dataset, config, augmented, donors)
-            except SourceError as e:
-                if config.on_error == "skip":
-                    rejects.append({"split": split, "path": e.path, "reason": e.reason})
+        for first in range(start, stop, step):
+            loaded = [(i, guarded(i, dataset.load, split, i)) for i in range(first, min(first + step, stop))]
+            loaded = [(i, sample) for i, sample in loaded if sample is not None]
+            fills = fill_models([s for _, s in loaded], config) if augmented else {}
+            for i, sample in loaded:
+                record = guarded(i, make_record, sample, dataset, config, augmented, donors, fills.get(sample.key))
+                if record is None:
                     continue
-                raise BuildError(f"{e} (pass --on-error skip to record bad inputs in rejects.jsonl and go on)") from e
-            except BuildError:
-                raise
-            except Exception as e:  # fail fast, naming the sample
-                raise BuildError(f"{split} sample {i} of {dataset.name}: {type(e).__name__}: {e}") from e
-            labels[sample.label] += 1
-            yield record
+                labels[sample.label] += 1
+                yield record
 
     info = write_shard(out / schema.shard_path(split, index), records())
     return {"split": split, "index": index, "attempted": stop - start, "labels": labels, "rejects": rejects,
@@ -265,6 +330,18 @@ def git_sha() -> str | None:
         return sha.stdout.strip() or None if sha.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def model_provenance(config: BuildConfig) -> dict[str, Any]:
+    """What a model infill ran with: weights file, its sha256 and metadata, device (bytes depend on all three)."""
+    if not config.model_methods():
+        return {}
+    from augment.cagan.inpaint import resolve_device
+    from augment.cagan.weights import file_sha256, read_metadata
+
+    weights = Path(config.cagan_weights)
+    return {"cagan": {"weights": str(weights), "sha256": file_sha256(weights), "metadata": read_metadata(weights),
+                      "device": str(resolve_device(config.device)), "batch_size": config.batch_size}}  # fmt: skip
 
 
 def build(
@@ -340,6 +417,7 @@ def build(
         "environment": schema.environment(),
         "num_samples": total,
         "rejects": {"count": len(rejects), "file": schema.REJECTS if rejects else None},
+        "models": model_provenance(config),
         "splits": split_info,
     }
     schema.write_manifest(out, manifest)

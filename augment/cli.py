@@ -64,6 +64,7 @@ app = typer.Typer(
 LabelFrom = enum.Enum("LabelFrom", {"largest": "largest", "area": "area"}, type=str)
 ResizeMode = enum.Enum("ResizeMode", {m: m for m in RESIZE_MODES}, type=str)
 OnError = enum.Enum("OnError", {m: m for m in ON_ERROR}, type=str)
+Device = enum.Enum("Device", {m: m for m in ("auto", "cpu", "cuda")}, type=str)
 
 
 def option_args(key: str, value: object) -> list[str]:
@@ -120,6 +121,11 @@ def build(
     on_error: OnError = typer.Option(
         "fail", help="Bad source input: stop, or skip it and record it in <out>/rejects.jsonl."
     ),
+    cagan_weights: Path | None = typer.Option(
+        None, help="--infill cagan: our safetensors weights [default: the only file in cagan_weights/]."
+    ),
+    device: Device = typer.Option(Device.auto, help="Where model infills (cagan) run: auto = CUDA when present."),
+    batch_size: int = typer.Option(16, min=1, help="Images per model call for model infills (cagan)."),
     shard_size: int = typer.Option(1000, min=1, help="Samples per shard."),
     workers: int | None = typer.Option(None, min=1, help="Parallel worker processes [default: all cores]."),
     overwrite: bool = typer.Option(False, help="Replace an earlier build in --out (other files are left alone)."),
@@ -147,6 +153,9 @@ def build(
         shard_size=shard_size,
         on_error=on_error.value,
         dataset_options=options,
+        cagan_weights=str(cagan_weights) if cagan_weights else None,
+        device=device.value,
+        batch_size=batch_size,
     )
     try:
         config.validate()
@@ -159,6 +168,7 @@ def build(
         + ["--copies", str(copies), "--seed", str(seed), "--shard-size", str(shard_size)]
         + (["--image-size", str(image_size)] if image_size else [])
         + (["--on-error", on_error.value] if on_error.value != "fail" else [])
+        + (["--cagan-weights", config.cagan_weights, "--batch-size", str(batch_size)] if config.model_methods() else [])
         + [a for k, v in options.items() for a in option_args(k, v)]
         + ["--out", str(out)]
     )
@@ -268,6 +278,15 @@ def datasets() -> None:
         roles = "/".join(r.upper() for r in infill.ROLES if r in m.roles)
         lines.append(f"  {m.name:<12} {roles:<5} {m.summary}")
     typer.echo("\n".join(lines))
+
+
+def _add_cagan() -> None:
+    from augment.cagan.cli import app as cagan_app
+
+    app.add_typer(cagan_app, name="cagan")
+
+
+_add_cagan()
 
 
 def main() -> None:

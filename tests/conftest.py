@@ -20,6 +20,28 @@ def rect_hole(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     return hole
 
 
+def tiny_inpainter(size: int = 16):  # noqa: ANN201
+    """A CAGAN inpainter with a seeded, untrained narrow generator: for properties, not for looks."""
+    import torch
+
+    from augment.cagan.inpaint import Inpainter
+    from augment.cagan.net import Generator
+
+    torch.manual_seed(0)
+    return Inpainter(Generator(cnum=4), size=size, batch_size=4)
+
+
+def method_kwargs(method, h: int = 12, w: int = 16) -> dict:  # noqa: ANN001
+    """What the build passes to a method besides (image, hole, rng): a donor or a loaded model."""
+    from augment.infill.mixed_rand import Donor
+
+    if method.needs_donor:
+        return {"donor": Donor(make_image(h, w, seed=99), rect_hole(h, w, 2, 6, 3, 9))}
+    if method.needs_model:
+        return {"inpainter": tiny_inpainter()}
+    return {}
+
+
 @pytest.fixture
 def image() -> np.ndarray:
     return make_image()

@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import make_image, rect_hole
+from conftest import make_image, method_kwargs, rect_hole
 
 from augment import infill
 from augment.infill import grey, mixed_rand, random, shuffle, tile
@@ -126,5 +126,7 @@ def test_mixed_rand_resizes_a_donor_of_another_size() -> None:
 @pytest.mark.parametrize("name", [n for n, m in infill.INFILLS.items() if not m.stochastic])
 def test_deterministic_methods_do_not_depend_on_the_rng(name: str) -> None:
     image, hole = make_image(), rect_hole(12, 16, 2, 5, 3, 9)
-    fill = infill.INFILLS[name].fill
-    np.testing.assert_array_equal(fill(image, hole, RNG(0)), fill(image, hole, RNG(1)))
+    method = infill.INFILLS[name]
+    kwargs = method_kwargs(method)
+    first, second = method.fill(image, hole, RNG(0), **kwargs), method.fill(image, hole, RNG(1), **kwargs)
+    np.testing.assert_array_equal(first, second)

@@ -14,9 +14,11 @@ Every method is one function in its own file with the signature::
     fill(image: uint8[H, W, 3], hole: bool[H, W], rng: np.random.Generator) -> uint8[H, W, 3]
 
 registered with ``@register(name, roles=..., stochastic=..., summary=...)``. Methods that need a second image
-(``mixed-rand``) declare ``needs_donor=True`` and take it as the keyword argument ``donor``. The registry name is
-also the CLI value and the shard field name (``cf.tile.jpg``). A method never mutates its input and draws all its
-randomness from ``rng``.
+(``mixed-rand``) declare ``needs_donor=True`` and take it as the keyword argument ``donor``. Methods that run a
+model (``cagan``) also register ``batch=``, the same method over lists of images that the build uses to fill
+a batch at once; they take the loaded model as the keyword argument ``inpainter`` and count as ``needs_model``.
+The registry name is also the CLI value and the shard field name (``cf.tile.jpg``). A method never mutates
+its input and draws all its randomness from ``rng``.
 
 Adding a method: write ``augment/infill/<name>.py`` with one registered function and import it at the bottom
 of this file.
@@ -46,14 +48,17 @@ class Infill:
     stochastic: bool  # stochastic methods are stored in K copies: ``f.shuffle.0.jpg`` ...
     summary: str
     needs_donor: bool = False
+    needs_model: bool = False
+    batch: Callable[..., list[np.ndarray]] | None = None  # fill_batch(images, holes, *, inpainter) for model methods
 
 
 INFILLS: dict[str, Infill] = {}
 
 
 def register(
-    name: str, *, roles: tuple[str, ...], stochastic: bool, summary: str, needs_donor: bool = False
-) -> Callable[[InfillFn], InfillFn]:
+    name: str, *, roles: tuple[str, ...], stochastic: bool, summary: str, needs_donor: bool = False,
+    batch: Callable[..., list[np.ndarray]] | None = None,
+) -> Callable[[InfillFn], InfillFn]:  # fmt: skip
     """Register ``fn`` under ``name``; registering a name twice is an error."""
     bad = set(roles) - set(ROLES)
     if bad:
@@ -62,7 +67,7 @@ def register(
     def deco(fn: InfillFn) -> InfillFn:
         if name in INFILLS:
             raise ValueError(f"infill {name!r} registered twice ({INFILLS[name].fill.__module__}, {fn.__module__})")
-        INFILLS[name] = Infill(name, fn, frozenset(roles), stochastic, summary, needs_donor)
+        INFILLS[name] = Infill(name, fn, frozenset(roles), stochastic, summary, needs_donor, batch is not None, batch)
         return fn
 
     return deco
@@ -114,4 +119,4 @@ def scatter(image: np.ndarray, hole: np.ndarray, values: np.ndarray) -> np.ndarr
 
 
 # Import every method so that it registers itself (order = order in `augment datasets` and the CLI enums).
-from augment.infill import grey, random, shuffle, tile, mixed_rand  # noqa: E402, F401, I001
+from augment.infill import grey, random, shuffle, tile, mixed_rand, cagan  # noqa: E402, F401, I001

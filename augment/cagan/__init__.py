@@ -1,0 +1,1 @@
+"""CAGAN (DeepFill v1): generator, weight import, training."""
