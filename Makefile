@@ -10,7 +10,7 @@ RUNS := runs/demo
 FIT := $(VENV)/bin/train fit --shards $(DEMO) --preset demo --workers 2
 SEEDS ?= 0 1 2
 
-.PHONY: install test train reproduce-small demo-shards lint bench clean
+.PHONY: install test train reproduce-small demo-shards cagan-demo lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,18 @@ lint: install
 
 bench: install
 	$(PY) bench/build.py
+	$(PY) bench/cagan.py
+
+# Trains CAGAN on the demo shards' backgrounds (CPU, minutes), compares it with tile on held-out holes, draws
+# original | hole | cagan | tile, and builds CF(cagan) shards with it.
+CAGAN_DEMO := runs/cagan-demo
+cagan-demo: demo-shards
+	$(VENV)/bin/augment cagan train --shards $(DEMO) --preset demo --out $(CAGAN_DEMO)/demo.safetensors \
+		--run-dir $(CAGAN_DEMO)/run
+	$(VENV)/bin/augment cagan preview --shards $(DEMO) --weights $(CAGAN_DEMO)/demo.safetensors \
+		--out $(CAGAN_DEMO)/preview.png
+	$(VENV)/bin/augment build --dataset synthetic --size 1000 --image-size 40 --infill cagan --infill tile \
+		--cagan-weights $(CAGAN_DEMO)/demo.safetensors --out $(CAGAN_DEMO)/shards --overwrite -q
 
 clean:
 	rm -rf shards runs bench/out .pytest_cache

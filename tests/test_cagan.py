@@ -386,15 +386,24 @@ def test_train_resume_and_preview_end_to_end(tmp_path: Path) -> None:
     assert Image.open(sheet).size[1] > 3 * 100
 
 
-def test_holes_avoid_the_object() -> None:
-    from augment.cagan.train import hole_positions
+def test_training_holes_hide_the_object_and_supervise_only_background() -> None:
+    from augment.cagan.train import Holes, loss_weights
 
-    obj = np.zeros((16, 16), bool)
-    obj[4:12, 4:12] = True
-    positions = hole_positions(obj, 4)
-    assert len(positions)
-    for top, left in positions:
-        assert not obj[top : top + 4, left : left + 4].any()
-    free = sum(not obj[t : t + 4, s : s + 4].any() for t in range(13) for s in range(13))
-    assert len(positions) == free
-    assert len(hole_positions(np.ones((8, 8), bool), 2)) == 0
+    images = np.stack([make_image(32, 32, seed=s) for s in range(3)])
+    objects = np.zeros((3, 32, 32), bool)
+    objects[0, 4:12, 6:20] = True
+    objects[1, 10:30, 10:30] = True
+    objects[2, 0:8, 0:8] = True
+    holes = Holes.of(images, objects, 0.25, 0.6)
+    draw = holes.draw(np.random.default_rng(0), 40)
+    assert len(draw.images) == 40
+    for image, hole, target, (top, left, h, w) in zip(draw.images, draw.holes, draw.targets, draw.rects, strict=True):
+        k = next(i for i in range(3) if images[i] is image or np.array_equal(images[i], image))
+        obj_rect = holes.objects[k]
+        assert obj_rect[objects[k]].all()  # the grown rectangle covers the object
+        assert (hole >= obj_rect).all()  # the object's rectangle is always hidden from the model
+        assert not (target & obj_rect).any()  # and never supervised
+        assert target.sum() >= 0.25 * h * w and 8 <= h <= 19 and 8 <= w <= 19
+        assert target[top : top + h, left : left + w].sum() == target.sum()
+    weights = loss_weights(draw, 0.9)
+    assert (weights[~draw.targets] == 0).all() and (weights[draw.targets] > 0).all() and weights.max() == 1

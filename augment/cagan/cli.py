@@ -56,7 +56,8 @@ def train(
     steps: int | None = typer.Option(None, min=1, help="Training steps [default: the preset's]."),
     batch_size: int | None = typer.Option(None, min=1, help="Images per step [default: the preset's]."),
     size: int | None = typer.Option(None, min=8, help="Working side, a multiple of 8 [default: as stored]."),
-    hole: float | None = typer.Option(None, min=0.05, max=0.9, help="Hole side as a fraction of the working side."),
+    hole_min: float | None = typer.Option(None, min=0.05, max=0.95, help="Smallest random-rectangle side (fraction)."),
+    hole_max: float | None = typer.Option(None, min=0.05, max=0.95, help="Largest random-rectangle side (fraction)."),
     init: Path | None = typer.Option(None, help="Start from these weights (fine-tuning), e.g. imported ones."),
     run_dir: Path | None = typer.Option(None, help="Checkpoints and logs [default: runs/cagan/<out name>]."),
     resume: bool = typer.Option(False, help="Continue from <run-dir>/state.pt exactly."),
@@ -68,7 +69,7 @@ def train(
     from augment.cagan.train import train as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    given = {"steps": steps, "batch_size": batch_size, "size": size, "hole": hole}
+    given = {"steps": steps, "batch_size": batch_size, "size": size, "hole_min": hole_min, "hole_max": hole_max}
     config = TrainConfig(**{**PRESETS[preset.value], **{k: v for k, v in given.items() if v is not None}, "seed": seed})
     if init is not None and config.cnum != 32:
         config.cnum = 32  # imported weights are the official width
