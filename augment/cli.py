@@ -214,6 +214,11 @@ def info(
         f"  image size {manifest['image_size']}",
         f"methods:  CF {', '.join(methods['cf']) or '-'};  F {', '.join(methods['f']) or '-'};"
         f"  copies {methods['copies']}",
+        *(
+            f"model:    {name} {m['weights']} (sha256 {m['sha256'][:12]}, {m['metadata'].get('source', '?')}) on "
+            f"{m['device']}"
+            for name, m in manifest.get("models", {}).items()
+        ),
         "",
         f"{'split':<12}{'samples':>8}{'shards':>7}{'MB':>8}  {'CF/F':<5}" + "".join(f"{c[:9]:>10}" for c in classes),
     ]

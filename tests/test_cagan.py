@@ -326,6 +326,8 @@ def test_build_with_cagan_is_batched_deterministic_and_recorded(tmp_path: Path) 
     assert a["models"]["cagan"]["sha256"] == weights.file_sha256(weights_file)
     assert "--cagan-weights" in a["command"]
     assert runner.invoke(app, ["verify", str(tmp_path / "a")]).exit_code == 0
+    info = runner.invoke(app, ["info", str(tmp_path / "a")])
+    assert f"model:    cagan {weights_file} (sha256 {a['models']['cagan']['sha256'][:12]}" in info.output
 
     import webdataset as wds
 
@@ -377,9 +379,15 @@ def test_train_resume_and_preview_end_to_end(tmp_path: Path) -> None:
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(p, q, msg=name)
 
+    manifest = json.loads((shards / "manifest.json").read_text())  # a build without a val split holds out train
+    del manifest["splits"]["val"]
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    assert fit("no-val", 1)["final"]["tile_l1"] > 0
+
     sheet = tmp_path / "sheet.png"
     result = runner.invoke(app, ["cagan", "preview", "--shards", str(shards), "--weights",
-                                 str(tmp_path / "full.safetensors"), "--out", str(sheet), "--rows", "3"])  # fmt: skip
+                                 str(tmp_path / "full.safetensors"), "--out", str(sheet), "--rows", "3",
+                                 "--split", "train"])  # fmt: skip
     assert result.exit_code == 0, result.output
     from PIL import Image
 

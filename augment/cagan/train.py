@@ -17,7 +17,8 @@ background. The model therefore learns large holes without ever being taught, or
 Training state (generator, critics, optimizers, step, RNG) is checkpointed atomically to ``<run>/state.pt`` and
 ``--resume`` continues from it; loading uses ``torch.load(weights_only=True)``. The result is our safetensors
 file with ``size``/``cnum`` metadata. Every ``eval_every`` steps, and at the end, the masked L1 on held-out
-holes of the ``val`` split (drawn the same way) is measured for CAGAN and for the ``tile`` infill, side by side.
+holes of the ``val`` split (drawn the same way; without a val split, of the last train images, kept out of
+training) is measured for CAGAN and for the ``tile`` infill, side by side.
 """
 
 from __future__ import annotations
@@ -243,12 +244,20 @@ def train(shards: Path, out: Path, config: TrainConfig, *, run_dir: Path, init: 
     """Train, checkpoint, evaluate, and write the generator to ``out``; returns the final evaluation."""
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
-    images, objects, side = read_split(shards, "train", config.size, config.max_images)
+    has_val = "val" in schema.read_manifest(shards)["splits"]
+    extra = 0 if has_val else config.eval_holes  # without a val split, the last train images are held out
+    images, objects, side = read_split(shards, "train", config.size, config.max_images + extra)
     if side % 8:
         raise ValueError(f"working size {side} is not a multiple of 8; pass --size (e.g. {side // 8 * 8 or 8})")
     config = replace(config, size=side)
+    if has_val:
+        val_images, val_objects, _ = read_split(shards, "val", side, config.eval_holes)
+    else:
+        if len(images) < 2:
+            raise ValueError(f"{shards}: no val split and fewer than 2 annotated train images to hold some out")
+        keep = max(len(images) - extra, len(images) // 2)
+        images, objects, val_images, val_objects = images[:keep], objects[:keep], images[keep:], objects[keep:]
     data = Holes.of(images, objects, config.hole_min, config.hole_max)
-    val_images, val_objects, _ = read_split(shards, "val", side, config.eval_holes)
     held_out = Holes.of(val_images, val_objects, config.hole_min, config.hole_max).draw(
         np.random.default_rng([config.seed, 1]), config.eval_holes
     )
