@@ -122,7 +122,9 @@ def reference_attention(f: torch.Tensor, mask: torch.Tensor, rate: int = 2, scal
     """The official layer for one image, step by step with loops (slow, obvious): f = b, ksize 3, fuse 3."""
     _, c, h, w = f.shape
     hd, wd = h // rate, w // rate
-    rows, cols = net.tf_nearest_index(h, hd), net.tf_nearest_index(w, wd)
+    # TF1 align_corners picks, worked out by hand for 12 -> 6 and 16 -> 8: round(i * (n - 1) / (m - 1))
+    rows, cols = torch.tensor([0, 2, 4, 7, 9, 11]), torch.tensor([0, 2, 4, 6, 9, 11, 13, 15])
+    assert (h, w) == (12, 16)
     fd = f[0][:, rows][:, :, cols]
     md = mask[0, 0][rows][:, cols]
     pad_fd, pad_md, pad_f = F.pad(fd, (1, 1, 1, 1)), F.pad(md, (1, 1, 1, 1)), F.pad(f[0], (1, 1, 1, 1))
@@ -226,6 +228,11 @@ def test_import_is_strict_and_says_what_is_wrong(tmp_path: Path) -> None:
     write_bundle(tmp_path / "misshapen", tensors)
     with pytest.raises(weights.WeightsError, match=r"wrong shape \(1\): coarse.conv3.weight"):
         weights.import_weights(tmp_path / "misshapen")
+    tensors = official_tensors()
+    tensors["inpaint_net/xconv1/kernel"] = np.zeros((5, 5, 3, 32), np.float32)  # v2's first layer sees RGB only
+    write_bundle(tmp_path / "v2", tensors)
+    with pytest.raises(weights.WeightsError, match="DeepFill v2"):
+        weights.import_weights(tmp_path / "v2")
     torch.save({"coarse_generator.conv1.conv.weight": torch.zeros(1)}, tmp_path / "bad.p")
     with pytest.raises(weights.WeightsError, match="missing"):
         weights.import_weights(tmp_path / "bad.p")
@@ -285,6 +292,20 @@ def test_rgb_to_bgr_happens_once() -> None:
     np.testing.assert_array_equal(from_model(x)[0], image)
 
 
+@pytest.mark.parametrize("side", [23, 45, 180, 200, 256, 300])
+def test_no_hole_colour_reaches_the_model_outside_its_hole(side: int) -> None:
+    from augment.cagan.inpaint import to_model
+
+    image = np.zeros((side, side, 3), np.uint8)
+    hole = np.zeros((side, side), bool)
+    hole[side // 3, :] = hole[:, side // 2] = True  # thin lines: the hardest case for resizing
+    hole[side // 2 : side // 2 + 2, : side // 2] = True
+    image[hole] = 255  # the object's colour, which must not leak into the context
+    x, m = to_model([image], [hole], 256)
+    assert m.any()
+    assert (x[0][:, ~m[0, 0].bool()] == -1).all()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_amp_batches_match_cpu_closely() -> None:
@@ -295,7 +316,7 @@ def test_gpu_amp_batches_match_cpu_closely() -> None:
     cpu = Inpainter(model, size=64, batch_size=4)(images, holes)
     gpu = Inpainter(model, size=64, batch_size=4, device=torch.device("cuda"))(images, holes)
     for a, b in zip(cpu, gpu, strict=True):
-        assert np.abs(a.astype(int) - b.astype(int)).mean() < 8  # bf16 autocast: close, not equal
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 4  # bf16 convolutions (attention in fp32): close
 
 
 # -- build, train, preview ---------------------------------------------------------------------------------------

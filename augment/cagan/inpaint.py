@@ -31,9 +31,11 @@ def to_model(images: list[np.ndarray], holes: list[np.ndarray], size: int) -> tu
             cover = hole
         elif down:  # any model pixel that overlaps a hole pixel is hole: area averaging, then > 0
             cover = cv2.resize(hole.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) > 0
-        else:  # upsampling: nearest, grown by a pixel so that interpolation back never reads outside the fill
-            near = cv2.resize(hole.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-            cover = cv2.dilate(near, np.ones((3, 3), np.uint8)) > 0
+        else:  # upsampling: every model pixel that bilinear interpolation draws from a hole pixel, grown by one
+            # so that interpolating back never reads outside the fill
+            touched = cv2.resize(hole.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0
+            near = cv2.resize(hole.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+            cover = cv2.dilate((touched | near).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         xs.append(resized[..., ::-1])  # RGB -> BGR: the official weights' order
         ms.append(cover)
     x = torch.from_numpy(np.ascontiguousarray(np.stack(xs))).permute(0, 3, 1, 2).float() / 127.5 - 1.0

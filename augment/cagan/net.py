@@ -155,8 +155,13 @@ def contextual_attention(
     ``mask`` ([N, 1, h, w] at f's resolution, 1 = hole) marks the background patches that may not be used. The
     official layer takes it from batch item 0 only (it ran one image at a time); here every image uses its own.
     """
-    if fuse_k != 3 or ksize != 3:
-        raise ValueError("contextual_attention: only ksize=3 and fuse_k=3 (the official setting) are implemented")
+    if fuse_k != 3 or ksize != 3 or rate != 2:
+        raise ValueError("contextual_attention: only ksize=3, fuse_k=3, rate=2 (the official setting) are implemented")
+    with torch.autocast(f.device.type, enabled=False):  # fp32 even under AMP: softmax(10 * cosine) needs precision
+        return _attention(f.float(), b.float(), mask.float(), ksize, rate, softmax_scale).to(f.dtype)
+
+
+def _attention(f: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, ksize: int, rate: int, softmax_scale: float):
     n, c, h, w = f.shape
     kernel = 2 * rate
     raw = _patches(b, kernel, rate, (1, 1, 1, 1))  # [N, L, C, 4, 4]: the patches pasted back, at full resolution

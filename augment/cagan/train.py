@@ -64,6 +64,7 @@ class TrainConfig:
     gp_lambda: float = 10.0
     gamma: float = 0.9  # spatial discount of the L1 inside the hole
     critic_cnum: int = 64
+    critic_steps: int = 5  # critic updates per generator update (upstream v1: 5)
     max_images: int = 5000  # training backgrounds held in memory
     eval_holes: int = 200  # held-out (image, hole) pairs from the val split
     eval_every: int = 500
@@ -72,13 +73,13 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(size=32, batch_size=2, steps=3, cnum=8, critic_cnum=8, eval_holes=4, eval_every=3,
+    "tiny": dict(size=32, batch_size=2, steps=3, cnum=8, critic_cnum=8, critic_steps=2, eval_holes=4, eval_every=3,
                  checkpoint_every=2, max_images=16),
     # from scratch on CPU in minutes: a narrow network and a 5x larger step than the release's 1e-4 (measured on
     # the demo shards: at 1e-4 CAGAN was still behind tile's masked L1 after 400 steps, at 5e-4 it passes it
-    # between 1200 and 1600 steps)
-    "demo": dict(batch_size=8, steps=2000, lr=5e-4, cnum=16, critic_cnum=16, eval_holes=200, eval_every=500,
-                 checkpoint_every=100, max_images=2000),
+    # between 1200 and 1600 steps); one critic update per step, where upstream does 5
+    "demo": dict(batch_size=8, steps=2000, lr=5e-4, cnum=16, critic_cnum=16, critic_steps=1, eval_holes=200,
+                 eval_every=500, checkpoint_every=100, max_images=2000),
     "full": dict(size=DEFAULT_SIZE, batch_size=16, steps=20000),
 }  # fmt: skip
 
@@ -166,16 +167,19 @@ class Holes:
 
 
 class Critic(nn.Module):
-    """A DeepFill v1 WGAN critic: four 5x5 stride-2 convolutions (LeakyReLU 0.2) and a linear score."""
+    """A DeepFill v1 WGAN critic: four 5x5 stride-2 convolutions (LeakyReLU 0.2) and a linear score.
 
-    def __init__(self, size: int, cnum: int) -> None:
+    Upstream's global critic ends with 4 * cnum channels, the local one with 8 * cnum (``last``).
+    """
+
+    def __init__(self, size: int, cnum: int, last: int = 4) -> None:
         super().__init__()
-        chans = [3, cnum, 2 * cnum, 4 * cnum, 4 * cnum]
+        chans = [3, cnum, 2 * cnum, 4 * cnum, last * cnum]
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 5, 2) for a, b in zip(chans[:-1], chans[1:], strict=True))
         side = size
         for _ in range(4):
             side = math.ceil(side / 2)
-        self.fc = nn.Linear(4 * cnum * side * side, 1)
+        self.fc = nn.Linear(last * cnum * side * side, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
@@ -183,18 +187,22 @@ class Critic(nn.Module):
         return self.fc(x.flatten(1))
 
 
-def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """WGAN-GP: (||grad critic(x_hat)|| - 1)^2 on random interpolates of real and fake."""
+def gradient_penalty(
+    critic: Critic, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """WGAN-GP: (||grad critic(x_hat)|| - 1)^2 on random interpolates; ``mask`` limits the norm to its pixels."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, generator=rng).to(real.device)
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    squared = grad.pow(2) if mask is None else grad.pow(2) * mask
+    return ((squared.flatten(1).sum(dim=1) + 1e-12).sqrt() - 1).pow(2).mean()
 
 
 def discount(h: int, w: int, gamma: float) -> np.ndarray:
-    """[h, w] weights gamma ** (distance to the rectangle's nearest border), the DeepFill v1 spatial discount."""
+    """[h, w] weights gamma ** (distance to the rectangle's nearest border), DeepFill v1's spatial discount
+    exactly as upstream writes it: ``min(i, h - i)``, so the top/left edge gets 1 and the bottom/right gamma."""
     dy, dx = np.arange(h), np.arange(w)
-    ey, ex = np.minimum(dy, h - 1 - dy), np.minimum(dx, w - 1 - dx)
+    ey, ex = np.minimum(dy, h - dy), np.minimum(dx, w - dx)
     return np.maximum(gamma ** ey[:, None], gamma ** ex[None, :])
 
 
@@ -271,7 +279,7 @@ def train(shards: Path, out: Path, config: TrainConfig, *, run_dir: Path, init: 
         if loaded.cnum != config.cnum:
             raise ValueError(f"--init {init}: cnum {loaded.cnum}, but training with --cnum {config.cnum}")
         generator.load_state_dict(loaded.state_dict())
-    critic_g, critic_l = Critic(side, config.critic_cnum).to(dev), Critic(local, config.critic_cnum).to(dev)
+    critic_g, critic_l = Critic(side, config.critic_cnum).to(dev), Critic(local, config.critic_cnum, last=8).to(dev)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam([*critic_g.parameters(), *critic_l.parameters()], lr=config.lr, betas=(0.5, 0.9))
     rng = np.random.default_rng([config.seed, 0])
@@ -288,7 +296,7 @@ def train(shards: Path, out: Path, config: TrainConfig, *, run_dir: Path, init: 
             module.load_state_dict(state[key])
         step, history = int(state["step"]), json.loads(state["history"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])
-        gp_rng.set_state(state["torch_rng"])
+        gp_rng.set_state(state["torch_rng"].cpu())  # map_location moved it; generator states live on the CPU
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
     def checkpoint() -> None:
@@ -300,35 +308,46 @@ def train(shards: Path, out: Path, config: TrainConfig, *, run_dir: Path, init: 
         torch.save(state, tmp)
         tmp.replace(state_path)
 
-    generator.train()
-    started = time.perf_counter()
-    from tqdm import tqdm
-
-    first = step
-    for step in tqdm(range(first, config.steps), initial=first, total=config.steps, desc="cagan train", unit="step"):
-        draw = data.draw(rng, config.batch_size)
+    def forward(draw: Draw) -> tuple[torch.Tensor, ...]:
+        """Generator outputs for a batch, and what the critics compare (object rectangle blanked in both)."""
         x, m = to_model(draw.images, draw.holes, side)
         weights = torch.from_numpy(loss_weights(draw, config.gamma)).unsqueeze(1)
         objects = torch.from_numpy(np.stack(draw.holes) & ~draw.targets).unsqueeze(1).float()
         x, m, weights, keep = x.to(dev), m.to(dev), weights.to(dev), (1 - objects).to(dev)
         coarse, refined = generator(x, m)
         complete = refined * m + x * (1 - m)
-        real_g, fake_g = x * keep, complete * keep  # the critics never see what is behind the object's rectangle
         real_l, fake_l = local_patches(x, draw, keep, local), local_patches(complete, draw, keep, local)
+        return x, m, weights, coarse, refined, x * keep, complete * keep, real_l, fake_l
 
-        # critics: WGAN-GP on the whole image and on the random rectangle
-        fake_gd, fake_ld = fake_g.detach(), fake_l.detach()
-        d_loss = critic_g(fake_gd).mean() - critic_g(real_g).mean() + critic_l(fake_ld).mean() - critic_l(real_l).mean()
-        d_loss = d_loss + config.gp_lambda * (gradient_penalty(critic_g, real_g, fake_gd, gp_rng)
-                                              + gradient_penalty(critic_l, real_l, fake_ld, gp_rng))  # fmt: skip
+    def critic_step(real_g, fake_g, real_l, fake_l, m) -> torch.Tensor:  # noqa: ANN001
+        """One WGAN-GP update of both critics; the global penalty counts gradients on hole pixels (upstream)."""
+        d_loss = critic_g(fake_g).mean() - critic_g(real_g).mean() + critic_l(fake_l).mean() - critic_l(real_l).mean()
+        d_loss = d_loss + config.gp_lambda * (gradient_penalty(critic_g, real_g, fake_g, gp_rng, m)
+                                              + gradient_penalty(critic_l, real_l, fake_l, gp_rng))  # fmt: skip
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
+        return d_loss.detach()
 
-        # generator: discounted L1 on the supervised background, L1 outside the hole, and the critics' scores
-        supervised = weights.sum().clamp_min(1e-6)
-        l1 = config.coarse_alpha * ((x - coarse).abs() * weights).sum() / supervised / 3
-        l1 = l1 + ((x - refined).abs() * weights).sum() / supervised / 3
+    generator.train()
+    started = time.perf_counter()
+    from tqdm import tqdm
+
+    first = step
+    for step in tqdm(range(first, config.steps), initial=first, total=config.steps, desc="cagan train", unit="step"):
+        for _ in range(config.critic_steps - 1):  # critic-only updates on fresh batches (upstream: 5 per step)
+            with torch.no_grad():
+                x, m, *_, real_g, fake_g, real_l, fake_l = forward(data.draw(rng, config.batch_size))
+            critic_step(real_g, fake_g, real_l, fake_l, m)
+        draw = data.draw(rng, config.batch_size)
+        x, m, weights, coarse, refined, real_g, fake_g, real_l, fake_l = forward(draw)
+        d_loss = critic_step(real_g, fake_g.detach(), real_l, fake_l.detach(), m)
+
+        # generator: discounted L1 on the supervised background (a mean over the rectangles' pixels, as upstream
+        # averages over the local patch), L1 outside the hole, and the critics' scores
+        area = 3 * float(np.prod(draw.rects[:, 2:], axis=1).sum())
+        l1 = config.coarse_alpha * ((x - coarse).abs() * weights).sum() / area
+        l1 = l1 + ((x - refined).abs() * weights).sum() / area
         known = 1 - m
         ae = config.coarse_alpha * ((x - coarse).abs() * known).mean() + ((x - refined).abs() * known).mean()
         ae = ae / known.mean()

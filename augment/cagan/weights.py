@@ -78,6 +78,9 @@ def check_strict(state: dict[str, torch.Tensor], source: str, cnum: int = 32) ->
         lines = [f"{source}: not a complete DeepFill v1 generator (cnum={cnum})"]
         lines += [_listing(t, items) for t, items in (("missing", missing), ("extra", extra), ("wrong shape", wrong))
                   if items]  # fmt: skip
+        first = state.get("refine.xconv1.weight")
+        if first is not None and first.ndim == 4 and first.shape[1] == 3:
+            lines.append("  (xconv1 takes 3 input channels: a DeepFill v2 checkpoint? CAGAN is DeepFill v1)")
         raise WeightsError("\n".join(lines))
 
 
@@ -89,8 +92,6 @@ def _rename(found: dict[str, torch.Tensor], column: int, source: str) -> dict[st
     if missing or extra:
         lines = [f"{source}: the generator's tensors do not match the official DeepFill v1 (v1, cnum 32) names"]
         lines += [_listing(t, items) for t, items in (("missing", missing), ("extra", extra)) if items]
-        if any("xconv1" in k for k in found) and any(tuple(v.shape)[:3] == (5, 5, 3) for v in found.values()):
-            lines.append("  (this looks like a DeepFill v2 checkpoint; CAGAN is DeepFill v1)")
         raise WeightsError("\n".join(lines))
     return {table[k]: v for k, v in found.items()}
 
