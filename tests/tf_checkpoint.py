@@ -20,12 +20,12 @@ DT_STRING = 7
 def crc32c(data: bytes, crc: int = 0) -> int:
     """crc32c, bit by bit (slow, but obviously the Castagnoli polynomial); ``crc`` continues a previous result.
 
-    Payloads over 64 KiB (real-sized weights) go to the ``crc32c`` package instead: the bit loop would take minutes.
+    Payloads over 64 KiB (real-sized weights) go to ``google-crc32c`` instead: the bit loop would take minutes.
     """
     if len(data) > 1 << 16:
-        import crc32c as fast
+        import google_crc32c
 
-        return fast.crc32c(data, crc)
+        return google_crc32c.extend(crc, data)
     crc ^= 0xFFFFFFFF
     for byte in data:
         crc ^= byte
