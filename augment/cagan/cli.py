@@ -52,7 +52,7 @@ def import_(
 def train(
     shards: Path = typer.Option(..., help="A build folder: trains on its train split, evaluates on its val split."),
     out: Path = typer.Option(..., "--out", help="The safetensors file to write (cagan_weights/NAME.safetensors)."),
-    preset: Preset = typer.Option(Preset.demo, help="tiny (tests), demo (CPU, minutes) or full (256 px, GPU)."),
+    preset: Preset = typer.Option(Preset.full, help="full (official network, 256 px; GPU), demo (CPU, minutes), tiny."),
     steps: int | None = typer.Option(None, min=1, help="Training steps [default: the preset's]."),
     batch_size: int | None = typer.Option(None, min=1, help="Images per step [default: the preset's]."),
     size: int | None = typer.Option(None, min=8, help="Working side, a multiple of 8 [default: as stored]."),
