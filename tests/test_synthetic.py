@@ -88,6 +88,18 @@ def test_families_differ_by_texture_not_by_colour(data) -> None:
     assert (nearest == families).mean() < 0.6  # colour alone is a poor guide to the family
 
 
+def test_every_family_is_two_tone_and_half_dark() -> None:
+    """All families share a colour histogram (two tones, half the area each), so F(shuffle) leaves no cue."""
+    from augment.datasets.synthetic import background
+
+    for family in range(len(BACKGROUNDS)):
+        dark = []
+        for seed in range(40):
+            g = background(family, 48, np.random.default_rng(seed)).mean(axis=2)
+            dark.append((g < (g.min() + g.max()) / 2).mean())
+        assert abs(np.mean(dark) - 0.5) < 0.03, (BACKGROUNDS[family], np.mean(dark))
+
+
 def test_bad_parameters_are_named() -> None:
     with pytest.raises(ValueError, match=r"--bias: got 1.5, expected a probability in \[0, 1\]"):
         get_dataset("synthetic", bias=1.5)
