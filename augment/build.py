@@ -26,7 +26,7 @@ from augment.datasets.files import ON_ERROR
 from augment.infill.mixed_rand import Donor
 from augment.read import SourceError
 from augment.rng import sample_rng
-from augment.shards import write_shard
+from augment.shards import sha256_file, write_shard
 
 MAX_DONOR_DRAWS = 20
 DEVICES = ("auto", "cpu", "cuda")
@@ -337,10 +337,10 @@ def model_provenance(config: BuildConfig) -> dict[str, Any]:
     if not config.model_methods():
         return {}
     from augment.cagan.inpaint import resolve_device
-    from augment.cagan.weights import file_sha256, read_metadata
+    from augment.cagan.weights import read_metadata
 
     weights = Path(config.cagan_weights)
-    return {"cagan": {"weights": str(weights), "sha256": file_sha256(weights), "metadata": read_metadata(weights),
+    return {"cagan": {"weights": str(weights), "sha256": sha256_file(weights), "metadata": read_metadata(weights),
                       "device": str(resolve_device(config.device)), "batch_size": config.batch_size}}  # fmt: skip
 
 

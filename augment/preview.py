@@ -59,18 +59,26 @@ def preview(out: Path, dest: Path, split: str | None = None, rows: int = 8, cell
     records = pick_records(Path(out), splits[split]["shards"], rows, len(manifest["dataset"]["classes"]))
     if not records:
         raise ValueError(f"{out}/{split}: no annotated samples to preview")
-    font = ImageFont.load_default()
-    sheet = Image.new("RGB", (CAPTION_WIDTH + cell * len(columns), LABEL_HEIGHT + cell * len(records)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for c, name in enumerate(columns):
-        title = "original" if name == schema.IMAGE else name.removesuffix(".jpg").removesuffix(".png")
-        draw.text((CAPTION_WIDTH + c * cell + 2, 1), title, fill="black", font=font)
-    for r, (key, fields) in enumerate(records):
-        y = LABEL_HEIGHT + r * cell
+    titles = ["original" if n == schema.IMAGE else n.removesuffix(".jpg").removesuffix(".png") for n in columns]
+    sheet_rows = []
+    for key, fields in records:
         meta = json.loads(fields[schema.META])
-        draw.text((2, y + 2), f"{key}\n{meta['class_name']}", fill="black", font=font)
-        for c, name in enumerate(columns):
-            pixels = mask_cell(fields) if name == schema.MASK else encode.decode_image(fields[name])
+        cells = [mask_cell(fields) if n == schema.MASK else encode.decode_image(fields[n]) for n in columns]
+        sheet_rows.append((f"{key}\n{meta['class_name']}", cells))
+    return draw_sheet(titles, sheet_rows, dest, cell)
+
+
+def draw_sheet(titles: list[str], rows: list[tuple[str, list[np.ndarray]]], dest: Path, cell: int = 128) -> Path:
+    """A PNG grid: one column per title, one row per (caption, images); each image scaled to cell x cell."""
+    font = ImageFont.load_default()
+    sheet = Image.new("RGB", (CAPTION_WIDTH + cell * len(titles), LABEL_HEIGHT + cell * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, title in enumerate(titles):
+        draw.text((CAPTION_WIDTH + c * cell + 2, 1), title, fill="black", font=font)
+    for r, (caption, cells) in enumerate(rows):
+        y = LABEL_HEIGHT + r * cell
+        draw.text((2, y + 2), caption, fill="black", font=font)
+        for c, pixels in enumerate(cells):
             tile = Image.fromarray(pixels).resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(tile, (CAPTION_WIDTH + c * cell, y))
     dest = Path(dest)

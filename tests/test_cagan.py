@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from augment.cagan import net, weights
 from augment.cagan.inpaint import Inpainter
 from augment.cli import app
+from augment.shards import sha256_file
 
 # The official checkpoint's generator, as listed in the DeepFill v1 release (TF kernels are HWIO).
 _C = 128
@@ -344,7 +345,7 @@ def test_build_with_cagan_is_batched_deterministic_and_recorded(tmp_path: Path) 
 
     assert checksums(a) == checksums(b)
     assert "cf.cagan.jpg" in a["splits"]["train"]["fields"]
-    assert a["models"]["cagan"]["sha256"] == weights.file_sha256(weights_file)
+    assert a["models"]["cagan"]["sha256"] == sha256_file(weights_file)
     assert "--cagan-weights" in a["command"]
     assert runner.invoke(app, ["verify", str(tmp_path / "a")]).exit_code == 0
     info = runner.invoke(app, ["info", str(tmp_path / "a")])

@@ -37,7 +37,8 @@ def import_(
 ) -> None:
     """Convert upstream DeepFill v1 weights to our safetensors layout (strict: every tensor, right shapes)."""
     from augment.cagan.tfbundle import BundleError
-    from augment.cagan.weights import WeightsError, file_sha256, import_weights, save
+    from augment.cagan.weights import WeightsError, import_weights, save
+    from augment.shards import sha256_file
 
     try:
         state, kind = import_weights(src)
@@ -45,7 +46,7 @@ def import_(
         fail(str(e), 2)
     save(out, state, source=f"{kind}:{src.name}")
     typer.echo(f"wrote {len(state)} tensors ({sum(t.numel() for t in state.values()):,} parameters) from {src} "
-               f"to {out} (sha256 {file_sha256(out)[:12]})")  # fmt: skip
+               f"to {out} (sha256 {sha256_file(out)[:12]})")  # fmt: skip
 
 
 @app.command()

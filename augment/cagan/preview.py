@@ -9,11 +9,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from augment import encode, masks, schema
 from augment.infill import get_infill
-from augment.preview import CAPTION_WIDTH, LABEL_HEIGHT, pick_records
+from augment.preview import draw_sheet, pick_records
 
 COLUMNS = ("original", "hole", "cagan", "tile")
 
@@ -39,20 +38,11 @@ def preview(weights: Path, shards: Path, dest: Path, split: str = "val", rows: i
         names.append(f"{key}\n{meta['class_name']}")
     filled = get_infill("cagan").batch(images, holes, inpainter=cached(weights, device))
     tile = get_infill("tile").fill
-    font = ImageFont.load_default()
-    sheet = Image.new("RGB", (CAPTION_WIDTH + cell * len(COLUMNS), LABEL_HEIGHT + cell * len(images)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for c, title in enumerate(COLUMNS):
-        draw.text((CAPTION_WIDTH + c * cell + 2, 1), title, fill="black", font=font)
-    for r, (image, hole, done, name) in enumerate(zip(images, holes, filled, names, strict=True)):
-        y = LABEL_HEIGHT + r * cell
-        draw.text((2, y + 2), name, fill="black", font=font)
-        shown = np.where(hole[..., None], np.uint8(128), image)
-        cells = (image, shown, done, tile(image, hole, np.random.default_rng(0)))
-        for c, pixels in enumerate(cells):
-            tile_img = Image.fromarray(pixels).resize((cell, cell), Image.Resampling.NEAREST)
-            sheet.paste(tile_img, (CAPTION_WIDTH + c * cell, y))
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(dest)
-    return dest
+    sheet_rows = [
+        (
+            name,
+            [image, np.where(hole[..., None], np.uint8(128), image), done, tile(image, hole, np.random.default_rng(0))],
+        )
+        for image, hole, done, name in zip(images, holes, filled, names, strict=True)
+    ]
+    return draw_sheet(list(COLUMNS), sheet_rows, dest, cell)

@@ -16,7 +16,6 @@ and where it came from.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -141,14 +140,6 @@ def import_weights(src: Path) -> tuple[dict[str, torch.Tensor], str]:
             "checkpoint, snap-0.index, snap-0.data-00000-of-00001) or the PyTorch conversion torch_model.p"
         )
     return from_torch_conversion(src), "torch-conversion"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save(path: Path, state: dict[str, torch.Tensor], *, cnum: int = 32, size: int = DEFAULT_SIZE, source: str = "",
