@@ -1,16 +1,20 @@
 """``augment build``: read -> mask -> infill -> encode -> write, one shard per task, in parallel.
 
 Each split's samples are cut into shards of ``shard_size`` in dataset order. A task builds one shard from
-scratch (it loads its samples itself, so no pixels cross process boundaries), writes it under a temp name and
-renames it, and returns its count and sha256. Randomness is per sample (``augment.rng``), so the shards are
-byte-identical whatever ``workers`` is. The manifest is written last: a folder without one is an unfinished build.
+scratch (it opens the dataset and loads its samples itself, so no pixels or sample lists cross process boundaries),
+writes it under a temp name and renames it, records it in the journal and returns its count and sha256. Randomness
+is per sample (``augment.rng``), so the shards are byte-identical whatever runs them: one process, ``workers``
+local processes, a dask cluster, or slices (``shard_range``) merged later. The manifest is written last: a folder
+without one is an unfinished build, and running the same command again resumes it (``augment.journal``).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +24,8 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 import augment
-from augment import encode, infill, masks, schema
-from augment.datasets import Dataset, Sample, get_dataset
+from augment import encode, infill, journal, masks, schema
+from augment.datasets import DATASETS, Dataset, Sample, get_dataset
 from augment.datasets.files import ON_ERROR
 from augment.infill.mixed_rand import Donor
 from augment.read import SourceError
@@ -232,14 +236,54 @@ def load_donor(
     )
 
 
-def build_shard(
-    dataset: Dataset, config: BuildConfig, out: Path, split: str, index: int, start: int, stop: int,
-    augmented: bool, donors: Donors | None,
-) -> dict[str, Any]:  # fmt: skip
-    """Build one shard from samples ``start:stop`` of ``split``; runs in a worker process.
+# ---- one shard: the task a worker runs ----------------------------------------------------------------------------
 
-    Returns the shard's manifest entry plus what the build aggregates: per-label counts and skipped inputs.
+
+@dataclass
+class Job:
+    """What every task of one build needs in a worker process: the dataset and each split's donor index."""
+
+    dataset: Dataset
+    donors: dict[str, Donors | None]
+
+
+_JOBS: dict[str, Job] = {}  # this process's Job, keyed by the build config: made once, reused by its tasks
+
+
+def open_dataset(config: BuildConfig, factory: Callable[..., Dataset] | None = None) -> Dataset:
+    """The build's dataset. Workers get the registered ``factory`` itself, which also covers datasets that were
+    registered at run time (tests) and so are not in a fresh worker's registry."""
+    options = dict(seed=config.seed, image_size=config.image_size, on_error=config.on_error, **config.dataset_options)
+    return get_dataset(config.dataset, **options) if factory is None else factory(**options)
+
+
+def job_for(config: BuildConfig, factory: Callable[..., Dataset] | None, dataset: Dataset | None = None) -> Job:
+    """This process's Job for ``config``, made on first use: only the small config crosses process boundaries, never
+    the dataset's sample list or the donor arrays, which grow with the dataset."""
+    key = json.dumps(asdict(config), sort_keys=True, default=str)
+    if key not in _JOBS:
+        _JOBS.clear()
+        dataset = dataset or open_dataset(config, factory)
+        donors = {}
+        for split, plan in dataset.splits().items():
+            labels = np.array([r.label for r in plan.refs], dtype=np.int64)
+            annotated = np.array([r.annotated for r in plan.refs], dtype=bool)
+            # mixed-rand donors must have an object rectangle to tile over, or their object would leak in
+            donors[split] = Donors.of(labels, annotated) if plan.augment and config.factual else None
+        _JOBS[key] = Job(dataset, donors)
+    return _JOBS[key]
+
+
+def build_shard(
+    config: BuildConfig, factory: Callable[..., Dataset] | None, out: Path, task: journal.Task, augmented: bool
+) -> dict[str, Any]:
+    """Build one shard from samples ``task.start:task.stop``; runs in a worker process (or on a dask worker).
+
+    Writes the shard (temp name, then rename), then its journal record, and returns the record: the shard's manifest
+    entry plus per-label counts, skipped inputs and the encoder versions the bytes came from.
     """
+    job = job_for(config, factory)
+    dataset, donors, split = job.dataset, job.donors[task.split], task.split
     labels: Counter[int] = Counter()
     rejects: list[dict[str, str]] = []
 
@@ -261,8 +305,8 @@ def build_shard(
     step = config.batch_size if augmented and config.model_methods() else 1
 
     def records():
-        for first in range(start, stop, step):
-            loaded = [(i, guarded(i, dataset.load, split, i)) for i in range(first, min(first + step, stop))]
+        for first in range(task.start, task.stop, step):
+            loaded = [(i, guarded(i, dataset.load, split, i)) for i in range(first, min(first + step, task.stop))]
             loaded = [(i, sample) for i, sample in loaded if sample is not None]
             fills = fill_models([s for _, s in loaded], config) if augmented else {}
             for i, sample in loaded:
@@ -272,9 +316,36 @@ def build_shard(
                 labels[sample.label] += 1
                 yield record
 
-    info = write_shard(out / schema.shard_path(split, index), records())
-    return {"split": split, "index": index, "attempted": stop - start, "labels": labels, "rejects": rejects,
-            "shard": {"path": schema.shard_path(split, index), **info}}  # fmt: skip
+    info = write_shard(out / task.path, records())
+    done = {"task": task.name, "attempted": task.stop - task.start, "labels": journal.label_counts(labels),
+            "rejects": rejects, "shard": {"path": task.path, **info}, "environment": schema.environment()}  # fmt: skip
+    journal.record_done(out, task, done)
+    return done
+
+
+def run_tasks(calls: list[tuple], workers: int, scheduler: str | None) -> Iterator[dict[str, Any]]:
+    """Run ``build_shard(*args)`` for every args tuple, yielding results as they finish: on local processes (joblib's
+    loky backend), or on the dask.distributed cluster at ``scheduler``."""
+    if scheduler is None:
+        yield from Parallel(n_jobs=workers, return_as="generator_unordered")(delayed(build_shard)(*a) for a in calls)
+        return
+    from distributed import Client, as_completed
+
+    try:
+        client = Client(scheduler, timeout="20s")
+    except OSError as e:
+        raise BuildError(f"--scheduler {scheduler}: no dask scheduler answered ({e}); start one with `dask scheduler` "
+                         f"and workers with `dask worker {scheduler}`, then build again") from None  # fmt: skip
+    with client:
+        futures = [client.submit(build_shard, *a, pure=False) for a in calls]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            client.cancel(futures)
+
+
+# ---- the output folder ----------------------------------------------------------------------------------------------
 
 
 def check_unique_keys(plans: dict) -> None:
@@ -289,37 +360,85 @@ def check_unique_keys(plans: dict) -> None:
 
 
 def our_files(out: Path) -> list[Path]:
-    """Everything a build writes into ``out``: manifest, rejects, shards, and their temp files."""
-    found = [out / schema.MANIFEST, out / schema.REJECTS, *out.glob("*.tmp"), *out.glob("*/shard-*.tar*")]
+    """Everything a build writes into ``out``: manifest, rejects, shards, their temp files, and the journal."""
+    found = [out / schema.MANIFEST, out / schema.REJECTS, *out.glob("*.tmp"), *out.glob("*/shard-*.tar*"),
+             *journal.journal(out).rglob("*")]  # fmt: skip
     return [p for p in found if p.is_file()]
 
 
 def remove_build(out: Path) -> None:
-    """Remove what a build wrote into ``out``, and the split folders that become empty."""
+    """Remove what a build wrote into ``out``, and the folders that become empty."""
     for p in our_files(out):
         p.unlink()
-    for d in out.iterdir():
-        if d.is_dir() and not any(d.iterdir()):
+    for d in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
             d.rmdir()
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless ``overwrite``; then remove only what an earlier build wrote."""
+@dataclass
+class Resume:
+    """What ``prepare_out`` found: the records of shards to keep, and the manifest when the build was finished."""
+
+    keep: dict[str, dict[str, Any]] = field(default_factory=dict)
+    manifest: dict[str, Any] | None = None
+
+
+def prepare_out(out: Path, plan: journal.Plan, overwrite: bool, sliced: bool) -> Resume:
+    """Start fresh in an empty ``out``, resume a build of the same plan there, or refuse.
+
+    Only an ``out`` holding nothing but files of a build is ever touched; ``overwrite`` replaces such a build.
+    """
     if out.exists() and not out.is_dir():
         raise OutFolderError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     files = [p for p in out.rglob("*") if not p.is_dir()]
-    if not files:  # empty, or only empty folders (a build killed before its first shard)
+    if set(files) - set(our_files(out)):
+        raise OutFolderError(f"--out {out}: folder holds files that are not an augment build; refusing to touch it"
+                             if overwrite else f"--out {out}: folder is not empty (it holds files); choose another "
+                             "folder")  # fmt: skip
+    if files and overwrite:
+        if sliced:
+            raise OutFolderError(f"--out {out}: --overwrite with --shard-range would delete the other slices' shards; "
+                                 "empty the folder first")  # fmt: skip
         remove_build(out)
-        return
-    ours = our_files(out)
-    if not overwrite:
-        what = "an earlier build" if (out / schema.MANIFEST).exists() else "an unfinished build" if ours else "files"
-        raise OutFolderError(f"--out {out}: folder is not empty (it holds {what}); pass --overwrite to replace a "
-                             "build there, or choose another folder")  # fmt: skip
-    if not ours:
-        raise OutFolderError(f"--out {out}: folder holds files that are not an augment build; refusing to touch it")
-    remove_build(out)
+        files = []
+    if not files:
+        remove_build(out)  # empty split folders of a build killed before its first shard
+        journal.write_plan(out, plan)
+        return Resume()
+
+    finished = (out / schema.MANIFEST).is_file()
+    if finished:
+        try:
+            manifest = schema.read_manifest(out)
+        except ValueError as e:
+            raise OutFolderError(f"{e}; pass --overwrite to replace the build") from None
+        stored = journal.Plan({k: manifest.get(k) for k in plan.header}, [], {}, [])
+        changes = stored.same_as(journal.Plan(plan.header, [], {}, []))
+        listed = {s["path"]: s for info in manifest["splits"].values() for s in info["shards"]}
+        if not changes and sorted(listed) != sorted(t.path for t in plan.tasks):
+            changes = ["the shard plan (samples per shard or per split)"]
+    else:
+        stored = journal.read_plan(out)
+        if stored is None:
+            raise OutFolderError(f"--out {out}: holds an unfinished build without a plan (from an older version of "
+                                 "augment?); pass --overwrite to replace it")  # fmt: skip
+        changes = stored.same_as(plan)
+    if changes:
+        what = "an earlier build" if finished else "an unfinished build"
+        raise OutFolderError(
+            f"--out {out}: folder is not empty (it holds {what} of another command; differs in "
+            f"{'; '.join(changes[:4])}{'; ...' if len(changes) > 4 else ''}); pass --overwrite to replace it, or "
+            "choose another folder"
+        )
+    if finished:  # a finished build of this very command: keep every intact shard, rebuild damaged ones
+        keep = {t.name: {"shard": listed[t.path]} for t in plan.tasks if journal.intact(out, {"shard": listed[t.path]})}
+        return Resume(keep, manifest)
+    keep = {name: r for name, r in journal.read_done(out).items() if journal.intact(out, r)}
+    return Resume(keep)
+
+
+# ---- the build ------------------------------------------------------------------------------------------------------
 
 
 def git_sha() -> str | None:
@@ -344,66 +463,16 @@ def model_provenance(config: BuildConfig) -> dict[str, Any]:
                       "device": str(resolve_device(config.device)), "batch_size": config.batch_size}}  # fmt: skip
 
 
-def build(
-    out: Path, config: BuildConfig, *, workers: int = 1, overwrite: bool = False, command: str = "",
-    argv: list[str] | None = None, progress: bool = True,
-) -> dict[str, Any]:  # fmt: skip
-    """Run a whole build into ``out`` and return its manifest."""
-    config.validate()
-    dataset = get_dataset(
-        config.dataset, seed=config.seed, image_size=config.image_size, on_error=config.on_error,
-        **config.dataset_options,
-    )  # fmt: skip
+def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Plan:
+    """The manifest header and one task per shard, in split order, then shard order."""
     plans = dataset.splits()
     check_unique_keys(plans)
-    prepare_out(out, overwrite)
-
-    tasks, split_info = [], {}
-    for split, plan in plans.items():
-        labels = np.array([r.label for r in plan.refs], dtype=np.int64)
-        annotated = np.array([r.annotated for r in plan.refs], dtype=bool)
-        # mixed-rand donors must have an object rectangle to tile over, or their object would leak in
-        donors = Donors.of(labels, annotated) if plan.augment and config.factual else None
-        for index, start in enumerate(range(0, len(plan.refs), config.shard_size)):
-            stop = min(start + config.shard_size, len(plan.refs))
-            tasks.append(delayed(build_shard)(dataset, config, out, split, index, start, stop, plan.augment, donors))
-        split_info[split] = {
-            "augmented": plan.augment,
-            "num_samples": 0,
-            "per_class": dict.fromkeys(dataset.classes, 0),
-            "fields": schema.record_fields(True, plan.augment, config.infill, config.factual, config.copies),
-            "shards": [],
-        }
-
-    rejects = list(getattr(dataset, "rejects", []))  # found while scanning the source
-    results = []
-    attempted = sum(len(p.refs) for p in plans.values())
-    try:
-        with tqdm(total=attempted, unit="img", desc=f"augment build {config.dataset}", disable=not progress) as bar:
-            for result in Parallel(n_jobs=workers, return_as="generator_unordered")(tasks):
-                results.append(result)
-                bar.update(result["attempted"])
-    except BaseException:
-        remove_build(out)  # a failed build leaves the folder as it found it (joblib has stopped its workers)
-        raise
-    for result in sorted(results, key=lambda r: (list(plans).index(r["split"]), r["index"])):
-        info = split_info[result["split"]]
-        info["shards"].append(result["shard"])
-        info["num_samples"] += result["shard"]["num_samples"]
-        for label, n in result["labels"].items():
-            info["per_class"][dataset.classes[label]] += n
-        rejects.extend(result["rejects"])
-    if rejects:
-        schema.write_rejects(out, rejects)
-    total = sum(s["num_samples"] for s in split_info.values())
-
-    manifest = {
+    header = {
         "format": schema.FORMAT,
         "format_version": schema.FORMAT_VERSION,
         "tool": {"name": "augment", "version": augment.__version__, "git_sha": git_sha()},
         "command": command,
-        "argv": argv or [],
-        "options": asdict(config),
+        "options": json.loads(json.dumps(asdict(config))),
         "seed": config.seed,
         "dataset": {
             "name": dataset.name,
@@ -415,10 +484,109 @@ def build(
         "methods": {"cf": config.infill, "f": config.factual, "copies": config.copies},
         "encoding": schema.encoding(),
         "environment": schema.environment(),
-        "num_samples": total,
-        "rejects": {"count": len(rejects), "file": schema.REJECTS if rejects else None},
         "models": model_provenance(config),
-        "splits": split_info,
     }
-    schema.write_manifest(out, manifest)
-    return manifest
+    tasks, splits = [], {}
+    for split, plan in plans.items():
+        for index, start in enumerate(range(0, len(plan.refs), config.shard_size)):
+            tasks.append(journal.Task(split, index, start, min(start + config.shard_size, len(plan.refs))))
+        fields = schema.record_fields(True, plan.augment, config.infill, config.factual, config.copies)
+        splits[split] = {"augmented": plan.augment, "fields": fields}
+    rejects = list(getattr(dataset, "rejects", []))  # found while scanning the source
+    return journal.Plan(json.loads(json.dumps(header)), tasks, splits, rejects)
+
+
+def parse_shard_range(text: str | None, total: int) -> tuple[int, int] | None:
+    """``A:B`` (B exclusive, ``A:`` = to the end) -> (A, B), checked against the build's number of shards."""
+    if text is None:
+        return None
+    try:
+        a, b = text.split(":")
+        start, stop = int(a), int(b) if b else total
+    except ValueError:
+        raise ValueError(f"--shard-range: got {text!r}, expected START:STOP, e.g. 0:{total}") from None
+    if not 0 <= start < stop <= total:
+        raise ValueError(f"--shard-range {text}: the build has {total} shards, numbered 0:{total}; "
+                         "expected 0 <= START < STOP <= that")  # fmt: skip
+    return start, stop
+
+
+def build(
+    out: Path, config: BuildConfig, *, workers: int = 1, overwrite: bool = False, command: str = "",
+    progress: bool = True, scheduler: str | None = None, shard_range: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Run a build into ``out`` and return its manifest (for a ``shard_range`` slice: a summary of the slice).
+
+    Resumable: a build of the same plan found in ``out`` keeps its intact shards (see :mod:`augment.journal`).
+    """
+    config.validate()
+    out = Path(out).absolute()  # dask workers may run elsewhere: they need the shared path, not ours
+    dataset = open_dataset(config)  # an unknown name or option fails here, listing the valid ones
+    factory = DATASETS[config.dataset].factory
+    plan = make_plan(config, dataset, command)
+    job_for(config, factory, dataset)  # this process's tasks (workers=1) reuse the dataset scanned above
+    selected = parse_shard_range(shard_range, len(plan.tasks)) or (0, len(plan.tasks))
+    resume = prepare_out(out, plan, overwrite, sliced=shard_range is not None)
+    mine = plan.tasks[selected[0] : selected[1]]
+    todo = [t for t in mine if t.name not in resume.keep]
+    journal.remove_temp_files(out, todo)
+    records = dict(resume.keep)
+
+    calls = [(config, factory, out, t, plan.splits[t.split]["augmented"]) for t in todo]
+    attempted = sum(t.stop - t.start for t in todo)
+    desc = f"augment build {config.dataset}" + (f" (resuming: {len(mine) - len(todo)} shards kept)" if resume.keep
+                                                else "")  # fmt: skip
+    try:
+        with tqdm(total=attempted, unit="img", desc=desc, disable=not progress or not todo) as bar:
+            for record in run_tasks(calls, workers, scheduler):
+                if record["environment"] != plan.header["environment"]:
+                    raise BuildError(f"{record['shard']['path']}: built with {record['environment']}, but the build "
+                                     f"started with {plan.header['environment']}; the bytes would differ: give every "
+                                     "worker the same versions")  # fmt: skip
+                records[record["task"]] = record
+                bar.update(record["attempted"])
+    except BaseException as e:
+        journal.remove_temp_files(out, todo)  # of tasks whose workers joblib stopped mid-shard
+        if not isinstance(e, BuildError):
+            raise
+        kept = len(journal.read_done(out))
+        raise BuildError(f"{e}. {kept} finished shards are kept in {out}: re-running the same command resumes "
+                         "(after changing the source or the options, pass --overwrite)") from e  # fmt: skip
+
+    if resume.manifest is not None:  # a finished build run again: rebuilt shards must match their manifest entries
+        listed = {s["path"]: s["sha256"] for info in resume.manifest["splits"].values() for s in info["shards"]}
+        for task in todo:
+            if records[task.name]["shard"]["sha256"] != listed[task.path]:
+                raise BuildError(f"{out / task.path}: rebuilt, but its sha256 differs from {schema.MANIFEST}; this "
+                                 "machine does not reproduce the build (compare the environment in `augment info "
+                                 "--json`)")  # fmt: skip
+        shutil.rmtree(journal.journal(out), ignore_errors=True)
+        return resume.manifest
+    if shard_range is not None:
+        done = {n for n, r in journal.read_done(out).items() if n in {t.name for t in plan.tasks}}
+        return {"slice": list(selected), "built": len(todo), "kept": len(mine) - len(todo),
+                "shards_done": len(done), "shards_total": len(plan.tasks),
+                "samples": sum(records[t.name]["shard"]["num_samples"] for t in mine)}  # fmt: skip
+    return journal.finish(out, plan, records)
+
+
+def merge(out: Path) -> dict[str, Any]:
+    """Write the manifest of a build made in slices (``--shard-range``), once every slice is done."""
+    out = Path(out)
+    plan = journal.read_plan(out)
+    if plan is None:
+        if (out / schema.MANIFEST).is_file():
+            return schema.read_manifest(out)  # merged already
+        raise BuildError(f"{out}: no build plan ({journal.JOURNAL}/{journal.PLAN}); expected the --out folder of "
+                         "`augment build --shard-range ...`")  # fmt: skip
+    records = journal.read_done(out)
+    done = {t.name for t in plan.tasks if journal.intact(out, records.get(t.name))}
+    if len(done) < len(plan.tasks):
+        raise BuildError(f"{out}: {len(plan.tasks) - len(done)} of {len(plan.tasks)} shards are not built or fail "
+                         f"their checksum; build them with --shard-range {journal.missing_ranges(plan, done)} "
+                         "(the same command otherwise), then merge again")  # fmt: skip
+    for task in plan.tasks:
+        if records[task.name]["environment"] != plan.header["environment"]:
+            raise BuildError(f"{out / task.path}: built with {records[task.name]['environment']}, other shards with "
+                             f"{plan.header['environment']}; rebuild it where the versions match")  # fmt: skip
+    return journal.finish(out, plan, records)

@@ -128,10 +128,26 @@ def build(
     batch_size: int = typer.Option(16, min=1, help="Images per model call for model infills (cagan)."),
     shard_size: int = typer.Option(1000, min=1, help="Samples per shard."),
     workers: int | None = typer.Option(None, min=1, help="Parallel worker processes [default: all cores]."),
-    overwrite: bool = typer.Option(False, help="Replace an earlier build in --out (other files are left alone)."),
+    scheduler: str | None = typer.Option(
+        None,
+        help="Run the shard tasks on the dask.distributed cluster at this address (tcp://HOST:PORT) instead of "
+        "local processes; --out and the source must be on a path every worker sees.",
+    ),
+    shard_range: str | None = typer.Option(
+        None,
+        help="Build only shards START:STOP of the build's global shard list (STOP exclusive), e.g. one slice per "
+        "array job into one shared --out; then `augment merge OUT` writes the manifest.",
+    ),
+    overwrite: bool = typer.Option(
+        False, help="Replace an earlier build of another command in --out (other files are left alone)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Build CF/F shards of a dataset, with a manifest that makes the build reproducible and verifiable."""
+    """Build CF/F shards of a dataset, with a manifest that makes the build reproducible and verifiable.
+
+    Re-running the same command resumes an interrupted build (even one killed with SIGKILL): it keeps every shard
+    whose sha256 matches its record and rebuilds the rest, ending byte-identical to an uninterrupted build.
+    """
     from augment.build import BuildConfig, BuildError, OutFolderError
     from augment.build import build as run_build
     from augment.read import SourceError
@@ -175,7 +191,7 @@ def build(
     try:
         manifest = run_build(
             out, config, workers=workers or os.cpu_count() or 1, overwrite=overwrite, command=command,
-            argv=sys.argv, progress=not quiet,
+            progress=not quiet, scheduler=scheduler, shard_range=shard_range,
         )  # fmt: skip
     except OutFolderError as e:
         fail(str(e), 2)
@@ -185,6 +201,14 @@ def build(
         fail(str(e), 2)
     except SourceError as e:  # a bad input found while scanning the dataset
         fail(f"{e} (pass --on-error skip to record bad inputs in rejects.jsonl and go on)")
+    if shard_range is not None:
+        m = manifest
+        rest = (f"all {m['shards_total']} shards are built: run `augment merge {out}`" if m["shards_done"] ==
+                m["shards_total"] else f"{m['shards_done']} of {m['shards_total']} shards are built; when all are, "
+                f"run `augment merge {out}`")  # fmt: skip
+        typer.echo(f"built shards {m['slice'][0]}:{m['slice'][1]} ({m['built']} built, {m['kept']} kept, "
+                   f"{m['samples']} samples) in {out}; {rest}")  # fmt: skip
+        return
     shards = sum(len(s["shards"]) for s in manifest["splits"].values())
     skipped = manifest["rejects"]["count"]
     note = f"; skipped {skipped} bad inputs, listed in {out / schema.REJECTS}" if skipped else ""
@@ -192,15 +216,46 @@ def build(
 
 
 @app.command()
+def merge(
+    out: Path = typer.Argument(..., help="The shared --out folder of a build made in slices with --shard-range."),
+) -> None:
+    """Write the manifest of a build made in slices, once every slice is done (else name the missing ranges)."""
+    from augment.build import BuildError
+    from augment.build import merge as run_merge
+
+    try:
+        manifest = run_merge(out)
+    except (BuildError, ValueError) as e:
+        fail(str(e))
+    shards = sum(len(s["shards"]) for s in manifest["splits"].values())
+    typer.echo(f"merged {manifest['num_samples']} samples in {shards} shards: {out / schema.MANIFEST}")
+
+
+@app.command()
 def info(
     out: Path = typer.Argument(..., help="A build folder (holds manifest.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
+    diff: Path | None = typer.Option(
+        None,
+        "--diff",
+        help="Another build folder: list how the two builds differ (options, source fingerprint, "
+        "tool, environment, counts, shards); exit 0 when they are the same, 1 when they differ.",
+    ),
 ) -> None:
-    """What a build holds: provenance, methods, fields, and counts per split and class."""
+    """What a build holds: provenance, methods, fields, and counts per split and class; or, with --diff, how two
+    builds differ."""
     try:
         manifest = schema.read_manifest(out)
+        other = schema.read_manifest(diff) if diff is not None else None
     except (OSError, ValueError) as e:
         fail(str(e))
+    if other is not None:
+        from augment.diff import diff_builds
+
+        lines = diff_builds(other, manifest)
+        typer.echo(f"A = {diff}\nB = {out}")
+        typer.echo("\n".join(lines) if lines else "the builds are the same: same options, source, tool and shards")
+        raise typer.Exit(1 if lines else 0)
     if as_json:
         typer.echo(json.dumps(manifest, indent=2, sort_keys=True))
         return

@@ -13,7 +13,7 @@ import pytest
 import webdataset as wds
 from conftest import index_value
 
-from augment import encode, schema
+from augment import encode, journal, schema
 from augment.build import BuildConfig, BuildError, Donors, build
 from augment.masks import mask_to_box
 from augment.shards import iter_records, write_shard
@@ -156,20 +156,23 @@ def test_verify_reports_a_stray_shard_and_a_missing_manifest(tmp_path: Path, bui
     assert "no manifest" in verify(out, progress=False)[0][0]
 
 
-def test_refuses_a_non_empty_out_unless_told(tmp_path: Path) -> None:
+def test_out_folder_rules_refuse_foreign_files_and_other_commands_and_rerun_the_same_one(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(BuildError, match=r"not empty \(it holds files\); pass --overwrite"):
+    with pytest.raises(BuildError, match=r"not empty \(it holds files\); choose another folder"):
         run(out)
     with pytest.raises(BuildError, match="not an augment build"):
         build(out, BuildConfig(**CONFIG), overwrite=True, progress=False)
     (out / "notes.txt").unlink()
-    run(out)
-    with pytest.raises(BuildError, match=r"not empty \(it holds an earlier build\)"):
-        run(out)
+    first = run(out)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.tar")}
+    assert run(out) == first  # the same command again: every shard checks out, nothing is rewritten
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.tar")} == stamps and not (out / ".build").exists()
+    with pytest.raises(BuildError, match=r"holds an earlier build of another command; differs in options.seed: 0 -> 1"):
+        run(out, seed=1)
     (out / schema.MANIFEST).unlink()
-    with pytest.raises(BuildError, match=r"not empty \(it holds an unfinished build\)"):
+    with pytest.raises(BuildError, match=r"unfinished build without a plan"):
         run(out)
     rebuilt = build(out, BuildConfig(**{**CONFIG, "shard_size": 11}), overwrite=True, progress=False)
     assert sorted(p.name for p in out.glob("train/*")) == ["shard-000000.tar"]  # old shards gone
@@ -177,13 +180,20 @@ def test_refuses_a_non_empty_out_unless_told(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_failing_sample_stops_the_build_naming_it_and_leaves_nothing_behind(tmp_path: Path, workers: int) -> None:
+def test_a_failing_sample_stops_the_build_naming_it_and_keeps_the_finished_shards(tmp_path: Path, workers: int) -> None:
     out = tmp_path / "out"
-    with pytest.raises(BuildError, match="train sample 5 of indexed: OSError: disk on fire"):
+    with pytest.raises(BuildError, match="train sample 5 of indexed: OSError: disk on fire.* re-running the same "
+                       "command resumes"):  # fmt: skip
         run(out, workers=workers, dataset_options={"fail_at": 5})
-    assert not (out / schema.MANIFEST).exists()
-    assert [p for p in out.rglob("*")] == []  # no .tmp, no half-built split folders
-    run(out, workers=workers)  # and the same folder builds fine afterwards, without --overwrite
+    assert not (out / schema.MANIFEST).exists() and not list(out.rglob("*.tmp"))
+    done = journal.read_done(out)
+    assert {f"{p.parent.name}-{p.stem[6:]}" for p in out.glob("*/shard-*.tar")} == set(done)  # each one recorded
+    assert all(journal.intact(out, r) for r in done.values()) and "train-000001" not in done
+    assert workers == 2 or "train-000000" in done  # one process: the shard before the failing one is finished
+    with pytest.raises(BuildError, match="holds an unfinished build of another command; differs in options"):
+        run(out, workers=workers)  # the source changed (here: an option): the kept shards may not belong to it
+    manifest = build(out, BuildConfig(**{**CONFIG, "shard_size": 4}), overwrite=True, workers=workers, progress=False)
+    assert verify(out, progress=False)[0] == [] and manifest["num_samples"] == 22
 
 
 def test_donors_are_always_of_another_class_and_cover_them_all() -> None:

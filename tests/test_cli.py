@@ -107,8 +107,11 @@ def test_bad_options_exit_2_listing_the_valid_choices(tmp_path: Path, args: list
 def test_a_method_twice_and_a_non_empty_out_exit_2(demo: Path, tmp_path: Path) -> None:
     result = invoke("build", "--out", tmp_path / "x", "--infill", "tile", "--infill", "tile")
     assert result.exit_code == 2 and "'tile' given twice" in result.output
-    result = invoke(*BUILD, "--out", demo)
-    assert result.exit_code == 2 and "not empty (it holds an earlier build); pass --overwrite" in result.output
+    result = invoke(*BUILD, "--out", demo)  # the same command again: nothing to do
+    assert result.exit_code == 0 and "wrote" in result.output
+    result = invoke(*BUILD, "--seed", "7", "--out", demo)
+    assert result.exit_code == 2 and "holds an earlier build of another command; differs in" in result.output
+    assert "options.seed: 0 -> 7" in result.output and "pass --overwrite" in result.output
 
 
 def test_info_and_verify_on_a_folder_without_manifest(tmp_path: Path) -> None:

@@ -1,0 +1,186 @@
+"""The build journal in ``<out>/.build/``: what makes a build resumable, sliceable and mergeable.
+
+- ``plan.json``: the build's header (every manifest key fixed before the first pixel: options, source
+  fingerprint, tool, encoder versions, ...) and its task list, one task per shard in a fixed global order.
+- ``done/<split>-NNNNNN.json``: one record per finished shard (path, count, bytes, sha256, labels, rejects), written
+  atomically by the worker right after the shard's own atomic rename.
+
+Re-running the same command keeps every shard whose file matches its record and rebuilds the rest, so a build
+killed at any moment (SIGKILL included) ends byte-identical to an uninterrupted one. ``--shard-range`` builds a
+slice of the tasks; ``augment merge`` writes the manifest once every slice is done. The manifest is assembled from
+the header and the records in task order, so it is the same bytes however the work was cut or scheduled. Once it is
+written, ``.build/`` is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from augment import schema
+from augment.shards import sha256_file
+
+JOURNAL = ".build"
+PLAN = "plan.json"
+DONE = "done"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One shard: samples ``start:stop`` of ``split``, stored as shard number ``index`` of that split."""
+
+    split: str
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def path(self) -> str:
+        return schema.shard_path(self.split, self.index)
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.index:06d}"
+
+
+@dataclass
+class Plan:
+    """Everything decided before building: the manifest header, the tasks, per-split facts, scan-time rejects."""
+
+    header: dict[str, Any]
+    tasks: list[Task]
+    splits: dict[str, dict[str, Any]]  # split -> {"augmented": bool, "fields": [...]}
+    scan_rejects: list[dict[str, str]]  # bad inputs found while scanning the source
+
+    def to_json(self) -> dict[str, Any]:
+        return {"header": self.header, "tasks": [[t.split, t.index, t.start, t.stop] for t in self.tasks],
+                "splits": self.splits, "scan_rejects": self.scan_rejects}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        return cls(data["header"], [Task(*t) for t in data["tasks"]], data["splits"], data["scan_rejects"])
+
+    def same_as(self, other: Plan) -> list[str]:
+        """How ``other`` differs from this plan (empty: the same build)."""
+        from augment.diff import diff_dicts
+
+        changes = diff_dicts(self.header, other.header)
+        if not changes and self.to_json() != other.to_json():
+            changes.append("the shard plan (samples per shard or per split)")
+        return changes
+
+
+def journal(out: Path) -> Path:
+    return Path(out) / JOURNAL
+
+
+def atomic_json(path: Path, data: Any) -> None:
+    """Write JSON via a temp name unique to this process, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(data, indent=1) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_plan(out: Path, plan: Plan) -> None:
+    atomic_json(journal(out) / PLAN, plan.to_json())
+
+
+def read_plan(out: Path) -> Plan | None:
+    path = journal(out) / PLAN
+    if not path.is_file():
+        return None
+    try:
+        return Plan.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: unreadable build plan ({e}); pass --overwrite to start the build again") from None
+
+
+def record_done(out: Path, task: Task, record: dict[str, Any]) -> None:
+    """Called by the worker once the shard has its final name."""
+    atomic_json(journal(out) / DONE / f"{task.name}.json", record)
+
+
+def read_done(out: Path) -> dict[str, dict[str, Any]]:
+    """Task name -> record, for every readable record (a record is written whole or not at all)."""
+    records = {}
+    for path in sorted((journal(out) / DONE).glob("*.json")):
+        try:
+            records[path.stem] = json.loads(path.read_text())
+        except ValueError:
+            continue  # cannot happen with atomic writes; if it does, the shard is rebuilt
+    return records
+
+
+def intact(out: Path, record: dict[str, Any] | None) -> bool:
+    """Whether the shard a record describes is on disk with the recorded size and sha256."""
+    if not record:
+        return False
+    path = Path(out) / record["shard"]["path"]
+    return (
+        path.is_file()
+        and path.stat().st_size == record["shard"]["bytes"]
+        and sha256_file(path) == record["shard"]["sha256"]
+    )
+
+
+def remove_temp_files(out: Path, tasks: list[Task]) -> None:
+    """Temp files of these tasks' shards and records, left by a killed run (other slices' files are not touched)."""
+    for task in tasks:
+        for tmp in [*(Path(out) / task.split).glob(f"shard-{task.index:06d}.tar*.tmp"),
+                    *(journal(out) / DONE).glob(f"{task.name}.json.*.tmp")]:  # fmt: skip
+            tmp.unlink(missing_ok=True)
+
+
+def missing_ranges(plan: Plan, done: set[str]) -> str:
+    """Global task numbers without a finished shard, as ``--shard-range`` values: ``3:4 7:10``."""
+    ranges, start = [], None
+    for i, task in enumerate([*plan.tasks, None]):
+        missing = task is not None and task.name not in done
+        if missing and start is None:
+            start = i
+        elif not missing and start is not None:
+            ranges.append(f"{start}:{i}")
+            start = None
+    return " ".join(ranges)
+
+
+def assemble(plan: Plan, records: dict[str, dict[str, Any]], classes: list[str]) -> dict[str, Any]:
+    """The manifest: the header, then per-split counts and shard entries in task order."""
+    splits = {name: {"augmented": info["augmented"], "num_samples": 0, "per_class": dict.fromkeys(classes, 0),
+                     "fields": info["fields"], "shards": []} for name, info in plan.splits.items()}  # fmt: skip
+    rejects = list(plan.scan_rejects)
+    for task in plan.tasks:
+        record = records[task.name]
+        info = splits[task.split]
+        info["shards"].append(record["shard"])
+        info["num_samples"] += record["shard"]["num_samples"]
+        for label, n in record["labels"].items():
+            info["per_class"][classes[int(label)]] += n
+        rejects.extend(record["rejects"])
+    total = sum(s["num_samples"] for s in splits.values())
+    rejects_info = {"count": len(rejects), "file": schema.REJECTS if rejects else None}
+    return {**plan.header, "num_samples": total, "rejects": rejects_info, "splits": splits}, rejects
+
+
+def finish(out: Path, plan: Plan, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Write rejects.jsonl and manifest.json (last: its presence means the build is complete), drop the journal."""
+    manifest, rejects = assemble(plan, records, plan.header["dataset"]["classes"])
+    if rejects:
+        schema.write_rejects(out, rejects)
+    schema.write_manifest(out, manifest)
+    shutil.rmtree(journal(out), ignore_errors=True)
+    return manifest
+
+
+def label_counts(labels: Counter[int]) -> dict[str, int]:
+    """JSON-safe per-label counts, keyed by the label as a string."""
+    return {str(k): v for k, v in sorted(labels.items())}
