@@ -1,0 +1,145 @@
+"""Builds at scale: killed and resumed, cut into slices and merged, run on a dask cluster; and `augment info --diff`.
+
+Each way of running must end byte-identical to one uninterrupted local build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from augment import journal, schema
+from augment.build import BuildConfig, BuildError, build, merge
+from augment.cli import app
+from augment.shards import iter_records
+
+SYNTHETIC = dict(dataset="synthetic", infill=["tile", "shuffle"], factual=["shuffle", "mixed-rand"],
+                 dataset_options={"size": 40}, shard_size=8)  # fmt: skip
+
+
+def tree(out: Path) -> dict[str, bytes]:
+    """Every file of a build, by relative path."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, bytes]:
+    out = tmp_path_factory.mktemp("ref") / "out"
+    build(out, BuildConfig(**SYNTHETIC), workers=1, progress=False)
+    return tree(out)
+
+
+def cli_build(cwd: Path, *extra: str) -> list[str]:
+    """The same `augment build` command line in any folder: --out is relative, so the manifests can be equal."""
+    return [sys.executable, "-m", "augment", "build", "--dataset", "synthetic", "--size", "300", "--image-size", "48",
+            "--infill", "tile", "--infill", "shuffle", "--factual", "shuffle", "--factual", "mixed-rand",
+            "--shard-size", "12", "--out", "shards", "-q", *extra]  # fmt: skip
+
+
+def test_sigkill_mid_build_then_the_same_command_resumes_to_identical_bytes(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (tmp_path / "ref").mkdir()
+    subprocess.run(cli_build(tmp_path / "ref", "--workers", "2"), cwd=tmp_path / "ref", env=env, check=True)
+    expected = tree(tmp_path / "ref" / "shards")
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    out = killed / "shards"
+    proc = subprocess.Popen(cli_build(killed, "--workers", "2"), cwd=killed, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(list((out / journal.JOURNAL / journal.DONE).glob("*.json"))) < 3 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the build ended before it could be killed; make it bigger"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the main process and its loky workers, mid-shard
+    proc.wait()
+    assert not (out / schema.MANIFEST).exists()
+    finished = journal.read_done(out)
+    total = len(list(expected)) - 1  # shards in the reference (all but the manifest)
+    assert 3 <= len(finished) < total, f"killed after {len(finished)} of {total} shards"
+    for shard in out.glob("*/shard-*.tar"):  # a final name is only ever given to a whole shard
+        count = sum(1 for _ in iter_records(shard))
+        assert shard.read_bytes() == expected[str(shard.relative_to(out))] and count > 0
+    kept = {name: (out / r["shard"]["path"]).stat().st_ino for name, r in finished.items()}
+
+    subprocess.run(cli_build(killed, "--workers", "2"), cwd=killed, env=env, check=True)
+    assert tree(out) == expected  # shards, manifest, and no journal or temp file left
+    assert all((out / json.loads(json.dumps(r))["shard"]["path"]).stat().st_ino == kept[n] for n, r in
+               finished.items())  # fmt: skip  # the finished shards were kept, not rebuilt
+
+
+def test_a_damaged_shard_of_a_finished_build_is_rebuilt_by_the_same_command(tmp_path: Path, reference) -> None:
+    out = tmp_path / "out"
+    build(out, BuildConfig(**SYNTHETIC), workers=1, progress=False)
+    shard = out / "train/shard-000002.tar"
+    shard.chmod(0o644)
+    shard.write_bytes(shard.read_bytes()[:1000])
+    (out / "val/shard-000000.tar").unlink()
+    untouched = (out / "train/shard-000001.tar").stat().st_mtime_ns
+    build(out, BuildConfig(**SYNTHETIC), workers=2, progress=False)
+    assert tree(out) == reference
+    assert (out / "train/shard-000001.tar").stat().st_mtime_ns == untouched
+
+
+def test_slices_merge_into_the_same_bytes_and_merge_names_what_is_missing(tmp_path: Path, reference) -> None:
+    out = tmp_path / "out"
+    total = sum(1 for name in reference if name.endswith(".tar"))
+    first = build(out, BuildConfig(**SYNTHETIC), shard_range="0:3", progress=False)
+    assert first == {"slice": [0, 3], "built": 3, "kept": 0, "shards_done": 3, "shards_total": total, "samples": 24}
+    build(out, BuildConfig(**SYNTHETIC), shard_range=f"5:{total}", workers=2, progress=False)
+    with pytest.raises(BuildError, match=rf"2 of {total} shards are not built .* --shard-range 3:5 "):
+        merge(out)
+    with pytest.raises(BuildError, match="differs in options.seed"):  # every slice must be of the same build
+        build(out, BuildConfig(**{**SYNTHETIC, "seed": 1}), shard_range="3:5", progress=False)
+    with pytest.raises(BuildError, match="--overwrite with --shard-range would delete the other slices"):
+        build(out, BuildConfig(**SYNTHETIC), shard_range="3:5", overwrite=True, progress=False)
+    build(out, BuildConfig(**SYNTHETIC), shard_range="3:", progress=False)  # 3:end, keeping 5: as built
+    assert not (out / schema.MANIFEST).exists()
+    merge(out)
+    assert tree(out) == reference
+    with pytest.raises(ValueError, match=rf"the build has {total} shards, numbered 0:{total}"):
+        build(tmp_path / "other", BuildConfig(**SYNTHETIC), shard_range=f"2:{total + 1}", progress=False)
+
+
+def test_merge_refuses_shards_built_with_other_encoder_versions(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(out, BuildConfig(**SYNTHETIC), shard_range="0:2", progress=False)
+    total = len(journal.read_plan(out).tasks)
+    build(out, BuildConfig(**SYNTHETIC), shard_range=f"2:{total}", progress=False)
+    path = out / journal.JOURNAL / journal.DONE / "train-000001.json"
+    record = json.loads(path.read_text())
+    record["environment"]["pillow"] = "1.0"
+    path.write_text(json.dumps(record))
+    with pytest.raises(BuildError, match=r"train/shard-000001.tar: built with .*'pillow': '1.0'.* rebuild it"):
+        merge(out)
+
+
+def test_a_dask_cluster_builds_the_same_bytes_as_local_processes(tmp_path: Path, reference) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, worker_dashboard_address=None) as cluster:  # fmt: skip
+        build(tmp_path / "out", BuildConfig(**SYNTHETIC), scheduler=cluster.scheduler_address, progress=False)
+    assert tree(tmp_path / "out") == reference
+
+
+def test_info_diff_says_same_or_lists_the_differences(tmp_path: Path, reference) -> None:
+    runner = CliRunner()
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    build(a, BuildConfig(**SYNTHETIC), progress=False)
+    build(b, BuildConfig(**SYNTHETIC), shard_range="0:", progress=False)
+    merge(b)
+    build(c, BuildConfig(**{**SYNTHETIC, "seed": 3, "infill": ["tile"]}), progress=False)
+    same = runner.invoke(app, ["info", "--diff", str(a), str(b)])
+    assert same.exit_code == 0 and "the builds are the same" in same.output
+    other = runner.invoke(app, ["info", "--diff", str(a), str(c)])
+    assert other.exit_code == 1, other.output
+    for line in ('options.seed: 0 -> 3', 'options.infill: ["tile", "shuffle"] -> ["tile"]', "dataset.fingerprint: ",
+                 "splits.train.shards: 0 identical, 5 of A's 5 differ"):  # fmt: skip
+        assert line in other.output, other.output
