@@ -1,0 +1,103 @@
+"""Helpers shared by the benchmarks: where outputs go, timed CLI runs, source images, process-tree memory.
+
+The benchmarks drive whole pipelines through the installed CLIs (``augment``, ``train``) so that they measure
+what a user runs and do not depend on internal function signatures.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+OUT = Path(__file__).resolve().parent / "out"  # `make clean` removes it; ignored by git
+BIN = Path(sys.executable).parent  # the venv's bin/, which holds the `augment` and `train` entry points
+CLASSES = ("circle", "square", "triangle", "cross", "star")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def cli(tool: str, *args: object, monitor: bool = False) -> tuple[float, float]:
+    """Run ``tool args`` to completion; (wall seconds, peak RSS bytes of its process tree, or 0 unless ``monitor``)."""
+    cmd = [str(BIN / tool), *map(str, args)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = TreePeak(proc.pid) if monitor else None
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    rss = peak.stop() if peak else 0.0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{out}\n{err}")
+    return seconds, rss
+
+
+class TreePeak:
+    """Polls a process and all its descendants (e.g. joblib workers) and keeps the peak of their summed RSS.
+
+    RSS counts a shared page in every process that maps it, so the sum over-states the memory in use; it is the
+    conservative figure, and the same over-statement applies to both sides of a comparison.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.01):
+        self.root, self.interval, self.peak = psutil.Process(pid), interval, 0.0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.thread.start()
+
+    def poll(self) -> None:
+        while not self.done.is_set():
+            total = 0
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:  # the root has exited
+                return
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:  # a worker that exited between listing and reading
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        return self.peak
+
+
+def write_folder_tree(root: Path, n: int, width: int = 500, height: int = 375) -> tuple[Path, Path]:
+    """``n`` synthetic photos as ``imgs/train/<class>/<i>.jpg`` (width x height) plus ``masks/...png``.
+
+    The layout is the ``folder`` dataset's (docs/DATASETS.md); the default size is a typical ImageNet / IN-9
+    JPEG, so a build does the decode and resize work of a real dataset. Kept between runs (``done-N`` marker).
+    """
+    from augment.datasets import get_dataset
+    from augment.encode import encode_jpeg, encode_mask
+
+    imgs, masks, marker = root / "imgs", root / "masks", root / f"done-{n}-{width}x{height}"
+    if marker.exists():
+        return imgs, masks
+    shutil.rmtree(root, ignore_errors=True)  # another N or size: start over
+    data = get_dataset("synthetic", size=n, image_size=width)
+    for i in range(n):
+        sample = data.load("train", i)
+        name = CLASSES[sample.label]
+        (imgs / "train" / name).mkdir(parents=True, exist_ok=True)
+        (masks / "train" / name).mkdir(parents=True, exist_ok=True)
+        # squashed from square to width x height, so that the object is never cropped away
+        image = Image.fromarray(sample.image).resize((width, height), Image.Resampling.BILINEAR)
+        mask = Image.fromarray(sample.mask).resize((width, height), Image.Resampling.NEAREST)
+        (imgs / "train" / name / f"{i:06d}.jpg").write_bytes(encode_jpeg(np.asarray(image)))
+        (masks / "train" / name / f"{i:06d}.png").write_bytes(encode_mask(np.asarray(mask)))
+    marker.touch()
+    return imgs, masks
