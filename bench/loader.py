@@ -1,0 +1,174 @@
+"""Benchmark 3: the trainer's input pipeline with CF+F fields against computing the infills online, and decode alone.
+
+Three loaders deliver the same training samples (one epoch of the ``train`` split of an ``augment build`` with
+``--infill tile --factual shuffle``), each through a ``torch.utils.data.DataLoader`` with the trainer's default
+workers and the demo preset's batch size:
+
+- **shards**: ``train.data`` (``ShardStream`` + ``loader``) as ``train fit --cf tile --f shuffle`` uses it:
+  read the tar shards, decode the original, CF(tile), F(shuffle) JPEGs and the PNG mask, one random crop and
+  flip for all four, normalise;
+- **folder + online infill**: an ImageFolder-style ``Dataset`` over the same originals and masks written out
+  as files (one JPEG + one PNG per sample), which computes CF(tile) and F(shuffle) per sample with the
+  ``augment.infill`` kernels, then the same crop, flip and normalisation: what a pipeline without precomputed
+  shards does;
+- **decode only**: the same files decoded and nothing else, the limit. Two rows: the three JPEGs a shard sample
+  holds (original, CF, F; the floor for *shards*) and the original alone.
+
+Rounds alternate the loaders; the figures are medians. images/s counts training samples (an original with its
+CF and F images and mask), including worker start-up at each epoch, as in training.
+
+    .venv/bin/python bench/loader.py            # make bench
+    .venv/bin/python bench/loader.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import OUT, cli, median
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from augment import masks
+from augment.infill import INFILLS
+
+CF_FIELD, F_FIELD = "cf.tile.jpg", "f.shuffle.0.jpg"
+
+
+def shard_loader(shards: Path, crop: int, batch: int, workers: int, epoch: int) -> DataLoader:
+    """The trainer's loader, built from train.data's public pieces as ``train fit --cf tile --f shuffle`` does."""
+    from train.data import Fields, ShardStream, loader, read_manifest
+
+    manifest = read_manifest(shards)
+    fields = Fields(cf=["tile"], f=["shuffle"], copies=manifest["methods"]["copies"])
+    stream = ShardStream(shards, manifest, "train", fields, train=True, crop=crop, seed=0)
+    stream.set_epoch(epoch)
+    return loader(stream, batch, workers, drop_last=False)
+
+
+def extract(shards: Path, folder: Path) -> list[tuple[str, int]]:
+    """Write each train sample's stored files out as ``<key>.<field>``; returns (key, label) pairs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    samples = []
+    for shard in manifest["splits"]["train"]["shards"]:
+        with tarfile.open(shards / shard["path"]) as tar:
+            for member in tar:
+                key, field = member.name.split(".", 1)
+                data = tar.extractfile(member).read()
+                if field == "cls":
+                    samples.append((key, int(data)))
+                elif field in ("jpg", "mask.png", CF_FIELD, F_FIELD):
+                    (folder / member.name).write_bytes(data)
+    return samples
+
+
+def decode(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.array(img.convert("RGB"))  # a writable copy, as train.data makes
+
+
+def to_input(image: torch.Tensor) -> torch.Tensor:
+    return image.as_subclass(torch.Tensor).float().div(127.5).sub(1.0)  # [-1, 1], as train.data
+
+
+class FolderOnline(Dataset):
+    """Originals + masks from files; CF(tile) and F(shuffle) computed per sample, then crop, flip, normalise."""
+
+    def __init__(self, folder: Path, samples: list[tuple[str, int]], crop: int, epoch: int):
+        self.folder, self.samples, self.epoch = folder, samples, epoch
+        self.transform = v2.Compose([v2.RandomCrop(crop, pad_if_needed=True), v2.RandomHorizontalFlip()])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        key, label = self.samples[i]
+        image = decode(self.folder / f"{key}.jpg")
+        with Image.open(self.folder / f"{key}.mask.png") as m:
+            mask = np.asarray(m.convert("L")) > 0
+        rng = np.random.default_rng([self.epoch, i])
+        cf = INFILLS["tile"].fill(image, masks.cf_hole(mask, None, mask.shape), rng)
+        f = INFILLS["shuffle"].fill(image, masks.f_hole(mask, None, mask.shape), rng)
+        chw = lambda a: torch.from_numpy(a).permute(2, 0, 1)  # noqa: E731
+        views = {"image": tv_tensors.Image(chw(image)), "mask": tv_tensors.Mask(torch.from_numpy(mask)[None]),
+                 "cf.tile": tv_tensors.Image(chw(cf)), "f.shuffle": tv_tensors.Image(chw(f))}  # fmt: skip
+        views = self.transform(views)
+        return {"label": label, "mask": views.pop("mask").as_subclass(torch.Tensor).float(),
+                **{k: to_input(v) for k, v in views.items()}}  # fmt: skip
+
+
+class DecodeOnly(Dataset):
+    """The same files decoded to uint8 tensors, nothing else."""
+
+    def __init__(self, folder: Path, samples: list[tuple[str, int]], fields: tuple[str, ...]):
+        self.folder, self.samples, self.fields = folder, samples, fields
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        key, label = self.samples[i]
+        return {"label": label, **{f: torch.from_numpy(decode(self.folder / f"{key}.{f}")) for f in self.fields}}
+
+
+def epoch_rate(make_loader) -> float:  # noqa: ANN001
+    """Training samples per second over one full pass, worker start-up included."""
+    start = time.perf_counter()
+    n = sum(len(batch["label"]) for batch in make_loader())
+    return n / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1000, help="synthetic --size: training samples")
+    parser.add_argument("--image-size", type=int, default=128, help="stored image size (crop: 7/8 of it)")
+    parser.add_argument("--batch-size", type=int, default=32, help="the demo preset's")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (train fit's default)")
+    parser.add_argument("--rounds", type=int, default=3, help="median over R alternating rounds")
+    parser.add_argument("--quick", action="store_true", help="100 samples of 64 px, 1 round: checks that it runs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.image_size, args.rounds = 100, 64, 1
+    work = OUT / "loader"
+    shards = work / "shards"
+    cli("augment", "build", "--dataset", "synthetic", "--size", args.size, "--image-size", args.image_size,
+        "--infill", "tile", "--factual", "shuffle", "--shard-size", max(1, args.size // 4), "--out", shards,
+        "--overwrite", "-q")  # fmt: skip  # 4 train shards: both workers get some
+    samples = extract(shards, work / "folder")
+    crop = round(args.image_size * 7 / 8)
+    batch, workers = args.batch_size, args.workers
+
+    def plain(dataset: Dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers)
+
+    loaders = {
+        "shards (train.data), CF+F precomputed": lambda r: shard_loader(shards, crop, batch, workers, r),
+        "folder + online tile/shuffle": lambda r: plain(FolderOnline(work / "folder", samples, crop, r)),
+        "decode only: 3 JPEGs (orig, CF, F)": lambda r: plain(DecodeOnly(work / "folder", samples,
+                                                                        ("jpg", CF_FIELD, F_FIELD))),
+        "decode only: original JPEG": lambda r: plain(DecodeOnly(work / "folder", samples, ("jpg",))),
+    }  # fmt: skip
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for r in range(args.rounds):
+        names = list(loaders)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            rates[name].append(epoch_rate(lambda name=name, r=r: loaders[name](r)))
+    shard_rate = median(rates[next(iter(loaders))])
+    print(f"\n[3] trainer input pipeline: {len(samples)} samples {args.image_size}px -> crop {crop}, batch {batch}, "
+          f"{workers} workers, one epoch, median of {args.rounds} rounds")  # fmt: skip
+    print(f"{'loader':<40} {'img/s':>8} {'shards / this':>14}")
+    for name, values in rates.items():
+        print(f"{name:<40} {median(values):>8.1f} {shard_rate / median(values):>13.2f}x")
+
+
+if __name__ == "__main__":
+    main()
