@@ -25,6 +25,26 @@ SYNTHETIC = dict(dataset="synthetic", infill=["tile", "shuffle"], factual=["shuf
                  dataset_options={"size": 40}, shard_size=8)  # fmt: skip
 
 
+CLI = [
+    "build",
+    "--dataset",
+    "synthetic",
+    "--size",
+    "40",
+    "--infill",
+    "tile",
+    "--infill",
+    "shuffle",
+    "--factual",
+    "shuffle",
+    "--factual",
+    "mixed-rand",
+    "--shard-size",
+    "8",
+    "-q",
+]  # the same build as SYNTHETIC
+
+
 def tree(out: Path) -> dict[str, bytes]:
     """Every file of a build, by relative path."""
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
@@ -126,7 +146,26 @@ def test_a_dask_cluster_builds_the_same_bytes_as_local_processes(tmp_path: Path,
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, worker_dashboard_address=None) as cluster:  # fmt: skip
         build(tmp_path / "out", BuildConfig(**SYNTHETIC), scheduler=cluster.scheduler_address, progress=False)
+        result = CliRunner().invoke(app, [*CLI, "--out", str(tmp_path / "cli"), "--scheduler",
+                                          cluster.scheduler_address])  # fmt: skip
     assert tree(tmp_path / "out") == reference
+    assert result.exit_code == 0 and "wrote 80 samples in 10 shards" in result.output, result.output
+    shards = {k: v for k, v in tree(tmp_path / "cli").items() if k.endswith(".tar")}
+    assert shards == {k: v for k, v in reference.items() if k.endswith(".tar")}
+
+
+def test_cli_slices_say_what_is_left_and_merge_names_the_missing_range(tmp_path: Path) -> None:
+    runner, out = CliRunner(), str(tmp_path / "out")
+    result = runner.invoke(app, [*CLI, "--out", out, "--shard-range", "0:4"])
+    assert result.exit_code == 0 and "built shards 0:4 (4 built, 0 kept, 32 samples)" in result.output, result.output
+    assert "4 of 10 shards are built; when all are, run `augment merge" in result.output
+    result = runner.invoke(app, ["merge", out])
+    assert result.exit_code == 1 and "build them with --shard-range 4:10" in result.output, result.output
+    result = runner.invoke(app, [*CLI, "--out", out, "--shard-range", "4:"])
+    assert "all 10 shards are built: run `augment merge" in result.output, result.output
+    result = runner.invoke(app, ["merge", out])
+    assert result.exit_code == 0 and "merged 80 samples in 10 shards" in result.output
+    assert runner.invoke(app, ["verify", "-q", out]).exit_code == 0
 
 
 def test_info_diff_says_same_or_lists_the_differences(tmp_path: Path, reference) -> None:
