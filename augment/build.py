@@ -383,10 +383,12 @@ class Resume:
     manifest: dict[str, Any] | None = None
 
 
-def prepare_out(out: Path, plan: journal.Plan, overwrite: bool, sliced: bool) -> Resume:
-    """Start fresh in an empty ``out``, resume a build of the same plan there, or refuse.
+def prepare_out(out: Path, plan: journal.Plan, overwrite: bool, mine: list[journal.Task], sliced: bool) -> Resume:
+    """Start fresh in an empty ``out``, resume a build of the same plan there, or refuse; of the finished shards,
+    only those of the tasks in ``mine`` are checked (a slice does not re-read the other slices' shards).
 
     Only an ``out`` holding nothing but files of a build is ever touched; ``overwrite`` replaces such a build.
+    Slices may start at the same moment: they write the same plan, and never remove each other's folders.
     """
     if out.exists() and not out.is_dir():
         raise OutFolderError(f"--out {out}: exists and is not a folder")
@@ -402,8 +404,10 @@ def prepare_out(out: Path, plan: journal.Plan, overwrite: bool, sliced: bool) ->
                                  "empty the folder first")  # fmt: skip
         remove_build(out)
         files = []
-    if not files:
-        remove_build(out)  # empty split folders of a build killed before its first shard
+    starting = all(p.parent == journal.journal(out) and p.name.endswith(".tmp") for p in files)  # another slice's plan
+    if starting:
+        if not sliced:
+            remove_build(out)  # empty split folders of a build killed before its first shard
         journal.write_plan(out, plan)
         return Resume()
 
@@ -432,10 +436,10 @@ def prepare_out(out: Path, plan: journal.Plan, overwrite: bool, sliced: bool) ->
             "choose another folder"
         )
     if finished:  # a finished build of this very command: keep every intact shard, rebuild damaged ones
-        keep = {t.name: {"shard": listed[t.path]} for t in plan.tasks if journal.intact(out, {"shard": listed[t.path]})}
+        keep = {t.name: {"shard": listed[t.path]} for t in mine if journal.intact(out, {"shard": listed[t.path]})}
         return Resume(keep, manifest)
-    keep = {name: r for name, r in journal.read_done(out).items() if journal.intact(out, r)}
-    return Resume(keep)
+    records = journal.read_done(out)
+    return Resume({t.name: records[t.name] for t in mine if journal.intact(out, records.get(t.name))})
 
 
 # ---- the build ------------------------------------------------------------------------------------------------------
@@ -526,8 +530,8 @@ def build(
     plan = make_plan(config, dataset, command)
     job_for(config, factory, dataset)  # this process's tasks (workers=1) reuse the dataset scanned above
     selected = parse_shard_range(shard_range, len(plan.tasks)) or (0, len(plan.tasks))
-    resume = prepare_out(out, plan, overwrite, sliced=shard_range is not None)
     mine = plan.tasks[selected[0] : selected[1]]
+    resume = prepare_out(out, plan, overwrite, mine, sliced=shard_range is not None)
     todo = [t for t in mine if t.name not in resume.keep]
     journal.remove_temp_files(out, todo)
     records = dict(resume.keep)

@@ -182,3 +182,13 @@ def test_info_diff_says_same_or_lists_the_differences(tmp_path: Path, reference)
     for line in ('options.seed: 0 -> 3', 'options.infill: ["tile", "shuffle"] -> ["tile"]', "dataset.fingerprint: ",
                  "splits.train.shards: 0 identical, 5 of A's 5 differ"):  # fmt: skip
         assert line in other.output, other.output
+
+
+def test_array_job_slices_started_together_into_one_folder_merge_cleanly(tmp_path: Path, reference) -> None:
+    command = [sys.executable, "-m", "augment", *CLI, "--out", str(tmp_path / "out"), "--workers", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    jobs = [subprocess.Popen([*command, "--shard-range", r], env=env) for r in ("0:3", "3:7", "7:10")]
+    assert [job.wait(timeout=120) for job in jobs] == [0, 0, 0]
+    assert CliRunner().invoke(app, ["merge", str(tmp_path / "out")]).exit_code == 0
+    shards = {k: v for k, v in tree(tmp_path / "out").items() if k != schema.MANIFEST}
+    assert shards == {k: v for k, v in reference.items() if k != schema.MANIFEST}
