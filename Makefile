@@ -50,9 +50,16 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Every benchmark of docs/benchmarks.md, each measured side by side in one run (about 8 minutes on 2 quiet cores);
+# `make bench QUICK=1` only checks that they run (about a minute). Outputs go to bench/out/.
 bench: install
-	$(PY) bench/build.py
-	$(PY) bench/cagan.py
+	$(PY) bench/common.py
+	$(PY) bench/build.py $(if $(QUICK),--quick)
+	$(PY) bench/kernels.py $(if $(QUICK),--quick)
+	$(PY) bench/loader.py $(if $(QUICK),--quick)
+	$(PY) bench/scale.py $(if $(QUICK),--quick)
+	$(PY) bench/trainer.py $(if $(QUICK),--quick)
+	$(PY) bench/cagan.py --batch-sizes 1 8 $(if $(QUICK),--quick)
 
 # Trains CAGAN on the demo shards' backgrounds (CPU, minutes), compares it with tile on held-out holes, draws
 # original | hole | cagan | tile, and builds CF(cagan) shards with it.

@@ -72,8 +72,11 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=2, help="best of R (after one warm-up)")
     parser.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=True, help="measure on CPU")
+    parser.add_argument("--quick", action="store_true", help="batch 1 and 2, 1 repeat: checks that it runs")
     args = parser.parse_args()
-    print(f"CAGAN generator (cnum 32) at {SIZE}x{SIZE}, 128x128 hole")
+    if args.quick:
+        args.batch_sizes, args.repeats = [1, 2], 1
+    print(f"\n[cagan] CAGAN generator (cnum 32) at {SIZE}x{SIZE}, 128x128 hole")
     if args.cpu:
         run(torch.device("cpu"), args.batch_sizes, args.repeats)
     if torch.cuda.is_available():

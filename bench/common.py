@@ -6,6 +6,7 @@ what a user runs and do not depend on internal function signatures.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -21,6 +22,19 @@ from PIL import Image
 OUT = Path(__file__).resolve().parent / "out"  # `make clean` removes it; ignored by git
 BIN = Path(sys.executable).parent  # the venv's bin/, which holds the `augment` and `train` entry points
 CLASSES = ("circle", "square", "triangle", "cross", "star")
+
+
+def machine() -> str:
+    """The CPU, its cores and the current load: the figures depend on all three."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{model}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average {load} (1/5/15 min)"
+
+
+def load() -> str:
+    """One line for the end of each benchmark: other jobs on the machine show here."""
+    return f"    load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
 
 
 def median(values: list[float]) -> float:
@@ -101,3 +115,7 @@ def write_folder_tree(root: Path, n: int, width: int = 500, height: int = 375) -
         (masks / "train" / name / f"{i:06d}.png").write_bytes(encode_mask(np.asarray(mask)))
     marker.touch()
     return imgs, masks
+
+
+if __name__ == "__main__":
+    print(machine())

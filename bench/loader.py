@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import OUT, cli, median
+from common import OUT, cli, load, median
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'loader':<40} {'img/s':>8} {'shards / this':>14}")
     for name, values in rates.items():
         print(f"{name:<40} {median(values):>8.1f} {shard_rate / median(values):>13.2f}x")
+    print(load())
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import OUT, cli, median
+from common import OUT, cli, load, median
 
 MIB = 2**20
 
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
           "(ideal 2x on 2 cores)")  # fmt: skip
     print(f"    fixed cost (--size 5): {f1:.2f} s and {f2:.2f} s; without it: {one - f1:.2f} s vs {two - f2:.2f} s, "
           f"speed-up {(one - f1) / (two - f2):.2f}x")  # fmt: skip
+    print(load())
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import argparse
 import csv
 import shutil
 
-from common import OUT, cli
+from common import OUT, cli, load
 
 RUNS = {"Orig": [], "CF(tile)+F(shuffle)": ["--cf", "tile", "--f", "shuffle"]}
 
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                 wall = f"{seconds:>20.1f}" if i == 0 else ""
                 print(f"{name:<20} {row['epoch']:>5} {float(row['data_wait_fraction']):>19.3f} "
                       f"{float(row['img_per_s']):>10.1f} {wall}")  # fmt: skip
+    print(load())
 
 
 if __name__ == "__main__":
