@@ -1,19 +1,36 @@
 """Write and read shard files in webdataset's tar layout: deterministic headers, temp name then rename.
 
-Both directions use the standard library's ``tarfile``, with the conventions of webdataset's ``TarWriter``
-(USTAR, ``<key>.<field>`` members, fields of a record in sorted order). Importing webdataset itself would import
-torch, about 650 MB and 1.7 s in every build worker, for 20 lines of tar writing. Reading only ever returns
-bytes: nothing in a shard is unpickled or executed. `tests/test_build.py` reads the shards with webdataset.
+Writing uses the standard library's ``tarfile`` with the conventions of webdataset's ``TarWriter`` (USTAR,
+``<key>.<field>`` members, fields of a record in sorted order). Importing webdataset itself would import torch,
+about 650 MB and 1.7 s in every build worker, for 20 lines of tar writing. `tests/test_build.py` reads the shards
+with webdataset.
+
+Reading treats a shard as untrusted, for augment (verify, preview, cagan train) and the trainer alike: one small
+streaming tar reader that returns bytes only (nothing is unpickled, extracted or executed), refuses a member over a
+size bound before reading it, refuses names with '/' or '..', links and devices, and checks an image's declared
+size before its pixels are decoded. Shards come from a local path or any fsspec URL (``http://``, ``s3://``,
+``file://``, ``memory://``); ``pipe:`` commands only when the user opts in with ``CFAUG_ALLOW_PIPE=1``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import json
 import os
+import re
+import shlex
+import subprocess
+import sys
 import tarfile
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
 
 from augment import schema
 
@@ -75,35 +92,336 @@ def add_record(tar: tarfile.TarFile, record: dict[str, bytes]) -> None:
         tar.addfile(info, io.BytesIO(data))
 
 
-def iter_records(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield ``(key, {field: bytes})`` per record, in file order, as webdataset groups them (key = name up to the
-    first dot). Raises ``ShardError`` naming the file on a missing, truncated or malformed tar."""
-    if not Path(path).is_file():
-        raise ShardError(path, "missing shard file")
+# ---- reading: shards are untrusted -------------------------------------------------------------------------------
+
+PIPE_ENV = "CFAUG_ALLOW_PIPE"  # "1" lets a `pipe:<shell command>` stand for a build or a shard
+MAX_MEMBER_BYTES = 64 << 20  # any tar member, whatever the manifest says
+MAX_JSON_BYTES = 1 << 20  # the json and cls fields
+MAX_PIXELS = 40_000_000  # any image, declared width x height (PIL's own bomb limit is 89 M)
+MAX_HEADER_BYTES = 64 << 10  # a pax or GNU long-name header
+IMAGE_AREA_MARGIN = 16  # images of a build may declare up to 16 x image_size^2 pixels (short-side resizes)
+IMAGE_FORMATS = ("JPEG", "PNG")
+BLOCK = 512
+REGULAR = (b"0", b"\0", b"7")  # tar type flags of a regular file
+SAFE_PATH = re.compile(r"[A-Za-z0-9_.\-/]+")  # what a manifest's shard path may hold when joined to a URL
+
+
+class PipeRefused(ValueError):
+    """A ``pipe:`` URL without the user's opt-in."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one shard member, checked before it is read (sizes) or its pixels are decoded (images)."""
+
+    member_bytes: int = MAX_MEMBER_BYTES
+    json_bytes: int = MAX_JSON_BYTES
+    pixels: int = MAX_PIXELS
+
+    @classmethod
+    def for_image_size(cls, image_size: int) -> Limits:
+        """Tighter bounds for a build of ``image_size`` images: up to 16 x image_size^2 pixels per image (a
+        short-side resize keeps the aspect), and a member no larger than those pixels raw, plus 64 KiB."""
+        pixels = min(MAX_PIXELS, IMAGE_AREA_MARGIN * max(1, image_size) ** 2)
+        return cls(member_bytes=min(MAX_MEMBER_BYTES, 3 * pixels + (64 << 10)), pixels=pixels)
+
+
+def is_url(location: str | Path) -> bool:
+    """Whether ``location`` is a URL (``scheme://...``, ``pipe:...``) rather than a local path."""
+    text = str(location)
+    return text.startswith("pipe:") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
+
+
+def join(root: str | Path, rel: str) -> str:
+    """The file ``rel`` (e.g. a manifest's shard path) of the build at ``root``: a local folder, a URL, or a
+    ``pipe:`` command in which ``{}`` stands for ``rel``."""
+    if not SAFE_PATH.fullmatch(rel) or ".." in rel or rel.startswith("/"):
+        raise ValueError(f"{root}: file {rel!r} of the build: expected a relative path of letters, digits, '_', "
+                         "'-', '.' and '/', without '..'")  # fmt: skip
+    root = str(root)
+    if root.startswith("pipe:"):
+        if "{}" not in root:
+            raise ValueError(f"{root}: a pipe: command needs {{}} where the file of the build goes, e.g. "
+                             "'pipe:aws s3 cp s3://bucket/build/{} -'")  # fmt: skip
+        return root.replace("{}", shlex.quote(rel))
+    if is_url(root):
+        return root.rstrip("/") + "/" + rel
+    return str(Path(root) / rel)
+
+
+def io_errors() -> tuple[type[BaseException], ...]:
+    """What a failed read raises: OSError locally, aiohttp's errors too over HTTP."""
+    aiohttp = sys.modules.get("aiohttp")
+    return (OSError, EOFError, *((aiohttp.ClientError,) if aiohttp else ()))
+
+
+@contextlib.contextmanager
+def open_url(url: str | Path) -> Iterator[IO[bytes]]:
+    """A binary stream of a local path, an fsspec URL (HTTP as one streaming GET, no range requests needed) or,
+    only with ``CFAUG_ALLOW_PIPE=1``, the output of a ``pipe:`` shell command. Raises FileNotFoundError, OSError,
+    or PipeRefused."""
+    text = str(url)
+    if text.startswith("pipe:"):
+        if os.environ.get(PIPE_ENV) != "1":
+            raise PipeRefused(
+                f"{text}: pipe: URLs run a shell command and are refused by default; expected a path or an fsspec "
+                f"URL (http://, s3://, file://, ...), or set {PIPE_ENV}=1 to run commands you wrote yourself"
+            )
+        with pipe(text[len("pipe:") :]) as fh:
+            yield fh
+        return
+    if is_url(text):
+        import fsspec
+
+        options = {"block_size": 0} if text.startswith(("http://", "https://")) else {}
+        fh = fsspec.open(text, "rb", **options).open()
+    else:
+        fh = open(text, "rb")
+    with fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def pipe(command: str) -> Iterator[IO[bytes]]:
+    """The stdout of ``command`` run by the shell; a non-zero exit after the whole output was read is an OSError."""
+    proc = subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    stopped = False
+    try:
+        yield proc.stdout
+    finally:
+        if proc.poll() is None:  # the reader stopped early
+            proc.kill()
+            stopped = True
+        proc.stdout.close()
+        status = proc.wait()
+    if status != 0 and not stopped:
+        raise OSError(f"pipe command {command!r} exited with status {status}")
+
+
+def read_bytes(url: str | Path, limit: int) -> bytes:
+    """The whole file at ``url``, refused when over ``limit`` bytes."""
+    with open_url(url) as fh:
+        data = read_up_to(fh, limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{url}: over {limit} bytes; expected a small file")
+    return data
+
+
+def read_up_to(fh: IO[bytes], n: int) -> bytes:
+    """``n`` bytes, or fewer at the end of the stream (streams may return short reads)."""
+    parts, left = [], n
+    while left > 0:
+        part = fh.read(min(left, 1 << 20))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def parse_json(data: bytes) -> Any:
+    """JSON from untrusted bytes: ValueError on anything malformed, nesting too deep included."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS):  # noqa: ANN201 - a PIL image, PIL imported lazily
+    """A lazily decoded JPEG or PNG: its header is read and its declared size checked against ``max_pixels`` before
+    any pixel is decoded. Raises ValueError for a bomb, PIL's OSError for anything else that is not an image."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower bound follows
+            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"image refused as a decompression bomb ({e})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        img.close()
+        raise ValueError(f"image declares {w} x {h} pixels, over the limit of {max_pixels}; refused before decoding")
+    return img
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, mode: str = "RGB") -> np.ndarray:
+    """JPEG/PNG bytes -> uint8 [H, W, 3] (``mode="L"``: [H, W]), the declared size checked before decoding."""
+    with open_image(data, max_pixels) as img:
+        return np.asarray(img.convert(mode))
+
+
+def iter_records(
+    path: Path | str, fields: Collection[str] | None = None, limits: Limits = Limits(),
+    on_error: Callable[[ShardError], None] | None = None,
+) -> Iterator[tuple[str, dict[str, bytes]]]:  # fmt: skip
+    """Yield ``(key, {field: bytes})`` per record, in file order, grouped as webdataset does (key = the member name
+    up to its first dot), from a local path or a URL (see ``open_url``).
+
+    Members whose field is not in ``fields`` (default: all) are skipped unread. Refused, before reading: a member
+    over ``limits.member_bytes`` (the rest of the shard is then left unread), json/cls over ``limits.json_bytes``,
+    a name with '/', '..' or no field, a link, folder or device, a field twice, and an image whose header declares
+    over ``limits.pixels`` pixels. Raises ``ShardError`` naming the shard (and the sample key when known) on the
+    first problem; with ``on_error``, a problem of one sample goes to it instead and the sample is dropped, and only
+    problems of the shard itself (missing, unreadable, truncated, corrupt header, oversized member) raise.
+    """
+    url = str(path)
+    try:
+        with open_url(url) as fh:
+            yield from records(TarStream(fh, url), url, fields, limits, on_error)
+    except FileNotFoundError:
+        raise ShardError(url, "missing shard file") from None
+    except io_errors() as e:
+        raise ShardError(url, f"truncated or unreadable ({type(e).__name__}: {e})") from None
+
+
+def records(
+    tar: TarStream, url: str, wanted: Collection[str] | None, limits: Limits,
+    on_error: Callable[[ShardError], None] | None,
+) -> Iterator[tuple[str, dict[str, bytes]]]:  # fmt: skip
     key: str | None = None
     fields: dict[str, bytes] = {}
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            for member in tar:
-                if not member.isfile():
-                    raise ShardError(path, f"unexpected tar entry {member.name!r} (not a regular file)")
-                name = member.name
-                if "/" in name or "." not in name:
-                    raise ShardError(path, f"unexpected tar entry {name!r}; expected '<key>.<field>'")
-                k, field = name.split(".", 1)
-                if k != key:
-                    if key is not None:
-                        yield key, fields
-                    key, fields = k, {}
-                if field in fields:
-                    raise ShardError(path, f"field {field!r} appears twice", key=k)
-                data = tar.extractfile(member)
-                fields[field] = data.read() if data is not None else b""
-                if len(fields[field]) != member.size:
-                    raise ShardError(path, "truncated entry", key=k)
-    except tarfile.TarError as e:
-        raise ShardError(path, f"not a readable tar file ({e})", key=key) from None
-    except (EOFError, OSError) as e:
-        raise ShardError(path, f"truncated or unreadable ({e})", key=key) from None
-    if key is not None:
+    dropped = False
+
+    def problem(message: str) -> None:
+        nonlocal dropped
+        dropped = True
+        error = ShardError(url, message, key=key or None)
+        if on_error is None:
+            raise error
+        on_error(error)
+
+    while (member := tar.next_member()) is not None:
+        name, size, kind = member
+        k, _, field = name.partition(".")
+        if k != key:
+            if key is not None and not dropped:
+                yield key, fields
+            key, fields, dropped = k, {}, False
+        tar.key = k
+        if size > limits.member_bytes:
+            raise ShardError(url, f"tar entry {name!r} declares {size} bytes, over the limit of {limits.member_bytes}"
+                             "; the rest of the shard is left unread", key=k or None)  # fmt: skip
+        if dropped:
+            tar.skip(size)
+        elif kind not in REGULAR:
+            tar.skip(size)
+            problem(f"unexpected tar entry {name!r} of type {kind!r}, expected a regular file")
+        elif not good_name(name):
+            tar.skip(size)
+            problem(f"unexpected tar entry {name!r}; expected '<key>.<field>' without '/', '..' or control characters")
+        elif wanted is not None and field not in wanted:
+            tar.skip(size)
+        elif field in fields:
+            tar.skip(size)
+            problem(f"field {field!r} appears twice")
+        elif field in (schema.META, schema.LABEL) and size > limits.json_bytes:
+            tar.skip(size)
+            problem(f"field {field!r} holds {size} bytes, over the limit of {limits.json_bytes}")
+        else:
+            data = tar.read(size)
+            if field.rsplit(".", 1)[-1] in ("jpg", "jpeg", "png"):
+                try:
+                    open_image(data, limits.pixels).close()
+                except ValueError as e:  # a bomb; an image that does not even open is the decoder's finding
+                    problem(f"field {field!r}: {e}")
+                    continue
+                except OSError:
+                    pass
+            fields[field] = data
+    if key is not None and not dropped:
         yield key, fields
+
+
+def good_name(name: str) -> bool:
+    """``<key>.<field>``: both non-empty, printable, no '/' or '\\' (no folders), no '..'."""
+    key, dot, field = name.partition(".")
+    return bool(key and dot and field) and name.isprintable() and not any(s in name for s in ("/", "\\", ".."))
+
+
+class TarStream:
+    """Tar members from a forward-only stream: 512-byte headers checked by their checksum, pax and GNU long-name
+    headers honoured within ``MAX_HEADER_BYTES``. Reads never exceed a size the caller accepted."""
+
+    def __init__(self, fh: IO[bytes], url: str):
+        self.fh, self.url, self.key = fh, url, None
+
+    def fail(self, message: str) -> ShardError:
+        return ShardError(self.url, message, key=self.key or None)
+
+    def exact(self, n: int) -> bytes:
+        try:
+            data = read_up_to(self.fh, n)
+        except io_errors() as e:
+            raise self.fail(f"truncated or unreadable ({type(e).__name__}: {e})") from None
+        if len(data) < n:
+            raise self.fail("truncated: the file ends inside a tar entry or before the end-of-archive marker")
+        return data
+
+    def read(self, size: int) -> bytes:
+        data = self.exact(size)
+        self.exact(-size % BLOCK)
+        return data
+
+    def skip(self, size: int) -> None:
+        left = size + (-size % BLOCK)
+        while left:
+            left -= len(self.exact(min(left, 1 << 20)))
+
+    def next_member(self) -> tuple[str, int, bytes] | None:
+        """(name, size, type flag) of the next member, its data still unread; None at the end-of-archive marker."""
+        name: str | None = None
+        size: int | None = None
+        while True:
+            block = self.exact(BLOCK)
+            if not block.strip(b"\0"):
+                return None
+            header_name, header_size, kind = parse_header(block, self)
+            if kind in (b"x", b"g", b"L", b"K"):  # pax extended / global header, GNU long name / link
+                if header_size > MAX_HEADER_BYTES:
+                    raise self.fail(f"tar header of type {kind!r} declares {header_size} bytes, over the limit of "
+                                    f"{MAX_HEADER_BYTES}")  # fmt: skip
+                data = self.read(header_size)
+                if kind == b"L":
+                    name = data.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+                elif kind == b"x":
+                    pax = parse_pax(data, self)
+                    name = pax.get("path", name)
+                    size = int(pax["size"]) if pax.get("size", "").isdigit() else size
+                continue
+            return (header_name if name is None else name), (header_size if size is None else size), kind
+
+
+def parse_header(block: bytes, tar: TarStream) -> tuple[str, int, bytes]:
+    """(name, size, type flag) of a USTAR/GNU/v7 header, after checking its checksum."""
+    try:
+        stored = int(block[148:156].strip(b"\0 ") or b"0", 8)
+        size_field = block[124:136]
+        if size_field[0] & 0x80:  # GNU base-256, for sizes over 8 GiB
+            size = int.from_bytes(size_field[1:], "big")
+        else:
+            size = int(size_field.strip(b"\0 ") or b"0", 8)
+    except ValueError:
+        raise tar.fail("corrupt tar header (a number field is not octal)") from None
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])  # the checksum field counts as spaces
+    if stored != unsigned and stored != sum(np.frombuffer(block[:148] + block[156:], np.int8).tolist()) + 8 * 32:
+        raise tar.fail("corrupt tar header (checksum mismatch); not a tar file?")
+    name = block[:100].split(b"\0", 1)[0]
+    if block[257:262] == b"ustar":
+        prefix = block[345:500].split(b"\0", 1)[0]
+        name = prefix + b"/" + name if prefix else name
+    return name.decode("utf-8", "backslashreplace"), size, block[156:157]
+
+
+def parse_pax(data: bytes, tar: TarStream) -> dict[str, str]:
+    """The records of a pax header: ``<length> <key>=<value>\\n`` each."""
+    out, at = {}, 0
+    while at < len(data) and data[at : at + 1] != b"\0":
+        length_text, _, _ = data[at : at + 20].partition(b" ")
+        if not length_text.isdigit() or int(length_text) <= len(length_text) + 1:
+            raise tar.fail("corrupt pax header")
+        record = data[at : at + int(length_text)]
+        key, _, value = record[len(length_text) + 1 :].rstrip(b"\n").partition(b"=")
+        out[key.decode("utf-8", "backslashreplace")] = value.decode("utf-8", "backslashreplace")
+        at += int(length_text)
+    return out
