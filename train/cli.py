@@ -1,6 +1,7 @@
 """The ``train`` command line: fit, eval, report. Typer only; the work lives in train.py, evaluate.py, report.py.
 
 train fit --shards shards/demo --preset demo --cf tile --f shuffle --out runs/demo/cf-f-s0
+torchrun --nproc-per-node 2 -m train fit --shards http://host:8000/demo --out runs/ddp   # DDP, shards over HTTP
 train eval runs/demo/cf-f-s0 --shards shards/demo
 train report runs/demo --out runs/demo/report.md
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +38,13 @@ app = typer.Typer(
 )
 
 
+SHARDS_HELP = (
+    "A build folder from `augment build` (holds manifest.json), or its URL: http(s)://, s3://, file://, any fsspec "
+    "URL. A pipe: shell command, with {} for the file of the build (pipe:aws s3 cp s3://b/build/{} -), only with "
+    "CFAUG_ALLOW_PIPE=1 in the environment."
+)
+
+
 def fail(message: str, code: int = 1) -> None:
     typer.echo(f"train: error: {message}", err=True)
     raise typer.Exit(code)
@@ -43,7 +52,7 @@ def fail(message: str, code: int = 1) -> None:
 
 @app.command()
 def fit(
-    shards: Path = typer.Option(..., help="A build folder from `augment build` (holds manifest.json)."),
+    shards: str = typer.Option(..., help=SHARDS_HELP),
     out: Path = typer.Option(..., help="Run folder: config.json, log.csv, last.pt, best.pt, results.json/.tsv."),
     preset: Preset = typer.Option("demo", help="Hyper-parameters of the paper's code per dataset (SPEC section 3)."),
     arch: Arch | None = typer.Option(None, help="Model [default: resnet18 for demo, resnet50 otherwise]."),
@@ -64,26 +73,38 @@ def fit(
     mixup: float = typer.Option(0.0, min=0.0, help="Baseline: mixup with Beta(a, a). 0 = off."),
     label_smoothing: float = typer.Option(0.0, min=0.0, max=1.0, help="Baseline: label smoothing eps. 0 = off."),
     epochs: int | None = typer.Option(None, min=1, help="Override the preset's epochs."),
-    batch_size: int | None = typer.Option(None, min=1, help="Override the preset's batch size."),
+    batch_size: int | None = typer.Option(
+        None, min=1, help="Override the preset's batch size, per process (under torchrun: x nproc per step)."
+    ),
     lr: float | None = typer.Option(None, min=0.0, help="Override the preset's learning rate."),
     crop: int | None = typer.Option(None, min=8, help="Random-crop size [default: 7/8 of the stored image size]."),
     seed: int = typer.Option(0, min=0, help="Seed for weights init, data order, crops and attacks."),
-    workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
+    workers: int = typer.Option(2, min=0, help="DataLoader worker processes (per training process)."),
     early_stop: int = typer.Option(0, min=0, help="Stop after this many epochs without val gain. 0 = off."),
     amp: bool = typer.Option(False, help="Mixed precision on GPU (bf16 where supported)."),
     saliency: Saliency = typer.Option("gradient", help="Attribution for the saliency AUPR."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
-    resume: bool = typer.Option(False, help="Continue from <out>/last.pt exactly."),
-    verify: bool = typer.Option(False, help="Check every shard's sha256 against the manifest first."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ... (under torchrun: cuda:LOCAL_RANK)."),
+    resume: bool = typer.Option(
+        False, help="Continue from <out>/last.pt exactly (under torchrun: every rank reads it)."
+    ),
+    verify: bool = typer.Option(
+        False, help="Check every shard's sha256 against the manifest first (and decode every sample, when local)."
+    ),
 ) -> None:
-    """Train on the shards' train split, select on val, then evaluate every split."""
+    """Train on the shards' train split, select on val, then evaluate every split.
+
+    Under `torchrun --nproc-per-node N -m train fit ...` it trains with DDP (gloo on the CPU, nccl on GPUs); rank 0
+    evaluates and writes the run folder."""
     from train.config import Config
     from train.train import fit as run_fit
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun, only rank 0 logs progress
+    prefix = f"rank {rank}: " if rank else ""
+    level = logging.WARNING if rank else logging.INFO
+    logging.basicConfig(level=level, format=f"%(asctime)s {prefix}%(message)s", stream=sys.stderr)
     try:
         config = Config.resolve(
-            preset.value, shards=str(shards), out=str(out), arch=arch.value if arch else None,
+            preset.value, shards=shards, out=str(out), arch=arch.value if arch else None,
             weights=str(weights) if weights else None, cf=[m.value for m in cf], cf_loss=cf_loss.value,
             cf_weight=cf_weight, f=[m.value for m in f], fgsm=fgsm, fgsm_steps=fgsm_steps, sal=sal, mixup=mixup,
             label_smoothing=label_smoothing, epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, seed=seed,
@@ -94,6 +115,8 @@ def fit(
         results = run_fit(config, resume=resume, verify=verify)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e), 2)
+    if not results:
+        return  # another DDP rank: rank 0 evaluates and prints
     typer.echo((Path(out) / "results.tsv").read_text().rstrip())
     typer.echo(f"{results['method']}: {out / 'results.json'}")
 
@@ -101,7 +124,7 @@ def fit(
 @app.command("eval")
 def evaluate_cmd(
     run: Path = typer.Argument(..., help="A run folder from `train fit`."),
-    shards: Path = typer.Option(..., help="The build to evaluate on (every split)."),
+    shards: str = typer.Option(..., help="The build to evaluate on (every split). " + SHARDS_HELP),
     workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
 ) -> None:
     """Re-evaluate a run's best checkpoint on every split of a build."""
@@ -117,7 +140,10 @@ def evaluate_cmd(
         fail(f"{checkpoint}: not found; expected a run folder written by `train fit`")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = Config(**{**state["config"], "workers": workers})
-    manifest = read_manifest(shards)
+    try:
+        manifest = read_manifest(shards)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e), 2)
     model = build_model(config.arch, len(state["classes"]))
     model.load_state_dict(state["model"])
     crop = config.crop or round(manifest["image_size"] * 7 / 8)

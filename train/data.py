@@ -1,33 +1,45 @@
-"""Stream ``augment build`` shards into training and evaluation batches.
+"""Stream ``augment build`` shards into training and evaluation batches, from a local folder or any fsspec URL.
 
-The trainer knows only the shard schema (``augment.schema``): it reads the shards the manifest lists, keeps only
-the fields it needs (images, the PNG mask, JSON, cls), and never unpickles or ``torch.load``s anything, since
-shards come from other teams. The original, its CF and F images and its mask get the **same** random crop and
-flip (torchvision transforms v2 on tv_tensors). Stochastic fields stored in K copies use copy ``epoch % K``.
-Every random draw is seeded by (seed, epoch, worker), so an epoch's data is the same after ``--resume``.
+The trainer knows only the shard schema (``augment.schema``) and treats shards as untrusted: it reads them with
+``augment.shards.iter_records`` (bounded members, image sizes checked before decoding, nothing unpickled), keeps
+only the fields it decodes (images, the PNG mask, json, cls) and skips a bad sample with a warning naming its key
+and shard. The original, its CF and F images and its mask get the **same** random crop and flip (torchvision
+transforms v2 on tv_tensors). Stochastic fields stored in K copies use copy ``epoch % K``.
+
+Training reads a fixed number of samples per epoch: ``steps = num_samples // (batch_size * world_size)`` batches
+on every rank, so DDP ranks never wait on each other at the end of an epoch. Each (rank, DataLoader worker) slot
+reads its own share, cycling through it when it runs short (uneven shards):
+
+- at least as many shards as slots: slot ``s`` of ``n`` takes every n-th shard of an order shuffled per epoch;
+- fewer shards than slots: every slot reads every shard and keeps every n-th sample, so none idles.
+
+Every random draw is seeded by (seed, epoch, rank, worker), so an epoch's data is the same after ``--resume``.
 """
 
 from __future__ import annotations
 
-import io
-import json
+import hashlib
+import itertools
 import logging
 import random
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import webdataset as wds
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from augment import infill, schema
+from augment import infill, schema, shards
+from augment.shards import Limits, ShardError
 
 log = logging.getLogger(__name__)
+MAX_MANIFEST_BYTES = 64 << 20
+# what json, int() and PIL raise on bad bytes (PIL: SyntaxError, EOFError and struct.error from some decoders)
+DECODE_ERRORS = (OSError, ValueError, KeyError, RecursionError, EOFError, SyntaxError, struct.error)
 
 
 @dataclass
@@ -59,27 +71,56 @@ def check_fields(manifest: dict[str, Any], fields: Fields, split: str = "train")
                 raise ValueError(f"{flag} {m}: the shards hold no {role}.{m} images; built with {built or 'none'}")
 
 
-def decode_rgb(data: bytes) -> torch.Tensor:
-    with Image.open(io.BytesIO(data)) as img:
-        return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+def assign(urls: list[str], slot: int, slots: int, epoch: int) -> tuple[list[str], int, int]:
+    """The shards slot ``slot`` of ``slots`` reads, and which of their samples it keeps: (urls, every, offset),
+    keeping sample i (counted over those shards in order) when ``i % every == offset``."""
+    if len(urls) >= slots:
+        return urls[slot::slots], 1, 0
+    return urls, slots, (slot + epoch) % slots  # rotate, so a slot does not see the same samples every epoch
 
 
-def decode_mask(data: bytes) -> torch.Tensor:
-    with Image.open(io.BytesIO(data)) as img:
-        return torch.from_numpy(np.asarray(img.convert("L")) > 0)[None]
+def share(steps: int, worker: int, workers: int) -> int:
+    """Batches worker ``worker`` makes of a rank's ``steps``: the DataLoader takes them round-robin, from worker 0."""
+    return steps // workers + (worker < steps % workers)
+
+
+def shuffled(items: Iterator[Any], size: int, rng: random.Random, initial: int = 100) -> Iterator[Any]:
+    """Items in random order through a buffer of up to ``size`` (webdataset's shuffle, seeded): output starts once
+    ``initial`` items are in, and the buffer grows by one more item per output until it is full."""
+    items = iter(items)
+    buffer: list[Any] = []
+    for item in items:
+        buffer.append(item)
+        if len(buffer) < size:
+            buffer.extend(itertools.islice(items, 1))
+        if len(buffer) >= min(initial, size):
+            i = rng.randrange(len(buffer))
+            buffer[i], buffer[-1] = buffer[-1], buffer[i]
+            yield buffer.pop()
+    rng.shuffle(buffer)
+    yield from buffer
 
 
 class ShardStream(IterableDataset):
-    """One split of a build as an iterable of sample dicts, sharded across DataLoader workers."""
+    """One split of a build as an iterable of sample dicts, split across DDP ranks and DataLoader workers.
+
+    ``train=True``: shuffled, randomly cropped and flipped, exactly ``steps * batch_size`` samples per rank and
+    epoch (see the module docstring). ``train=False``: every sample once, resized to ``crop``; ``rank`` and
+    ``world_size`` are ignored (evaluation runs on one process).
+    """
 
     def __init__(
-        self, root: Path, manifest: dict[str, Any], split: str, fields: Fields, train: bool, crop: int,
-        seed: int = 0, shuffle_buffer: int = 1000,
+        self, root: str | Path, manifest: dict[str, Any], split: str, fields: Fields, train: bool, crop: int,
+        seed: int = 0, shuffle_buffer: int = 1000, batch_size: int = 1, rank: int = 0, world_size: int = 1,
     ):  # fmt: skip
-        self.root, self.split, self.fields, self.train, self.crop = Path(root), split, fields, train, crop
+        self.split, self.fields, self.train, self.crop = split, fields, train, crop
         self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
-        self.urls = [str(self.root / s["path"]) for s in manifest["splits"][split]["shards"]]
+        self.batch_size, self.rank, self.world_size = batch_size, rank if train else 0, world_size if train else 1
+        self.urls = [shards.join(root, s["path"]) for s in manifest["splits"][split]["shards"]]
         self.num_samples = manifest["splits"][split]["num_samples"]
+        self.steps = self.num_samples // (batch_size * self.world_size)  # batches per rank and epoch, when training
+        self.num_classes = len(manifest["dataset"]["classes"])
+        self.limits = Limits.for_image_size(manifest["image_size"])
         self.skipped = 0
         if train:
             self.transform = v2.Compose([v2.RandomCrop(crop, pad_if_needed=True), v2.RandomHorizontalFlip()])
@@ -90,63 +131,106 @@ class ShardStream(IterableDataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.steps * self.batch_size if self.train else self.num_samples
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        urls = list(self.urls)
+        slot, slots = self.rank * workers + worker, self.world_size * workers
+        rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{worker}")
+        torch.manual_seed(rng.getrandbits(63))  # the crop and flip draws of this slot, this epoch
+        self.skipped, failed = 0, 0
         if self.train:
-            random.Random(f"{self.seed}:{self.epoch}").shuffle(urls)  # same order in every worker
-        mine = urls[worker::workers]
-        rng = random.Random(f"{self.seed}:{self.epoch}:{worker}")
-        torch.manual_seed(rng.getrandbits(63))  # the crop and flip draws of this worker, this epoch
-        wanted = {schema.IMAGE, schema.LABEL, schema.META, schema.MASK, *self.fields.names(self.epoch).values()}
-        samples = wds.tarfile_to_samples(
-            handler=self.skip_corrupt,
-            select_files=lambda name: name.split(".", 1)[-1] in wanted,  # never read what we will not decode
-        )({"url": u} for u in mine)
-        if self.train:
-            samples = wds.shuffle(bufsize=self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)(samples)
-        self.skipped = 0
-        for raw in samples:
+            quota = self.batch_size * share(self.steps, worker, workers)
+            raw = self.cycle(slot, slots, rng) if quota else iter(())
+        else:
+            quota = self.num_samples
+            raw = self.records(*assign(self.urls, slot, slots, 0))
+        made = 0
+        for sample in raw:
+            if made == quota:
+                break
             try:
-                yield self.decode(raw)
-            except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-                self.skip_corrupt(e, raw)
-        if self.skipped:  # each worker reports its own total at the end of the epoch
-            log.warning("%s epoch %d, worker %d: skipped %d corrupt samples", self.split, self.epoch, worker,
-                        self.skipped)  # fmt: skip
+                yield self.decode(sample)
+                made, failed = made + 1, 0
+            except DECODE_ERRORS as e:
+                self.skip_corrupt(ShardError(sample["__url__"], f"{type(e).__name__}: {e}", key=sample["__key__"]))
+                failed += 1
+                if self.train and failed > self.num_samples:  # a whole pass over this slot's share, none good
+                    raise ValueError(f"{self.split}: no sample of {len(self.urls)} shard(s) decodes; the last: "
+                                     f"{sample['__key__']} in {sample['__url__']}") from e  # fmt: skip
+        if self.skipped:  # each slot reports its own total at the end of the epoch
+            log.warning("%s epoch %d, rank %d worker %d: skipped %d corrupt samples", self.split, self.epoch,
+                        self.rank, worker, self.skipped)  # fmt: skip
 
-    def skip_corrupt(self, exn: Exception, raw: dict | None = None) -> bool:
-        """Skip a corrupt sample with a warning naming its key and shard; code bugs (TypeError, ...) still raise."""
-        if isinstance(exn, (TypeError, AttributeError, NameError)):
-            raise exn
+    def cycle(self, slot: int, slots: int, rng: random.Random) -> Iterator[dict[str, Any]]:
+        """This slot's share of the split, shuffled, over and over: each pass reads the shards in an order all slots
+        agree on (so that they split it), and shuffles within the pass (so that a sample is not repeated in it)."""
+        for repeat in itertools.count():
+            urls = list(self.urls)
+            random.Random(f"{self.seed}:{self.epoch}:{repeat}").shuffle(urls)
+            got = 0
+            for sample in shuffled(self.records(*assign(urls, slot, slots, self.epoch)), self.shuffle_buffer, rng):
+                got += 1
+                yield sample
+            if not got:
+                raise ValueError(f"{self.split}: no readable sample in this process's share of {len(urls)} shard(s)")
+
+    def records(self, urls: list[str], every: int, offset: int) -> Iterator[dict[str, Any]]:
+        """Raw samples of ``urls``, keeping sample i when ``i % every == offset``; a bad shard is skipped from
+        the bad point on, a bad sample on its own, each with a warning (from one slot, when slots share shards)."""
+        wanted = {schema.IMAGE, schema.LABEL, schema.META, schema.MASK, *self.fields.names(self.epoch).values()}
+        report = self.skip_corrupt if offset == 0 else lambda *_, **__: None
+        index = 0
+        for url in urls:
+            try:
+                for key, fields in shards.iter_records(url, wanted, self.limits, on_error=report):
+                    if index % every == offset:
+                        yield {**fields, "__key__": key, "__url__": url}
+                    index += 1
+            except ShardError as e:
+                report(e, what="the rest of")
+
+    def skip_corrupt(self, error: ShardError, what: str = "") -> None:
+        """Count and warn about a sample (or ``what`` of a shard) that cannot be used; its message names the
+        shard and the sample key."""
         self.skipped += 1
-        where = f"{raw.get('__key__')} in {raw.get('__url__')}" if raw else "a sample"
-        log.warning("skipping %s: %s: %s", where, type(exn).__name__, exn)
-        return True
+        log.warning("skipping %s%s", f"{what} " if what else "", error)
 
     def decode(self, raw: dict[str, Any]) -> dict[str, Any]:
-        meta = json.loads(raw[schema.META])
-        image = decode_rgb(raw[schema.IMAGE])
-        has_object = bool(meta["has_object"])
+        """Decode and check one sample; anything malformed raises ValueError or KeyError (skipped by the caller)."""
+        meta = shards.parse_json(raw[schema.META])
+        label = int(raw[schema.LABEL])
+        group = meta.get("group") if isinstance(meta, dict) else None
+        if not isinstance(meta, dict) or not isinstance(meta.get("has_object"), bool):
+            raise ValueError("json: expected an object with a boolean has_object")
+        if not 0 <= label < self.num_classes or not (group is None or type(group) is int):
+            raise ValueError(f"label {label} / group {group!r}: expected a class index below {self.num_classes}")
+        image = self.decode_image(raw[schema.IMAGE])
+        has_object = meta["has_object"]
         h, w = image.shape[1:]
-        mask = decode_mask(raw[schema.MASK]) if has_object else torch.zeros(1, h, w, dtype=torch.bool)
+        mask = self.decode_image(raw[schema.MASK], "L") if has_object else torch.zeros(1, h, w, dtype=torch.bool)
         views: dict[str, Any] = {"image": tv_tensors.Image(image), "mask": tv_tensors.Mask(mask)}
         for name, field_name in self.fields.names(self.epoch).items():
-            extra = decode_rgb(raw[field_name]) if has_object and field_name in raw else torch.zeros_like(image)
+            extra = self.decode_image(raw[field_name]) if has_object and field_name in raw else torch.zeros_like(image)
             views[name] = tv_tensors.Image(extra)
+        if any(v.shape[1:] != (h, w) for v in views.values()):
+            raise ValueError(f"fields of sizes {sorted({tuple(v.shape[1:]) for v in views.values()})}, expected one")
         views = self.transform(views)
         return {
             "key": raw["__key__"],
-            "label": int(raw[schema.LABEL]),
-            "group": -1 if meta.get("group") is None else int(meta["group"]),
+            "label": label,
+            "group": -1 if group is None else group,
             "has_object": has_object,
             "mask": views.pop("mask").as_subclass(torch.Tensor).float(),
             "image": to_input(views.pop("image")),
             **{name: to_input(v) for name, v in views.items()},
         }
+
+    def decode_image(self, data: bytes, mode: str = "RGB") -> torch.Tensor:
+        """[3, H, W] uint8 (``mode="L"``: a [1, H, W] bool mask); the declared size is checked before decoding."""
+        pixels = torch.from_numpy(shards.decode_image(data, self.limits.pixels, mode).copy())
+        return pixels.permute(2, 0, 1) if mode == "RGB" else (pixels > 0)[None]
 
 
 def to_input(image: torch.Tensor) -> torch.Tensor:
@@ -161,13 +245,60 @@ def loader(stream: ShardStream, batch_size: int, workers: int, drop_last: bool) 
     )  # fmt: skip
 
 
-def read_manifest(root: Path, verify: bool = False) -> dict[str, Any]:
-    """The build's manifest; with ``verify``, every shard's checksum and sample is checked first."""
-    manifest = schema.read_manifest(Path(root))
+def read_manifest(root: str | Path, verify: bool = False) -> dict[str, Any]:
+    """The manifest of the build at ``root``, a local folder or a URL; with ``verify``, every shard's checksum
+    (and, for a local build, every sample) is checked first."""
+    if not shards.is_url(root):
+        manifest = schema.read_manifest(Path(root))
+    else:
+        url = shards.join(root, schema.MANIFEST)
+        try:
+            manifest = shards.parse_json(shards.read_bytes(url, MAX_MANIFEST_BYTES))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{url}: no manifest; expected the URL of an `augment build` folder") from None
+        except shards.io_errors() as e:
+            raise ValueError(f"{url}: unreadable ({type(e).__name__}: {e})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != schema.FORMAT:
+            raise ValueError(f"{url}: not a {schema.FORMAT!r} manifest; expected the URL of an `augment build` folder")
+        if manifest.get("format_version") != schema.FORMAT_VERSION:
+            raise ValueError(
+                f"{url}: format_version {manifest.get('format_version')!r}, this tool reads "
+                f"{schema.FORMAT_VERSION}; rebuild the shards with this version of `augment build`"
+            )
+        schema.check_structure(url, manifest)
+    size = manifest.get("image_size")
+    if type(size) is not int or size < 1:
+        raise ValueError(f"{root}: manifest image_size {size!r}, expected a positive integer")
     if verify:
-        from augment.verify import verify as run_verify
-
-        problems, _ = run_verify(Path(root), progress=False)
+        problems = verify_local(root) if not shards.is_url(root) else verify_checksums(root, manifest)
         if problems:
             raise ValueError(f"{root}: {len(problems)} problem(s), first: {problems[0]}")
     return manifest
+
+
+def verify_local(root: str | Path) -> list[str]:
+    from augment.verify import verify as run_verify
+
+    return run_verify(Path(root), progress=False)[0]
+
+
+def verify_checksums(root: str, manifest: dict[str, Any]) -> list[str]:
+    """Size and sha256 of every shard of a remote build against its manifest (one streaming read each)."""
+    problems = []
+    for info in manifest["splits"].values():
+        for shard in info["shards"]:
+            url, digest, size = shards.join(root, shard["path"]), hashlib.sha256(), 0
+            try:
+                with shards.open_url(url) as fh:
+                    while block := fh.read(1 << 20):
+                        digest.update(block)
+                        size += len(block)
+            except shards.io_errors() as e:
+                problems.append(f"{url}: unreadable ({type(e).__name__}: {e})")
+                continue
+            if size != shard["bytes"] or digest.hexdigest() != shard["sha256"]:
+                problems.append(
+                    f"{url}: {size} bytes, sha256 {digest.hexdigest()[:12]}...; the manifest says "
+                    f"{shard['bytes']} bytes, {shard['sha256'][:12]}... (changed after the build)"
+                )
+    return problems

@@ -24,7 +24,7 @@ EXAMPLES = 6  # images per run in the saliency overlay sheet
 
 
 @torch.no_grad()
-def predict(model, root: Path, manifest: dict, split: str, crop: int, config, device) -> dict[str, Any]:
+def predict(model, root: str | Path, manifest: dict, split: str, crop: int, config, device) -> dict[str, Any]:
     """Logits, labels, groups and keys of a split, plus saliency scores and masks for the first images."""
     stream = ShardStream(root, manifest, split, Fields(), train=False, crop=crop, seed=config.seed)
     model.eval()
@@ -64,7 +64,7 @@ def saliency(model, x: torch.Tensor, target: torch.Tensor, config) -> torch.Tens
     return metrics.input_gradient_saliency(model, x, target)
 
 
-def split_metrics(model, root: Path, manifest: dict, split: str, crop: int, config, device) -> dict[str, Any]:
+def split_metrics(model, root: str | Path, manifest: dict, split: str, crop: int, config, device) -> dict[str, Any]:
     p = predict(model, root, manifest, split, crop, config, device)
     return summarize(p)
 
@@ -85,7 +85,7 @@ def pair_key(key: str, split: str) -> str:
     return re.sub(r"fg_(.*?)_bg_.*$", r"\1", rest)
 
 
-def evaluate_all(model, root: Path, manifest: dict, crop: int, config, device) -> dict[str, Any]:
+def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, device) -> dict[str, Any]:
     """Metrics on every split but train, plus the paired metrics the manifest names."""
     predictions = {
         s: predict(model, root, manifest, s, crop, config, device) for s in manifest["splits"] if s != "train"

@@ -32,18 +32,19 @@ def cf_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "logp") -> t
     raise ValueError(f"--cf-loss: got {kind!r}, expected one of {', '.join(CF_LOSSES)}")
 
 
-def saliency_penalty(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, background: torch.Tensor):
+def saliency_penalty(
+    logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, background: torch.Tensor
+) -> torch.Tensor:
     """GradMask (uncontrasted): mean over images, channels and pixels of (d z_{y_i} / d x_i * background_i)^2.
 
-    Each image's gradient is of its **own** target logit (the paper's code summed every label's logit, a bug).
-    The graph is kept (``create_graph=True``) so the penalty trains the model: double backprop.
-    Returns ``(penalty, logits)`` so the caller can reuse the forward pass for the CE term.
+    ``logits`` are the model's outputs for ``images``, a leaf tensor that requires grad (they may be rows of a larger
+    forward, which is how DDP sees a single forward per step). Each image's gradient is of its **own** target logit
+    (the paper's code summed every label's logit, a bug). The graph is kept (``create_graph=True``) so the penalty
+    trains the model: double backprop.
     """
-    images = images.detach().requires_grad_(True)
-    logits = model(images)
     own = logits.gather(1, labels[:, None]).sum()
     (grad,) = torch.autograd.grad(own, images, create_graph=True)
-    return (grad * background).pow(2).mean(), logits
+    return (grad * background).pow(2).mean()
 
 
 @torch.enable_grad()

@@ -12,6 +12,12 @@ Loss per batch (SPEC.md section 3), with every term's sum divided by the total n
 CF/F/FGSM rows exist only for samples with an object annotation. Logs one line per interval (loss, lr, img/s,
 data-wait vs step time) and one CSV row per epoch; checkpoints atomically every epoch; ``--resume`` continues
 exactly (model, optimizer, scheduler, epoch, best metric, RNG states).
+
+DDP: ``torchrun --nproc-per-node N -m train fit ...`` runs one process per device (gloo on the CPU, nccl on
+cuda:LOCAL_RANK); ``--batch-size`` is per process. Each step makes one forward of the wrapped model (originals, CF,
+F and FGSM rows together; FGSM attacks the unwrapped module) and one backward. Rank 0 evaluates, writes the run
+folder and sends its validation score to the others, so that every rank selects and stops alike; ``--resume``
+reads ``<out>/last.pt`` on every rank (a folder they all see).
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from train import evaluate
 from train.config import Config
@@ -42,40 +50,57 @@ LOG_EVERY = 20  # steps
 
 def fit(config: Config, resume: bool = False, verify: bool = False, stop_after: int | None = None) -> dict[str, Any]:
     """Train, select on val, evaluate every split; ``stop_after`` ends the call after that epoch's checkpoint
-    (what an interruption looks like, for tests of ``resume``)."""
+    (what an interruption looks like, for tests of ``resume``). Returns the results on rank 0, {} elsewhere."""
+    rank, world_size, device = start_processes(config.device)
+    try:
+        return run(config, rank, world_size, device, resume, verify, stop_after)
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
+
+
+def run(config: Config, rank: int, world_size: int, device: torch.device, resume: bool, verify: bool,
+        stop_after: int | None) -> dict[str, Any]:  # fmt: skip
     # ---- config ------------------------------------------------------------------------------------------------
+    main = rank == 0  # writes the run folder and evaluates
     out = Path(config.out)
     if (out / "last.pt").exists() and not resume:
         raise ValueError(f"--out {out}: holds a run already; pass --resume to continue it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if config.device == "auto" else config.device)  # fmt: skip
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     seed_everything(config.seed)
 
     # ---- data --------------------------------------------------------------------------------------------------
-    manifest = read_manifest(Path(config.shards), verify=verify)
+    manifest = read_manifest(config.shards, verify=verify and main)
     classes = manifest["dataset"]["classes"]
     fields = Fields(cf=config.cf, f=config.f, copies=manifest["methods"]["copies"])
     check_fields(manifest, fields)
     if config.val_split not in manifest["splits"]:
         raise ValueError(f"--val-split {config.val_split}: not in the build; splits: {', '.join(manifest['splits'])}")
     crop = config.crop or round(manifest["image_size"] * 7 / 8)
-    train_stream = ShardStream(Path(config.shards), manifest, "train", fields, train=True, crop=crop, seed=config.seed)
+    train_stream = ShardStream(config.shards, manifest, "train", fields, train=True, crop=crop, seed=config.seed,
+                               batch_size=config.batch_size, rank=rank, world_size=world_size)  # fmt: skip
     train_loader = loader(train_stream, config.batch_size, config.workers, drop_last=True)
-    steps_per_epoch = max(1, train_stream.num_samples // config.batch_size)
+    steps_per_epoch = train_stream.steps  # the same on every rank
+    if steps_per_epoch == 0:
+        raise ValueError(f"{config.shards}: {train_stream.num_samples} train samples make no full batch of "
+                         f"{config.batch_size} for each of {world_size} process(es); lower --batch-size")  # fmt: skip
 
     # ---- model -------------------------------------------------------------------------------------------------
-    model = build_model(config.arch, len(classes), config.weights, zero_head=config.zero_head).to(device)
+    module = build_model(config.arch, len(classes), config.weights, zero_head=config.zero_head).to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        module = module.to(memory_format=torch.channels_last)
+    model = module
+    if world_size > 1:  # broadcasts rank 0's weights now, averages gradients in every backward
+        model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
     # ---- optimizer and schedule --------------------------------------------------------------------------------
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+        optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)  # fmt: skip
     else:
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=config.lr, momentum=config.momentum,
+        optimizer = torch.optim.RMSprop(module.parameters(), lr=config.lr, momentum=config.momentum,
                                         weight_decay=config.weight_decay)  # fmt: skip
     scheduler = make_scheduler(config, optimizer)
     amp = config.amp and device.type == "cuda"
@@ -85,7 +110,7 @@ def fit(config: Config, resume: bool = False, verify: bool = False, stop_after: 
     start, best, stale = 0, -math.inf, 0
     if resume and (out / "last.pt").is_file():
         state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best, stale = state["epoch"] + 1, state["best"], state["stale"]
@@ -102,11 +127,12 @@ def fit(config: Config, resume: bool = False, verify: bool = False, stop_after: 
         for step, batch in enumerate(train_loader):
             loaded = time.perf_counter()
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                loss, rows = objective(model, batch, config, len(classes), device, epoch * steps_per_epoch + step)
+                loss, rows = objective(model, batch, config, len(classes), device, epoch * steps_per_epoch + step,
+                                       rank)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), config.clip)
             scaler.step(optimizer)
             scaler.update()
             done = time.perf_counter()
@@ -120,52 +146,67 @@ def fit(config: Config, resume: bool = False, verify: bool = False, stop_after: 
                          steps_per_epoch, loss.item(), optimizer.param_groups[0]["lr"], rows / (done - tick),
                          loaded - tick, done - loaded)  # fmt: skip
             tick = time.perf_counter()
-        if totals["steps"] == 0:
-            raise ValueError(f"{config.shards}: no full batch of {config.batch_size} in train; lower --batch-size")
+        if world_size > 1:  # the epoch's loss and rows over all ranks; BatchNorm statistics as on rank 0
+            summed = torch.tensor([totals["loss"], totals["rows"], totals["steps"]], dtype=torch.float64, device=device)
+            dist.all_reduce(summed)
+            totals["loss"], totals["rows"], totals["steps"] = summed.tolist()
+            for buffer in module.buffers():
+                dist.broadcast(buffer, 0)
 
-        # ---- eval and checkpoint -------------------------------------------------------------------------------
-        val = evaluate.split_metrics(model, Path(config.shards), manifest, config.val_split, crop, config, device)
-        score = val["accuracy"] if config.select == "accuracy" else (val.get("macro_auc") or 0.0)
+        # ---- eval and checkpoint (rank 0; the others wait for its score, then decide as it does) -----------------
+        score = 0.0
+        if main:
+            val = evaluate.split_metrics(module, config.shards, manifest, config.val_split, crop, config, device)
+            score = val["accuracy"] if config.select == "accuracy" else (val.get("macro_auc") or 0.0)
+        if world_size > 1:
+            score = from_rank0(score, device)
         if config.schedule == "plateau":
             scheduler.step(score)
         else:
             scheduler.step()
         improved = score > best
         best, stale = (score, 0) if improved else (best, stale + 1)
-        seconds = max(totals["data_s"] + totals["step_s"], 1e-9)
-        row = {"epoch": epoch, "loss": totals["loss"] / totals["steps"], "lr": optimizer.param_groups[0]["lr"],
-               f"val_{config.select}": score, "img_per_s": totals["rows"] / seconds,
-               "data_wait_fraction": totals["data_s"] / seconds}  # fmt: skip
-        append_csv(rows_csv, row)
-        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in row.items()}))
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "epoch": epoch, "best": best, "stale": stale, "rng": rng_state(), "config": config.to_dict(),
-                 "classes": classes}  # fmt: skip
-        atomic_save(state, out / "last.pt")
-        if improved:
-            atomic_save({"model": model.state_dict(), "epoch": epoch, "config": config.to_dict(), "classes": classes},
-                        out / "best.pt")  # fmt: skip
+        if main:
+            seconds = max(totals["data_s"] + totals["step_s"], 1e-9)
+            row = {"epoch": epoch, "loss": totals["loss"] / totals["steps"], "lr": optimizer.param_groups[0]["lr"],
+                   f"val_{config.select}": score, "img_per_s": totals["rows"] / seconds,
+                   "data_wait_fraction": totals["data_s"] / seconds}  # fmt: skip
+            append_csv(rows_csv, row)
+            log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in row.items()}))
+            state = {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "stale": stale,
+                     "rng": rng_state(), "config": config.to_dict(), "classes": classes}  # fmt: skip
+            atomic_save(state, out / "last.pt")
+            if improved:
+                atomic_save({"model": module.state_dict(), "epoch": epoch, "config": config.to_dict(),
+                             "classes": classes}, out / "best.pt")  # fmt: skip
         if config.early_stop and stale >= config.early_stop:
             log.info("early stop: no %s gain for %d epochs", config.select, stale)
             break
         if stop_after is not None and epoch >= stop_after:
             return {}
+    if not main:
+        return {}
 
     # ---- final evaluation on every split, with the selected model ------------------------------------------------
-    model.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
-    results = evaluate.evaluate_all(model, Path(config.shards), manifest, crop, config, device)
+    module.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
+    results = evaluate.evaluate_all(module, config.shards, manifest, crop, config, device)
     results["method"] = config.method_name()
     evaluate.write_results(out, results)
     return results
 
 
-def objective(model, batch: dict[str, Any], config: Config, num_classes: int, device, step: int):
-    """The batch loss and its number of rows (see the module docstring)."""
+def objective(model, batch: dict[str, Any], config: Config, num_classes: int, device, step: int, rank: int = 0):
+    """The batch loss and its number of rows (see the module docstring). ``model`` may be DDP-wrapped: it then
+    runs exactly one forward, and the FGSM attack runs on the unwrapped module outside DDP's bookkeeping."""
     x = batch["image"].to(device, non_blocking=True)
     y = batch["label"].to(device, non_blocking=True)
     has = batch["has_object"].to(device)
     background = (1.0 - batch["mask"].to(device)) * has[:, None, None, None]  # 0 on the object and without a mask
-    generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + step)
+    generator = torch.Generator(device=device).manual_seed(
+        random.Random(f"{config.seed}:{step}:{rank}").getrandbits(63)
+    )
+    net = model.module if isinstance(model, DistributedDataParallel) else model
 
     if config.mixup:
         mixed, soft = mixup(x, y, config.mixup, num_classes, generator)
@@ -179,20 +220,19 @@ def objective(model, batch: dict[str, Any], config: Config, num_classes: int, de
             kinds.append(role)
     if config.fgsm and has.any():
         eps = 2 * config.fgsm  # fraction of the pixel range -> the [-1, 1] scale
-        extra_x.append(fgsm_background(model, x[has], y[has], background[has], eps, config.fgsm_steps,
+        extra_x.append(fgsm_background(net, x[has], y[has], background[has], eps, config.fgsm_steps,
                                        generator=generator))  # fmt: skip
         extra_y.append(y[has])
         kinds.append("f")
 
+    sal = bool(config.sal and has.any())
+    if sal:
+        x = x.detach().requires_grad_(True)  # a leaf, so that the saliency gradient can be taken w.r.t. it
+    logits = model(torch.cat([x, *extra_x]))  # the one forward of the step
+    logits_x, logits_extra = logits[: x.shape[0]], logits[x.shape[0] :]
     penalty = x.new_zeros(())
-    if config.sal and has.any():
-        with torch.autocast(device.type, enabled=config.amp):
-            penalty, logits_x = saliency_penalty(model, x, y, background)
-        penalty = penalty * x.shape[0] / has.sum()  # mean over the images that have a mask
-        logits_extra = model(torch.cat(extra_x)) if extra_x else None
-    else:
-        logits = model(torch.cat([x, *extra_x]))
-        logits_x, logits_extra = logits[: x.shape[0]], logits[x.shape[0] :]
+    if sal:  # mean over the images that have a mask
+        penalty = saliency_penalty(logits_x, x, y, background) * x.shape[0] / has.sum()
 
     total = F.cross_entropy(logits_x, y, label_smoothing=config.label_smoothing, reduction="sum")
     offset = 0
@@ -215,6 +255,28 @@ def make_scheduler(config: Config, optimizer):
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def start_processes(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this joins the process group: nccl with one
+    GPU per process (cuda:LOCAL_RANK) when the device is CUDA, else gloo on the CPU."""
+    world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    chosen = torch.device(device)
+    if world_size > 1:
+        if chosen.type == "cuda":
+            chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(chosen)
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    return rank, world_size, chosen
+
+
+def from_rank0(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (a collective: every rank waits here for rank 0)."""
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, 0)
+    return tensor.item()
 
 
 def seed_everything(seed: int) -> None:
