@@ -49,9 +49,9 @@ def shard_loader(shards: Path, crop: int, batch: int, workers: int, epoch: int) 
 
     manifest = read_manifest(shards)
     fields = Fields(cf=["tile"], f=["shuffle"], copies=manifest["methods"]["copies"])
-    stream = ShardStream(shards, manifest, "train", fields, train=True, crop=crop, seed=0)
+    stream = ShardStream(shards, manifest, "train", fields, train=True, crop=crop, seed=0, batch_size=batch)
     stream.set_epoch(epoch)
-    return loader(stream, batch, workers, drop_last=False)
+    return loader(stream, batch, workers, drop_last=True)
 
 
 def extract(shards: Path, folder: Path) -> list[tuple[str, int]]:
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     batch, workers = args.batch_size, args.workers
 
     def plain(dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers)
+        return DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
 
     loaders = {
         "shards (train.data), CF+F precomputed": lambda r: shard_loader(shards, crop, batch, workers, r),
