@@ -47,7 +47,7 @@ class Config:
     mixup: float = 0.0  # Beta(a, a); 0 = off (baseline, exclusive with CF/F/Sal)
     label_smoothing: float = 0.0  # baseline, exclusive with CF/F/Sal
     epochs: int = 8
-    batch_size: int = 64
+    batch_size: int = 64  # per process: under torchrun a step sees batch_size x nproc originals
     optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9

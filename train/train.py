@@ -23,6 +23,7 @@ reads ``<out>/last.pt`` on every rank (a folder they all see).
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import logging
 import math
@@ -268,7 +269,8 @@ def start_processes(device: str) -> tuple[int, int, torch.device]:
         if chosen.type == "cuda":
             chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(chosen)
-        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+        # rank 0 evaluates (and with --verify, checks the build) while the others wait in a collective
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
     return rank, world_size, chosen
 
 
