@@ -198,6 +198,11 @@ def pipe(command: str) -> Iterator[IO[bytes]]:
         raise OSError(f"pipe command {command!r} exited with status {status}")
 
 
+def because(error: BaseException) -> str:
+    """`` (the cause)`` when a filesystem hid it behind its own error (fsspec: a refused connection is "not found")."""
+    return f" ({error.__cause__})" if error.__cause__ is not None else ""
+
+
 def read_bytes(url: str | Path, limit: int) -> bytes:
     """The whole file at ``url``, refused when over ``limit`` bytes."""
     with open_url(url) as fh:
@@ -269,8 +274,8 @@ def iter_records(
     try:
         with open_url(url) as fh:
             yield from records(TarStream(fh, url), url, fields, limits, on_error)
-    except FileNotFoundError:
-        raise ShardError(url, "missing shard file") from None
+    except FileNotFoundError as e:
+        raise ShardError(url, "missing shard file" + because(e)) from None
     except io_errors() as e:
         raise ShardError(url, f"truncated or unreadable ({type(e).__name__}: {e})") from None
 

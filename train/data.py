@@ -254,8 +254,10 @@ def read_manifest(root: str | Path, verify: bool = False) -> dict[str, Any]:
         url = shards.join(root, schema.MANIFEST)
         try:
             manifest = shards.parse_json(shards.read_bytes(url, MAX_MANIFEST_BYTES))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{url}: no manifest; expected the URL of an `augment build` folder") from None
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"{url}: no manifest{shards.because(e)}; expected the URL of an `augment build` folder"
+            ) from None
         except shards.io_errors() as e:
             raise ValueError(f"{url}: unreadable ({type(e).__name__}: {e})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != schema.FORMAT:
