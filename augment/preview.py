@@ -14,17 +14,21 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from augment import encode, schema
-from augment.shards import iter_records
+from augment.shards import Limits, iter_records
 
 LABEL_HEIGHT = 14
 CAPTION_WIDTH = 96
 
 
-def pick_records(out: Path, shards: list[dict], rows: int, classes: int) -> list[tuple[str, dict[str, bytes]]]:
-    """Up to ``rows`` annotated records: the first of each class, then the next ones in shard order."""
+def pick_records(
+    out: Path, shards: list[dict], rows: int, classes: int, image_size: int
+) -> list[tuple[str, dict[str, bytes]]]:
+    """Up to ``rows`` annotated records: the first of each class, then the next ones in shard order (images bounded
+    by the build's ``image_size``: shards may come from strangers)."""
     firsts: dict[int, tuple[str, dict[str, bytes]]] = {}
     rest = []
-    records = (r for shard in shards for r in iter_records(out / shard["path"]))
+    limits = Limits.for_image_size(image_size)
+    records = (r for shard in shards for r in iter_records(out / shard["path"], limits=limits))
     for key, fields in itertools.islice(records, rows * 50):  # bounded scan: a preview never reads a whole build
         if not json.loads(fields[schema.META])["has_object"]:
             continue
@@ -56,7 +60,8 @@ def preview(out: Path, dest: Path, split: str | None = None, rows: int = 8, cell
     if split not in splits:
         raise ValueError(f"--split {split!r}: not in this build; valid choices: {', '.join(splits)}")
     columns = [schema.IMAGE, schema.MASK] + [f for f in splits[split]["fields"] if f.startswith(("cf.", "f."))]
-    records = pick_records(Path(out), splits[split]["shards"], rows, len(manifest["dataset"]["classes"]))
+    records = pick_records(Path(out), splits[split]["shards"], rows, len(manifest["dataset"]["classes"]),
+                           manifest["image_size"])  # fmt: skip
     if not records:
         raise ValueError(f"{out}/{split}: no annotated samples to preview")
     titles = ["original" if n == schema.IMAGE else n.removesuffix(".jpg").removesuffix(".png") for n in columns]

@@ -98,22 +98,28 @@ def read_manifest(out: Path) -> dict[str, Any]:
     path = Path(out) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest; expected the output folder of `augment build`")
+    return parse_manifest(path.read_bytes(), path)
+
+
+def parse_manifest(data: bytes, where: Path | str) -> dict[str, Any]:
+    """Parse and check a manifest's bytes read from ``where`` (a file or a URL, named in the errors)."""
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); rebuild with `augment build`") from None
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        manifest = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"{where}: not valid JSON ({e}); rebuild with `augment build`") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{where}: format {got!r}, expected {FORMAT!r} (the manifest.json of an `augment build`)")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(
-            f"{path}: format_version {manifest.get('format_version')!r}, this tool reads {FORMAT_VERSION}; "
+            f"{where}: format_version {manifest.get('format_version')!r}, this tool reads {FORMAT_VERSION}; "
             "rebuild the shards with this version of `augment build`"
         )
-    check_structure(path, manifest)
+    check_structure(where, manifest)
     return manifest
 
 
-def check_structure(path: Path, manifest: dict[str, Any]) -> None:
+def check_structure(path: Path | str, manifest: dict[str, Any]) -> None:
     """The keys and types readers rely on; shard paths must stay inside the build folder."""
 
     def need(obj: Any, key: str, kind: type, where: str) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from augment import encode, schema
-from augment.shards import ShardError, iter_records, sha256_file
+from augment.shards import Limits, ShardError, iter_records, sha256_file
 
 
 def check_record(key: str, fields: dict[str, bytes], split: str, manifest: dict[str, Any]) -> Iterator[str]:
@@ -69,6 +69,7 @@ def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
     for stray in sorted(set(out.glob("*/shard-*.tar*")) - listed):
         problems.append(f"{stray}: not listed in {schema.MANIFEST} (a leftover of an interrupted or other build?)")
     total = sum(s["num_samples"] for s in manifest["splits"].values())
+    limits = Limits.for_image_size(manifest.get("image_size") or 0)  # shards may come from strangers: bound them
     read = 0
     with tqdm(total=total, unit="img", desc="augment verify", disable=not progress) as bar:
         for split, info in manifest["splits"].items():
@@ -84,7 +85,7 @@ def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
                     problems.append(f"{path}: sha256 mismatch (file changed after the build)")
                 count = 0
                 try:
-                    for key, fields in iter_records(path):
+                    for key, fields in iter_records(path, limits=limits):
                         count += 1
                         if key in seen:
                             problems.append(f"{path}: sample {key!r} appears more than once in the build")

@@ -253,21 +253,14 @@ def read_manifest(root: str | Path, verify: bool = False) -> dict[str, Any]:
     else:
         url = shards.join(root, schema.MANIFEST)
         try:
-            manifest = shards.parse_json(shards.read_bytes(url, MAX_MANIFEST_BYTES))
+            data = shards.read_bytes(url, MAX_MANIFEST_BYTES)
         except FileNotFoundError as e:
             raise FileNotFoundError(
                 f"{url}: no manifest{shards.because(e)}; expected the URL of an `augment build` folder"
             ) from None
         except shards.io_errors() as e:
             raise ValueError(f"{url}: unreadable ({type(e).__name__}: {e})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != schema.FORMAT:
-            raise ValueError(f"{url}: not a {schema.FORMAT!r} manifest; expected the URL of an `augment build` folder")
-        if manifest.get("format_version") != schema.FORMAT_VERSION:
-            raise ValueError(
-                f"{url}: format_version {manifest.get('format_version')!r}, this tool reads "
-                f"{schema.FORMAT_VERSION}; rebuild the shards with this version of `augment build`"
-            )
-        schema.check_structure(url, manifest)
+        manifest = schema.parse_manifest(data, url)
     size = manifest.get("image_size")
     if type(size) is not int or size < 1:
         raise ValueError(f"{root}: manifest image_size {size!r}, expected a positive integer")

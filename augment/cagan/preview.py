@@ -25,7 +25,8 @@ def preview(weights: Path, shards: Path, dest: Path, split: str = "val", rows: i
     manifest = schema.read_manifest(shards)
     if split not in manifest["splits"]:
         raise ValueError(f"--split {split!r}: not in {shards}; valid choices: {', '.join(manifest['splits'])}")
-    records = pick_records(shards, manifest["splits"][split]["shards"], rows, len(manifest["dataset"]["classes"]))
+    records = pick_records(shards, manifest["splits"][split]["shards"], rows, len(manifest["dataset"]["classes"]),
+                           manifest["image_size"])  # fmt: skip
     if not records:
         raise ValueError(f"{shards}/{split}: no annotated samples to preview")
     images, holes, names = [], [], []
