@@ -79,6 +79,13 @@ def fit(
     lr: float | None = typer.Option(None, min=0.0, help="Override the preset's learning rate."),
     crop: int | None = typer.Option(None, min=8, help="Random-crop size [default: 7/8 of the stored image size]."),
     seed: int = typer.Option(0, min=0, help="Seed for weights init, data order, crops and attacks."),
+    train_fraction: float = typer.Option(
+        1.0,
+        min=0.0,
+        max=1.0,
+        help="Train on this share of the train split (a fixed subset chosen by sample key; "
+        "smaller subsets are nested in larger ones): the training-set-size curve of `train study`.",
+    ),
     workers: int = typer.Option(2, min=0, help="DataLoader worker processes (per training process)."),
     early_stop: int = typer.Option(0, min=0, help="Stop after this many epochs without val gain. 0 = off."),
     amp: bool = typer.Option(False, help="Mixed precision on GPU (bf16 where supported)."),
@@ -108,6 +115,7 @@ def fit(
             weights=str(weights) if weights else None, cf=[m.value for m in cf], cf_loss=cf_loss.value,
             cf_weight=cf_weight, f=[m.value for m in f], fgsm=fgsm, fgsm_steps=fgsm_steps, sal=sal, mixup=mixup,
             label_smoothing=label_smoothing, epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, seed=seed,
+            train_fraction=train_fraction,
             workers=workers, early_stop=early_stop, amp=amp, saliency=saliency.value, device=device,
         )  # fmt: skip
         if arch is None and preset.value != "demo":

@@ -60,6 +60,7 @@ class Config:
     clip: float = 1.0
     early_stop: int = 0  # patience in epochs; 0 = off
     seed: int = 0
+    train_fraction: float = 1.0  # train on this share of the train split (a fixed subset by key): Fig. 5's curve
     workers: int = 2
     device: str = "auto"
     amp: bool = False  # mixed precision on GPU (bf16 where supported); Sal runs in fp32 unless this is set
@@ -91,6 +92,8 @@ class Config:
             raise ValueError("--mixup and --label-smoothing are baselines: use them without --cf, --f, --fgsm, --sal")
         if self.mixup and self.label_smoothing:
             raise ValueError("--mixup and --label-smoothing are separate baselines: pick one")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"--train-fraction: got {self.train_fraction}, expected a fraction in (0, 1]")
         if not 0 <= self.fgsm <= 1 or self.fgsm_steps < 1:
             raise ValueError(f"--fgsm: got {self.fgsm}, expected a fraction of the pixel range in [0, 1]")
 

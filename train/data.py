@@ -112,12 +112,14 @@ class ShardStream(IterableDataset):
     def __init__(
         self, root: str | Path, manifest: dict[str, Any], split: str, fields: Fields, train: bool, crop: int,
         seed: int = 0, shuffle_buffer: int = 1000, batch_size: int = 1, rank: int = 0, world_size: int = 1,
+        fraction: float = 1.0,
     ):  # fmt: skip
         self.split, self.fields, self.train, self.crop = split, fields, train, crop
         self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
         self.batch_size, self.rank, self.world_size = batch_size, rank if train else 0, world_size if train else 1
         self.urls = [shards.join(root, s["path"]) for s in manifest["splits"][split]["shards"]]
-        self.num_samples = manifest["splits"][split]["num_samples"]
+        self.fraction = fraction  # keep this share of the samples (a fixed subset, chosen by key: see in_subset)
+        self.num_samples = max(1, round(manifest["splits"][split]["num_samples"] * fraction))
         self.steps = self.num_samples // (batch_size * self.world_size)  # batches per rank and epoch, when training
         self.num_classes = len(manifest["dataset"]["classes"])
         self.limits = Limits.for_image_size(manifest["image_size"])
@@ -185,6 +187,8 @@ class ShardStream(IterableDataset):
         for url in urls:
             try:
                 for key, fields in shards.iter_records(url, wanted, self.limits, on_error=report):
+                    if self.fraction < 1.0 and not in_subset(key, self.fraction):
+                        continue
                     if index % every == offset:
                         yield {**fields, "__key__": key, "__url__": url}
                     index += 1
@@ -231,6 +235,13 @@ class ShardStream(IterableDataset):
         """[3, H, W] uint8 (``mode="L"``: a [1, H, W] bool mask); the declared size is checked before decoding."""
         pixels = torch.from_numpy(shards.decode_image(data, self.limits.pixels, mode).copy())
         return pixels.permute(2, 0, 1) if mode == "RGB" else (pixels > 0)[None]
+
+
+def in_subset(key: str, fraction: float) -> bool:
+    """Whether sample ``key`` is in the training subset of this size: the same samples for every seed and run, and
+    a smaller subset is part of every larger one (Fig. 5's curve compares nested subsets)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < fraction * 2**64
 
 
 def to_input(image: torch.Tensor) -> torch.Tensor:

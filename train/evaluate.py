@@ -94,6 +94,8 @@ def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, dev
     shown = next((p for s, p in predictions.items() if s != config.val_split and len(p["scores"])), None)
     if shown is not None:  # a few test images with their saliency, for `train report`'s overlay sheet
         results["_examples"] = {k: shown[k][:EXAMPLES] for k in ("images", "masks", "scores")}
+    results["_predictions"] = {f"{s}.{k}": np.asarray(p[k]) for s, p in predictions.items()
+                               for k in ("keys", "labels", "logits")}  # fmt: skip  # per sample: Fig. 6 of a study
     evaluation = manifest["dataset"]["params"].get("evaluation", {})
     gap = evaluation.get("bg_gap")
     if gap and gap["same"] in predictions and gap["rand"] in predictions:
@@ -125,10 +127,14 @@ def background_reliance(predictions: dict, pair: dict, num_classes: int) -> floa
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:
-    """results.json (everything), results.tsv (one row per split, the main metrics), saliency_examples.npz."""
+    """results.json (everything), results.tsv (one row per split, the main metrics), saliency_examples.npz, and
+    predictions.npz (``<split>.keys``, ``.labels``, ``.logits`` per sample; plain arrays, no pickles)."""
     examples = results.pop("_examples", None)
     if examples is not None:
         np.savez_compressed(out / "saliency_examples.npz", **examples)
+    predictions = results.pop("_predictions", None)
+    if predictions is not None:
+        np.savez_compressed(out / "predictions.npz", **predictions)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     columns = ["split", "num_samples", "accuracy", "worst_group_accuracy", "macro_auc", "macro_aupr", "saliency_aupr"]
     lines = ["\t".join(columns)]

@@ -81,7 +81,8 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
         raise ValueError(f"--val-split {config.val_split}: not in the build; splits: {', '.join(manifest['splits'])}")
     crop = config.crop or round(manifest["image_size"] * 7 / 8)
     train_stream = ShardStream(config.shards, manifest, "train", fields, train=True, crop=crop, seed=config.seed,
-                               batch_size=config.batch_size, rank=rank, world_size=world_size)  # fmt: skip
+                               batch_size=config.batch_size, rank=rank, world_size=world_size,
+                               fraction=config.train_fraction)  # fmt: skip
     train_loader = loader(train_stream, config.batch_size, config.workers, drop_last=True)
     steps_per_epoch = train_stream.steps  # the same on every rank
     if steps_per_epoch == 0:
