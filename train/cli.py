@@ -176,6 +176,28 @@ def report(
     typer.echo(path.read_text().rstrip())
 
 
+@app.command()
+def study(
+    shards: str = typer.Option(
+        ..., help="A build folder or URL from `augment build` with every CF/F method the grid uses."
+    ),
+    grid: Path = typer.Option(..., help="The grid: a TOML file of rows (see docs/grids/paper.toml)."),
+    seeds: int = typer.Option(3, min=1, help="Seeds per row: 0, 1, ... (tables show mean ± sd over them)."),
+    out: Path = typer.Option(..., help="Study folder: runs/<row>/s<seed>/, REPORT.md, REPORT.html and the figures."),
+) -> None:
+    """Run a grid of training runs over seeds and write REPORT.md / REPORT.html: the paper's Tables 1-3, Figs. 4-6
+    and its claims checked on your data. Finished runs are reused and interrupted ones resumed, so re-running after a
+    crash loses at most the epoch in progress."""
+    from train.study import study as run_study
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    try:
+        report = run_study(shards, grid, seeds, out)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e), 2)
+    typer.echo(f"{report} and {report.with_suffix('.html')}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,222 @@
+"""``train study``: the paper's comparison as one command: a grid of runs x seeds (x training-set fractions).
+
+    train study --shards shards/mine --grid docs/grids/paper.toml --seeds 3 --out runs/study
+
+The grid is a small TOML file (read with the standard library's ``tomllib``):
+
+    [defaults]              # any `train fit` setting, for every run
+    preset = "demo"
+    [[run]]                 # one table row per entry; `name` defaults to the method's name, e.g. CF(tile)+F(shuffle)
+    cf = ["tile"]
+    [[run]]
+    name = "CF+F"
+    cf = "best"             # "best": the CF (F) method whose single-method row scored best on `best_by`
+    f = "best"
+    [curve]                 # Fig. 5: these rows again on a fraction of the training set
+    fractions = [0.25, 0.5]
+    rows = ["Orig", "CF+F"]
+    [select]
+    best_by = "val"         # the split whose mean accuracy picks "best" (val: no peeking at the test splits)
+
+Each run goes to ``<out>/runs/<row>/s<seed>[-f<fraction>]``. A run whose results.json exists with the same config is
+reused; one with a checkpoint but no results resumes from it. So a study re-run after a crash loses at most the
+epoch in progress. The report is written by :mod:`train.study_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from train.config import Config
+
+log = logging.getLogger("train")
+BEST = "best"
+
+
+@dataclass
+class Row:
+    """One table row: its name and the settings it changes from the defaults (``cf``/``f`` may be "best")."""
+
+    name: str
+    settings: dict[str, Any]
+
+    def needs_best(self) -> bool:
+        return BEST in (self.settings.get("cf"), self.settings.get("f"))
+
+
+@dataclass
+class Grid:
+    defaults: dict[str, Any]
+    rows: list[Row]
+    fractions: list[float] = field(default_factory=list)
+    curve_rows: list[str] = field(default_factory=list)
+    best_by: str = "val"
+    path: str = ""
+
+
+def load_grid(path: Path) -> Grid:
+    """Read and check a grid file; errors name the file, the entry and the valid keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--grid {path}: no such file; see docs/grids/paper.toml for an example")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"--grid {path}: not valid TOML ({e})") from None
+    known = {f.name for f in fields(Config)} - {"shards", "out", "seed"}
+    unknown_top = sorted(set(data) - {"defaults", "run", "curve", "select"})
+    if unknown_top:
+        raise ValueError(f"{path}: unknown tables {unknown_top}; expected [defaults], [[run]], [curve], [select]")
+
+    def check(where: str, settings: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(set(settings) - known - {"name"})
+        if bad:
+            raise ValueError(f"{path}: {where}: unknown settings {bad}; valid: {', '.join(sorted(known))}")
+        out = dict(settings)
+        for key in ("cf", "f"):
+            if isinstance(out.get(key), str) and out[key] != BEST:
+                out[key] = [out[key]]
+        return out
+
+    defaults = check("[defaults]", data.get("defaults", {}))
+    rows = []
+    for i, entry in enumerate(data.get("run", [])):
+        settings = check(f"[[run]] #{i + 1}", entry)
+        name = settings.pop("name", None) or row_name(defaults, settings)
+        rows.append(Row(name, settings))
+    if not rows:
+        raise ValueError(f"{path}: no [[run]] entries; add one per table row")
+    names = [r.name for r in rows]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{path}: rows {dup} appear twice; give them distinct `name`s")
+    curve = data.get("curve", {})
+    fractions = [float(x) for x in curve.get("fractions", [])]
+    if any(not 0 < x < 1 for x in fractions):
+        raise ValueError(f"{path}: [curve] fractions {fractions}: expected values in (0, 1); 1.0 is the main grid")
+    curve_rows = list(curve.get("rows", []))
+    missing = [n for n in curve_rows if n not in names]
+    if missing:
+        raise ValueError(f"{path}: [curve] rows {missing} are not rows of the grid; rows: {', '.join(names)}")
+    return Grid(defaults, rows, fractions, curve_rows, data.get("select", {}).get("best_by", "val"), str(path))
+
+
+def row_name(defaults: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The method name `train report` would show, e.g. CF(tile)+F(shuffle)+Sal(10)."""
+    if BEST in (settings.get("cf"), settings.get("f")):
+        parts = [f"CF({BEST})" if settings.get("cf") == BEST else "", f"F({BEST})" if settings.get("f") == BEST else ""]
+        rest = Config(shards="", out="", **{k: v for k, v in settings.items() if k not in ("cf", "f")}).method_name()
+        return "+".join(p for p in [*parts, "" if rest == "Orig" else rest] if p)
+    return Config(shards="", out="", **{**defaults, **settings}).method_name()
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_") or "run"
+
+
+@dataclass
+class RunSpec:
+    row: str
+    seed: int
+    fraction: float
+    config: Config
+
+
+def make_spec(
+    grid: Grid, row: Row, seed: int, fraction: float, shards: str, out: Path, best: dict[str, str]
+) -> RunSpec:
+    settings = dict(row.settings)
+    for key in ("cf", "f"):
+        if settings.get(key) == BEST:
+            settings[key] = [best[key]]
+    folder = out / "runs" / slug(row.name) / (f"s{seed}" + ("" if fraction == 1.0 else f"-f{fraction:g}"))
+    values = {**grid.defaults, **settings, "shards": shards, "out": str(folder), "seed": seed}
+    if fraction != 1.0:
+        values["train_fraction"] = fraction
+    preset = values.pop("preset", "demo")
+    return RunSpec(row.name, seed, fraction, Config.resolve(preset, **values))
+
+
+def finished(spec: RunSpec) -> bool:
+    """A run whose results exist for exactly this config."""
+    folder = Path(spec.config.out)
+    if not (folder / "results.json").is_file() or not (folder / "config.json").is_file():
+        return False
+    return json.loads((folder / "config.json").read_text()) == spec.config.to_dict()
+
+
+def run(spec: RunSpec) -> None:
+    """Train and evaluate one run, or reuse/resume it."""
+    from train.train import fit
+
+    folder = Path(spec.config.out)
+    if finished(spec):
+        log.info("study: reusing %s", folder)
+        return
+    resume = (folder / "last.pt").is_file()
+    if resume and (folder / "config.json").is_file():
+        if json.loads((folder / "config.json").read_text()) != spec.config.to_dict():
+            raise ValueError(f"{folder}: holds a run of another config; delete it or choose another --out")
+    log.info("study: %s %s", "resuming" if resume else "training", folder)
+    fit(spec.config, resume=resume)
+
+
+def pick_best(grid: Grid, specs: list[RunSpec]) -> dict[str, str]:
+    """The CF and the F method whose single-method rows have the best mean accuracy on ``grid.best_by``."""
+    scores: dict[str, dict[str, list[float]]] = {"cf": {}, "f": {}}
+    for spec in specs:
+        c = spec.config
+        if spec.fraction != 1.0 or c.sal or c.fgsm or c.mixup or c.label_smoothing:
+            continue
+        results = json.loads((Path(c.out) / "results.json").read_text())
+        accuracy = results["splits"].get(grid.best_by, {}).get("accuracy")
+        if accuracy is None:
+            raise ValueError(f"{grid.path}: [select] best_by = {grid.best_by!r} is not a split of the build")
+        if len(c.cf) == 1 and not c.f:
+            scores["cf"].setdefault(c.cf[0], []).append(accuracy)
+        if len(c.f) == 1 and not c.cf:
+            scores["f"].setdefault(c.f[0], []).append(accuracy)
+    best = {}
+    for role, by_method in scores.items():
+        if by_method:
+            best[role] = max(by_method, key=lambda m: sum(by_method[m]) / len(by_method[m]))
+    return best
+
+
+def study(shards: str, grid_path: Path, seeds: int, out: Path) -> Path:
+    """Run the grid (reusing finished runs), then write REPORT.md and REPORT.html; returns REPORT.md."""
+    from train.data import read_manifest
+    from train.study_report import write_study_report
+
+    grid = load_grid(grid_path)
+    read_manifest(shards)  # fail before training if the build is not there
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plain = [r for r in grid.rows if not r.needs_best()]
+    specs = [make_spec(grid, r, s, 1.0, shards, out, {}) for r in plain for s in range(seeds)]
+    for spec in specs:
+        run(spec)
+    best = pick_best(grid, specs)
+    for row in grid.rows:
+        if row.needs_best():
+            for key in ("cf", "f"):
+                if row.settings.get(key) == BEST and key not in best:
+                    raise ValueError(f"{grid.path}: row {row.name!r} wants the best {key.upper()} method, but no row "
+                                     f"trains a single {key.upper()} method alone")  # fmt: skip
+            for s in range(seeds):
+                specs.append(make_spec(grid, row, s, 1.0, shards, out, best))
+                run(specs[-1])
+    by_name = {r.name: r for r in grid.rows}
+    for name in grid.curve_rows:
+        for fraction in grid.fractions:
+            for s in range(seeds):
+                specs.append(make_spec(grid, by_name[name], s, fraction, shards, out, best))
+                run(specs[-1])
+    return write_study_report(out, grid, specs, best, shards, seeds)
