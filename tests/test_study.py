@@ -54,7 +54,7 @@ def study(shards: Path, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("study")
     (folder / "grid.toml").write_text(GRID)
     args = ["study", "--shards", str(shards), "--grid", str(folder / "grid.toml"), "--seeds", "2", "--out",
-            str(folder / "out")]  # fmt: skip
+            str(folder / "out"), "--jobs", "2"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return folder / "out"
@@ -106,7 +106,10 @@ def test_grid_errors_name_the_file_and_the_valid_keys(tmp_path: Path) -> None:
     bad.write_text('[[run]]\nname = "A"\n[curve]\nfractions = [0.5]\nrows = ["B"]\n')
     with pytest.raises(ValueError, match=r"\[curve\] rows \['B'\] are not rows of the grid; rows: A"):
         load_grid(bad)
-    assert [r.name for r in load_grid(Path("docs/grids/paper.toml")).rows][:3] == ["Orig", "Sal(10)", "CF(grey)"]
+    paper = load_grid(Path("docs/grids/paper.toml"))
+    assert [r.name for r in paper.rows][:3] == ["Orig", "Sal(10)", "CF(grey)"]
+    cpu = load_grid(Path("docs/grids/synthetic-cpu.toml"))  # base = "paper.toml": its rows, these defaults
+    assert cpu.rows == paper.rows and cpu.curve_rows == paper.curve_rows and cpu.defaults["arch"] == "resnet8"
 
 
 def test_training_subsets_are_nested_and_about_the_right_size() -> None:

@@ -22,7 +22,7 @@ from train.config import PRESETS
 from train.losses import CF_LOSSES
 
 Preset = enum.Enum("Preset", {p: p for p in PRESETS}, type=str)
-Arch = enum.Enum("Arch", {a: a for a in ("resnet18", "resnet50", "bit-s-r50x1")}, type=str)
+Arch = enum.Enum("Arch", {a: a for a in ("resnet18", "resnet50", "bit-s-r50x1", "resnet8")}, type=str)
 CfMethod = enum.Enum("CfMethod", {n: n for n in infill.names(infill.CF)}, type=str)
 FMethod = enum.Enum("FMethod", {n: n for n in infill.names(infill.F)}, type=str)
 CfLoss = enum.Enum("CfLoss", {n: n for n in CF_LOSSES}, type=str)
@@ -184,6 +184,7 @@ def study(
     grid: Path = typer.Option(..., help="The grid: a TOML file of rows (see docs/grids/paper.toml)."),
     seeds: int = typer.Option(3, min=1, help="Seeds per row: 0, 1, ... (tables show mean ± sd over them)."),
     out: Path = typer.Option(..., help="Study folder: runs/<row>/s<seed>/, REPORT.md, REPORT.html and the figures."),
+    jobs: int = typer.Option(1, min=1, help="Runs trained at once, each in its own process with cores / jobs threads."),
 ) -> None:
     """Run a grid of training runs over seeds and write REPORT.md / REPORT.html: the paper's Tables 1-3, Figs. 4-6
     and its claims checked on your data. Finished runs are reused and interrupted ones resumed, so re-running after a
@@ -192,7 +193,7 @@ def study(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     try:
-        report = run_study(shards, grid, seeds, out)
+        report = run_study(shards, grid, seeds, out, jobs)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e), 2)
     typer.echo(f"{report} and {report.with_suffix('.html')}")

@@ -1,8 +1,10 @@
 """The classifiers the trainer can fine-tune, and how their weights are read from local files.
 
-Three architectures (``ARCHS``):
+Four architectures (``ARCHS``):
 
 - ``resnet18``, ``resnet50``: torchvision's ResNets, with ``fc`` sized to the number of classes.
+- ``resnet8``: a CIFAR-style ResNet for small images (a 3x3 stem without downsampling, then one torchvision
+  BasicBlock per stage at widths 16, 32, 64; 78k parameters): what the embedded study trains, many times, on a CPU.
 - ``bit-s-r50x1``: BiT-S-R50x1, the paper's classifier. This is ResNetV2-50 with pre-activation bottlenecks,
   weight-standardised convolutions and GroupNorm, written here from SPEC.md section 4b. The module names follow the
   official ``bit_pytorch`` port, so the ``.npz`` names map onto them line by line (``_bit_npz_names``):
@@ -46,7 +48,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("resnet18", "resnet50", "bit-s-r50x1")
+ARCHS = ("resnet18", "resnet50", "bit-s-r50x1", "resnet8")
 
 WEIGHT_FORMATS = {
     ".pth": "a torchvision-style state dict saved with torch.save(model.state_dict(), path)",
@@ -183,8 +185,34 @@ def _torchvision_resnet(arch: str, num_classes: int) -> nn.Module:
     return getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
 
 
+class SmallResNet(nn.Module):
+    """``resnet8``: stem conv 3x3 (stride 1), stages of one BasicBlock at ``widths`` (stride 1, 2, 2), pool, ``fc``.
+
+    Small images keep their resolution in the first stage, where ImageNet ResNets would divide it by 4 at once.
+    """
+
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = (16, 32, 64)) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        blocks, width = [], widths[0]
+        for i, out in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            down = None if stride == 1 and out == width else nn.Sequential(
+                nn.Conv2d(width, out, 1, stride, bias=False), nn.BatchNorm2d(out))  # fmt: skip
+            blocks.append(BasicBlock(width, out, stride, down))
+            width = out
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.layers(self.relu(self.bn1(self.conv1(x))))).flatten(1))
+
+
 def _head_keys(model: nn.Module) -> tuple[str, str]:
-    if isinstance(model, ResNet):
+    if isinstance(model, (ResNet, SmallResNet)):
         return "fc.weight", "fc.bias"
     if isinstance(model, ResNetV2):
         return "head.conv.weight", "head.conv.bias"
@@ -196,7 +224,7 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
 
     For a separate learning rate or zero-initialisation of the head.
     """
-    if isinstance(model, ResNet):
+    if isinstance(model, (ResNet, SmallResNet)):
         return list(model.fc.parameters())
     if isinstance(model, ResNetV2):
         return list(model.head.conv.parameters())
@@ -221,7 +249,12 @@ def build_model(arch: str, num_classes: int, weights: str | Path | None = None, 
         raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    model = ResNetV2(num_classes) if arch == "bit-s-r50x1" else _torchvision_resnet(arch, num_classes)
+    if arch == "bit-s-r50x1":
+        model = ResNetV2(num_classes)
+    elif arch == "resnet8":
+        model = SmallResNet(num_classes)
+    else:
+        model = _torchvision_resnet(arch, num_classes)
     if weights is None:
         warnings.warn(f"{arch}: no weights given, training from scratch (random initialisation)", stacklevel=2)
     else:
@@ -388,7 +421,7 @@ def unshare_relus(model: nn.Module) -> nn.Module:
     torchvision's blocks call one ``self.relu`` two or three times, which breaks that. The copy gives each use its own
     module and returns the same numbers. ``model`` itself is not changed; BiT is already built this way.
     """
-    if not isinstance(model, (ResNet, ResNetV2)):
+    if not isinstance(model, (ResNet, ResNetV2, SmallResNet)):
         raise TypeError(
             f"unshare_relus knows how torchvision ResNets and ResNetV2 use their ReLUs, not {type(model).__name__}"
         )

@@ -70,10 +70,17 @@ def load_grid(path: Path) -> Grid:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"--grid {path}: not valid TOML ({e})") from None
+    if "base" in data:  # another grid's rows and curve, with these defaults on top of its own
+        base_path = path.parent / data.pop("base")
+        base = load_grid(base_path)
+        data.setdefault("run", [{"name": r.name, **r.settings} for r in base.rows])
+        data["defaults"] = {**base.defaults, **data.get("defaults", {})}
+        data.setdefault("curve", {"fractions": base.fractions, "rows": base.curve_rows})
+        data.setdefault("select", {"best_by": base.best_by})
     known = {f.name for f in fields(Config)} - {"shards", "out", "seed"}
     unknown_top = sorted(set(data) - {"defaults", "run", "curve", "select"})
     if unknown_top:
-        raise ValueError(f"{path}: unknown tables {unknown_top}; expected [defaults], [[run]], [curve], [select]")
+        raise ValueError(f"{path}: unknown keys {unknown_top}; expected base, [defaults], [[run]], [curve], [select]")
 
     def check(where: str, settings: dict[str, Any]) -> dict[str, Any]:
         bad = sorted(set(settings) - known - {"name"})
@@ -168,6 +175,32 @@ def run(spec: RunSpec) -> None:
     fit(spec.config, resume=resume)
 
 
+def run_all(specs: list[RunSpec], jobs: int) -> None:
+    """Run ``specs``, ``jobs`` at a time: each in its own process with its share of the cores (several small runs
+    side by side use a CPU better than one run on every core)."""
+    todo = [s for s in specs if not finished(s)]
+    if jobs == 1 or len(todo) <= 1:
+        for spec in specs:
+            run(spec)
+        return
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")  # a clean process: no torch thread pool inherited
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=start_worker, initargs=(threads,)) as pool:
+        for future in [pool.submit(run, spec) for spec in todo]:
+            future.result()  # the first failure stops the study (finished runs are kept)
+
+
+def start_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+
 def pick_best(grid: Grid, specs: list[RunSpec]) -> dict[str, str]:
     """The CF and the F method whose single-method rows have the best mean accuracy on ``grid.best_by``."""
     scores: dict[str, dict[str, list[float]]] = {"cf": {}, "f": {}}
@@ -190,7 +223,7 @@ def pick_best(grid: Grid, specs: list[RunSpec]) -> dict[str, str]:
     return best
 
 
-def study(shards: str, grid_path: Path, seeds: int, out: Path) -> Path:
+def study(shards: str, grid_path: Path, seeds: int, out: Path, jobs: int = 1) -> Path:
     """Run the grid (reusing finished runs), then write REPORT.md and REPORT.html; returns REPORT.md."""
     from train.data import read_manifest
     from train.study_report import write_study_report
@@ -201,22 +234,18 @@ def study(shards: str, grid_path: Path, seeds: int, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plain = [r for r in grid.rows if not r.needs_best()]
     specs = [make_spec(grid, r, s, 1.0, shards, out, {}) for r in plain for s in range(seeds)]
-    for spec in specs:
-        run(spec)
+    run_all(specs, jobs)
     best = pick_best(grid, specs)
+    later = []
     for row in grid.rows:
         if row.needs_best():
             for key in ("cf", "f"):
                 if row.settings.get(key) == BEST and key not in best:
                     raise ValueError(f"{grid.path}: row {row.name!r} wants the best {key.upper()} method, but no row "
                                      f"trains a single {key.upper()} method alone")  # fmt: skip
-            for s in range(seeds):
-                specs.append(make_spec(grid, row, s, 1.0, shards, out, best))
-                run(specs[-1])
+            later += [make_spec(grid, row, s, 1.0, shards, out, best) for s in range(seeds)]
     by_name = {r.name: r for r in grid.rows}
-    for name in grid.curve_rows:
-        for fraction in grid.fractions:
-            for s in range(seeds):
-                specs.append(make_spec(grid, by_name[name], s, fraction, shards, out, best))
-                run(specs[-1])
-    return write_study_report(out, grid, specs, best, shards, seeds)
+    later += [make_spec(grid, by_name[name], s, fraction, shards, out, best) for name in grid.curve_rows
+              for fraction in grid.fractions for s in range(seeds)]  # fmt: skip
+    run_all(later, jobs)
+    return write_study_report(out, grid, specs + later, best, shards, seeds)
