@@ -68,7 +68,7 @@ def test_each_arch_gives_logits_per_class(arch: str) -> None:
 
 
 def test_unknown_arch_lists_the_choices() -> None:
-    with pytest.raises(ValueError, match="'vit'.*resnet18, resnet50, bit-s-r50x1"):
+    with pytest.raises(ValueError, match="'vit'.*resnet18, resnet50, bit-s-r50x1, resnet8"):
         build_model("vit", 3)
 
 
@@ -344,7 +344,9 @@ def relu_calls(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     return calls
 
 
-@pytest.mark.parametrize(("arch", "n_relus"), [("resnet18", 1 + 8 * 2), ("resnet50", 1 + 16 * 3), (BIT, 16 * 3 + 1)])
+@pytest.mark.parametrize(
+    ("arch", "n_relus"), [("resnet18", 1 + 8 * 2), ("resnet50", 1 + 16 * 3), (BIT, 16 * 3 + 1), ("resnet8", 1 + 3 * 2)]
+)
 def test_unshare_relus_one_module_per_use_same_outputs(arch: str, n_relus: int) -> None:
     model = seeded(arch, 4)
     if arch == BIT:
