@@ -248,4 +248,4 @@ def study(shards: str, grid_path: Path, seeds: int, out: Path, jobs: int = 1) ->
     later += [make_spec(grid, by_name[name], s, fraction, shards, out, best) for name in grid.curve_rows
               for fraction in grid.fractions for s in range(seeds)]  # fmt: skip
     run_all(later, jobs)
-    return write_study_report(out, grid, specs + later, best, shards, seeds)
+    return write_study_report(out, grid, specs + later, best, shards, seeds, jobs)

@@ -136,7 +136,7 @@ class Blocks(list):
                 f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")  # fmt: skip
 
 
-def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str, seeds: int) -> Path:  # noqa: ANN001
+def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str, seeds: int, jobs: int = 1) -> Path:  # noqa: ANN001
     from train.data import read_manifest
 
     manifest = read_manifest(shards)
@@ -165,7 +165,8 @@ def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str
             + ", ".join(f"{k.upper()} = `{v}`" for k, v in best.items())
             + "."
         )
-    b.code(f"train study --shards {shards} --grid {grid.path} --seeds {seeds} --out {out}")
+    b.code(f"train study --shards {shards} --grid {grid.path} --seeds {seeds} --out {out}"
+           + (f" --jobs {jobs}" if jobs > 1 else ""))  # fmt: skip
 
     b.h("Table 1: accuracy per test split")
     shift_cols = [k for k in ("bg_gap", "flip_gap") if any(r.results.get(k) is not None for r in main)]
@@ -393,85 +394,103 @@ def read_images(root: str, manifest, wanted: set[tuple[str, str]]) -> dict[tuple
     return found
 
 
+def per_seed(runs: list[Run], splits: list[str], key: str = "accuracy") -> list[float]:
+    """One value per run (seed): ``key`` averaged over ``splits``."""
+    return [float(np.mean([metric(r, s, key) or 0.0 for s in splits])) for r in runs]
+
+
+def compare(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Difference of the means and its standard error (seeds as independent draws)."""
+    var = sum(np.var(x, ddof=1) / len(x) if len(x) > 1 else 0.0 for x in (a, b))
+    return float(np.mean(a) - np.mean(b)), float(np.sqrt(var))
+
+
+def direction(diff: float, se: float) -> str:
+    """``up`` or ``down`` when the difference is over two standard errors, else ``noise``."""
+    return "up" if diff > 2 * se else "down" if diff < -2 * se else "noise"
+
+
+def tally(directions: list[str]) -> str:
+    ups = directions.count("up")
+    if ups == len(directions):
+        return "yes"
+    if ups == 0:
+        return "within noise" if set(directions) == {"noise"} else "no"
+    return f"partly ({ups} of {len(directions)})"
+
+
 def claims(main: list[Run], rows: list[str], tests: list[str], against: list[str], curve: list[Run], grid,  # noqa: ANN001
            raw: bool = False):  # noqa: ANN201  # fmt: skip
-    """The paper's qualitative claims, each checked on these runs: (claim, verdict, numbers)."""
+    """The paper's qualitative claims, each checked on these runs: (claim, verdict, numbers).
+
+    A difference counts when it is over two standard errors across seeds; smaller ones are called noise.
+    """
     by = {n: [r for r in main if r.row == n] for n in rows}
     splits = against or tests
-
-    def acc(name: str, on: list[str]) -> float | None:
-        return accuracy_on(by[name], on) if by.get(name) else None
+    on = f"on {', '.join(splits)}"
 
     def single(role: str) -> list[str]:
-        return [n for n in rows if by[n] and len(by[n][0].config[role]) == 1 and not by[n][0].config["cf" if role ==
-                "f" else "f"] and not (by[n][0].config["sal"] or by[n][0].config["fgsm"])]  # fmt: skip
+        other = "f" if role == "cf" else "cf"
+        return [n for n in rows if by[n] and len(by[n][0].config[role]) == 1 and not by[n][0].config[other]
+                and not (by[n][0].config["sal"] or by[n][0].config["fgsm"])]  # fmt: skip
+
+    def versus(a: list[float], b: list[float]) -> tuple[str, str]:
+        diff, se = compare(a, b)
+        return direction(diff, se), f"{diff:+.3f} ± {se:.3f}"
 
     out = []
-    base = acc("Orig", splits) if "Orig" in by else None
-    if base is not None:
-        gains = {n: acc(n, splits) - base for n in single("cf") + single("f")}
-        cf_up = [n for n in single("cf") if gains[n] > 0]
-        f_up = [n for n in single("f") if gains[n] > 0]
-        out.append(("CF and F each improve accuracy where the background contradicts the label",
-                    verdict(len(cf_up) + len(f_up), len(gains)),
-                    ", ".join(f"{n} {g:+.3f}" for n, g in gains.items()) + f" (on {', '.join(splits)})"))  # fmt: skip
+    if by.get("Orig"):
+        orig = per_seed(by["Orig"], splits)
+        results = {n: versus(per_seed(by[n], splits), orig) for n in single("cf") + single("f")}
+        if results:
+            out.append(("CF and F each improve accuracy where the background contradicts the label",
+                        tally([d for d, _ in results.values()]),
+                        "vs Orig: " + ", ".join(f"{n} {t}" for n, (_, t) in results.items()) + f" ({on})"))  # fmt: skip
         shuffle = next((n for n in single("f") if by[n][0].config["f"] == ["shuffle"]), None)
         if shuffle:
-            deltas = {s: acc(shuffle, [s]) - acc("Orig", [s]) for s in tests}
-            out.append(("F(shuffle) improves accuracy on every test split", verdict(sum(d > 0 for d in deltas.values()),
-                        len(deltas)), ", ".join(f"{s} {d:+.3f}" for s, d in deltas.items())))  # fmt: skip
-    combos = [n for n in rows if by[n] and by[n][0].config["cf"] and by[n][0].config["f"]]
-    for combo in combos:
+            per_split = {s: versus(per_seed(by[shuffle], [s]), per_seed(by["Orig"], [s])) for s in tests}
+            out.append(("F(shuffle) improves accuracy on every test split", tally([d for d, _ in per_split.values()]),
+                        "vs Orig: " + ", ".join(f"{s} {t}" for s, (_, t) in per_split.items())))  # fmt: skip
+    for combo in [n for n in rows if by[n] and by[n][0].config["cf"] and by[n][0].config["f"]]:
         c = by[combo][0].config
-        parts = [n for n in single("cf") + single("f") if by[n][0].config["cf"] in ([], c["cf"])
-                 and by[n][0].config["f"] in ([], c["f"])]  # fmt: skip
+        parts = [n for n in single("cf") + single("f")
+                 if by[n][0].config["cf"] in ([], c["cf"]) and by[n][0].config["f"] in ([], c["f"])]  # fmt: skip
         if parts:
-            best_part = max(acc(n, splits) for n in parts)
-            gain = acc(combo, splits) - best_part
-            out.append(
-                (
-                    f"{combo} beats each of its parts alone",
-                    "yes" if gain > 0 else "no",
-                    f"{acc(combo, splits):.3f} vs best part {best_part:.3f} ({gain:+.3f}, on {', '.join(splits)})",
-                )
-            )
+            best = max(parts, key=lambda n: np.mean(per_seed(by[n], splits)))
+            d, text = versus(per_seed(by[combo], splits), per_seed(by[best], splits))
+            out.append((f"{combo} beats each of its parts alone", {"up": "yes", "down": "no"}.get(d, "within noise"),
+                        f"{combo} {np.mean(per_seed(by[combo], splits)):.3f} vs its best part {best} "
+                        f"{np.mean(per_seed(by[best], splits)):.3f}: {text} ({on})"))  # fmt: skip
     sal_rows = [n for n in rows if by[n] and by[n][0].config["sal"] and not by[n][0].config["cf"]
                 and not by[n][0].config["f"]]  # fmt: skip
-    if sal_rows and "Orig" in by:
+    if sal_rows and by.get("Orig"):
         n = max(sal_rows, key=lambda x: by[x][0].config["sal"])
-        sal_gain = np.mean([mean_sd([metric(r, s, "saliency_aupr") for r in by[n]])[0] or 0 for s in tests]) - np.mean(
-            [mean_sd([metric(r, s, "saliency_aupr") for r in by["Orig"]])[0] or 0 for s in tests]
-        )
-        acc_change = acc(n, tests) - acc("Orig", tests)
-        out.append((f"{n} raises saliency focus but can lower accuracy", "yes" if sal_gain > 0 else "no",
-                    f"saliency AUPR {sal_gain:+.3f}, mean test accuracy {acc_change:+.3f} vs Orig"))  # fmt: skip
+        d, focus = versus(per_seed(by[n], tests, "saliency_aupr"), per_seed(by["Orig"], tests, "saliency_aupr"))
+        _, accuracy = versus(per_seed(by[n], tests), per_seed(by["Orig"], tests))
+        verdict = {"up": "yes", "down": "no"}.get(d, "within noise")
+        out.append((f"{n} raises saliency focus (it may cost accuracy)", verdict,
+                    f"vs Orig, over all test splits: saliency AUPR {focus}, accuracy {accuracy}"))  # fmt: skip
     r = correlations(main, tests, raw=True)
     known = [v for v in r.values() if v is not None]
     if known:
         weak = sum(abs(v) < 0.5 for v in known)
-        out.append(("saliency AUPR correlates only weakly with accuracy (abs(r) < 0.5)", verdict(weak, len(known)),
+        out.append(("saliency AUPR correlates only weakly with accuracy (abs(r) < 0.5)",
+                    "yes" if weak == len(known) else "no" if weak == 0 else f"partly ({weak} of {len(known)})",
                     ", ".join(f"{s} r = {v:+.2f}" for s, v in r.items() if v is not None)))  # fmt: skip
     if grid.fractions and curve and "Orig" in grid.curve_rows:
         fractions = sorted({*grid.fractions, 1.0})
         for name in [n for n in grid.curve_rows if n != "Orig"]:
-            gains = []
+            gains = {}  # fraction -> per-seed gain over Orig with the same seed
             for f in fractions:
-                mine = accuracy_on([x for x in curve if x.row == name and x.fraction == f], splits)
-                orig = accuracy_on([x for x in curve if x.row == "Orig" and x.fraction == f], splits)
-                gains.append(None if mine is None or orig is None else mine - orig)
-            if None not in gains:
-                grows = all(b >= a for a, b in zip(gains, gains[1:], strict=False))
-                out.append(
-                    (
-                        f"the gain of {name} grows with more data",
-                        "yes" if grows else "no",
-                        ", ".join(f"{f:g}: {g:+.3f}" for f, g in zip(fractions, gains, strict=True)),
-                    )
-                )
+                mine = {x.seed: per_seed([x], splits)[0] for x in curve if x.row == name and x.fraction == f}
+                base = {x.seed: per_seed([x], splits)[0] for x in curve if x.row == "Orig" and x.fraction == f}
+                gains[f] = [mine[s] - base[s] for s in sorted(mine) if s in base]
+            if all(gains.values()):
+                d, text = versus(gains[fractions[-1]], gains[fractions[0]])
+                out.append((f"the gain of {name} over Orig grows with more data",
+                            {"up": "yes", "down": "no"}.get(d, "within noise"),
+                            ", ".join(f"{f:g}: {np.mean(g):+.3f}" for f, g in gains.items())
+                            + f"; {fractions[-1]:g} vs {fractions[0]:g}: {text} ({on})"))  # fmt: skip
     if raw:
         return [{"claim": c, "holds": v, "numbers": n} for c, v, n in out]
     return [list(x) for x in out]
-
-
-def verdict(hits: int, total: int) -> str:
-    return "yes" if hits == total else "no" if hits == 0 else f"partly ({hits} of {total})"
