@@ -22,7 +22,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from common import OUT, cli, load, median, write_folder_tree
+from common import OUT, OtherLoad, cli, median, write_folder_tree
 
 from augment import infill
 
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.rounds = 20, 1
+    other = OtherLoad()
     work = OUT / "build"
     imgs, masks = write_folder_tree(work / "src", args.images)
     tiny_imgs, tiny_masks = write_folder_tree(work / "src-tiny", 5)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     for (role, method), seconds in net.items():
         print(f"{role:<4} {method:<11} {median(times[role, method]):>7.2f} {args.images / seconds:>7.1f} "
               f"{seconds / bare:>11.2f}x {1000 * (seconds - bare) / args.images:>17.2f}")  # fmt: skip
-    print(load())
+    print(other.line())
     for role, method in todo:
         shutil.rmtree(work / f"shards-{role}-{method}", ignore_errors=True)
 

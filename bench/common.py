@@ -7,6 +7,7 @@ what a user runs and do not depend on internal function signatures.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -32,9 +33,27 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average {load} (1/5/15 min)"
 
 
-def load() -> str:
-    """One line for the end of each benchmark: other jobs on the machine show here."""
-    return f"    load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+class OtherLoad:
+    """How much of the machine other jobs used while a benchmark ran: the CPU time the whole machine spent busy
+    (/proc/stat) minus that of this process and its descendants (getrusage), over wall time x cores. The load
+    average would count the benchmark's own workers too."""
+
+    def __init__(self):
+        self.start = self.snapshot()
+
+    @staticmethod
+    def snapshot() -> tuple[float, float, float]:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        own = sum(
+            r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+        )
+        return time.monotonic(), busy, own
+
+    def line(self) -> str:
+        (t0, busy0, own0), (t1, busy1, own1) = self.start, self.snapshot()
+        other = max(0.0, (busy1 - busy0) - (own1 - own0)) / ((t1 - t0) * os.cpu_count())
+        return f"    other jobs on the machine used {other:.0%} of its {os.cpu_count()} cores meanwhile"
 
 
 def median(values: list[float]) -> float:

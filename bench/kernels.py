@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 import torch
+from common import OtherLoad
 
 from augment import masks
 from augment.datasets import get_dataset
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.images, args.size, args.repeats = 8, 64, 1
     torch.set_num_threads(1)
+    other = OtherLoad()
     images, holes = inputs(args.images, args.size)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0)
     print(f"\n[2] infill kernels: {args.images} images {args.size}x{args.size}, one thread, median of {args.repeats}; "
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{role:<4} {name:<8} {ips_ours:>11.1f} {ips_paper:>12.1f} {ips_ours / ips_paper:>10.2f}x  {checks}")
         if not (same_shape and kept):
             raise SystemExit("kernel sanity check failed")
+    print(other.line())
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import OUT, cli, load, median
+from common import OUT, OtherLoad, cli, median
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.image_size, args.rounds = 100, 64, 1
+    other = OtherLoad()
     work = OUT / "loader"
     shards = work / "shards"
     cli("augment", "build", "--dataset", "synthetic", "--size", args.size, "--image-size", args.image_size,
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'loader':<40} {'img/s':>8} {'shards / this':>14}")
     for name, values in rates.items():
         print(f"{name:<40} {median(values):>8.1f} {shard_rate / median(values):>13.2f}x")
-    print(load())
+    print(other.line())
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import OUT, cli, load, median
+from common import OUT, OtherLoad, cli, median
 
 MIB = 2**20
 
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.speedup_size, args.rounds = 20, 100, 1
+    other = OtherLoad()
 
     peaks: dict[int, list[float]] = {args.n: [], 10 * args.n: []}
     walls: dict[int, list[float]] = {1: [], 2: []}
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
           "(ideal 2x on 2 cores)")  # fmt: skip
     print(f"    fixed cost (--size 5): {f1:.2f} s and {f2:.2f} s; without it: {one - f1:.2f} s vs {two - f2:.2f} s, "
           f"speed-up {(one - f1) / (two - f2):.2f}x")  # fmt: skip
-    print(load())
+    print(other.line())
 
 
 if __name__ == "__main__":

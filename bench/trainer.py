@@ -24,7 +24,7 @@ import argparse
 import csv
 import shutil
 
-from common import OUT, cli, load
+from common import OUT, OtherLoad, cli
 
 RUNS = {"Orig": [], "CF(tile)+F(shuffle)": ["--cf", "tile", "--f", "shuffle"]}
 
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.epochs = 200, 1
+    other = OtherLoad()
     work = OUT / "trainer"
     shards = work / "shards"
     cli("augment", "build", "--dataset", "synthetic", "--size", args.size, "--image-size", 40, "--infill", "tile",
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
                 wall = f"{seconds:>20.1f}" if i == 0 else ""
                 print(f"{name:<20} {row['epoch']:>5} {float(row['data_wait_fraction']):>19.3f} "
                       f"{float(row['img_per_s']):>10.1f} {wall}")  # fmt: skip
-    print(load())
+    print(other.line())
 
 
 if __name__ == "__main__":
