@@ -228,6 +228,9 @@ def load_donor(
             if on_error == "skip":
                 continue
             raise
+        except Exception as e:  # name the donor, not only the sample being augmented
+            raise BuildError(f"{sample.split} sample {index} of {dataset.name} (the mixed-rand donor of "
+                             f"{sample.key}): {type(e).__name__}: {e}") from e  # fmt: skip
         hole = masks.cf_hole(other.mask, other.boxes, other.image.shape[:2])
         if hole is not None:
             return Donor(other.image, hole)

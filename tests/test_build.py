@@ -182,7 +182,7 @@ def test_out_folder_rules_refuse_foreign_files_and_other_commands_and_rerun_the_
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_sample_stops_the_build_naming_it_and_keeps_the_finished_shards(tmp_path: Path, workers: int) -> None:
     out = tmp_path / "out"
-    with pytest.raises(BuildError, match=r"train sample \d+ of indexed: OSError: disk on fire.* re-running the same "
+    with pytest.raises(BuildError, match=r"train sample 5 of indexed.*: OSError: disk on fire.* re-running the same "
                        "command resumes"):  # fmt: skip
         run(out, workers=workers, dataset_options={"fail_at": 5})
     assert not (out / schema.MANIFEST).exists() and not list(out.rglob("*.tmp"))
