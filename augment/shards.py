@@ -24,7 +24,6 @@ import shlex
 import subprocess
 import sys
 import tarfile
-import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import IO, Any
 import numpy as np
 
 from augment import schema
+from augment.encode import MAX_PIXELS, open_image
 
 
 class ShardError(Exception):
@@ -97,10 +97,8 @@ def add_record(tar: tarfile.TarFile, record: dict[str, bytes]) -> None:
 PIPE_ENV = "CFAUG_ALLOW_PIPE"  # "1" lets a `pipe:<shell command>` stand for a build or a shard
 MAX_MEMBER_BYTES = 64 << 20  # any tar member, whatever the manifest says
 MAX_JSON_BYTES = 1 << 20  # the json and cls fields
-MAX_PIXELS = 40_000_000  # any image, declared width x height (PIL's own bomb limit is 89 M)
 MAX_HEADER_BYTES = 64 << 10  # a pax or GNU long-name header
 IMAGE_AREA_MARGIN = 16  # images of a build may declare up to 16 x image_size^2 pixels (short-side resizes)
-IMAGE_FORMATS = ("JPEG", "PNG")
 BLOCK = 512
 REGULAR = (b"0", b"\0", b"7")  # tar type flags of a regular file
 SAFE_PATH = re.compile(r"[A-Za-z0-9_.\-/]+")  # what a manifest's shard path may hold when joined to a URL
@@ -230,30 +228,6 @@ def parse_json(data: bytes) -> Any:
         return json.loads(data)
     except RecursionError:
         raise ValueError("JSON nested too deep") from None
-
-
-def open_image(data: bytes, max_pixels: int = MAX_PIXELS):  # noqa: ANN201 - a PIL image, PIL imported lazily
-    """A lazily decoded JPEG or PNG: its header is read and its declared size checked against ``max_pixels`` before
-    any pixel is decoded. Raises ValueError for a bomb, PIL's OSError for anything else that is not an image."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower bound follows
-            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"image refused as a decompression bomb ({e})") from None
-    w, h = img.size
-    if w * h > max_pixels:
-        img.close()
-        raise ValueError(f"image declares {w} x {h} pixels, over the limit of {max_pixels}; refused before decoding")
-    return img
-
-
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, mode: str = "RGB") -> np.ndarray:
-    """JPEG/PNG bytes -> uint8 [H, W, 3] (``mode="L"``: [H, W]), the declared size checked before decoding."""
-    with open_image(data, max_pixels) as img:
-        return np.asarray(img.convert(mode))
 
 
 def iter_records(

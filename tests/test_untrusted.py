@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from augment import shards
+from augment import encode, shards
 from augment.shards import Limits, ShardError, iter_records, write_shard
 from train.data import Fields, ShardStream, read_manifest
 
@@ -103,8 +103,8 @@ def test_image_headers_declaring_huge_sizes_are_refused_before_decoding(build, t
     assert f"{shard} (sample '{victim}')" in caplog.text and ("over the limit" in caplog.text or "bomb" in caplog.text)
     assert "truncated" not in caplog.text  # refused on the header, not by failing to decode missing pixels
     with pytest.raises(ValueError, match="over the limit of 9216|bomb"):
-        shards.decode_image(make(*size), Limits.for_image_size(24).pixels)
-    if size[0] * size[1] > shards.MAX_PIXELS:  # over the default bound too: augment's readers refuse it
+        encode.decode_image(make(*size), Limits.for_image_size(24).pixels)
+    if size[0] * size[1] > encode.MAX_PIXELS:  # over the default bound too: augment's readers refuse it
         with pytest.raises(ShardError, match=f"sample '{victim}'.*bomb"):
             list(iter_records(shard))
         from augment.verify import verify

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from augment import infill, schema, shards
+from augment import encode, infill, schema, shards
 from augment.shards import Limits, ShardError
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class ShardStream(IterableDataset):
 
     def decode_image(self, data: bytes, mode: str = "RGB") -> torch.Tensor:
         """[3, H, W] uint8 (``mode="L"``: a [1, H, W] bool mask); the declared size is checked before decoding."""
-        pixels = torch.from_numpy(shards.decode_image(data, self.limits.pixels, mode).copy())
+        pixels = torch.from_numpy(encode.decode_image(data, self.limits.pixels, mode).copy())
         return pixels.permute(2, 0, 1) if mode == "RGB" else (pixels > 0)[None]
 
 

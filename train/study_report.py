@@ -382,7 +382,7 @@ def top(p: np.ndarray, classes: list[str]) -> str:
 
 def read_images(root: str, manifest, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:  # noqa: ANN001
     """The stored originals of the wanted (split, key) pairs, read as the trainer reads shards (untrusted)."""
-    from augment import schema, shards
+    from augment import encode, schema, shards
 
     limits = shards.Limits.for_image_size(manifest["image_size"])
     found = {}
@@ -390,7 +390,7 @@ def read_images(root: str, manifest, wanted: set[tuple[str, str]]) -> dict[tuple
         for shard in manifest["splits"][split]["shards"]:
             for key, fields in shards.iter_records(shards.join(root, shard["path"]), {schema.IMAGE}, limits):
                 if (split, key) in wanted:
-                    found[(split, key)] = shards.decode_image(fields[schema.IMAGE], limits.pixels, "RGB")
+                    found[(split, key)] = encode.decode_image(fields[schema.IMAGE], limits.pixels)
     return found
 
 
