@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -82,23 +83,6 @@ def assign(urls: list[str], slot: int, slots: int, epoch: int) -> tuple[list[str
 def share(steps: int, worker: int, workers: int) -> int:
     """Batches worker ``worker`` makes of a rank's ``steps``: the DataLoader takes them round-robin, from worker 0."""
     return steps // workers + (worker < steps % workers)
-
-
-def shuffled(items: Iterator[Any], size: int, rng: random.Random, initial: int = 100) -> Iterator[Any]:
-    """Items in random order through a buffer of up to ``size`` (webdataset's shuffle, seeded): output starts once
-    ``initial`` items are in, and the buffer grows by one more item per output until it is full."""
-    items = iter(items)
-    buffer: list[Any] = []
-    for item in items:
-        buffer.append(item)
-        if len(buffer) < size:
-            buffer.extend(itertools.islice(items, 1))
-        if len(buffer) >= min(initial, size):
-            i = rng.randrange(len(buffer))
-            buffer[i], buffer[-1] = buffer[-1], buffer[i]
-            yield buffer.pop()
-    rng.shuffle(buffer)
-    yield from buffer
 
 
 class ShardStream(IterableDataset):
@@ -172,7 +156,8 @@ class ShardStream(IterableDataset):
             urls = list(self.urls)
             random.Random(f"{self.seed}:{self.epoch}:{repeat}").shuffle(urls)
             got = 0
-            for sample in shuffled(self.records(*assign(urls, slot, slots, self.epoch)), self.shuffle_buffer, rng):
+            shuffle = wds.shuffle(bufsize=self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)
+            for sample in shuffle(self.records(*assign(urls, slot, slots, self.epoch))):
                 got += 1
                 yield sample
             if not got:
