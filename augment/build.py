@@ -27,6 +27,7 @@ import augment
 from augment import encode, infill, journal, masks, schema
 from augment.datasets import DATASETS, Dataset, Sample, get_dataset
 from augment.datasets.files import ON_ERROR
+from augment.diff import diff_dicts
 from augment.infill.mixed_rand import Donor
 from augment.read import SourceError
 from augment.rng import sample_rng
@@ -384,6 +385,7 @@ class Resume:
 
     keep: dict[str, dict[str, Any]] = field(default_factory=dict)
     manifest: dict[str, Any] | None = None
+    expected: dict[str, str] = field(default_factory=dict)  # finished build: task name -> the manifest's sha256
 
 
 def prepare_out(out: Path, plan: journal.Plan, overwrite: bool, mine: list[journal.Task], sliced: bool) -> Resume:
@@ -420,8 +422,7 @@ def prepare_out(out: Path, plan: journal.Plan, overwrite: bool, mine: list[journ
             manifest = schema.read_manifest(out)
         except ValueError as e:
             raise OutFolderError(f"{e}; pass --overwrite to replace the build") from None
-        stored = journal.Plan({k: manifest.get(k) for k in plan.header}, [], {}, [])
-        changes = stored.same_as(journal.Plan(plan.header, [], {}, []))
+        changes = diff_dicts({k: manifest.get(k) for k in plan.header}, plan.header)
         listed = {s["path"]: s for info in manifest["splits"].values() for s in info["shards"]}
         if not changes and sorted(listed) != sorted(t.path for t in plan.tasks):
             changes = ["the shard plan (samples per shard or per split)"]
@@ -440,7 +441,7 @@ def prepare_out(out: Path, plan: journal.Plan, overwrite: bool, mine: list[journ
         )
     if finished:  # a finished build of this very command: keep every intact shard, rebuild damaged ones
         keep = {t.name: {"shard": listed[t.path]} for t in mine if journal.intact(out, {"shard": listed[t.path]})}
-        return Resume(keep, manifest)
+        return Resume(keep, manifest, {t.name: listed[t.path]["sha256"] for t in mine})
     records = journal.read_done(out)
     return Resume({t.name: records[t.name] for t in mine if journal.intact(out, records.get(t.name))})
 
@@ -561,16 +562,15 @@ def build(
                          "(after changing the source or the options, pass --overwrite)") from e  # fmt: skip
 
     if resume.manifest is not None:  # a finished build run again: rebuilt shards must match their manifest entries
-        listed = {s["path"]: s["sha256"] for info in resume.manifest["splits"].values() for s in info["shards"]}
         for task in todo:
-            if records[task.name]["shard"]["sha256"] != listed[task.path]:
+            if records[task.name]["shard"]["sha256"] != resume.expected[task.name]:
                 raise BuildError(f"{out / task.path}: rebuilt, but its sha256 differs from {schema.MANIFEST}; this "
                                  "machine does not reproduce the build (compare the environment in `augment info "
                                  "--json`)")  # fmt: skip
         shutil.rmtree(journal.journal(out), ignore_errors=True)
         return resume.manifest
     if shard_range is not None:
-        done = {n for n, r in journal.read_done(out).items() if n in {t.name for t in plan.tasks}}
+        done = set(journal.read_done(out)) & {t.name for t in plan.tasks}
         return {"slice": list(selected), "built": len(todo), "kept": len(mine) - len(todo),
                 "shards_done": len(done), "shards_total": len(plan.tasks),
                 "samples": sum(records[t.name]["shard"]["num_samples"] for t in mine)}  # fmt: skip

@@ -153,8 +153,10 @@ def missing_ranges(plan: Plan, done: set[str]) -> str:
     return " ".join(ranges)
 
 
-def assemble(plan: Plan, records: dict[str, dict[str, Any]], classes: list[str]) -> dict[str, Any]:
-    """The manifest: the header, then per-split counts and shard entries in task order."""
+def assemble(
+    plan: Plan, records: dict[str, dict[str, Any]], classes: list[str]
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The manifest (the header, then per-split counts and shard entries in task order) and every reject."""
     splits = {name: {"augmented": info["augmented"], "num_samples": 0, "per_class": dict.fromkeys(classes, 0),
                      "fields": info["fields"], "shards": []} for name, info in plan.splits.items()}  # fmt: skip
     rejects = list(plan.scan_rejects)
