@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from train.report import command_of
+from train.report import mean_sd as cell  # "mean ± sd" over seeds, "-" when none
 
 TOP = 3  # predictions shown per model in the Fig. 6 sheet
 SHEET_ROWS = 8
@@ -39,18 +40,6 @@ def load(specs) -> list[Run]:  # noqa: ANN001
         runs.append(Run(s.row, s.seed, s.fraction, folder, s.config.to_dict(),
                         json.loads((folder / "results.json").read_text())))  # fmt: skip
     return runs
-
-
-def mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def cell(values: list[float | None]) -> str:
-    m, sd = mean_sd(values)
-    return "-" if m is None else f"{m:.3f} ± {sd:.3f}"
 
 
 def metric(run: Run, split: str, key: str) -> float | None:
@@ -193,7 +182,9 @@ def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str
 
     b.h("Fig. 4: saliency AUPR against accuracy")
     b.img(scatter(main, tests, out / "fig4_saliency_vs_accuracy.png"), "saliency AUPR vs accuracy per test split")
-    b.p(correlations(main, tests))
+    r = correlations(main, tests)
+    b.p("Pearson r between saliency AUPR and accuracy over all runs: "
+        + ", ".join(f"{s} {v:+.2f}" if v is not None else f"{s} -" for s, v in r.items()) + ".")  # fmt: skip
 
     curve = [r for r in runs if r.row in grid.curve_rows]
     if grid.fractions and curve:
@@ -211,7 +202,8 @@ def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str
         b.p(sheet[1])
 
     b.h("The paper's claims on this data")
-    b.table(["claim", "holds?", "numbers"], claims(main, rows, tests, against, curve, grid))
+    checked = claims(main, rows, tests, against, curve, grid)
+    b.table(["claim", "holds?", "numbers"], [list(c) for c in checked])
 
     b.h("Runs")
     b.table(["row", "seed", "fraction", "command"],
@@ -220,7 +212,8 @@ def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str
 
     (out / "REPORT.md").write_text(b.markdown())
     (out / "REPORT.html").write_text(b.html(f"Study {Path(grid.path).name}"))
-    (out / "claims.json").write_text(json.dumps(claims(main, rows, tests, against, curve, grid, raw=True), indent=1))
+    claims_json = [{"claim": c, "holds": v, "numbers": n} for c, v, n in checked]
+    (out / "claims.json").write_text(json.dumps(claims_json, indent=1))
     return out / "REPORT.md"
 
 
@@ -266,24 +259,19 @@ def pearson(xs: list[float], ys: list[float]) -> float | None:
     return float(np.corrcoef(xs, ys)[0, 1])
 
 
-def correlations(runs: list[Run], tests: list[str], raw: bool = False):  # noqa: ANN201
+def correlations(runs: list[Run], tests: list[str]) -> dict[str, float | None]:
+    """Pearson r between saliency AUPR and accuracy over ``runs``, per test split."""
     values = {}
     for split in tests:
         pairs = [(metric(r, split, "saliency_aupr"), metric(r, split, "accuracy")) for r in runs]
         pairs = [(x, y) for x, y in pairs if x is not None]
         values[split] = pearson([x for x, _ in pairs], [y for _, y in pairs])
-    if raw:
-        return values
-    return (
-        "Pearson r between saliency AUPR and accuracy over all runs: "
-        + ", ".join(f"{s} {v:+.2f}" if v is not None else f"{s} -" for s, v in values.items())
-        + "."
-    )
+    return values
 
 
 def accuracy_on(runs: list[Run], splits: list[str]) -> float | None:
-    values = [np.mean([metric(r, s, "accuracy") for s in splits]) for r in runs]
-    return mean_sd(values)[0]
+    """Mean accuracy over ``splits`` and then over ``runs``; None without runs."""
+    return float(np.mean(per_seed(runs, splits))) if runs else None
 
 
 def gain_curve(curve: list[Run], grid, splits: list[str], path: Path):  # noqa: ANN001, ANN201
@@ -419,8 +407,8 @@ def tally(directions: list[str]) -> str:
     return f"partly ({ups} of {len(directions)})"
 
 
-def claims(main: list[Run], rows: list[str], tests: list[str], against: list[str], curve: list[Run], grid,  # noqa: ANN001
-           raw: bool = False):  # noqa: ANN201  # fmt: skip
+def claims(main: list[Run], rows: list[str], tests: list[str], against: list[str], curve: list[Run],
+           grid) -> list[tuple[str, str, str]]:  # noqa: ANN001  # fmt: skip
     """The paper's qualitative claims, each checked on these runs: (claim, verdict, numbers).
 
     A difference counts when it is over two standard errors across seeds; smaller ones are called noise.
@@ -470,7 +458,7 @@ def claims(main: list[Run], rows: list[str], tests: list[str], against: list[str
         verdict = {"up": "yes", "down": "no"}.get(d, "within noise")
         out.append((f"{n} raises saliency focus (it may cost accuracy)", verdict,
                     f"vs Orig, over all test splits: saliency AUPR {focus}, accuracy {accuracy}"))  # fmt: skip
-    r = correlations(main, tests, raw=True)
+    r = correlations(main, tests)
     known = [v for v in r.values() if v is not None]
     if known:
         weak = sum(abs(v) < 0.5 for v in known)
@@ -491,6 +479,4 @@ def claims(main: list[Run], rows: list[str], tests: list[str], against: list[str
                             {"up": "yes", "down": "no"}.get(d, "within noise"),
                             ", ".join(f"{f:g}: {np.mean(g):+.3f}" for f, g in gains.items())
                             + f"; {fractions[-1]:g} vs {fractions[0]:g}: {text} ({on})"))  # fmt: skip
-    if raw:
-        return [{"claim": c, "holds": v, "numbers": n} for c, v, n in out]
-    return [list(x) for x in out]
+    return out
