@@ -1,7 +1,9 @@
 """``augment build``: read -> mask -> infill -> encode -> write, one shard per task, in parallel.
 
-Each split's samples are cut into shards of ``shard_size`` in dataset order. A task builds one shard from
-scratch (it opens the dataset and loads its samples itself, so no pixels or sample lists cross process boundaries),
+Each split's samples are put in a seeded random order (:func:`build_order`, a pure function of the seed, the split
+and its size) and then cut into shards of ``shard_size``, so that every shard is a random sample of its split even
+when the source lists its images class by class. A task builds one shard from scratch (it opens the dataset,
+derives the order and loads its samples itself, so no pixels or sample lists cross process boundaries),
 writes it under a temp name and renames it, records it in the journal and returns its count and sha256. Randomness
 is per sample (``augment.rng``), so the shards are byte-identical whatever runs them: one process, ``workers``
 local processes, a dask cluster, or slices (``shard_range``) merged later. The manifest is written last: a folder
@@ -243,12 +245,25 @@ def load_donor(
 # ---- one shard: the task a worker runs ----------------------------------------------------------------------------
 
 
+def build_order(seed: int, split: str, n: int) -> np.ndarray:
+    """The order in which a split's ``n`` samples are stored: shard position ``p`` holds source sample ``order[p]``.
+
+    A seeded permutation from its own generator (keyed by the build seed, ``"order"`` and the split, never the global
+    RNG), so every process that builds a shard derives the same one, whatever the workers, slices or resumes.
+    Sources list their samples class by class (IN-9 folders) or grouped (Waterbirds by species, CCT by location):
+    cut in source order, a shard would hold a few classes, and so would the trainer's batches (issue #12).
+    """
+    return sample_rng(seed, "order", split).permutation(n)
+
+
 @dataclass
 class Job:
-    """What every task of one build needs in a worker process: the dataset and each split's donor index."""
+    """What every task of one build needs in a worker process: the dataset, each split's donor index (over source
+    indices) and each split's build order."""
 
     dataset: Dataset
     donors: dict[str, Donors | None]
+    orders: dict[str, np.ndarray]
 
 
 _JOBS: dict[str, Job] = {}  # this process's Job, keyed by the build config: made once, reused by its tasks
@@ -268,20 +283,22 @@ def job_for(config: BuildConfig, factory: Callable[..., Dataset] | None, dataset
     if key not in _JOBS:
         _JOBS.clear()
         dataset = dataset or open_dataset(config, factory)
-        donors = {}
+        donors, orders = {}, {}
         for split, plan in dataset.splits().items():
+            orders[split] = build_order(config.seed, split, len(plan.refs))
             labels = np.array([r.label for r in plan.refs], dtype=np.int64)
             annotated = np.array([r.annotated for r in plan.refs], dtype=bool)
             # mixed-rand donors must have an object rectangle to tile over, or their object would leak in
             donors[split] = Donors.of(labels, annotated) if plan.augment and config.factual else None
-        _JOBS[key] = Job(dataset, donors)
+        _JOBS[key] = Job(dataset, donors, orders)
     return _JOBS[key]
 
 
 def build_shard(
     config: BuildConfig, factory: Callable[..., Dataset] | None, out: Path, task: journal.Task, augmented: bool
 ) -> dict[str, Any]:
-    """Build one shard from samples ``task.start:task.stop``; runs in a worker process (or on a dask worker).
+    """Build one shard from positions ``task.start:task.stop`` of the split's build order (:func:`build_order`); runs
+    in a worker process (or on a dask worker). Errors name the sample by its source index.
 
     Writes the shard (temp name, then rename), then its journal record, and returns the record: the shard's manifest
     entry plus per-label counts, skipped inputs and the encoder versions the bytes came from.
@@ -308,9 +325,11 @@ def build_shard(
     # model methods fill a batch of samples at once; the others go one sample at a time
     step = config.batch_size if augmented and config.model_methods() else 1
 
+    indices = job.orders[split][task.start : task.stop].tolist()
+
     def records():
-        for first in range(task.start, task.stop, step):
-            loaded = [(i, guarded(i, dataset.load, split, i)) for i in range(first, min(first + step, task.stop))]
+        for first in range(0, len(indices), step):
+            loaded = [(i, guarded(i, dataset.load, split, i)) for i in indices[first : first + step]]
             loaded = [(i, sample) for i, sample in loaded if sample is not None]
             fills = fill_models([s for _, s in loaded], config) if augmented else {}
             for i, sample in loaded:
@@ -472,7 +491,8 @@ def model_provenance(config: BuildConfig) -> dict[str, Any]:
 
 
 def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Plan:
-    """The manifest header and one task per shard, in split order, then shard order."""
+    """The manifest header and one task per shard, in split order, then shard order; a task's ``start:stop`` are
+    positions in the split's build order (:func:`build_order`), not source indices."""
     plans = dataset.splits()
     check_unique_keys(plans)
     header = {

@@ -1,7 +1,8 @@
 """The build journal in ``<out>/.build/``: what makes a build resumable, sliceable and mergeable.
 
 - ``plan.json``: the build's header (every manifest key fixed before the first pixel: options, source
-  fingerprint, tool, encoder versions, ...) and its task list, one task per shard in a fixed global order.
+  fingerprint, tool, encoder versions, ...) and its task list, one task per shard in a fixed global order. A task
+  names positions in its split's build order, which every worker derives from the seed (no sample list is stored).
 - ``done/<split>-NNNNNN.json``: one record per finished shard (path, count, bytes, sha256, labels, rejects), written
   atomically by the worker right after the shard's own atomic rename.
 
@@ -32,7 +33,8 @@ DONE = "done"
 
 @dataclass(frozen=True)
 class Task:
-    """One shard: samples ``start:stop`` of ``split``, stored as shard number ``index`` of that split."""
+    """One shard: positions ``start:stop`` of ``split`` in its build order (``augment.build.build_order``, a seeded
+    permutation of the source order), stored as shard number ``index`` of that split."""
 
     split: str
     index: int

@@ -14,7 +14,8 @@ from typing import Any
 from augment import encode, infill
 
 FORMAT = "cfaug-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this tool writes; 2: each split's samples in a seeded random order (1: source order)
+READ_VERSIONS = (1, 2)  # what it reads: the records and files are the same, only their order in the shards differs
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"  # one JSON object per skipped source input: split, path, reason
 
@@ -110,9 +111,10 @@ def parse_manifest(data: bytes, where: Path | str) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise ValueError(f"{where}: format {got!r}, expected {FORMAT!r} (the manifest.json of an `augment build`)")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if type(version) is not int or version not in READ_VERSIONS:
         raise ValueError(
-            f"{where}: format_version {manifest.get('format_version')!r}, this tool reads {FORMAT_VERSION}; "
+            f"{where}: format_version {version!r}, this tool reads {', '.join(map(str, READ_VERSIONS))}; "
             "rebuild the shards with this version of `augment build`"
         )
     check_structure(where, manifest)

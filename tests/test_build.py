@@ -14,7 +14,7 @@ import webdataset as wds
 from conftest import index_value
 
 from augment import encode, journal, schema
-from augment.build import BuildConfig, BuildError, Donors, build
+from augment.build import BuildConfig, BuildError, Donors, build, build_order
 from augment.masks import mask_to_box
 from augment.shards import iter_records, write_shard
 from augment.verify import verify
@@ -89,8 +89,9 @@ def test_plain_webdataset_reads_every_key_once_with_its_label_and_fields(built) 
 
 def test_tar_lists_the_documented_names(built) -> None:
     out, _ = built
-    names = subprocess.run(["tar", "-tf", str(out / "train/shard-000000.tar")], capture_output=True, text=True,
-                           check=True).stdout.split()  # fmt: skip
+    names = [n for shard in sorted(out.glob("train/shard-*.tar"))  # the build order spreads samples over the shards
+             for n in subprocess.run(["tar", "-tf", str(shard)], capture_output=True, text=True,
+                                     check=True).stdout.split()]  # fmt: skip
     assert "train_0000.cf.tile.jpg" in names and "train_0000.f.random.1.jpg" in names
     assert "train_0003.jpg" in names and "train_0003.mask.png" not in names  # no annotation: plain sample
     assert all("." not in n.split(".")[0] for n in names)
@@ -99,7 +100,7 @@ def test_tar_lists_the_documented_names(built) -> None:
 def test_mask_png_is_the_object(built) -> None:
     out, manifest = built
     for shard in manifest["splits"]["test"]["shards"][:1]:
-        sample = next(iter(wds.WebDataset(str(out / shard["path"]), shardshuffle=False)))
+        sample = next(s for s in wds.WebDataset(str(out / shard["path"]), shardshuffle=False) if "mask.png" in s)
         mask = encode.decode_mask(sample["mask.png"])
         assert mask[4:10, 6:12].all() and mask.sum() == 36
 
@@ -182,9 +183,10 @@ def test_out_folder_rules_refuse_foreign_files_and_other_commands_and_rerun_the_
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_sample_stops_the_build_naming_it_and_keeps_the_finished_shards(tmp_path: Path, workers: int) -> None:
     out = tmp_path / "out"
-    with pytest.raises(BuildError, match=r"train sample 5 of indexed.*: OSError: disk on fire.* re-running the same "
-                       "command resumes"):  # fmt: skip
-        run(out, workers=workers, dataset_options={"fail_at": 5})
+    failing = int(build_order(0, "train", 11)[5])  # stored at position 5 of the build order: in shard 1, after shard 0
+    with pytest.raises(BuildError, match=rf"train sample {failing} of indexed.*: OSError: disk on fire.* re-running "
+                       "the same command resumes"):  # fmt: skip
+        run(out, workers=workers, dataset_options={"fail_at": failing})
     assert not (out / schema.MANIFEST).exists() and not list(out.rglob("*.tmp"))
     done = journal.read_done(out)
     files = {f"{p.parent.name}-{p.stem[6:]}": p for p in out.glob("*/shard-*.tar")}
@@ -274,8 +276,8 @@ def test_verify_reports_a_json_field_that_is_not_an_object(tmp_path: Path) -> No
 def test_stored_cf_images_equal_the_original_away_from_the_hole(built) -> None:
     """JPEG codes 8x8 blocks independently (4:4:4): blocks that do not touch the hole decode identically."""
     out, manifest = built
-    sample = next(iter(wds.WebDataset(str(out / manifest["splits"]["train"]["shards"][0]["path"]),
-                                      shardshuffle=False).decode("rgb8")))  # fmt: skip
+    sample = next(s for s in wds.WebDataset(str(out / manifest["splits"]["train"]["shards"][0]["path"]),
+                                            shardshuffle=False).decode("rgb8") if "mask.png" in s)  # fmt: skip
     x0, y0, x1, y1 = mask_to_box(sample["mask.png"][..., 0] > 0)  # the CF hole is the mask's rectangle
     for field in ("cf.tile.jpg", "cf.grey.jpg", "cf.shuffle.0.jpg"):
         for by in range(3):
