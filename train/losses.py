@@ -6,6 +6,9 @@ object, broadcastable to the images. Every function is pure: it returns tensors 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,6 +50,45 @@ def saliency_penalty(
     return (grad * background).pow(2).mean()
 
 
+def per_image_saliency_penalty(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, background: torch.Tensor
+) -> torch.Tensor:
+    """The GradMask penalty from a forward of its own in which no image sees another: BatchNorm layers normalise
+    with their running statistics, as at evaluation (running statistics are not updated).
+
+    A joint train-mode forward mixes the other images of the batch into each image's gradient through the batch
+    statistics (by 43% in relative norm on resnet8), so its penalty is not that of any image's own saliency. An
+    image's statistics alone (a train-mode batch of one) are undefined where a feature map is 1x1 (resnet18 below
+    32 px) and noisy where it is small; the running statistics are defined everywhere, and they are what the
+    saliency AUPR of the evaluation uses, so the penalty trains exactly the saliency that is measured.
+    Runs in fp32 even under autocast: the double backward is unstable in half precision (SPEC section 3).
+    """
+    leaf = images.detach().float().requires_grad_(True)
+    with running_statistics(model), torch.autocast(images.device.type, enabled=False):
+        logits = model(leaf)
+    return saliency_penalty(logits, leaf, labels, background)
+
+
+def has_batch_statistics(model: nn.Module) -> bool:
+    """Whether a forward of ``model`` mixes the images of a batch: a BatchNorm layer in train mode."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+
+
+@contextmanager
+def running_statistics(model: nn.Module) -> Iterator[None]:
+    """Within the block, every BatchNorm of ``model`` in train mode normalises with its running statistics (eval
+    mode: images are independent, nothing is updated); its affine parameters still get gradients. The rest of the
+    model keeps its mode."""
+    switched = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for bn in switched:
+        bn.train(False)
+    try:
+        yield
+    finally:
+        for bn in switched:
+            bn.train(True)
+
+
 @torch.enable_grad()
 def fgsm_background(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, background: torch.Tensor, eps: float,
@@ -76,9 +118,10 @@ def fgsm_background(
         model.train(was_training)
 
 
-def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float, num_classes: int, generator: torch.Generator):
-    """One lambda ~ Beta(alpha, alpha) per batch, mixed with a random permutation; returns images and soft targets."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    perm = torch.randperm(images.shape[0], generator=generator)
+def mixup(images: torch.Tensor, labels: torch.Tensor, lam: float, num_classes: int, generator: torch.Generator):
+    """Mix the batch with a random permutation of itself by ``lam`` (drawn by the caller from Beta(a, a), one per
+    batch); returns images and soft targets. The permutation is drawn on the images' device, from ``generator``
+    (which must live there too)."""
+    perm = torch.randperm(images.shape[0], generator=generator, device=images.device)
     targets = F.one_hot(labels, num_classes).float()
     return lam * images + (1 - lam) * images[perm], lam * targets + (1 - lam) * targets[perm]

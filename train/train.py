@@ -15,9 +15,11 @@ exactly (model, optimizer, scheduler, epoch, best metric, RNG states).
 
 DDP: ``torchrun --nproc-per-node N -m train fit ...`` runs one process per device (gloo on the CPU, nccl on
 cuda:LOCAL_RANK); ``--batch-size`` is per process. Each step makes one forward of the wrapped model (originals, CF,
-F and FGSM rows together; FGSM attacks the unwrapped module) and one backward. Rank 0 evaluates, writes the run
-folder and sends its validation score to the others, so that every rank selects and stops alike; ``--resume``
-reads ``<out>/last.pt`` on every rank (a folder they all see).
+F and FGSM rows together; FGSM attacks the unwrapped module) and one backward. With Sal on a model with BatchNorm,
+the penalty comes from a second, per-image forward of the unwrapped module (see ``losses.per_image_saliency_penalty``):
+in the joint train-mode forward, batch statistics mix the other images into each image's gradient. Rank 0
+evaluates, writes the run folder and sends its validation score to the others, so that every rank selects and stops
+alike; ``--resume`` reads ``<out>/last.pt`` on every rank (a folder they all see).
 """
 
 from __future__ import annotations
@@ -42,7 +44,14 @@ from torch.nn.parallel import DistributedDataParallel
 from train import evaluate
 from train.config import Config
 from train.data import Fields, ShardStream, check_fields, loader, read_manifest
-from train.losses import cf_loss, fgsm_background, mixup, saliency_penalty
+from train.losses import (
+    cf_loss,
+    fgsm_background,
+    has_batch_statistics,
+    mixup,
+    per_image_saliency_penalty,
+    saliency_penalty,
+)
 from train.models import build_model
 
 log = logging.getLogger("train")
@@ -205,13 +214,13 @@ def objective(model, batch: dict[str, Any], config: Config, num_classes: int, de
     y = batch["label"].to(device, non_blocking=True)
     has = batch["has_object"].to(device)
     background = (1.0 - batch["mask"].to(device)) * has[:, None, None, None]  # 0 on the object and without a mask
-    generator = torch.Generator(device=device).manual_seed(
-        random.Random(f"{config.seed}:{step}:{rank}").getrandbits(63)
-    )
+    draws = random.Random(f"{config.seed}:{step}:{rank}")  # every random draw of the step comes from here
+    generator = torch.Generator(device=device).manual_seed(draws.getrandbits(63))
     net = model.module if isinstance(model, DistributedDataParallel) else model
 
     if config.mixup:
-        mixed, soft = mixup(x, y, config.mixup, num_classes, generator)
+        lam = draws.betavariate(config.mixup, config.mixup)
+        mixed, soft = mixup(x, y, lam, num_classes, generator)
         return torch.sum(-soft * F.log_softmax(model(mixed), dim=1), dim=1).mean(), x.shape[0]
 
     extra_x, extra_y, kinds = [], [], []
@@ -227,14 +236,19 @@ def objective(model, batch: dict[str, Any], config: Config, num_classes: int, de
         extra_y.append(y[has])
         kinds.append("f")
 
+    # Sal: each image's gradient must be its own. Without batch statistics (BiT's GroupNorm) and in fp32 the rows
+    # of the joint forward are independent, so the penalty comes from it; otherwise from a per-image forward.
     sal = bool(config.sal and has.any())
-    if sal:
+    joint_sal = sal and not has_batch_statistics(net) and not torch.is_autocast_enabled(device.type)
+    if joint_sal:
         x = x.detach().requires_grad_(True)  # a leaf, so that the saliency gradient can be taken w.r.t. it
-    logits = model(torch.cat([x, *extra_x]))  # the one forward of the step
+    logits = model(torch.cat([x, *extra_x]))  # the one forward of the wrapped model
     logits_x, logits_extra = logits[: x.shape[0]], logits[x.shape[0] :]
     penalty = x.new_zeros(())
-    if sal:  # mean over the images that have a mask
+    if joint_sal:  # mean over the images that have a mask
         penalty = saliency_penalty(logits_x, x, y, background) * x.shape[0] / has.sum()
+    elif sal:
+        penalty = per_image_saliency_penalty(net, x[has], y[has], background[has])
 
     total = F.cross_entropy(logits_x, y, label_smoothing=config.label_smoothing, reduction="sum")
     offset = 0
