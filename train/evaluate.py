@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -24,29 +25,69 @@ EXAMPLES = 6  # images per run in the saliency overlay sheet
 
 
 @torch.no_grad()
-def predict(model, root: str | Path, manifest: dict, split: str, crop: int, config, device) -> dict[str, Any]:
-    """Logits, labels, groups and keys of a split, plus saliency scores and masks for the first images."""
+def predict(model, root: str | Path, manifest: dict, split: str, crop: int, config, device,
+            saliency_images: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Logits, labels, groups and keys of a split, plus saliency scores and masks of up to ``saliency_images``
+    images with an object mask (default: the config's ``max_saliency_images``; 0 = no saliency pass), chosen by
+    :class:`SaliencySubset` (class-balanced, the same for every run)."""
     stream = ShardStream(root, manifest, split, Fields(), train=False, crop=crop, seed=config.seed)
     model.eval()
-    out: dict[str, list] = {"logits": [], "labels": [], "groups": [], "keys": [], "scores": [], "masks": [],
-                            "images": []}  # fmt: skip
-    budget = config.max_saliency_images
+    out: dict[str, list] = {"logits": [], "labels": [], "groups": [], "keys": []}
+    budget = config.max_saliency_images if saliency_images is None else saliency_images
+    subset = SaliencySubset(budget, len(manifest["dataset"]["classes"]))
     for batch in loader(stream, 128, config.workers, drop_last=False):
         x = batch["image"].to(device)
         out["logits"].append(model(x).float().cpu())
         out["labels"].append(batch["label"])
         out["groups"].append(batch["group"])
         out["keys"].extend(batch["key"])
-        with_mask = batch["has_object"].nonzero().flatten()[:budget]
-        if len(with_mask):
-            budget -= len(with_mask)
-            with torch.enable_grad():
-                scores = saliency(model, x[with_mask], batch["label"][with_mask].to(device), config)
-            out["scores"].append(scores.cpu())
-            out["masks"].append(batch["mask"][with_mask, 0] > 0.5)
-            out["images"].append(((batch["image"][with_mask] + 1) * 127.5).round().byte().permute(0, 2, 3, 1))
-    result = {k: torch.cat(v).numpy() if v and k not in ("keys",) else v for k, v in out.items()}
+        subset.offer(batch)
+    result = {k: torch.cat(v).numpy() if v and k != "keys" else v for k, v in out.items()}
+    images, masks, labels = subset.chosen()
+    scores = [saliency(model, images[i : i + 64].to(device), labels[i : i + 64].to(device), config).cpu()
+              for i in range(0, len(images), 64)]  # fmt: skip
+    result["scores"] = torch.cat(scores).numpy() if scores else np.zeros((0,))
+    result["masks"] = masks.numpy()
+    result["images"] = ((images + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     return result
+
+
+class SaliencySubset:
+    """The images of a split that the saliency AUPR is computed on, chosen in one streaming pass: a class-balanced
+    sample of up to ``budget`` images with an object mask.
+
+    Each image gets a priority from a hash of its key alone (so every run, seed and method scores the same images,
+    and the stream's order does not matter); each class keeps its ``ceil(budget / classes)`` lowest priorities.
+    The result takes the classes in turn, lowest priority first, until ``budget``. Memory: at most that many
+    images per class times the classes, i.e. about ``budget`` images.
+    """
+
+    def __init__(self, budget: int, num_classes: int):
+        self.budget, self.per_class = budget, -(-budget // max(num_classes, 1)) if budget else 0
+        self.kept: dict[int, list[tuple[int, str, torch.Tensor, torch.Tensor]]] = {}
+
+    def offer(self, batch: dict[str, Any]) -> None:
+        if not self.per_class:
+            return
+        for i in batch["has_object"].nonzero().flatten().tolist():
+            key, label = batch["key"][i], int(batch["label"][i])
+            priority = int.from_bytes(hashlib.blake2b(f"saliency:{key}".encode(), digest_size=8).digest(), "big")
+            kept = self.kept.setdefault(label, [])
+            if len(kept) < self.per_class or priority < kept[-1][0]:
+                kept.append((priority, key, batch["image"][i].clone(), batch["mask"][i, 0] > 0.5))
+                kept.sort(key=lambda item: (item[0], item[1]))
+                del kept[self.per_class :]
+
+    def chosen(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images [N, 3, H, W] in [-1, 1], masks [N, H, W] bool, labels [N]): the classes in turn."""
+        order = []
+        for rank in range(self.per_class):
+            order += [(*kept[rank], label) for label, kept in sorted(self.kept.items()) if rank < len(kept)]
+        order = order[: self.budget]
+        if not order:
+            return torch.zeros(0, 3, 1, 1), torch.zeros(0, 1, 1, dtype=torch.bool), torch.zeros(0, dtype=torch.long)
+        return (torch.stack([o[2] for o in order]), torch.stack([o[3] for o in order]),
+                torch.tensor([o[4] for o in order]))  # fmt: skip
 
 
 def saliency(model, x: torch.Tensor, target: torch.Tensor, config) -> torch.Tensor:
@@ -65,8 +106,8 @@ def saliency(model, x: torch.Tensor, target: torch.Tensor, config) -> torch.Tens
 
 
 def split_metrics(model, root: str | Path, manifest: dict, split: str, crop: int, config, device) -> dict[str, Any]:
-    p = predict(model, root, manifest, split, crop, config, device)
-    return summarize(p)
+    """Metrics of one split without the saliency pass: what model selection needs each epoch."""
+    return summarize(predict(model, root, manifest, split, crop, config, device, saliency_images=0))
 
 
 def summarize(p: dict[str, Any]) -> dict[str, Any]:
