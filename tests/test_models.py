@@ -80,6 +80,7 @@ def test_no_weights_warns_and_weights_do_not(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_model("resnet18", 3, weights=path)
+        build_model("resnet18", 3, from_checkpoint=True)  # `train eval` loads best.pt into it next
 
 
 @pytest.mark.parametrize(("arch", "head"), [("resnet18", TV_HEAD), (BIT, BIT_HEAD)])

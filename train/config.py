@@ -1,32 +1,70 @@
 """The trainer's configuration: one flat, typed dataclass, presets from the paper (SPEC.md section 3), and checks.
 
-Explicit flags override a preset; unknown keys are errors. The resolved config is written to the run folder
-and into every checkpoint, and is never reloaded implicitly.
+Every field has exactly one default:
+
+- the hyper-parameters in ``PRESET_KEYS`` (model, length, optimizer, schedule, selection, precision) come from the
+  preset, and every preset names all of them;
+- every other field (the method: ``cf``, ``f``, ``sal``, ...; the run: ``seed``, ``workers``, ...) has its default
+  on the dataclass below.
+
+``Config.resolve(preset, **overrides)`` is the one way a run's config is made: ``train fit`` passes its flags
+(None = not given), ``train study`` a grid row's settings. Unknown keys, values of the wrong type and values out of
+range are errors. The resolved config is written to the run folder and into every checkpoint, and is never
+reloaded implicitly. Without a preset, a run takes the preset of the build's dataset (``preset_of_build``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from train.losses import CF_LOSSES
 
+ARCHS = ("resnet18", "resnet50", "bit-s-r50x1", "resnet8")
 OPTIMIZERS = ("sgd", "rmsprop")
 SCHEDULES = ("step", "plateau", "cosine", "constant")
 SELECT = ("accuracy", "auc")
+SALIENCY = ("gradient", "deepliftshap")
+
+# The hyper-parameters a preset sets, all of them in every preset (tests/test_config.py checks it).
+PRESET_KEYS = ("arch", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+               "milestones", "zero_head", "clip", "select", "val_split", "early_stop", "amp")  # fmt: skip
+
+# The demo: the embedded synthetic data on a CPU in minutes, a small ResNet from scratch. Its model and length are
+# set here and nowhere else (the dataclass defaults below are these values).
+DEMO: dict[str, Any] = dict(
+    arch="resnet18", epochs=10, batch_size=32, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+    schedule="cosine", milestones=[], zero_head=False, clip=1.0, select="accuracy", val_split="val", early_stop=0,
+    amp=False,
+)  # fmt: skip
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # paper's code, per dataset: all layers fine-tuned, gradients clipped at 1.0
-    "in9": dict(epochs=25, batch_size=32, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4,
-                schedule="step", milestones=[6, 12, 18], select="accuracy", val_split="val"),
-    "waterbirds": dict(epochs=40, batch_size=32, optimizer="sgd", lr=8e-4, momentum=0.9, weight_decay=1e-4,
-                       schedule="plateau", select="accuracy", val_split="val"),
-    "cct": dict(epochs=50, batch_size=64, optimizer="rmsprop", lr=3e-3, momentum=0.9, weight_decay=0.0,
-                schedule="step", milestones=[15, 30, 45], zero_head=True, select="auc", val_split="cis_val"),
-    # the embedded synthetic data on a CPU in minutes: a small ResNet from scratch
-    "demo": dict(epochs=10, batch_size=32, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
-                 schedule="cosine", select="accuracy", val_split="val", arch="resnet18"),
+    # The paper's code (Table 8), per dataset: BiT-S-R50x1 with all layers fine-tuned, gradients clipped at 1.0,
+    # mixed precision (fp16, or bf16 where the GPU has it; amp only acts on CUDA, a CPU run stays fp32).
+    # "Early stopping" there is model selection: the checkpoint of the best val epoch is the one evaluated (best.pt);
+    # training runs all the epochs, since the paper gives no patience (early_stop = 0, off).
+    # Waterbirds' plateau schedule has patience 1 (train.train.make_scheduler).
+    "in9": dict(arch="bit-s-r50x1", epochs=25, batch_size=32, optimizer="sgd", lr=0.05, momentum=0.9,
+                weight_decay=1e-4, schedule="step", milestones=[6, 12, 18], zero_head=False, clip=1.0,
+                select="accuracy", val_split="val", early_stop=0, amp=True),
+    "waterbirds": dict(arch="bit-s-r50x1", epochs=40, batch_size=32, optimizer="sgd", lr=8e-4, momentum=0.9,
+                       weight_decay=1e-4, schedule="plateau", milestones=[], zero_head=False, clip=1.0,
+                       select="accuracy", val_split="val", early_stop=0, amp=True),
+    "cct": dict(arch="bit-s-r50x1", epochs=50, batch_size=64, optimizer="rmsprop", lr=3e-3, momentum=0.9,
+                weight_decay=0.0, schedule="step", milestones=[15, 30, 45], zero_head=True, clip=1.0,
+                select="auc", val_split="cis_val", early_stop=0, amp=True),
+    "demo": DEMO,
 }  # fmt: skip
+
+# The preset a run takes without one: the build's dataset's (manifest["dataset"]["name"]); any other dataset: demo.
+DATASET_PRESETS = {"in9": "in9", "waterbirds": "waterbirds", "cct": "cct"}
+
+
+def preset_of_build(manifest: dict[str, Any]) -> str:
+    """The preset of the build's dataset: ``cct``, ``in9``, ``waterbirds``, else ``demo``."""
+    return DATASET_PRESETS.get(manifest["dataset"]["name"], "demo")
 
 
 @dataclass
@@ -34,9 +72,9 @@ class Config:
     shards: str
     out: str
     preset: str = "demo"
-    arch: str = "resnet18"
-    weights: str | None = None
-    zero_head: bool = False
+    arch: str = DEMO["arch"]
+    weights: str | None = None  # a local file; None = from scratch (with a warning)
+    zero_head: bool = DEMO["zero_head"]
     cf: list[str] = field(default_factory=list)  # CF methods read from the shards
     cf_loss: str = "logp"
     cf_weight: float = 1.0
@@ -46,56 +84,86 @@ class Config:
     sal: float = 0.0  # lambda of the GradMask penalty; 0 = off
     mixup: float = 0.0  # Beta(a, a); 0 = off (baseline, exclusive with CF/F/Sal)
     label_smoothing: float = 0.0  # baseline, exclusive with CF/F/Sal
-    epochs: int = 8
-    batch_size: int = 64  # per process: under torchrun a step sees batch_size x nproc originals
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    milestones: list[int] = field(default_factory=list)
-    select: str = "accuracy"  # model selection metric on val_split
-    val_split: str = "val"
+    epochs: int = DEMO["epochs"]
+    batch_size: int = DEMO["batch_size"]  # per process: under torchrun a step sees batch_size x nproc originals
+    optimizer: str = DEMO["optimizer"]
+    lr: float = DEMO["lr"]
+    momentum: float = DEMO["momentum"]
+    weight_decay: float = DEMO["weight_decay"]
+    schedule: str = DEMO["schedule"]
+    milestones: list[int] = field(default_factory=lambda: list(DEMO["milestones"]))  # schedule "step": lr x 0.1
+    select: str = DEMO["select"]  # model selection metric on val_split
+    val_split: str = DEMO["val_split"]
     crop: int | None = None  # default: 7/8 of the stored image size (224 of 256)
-    clip: float = 1.0
-    early_stop: int = 0  # patience in epochs; 0 = off
+    clip: float = DEMO["clip"]  # gradient-norm clip
+    early_stop: int = DEMO["early_stop"]  # patience in epochs; 0 = off (the best val epoch is still selected)
     seed: int = 0
     train_fraction: float = 1.0  # train on this share of the train split (a fixed subset by key): Fig. 5's curve
     workers: int = 2
     device: str = "auto"
-    amp: bool = False  # mixed precision on GPU (bf16 where supported); Sal runs in fp32 unless this is set
+    amp: bool = DEMO["amp"]  # mixed precision on CUDA (bf16 where supported, else fp16); a CPU run stays fp32
     saliency: str = "gradient"  # gradient | deepliftshap (captum)
     max_saliency_images: int = 256  # per test split, for the saliency AUPR
 
     @classmethod
     def resolve(cls, preset: str, **overrides: Any) -> Config:
-        """Preset values, then every override that is not None; unknown keys are errors."""
+        """The preset's values, then every override that is not None.
+
+        Unknown keys, values of the wrong type (a float field takes an int) and values out of range are errors;
+        their messages name the `train fit` flag, which is also the grid key with ``_`` for ``-``.
+        """
         if preset not in PRESETS:
             raise ValueError(f"--preset: got {preset!r}, expected one of {', '.join(PRESETS)}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
+        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(overrides) - set(hints) | set(overrides) & {"preset"})
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}")
-        values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
-        config = cls(**values)
+            raise ValueError(f"unknown config keys {unknown}; valid: {', '.join(sorted(set(hints) - {'preset'}))}")
+        values = {k: list(v) if isinstance(v, list) else v for k, v in PRESETS[preset].items()}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if not conforms(value, hints[key]):
+                raise ValueError(f"{flag(key)}: got {value!r} ({type(value).__name__}), expected "
+                                 f"{type_name(hints[key])}")  # fmt: skip
+            values[key] = float(value) if hints[key] is float else list(value) if isinstance(value, list) else value
+        config = cls(**values, preset=preset)
         config.check()
         return config
 
     def check(self) -> None:
-        if self.cf_loss not in CF_LOSSES:
-            raise ValueError(f"--cf-loss: got {self.cf_loss!r}, expected one of {', '.join(CF_LOSSES)}")
-        for name, value, valid in (("--optimizer", self.optimizer, OPTIMIZERS), ("--schedule", self.schedule,
-                                   SCHEDULES), ("--select", self.select, SELECT)):  # fmt: skip
-            if value not in valid:
-                raise ValueError(f"{name}: got {value!r}, expected one of {', '.join(valid)}")
+        """Choices, ranges and exclusive options; raises ValueError naming the flag."""
+        for key, valid in (("preset", PRESETS), ("arch", ARCHS), ("cf_loss", CF_LOSSES), ("optimizer", OPTIMIZERS),
+                           ("schedule", SCHEDULES), ("select", SELECT), ("saliency", SALIENCY)):  # fmt: skip
+            if getattr(self, key) not in valid:
+                raise ValueError(f"{flag(key)}: got {getattr(self, key)!r}, expected one of {', '.join(valid)}")
+        for key, (low, high) in RANGES.items():
+            value = getattr(self, key)
+            if value is not None and (value < low or (high is not None and value > high)):
+                expected = f"a value in [{low}, {high}]" if high is not None else f"at least {low}"
+                raise ValueError(f"{flag(key)}: got {value}, expected {expected}")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"--train-fraction: got {self.train_fraction}, expected a fraction in (0, 1]")
+        if not self.clip > 0:
+            raise ValueError(f"--clip: got {self.clip}, expected a gradient norm > 0 (inf: no clipping)")
+        if any(m < 1 for m in self.milestones):
+            raise ValueError(f"--milestones: got {self.milestones}, expected epochs >= 1")
         if (self.mixup or self.label_smoothing) and (self.cf or self.f or self.sal or self.fgsm):
             raise ValueError("--mixup and --label-smoothing are baselines: use them without --cf, --f, --fgsm, --sal")
         if self.mixup and self.label_smoothing:
             raise ValueError("--mixup and --label-smoothing are separate baselines: pick one")
-        if not 0 < self.train_fraction <= 1:
-            raise ValueError(f"--train-fraction: got {self.train_fraction}, expected a fraction in (0, 1]")
-        if not 0 <= self.fgsm <= 1 or self.fgsm_steps < 1:
-            raise ValueError(f"--fgsm: got {self.fgsm}, expected a fraction of the pixel range in [0, 1]")
+
+    def check_build(self, manifest: dict[str, Any]) -> None:
+        """That the build has what this config reads: its val split, and its CF/F images in the train split."""
+        from train.data import Fields, check_fields
+
+        if self.val_split not in manifest["splits"] or self.val_split == "train":
+            splits = ", ".join(s for s in manifest["splits"] if s != "train")
+            whose = f"the preset's ({self.preset})" if self.val_split == PRESETS[self.preset]["val_split"] else "the"
+            own = preset_of_build(manifest)
+            hint = f" or --preset {own}, the preset of its dataset" if own != self.preset else ""
+            raise ValueError(f"{whose} val_split {self.val_split!r} is not a split of this build (splits: {splits}); "
+                             f"pass --val-split SPLIT{hint}")  # fmt: skip
+        check_fields(manifest, Fields(cf=self.cf, f=self.f, copies=manifest["methods"]["copies"]))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,3 +182,36 @@ class Config:
         if self.label_smoothing:
             parts.append(f"LS({self.label_smoothing:g})")
         return "+".join(parts) or "Orig"
+
+
+# Closed ranges [low, high] (high None: unbounded) of the numeric fields; train_fraction and clip are checked apart.
+RANGES: dict[str, tuple[float, float | None]] = {
+    "cf_weight": (0, None), "fgsm": (0, 1), "fgsm_steps": (1, None), "sal": (0, None), "mixup": (0, None),
+    "label_smoothing": (0, 1), "epochs": (1, None), "batch_size": (1, None), "lr": (0, None), "momentum": (0, None),
+    "weight_decay": (0, None), "crop": (8, None), "early_stop": (0, None), "seed": (0, None), "workers": (0, None),
+    "max_saliency_images": (0, None),
+}  # fmt: skip
+
+
+def flag(key: str) -> str:
+    """The `train fit` flag of a config field (the grid key is the field name)."""
+    return "--" + key.replace("_", "-")
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether ``value`` has the type ``hint`` (int, float, str, bool, list[...], X | None); an int is a float."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(conforms(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(conforms(v, typing.get_args(hint)[0]) for v in value)
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, hint)
+
+
+def type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "") if typing.get_origin(hint) else hint.__name__

@@ -46,9 +46,9 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-log = logging.getLogger(__name__)
+from train.config import ARCHS  # the choices live with the config, which checks them
 
-ARCHS = ("resnet18", "resnet50", "bit-s-r50x1", "resnet8")
+log = logging.getLogger(__name__)
 
 WEIGHT_FORMATS = {
     ".pth": "a torchvision-style state dict saved with torch.save(model.state_dict(), path)",
@@ -231,7 +231,10 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     raise TypeError(f"expected a model from build_model (torchvision ResNet or ResNetV2), got {type(model).__name__}")
 
 
-def build_model(arch: str, num_classes: int, weights: str | Path | None = None, zero_head: bool = False) -> nn.Module:
+def build_model(
+    arch: str, num_classes: int, weights: str | Path | None = None, zero_head: bool = False,
+    from_checkpoint: bool = False,
+) -> nn.Module:  # fmt: skip
     """Build ``arch`` with a classifier for ``num_classes`` classes, optionally loading local weights.
 
     Args:
@@ -240,6 +243,8 @@ def build_model(arch: str, num_classes: int, weights: str | Path | None = None, 
         weights: a local file (see ``WEIGHT_FORMATS``). None trains from scratch, with a warning, because the
             paper's results all start from pretrained weights.
         zero_head: zero the classifier's weight and bias after loading (the CCT preset).
+        from_checkpoint: the caller loads a trained state dict into the model next (``train eval`` reads
+            ``best.pt``), so the random initialisation is never used: no from-scratch warning.
 
     Raises:
         ValueError: unknown ``arch``, unknown weight format, or weights that do not fit the architecture.
@@ -255,10 +260,10 @@ def build_model(arch: str, num_classes: int, weights: str | Path | None = None, 
         model = SmallResNet(num_classes)
     else:
         model = _torchvision_resnet(arch, num_classes)
-    if weights is None:
-        warnings.warn(f"{arch}: no weights given, training from scratch (random initialisation)", stacklevel=2)
-    else:
+    if weights is not None:
         _load_weights(model, arch, Path(weights))
+    elif not from_checkpoint:
+        warnings.warn(f"{arch}: no weights given, training from scratch (random initialisation)", stacklevel=2)
     if zero_head:
         with torch.no_grad():
             for p in head_parameters(model):
