@@ -13,7 +13,9 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from typer.core import TyperGroup
@@ -22,6 +24,9 @@ from augment import infill, schema
 from augment.datasets import DATASETS
 from augment.datasets.files import ON_ERROR
 from augment.read import RESIZE_MODES
+
+if TYPE_CHECKING:
+    from augment.build import BuildConfig
 
 # Choices are built from the registries, so a new method or dataset appears here by registering itself.
 DatasetName = enum.Enum("DatasetName", {n: n for n in DATASETS}, type=str)
@@ -71,6 +76,24 @@ def option_args(key: str, value: object) -> list[str]:
     """``--flag value`` pairs for the canonical command (a list option repeats its flag)."""
     values = value if isinstance(value, list) else [value]
     return [a for v in values for a in ("--" + key.replace("_", "-"), str(v))]
+
+
+def build_command(config: BuildConfig, out: Path) -> str:
+    """The canonical `augment build` command of a resolved ``config``, recorded in the manifest: every field that is
+    set, in field order (the resolved --cagan-weights included), each adapter option as its own flag, then --out.
+
+    Every value is written, defaults too, so the command builds the same shards under a version with other
+    defaults; re-parsed by this CLI it gives back ``config`` (tests/test_config.py). The options that leave the
+    bytes alone (--workers, --scheduler, --shard-range, --overwrite, -q) are not part of it: the slices of one build
+    record one command."""
+    args = ["augment", "build"]
+    for spec in fields(config):
+        value = getattr(config, spec.name)
+        if spec.name == "dataset_options":
+            args += [a for k, v in value.items() for a in option_args(k, v)]
+        elif value is not None:
+            args += option_args(spec.name, value)
+    return shlex.join([*args, "--out", str(out)])
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -177,21 +200,10 @@ def build(
         config.validate()
     except ValueError as e:
         fail(str(e), 2)
-    command = shlex.join(
-        ["augment", "build", "--dataset", config.dataset]
-        + [a for m in config.infill for a in ("--infill", m)]
-        + [a for m in config.factual for a in ("--factual", m)]
-        + ["--copies", str(copies), "--seed", str(seed), "--shard-size", str(shard_size)]
-        + (["--image-size", str(image_size)] if image_size else [])
-        + (["--on-error", on_error.value] if on_error.value != "fail" else [])
-        + (["--cagan-weights", config.cagan_weights, "--batch-size", str(batch_size)] if config.model_methods() else [])
-        + [a for k, v in options.items() for a in option_args(k, v)]
-        + ["--out", str(out)]
-    )
     try:
         manifest = run_build(
-            out, config, workers=workers or os.cpu_count() or 1, overwrite=overwrite, command=command,
-            progress=not quiet, scheduler=scheduler, shard_range=shard_range,
+            out, config, workers=workers or os.cpu_count() or 1, overwrite=overwrite,
+            command=build_command(config, out), progress=not quiet, scheduler=scheduler, shard_range=shard_range,
         )  # fmt: skip
     except OutFolderError as e:
         fail(str(e), 2)
