@@ -8,12 +8,25 @@ transforms v2 on tv_tensors). Stochastic fields stored in K copies use copy ``ep
 
 Training reads a fixed number of samples per epoch: ``steps = num_samples // (batch_size * world_size)`` batches
 on every rank, so DDP ranks never wait on each other at the end of an epoch. Each (rank, DataLoader worker) slot
-reads its own share, cycling through it when it runs short (uneven shards):
+reads its own share, cycling through it when it runs short (uneven shards).
 
-- at least as many shards as slots: slot ``s`` of ``n`` takes every n-th shard of an order shuffled per epoch;
-- fewer shards than slots: every slot reads every shard and keeps every n-th sample, so none idles.
+Mixing does not trust the writer: builds before format v2, and other tools, store samples in source order, which
+lists them class by class, so a shard may hold a class or two (issue #12). A DataLoader batch comes whole from one
+worker, so each slot's own stream must be a random draw of the split:
+
+- the shard order is shuffled per epoch (and per pass over the split), the same order on every slot;
+- a slot reads up to ``POOL`` of its shards at once and draws each sample from one of them at random (weighted by
+  the samples it has left), refilling the pool from its list as shards run out; the result goes through the
+  ``shuffle_buffer``;
+- at least ``POOL`` shards per slot (``len(shards) >= slots * POOL``): slot ``s`` of ``n`` takes every n-th shard;
+- fewer: every slot reads every shard and keeps its own share of each shard's samples (sample ``j`` of the shard at
+  position ``p`` when ``(j + p) % n == (s + epoch) % n``), so that a slot's pool holds as many shards as the split
+  can give it; the price is that every slot reads every shard's bytes (build with a smaller ``--shard-size`` to
+  avoid it).
 
 Every random draw is seeded by (seed, epoch, rank, worker), so an epoch's data is the same after ``--resume``.
+Evaluation reads every sample once, shards split over workers whole (or per sample when there are fewer shards
+than workers), each shard in file order.
 """
 
 from __future__ import annotations
@@ -39,6 +52,14 @@ from augment.shards import Limits, ShardError
 
 log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 64 << 20
+# Shards a training slot reads at once. With class-pure shards (the worst a writer can do) the pool's classes are
+# those of POOL random shards: simulating IN-9's 9 classes in 45 class-pure shards of 1000, 4 slots, a 1000-sample
+# shuffle buffer and batches of 32, a batch holds 0.83 (pool 8), 0.89 (16), 0.98 (32) and 1.00 (all 45) of the
+# distinct classes of a random draw (8.79), against 0.41 for whole shards read one after another (the loader before
+# issue #12). An open shard costs a file handle (or a streaming connection, for URLs) and one record's bytes. POOL
+# is also the least number of shards per slot for whole-shard assignment: from there a slot's own shards fill its
+# pool, so it mixes as well as reading every shard would, at 1/slots of the reads.
+POOL = 32
 # what json, int() and PIL raise on bad bytes (PIL: SyntaxError, EOFError and struct.error from some decoders)
 DECODE_ERRORS = (OSError, ValueError, KeyError, RecursionError, EOFError, SyntaxError, struct.error)
 
@@ -72,10 +93,13 @@ def check_fields(manifest: dict[str, Any], fields: Fields, split: str = "train")
                 raise ValueError(f"{flag} {m}: the shards hold no {role}.{m} images; built with {built or 'none'}")
 
 
-def assign(urls: list[str], slot: int, slots: int, epoch: int) -> tuple[list[str], int, int]:
+def assign(urls: list[str], slot: int, slots: int, epoch: int, per_slot: int = POOL) -> tuple[list[str], int, int]:
     """The shards slot ``slot`` of ``slots`` reads, and which of their samples it keeps: (urls, every, offset),
-    keeping sample i (counted over those shards in order) when ``i % every == offset``."""
-    if len(urls) >= slots:
+    keeping sample j of the shard at position p of ``urls`` when ``(j + p) % every == offset``.
+
+    Whole shards are dealt out when every slot gets at least ``per_slot`` of them; otherwise every slot reads every
+    shard and keeps its share of each."""
+    if len(urls) >= slots * per_slot:
         return urls[slot::slots], 1, 0
     return urls, slots, (slot + epoch) % slots  # rotate, so a slot does not see the same samples every epoch
 
@@ -88,9 +112,9 @@ def share(steps: int, worker: int, workers: int) -> int:
 class ShardStream(IterableDataset):
     """One split of a build as an iterable of sample dicts, split across DDP ranks and DataLoader workers.
 
-    ``train=True``: shuffled, randomly cropped and flipped, exactly ``steps * batch_size`` samples per rank and
-    epoch (see the module docstring). ``train=False``: every sample once, resized to ``crop``; ``rank`` and
-    ``world_size`` are ignored (evaluation runs on one process).
+    ``train=True``: shards interleaved and shuffled, randomly cropped and flipped, exactly ``steps * batch_size``
+    samples per rank and epoch (see the module docstring). ``train=False``: every sample once, resized to ``crop``;
+    ``rank`` and ``world_size`` are ignored (evaluation runs on one process).
     """
 
     def __init__(
@@ -102,6 +126,7 @@ class ShardStream(IterableDataset):
         self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
         self.batch_size, self.rank, self.world_size = batch_size, rank if train else 0, world_size if train else 1
         self.urls = [shards.join(root, s["path"]) for s in manifest["splits"][split]["shards"]]
+        self.lengths = {shards.join(root, s["path"]): s["num_samples"] for s in manifest["splits"][split]["shards"]}
         self.fraction = fraction  # keep this share of the samples (a fixed subset, chosen by key: see in_subset)
         self.num_samples = max(1, round(manifest["splits"][split]["num_samples"] * fraction))
         self.steps = self.num_samples // (batch_size * self.world_size)  # batches per rank and epoch, when training
@@ -131,7 +156,7 @@ class ShardStream(IterableDataset):
             raw = self.cycle(slot, slots, rng) if quota else iter(())
         else:
             quota = self.num_samples
-            raw = self.records(*assign(self.urls, slot, slots, 0))
+            raw = self.records(*assign(self.urls, slot, slots, 0, per_slot=1))  # no mixing needed: shards whole
         made = 0
         for sample in raw:
             if made == quota:
@@ -150,35 +175,65 @@ class ShardStream(IterableDataset):
                         self.rank, worker, self.skipped)  # fmt: skip
 
     def cycle(self, slot: int, slots: int, rng: random.Random) -> Iterator[dict[str, Any]]:
-        """This slot's share of the split, shuffled, over and over: each pass reads the shards in an order all slots
-        agree on (so that they split it), and shuffles within the pass (so that a sample is not repeated in it)."""
+        """This slot's share of the split, mixed, over and over: each pass reads the shards in an order all slots
+        agree on (so that they split it), interleaves them and shuffles within the pass (so that a sample is not
+        repeated in it)."""
         for repeat in itertools.count():
             urls = list(self.urls)
             random.Random(f"{self.seed}:{self.epoch}:{repeat}").shuffle(urls)
             got = 0
             shuffle = wds.shuffle(bufsize=self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)
-            for sample in shuffle(self.records(*assign(urls, slot, slots, self.epoch))):
+            for sample in shuffle(self.interleave(*assign(urls, slot, slots, self.epoch), rng)):
                 got += 1
                 yield sample
             if not got:
                 raise ValueError(f"{self.split}: no readable sample in this process's share of {len(urls)} shard(s)")
 
+    def interleave(self, urls: list[str], every: int, offset: int, rng: random.Random) -> Iterator[dict[str, Any]]:
+        """The samples :meth:`records` yields, but drawn from up to ``POOL`` open shards at once: each sample comes
+        from an open shard chosen with probability proportional to its expected samples left (from the manifest),
+        so that the open shards run out together and the stream mixes them evenly whatever their order."""
+        pending = list(enumerate(urls))[::-1]  # popped from the end: in order
+        pool: list[Iterator[dict[str, Any]]] = []
+        left: list[float] = []  # expected samples left in each open shard
+        try:
+            while pending or pool:
+                while pending and len(pool) < POOL:
+                    position, url = pending.pop()
+                    pool.append(self.shard_records(url, position, every, offset))
+                    left.append(self.lengths[url] * self.fraction / every)
+                (i,) = rng.choices(range(len(pool)), weights=[max(1.0, n) for n in left])
+                sample = next(pool[i], None)
+                if sample is None:  # fewer than expected (skipped samples, a subset): the weights are estimates
+                    del pool[i], left[i]
+                    continue
+                left[i] -= 1
+                yield sample
+        finally:
+            for samples in pool:  # close the open shards now, not when the garbage collector gets to them
+                samples.close()
+
     def records(self, urls: list[str], every: int, offset: int) -> Iterator[dict[str, Any]]:
-        """Raw samples of ``urls``, keeping sample i when ``i % every == offset``; a bad shard is skipped from
-        the bad point on, a bad sample on its own, each with a warning (from one slot, when slots share shards)."""
+        """Raw samples of ``urls``, one shard after another (see :meth:`shard_records`)."""
+        for position, url in enumerate(urls):
+            yield from self.shard_records(url, position, every, offset)
+
+    def shard_records(self, url: str, position: int, every: int, offset: int) -> Iterator[dict[str, Any]]:
+        """Raw samples of shard ``url`` in file order, keeping its sample j (counted over the subset, see
+        ``fraction``) when ``(j + position) % every == offset``; a bad shard is skipped from the bad point on, a bad
+        sample on its own, each with a warning (from one slot, when slots share shards)."""
         wanted = {schema.IMAGE, schema.LABEL, schema.META, schema.MASK, *self.fields.names(self.epoch).values()}
         report = self.skip_corrupt if offset == 0 else lambda *_, **__: None
-        index = 0
-        for url in urls:
-            try:
-                for key, fields in shards.iter_records(url, wanted, self.limits, on_error=report):
-                    if self.fraction < 1.0 and not in_subset(key, self.fraction):
-                        continue
-                    if index % every == offset:
-                        yield {**fields, "__key__": key, "__url__": url}
-                    index += 1
-            except ShardError as e:
-                report(e, what="the rest of")
+        index = position
+        try:
+            for key, fields in shards.iter_records(url, wanted, self.limits, on_error=report):
+                if self.fraction < 1.0 and not in_subset(key, self.fraction):
+                    continue
+                if index % every == offset:
+                    yield {**fields, "__key__": key, "__url__": url}
+                index += 1
+        except ShardError as e:
+            report(e, what="the rest of")
 
     def skip_corrupt(self, error: ShardError, what: str = "") -> None:
         """Count and warn about a sample (or ``what`` of a shard) that cannot be used; its message names the
