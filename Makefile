@@ -73,6 +73,7 @@ bench: install
 	$(PY) bench/loader.py $(if $(QUICK),--quick)
 	$(PY) bench/scale.py $(if $(QUICK),--quick)
 	$(PY) bench/trainer.py $(if $(QUICK),--quick)
+	$(PY) bench/parity.py $(if $(QUICK),--quick)
 	$(PY) bench/cagan.py --batch-sizes 1 8 $(if $(QUICK),--quick)
 
 # Trains CAGAN on the demo shards' backgrounds (CPU, minutes), compares it with tile on held-out holes, draws

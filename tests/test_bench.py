@@ -1,9 +1,12 @@
 """Smoke tests of the benchmark scripts (bench/): the in-process kernel comparison runs and checks its outputs,
-and the process-tree memory probe sees memory that a child process allocates. The CLI-driven benchmarks run
-in ``make bench QUICK=1``, which takes longer than a unit test should."""
+the process-tree memory probe sees memory that a child process allocates, and the parity benchmark's quick mode
+runs end to end (IN-9 layout -> build -> train fit and the plain loop) while its reference loop follows the
+trainer's crop, loss and schedule. The other CLI-driven benchmarks run in ``make bench QUICK=1``, which takes
+longer than a unit test should."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +40,55 @@ def test_tree_peak_counts_children(bench_path: None) -> None:
     peak = TreePeak(parent.pid)
     parent.wait()
     assert peak.stop() > 200 * 2**20
+
+
+def test_parity_benchmark_quick(bench_path: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import parity
+
+    parity.main(["--quick", "--threads", "1", "--out", str(tmp_path)])  # 1 thread: no spinning on a busy machine
+    report = json.loads((tmp_path / "parity.json").read_text())
+    manifest = json.loads((tmp_path / "parity" / "shards" / "manifest.json").read_text())
+    assert manifest["dataset"]["name"] == "in9"  # read through the IN-9 adapter, from the layout it wrote
+    assert manifest["dataset"]["classes"] == ["circle", "square", "triangle", "cross", "star"]
+    assert manifest["splits"]["train"]["num_samples"] == 64
+    splits = {"val", "original", "mixed_same", "mixed_rand", "mixed_next", "only_fg", "no_fg"}
+    assert set(manifest["splits"]) == {"train", *splits}
+    assert list(report["methods"]) == ["Orig", "F(shuffle)", "CF(tile)+F(shuffle)"]
+    for sides in report["methods"].values():
+        assert set(sides) == {"train fit", "plain loop"}
+        for side in sides.values():
+            assert set(side["accuracy"]) == splits
+            assert all(0.0 <= a <= 1.0 for a in side["accuracy"].values())
+            assert side["img_per_s"] > 0
+    assert set(report["goal"]) == {"original_difference", "accuracy_met", "img_per_s_ratio", "speed_met"}
+    out = capsys.readouterr().out
+    assert out.count("fit - plain") == 3 and "goal, Orig" in out
+
+
+def test_parity_plain_loop_follows_the_trainer(bench_path: None) -> None:
+    """The reference loop's own crop/flip, loss and schedule are those of train.data, train.losses and train.train."""
+    import parity
+    import torch
+
+    from train.config import Config
+    from train.losses import cf_loss
+    from train.train import make_scheduler
+
+    # crop + flip: one window of RandomCrop's range (offsets 0 .. 8 - 5) per sample, shared by all its channels
+    x = torch.arange(2 * 6 * 8 * 8, dtype=torch.float32).reshape(2, 6, 8, 8)
+    out = parity.crop_flip(x, 5, torch.Generator().manual_seed(0))
+    assert out.shape == (2, 6, 5, 5)
+    for sample, crop in zip(x, out, strict=True):
+        windows = [sample[:, t : t + 5, u : u + 5] for t in range(4) for u in range(4)]
+        assert any(torch.equal(crop, w) or torch.equal(crop, w.flip(-1)) for w in windows)
+    logits, y = torch.randn(7, 5) * 4, torch.randint(0, 5, (7,))
+    assert torch.allclose(parity.cf_logp(logits, y), cf_loss(logits, y, "logp"), atol=1e-5)
+    for schedule, milestones in (("cosine", []), ("step", [2, 4]), ("constant", [])):
+        config = Config.resolve("demo", shards="-", out="-", epochs=6, schedule=schedule, milestones=milestones)
+        model = torch.nn.Linear(1, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+        scheduler = make_scheduler(config, optimizer)
+        for epoch in range(config.epochs):
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(config.lr * parity.lr_factor(config, epoch))
+            optimizer.step()
+            scheduler.step()

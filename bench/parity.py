@@ -1,0 +1,410 @@
+"""Benchmark 7: ``train fit`` against a plain PyTorch loop on the same data: accuracy per split, and img/s.
+
+1. Writes the embedded synthetic generator's samples (``augment/datasets/synthetic.py``: 5 shapes on 5 background
+   families) in the IN-9 Backgrounds Challenge layout (SPEC section 5), class folder by class folder as IN-9 is
+   released: ``bg_challenge/train/original/{train,val}/<NN_class>/<img>.JPEG``, ``train/no_fg/...`` (the same image
+   with the object blacked out, where the train masks come from), ``test/<variant>/val/<NN_class>/...`` for
+   original, mixed_same, mixed_rand, mixed_next, only_fg and no_fg (mixed files named ``fg_<stem>_bg_<...>``) and
+   ``test/fg_mask/val/<NN_class>/<stem>.npy``. The in9 adapter takes any class folders; these are ``00_circle`` ...
+   ``04_star``, and it reads them in class order.
+2. Builds it once with ``augment build --dataset in9 --root ... --infill tile --factual shuffle`` (default
+   ``--copies``, shard size and workers), as a user would.
+3. Trains each method twice with the same resolved ``Config`` (``--preset demo --arch resnet8``, as ``make
+   reproduce`` trains the study at 32 px):
+
+   - **train fit**: ``train.train.fit(Config.resolve(...))``, the real entry point, reading the shards (CF and F
+     images precomputed by the build, copy ``epoch % copies`` of a stochastic one);
+   - **plain loop**: written here, plain PyTorch: every train original (decoded from the shards' JPEGs, with
+     their masks) in one uint8 tensor, a fresh random permutation each epoch, batches of ``batch_size`` (the
+     last partial one dropped, as the trainer does), the same model from the same seed, SGD/RMSprop with the
+     config's lr, momentum and weight decay, its lr schedule stepped per epoch, gradients clipped at
+     ``config.clip``, one random crop and flip shared by a sample's original, CF and F images, and the loss of
+     SPEC section 3. CF and F images are computed **online**, at every step, with the ``augment.infill``
+     registry's functions from the mask (fresh shuffle draws every time), where the trainer reads one stored
+     draw;
+   - both select the epoch with the best val accuracy, and both are evaluated by the same code
+     (``train.evaluate``: the trainer's eval preprocessing, every test split).
+
+img/s counts the rows trained (originals plus their CF and F images) per second of the training loops' wall time
+(data waits included, evaluation excluded): the trainer's from its ``log.csv`` (rows / seconds per epoch, combined
+over epochs), the plain loop's timed the same way. One ``torch.set_num_threads`` for both. Goal: train fit within
+0.02 of the plain loop on ``original`` and at least 0.9x its img/s.
+
+    .venv/bin/python bench/parity.py            # make bench
+    .venv/bin/python bench/parity.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from common import OUT, OtherLoad, cli, machine
+from PIL import Image
+
+from augment import masks
+from augment.datasets.synthetic import SHAPES, Synthetic
+from augment.infill import INFILLS
+from train import evaluate
+from train.config import Config
+from train.models import build_model
+from train.train import fit
+
+METHODS = {"Orig": ([], []), "F(shuffle)": ([], ["shuffle"]), "CF(tile)+F(shuffle)": (["tile"], ["shuffle"])}
+CLASS_FOLDERS = tuple(f"{i:02d}_{name}" for i, name in enumerate(SHAPES))
+TEST_VARIANTS = ("original", "mixed_same", "mixed_rand", "mixed_next", "only_fg", "no_fg")
+GOAL_ACCURACY, GOAL_SPEED = 0.02, 0.9
+
+
+# ---- 1. the dataset, in IN-9's upstream layout ---------------------------------------------------------------------
+
+
+def save_jpeg(path: Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, "JPEG", quality=90)
+
+
+def write_in9(root: Path, n_train: int, n_test: int, source_size: int, seed: int) -> dict[str, int]:
+    """Synthetic samples as ``root`` = ``bg_challenge/``, written class folder by class folder; images per split.
+
+    Train and val: synthetic ``train``/``val`` (class c on family c with probability 0.9), with ``no_fg`` copies.
+    Test: sample i of synthetic ``original`` and its ``mixed_*`` variants (the same object on other backgrounds),
+    ``only_fg`` (the object on black) and ``no_fg`` (the object blacked out), ``n_test`` of each.
+    """
+    data = Synthetic(size=n_train, image_size=source_size, seed=seed)
+    k = len(SHAPES)
+    shutil.rmtree(root, ignore_errors=True)
+    counts: dict[str, int] = {}
+    for subset, n in (("train", n_train), ("val", max(n_train // 5, k))):
+        for label, folder in enumerate(CLASS_FOLDERS):
+            for i in range(label, n, k):  # synthetic sample i has label i % k
+                sample = data.load(subset, i)
+                stem = f"n{label:02d}_{i:06d}"
+                save_jpeg(root / "train/original" / subset / folder / f"{stem}.JPEG", sample.image)
+                save_jpeg(
+                    root / "train/no_fg" / subset / folder / f"{stem}.JPEG", blacked_out(sample.image, sample.mask)
+                )
+                counts[subset] = counts.get(subset, 0) + 1
+    for label, folder in enumerate(CLASS_FOLDERS):
+        for i in range(label, n_test, k):
+            original = data.load("original", i)
+            stem = f"n{label:02d}_t{i:06d}"
+            npy = root / "test/fg_mask/val" / folder / f"{stem}.npy"
+            npy.parent.mkdir(parents=True, exist_ok=True)
+            np.save(npy, original.mask)
+            for variant in TEST_VARIANTS:
+                name, pixels = f"{stem}.JPEG", original.image
+                if variant == "only_fg":
+                    pixels = np.where(original.mask[..., None], original.image, 0).astype(np.uint8)
+                elif variant == "no_fg":
+                    pixels = blacked_out(original.image, original.mask)
+                elif variant != "original":  # the same object on another background: IN-9's fg_<stem>_bg_<stem>
+                    sample = data.load(variant, i)
+                    name, pixels = f"fg_{stem}_bg_n{sample.meta['background']:02d}_b{i:06d}.JPEG", sample.image
+                save_jpeg(root / "test" / variant / "val" / folder / name, pixels)
+                counts[variant] = counts.get(variant, 0) + 1
+    return counts
+
+
+def blacked_out(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask[..., None], 0, image).astype(np.uint8)
+
+
+# ---- 2. the plain loop ---------------------------------------------------------------------------------------------
+
+
+def load_train(shards: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every train sample's original and object mask as the trainer decodes them: (uint8 [N, H, W, 3], bool [N, H, W]
+    (all False without an object), int64 [N] labels). Read with tarfile and PIL, not with train.data."""
+    images, objects, labels = {}, {}, {}
+    for shard in manifest["splits"]["train"]["shards"]:
+        with tarfile.open(shards / shard["path"]) as tar:
+            for member in tar:
+                key, field = member.name.split(".", 1)
+                data = tar.extractfile(member).read()
+                if field == "jpg":
+                    images[key] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+                elif field == "mask.png":
+                    objects[key] = np.asarray(Image.open(io.BytesIO(data)).convert("L")) > 0
+                elif field == "cls":
+                    labels[key] = int(data)
+    keys = sorted(labels)
+    shape = images[keys[0]].shape[:2]
+    return (np.stack([images[k] for k in keys]), np.stack([objects.get(k, np.zeros(shape, bool)) for k in keys]),
+            np.array([labels[k] for k in keys], dtype=np.int64))  # fmt: skip
+
+
+def lr_factor(config: Config, epoch: int) -> float:
+    """The schedule's multiplier of ``config.lr`` during ``epoch`` (closed forms of torch's per-epoch schedulers)."""
+    if config.schedule == "cosine":
+        return (1 + math.cos(math.pi * epoch / max(config.epochs, 1))) / 2
+    if config.schedule == "step":
+        return 0.1 ** sum(epoch >= m for m in config.milestones)
+    if config.schedule == "constant":
+        return 1.0
+    raise ValueError(f"plain loop: schedule {config.schedule!r} is not reproduced here (cosine, step, constant)")
+
+
+def crop_flip(x: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """One random ``crop`` x ``crop`` window and horizontal flip per sample of [B, C, H, W]; every channel of a
+    sample (its original, CF and F images stacked) gets the same ones, as ``RandomCrop`` + ``RandomHorizontalFlip``."""
+    b, _, h, w = x.shape
+    if crop > min(h, w):
+        raise ValueError(f"crop {crop} is larger than the images ({h} x {w})")
+    top = torch.randint(0, h - crop + 1, (b,), generator=generator).tolist()
+    left = torch.randint(0, w - crop + 1, (b,), generator=generator).tolist()
+    flip = (torch.rand(b, generator=generator) < 0.5).tolist()
+    windows = [x[i, :, t : t + crop, u : u + crop] for i, (t, u) in enumerate(zip(top, left, strict=True))]
+    return torch.stack([v.flip(-1) if f else v for v, f in zip(windows, flip, strict=True)])
+
+
+def cf_logp(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """-log(1 - p_y) per row, computed stably: -(logsumexp over k != y - logsumexp over all k)."""
+    others = logits.scatter(1, y[:, None], -math.inf)
+    return -(torch.logsumexp(others, 1) - torch.logsumexp(logits, 1))
+
+
+def device_of(config: Config) -> torch.device:
+    """The device train fit resolves ``config.device`` to (one process)."""
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device)
+
+
+def plain_fit(config: Config, shards: Path, manifest: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train as described in the module docstring; (the best-val model, {"img_per_s", "train_s", "rows"})."""
+    device = device_of(config)
+    if config.sal or config.fgsm or config.mixup or config.cf_loss != "logp" or config.select != "accuracy" or \
+            config.early_stop or (config.amp and device.type == "cuda") or config.train_fraction < 1:  # fmt: skip
+        raise ValueError("plain loop: only CE + CF(logp) + F in fp32 on the whole split, selected on val accuracy "
+                         "without early stopping, is reproduced here")  # fmt: skip
+    images, objects, labels = load_train(shards, manifest)
+    n, h, w = objects.shape
+    crop = config.crop or round(manifest["image_size"] * 7 / 8)
+    cf_holes = [masks.cf_hole(m, None, (h, w)) for m in objects]
+    f_holes = [masks.f_hole(m, None, (h, w)) for m in objects]
+    has = np.array([c is not None and f is not None for c, f in zip(cf_holes, f_holes, strict=True)])
+    originals = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # all train images in one tensor
+    targets = torch.from_numpy(labels)
+
+    torch.manual_seed(config.seed)  # as train fit seeds before it builds the model: the same initial weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "training from scratch"
+        model = build_model(config.arch, len(manifest["dataset"]["classes"]), config.weights,
+                            zero_head=config.zero_head).to(device)  # fmt: skip
+    opt = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.RMSprop
+    optimizer = opt(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)  # permutations, crops and flips
+    batch, steps = config.batch_size, n // config.batch_size
+    best, best_state, seconds, rows_total = -math.inf, None, 0.0, 0
+    for epoch in range(config.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(config, epoch)
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=generator)
+        for step in range(steps):
+            idx = order[step * batch : (step + 1) * batch]
+            rng = np.random.default_rng([config.seed, epoch, step])  # fresh fills at every step
+            views = [originals[idx]]
+            for holes, methods in ((cf_holes, config.cf), (f_holes, config.f)):
+                for name in methods:
+                    fill = INFILLS[name].fill
+                    filled = [fill(images[i], holes[i], rng) if has[i] else np.zeros_like(images[i]) for i in idx]
+                    views.append(torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2))
+            x = crop_flip(torch.cat(views, 1), crop, generator).float().div(127.5).sub(1.0).to(device)
+            x = x.reshape(len(idx), len(views), 3, crop, crop)
+            y = targets[idx].to(device)
+            keep = torch.from_numpy(has[idx.numpy()]).to(device)
+            extra = [x[keep, v] for v in range(1, len(views))]
+            logits = model(torch.cat([x[:, 0], *extra]))
+            total = F.cross_entropy(logits[:batch], y, label_smoothing=config.label_smoothing, reduction="sum")
+            offset, yk = batch, y[keep]
+            for v, part in enumerate(extra):
+                z = logits[offset : offset + len(part)]
+                offset += len(part)
+                if v < len(config.cf):
+                    total = total + config.cf_weight * cf_logp(z, yk).sum()
+                else:
+                    total = total + F.cross_entropy(z, yk, reduction="sum")
+            loss = total / offset
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            rows_total += offset
+        seconds += time.perf_counter() - start
+        score = evaluate.split_metrics(model, shards, manifest, config.val_split, crop, config, device)["accuracy"]
+        if score > best:
+            best, best_state = score, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return model, {"img_per_s": rows_total / seconds, "train_s": seconds, "rows": rows_total}
+
+
+# ---- 3. both sides, side by side -----------------------------------------------------------------------------------
+
+
+def trainer_speed(run: Path) -> dict[str, float]:
+    """Rows per second over all epochs of a ``train fit`` run, from its log.csv. Every epoch trains the same number
+    of rows, so the overall rate (total rows / total seconds) is the harmonic mean of the epochs' rates."""
+    with open(run / "log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rates = [float(r["img_per_s"]) for r in rows]
+    return {"img_per_s": len(rates) / sum(1 / r for r in rates),
+            "data_wait_fraction": float(np.mean([float(r["data_wait_fraction"]) for r in rows]))}  # fmt: skip
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    return {"accuracy": {s: m["accuracy"] for s, m in results["splits"].items()}, "bg_gap": results.get("bg_gap")}
+
+
+def compare(config: Config, shards: Path, manifest: dict[str, Any], trainer_first: bool) -> dict[str, Any]:
+    """One method: train fit and the plain loop with the same config, in the given order."""
+    sides: dict[str, dict[str, Any]] = {}
+    crop = config.crop or round(manifest["image_size"] * 7 / 8)
+
+    def trainer() -> None:
+        shutil.rmtree(config.out, ignore_errors=True)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results = fit(config)
+        sides["train fit"] = {**summary(results), **trainer_speed(Path(config.out)),
+                              "wall_s": time.perf_counter() - start}  # fmt: skip
+
+    def plain() -> None:
+        start = time.perf_counter()
+        model, speed = plain_fit(config, shards, manifest)
+        results = evaluate.evaluate_all(model, shards, manifest, crop, config, device_of(config))
+        sides["plain loop"] = {**summary(results), **speed, "wall_s": time.perf_counter() - start}
+
+    for side in (trainer, plain) if trainer_first else (plain, trainer):
+        side()
+    return sides
+
+
+def git(*args: str) -> list[str]:
+    """The output lines of a git command in this checkout: which commits (and uncommitted edits) a run measured."""
+    out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parent)
+    return out.stdout.splitlines()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1000, help="train images (val gets 1/5), make reproduce's")
+    parser.add_argument("--test-size", type=int, default=500, help="images per test variant")
+    parser.add_argument("--image-size", type=int, default=32, help="augment build --image-size (crop: 7/8)")
+    parser.add_argument("--source-size", type=int, default=64, help="side of the written IN-9 JPEGs")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--arch", default="resnet8", help="train.models arch (make reproduce's at 32 px)")
+    parser.add_argument("--workers", type=int, default=None, help="train fit's DataLoader workers [its default]")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads, both sides")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT, help="writes parity.json here, works in OUT/parity/")
+    parser.add_argument("--quick", action="store_true", help="64 images, 10 per test variant, 1 epoch, 0 workers")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.test_size, args.epochs, args.workers = 64, 10, 1, 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)  # main() also runs inside the test suite
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    other = OtherLoad()
+    work = args.out / "parity"
+    root, shards = work / "bg_challenge", work / "shards"
+    start = time.perf_counter()
+    counts = write_in9(root, args.size, args.test_size, args.source_size, args.seed)
+    write_s = time.perf_counter() - start
+    build_s, _ = cli("augment", "build", "--dataset", "in9", "--root", root, "--image-size", args.image_size,
+                     "--infill", "tile", "--factual", "shuffle", "--seed", args.seed, "--out", shards, "--overwrite",
+                     "-q")  # fmt: skip
+    manifest = json.loads((shards / "manifest.json").read_text())
+    results: dict[str, Any] = {}
+    config = None
+    for i, (name, (cf, f)) in enumerate(METHODS.items()):
+        slug = name.replace("(", "-").replace(")", "").replace("+", "-").lower()
+        config = Config.resolve("demo", shards=str(shards), out=str(work / "runs" / slug), arch=args.arch,
+                                epochs=args.epochs, cf=cf, f=f, workers=args.workers, seed=args.seed,
+                                max_saliency_images=0)  # fmt: skip
+        results[name] = compare(config, shards, manifest, trainer_first=i % 2 == 0)
+    splits = [s for s in manifest["splits"] if s != "train"]
+    report = {
+        "machine": machine(),
+        "git_log": git("log", "--oneline", "-5"),
+        "git_status": git("status", "--short", "--untracked-files=no"),
+        "torch_threads": args.threads,
+        "dataset": {
+            "layout": "in9 (bg_challenge/)",
+            "classes": list(CLASS_FOLDERS),
+            "images": counts,
+            "source_size": args.source_size,
+            "image_size": args.image_size,
+            "write_s": write_s,
+            "build_s": build_s,
+        },
+        "config": {k: v for k, v in config.to_dict().items() if k not in ("cf", "f", "out", "shards")},
+        "methods": results,
+        "goal": goal(results["Orig"]),
+    }
+    report["other_load"] = other.line().strip()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report, splits, args)
+    return report
+
+
+def goal(sides: dict[str, Any]) -> dict[str, Any]:
+    gap = sides["train fit"]["accuracy"]["original"] - sides["plain loop"]["accuracy"]["original"]
+    ratio = sides["train fit"]["img_per_s"] / sides["plain loop"]["img_per_s"]
+    return {"original_difference": gap, "accuracy_met": abs(gap) <= GOAL_ACCURACY, "img_per_s_ratio": ratio,
+            "speed_met": ratio >= GOAL_SPEED}  # fmt: skip
+
+
+def print_table(report: dict[str, Any], splits: list[str], args: argparse.Namespace) -> None:
+    c = report["config"]
+    print(f"\n[7] train fit vs a plain PyTorch loop: synthetic in the IN-9 layout ({args.size} train, "
+          f"{args.test_size} per test variant, class-ordered), {args.image_size} px -> crop "
+          f"{c['crop'] or round(args.image_size * 7 / 8)}, {c['arch']}, {c['epochs']} epochs, batch {c['batch_size']}, "
+          f"{c['workers']} workers, {report['torch_threads']} torch threads")  # fmt: skip
+    names = {"original": "orig", "mixed_same": "m_same", "mixed_rand": "m_rand", "mixed_next": "m_next",
+             "only_fg": "only_fg", "no_fg": "no_fg", "val": "val"}  # fmt: skip
+    head = "".join(f"{names.get(s, s):>8}" for s in splits)
+    print(f"{'method':<20} {'side':<11}{head} {'bg_gap':>7} {'img/s':>7} {'ratio':>6} {'wall s':>7}")
+    for name, sides in report["methods"].items():
+        t, p = sides["train fit"], sides["plain loop"]
+        for side, r in (("train fit", t), ("plain loop", p)):
+            accs = "".join(f"{r['accuracy'][s]:>8.3f}" for s in splits)
+            ratio = f"{t['img_per_s'] / p['img_per_s']:>5.2f}x" if side == "train fit" else ""
+            print(
+                f"{name:<20} {side:<11}{accs} {r['bg_gap'] or 0:>7.3f} {r['img_per_s']:>7.0f} {ratio:>6} "
+                f"{r['wall_s']:>7.1f}"
+            )
+        diff = "".join(f"{t['accuracy'][s] - p['accuracy'][s]:>+8.3f}" for s in splits)
+        print(f"{'':<20} {'fit - plain':<11}{diff} {(t['bg_gap'] or 0) - (p['bg_gap'] or 0):>+7.3f}")
+    g = report["goal"]
+    print(f"    goal, Orig: train fit within {GOAL_ACCURACY} of the plain loop on original: "
+          f"{g['original_difference']:+.3f}, {'met' if g['accuracy_met'] else 'NOT met'}; img/s at least "
+          f"{GOAL_SPEED}x: {g['img_per_s_ratio']:.2f}x, {'met' if g['speed_met'] else 'NOT met'}")  # fmt: skip
+    print(f"    {report['other_load']}")
+
+
+if __name__ == "__main__":
+    main()
