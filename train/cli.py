@@ -12,21 +12,31 @@ import enum
 import logging
 import os
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from augment import infill
 from augment.cli import OneLineErrors
-from train.config import PRESETS
+from train.config import ARCHS, OPTIMIZERS, PRESET_KEYS, PRESETS, SALIENCY, SCHEDULES, SELECT, Config, flag
 from train.losses import CF_LOSSES
 
-Preset = enum.Enum("Preset", {p: p for p in PRESETS}, type=str)
-Arch = enum.Enum("Arch", {a: a for a in ("resnet18", "resnet50", "bit-s-r50x1", "resnet8")}, type=str)
-CfMethod = enum.Enum("CfMethod", {n: n for n in infill.names(infill.CF)}, type=str)
-FMethod = enum.Enum("FMethod", {n: n for n in infill.names(infill.F)}, type=str)
-CfLoss = enum.Enum("CfLoss", {n: n for n in CF_LOSSES}, type=str)
-Saliency = enum.Enum("Saliency", {"gradient": "gradient", "deepliftshap": "deepliftshap"}, type=str)
+
+def choices(name: str, values: tuple[str, ...] | list[str] | dict[str, Any]) -> type[enum.Enum]:
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+Preset = choices("Preset", PRESETS)
+Arch = choices("Arch", ARCHS)
+CfMethod = choices("CfMethod", infill.names(infill.CF))
+FMethod = choices("FMethod", infill.names(infill.F))
+CfLoss = choices("CfLoss", CF_LOSSES)
+Optimizer = choices("Optimizer", OPTIMIZERS)
+Schedule = choices("Schedule", SCHEDULES)
+Select = choices("Select", SELECT)
+Saliency = choices("Saliency", SALIENCY)
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -50,47 +60,86 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def option(key: str, help: str, default: str | None = None) -> Any:
+    """The `train fit` option of config field ``key``: flag ``--key-name`` (``--x/--no-x`` for a bool), default None
+    (= the preset's value for ``PRESET_KEYS``, else the Config default, which the help text shows)."""
+    spec = Config.__dataclass_fields__[key]
+    if default is None:
+        value = spec.default_factory() if spec.default is MISSING else spec.default
+        default = "the preset's" if key in PRESET_KEYS else "none" if value in (None, []) else str(value)
+    decl = f"{flag(key)}/--no-{flag(key)[2:]}" if spec.type == "bool" else flag(key)
+    return typer.Option(None, decl, help=f"{help} [default: {default}]")
+
+
 @app.command()
 def fit(
     shards: str = typer.Option(..., help=SHARDS_HELP),
     out: Path = typer.Option(..., help="Run folder: config.json, log.csv, last.pt, best.pt, results.json/.tsv."),
-    preset: Preset = typer.Option("demo", help="Hyper-parameters of the paper's code per dataset (SPEC section 3)."),
-    arch: Arch | None = typer.Option(None, help="Model [default: resnet18 for demo, resnet50 otherwise]."),
-    weights: Path | None = typer.Option(None, help="Pretrained weights: torchvision .pth, .safetensors or BiT .npz."),
-    cf: list[CfMethod] = typer.Option([], help="CF images to train as 'not y' (repeat for several)."),
-    cf_loss: CfLoss = typer.Option("logp", help="CF loss: -log(1 - p_y), or CE to uniform (over all / other classes)."),
-    cf_weight: float = typer.Option(1.0, help="Weight of the CF loss."),
-    f: list[FMethod] = typer.Option([], "--f", help="F images to train as y (repeat for several)."),
-    fgsm: float = typer.Option(
-        0.0,
-        min=0.0,
-        max=1.0,
-        help="Online FGSM on the background: eps as a fraction of the "
-        "pixel range (the paper's 0.6 on [-1, 1] is 0.3). 0 = off.",
+    preset: Preset | None = option(
+        "preset",
+        "Hyper-parameters of the paper's code per dataset (SPEC section 3): every setting marked "
+        "[default: the preset's].",
+        "the preset of the build's dataset: cct, in9, waterbirds, else demo",
     ),
-    fgsm_steps: int = typer.Option(1, min=1, help="Attack steps: 1 = FGSM, more = PGD."),
-    sal: float = typer.Option(0.0, min=0.0, help="GradMask saliency penalty lambda (double backprop). 0 = off."),
-    mixup: float = typer.Option(0.0, min=0.0, help="Baseline: mixup with Beta(a, a). 0 = off."),
-    label_smoothing: float = typer.Option(0.0, min=0.0, max=1.0, help="Baseline: label smoothing eps. 0 = off."),
-    epochs: int | None = typer.Option(None, min=1, help="Override the preset's epochs."),
-    batch_size: int | None = typer.Option(
-        None, min=1, help="Override the preset's batch size, per process (under torchrun: x nproc per step)."
+    arch: Arch | None = option("arch", "Model (the paper's presets: bit-s-r50x1, all layers fine-tuned)."),
+    weights: Path | None = option(
+        "weights",
+        "Pretrained weights: torchvision .pth, .safetensors or BiT .npz.",
+        "none: from scratch, with a warning",
     ),
-    lr: float | None = typer.Option(None, min=0.0, help="Override the preset's learning rate."),
-    crop: int | None = typer.Option(None, min=8, help="Random-crop size [default: 7/8 of the stored image size]."),
-    seed: int = typer.Option(0, min=0, help="Seed for weights init, data order, crops and attacks."),
-    train_fraction: float = typer.Option(
-        1.0,
-        min=0.0,
-        max=1.0,
-        help="Train on this share of the train split (a fixed subset chosen by sample key; "
+    zero_head: bool | None = option("zero_head", "Zero-initialise the classifier (the CCT preset)."),
+    cf: list[CfMethod] | None = option("cf", "CF images to train as 'not y' (repeat for several)."),
+    cf_loss: CfLoss | None = option("cf_loss", "CF loss: -log(1 - p_y), or CE to uniform (over all / other classes)."),
+    cf_weight: float | None = option("cf_weight", "Weight of the CF loss."),
+    f: list[FMethod] | None = option("f", "F images to train as y (repeat for several)."),
+    fgsm: float | None = option(
+        "fgsm",
+        "Online FGSM on the background: eps as a fraction of the pixel range, in "
+        "[0, 1] (the paper's 0.6 on [-1, 1] is 0.3). 0 = off.",
+    ),
+    fgsm_steps: int | None = option("fgsm_steps", "Attack steps: 1 = FGSM, more = PGD."),
+    sal: float | None = option("sal", "GradMask saliency penalty lambda (double backprop). 0 = off."),
+    mixup: float | None = option("mixup", "Baseline: mixup with Beta(a, a). 0 = off."),
+    label_smoothing: float | None = option("label_smoothing", "Baseline: label smoothing eps in [0, 1]. 0 = off."),
+    epochs: int | None = option("epochs", "Training epochs."),
+    batch_size: int | None = option("batch_size", "Originals per step, per process (under torchrun: x nproc)."),
+    optimizer: Optimizer | None = option("optimizer", "Optimizer."),
+    lr: float | None = option("lr", "Learning rate."),
+    momentum: float | None = option("momentum", "Momentum of SGD / RMSprop."),
+    weight_decay: float | None = option("weight_decay", "Weight decay (L2, in the optimizer)."),
+    schedule: Schedule | None = option(
+        "schedule",
+        "LR schedule: x0.1 at --milestones, x0.1 on a val plateau "
+        "(patience 1), cosine to 0 over --epochs, or constant.",
+    ),
+    milestones: str | None = option(
+        "milestones",
+        "Epochs at which --schedule step multiplies the lr by 0.1, comma-separated (6,12,18); '' for none.",
+    ),
+    select: Select | None = option(
+        "select", "Model selection: the epoch with the best val accuracy or macro AUC is kept (best.pt) and evaluated."
+    ),
+    val_split: str | None = option("val_split", "The build's split to select the model on."),
+    crop: int | None = option("crop", "Random-crop size.", "7/8 of the stored image size"),
+    clip: float | None = option("clip", "Clip the gradient norm at this value (inf: no clipping)."),
+    early_stop: int | None = option("early_stop", "Stop after this many epochs without val gain. 0 = off."),
+    seed: int | None = option("seed", "Seed for weights init, data order, crops and attacks."),
+    train_fraction: float | None = option(
+        "train_fraction",
+        "Train on this share of the train split, in (0, 1] (a fixed subset chosen by sample key; "
         "smaller subsets are nested in larger ones): the training-set-size curve of `train study`.",
     ),
-    workers: int = typer.Option(2, min=0, help="DataLoader worker processes (per training process)."),
-    early_stop: int = typer.Option(0, min=0, help="Stop after this many epochs without val gain. 0 = off."),
-    amp: bool = typer.Option(False, help="Mixed precision on GPU (bf16 where supported)."),
-    saliency: Saliency = typer.Option("gradient", help="Attribution for the saliency AUPR."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ... (under torchrun: cuda:LOCAL_RANK)."),
+    workers: int | None = option("workers", "DataLoader worker processes (per training process)."),
+    device: str | None = option(
+        "device", "auto, cpu, cuda, cuda:1, ... (auto: cuda when present; under torchrun: cuda:LOCAL_RANK)."
+    ),
+    amp: bool | None = option(
+        "amp", "Mixed precision on CUDA (bf16 where supported, else fp16); a CPU run stays fp32."
+    ),
+    saliency: Saliency | None = option("saliency", "Attribution for the saliency AUPR."),
+    max_saliency_images: int | None = option(
+        "max_saliency_images", "Images per test split scored for the saliency AUPR."
+    ),
     resume: bool = typer.Option(
         False, help="Continue from <out>/last.pt exactly (under torchrun: every rank reads it)."
     ),
@@ -98,11 +147,15 @@ def fit(
         False, help="Check every shard's sha256 against the manifest first (and decode every sample, when local)."
     ),
 ) -> None:
-    """Train on the shards' train split, select on val, then evaluate every split.
+    """Train on the shards' train split, select on the val split, then evaluate every split.
+
+    Every setting has one default: the preset's (the hyper-parameters of the paper's code) or the config's. Without
+    --preset the run takes the preset of the build's dataset, and says so.
 
     Under `torchrun --nproc-per-node N -m train fit ...` it trains with DDP (gloo on the CPU, nccl on GPUs); rank 0
     evaluates and writes the run folder."""
-    from train.config import Config
+    given = dict(locals())  # the options as parsed; must stay the first statement
+    from train.data import read_manifest
     from train.train import fit as run_fit
 
     rank = int(os.environ.get("RANK", "0"))  # under torchrun, only rank 0 logs progress
@@ -110,16 +163,11 @@ def fit(
     level = logging.WARNING if rank else logging.INFO
     logging.basicConfig(level=level, format=f"%(asctime)s {prefix}%(message)s", stream=sys.stderr)
     try:
-        config = Config.resolve(
-            preset.value, shards=shards, out=str(out), arch=arch.value if arch else None,
-            weights=str(weights) if weights else None, cf=[m.value for m in cf], cf_loss=cf_loss.value,
-            cf_weight=cf_weight, f=[m.value for m in f], fgsm=fgsm, fgsm_steps=fgsm_steps, sal=sal, mixup=mixup,
-            label_smoothing=label_smoothing, epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, seed=seed,
-            train_fraction=train_fraction,
-            workers=workers, early_stop=early_stop, amp=amp, saliency=saliency.value, device=device,
-        )  # fmt: skip
-        if arch is None and preset.value != "demo":
-            config.arch = "resnet50"
+        manifest = read_manifest(shards)
+        config, note = fit_config(given, manifest)
+        if note and not rank:
+            typer.echo(note, err=True)
+        config.check_build(manifest)
         results = run_fit(config, resume=resume, verify=verify)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e), 2)
@@ -129,17 +177,73 @@ def fit(
     typer.echo(f"{results['method']}: {out / 'results.json'}")
 
 
+def fit_config(options: dict[str, Any], manifest: dict[str, Any]) -> tuple[Config, str]:
+    """The Config of `train fit`'s parsed ``options`` (None = not given), through ``Config.resolve`` as a study row
+    goes; and, when no --preset was given, the line saying which preset the build's dataset chose."""
+    from train.config import preset_of_build
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    overrides = {f.name: plain(options.get(f.name)) for f in fields(Config) if f.name != "preset"}
+    if overrides["milestones"] is not None:
+        overrides["milestones"] = parse_milestones(overrides["milestones"])
+    preset, note = plain(options.get("preset")), ""
+    if preset is None:
+        preset = preset_of_build(manifest)
+        note = f"no --preset: using {preset!r}, the preset of the build's dataset ({manifest['dataset']['name']})"
+    return Config.resolve(preset, **overrides), note
+
+
+def parse_milestones(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ValueError(f"--milestones: got {text!r}, expected comma-separated epochs such as 6,12,18") from None
+
+
+def fit_args(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The `train fit` arguments that give back ``config`` (a Config as a dict): --shards, --preset, then every field
+    whose value differs from the preset's (and always --epochs and --seed), then --out.
+
+    Lists repeat their flag (``--cf tile --cf grey``), milestones are comma-separated, bools are ``--x``/``--no-x``.
+    Also returns ``key=value`` notes for keys that are no config field (a run of an older version)."""
+    preset = config.get("preset", "demo")
+    base = Config.resolve(preset, shards="", out="").to_dict()
+    args, notes = ["--shards", str(config.get("shards")), "--preset", preset], []
+    for key, value in config.items():
+        if key not in base:
+            notes.append(f"{key}={value}")
+            continue
+        same = value == base[key] and key not in ("epochs", "seed")
+        if key in ("shards", "out", "preset") or same or value is None:  # None: weights, crop (no preset sets them)
+            continue
+        if isinstance(value, bool):
+            args.append(flag(key) if value else f"--no-{flag(key)[2:]}")
+        elif key == "milestones":
+            args += [flag(key), ",".join(str(m) for m in value)]
+        elif isinstance(value, list):
+            args += [a for v in value for a in (flag(key), str(v))]
+        else:
+            args += [flag(key), str(value)]
+    return [*args, "--out", str(config.get("out"))], notes
+
+
 @app.command("eval")
 def evaluate_cmd(
     run: Path = typer.Argument(..., help="A run folder from `train fit`."),
     shards: str = typer.Option(..., help="The build to evaluate on (every split). " + SHARDS_HELP),
-    workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
+    workers: int | None = typer.Option(None, help="DataLoader worker processes [default: the run's --workers]."),
+    device: str = typer.Option("auto", help="auto (cuda when present), cpu, cuda, cuda:1, ..."),
 ) -> None:
-    """Re-evaluate a run's best checkpoint on every split of a build."""
+    """Re-evaluate a run's best checkpoint on every split of a build; rewrites the run's results.json/.tsv."""
     import torch
 
     from train import evaluate
-    from train.config import Config
     from train.data import read_manifest
     from train.models import build_model
 
@@ -147,18 +251,37 @@ def evaluate_cmd(
     if not checkpoint.is_file():
         fail(f"{checkpoint}: not found; expected a run folder written by `train fit`")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    config = Config(**{**state["config"], "workers": workers})
+    config = Config(**state["config"])
+    if workers is not None:
+        config.workers = workers
     try:
         manifest = read_manifest(shards)
+        chosen = torch_device(device)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e), 2)
-    model = build_model(config.arch, len(state["classes"]))
+    model = build_model(config.arch, len(state["classes"]), from_checkpoint=True)
     model.load_state_dict(state["model"])
+    model.to(chosen)
     crop = config.crop or round(manifest["image_size"] * 7 / 8)
-    results = evaluate.evaluate_all(model, shards, manifest, crop, config, torch.device("cpu"))
+    results = evaluate.evaluate_all(model, shards, manifest, crop, config, chosen)
     results["method"] = config.method_name()
     evaluate.write_results(run, results)
     typer.echo((run / "results.tsv").read_text().rstrip())
+
+
+def torch_device(name: str):  # noqa: ANN201 (torch is imported late)
+    """``auto``: cuda when present, else cpu; any other name as torch reads it, checked to exist."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device: got {name!r}, expected auto, cpu, cuda or cuda:N ({e})") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {name}: no such CUDA device here ({torch.cuda.device_count()} visible)")
+    return device
 
 
 @app.command()

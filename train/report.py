@@ -40,34 +40,16 @@ def mean_sd(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
-# Config keys that `train fit` takes as flags; the others come from the preset (or a study grid's settings).
-FLAGS = ("arch", "weights", "cf", "cf_loss", "cf_weight", "f", "fgsm", "fgsm_steps", "sal", "mixup", "label_smoothing",
-         "epochs", "batch_size", "lr", "crop", "seed", "train_fraction", "workers", "early_stop", "amp", "saliency",
-         "device")  # fmt: skip
-
-
 def command_of(config: dict[str, Any]) -> str:
-    """The `train fit` command that reproduces a run: every setting that differs from its preset, as a flag (or, for
-    settings without one, as a trailing note)."""
-    from train.config import Config
+    """The `train fit` command that reproduces a run, serialised from its resolved config (``train.cli.fit_args``):
+    every setting that differs from its preset's value, as a flag; keys that are no setting any more (a run of an
+    older version) follow as a note."""
+    import shlex
 
-    preset = Config.resolve(config.get("preset", "demo"), shards="", out="").to_dict()
-    parts = ["train fit", f"--shards {config.get('shards')}", f"--preset {config.get('preset')}"]
-    notes = []
-    for key, value in config.items():
-        if key in ("shards", "out", "preset") or (value == preset.get(key) and key not in ("epochs", "seed")):
-            continue
-        flag = "--" + key.replace("_", "-")
-        if key not in FLAGS:
-            notes.append(f"{key}={value}")
-        elif isinstance(value, list):
-            parts += [f"{flag} {v}" for v in value]
-        elif isinstance(value, bool):
-            parts.append(flag if value else f"--no-{flag[2:]}")
-        elif value is not None:
-            parts.append(f"{flag} {value}")
-    parts.append(f"--out {config.get('out')}")
-    return " ".join(parts) + (f"  # preset changed: {', '.join(notes)}" if notes else "")
+    from train.cli import fit_args
+
+    args, notes = fit_args(config)
+    return shlex.join(["train", "fit", *args]) + (f"  # not settings any more: {', '.join(notes)}" if notes else "")
 
 
 def write_report(root: Path, out: Path) -> Path:

@@ -4,8 +4,8 @@
 
 The grid is a small TOML file (read with the standard library's ``tomllib``):
 
-    [defaults]              # any `train fit` setting, for every run
-    preset = "demo"
+    [defaults]              # any `train fit` setting (flag --x-y is key x_y), for every run
+    preset = "demo"         # no preset: the preset of the build's dataset, as for `train fit`
     [[run]]                 # one table row per entry; `name` defaults to the method's name, e.g. CF(tile)+F(shuffle)
     cf = ["tile"]
     [[run]]
@@ -17,6 +17,10 @@ The grid is a small TOML file (read with the standard library's ``tomllib``):
     rows = ["Orig", "CF+F"]
     [select]
     best_by = "val"         # the split whose mean accuracy picks "best" (val: no peeking at the test splits)
+
+A row's config is ``Config.resolve(preset, **settings)``, the function `train fit` resolves its flags with, so a row
+and the `train fit` command with the same settings train the same config. Unknown keys are errors that list the
+valid ones. ``seed`` is the first seed: ``--seeds 3`` runs seeds seed, seed + 1, seed + 2 (0, 1, 2 without it).
 
 Each run goes to ``<out>/runs/<row>/s<seed>[-f<fraction>]``. A run whose results.json exists with the same config is
 reused; one with a checkpoint but no results resumes from it. So a study re-run after a crash loses at most the
@@ -34,7 +38,7 @@ from typing import Any
 
 import tomllib
 
-from train.config import Config
+from train.config import Config, preset_of_build
 
 log = logging.getLogger("train")
 BEST = "best"
@@ -77,10 +81,14 @@ def load_grid(path: Path) -> Grid:
         data["defaults"] = {**base.defaults, **data.get("defaults", {})}
         data.setdefault("curve", {"fractions": base.fractions, "rows": base.curve_rows})
         data.setdefault("select", {"best_by": base.best_by})
-    known = {f.name for f in fields(Config)} - {"shards", "out", "seed"}
+    known = {f.name for f in fields(Config)} - {"shards", "out"}  # the build and the run folder come from the study
     unknown_top = sorted(set(data) - {"defaults", "run", "curve", "select"})
     if unknown_top:
         raise ValueError(f"{path}: unknown keys {unknown_top}; expected base, [defaults], [[run]], [curve], [select]")
+    for table, valid in (("curve", ("fractions", "rows")), ("select", ("best_by",))):
+        bad = sorted(set(data.get(table, {})) - set(valid))
+        if bad:
+            raise ValueError(f"{path}: [{table}]: unknown keys {bad}; valid: {', '.join(valid)}")
 
     def check(where: str, settings: dict[str, Any]) -> dict[str, Any]:
         bad = sorted(set(settings) - known - {"name"})
@@ -96,6 +104,11 @@ def load_grid(path: Path) -> Grid:
     rows = []
     for i, entry in enumerate(data.get("run", [])):
         settings = check(f"[[run]] #{i + 1}", entry)
+        values = {k: v for k, v in {**defaults, **settings}.items() if v != BEST and k != "name"}
+        try:  # types and ranges now, not when the row's turn comes ("best" methods are checked once chosen)
+            Config.resolve(values.pop("preset", "demo"), **{**values, "shards": "", "out": ""})
+        except ValueError as e:
+            raise ValueError(f"{path}: [[run]] #{i + 1}: {e}") from None
         name = settings.pop("name", None) or row_name(defaults, settings)
         rows.append(Row(name, settings))
     if not rows:
@@ -137,17 +150,22 @@ class RunSpec:
 
 
 def make_spec(
-    grid: Grid, row: Row, seed: int, fraction: float, shards: str, out: Path, best: dict[str, str]
-) -> RunSpec:
+    grid: Grid, row: Row, index: int, fraction: float, shards: str, out: Path, best: dict[str, str],
+    build_preset: str = "demo",
+) -> RunSpec:  # fmt: skip
+    """Run ``index`` (0, 1, ...) of ``row`` on ``fraction`` of the train split, its seed the row's ``seed`` (0 by
+    default) + ``index``; ``build_preset`` is the preset when neither the row nor [defaults] names one."""
     settings = dict(row.settings)
     for key in ("cf", "f"):
         if settings.get(key) == BEST:
             settings[key] = [best[key]]
+    values = {**grid.defaults, **settings}
+    seed = values.get("seed", 0) + index
     folder = out / "runs" / slug(row.name) / (f"s{seed}" + ("" if fraction == 1.0 else f"-f{fraction:g}"))
-    values = {**grid.defaults, **settings, "shards": shards, "out": str(folder), "seed": seed}
+    values.update(shards=shards, out=str(folder), seed=seed)
     if fraction != 1.0:
         values["train_fraction"] = fraction
-    preset = values.pop("preset", "demo")
+    preset = values.pop("preset", None) or build_preset
     return RunSpec(row.name, seed, fraction, Config.resolve(preset, **values))
 
 
@@ -229,11 +247,20 @@ def study(shards: str, grid_path: Path, seeds: int, out: Path, jobs: int = 1) ->
     from train.study_report import write_study_report
 
     grid = load_grid(grid_path)
-    read_manifest(shards)  # fail before training if the build is not there
+    manifest = read_manifest(shards)  # fail before training if the build is not there
+    preset = preset_of_build(manifest)
+    if any("preset" not in {**grid.defaults, **r.settings} for r in grid.rows):
+        log.info("study: rows without a preset use %r, the preset of the build's dataset (%s)", preset,
+                 manifest["dataset"]["name"])  # fmt: skip
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     plain = [r for r in grid.rows if not r.needs_best()]
-    specs = [make_spec(grid, r, s, 1.0, shards, out, {}) for r in plain for s in range(seeds)]
+    specs = [make_spec(grid, r, s, 1.0, shards, out, {}, preset) for r in plain for s in range(seeds)]
+    for spec in specs:  # a row the build cannot train fails now, not after the rows before it
+        try:
+            spec.config.check_build(manifest)
+        except ValueError as e:
+            raise ValueError(f"{grid.path}: row {spec.row!r}: {e}") from None
+    out.mkdir(parents=True, exist_ok=True)
     run_all(specs, jobs)
     best = pick_best(grid, specs)
     later = []
@@ -243,9 +270,9 @@ def study(shards: str, grid_path: Path, seeds: int, out: Path, jobs: int = 1) ->
                 if row.settings.get(key) == BEST and key not in best:
                     raise ValueError(f"{grid.path}: row {row.name!r} wants the best {key.upper()} method, but no row "
                                      f"trains a single {key.upper()} method alone")  # fmt: skip
-            later += [make_spec(grid, row, s, 1.0, shards, out, best) for s in range(seeds)]
+            later += [make_spec(grid, row, s, 1.0, shards, out, best, preset) for s in range(seeds)]
     by_name = {r.name: r for r in grid.rows}
-    later += [make_spec(grid, by_name[name], s, fraction, shards, out, best) for name in grid.curve_rows
+    later += [make_spec(grid, by_name[name], s, fraction, shards, out, best, preset) for name in grid.curve_rows
               for fraction in grid.fractions for s in range(seeds)]  # fmt: skip
     run_all(later, jobs)
     return write_study_report(out, grid, specs + later, best, shards, seeds, jobs)
