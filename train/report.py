@@ -1,7 +1,8 @@
 """``train report``: one table across runs (mean +- sd over seeds) and the plots people look at.
 
-- ``report.md``: rows = methods, columns = accuracy per split, then the shift metrics, as mean +- sd over seeds,
-  with the exact command of each run;
+- ``report.md``: rows = methods, columns = accuracy per split, the worst-group accuracy and mean saliency AUPR over
+  the test splits (``declared_test_splits``: not val, not IN-9's only_fg/no_fg probes, not CCT's cis_val and
+  trans_val), then the shift metrics, as mean +- sd over seeds, with the exact command of each run (``command_of``);
 - ``saliency_vs_accuracy.png``: saliency AUPR against accuracy per test split (the paper's Fig. 4);
 - ``curves.png``: training loss and validation metric per epoch, one line per run;
 - ``saliency_sheet.png``: a few test images with each method's saliency heatmap (from ``saliency_examples.npz``).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,52 @@ def command_of(config: dict[str, Any]) -> str:
     return shlex.join(["train", "fit", *args]) + (f"  # not settings any more: {', '.join(notes)}" if notes else "")
 
 
+# The test splits of each dataset's build, by the split names its reader writes (augment/datasets/*.py), for runs
+# whose results.json does not list them: the summary columns average over these and nothing else.
+TEST_SPLIT_RULES = (
+    ("in9, synthetic", ("original", "mixed_same", "mixed_rand", "mixed_next")),  # only_fg, no_fg, only_bg_*: probes
+    ("waterbirds", ("test_original", "test_flip")),  # their union is `test`, counted once through them
+    ("cct", ("cis_test", "trans_test")),  # cis_val, trans_val: validation sets
+)
+
+
+def declared_test_splits(
+    splits: Iterable[str], val_split: str = "val", evaluation: dict[str, Any] | None = None
+) -> list[str]:
+    """The build's test splits, in build order: the splits the summary columns (worst group, mean saliency) average.
+
+    Args:
+        splits: the split names of the build (or of a run's results).
+        val_split: the run's model-selection split, never a test split.
+        evaluation: the manifest's ``dataset.params.evaluation``. The splits it pairs up (IN-9's and synthetic's
+            ``bg_gap`` and ``background_reliance``, Waterbirds' ``flip``) or lists (CCT's ``cis``/``trans``, less
+            its ``*_val`` sets) are the test splits. Without it, or when it names none of ``splits``, the first
+            rule of ``TEST_SPLIT_RULES`` that matches a split name applies; else every split but train, val,
+            ``val_split`` and ``*_val``.
+    """
+    splits = list(splits)
+    named: list[str] = []
+    for value in (evaluation or {}).values():
+        if isinstance(value, dict):
+            named += [v for k, v in value.items() if k in ("same", "rand", "original", "shifted")]
+        elif isinstance(value, list):
+            named += value
+    chosen = [s for s in splits if s in named and s != val_split and not s.endswith("_val")]
+    for _, names in TEST_SPLIT_RULES:
+        if chosen:
+            break
+        chosen = [s for s in splits if s in names]
+    return chosen or [s for s in splits if s not in ("train", "val", val_split) and not s.endswith("_val")]
+
+
+def run_test_splits(results: dict[str, Any], config: dict[str, Any] | None = None) -> list[str]:
+    """A run's test splits: its results' ``test_splits`` when train.evaluate wrote them, else
+    ``declared_test_splits`` of its splits and val split."""
+    if results.get("test_splits"):
+        return [s for s in results["test_splits"] if s in results["splits"]]
+    return declared_test_splits(results["splits"], (config or {}).get("val_split", "val"))
+
+
 def write_report(root: Path, out: Path) -> Path:
     runs = load_runs(root)
     by_method: dict[str, list[dict]] = defaultdict(list)
@@ -66,9 +114,9 @@ def write_report(root: Path, out: Path) -> Path:
         row = [method, str(len(group))]
         row += [mean_sd([r["results"]["splits"][s]["accuracy"] for r in group if s in r["results"]["splits"]])
                 for s in splits]  # fmt: skip
-        row.append(mean_sd([worst_group(r["results"]) for r in group]))
+        row.append(mean_sd([worst_group(r["results"], r["config"]) for r in group]))
         row += [mean_sd([r["results"].get(m) for r in group]) for m in shifts]
-        row.append(mean_sd([mean_saliency(r["results"]) for r in group]))
+        row.append(mean_sd([mean_saliency(r["results"], r["config"]) for r in group]))
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Commands:", ""]
     lines += [f"- `{command_of(r['config'])}`" for r in runs]
@@ -80,14 +128,16 @@ def write_report(root: Path, out: Path) -> Path:
     return out
 
 
-def worst_group(results: dict[str, Any]) -> float | None:
-    values = [m.get("worst_group_accuracy") for s, m in results["splits"].items() if s != "val"]
+def worst_group(results: dict[str, Any], config: dict[str, Any] | None = None) -> float | None:
+    """The lowest worst-group accuracy over the run's test splits (``run_test_splits``); None without groups."""
+    values = [results["splits"][s].get("worst_group_accuracy") for s in run_test_splits(results, config)]
     values = [v for v in values if v is not None]
     return min(values) if values else None
 
 
-def mean_saliency(results: dict[str, Any]) -> float | None:
-    values = [m.get("saliency_aupr") for s, m in results["splits"].items() if s != "val"]
+def mean_saliency(results: dict[str, Any], config: dict[str, Any] | None = None) -> float | None:
+    """The mean saliency AUPR over the run's test splits (``run_test_splits``); None without masks."""
+    values = [results["splits"][s].get("saliency_aupr") for s in run_test_splits(results, config)]
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
 
@@ -104,7 +154,7 @@ def draw_plots(runs: list[dict[str, Any]], folder: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     markers = "os^Dv<>p*h"
-    splits = [s for s in runs[0]["results"]["splits"] if s != "val"]
+    splits = run_test_splits(runs[0]["results"], runs[0]["config"])
     for run in runs:
         for i, split in enumerate(splits):
             m = run["results"]["splits"].get(split, {})

@@ -1,0 +1,313 @@
+"""One default per setting: complete presets, `train fit` and `train study` resolving alike, recorded commands that
+parse back to the same config (train and augment), and the summary columns over the declared test splits only."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+import warnings
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import augment.build
+import train.data
+import train.train
+from augment.build import BuildConfig, build
+from train import report
+from train.cli import app
+from train.config import DEMO, PRESET_KEYS, PRESETS, Config, preset_of_build
+from train.study import load_grid, make_spec
+
+runner = CliRunner()
+PAPER = ("in9", "waterbirds", "cct")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("config") / "shards"
+    config = BuildConfig(dataset="synthetic", infill=["tile"], factual=["shuffle"], image_size=24,
+                         dataset_options={"size": 20})  # fmt: skip
+    build(out, config, progress=False)
+    return out
+
+
+@pytest.fixture
+def captured(monkeypatch) -> list[Config]:
+    """`train fit` parses, resolves and checks its config against the build, then stops: the trainer is not run."""
+    configs: list[Config] = []
+    monkeypatch.setattr(train.train, "fit", lambda config, **_: configs.append(config) or {})
+    return configs
+
+
+def fit(*args: str | Path):
+    return runner.invoke(app, ["fit", *[str(a) for a in args]], prog_name="train")
+
+
+def as_cct(manifest: dict) -> dict:
+    """A build whose dataset is CCT: its val split is cis_val, as in the real one."""
+    manifest = copy.deepcopy(manifest)
+    manifest["dataset"]["name"] = "cct"
+    manifest["splits"] = {("cis_val" if s == "val" else s): v for s, v in manifest["splits"].items()}
+    return manifest
+
+
+# ---- presets ------------------------------------------------------------------------------------------------------
+
+
+def test_every_preset_sets_every_hyper_parameter_and_the_paper_ones_follow_table_8() -> None:
+    for name, values in PRESETS.items():
+        assert sorted(values) == sorted(PRESET_KEYS), name
+        assert Config.resolve(name, shards="s", out="o").to_dict() == {
+            **Config(shards="s", out="o").to_dict(), **values, "preset": name}  # fmt: skip
+    for name in PAPER:
+        p = PRESETS[name]
+        assert (p["arch"], p["clip"], p["amp"], p["early_stop"]) == ("bit-s-r50x1", 1.0, True, 0), name
+    cct = PRESETS["cct"]
+    assert (
+        cct["zero_head"] and cct["val_split"] == "cis_val" and cct["select"] == "auc" and cct["optimizer"] == "rmsprop"
+    )
+    assert PRESETS["demo"] is DEMO and DEMO["arch"] == "resnet18" and not DEMO["amp"]
+    assert Config(shards="s", out="o") == Config.resolve("demo", shards="s", out="o")  # the dataclass = the demo
+
+
+def test_resolve_rejects_unknown_keys_wrong_types_and_values_out_of_range() -> None:
+    for overrides, message in (
+        ({"learning_rate": 0.1}, r"unknown config keys \['learning_rate'\]; valid: amp, arch,"),
+        ({"epochs": "ten"}, r"--epochs: got 'ten' \(str\), expected int"),
+        ({"cf": "tile"}, r"--cf: got 'tile' \(str\), expected list\[str\]"),
+        ({"amp": 1}, r"--amp: got 1 \(int\), expected bool"),
+        ({"epochs": 0}, "--epochs: got 0, expected at least 1"),
+        ({"label_smoothing": 2.0}, r"--label-smoothing: got 2.0, expected a value in \[0, 1\]"),
+        ({"clip": 0.0}, "--clip: got 0.0, expected a gradient norm > 0"),
+        ({"arch": "vit"}, "--arch: got 'vit', expected one of resnet18, resnet50, bit-s-r50x1, resnet8"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            Config.resolve("demo", shards="s", out="o", **overrides)
+    assert Config.resolve("demo", shards="s", out="o", lr=1).lr == 1.0 and type(Config.resolve(  # an int is a float
+        "demo", shards="s", out="o", lr=1).lr) is float  # fmt: skip
+
+
+# ---- every field: a `train fit` flag and a grid key -----------------------------------------------------------------
+
+# A value for every field but shards and out (required), other than the demo's where the checks allow one.
+OTHER = dict(preset="in9", arch="resnet8", weights="w.pth", zero_head=True, cf=["tile"], cf_loss="uniform",
+             cf_weight=0.5, f=["shuffle"], fgsm=0.1, fgsm_steps=2, sal=2.0, mixup=0.0, label_smoothing=0.0,
+             epochs=3, batch_size=4, optimizer="rmsprop", lr=0.001, momentum=0.5, weight_decay=0.001,
+             schedule="step", milestones=[1, 2], select="auc", val_split="original", crop=16, clip=2.0,
+             early_stop=2, seed=3, train_fraction=0.5, workers=0, device="cpu", amp=True, saliency="deepliftshap",
+             max_saliency_images=4)  # fmt: skip
+
+
+def test_every_config_field_has_a_fit_option_and_a_grid_key(tmp_path: Path) -> None:
+    import typer.main
+
+    settable = [f.name for f in fields(Config) if f.name not in ("shards", "out")]
+    assert sorted(OTHER) == sorted(settable)
+    options = {o: p for p in typer.main.get_command(app).commands["fit"].params for o in p.opts}
+    for key in settable:
+        flag = "--" + key.replace("_", "-")
+        assert flag in options, flag
+        if isinstance(OTHER[key], bool):
+            assert f"--no-{flag[2:]}" in options[flag].secondary_opts, flag
+        assert options[flag].default is None, f"{flag} has a default of its own: {options[flag].default}"
+    grid = tmp_path / "grid.toml"
+    grid.write_text("[defaults]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in OTHER.items() if k != "sal")
+                    + "[[run]]\nname = \"A\"\nsal = 2.0\n")  # fmt: skip
+    loaded = load_grid(grid)
+    spec = make_spec(loaded, loaded.rows[0], 1, 1.0, "s", tmp_path, {})
+    assert spec.config.to_dict() == {**OTHER, "seed": 4, "shards": "s", "out": str(tmp_path / "runs/A/s4")}
+
+
+def test_grid_rejects_unknown_keys_and_bad_values_listing_the_valid_ones(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    for text, message in (
+        ('[defaults]\nlearning_rate = 0.1\n[[run]]\nname = "A"\n',
+         r"\[defaults\]: unknown settings \['learning_rate'\]; valid: amp, arch, batch_size,"),
+        ('[[run]]\nname = "A"\n[curve]\nfraction = [0.5]\n',
+         r"\[curve\]: unknown keys \['fraction'\]; valid: fractions, rows"),
+        ('[[run]]\nname = "A"\n[select]\nbest = "val"\n', r"\[select\]: unknown keys \['best'\]; valid: best_by"),
+        ('[[run]]\nname = "A"\nepochs = "ten"\n', r"bad.toml: \[\[run\]\] #1: --epochs: got 'ten' \(str\)"),
+        ('[[run]]\nname = "A"\npreset = "imagenet"\n', r"#1: --preset: got 'imagenet', expected one of in9"),
+    ):  # fmt: skip
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_grid(bad)
+
+
+# ---- `train fit` and `train study` resolve alike; the preset of the build's dataset --------------------------------
+
+
+@pytest.mark.parametrize("preset", [None, "in9", "cct"])
+def test_fit_and_a_study_row_resolve_to_the_same_config(shards: Path, tmp_path: Path, captured, preset) -> None:
+    grid = tmp_path / "grid.toml"
+    grid.write_text(("" if preset is None else f'[defaults]\npreset = "{preset}"\n')
+                    + '[[run]]\nname = "CF+F"\ncf = ["tile"]\nf = "shuffle"\nval_split = "val"\n')  # fmt: skip
+    loaded = load_grid(grid)
+    build_preset = preset_of_build(train.data.read_manifest(shards))  # as train.study.study finds it
+    spec = make_spec(loaded, loaded.rows[0], 0, 1.0, str(shards), tmp_path, {}, build_preset)
+    args = ["--preset", preset] if preset else []
+    result = fit("--shards", shards, *args, "--cf", "tile", "--f", "shuffle", "--val-split", "val", "--out",
+                 spec.config.out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert captured[0].to_dict() == spec.config.to_dict()
+    assert captured[0].preset == (preset or "demo") and captured[0].arch == ("resnet18" if preset in (None, "demo")
+                                                                             else "bit-s-r50x1")  # fmt: skip
+    assert ("no --preset: using 'demo', the preset of the build's dataset" in result.output) == (preset is None)
+
+
+def test_without_preset_fit_takes_the_build_dataset_preset_and_a_missing_val_split_names_real_options(
+    shards: Path, tmp_path: Path, captured, monkeypatch
+) -> None:
+    import train.data
+
+    cct = as_cct(train.data.read_manifest(shards))
+    monkeypatch.setattr(train.data, "read_manifest", lambda *a, **k: cct)
+    result = fit("--shards", shards, "--out", tmp_path / "x")
+    assert result.exit_code == 0, result.output
+    assert "no --preset: using 'cct', the preset of the build's dataset (cct)" in result.output
+    assert captured[0].preset == "cct" and captured[0].val_split == "cis_val" and captured[0].zero_head
+    result = fit("--shards", shards, "--preset", "demo", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and len(captured) == 1
+    assert (
+        "the preset's (demo) val_split 'val' is not a split of this build (splits: cis_val, original, "
+        "mixed_same, mixed_rand, mixed_next); pass --val-split SPLIT or --preset cct"
+    ) in result.output
+    assert "not in the build" not in result.output
+    result = fit("--shards", shards, "--preset", "demo", "--val-split", "cis_val", "--out", tmp_path / "x")
+    assert result.exit_code == 0 and captured[1].val_split == "cis_val"
+
+
+# ---- the recorded commands parse back to the same config -----------------------------------------------------------
+
+
+def configs(shards: Path, tmp_path: Path) -> list[Config]:
+    where = dict(shards=str(shards), out=str(tmp_path / "a run"))
+    return [
+        Config.resolve("demo", **where),
+        Config.resolve("cct", **where, val_split="val", milestones=[], schedule="cosine", amp=False,
+                       zero_head=False, cf=["tile"], f=["shuffle"], fgsm=0.3, sal=10.0, lr=1e-4, weights="w 1.pth",
+                       crop=16, device="cuda:1", seed=2, train_fraction=0.25),
+        Config.resolve("in9", **{**{k: v for k, v in OTHER.items() if k != "preset"}, **where}),
+        Config.resolve("waterbirds", **where, mixup=0.2, clip=float("inf"), epochs=1, early_stop=3, workers=0),
+    ]  # fmt: skip
+
+
+def test_command_of_a_run_parses_back_to_its_config(shards: Path, tmp_path: Path, captured) -> None:
+    originals = configs(shards, tmp_path)
+    for config in originals:
+        command = report.command_of(config.to_dict())
+        assert command.startswith(f"train fit --shards {shards} --preset {config.preset}")
+        assert command.endswith(f"--out '{tmp_path / 'a run'}'")
+        result = fit(*shlex.split(command)[2:])
+        assert result.exit_code == 0, (command, result.output)
+        assert captured[-1] == config, command
+    cct = report.command_of(originals[1].to_dict())
+    assert "--milestones ''" in cct and "--no-amp" in cct and "--no-zero-head" in cct  # none / off, unlike the preset
+    assert "--lr " not in report.command_of(originals[0].to_dict())  # the preset's value is not repeated
+    old = {**originals[0].to_dict(), "lr_head": 0.1}  # a key of an older version
+    assert report.command_of(old).endswith("  # not settings any more: lr_head=0.1")
+
+
+def test_the_build_command_parses_back_to_the_same_build_config(tmp_path: Path, monkeypatch) -> None:
+    from augment.cli import app as augment_app
+
+    seen: list[tuple[BuildConfig, str]] = []
+
+    def fake_build(out, config, *, command, **_):  # noqa: ANN001, ANN202
+        seen.append((copy.deepcopy(config), command))
+        return {"num_samples": 0, "splits": {}, "rejects": {"count": 0}}
+
+    monkeypatch.setattr(augment.build, "build", fake_build)
+    for args in (
+        ["--dataset", "synthetic", "--infill", "tile", "--factual", "shuffle", "--size", "20", "--bias", "0.8",
+         "--device", "cpu", "--copies", "2", "--seed", "5", "--image-size", "32", "--shard-size", "8"],
+        ["--dataset", "synthetic", "--infill", "grey"],  # every default, recorded too
+        ["--dataset", "coco", "--infill", "tile", "--root", str(tmp_path / "my data"), "--annotations",
+         "train=a.json", "--annotations", "val=b.json", "--label-from", "area", "--on-error", "skip",
+         "--max-image-pixels", "1000", "--batch-size", "4", "--workers", "1", "--overwrite", "-q"],
+    ):  # fmt: skip
+        result = runner.invoke(augment_app, ["build", *args, "--out", str(tmp_path / "out")], prog_name="augment")
+        assert result.exit_code == 0, result.output
+        config, command = seen[-1]
+        again = runner.invoke(augment_app, shlex.split(command)[1:], prog_name="augment")
+        assert again.exit_code == 0, (command, again.output)
+        assert asdict(seen[-1][0]) == asdict(config) and seen[-1][1] == command, command
+    first, second, third = (c for _, c in seen[::2])
+    assert "--device cpu" in first and "--bias 0.8" in first and "--device auto" in second
+    assert "--workers" not in third and "--overwrite" not in third and "--annotations train=a.json" in third
+
+
+# ---- `train eval`: the GPU when there is one, no from-scratch warning ----------------------------------------------
+
+
+def test_eval_loads_the_checkpoint_without_a_from_scratch_warning(shards: Path, tmp_path: Path) -> None:
+    from train.models import build_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = Config.resolve("demo", shards=str(shards), out=str(run), arch="resnet8", workers=0, max_saliency_images=2)
+    classes = train.data.read_manifest(shards)["dataset"]["classes"]
+    model = build_model("resnet8", len(classes), from_checkpoint=True)
+    torch.save({"model": model.state_dict(), "epoch": 0, "config": config.to_dict(), "classes": classes},
+               run / "best.pt")  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, ["eval", str(run), "--shards", str(shards)], prog_name="train")
+    assert result.exit_code == 0, result.output
+    assert not [w for w in caught if "from scratch" in str(w.message)]
+    assert "mixed_next" in result.output and (run / "results.json").is_file()
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, ["eval", str(run), "--shards", str(shards), "--device", "cuda"])
+        assert result.exit_code == 2 and "--device cuda: no such CUDA device here (0 visible)" in result.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_eval_runs_on_the_gpu_by_default(shards: Path, tmp_path: Path, monkeypatch) -> None:
+    import train.evaluate
+
+    devices = []
+    real = train.evaluate.evaluate_all
+    monkeypatch.setattr(train.evaluate, "evaluate_all", lambda m, *a: devices.append(a[-1]) or real(m, *a))
+    test_eval_loads_the_checkpoint_without_a_from_scratch_warning(shards, tmp_path)
+    assert devices and devices[0].type == "cuda"
+
+
+# ---- summary columns: the declared test splits only -----------------------------------------------------------------
+
+EVALUATIONS = {  # as augment/datasets/*.py declare them in the manifest
+    "cct": {"metric": "macro one-vs-rest AUC", "cis": ["cis_val", "cis_test"], "trans": ["trans_val", "trans_test"],
+            "model_selection": "cis_val"},
+    "in9": {"bg_gap": {"same": "mixed_same", "rand": "mixed_rand"},
+            "background_reliance": {"original": "original", "shifted": "mixed_next", "background_class": "..."}},
+    "waterbirds": {"worst_group": True, "flip": {"original": "test_original", "shifted": "test_flip"}},
+}  # fmt: skip
+SPLITS = {
+    "cct": (["train", "cis_val", "cis_test", "trans_val", "trans_test"], "cis_val", ["cis_test", "trans_test"]),
+    "in9": (["train", "val", "original", "mixed_same", "mixed_rand", "mixed_next", "only_fg", "no_fg", "only_bg_b"],
+            "val", ["original", "mixed_same", "mixed_rand", "mixed_next"]),
+    "waterbirds": (["train", "val", "test", "test_original", "test_flip"], "val", ["test_original", "test_flip"]),
+    "folder": (["train", "val", "test"], "val", ["test"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("dataset", list(SPLITS))
+def test_summary_columns_take_only_the_declared_test_splits(dataset: str) -> None:
+    from augment.datasets import in9, synthetic
+
+    assert EVALUATIONS["in9"]["bg_gap"] == in9.EVALUATION["bg_gap"] == synthetic.EVALUATION["bg_gap"]
+    splits, val, tests = SPLITS[dataset]
+    assert report.declared_test_splits(splits, val, EVALUATIONS.get(dataset)) == tests  # from the manifest
+    assert report.declared_test_splits(splits, val) == tests  # by the rule, for results without the list
+    results = {"splits": {s: {"worst_group_accuracy": 0.1 if s in tests else 0.01, "saliency_aupr": 0.5 if s in tests
+                              else 0.9} for s in splits if s != "train"}}  # fmt: skip
+    assert report.worst_group(results, {"val_split": val}) == 0.1
+    assert report.mean_saliency(results, {"val_split": val}) == 0.5
+    results["test_splits"] = tests[:1]  # what train.evaluate writes, when it does, wins
+    results["splits"][tests[0]]["saliency_aupr"] = 0.25
+    assert report.mean_saliency(results) == 0.25
