@@ -24,9 +24,15 @@ worker, so each slot's own stream must be a random draw of the split:
   can give it; the price is that every slot reads every shard's bytes (build with a smaller ``--shard-size`` to
   avoid it).
 
+The pool mixes shards, not the samples inside one (only the shuffle buffer does): a build of a few shards that each
+hold long runs of many classes stays poorly mixed (3 shards of 3 classes, each run 5 times the shuffle buffer: 3.8
+classes per batch of 32 instead of 8.8). ``augment build`` writes each split in a seeded random order since format
+v2, so its shards are mixed already.
+
 Every random draw is seeded by (seed, epoch, rank, worker), so an epoch's data is the same after ``--resume``.
 Evaluation reads every sample once, shards split over workers whole (or per sample when there are fewer shards
-than workers), each shard in file order.
+than workers), each shard in file order, and takes the centre ``crop`` of the stored image (the paper's "resize to
+256, centre-crop 224": the build stores images at its ``image_size``, the 256 of the paper).
 """
 
 from __future__ import annotations
@@ -52,11 +58,13 @@ from augment.shards import Limits, ShardError
 
 log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 64 << 20
-# Shards a training slot reads at once. With class-pure shards (the worst a writer can do) the pool's classes are
+# Shards a training slot reads at once. With class-pure shards (a v1 build of a class-ordered source) the pool's
+# classes are
 # those of POOL random shards: simulating IN-9's 9 classes in 45 class-pure shards of 1000, 4 slots, a 1000-sample
-# shuffle buffer and batches of 32, a batch holds 0.83 (pool 8), 0.89 (16), 0.98 (32) and 1.00 (all 45) of the
-# distinct classes of a random draw (8.79), against 0.41 for whole shards read one after another (the loader before
-# issue #12). An open shard costs a file handle (or a streaming connection, for URLs) and one record's bytes. POOL
+# shuffle buffer and batches of 32, a batch holds 0.83 (pool 8), 0.89 (16), 0.97 (32) and 1.00 (all 45) of the
+# distinct classes of a random draw (8.79; means over a pass and 3 seeds), against 0.40 for whole shards read one
+# after another (the loader before issue #12). An open shard costs a file handle (or a streaming connection, for
+# URLs) and one record's bytes. POOL
 # is also the least number of shards per slot for whole-shard assignment: from there a slot's own shards fill its
 # pool, so it mixes as well as reading every shard would, at 1/slots of the reads.
 POOL = 32
@@ -113,8 +121,9 @@ class ShardStream(IterableDataset):
     """One split of a build as an iterable of sample dicts, split across DDP ranks and DataLoader workers.
 
     ``train=True``: shards interleaved and shuffled, randomly cropped and flipped, exactly ``steps * batch_size``
-    samples per rank and epoch (see the module docstring). ``train=False``: every sample once, resized to ``crop``;
-    ``rank`` and ``world_size`` are ignored (evaluation runs on one process).
+    samples per rank and epoch (see the module docstring). ``train=False``: every sample once, its centre ``crop``
+    (an image smaller than ``crop`` is first resized so that its shorter side is ``crop``); ``rank`` and
+    ``world_size`` are ignored (evaluation runs on one process).
     """
 
     def __init__(
@@ -136,7 +145,7 @@ class ShardStream(IterableDataset):
         if train:
             self.transform = v2.Compose([v2.RandomCrop(crop, pad_if_needed=True), v2.RandomHorizontalFlip()])
         else:
-            self.transform = v2.Resize((crop, crop), antialias=True)
+            self.transform = v2.CenterCrop(crop)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -260,6 +269,8 @@ class ShardStream(IterableDataset):
             views[name] = tv_tensors.Image(extra)
         if any(v.shape[1:] != (h, w) for v in views.values()):
             raise ValueError(f"fields of sizes {sorted({tuple(v.shape[1:]) for v in views.values()})}, expected one")
+        if not self.train and min(h, w) < self.crop:  # too small to crop: scale the shorter side up to the crop
+            views = v2.Resize(self.crop, antialias=True)(views)
         views = self.transform(views)
         return {
             "key": raw["__key__"],
