@@ -20,6 +20,7 @@ import torch
 
 from train import metrics
 from train.data import Fields, ShardStream, loader
+from train.report import declared_test_splits
 
 EXAMPLES = 6  # images per run in the saliency overlay sheet
 
@@ -138,6 +139,7 @@ def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, dev
     results["_predictions"] = {f"{s}.{k}": np.asarray(p[k]) for s, p in predictions.items()
                                for k in ("keys", "labels", "logits")}  # fmt: skip  # per sample: Fig. 6 of a study
     evaluation = manifest["dataset"]["params"].get("evaluation", {})
+    results["test_splits"] = declared_test_splits(predictions, config.val_split, evaluation)  # the summary columns'
     gap = evaluation.get("bg_gap")
     if gap and gap["same"] in predictions and gap["rand"] in predictions:
         results["bg_gap"] = metrics.bg_gap(results["splits"][gap["same"]]["accuracy"],

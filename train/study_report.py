@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from train.report import command_of
+from train.report import command_of, declared_test_splits
 from train.report import mean_sd as cell  # "mean ± sd" over seeds, "-" when none
 
 TOP = 3  # predictions shown per model in the Fig. 6 sheet
@@ -133,7 +133,8 @@ def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str
     main = [r for r in runs if r.fraction == 1.0]
     rows = list(dict.fromkeys(r.row for r in main))
     by_row = {name: [r for r in main if r.row == name] for name in rows}
-    tests = [s for s in manifest["splits"] if s not in ("train", grid.defaults.get("val_split", "val"), "val")]
+    evaluation = manifest["dataset"]["params"].get("evaluation")
+    tests = declared_test_splits(manifest["splits"], grid.defaults.get("val_split", "val"), evaluation)
     against = contradicting_splits(manifest)
     sha = manifest_sha256(shards)
     b = Blocks()

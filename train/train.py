@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from train import evaluate
 from train.config import Config
-from train.data import Fields, ShardStream, check_fields, loader, read_manifest
+from train.data import Fields, ShardStream, loader, read_manifest
 from train.losses import (
     cf_loss,
     fgsm_background,
@@ -84,10 +84,8 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     # ---- data --------------------------------------------------------------------------------------------------
     manifest = read_manifest(config.shards, verify=verify and main)
     classes = manifest["dataset"]["classes"]
+    config.check_build(manifest)  # its val split and CF/F images are in the build
     fields = Fields(cf=config.cf, f=config.f, copies=manifest["methods"]["copies"])
-    check_fields(manifest, fields)
-    if config.val_split not in manifest["splits"]:
-        raise ValueError(f"--val-split {config.val_split}: not in the build; splits: {', '.join(manifest['splits'])}")
     crop = config.crop or round(manifest["image_size"] * 7 / 8)
     train_stream = ShardStream(config.shards, manifest, "train", fields, train=True, crop=crop, seed=config.seed,
                                batch_size=config.batch_size, rank=rank, world_size=world_size,
