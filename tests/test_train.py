@@ -176,7 +176,8 @@ def test_loss_decreases_over_a_few_steps(shards: Path) -> None:
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert rows == 16 + 3 * 16 and losses[-1] < 0.7 * losses[0], losses
+    # the mean of the last 4 steps: at this lr one step may bounce back up, and which one depends on the 16 samples
+    assert rows == 16 + 3 * 16 and sum(losses[-4:]) / 4 < 0.7 * losses[0], losses
 
 
 def test_fit_writes_results_and_resume_reproduces_an_uninterrupted_run(shards: Path, tmp_path: Path) -> None:
