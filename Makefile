@@ -4,11 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO := shards/demo
-DEMO_BUILD := build --dataset synthetic --size 1000 --image-size 40 --infill tile --infill grey \
+DEMO_BUILD := build --dataset synthetic --size 3000 --image-size 32 --infill tile --infill grey \
 	--factual shuffle --factual mixed-rand --out $(DEMO)
 RUNS := runs/demo
-FIT := $(VENV)/bin/train fit --shards $(DEMO) --preset demo --workers 2
-SEEDS ?= 0 1 2
+# docs/grids/demo.toml: Orig and CF(tile)+F(shuffle) with the demo preset, two runs at a time on the 2 cores
+DEMO_STUDY := $(VENV)/bin/train study --shards $(DEMO) --grid docs/grids/demo.toml --jobs 2
 
 .PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench clean
 
@@ -22,8 +22,9 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q
 
-# Builds the demo shards once (a build folder without manifest.json is unfinished and is rebuilt), checks them,
-# draws a contact sheet, trains Orig and CF(tile)+F(shuffle) on them (CPU, a few minutes) and prints the table.
+# Builds the demo shards once (a build folder without manifest.json is unfinished and is rebuilt), checks them and
+# draws a contact sheet; `train` then trains Orig and CF(tile)+F(shuffle) side by side on them (CPU, about 4 minutes)
+# and prints the table.
 demo-shards: install
 	test -f $(DEMO)/manifest.json || $(VENV)/bin/augment $(DEMO_BUILD) --overwrite
 	$(VENV)/bin/augment verify -q $(DEMO)
@@ -31,9 +32,8 @@ demo-shards: install
 
 train: demo-shards
 	rm -rf $(RUNS)
-	$(FIT) --seed 0 --out $(RUNS)/orig-s0
-	$(FIT) --seed 0 --cf tile --f shuffle --out $(RUNS)/cf-tile-f-shuffle-s0
-	$(VENV)/bin/train report $(RUNS) --out $(RUNS)/report.md
+	$(DEMO_STUDY) --seeds 1 --out $(RUNS)
+	$(VENV)/bin/train report $(RUNS)/runs --out $(RUNS)/report.md
 
 # The paper's comparison (docs/grids/paper.toml: 14 rows + the training-set-size curve) over 3 seeds on synthetic
 # data at 32 px, two runs at a time (about 30 minutes on 2 cores). Writes runs/reproduce/REPORT.md and .html, and
@@ -49,16 +49,11 @@ reproduce: install
 	cp $(STUDY)/fig*.png docs/results-synthetic/
 	sed 's|](fig|](results-synthetic/fig|' $(STUDY)/REPORT.md > docs/results-synthetic.md
 
-# The README's 3-seed table: the same two methods with 3x the data and 16 epochs (about 40 minutes on 2 cores).
-LARGE := shards/demo-3000
-FIT_LARGE := $(VENV)/bin/train fit --shards $(LARGE) --preset demo --epochs 16 --workers 2
-reproduce-small: install
-	test -f $(LARGE)/manifest.json || $(VENV)/bin/augment build --dataset synthetic --size 3000 --image-size 40 \
-		--infill tile --infill grey --factual shuffle --factual mixed-rand --out $(LARGE) --overwrite
+# The README's 3-seed table: make train's two methods over seeds 0, 1, 2 (about 12 minutes on 2 cores).
+reproduce-small: demo-shards
 	rm -rf $(RUNS)-3seeds
-	for s in $(SEEDS); do $(FIT_LARGE) --seed $$s --out $(RUNS)-3seeds/orig-s$$s || exit 1; \
-		$(FIT_LARGE) --seed $$s --cf tile --f shuffle --out $(RUNS)-3seeds/cf-tile-f-shuffle-s$$s || exit 1; done
-	$(VENV)/bin/train report $(RUNS)-3seeds --out $(RUNS)-3seeds/report.md
+	$(DEMO_STUDY) --seeds 3 --out $(RUNS)-3seeds
+	$(VENV)/bin/train report $(RUNS)-3seeds/runs --out $(RUNS)-3seeds/report.md
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -76,13 +71,16 @@ bench: install
 	$(PY) bench/parity.py $(if $(QUICK),--quick)
 	$(PY) bench/cagan.py --batch-sizes 1 8 $(if $(QUICK),--quick)
 
-# Trains CAGAN on the demo shards' backgrounds (CPU, minutes), compares it with tile on held-out holes, draws
-# original | hole | cagan | tile, and builds CF(cagan) shards with it.
+# Trains CAGAN on the backgrounds of a 40 px synthetic build (CPU, minutes), compares it with tile on held-out holes,
+# draws original | hole | cagan | tile, and builds CF(cagan) shards with it.
 CAGAN_DEMO := runs/cagan-demo
-cagan-demo: demo-shards
-	$(VENV)/bin/augment cagan train --shards $(DEMO) --preset demo --out $(CAGAN_DEMO)/demo.safetensors \
+CAGAN_SOURCE := shards/cagan-source
+cagan-demo: install
+	test -f $(CAGAN_SOURCE)/manifest.json || $(VENV)/bin/augment build --dataset synthetic --size 1000 \
+		--image-size 40 --infill tile --out $(CAGAN_SOURCE) --overwrite -q
+	$(VENV)/bin/augment cagan train --shards $(CAGAN_SOURCE) --preset demo --out $(CAGAN_DEMO)/demo.safetensors \
 		--run-dir $(CAGAN_DEMO)/run
-	$(VENV)/bin/augment cagan preview --shards $(DEMO) --weights $(CAGAN_DEMO)/demo.safetensors \
+	$(VENV)/bin/augment cagan preview --shards $(CAGAN_SOURCE) --weights $(CAGAN_DEMO)/demo.safetensors \
 		--out $(CAGAN_DEMO)/preview.png
 	$(VENV)/bin/augment build --dataset synthetic --size 1000 --image-size 40 --infill cagan --infill tile \
 		--cagan-weights $(CAGAN_DEMO)/demo.safetensors --out $(CAGAN_DEMO)/shards --overwrite -q

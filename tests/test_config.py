@@ -71,7 +71,7 @@ def test_every_preset_sets_every_hyper_parameter_and_the_paper_ones_follow_table
     assert (
         cct["zero_head"] and cct["val_split"] == "cis_val" and cct["select"] == "auc" and cct["optimizer"] == "rmsprop"
     )
-    assert PRESETS["demo"] is DEMO and DEMO["arch"] == "resnet18" and not DEMO["amp"]
+    assert PRESETS["demo"] is DEMO and DEMO["arch"] == "resnet8" and not DEMO["amp"]
     assert Config(shards="s", out="o") == Config.resolve("demo", shards="s", out="o")  # the dataclass = the demo
 
 
@@ -155,7 +155,7 @@ def test_fit_and_a_study_row_resolve_to_the_same_config(shards: Path, tmp_path: 
                  spec.config.out)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert captured[0].to_dict() == spec.config.to_dict()
-    assert captured[0].preset == (preset or "demo") and captured[0].arch == ("resnet18" if preset in (None, "demo")
+    assert captured[0].preset == (preset or "demo") and captured[0].arch == ("resnet8" if preset in (None, "demo")
                                                                              else "bit-s-r50x1")  # fmt: skip
     assert ("no --preset: using 'demo', the preset of the build's dataset" in result.output) == (preset is None)
 

@@ -59,13 +59,14 @@ def ddp_run(uneven: Path, tmp_path_factory) -> Path:
 
 def test_two_gloo_ranks_end_with_identical_weights_on_uneven_shards(ddp_run: Path) -> None:
     """CF + F + Sal + FGSM, 2 ranks x 2 workers, shards of unequal sizes: 40 // (4 x 2) = 5 steps on each rank."""
+    from train.config import DEMO
     from train.models import build_model
 
     dumps = [torch.load(ddp_run / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [d["steps"] for d in dumps] == [5, 5]
     saved = torch.load(ddp_run / "last.pt", weights_only=True)["model"]
     torch.manual_seed(0)
-    init = build_model("resnet18", 5).state_dict()
+    init = build_model(DEMO["arch"], 5).state_dict()  # the run's model: the demo preset's
     assert set(saved) == set(dumps[0]["state"]) == set(dumps[1]["state"])  # unwrapped names, as without DDP
     for k, v in saved.items():
         assert torch.equal(dumps[0]["state"][k], v) and torch.equal(dumps[1]["state"][k], v), k
