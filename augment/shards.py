@@ -232,7 +232,7 @@ def parse_json(data: bytes) -> Any:
 
 def iter_records(
     path: Path | str, fields: Collection[str] | None = None, limits: Limits = Limits(),
-    on_error: Callable[[ShardError], None] | None = None,
+    on_error: Callable[[ShardError], None] | None = None, check_images: bool = True,
 ) -> Iterator[tuple[str, dict[str, bytes]]]:  # fmt: skip
     """Yield ``(key, {field: bytes})`` per record, in file order, grouped as webdataset does (key = the member name
     up to its first dot), from a local path or a URL (see ``open_url``).
@@ -243,11 +243,13 @@ def iter_records(
     over ``limits.pixels`` pixels. Raises ``ShardError`` naming the shard (and the sample key when known) on the
     first problem; with ``on_error``, a problem of one sample goes to it instead and the sample is dropped, and only
     problems of the shard itself (missing, unreadable, truncated, corrupt header, oversized member) raise.
+    ``check_images=False`` leaves the image header check to a caller that decodes every image it keeps with
+    ``augment.encode.decode_image`` under the same pixel bound (the trainer): one header parse per image, not two.
     """
     url = str(path)
     try:
         with open_url(url) as fh:
-            yield from records(TarStream(fh, url), url, fields, limits, on_error)
+            yield from records(TarStream(fh, url), url, fields, limits, on_error, check_images)
     except FileNotFoundError as e:
         raise ShardError(url, "missing shard file" + because(e)) from None
     except io_errors() as e:
@@ -256,7 +258,7 @@ def iter_records(
 
 def records(
     tar: TarStream, url: str, wanted: Collection[str] | None, limits: Limits,
-    on_error: Callable[[ShardError], None] | None,
+    on_error: Callable[[ShardError], None] | None, check_images: bool = True,
 ) -> Iterator[tuple[str, dict[str, bytes]]]:  # fmt: skip
     key: str | None = None
     fields: dict[str, bytes] = {}
@@ -299,7 +301,7 @@ def records(
             problem(f"field {field!r} holds {size} bytes, over the limit of {limits.json_bytes}")
         else:
             data = tar.read(size)
-            if field.rsplit(".", 1)[-1] in ("jpg", "jpeg", "png"):
+            if check_images and field.rsplit(".", 1)[-1] in ("jpg", "jpeg", "png"):
                 try:
                     open_image(data, limits.pixels).close()
                 except ValueError as e:  # a bomb; an image that does not even open is the decoder's finding
