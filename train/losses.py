@@ -57,11 +57,11 @@ def per_image_saliency_penalty(
     with their running statistics, as at evaluation (running statistics are not updated).
 
     A joint train-mode forward mixes the other images of the batch into each image's gradient through the batch
-    statistics (by 43% in relative norm on resnet8), so its penalty is not that of any image's own saliency. An
-    image's statistics alone (a train-mode batch of one) are undefined where a feature map is 1x1 (resnet18 below
-    32 px) and noisy where it is small; the running statistics are defined everywhere, and they are what the
-    saliency AUPR of the evaluation uses, so the penalty trains exactly the saliency that is measured.
-    Runs in fp32 even under autocast: the double backward is unstable in half precision (SPEC section 3).
+    statistics, so its penalty is not that of any image's own saliency. An image's statistics alone (a train-mode
+    batch of one) are undefined where a feature map is 1x1 (resnet18 below 32 px) and noisy where it is small; the
+    running statistics are defined everywhere, and they are what the saliency AUPR of the evaluation uses, so the
+    penalty trains exactly the saliency that is measured. Runs in fp32 even under autocast: the double backward is
+    unstable in half precision.
     """
     leaf = images.detach().float().requires_grad_(True)
     with running_statistics(model), torch.autocast(images.device.type, enabled=False):
