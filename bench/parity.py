@@ -27,8 +27,11 @@
 
 img/s counts the rows trained (originals plus their CF and F images) per second of the training loops' wall time
 (data waits included, evaluation excluded): the trainer's from its ``log.csv`` (rows / seconds per epoch, combined
-over epochs), the plain loop's timed the same way. One ``torch.set_num_threads`` for both. Goal: train fit within
-0.02 of the plain loop on ``original`` and at least 0.9x its img/s.
+over epochs), the plain loop's timed the same way. The two alternate epoch by epoch (train fit resumes its run for
+each epoch), so that load from other jobs hits both alike. One ``torch.set_num_threads`` for both, 1 by default: on
+a 2-core machine shared with other jobs, two intra-op threads stall whenever a core is taken (by another job, or by
+the trainer's own DataLoader workers), and ResNet-8 at 28 px gains nothing from a second thread when the machine is
+quiet. Goal: train fit within 0.02 of the plain loop on ``original`` and at least 0.9x its img/s.
 
     .venv/bin/python bench/parity.py            # make bench
     .venv/bin/python bench/parity.py --quick
@@ -42,7 +45,6 @@ import csv
 import io
 import json
 import math
-import os
 import shutil
 import subprocess
 import tarfile
@@ -184,53 +186,67 @@ def device_of(config: Config) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device)
 
 
-def plain_fit(config: Config, shards: Path, manifest: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train as described in the module docstring; (the best-val model, {"img_per_s", "train_s", "rows"})."""
-    device = device_of(config)
-    if config.sal or config.fgsm or config.mixup or config.cf_loss != "logp" or config.select != "accuracy" or \
-            config.early_stop or (config.amp and device.type == "cuda") or config.train_fraction < 1:  # fmt: skip
-        raise ValueError("plain loop: only CE + CF(logp) + F in fp32 on the whole split, selected on val accuracy "
-                         "without early stopping, is reproduced here")  # fmt: skip
-    images, objects, labels = load_train(shards, manifest)
-    n, h, w = objects.shape
-    crop = config.crop or round(manifest["image_size"] * 7 / 8)
-    cf_holes = [masks.cf_hole(m, None, (h, w)) for m in objects]
-    f_holes = [masks.f_hole(m, None, (h, w)) for m in objects]
-    has = np.array([c is not None and f is not None for c, f in zip(cf_holes, f_holes, strict=True)])
-    originals = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # all train images in one tensor
-    targets = torch.from_numpy(labels)
+class PlainLoop:
+    """The reference loop of the module docstring, one epoch per :meth:`epoch` call."""
 
-    torch.manual_seed(config.seed)  # as train fit seeds before it builds the model: the same initial weights
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "training from scratch"
-        model = build_model(config.arch, len(manifest["dataset"]["classes"]), config.weights,
-                            zero_head=config.zero_head).to(device)  # fmt: skip
-    opt = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.RMSprop
-    optimizer = opt(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)  # permutations, crops and flips
-    batch, steps = config.batch_size, n // config.batch_size
-    best, best_state, seconds, rows_total = -math.inf, None, 0.0, 0
-    for epoch in range(config.epochs):
-        for group in optimizer.param_groups:
+    def __init__(self, config: Config, shards: Path, manifest: dict[str, Any]):
+        self.config, self.shards, self.manifest, self.device = config, shards, manifest, device_of(config)
+        unsupported = (
+            config.sal,
+            config.fgsm,
+            config.mixup,
+            config.cf_loss != "logp",
+            config.select != "accuracy",
+            config.early_stop,
+            config.amp and self.device.type == "cuda",
+            config.train_fraction < 1,
+        )
+        if any(unsupported):
+            raise ValueError("plain loop: only CE + CF(logp) + F in fp32 on the whole split, selected on val "
+                             "accuracy without early stopping, is reproduced here")  # fmt: skip
+        self.images, objects, labels = load_train(shards, manifest)
+        n, h, w = objects.shape
+        self.crop = config.crop or round(manifest["image_size"] * 7 / 8)
+        self.holes = {"cf": [masks.cf_hole(m, None, (h, w)) for m in objects],
+                      "f": [masks.f_hole(m, None, (h, w)) for m in objects]}  # fmt: skip
+        self.has = np.array([c is not None and f is not None for c, f in zip(*self.holes.values(), strict=True)])
+        self.originals = torch.from_numpy(self.images).permute(0, 3, 1, 2).contiguous()  # all of train in one tensor
+        self.targets = torch.from_numpy(labels)
+        torch.manual_seed(config.seed)  # as train fit seeds before it builds the model: the same initial weights
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "training from scratch"
+            self.model = build_model(config.arch, len(manifest["dataset"]["classes"]), config.weights,
+                                     zero_head=config.zero_head).to(self.device)  # fmt: skip
+        opt = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.RMSprop
+        self.optimizer = opt(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                             weight_decay=config.weight_decay)  # fmt: skip
+        self.generator = torch.Generator().manual_seed(config.seed)  # permutations, crops and flips
+        self.best, self.best_state, self.rates = -math.inf, None, []
+
+    def epoch(self, epoch: int) -> None:
+        """Train one epoch (timed: rows per second into ``rates``), then keep the model if val accuracy improved."""
+        config, batch, n = self.config, self.config.batch_size, len(self.targets)
+        for group in self.optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(config, epoch)
-        model.train()
-        start = time.perf_counter()
-        order = torch.randperm(n, generator=generator)
-        for step in range(steps):
+        self.model.train()
+        start, rows = time.perf_counter(), 0
+        order = torch.randperm(n, generator=self.generator)
+        for step in range(n // batch):  # the last partial batch is dropped, as the trainer does
             idx = order[step * batch : (step + 1) * batch]
             rng = np.random.default_rng([config.seed, epoch, step])  # fresh fills at every step
-            views = [originals[idx]]
-            for holes, methods in ((cf_holes, config.cf), (f_holes, config.f)):
+            views = [self.originals[idx]]
+            for role, methods in (("cf", config.cf), ("f", config.f)):
                 for name in methods:
-                    fill = INFILLS[name].fill
-                    filled = [fill(images[i], holes[i], rng) if has[i] else np.zeros_like(images[i]) for i in idx]
+                    fill, holes = INFILLS[name].fill, self.holes[role]
+                    filled = [fill(self.images[i], holes[i], rng) if self.has[i] else np.zeros_like(self.images[i])
+                              for i in idx.tolist()]  # fmt: skip
                     views.append(torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2))
-            x = crop_flip(torch.cat(views, 1), crop, generator).float().div(127.5).sub(1.0).to(device)
-            x = x.reshape(len(idx), len(views), 3, crop, crop)
-            y = targets[idx].to(device)
-            keep = torch.from_numpy(has[idx.numpy()]).to(device)
+            x = crop_flip(torch.cat(views, 1), self.crop, self.generator).float().div(127.5).sub(1.0)
+            x = x.reshape(batch, len(views), 3, self.crop, self.crop).to(self.device)
+            y = self.targets[idx].to(self.device)
+            keep = torch.from_numpy(self.has[idx.numpy()]).to(self.device)
             extra = [x[keep, v] for v in range(1, len(views))]
-            logits = model(torch.cat([x[:, 0], *extra]))
+            logits = self.model(torch.cat([x[:, 0], *extra]))
             total = F.cross_entropy(logits[:batch], y, label_smoothing=config.label_smoothing, reduction="sum")
             offset, yk = batch, y[keep]
             for v, part in enumerate(extra):
@@ -240,31 +256,37 @@ def plain_fit(config: Config, shards: Path, manifest: dict[str, Any]) -> tuple[t
                     total = total + config.cf_weight * cf_logp(z, yk).sum()
                 else:
                     total = total + F.cross_entropy(z, yk, reduction="sum")
-            loss = total / offset
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            rows_total += offset
-        seconds += time.perf_counter() - start
-        score = evaluate.split_metrics(model, shards, manifest, config.val_split, crop, config, device)["accuracy"]
-        if score > best:
-            best, best_state = score, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return model, {"img_per_s": rows_total / seconds, "train_s": seconds, "rows": rows_total}
+            self.optimizer.zero_grad(set_to_none=True)
+            (total / offset).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip)
+            self.optimizer.step()
+            rows += offset
+        self.rates.append(rows / (time.perf_counter() - start))
+        val = evaluate.split_metrics(self.model, self.shards, self.manifest, config.val_split, self.crop, config,
+                                     self.device)  # fmt: skip
+        if val["accuracy"] > self.best:
+            self.best, self.best_state = val["accuracy"], copy.deepcopy(self.model.state_dict())
+
+    def results(self) -> dict[str, Any]:
+        """The best-val model evaluated by the trainer's code on every split."""
+        self.model.load_state_dict(self.best_state)
+        return evaluate.evaluate_all(self.model, self.shards, self.manifest, self.crop, self.config, self.device)
 
 
 # ---- 3. both sides, side by side -----------------------------------------------------------------------------------
 
 
-def trainer_speed(run: Path) -> dict[str, float]:
-    """Rows per second over all epochs of a ``train fit`` run, from its log.csv. Every epoch trains the same number
-    of rows, so the overall rate (total rows / total seconds) is the harmonic mean of the epochs' rates."""
+def trainer_rates(run: Path) -> dict[str, Any]:
+    """Rows per second of each epoch of a ``train fit`` run, and its mean data-wait fraction, from its log.csv."""
     with open(run / "log.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    rates = [float(r["img_per_s"]) for r in rows]
-    return {"img_per_s": len(rates) / sum(1 / r for r in rates),
+    return {"rates": [float(r["img_per_s"]) for r in rows],
             "data_wait_fraction": float(np.mean([float(r["data_wait_fraction"]) for r in rows]))}  # fmt: skip
+
+
+def overall(rates: list[float]) -> float:
+    """Total rows / total seconds: every epoch trains the same number of rows, so the harmonic mean of the rates."""
+    return len(rates) / sum(1 / r for r in rates)
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -272,28 +294,41 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare(config: Config, shards: Path, manifest: dict[str, Any], trainer_first: bool) -> dict[str, Any]:
-    """One method: train fit and the plain loop with the same config, in the given order."""
-    sides: dict[str, dict[str, Any]] = {}
-    crop = config.crop or round(manifest["image_size"] * 7 / 8)
+    """One method: train fit and the plain loop with the same config, epoch by epoch in alternating order, so that
+    load from other jobs hits both alike. train fit runs one epoch per call, resuming its run (``fit(resume=True,
+    stop_after=epoch)``, which continues exactly), and evaluates after its last."""
+    shutil.rmtree(config.out, ignore_errors=True)
+    wall = {"train fit": 0.0, "plain loop": 0.0}
+    state: dict[str, Any] = {}
 
-    def trainer() -> None:
-        shutil.rmtree(config.out, ignore_errors=True)
-        start = time.perf_counter()
+    def trainer(epoch: int) -> None:
+        last = epoch == config.epochs - 1
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            results = fit(config)
-        sides["train fit"] = {**summary(results), **trainer_speed(Path(config.out)),
-                              "wall_s": time.perf_counter() - start}  # fmt: skip
+            warnings.simplefilter("ignore")  # "training from scratch"
+            results = fit(config, resume=epoch > 0, stop_after=None if last else epoch)
+        if last:
+            state["train fit"] = summary(results)
 
-    def plain() -> None:
-        start = time.perf_counter()
-        model, speed = plain_fit(config, shards, manifest)
-        results = evaluate.evaluate_all(model, shards, manifest, crop, config, device_of(config))
-        sides["plain loop"] = {**summary(results), **speed, "wall_s": time.perf_counter() - start}
+    def plain(epoch: int) -> None:
+        if epoch == 0:
+            state["loop"] = PlainLoop(config, shards, manifest)
+        state["loop"].epoch(epoch)
+        if epoch == config.epochs - 1:
+            state["plain loop"] = summary(state["loop"].results())
 
-    for side in (trainer, plain) if trainer_first else (plain, trainer):
-        side()
-    return sides
+    for epoch in range(config.epochs):
+        sides = (("train fit", trainer), ("plain loop", plain))
+        for name, side in sides if (epoch % 2 == 0) == trainer_first else sides[::-1]:
+            start = time.perf_counter()
+            side(epoch)
+            wall[name] += time.perf_counter() - start
+    t, p = trainer_rates(Path(config.out)), state["loop"].rates
+    return {
+        "train fit": {**state["train fit"], "img_per_s": overall(t["rates"]), "epoch_img_per_s": t["rates"],
+                      "data_wait_fraction": t["data_wait_fraction"], "wall_s": wall["train fit"]},
+        "plain loop": {**state["plain loop"], "img_per_s": overall(p), "epoch_img_per_s": p,
+                       "wall_s": wall["plain loop"]},
+    }  # fmt: skip
 
 
 def git(*args: str) -> list[str]:
@@ -311,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--arch", default="resnet8", help="train.models arch (make reproduce's at 32 px)")
     parser.add_argument("--workers", type=int, default=None, help="train fit's DataLoader workers [its default]")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads, both sides")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads, both sides (see the docs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT, help="writes parity.json here, works in OUT/parity/")
     parser.add_argument("--quick", action="store_true", help="64 images, 10 per test variant, 1 epoch, 0 workers")
