@@ -30,8 +30,8 @@ img/s counts the rows trained (originals plus their CF and F images) per second 
 over epochs), the plain loop's timed the same way. The two alternate epoch by epoch (train fit resumes its run for
 each epoch), so that load from other jobs hits both alike. One ``torch.set_num_threads`` for both, 1 by default: on
 a 2-core machine shared with other jobs, two intra-op threads stall whenever a core is taken (by another job, or by
-the trainer's own DataLoader workers), and ResNet-8 at 28 px gains nothing from a second thread when the machine is
-quiet. Goal: train fit within 0.02 of the plain loop on ``original`` and at least 0.9x its img/s.
+the trainer's own DataLoader workers), 20-50x slower (docs/benchmarks.md, section 7). Goal: train fit within 0.02
+of the plain loop on ``original`` and at least 0.9x its img/s.
 
     .venv/bin/python bench/parity.py            # make bench
     .venv/bin/python bench/parity.py --quick
@@ -60,7 +60,7 @@ from common import OUT, OtherLoad, cli, machine
 from PIL import Image
 
 from augment import masks
-from augment.datasets.synthetic import SHAPES, Synthetic
+from augment.datasets.synthetic import GENERATOR_VERSION, SHAPES, Synthetic
 from augment.infill import INFILLS
 from train import evaluate
 from train.config import Config
@@ -83,11 +83,17 @@ def save_jpeg(path: Path, pixels: np.ndarray) -> None:
 
 def write_in9(root: Path, n_train: int, n_test: int, source_size: int, seed: int) -> dict[str, int]:
     """Synthetic samples as ``root`` = ``bg_challenge/``, written class folder by class folder; images per split.
+    Kept for the next run with the same parameters (a ``done-...json`` marker beside ``root``).
 
     Train and val: synthetic ``train``/``val`` (class c on family c with probability 0.9), with ``no_fg`` copies.
     Test: sample i of synthetic ``original`` and its ``mixed_*`` variants (the same object on other backgrounds),
     ``only_fg`` (the object on black) and ``no_fg`` (the object blacked out), ``n_test`` of each.
     """
+    marker = root.parent / f"done-{n_train}-{n_test}-{source_size}-{seed}-v{GENERATOR_VERSION}.json"
+    if marker.exists():  # written by an earlier run with the same parameters: kept, like common.write_folder_tree
+        return json.loads(marker.read_text())
+    for old in root.parent.glob("done-*.json"):
+        old.unlink()
     data = Synthetic(size=n_train, image_size=source_size, seed=seed)
     k = len(SHAPES)
     shutil.rmtree(root, ignore_errors=True)
@@ -120,6 +126,7 @@ def write_in9(root: Path, n_train: int, n_test: int, source_size: int, seed: int
                     name, pixels = f"fg_{stem}_bg_n{sample.meta['background']:02d}_b{i:06d}.JPEG", sample.image
                 save_jpeg(root / "test" / variant / "val" / folder / name, pixels)
                 counts[variant] = counts.get(variant, 0) + 1
+    marker.write_text(json.dumps(counts))
     return counts
 
 
@@ -233,14 +240,7 @@ class PlainLoop:
         order = torch.randperm(n, generator=self.generator)
         for step in range(n // batch):  # the last partial batch is dropped, as the trainer does
             idx = order[step * batch : (step + 1) * batch]
-            rng = np.random.default_rng([config.seed, epoch, step])  # fresh fills at every step
-            views = [self.originals[idx]]
-            for role, methods in (("cf", config.cf), ("f", config.f)):
-                for name in methods:
-                    fill, holes = INFILLS[name].fill, self.holes[role]
-                    filled = [fill(self.images[i], holes[i], rng) if self.has[i] else np.zeros_like(self.images[i])
-                              for i in idx.tolist()]  # fmt: skip
-                    views.append(torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2))
+            views = [self.originals[idx], *self.fills(idx.tolist(), epoch, step)]
             x = crop_flip(torch.cat(views, 1), self.crop, self.generator).float().div(127.5).sub(1.0)
             x = x.reshape(batch, len(views), 3, self.crop, self.crop).to(self.device)
             y = self.targets[idx].to(self.device)
@@ -266,6 +266,19 @@ class PlainLoop:
                                      self.device)  # fmt: skip
         if val["accuracy"] > self.best:
             self.best, self.best_state = val["accuracy"], copy.deepcopy(self.model.state_dict())
+
+    def fills(self, idx: list[int], epoch: int, step: int) -> list[torch.Tensor]:
+        """The batch's CF then F images, uint8 [B, 3, H, W] per method, computed now: fresh draws at every step
+        (zeros for a sample without an object, as the trainer's loader gives)."""
+        rng = np.random.default_rng([self.config.seed, epoch, step])
+        views = []
+        for role, methods in (("cf", self.config.cf), ("f", self.config.f)):
+            for name in methods:
+                fill, holes = INFILLS[name].fill, self.holes[role]
+                filled = [fill(self.images[i], holes[i], rng) if self.has[i] else np.zeros_like(self.images[i])
+                          for i in idx]  # fmt: skip
+                views.append(torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2))
+        return views
 
     def results(self) -> dict[str, Any]:
         """The best-val model evaluated by the trainer's code on every split."""
@@ -347,7 +360,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--arch", default="resnet8", help="train.models arch (make reproduce's at 32 px)")
     parser.add_argument("--workers", type=int, default=None, help="train fit's DataLoader workers [its default]")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads, both sides (see the docs)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (train fit's --seed), both sides")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data and of the build")
     parser.add_argument("--out", type=Path, default=OUT, help="writes parity.json here, works in OUT/parity/")
     parser.add_argument("--quick", action="store_true", help="64 images, 10 per test variant, 1 epoch, 0 workers")
     args = parser.parse_args(argv)
@@ -366,11 +380,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = args.out / "parity"
     root, shards = work / "bg_challenge", work / "shards"
     start = time.perf_counter()
-    counts = write_in9(root, args.size, args.test_size, args.source_size, args.seed)
+    counts = write_in9(root, args.size, args.test_size, args.source_size, args.data_seed)
     write_s = time.perf_counter() - start
     build_s, _ = cli("augment", "build", "--dataset", "in9", "--root", root, "--image-size", args.image_size,
-                     "--infill", "tile", "--factual", "shuffle", "--seed", args.seed, "--out", shards, "--overwrite",
-                     "-q")  # fmt: skip
+                     "--infill", "tile", "--factual", "shuffle", "--seed", args.data_seed, "--out", shards,
+                     "--overwrite", "-q")  # fmt: skip
     manifest = json.loads((shards / "manifest.json").read_text())
     results: dict[str, Any] = {}
     config = None
@@ -392,6 +406,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "images": counts,
             "source_size": args.source_size,
             "image_size": args.image_size,
+            "seed": args.data_seed,
             "write_s": write_s,
             "build_s": build_s,
         },
