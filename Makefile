@@ -36,7 +36,7 @@ train: demo-shards
 	$(VENV)/bin/train report $(RUNS)/runs --out $(RUNS)/report.md
 
 # The paper's comparison (docs/grids/paper.toml: 14 rows + the training-set-size curve) over 3 seeds on synthetic
-# data at 32 px, two runs at a time (about 30 minutes on 2 cores). Writes runs/reproduce/REPORT.md and .html, and
+# data at 32 px, two runs at a time (about 19 minutes on 2 cores). Writes runs/reproduce/REPORT.md and .html, and
 # copies the report and its figures to docs/results-synthetic.md and docs/results-synthetic/.
 REPRO := shards/reproduce
 STUDY := runs/reproduce
@@ -49,7 +49,7 @@ reproduce: install
 	cp $(STUDY)/fig*.png docs/results-synthetic/
 	sed 's|](fig|](results-synthetic/fig|' $(STUDY)/REPORT.md > docs/results-synthetic.md
 
-# The README's 3-seed table: make train's two methods over seeds 0, 1, 2 (about 12 minutes on 2 cores).
+# The README's 3-seed table: make train's two methods over seeds 0, 1, 2 (about 11 minutes on 2 cores).
 reproduce-small: demo-shards
 	rm -rf $(RUNS)-3seeds
 	$(DEMO_STUDY) --seeds 3 --out $(RUNS)-3seeds
