@@ -62,9 +62,11 @@ def fit(config: Config, resume: bool = False, verify: bool = False, stop_after: 
     """Train, select on val, evaluate every split; ``stop_after`` ends the call after that epoch's checkpoint
     (what an interruption looks like, for tests of ``resume``). Returns the results on rank 0, {} elsewhere."""
     rank, world_size, device = start_processes(config.device)
+    threads = torch.get_num_threads()  # run() may lower it for its DataLoader workers; the caller gets it back
     try:
         return run(config, rank, world_size, device, resume, verify, stop_after)
     finally:
+        torch.set_num_threads(threads)
         if world_size > 1:
             dist.destroy_process_group()
 
