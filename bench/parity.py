@@ -1,7 +1,7 @@
 """Benchmark 7: ``train fit`` against a plain PyTorch loop on the same data: accuracy per split, and img/s.
 
 1. Writes the embedded synthetic generator's samples (``augment/datasets/synthetic.py``: 5 shapes on 5 background
-   families) in the IN-9 Backgrounds Challenge layout (SPEC section 5), class folder by class folder as IN-9 is
+   families) in the IN-9 Backgrounds Challenge layout (docs/DATASETS.md), class folder by class folder as IN-9 is
    released: ``bg_challenge/train/original/{train,val}/<NN_class>/<img>.JPEG``, ``train/no_fg/...`` (the same image
    with the object blacked out, where the train masks come from), ``test/<variant>/val/<NN_class>/...`` for
    original, mixed_same, mixed_rand, mixed_next, only_fg and no_fg (mixed files named ``fg_<stem>_bg_<...>``) and
@@ -19,9 +19,9 @@
      last partial one dropped, as the trainer does), the same model from the same seed, SGD/RMSprop with the
      config's lr, momentum and weight decay, its lr schedule stepped per epoch, gradients clipped at
      ``config.clip``, one random crop and flip shared by a sample's original, CF and F images, and the loss of
-     SPEC section 3. CF and F images are computed **online**, at every step, with the ``augment.infill``
-     registry's functions from the mask (fresh shuffle draws every time), where the trainer reads one stored
-     draw;
+     ``train.train`` written out again (sums over rows / rows). CF and F images are computed **online**, at
+     every step, with the ``augment.infill`` registry's functions from the mask (fresh shuffle draws every
+     time), where the trainer reads one stored draw;
    - both select the epoch with the best val accuracy, and both are evaluated by the same code
      (``train.evaluate``: the trainer's eval preprocessing, every test split).
 

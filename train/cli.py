@@ -77,7 +77,7 @@ def fit(
     out: Path = typer.Option(..., help="Run folder: config.json, log.csv, last.pt, best.pt, results.json/.tsv."),
     preset: Preset | None = option(
         "preset",
-        "Hyper-parameters of the paper's code per dataset (SPEC section 3): every setting marked "
+        "Hyper-parameters of the paper's code per dataset (README: Training): every setting marked "
         "[default: the preset's].",
         "the preset of the build's dataset: cct, in9, waterbirds, else demo",
     ),

@@ -61,14 +61,12 @@ from augment.shards import Limits, ShardError
 log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 64 << 20
 # Shards a training slot reads at once. With class-pure shards (a v1 build of a class-ordered source) the pool's
-# classes are
-# those of POOL random shards: simulating IN-9's 9 classes in 45 class-pure shards of 1000, 4 slots, a 1000-sample
-# shuffle buffer and batches of 32, a batch holds 0.83 (pool 8), 0.89 (16), 0.97 (32) and 1.00 (all 45) of the
-# distinct classes of a random draw (8.79; means over a pass and 3 seeds), against 0.40 for whole shards read one
-# after another (the loader before issue #12). An open shard costs a file handle (or a streaming connection, for
-# URLs) and one record's bytes. POOL
-# is also the least number of shards per slot for whole-shard assignment: from there a slot's own shards fill its
-# pool, so it mixes as well as reading every shard would, at 1/slots of the reads.
+# classes are those of POOL random shards: simulating IN-9's 9 classes in 45 class-pure shards of 1000, 4 slots, a
+# 1000-sample shuffle buffer and batches of 32, a batch holds 0.83 (pool 8), 0.89 (16), 0.97 (32) and 1.00 (all 45)
+# of the distinct classes of a random draw (8.79; means over a pass and 3 seeds), against 0.40 for whole shards read
+# one after another (the loader before issue #12). An open shard costs a file handle (or a streaming connection, for
+# URLs) and one record's bytes. POOL is also the least number of shards per slot for whole-shard assignment: from
+# there a slot's own shards fill its pool, so it mixes as well as reading every shard would, at 1/slots of the reads.
 POOL = 32
 # what json, int() and PIL raise on bad bytes (PIL: SyntaxError, EOFError and struct.error from some decoders)
 DECODE_ERRORS = (OSError, ValueError, KeyError, RecursionError, EOFError, SyntaxError, struct.error)
