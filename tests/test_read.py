@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from augment.read import SourceError, check_boxes, read_image, read_mask, transpose_boxes, upright_boxes
+from augment.read import (
+    SourceError,
+    check_boxes,
+    read_image,
+    read_mask,
+    read_soft_mask,
+    soft_object,
+    transpose_boxes,
+    upright_boxes,
+)
 
 
 def save(path: Path, img: Image.Image, **kw) -> Path:
@@ -121,6 +130,30 @@ def test_npy_masks_never_unpickle(tmp_path: Path) -> None:
     np.save(tmp_path / "evil.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(SourceError, match="evil.npy: unreadable mask"):
         read_mask(tmp_path / "evil.npy", decoded)
+
+
+def test_soft_masks_keep_at_least_half_their_maximum() -> None:
+    row = np.array([[0, 40, 127, 128, 255]], np.uint8)
+    np.testing.assert_array_equal(soft_object(row), [[False, False, False, True, True]])  # 2 * value >= 255
+    deep = np.array([[0, 1, 499, 500, 1000]], np.uint16)  # 16-bit: the mask's own maximum, not 255
+    np.testing.assert_array_equal(soft_object(deep), [[False, False, False, True, True]])
+    for binary in (np.array([[0, 1, 1]]), np.array([[0, 255, 255]], np.uint8), np.array([[False, True, True]])):
+        np.testing.assert_array_equal(soft_object(binary), binary != 0)  # binary masks: non-zero, as before
+    assert not soft_object(np.zeros((2, 3), np.uint8)).any()  # an empty mask stays empty (then a bad input)
+
+
+def test_soft_mask_files_give_object_and_extent_on_the_upright_image(tmp_path: Path) -> None:
+    path, raw_mask = rotated_jpeg(tmp_path)
+    decoded = read_image(path)
+    soft = raw_mask // 255 * 200  # a 200 core with a rim of 60 around it, drawn on the raw pixel array
+    soft[1:9, 29:39][soft[1:9, 29:39] == 0] = 60
+    Image.fromarray(soft).save(tmp_path / "soft.png")
+    whole, extent = read_soft_mask(tmp_path / "soft.png", decoded)
+    Image.fromarray(raw_mask).save(tmp_path / "core.png")
+    Image.fromarray((soft > 0).astype(np.uint8)).save(tmp_path / "extent.png")
+    np.testing.assert_array_equal(whole, read_mask(tmp_path / "core.png", decoded))  # turned like the image
+    np.testing.assert_array_equal(extent, read_mask(tmp_path / "extent.png", decoded))
+    assert whole.shape == (40, 20) and extent.sum() == 80 and whole.sum() == 48
 
 
 def test_check_boxes_clips_what_sticks_out_and_refuses_the_rest() -> None:

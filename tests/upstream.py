@@ -97,26 +97,32 @@ WATERBIRDS_ROWS = [  # img_id, folder, y, split, place
 ]
 
 
+WATERBIRDS_LEVELS = ((10, 8, 40), (9, 7, 127), (8, 6, 128), (7, 5, 255))  # (ry, rx, value), outermost first
+
+
 def make_waterbirds(base: Path) -> tuple[Path, dict[int, np.ndarray]]:
-    """<base>/waterbird_complete95_forest2water2/ with metadata.csv, and <base>/segmentations/ (soft edges)."""
+    """<base>/waterbird_complete95_forest2water2/ with metadata.csv, and <base>/segmentations/ (soft edges).
+
+    Returns each image's segmentation values: nested ellipses of ``WATERBIRDS_LEVELS``, so a soft rim of 40 and 127
+    (under half of 255: background) around the bird (128 and 255, the yellow pixels of the image)."""
     root = base / "waterbird_complete95_forest2water2"
     lines = ["img_id,img_filename,y,split,place,place_filename"]
-    truth = {}
+    levels = {}
     for img_id, folder, y, split, place in WATERBIRDS_ROWS:
         filename = f"{folder}/{folder.split('.')[1]}_{img_id:04d}.jpg"
         image = textured(30, 40, img_id)
-        bird = ellipse_mask(30, 40, 15, 12 + img_id, 8, 6)
-        image[bird] = (250, 240, 20)
+        image[ellipse_mask(30, 40, 15, 12 + img_id, 8, 6)] = (250, 240, 20)
         save_jpeg(root / filename, image)
-        soft = ellipse_mask(30, 40, 15, 12 + img_id, 9, 7).astype(np.uint8) * 60  # a soft rim of low values
-        soft[bird] = 255
+        soft = np.zeros((30, 40), np.uint8)
+        for ry, rx, value in WATERBIRDS_LEVELS:
+            soft[ellipse_mask(30, 40, 15, 12 + img_id, ry, rx)] = value
         seg = base / "segmentations" / Path(filename).with_suffix(".png")
         seg.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(soft).save(seg)
-        truth[img_id] = soft > 0
+        levels[img_id] = soft
         lines.append(f"{img_id},{filename},{y},{split},{place},/b/bamboo_forest/{img_id}.jpg")
     (root / "metadata.csv").write_text("\n".join(lines) + "\n")
-    return root, truth
+    return root, levels
 
 
 CCT_DECLARED = (256, 192)  # full resolution in the JSON; the files are 4x smaller

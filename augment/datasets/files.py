@@ -3,6 +3,11 @@
 An adapter scans its source layout once (in the main process) into ``Item``s: a key, a label, an image path and
 where the object annotation comes from. ``FileDataset.load`` then reads any item in any worker process through
 ``augment.read``: decode upright, read the mask, validate the boxes, resize everything together.
+
+A soft mask (``MaskFile(path, soft=True)``, Waterbirds' CUB segmentations) gives two regions: the object
+(``augment.read.soft_object``: at least half the mask's maximum), which is the sample's mask (the F hole's
+complement, the stored ``mask.png``), and its extent (every non-zero pixel), whose rectangle is added to the
+sample's boxes so that the CF hole (``augment.masks.cf_hole``: the union of the boxes) still spans the soft rim.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from augment.datasets import Ref, Sample, SplitPlan
+from augment.masks import mask_to_box
 from augment.read import (
     DEFAULT_MAX_IMAGE_PIXELS,
     RESIZE_MODES,
@@ -26,6 +32,7 @@ from augment.read import (
     check_boxes,
     read_image,
     read_mask,
+    read_soft_mask,
     read_text,
     resize,
     target_size,
@@ -44,17 +51,61 @@ class MaskSource(Protocol):
     def files(self) -> list[str]: ...
 
 
-@dataclass(frozen=True)
+@runtime_checkable
+class ExtentMaskSource(MaskSource, Protocol):
+    """A mask source that may also report an extent: annotated pixels beyond the object (a soft mask's rim).
+
+    ``read_with_extent`` returns ``(object, extent or None)``, both bool on the upright image; ``FileDataset.load``
+    adds the extent's rectangle to the sample's boxes, so the CF hole spans it while the F hole keeps to the object.
+    """
+
+    def read_with_extent(self, decoded: Decoded, image_path: Path) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+@dataclass(frozen=True, repr=False)
 class MaskFile:
-    """A mask image (non-zero = object) or ``.npy`` array beside the dataset."""
+    """A mask image or ``.npy`` array beside the dataset.
+
+    Non-zero = object; with ``soft``, object = at least half the mask's maximum (``augment.read.soft_object``) and
+    every non-zero pixel is the extent the CF rectangle spans.
+    """
 
     path: str
+    soft: bool = False
 
     def read(self, decoded: Decoded, image_path: Path) -> np.ndarray:
-        return read_mask(Path(self.path), decoded)
+        return self.read_with_extent(decoded, image_path)[0]
+
+    def read_with_extent(self, decoded: Decoded, image_path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.soft:
+            return read_soft_mask(Path(self.path), decoded)
+        return read_mask(Path(self.path), decoded), None  # the object is the whole annotation: no extra extent
 
     def files(self) -> list[str]:
         return [self.path]
+
+    def __repr__(self) -> str:  # the fingerprint hashes it: a hard mask keeps the repr it had before ``soft``
+        return f"MaskFile(path={self.path!r}" + (", soft=True)" if self.soft else ")")
+
+
+def read_object(source: MaskSource, decoded: Decoded, image_path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A source's object mask and its extent (None: the object is all there is), both on the upright image."""
+    if isinstance(source, ExtentMaskSource):
+        return source.read_with_extent(decoded, image_path)
+    return source.read(decoded, image_path), None
+
+
+def add_extent_box(
+    boxes: np.ndarray | None, space: tuple[int, int], extent: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """``boxes`` (in ``space`` pixels) plus the rectangle around ``extent`` (a mask on the upright image of
+    ``size``), in ``space`` pixels. The CF hole is the union of the boxes, so it then spans the whole extent; an
+    item's own boxes are kept."""
+    box = mask_to_box(extent).astype(np.float64)[None]
+    if boxes is None:
+        return box, size
+    sx, sy = space[0] / size[0], space[1] / size[1]
+    return np.concatenate([boxes, box * [sx, sy, sx, sy]]), space
 
 
 @dataclass
@@ -140,15 +191,17 @@ class FileDataset:
         item = self.items[split][index]
         path = Path(self.root) / item.path
         decoded = read_image(path, self.max_image_pixels)
-        mask = item.mask.read(decoded, path) if item.mask is not None else None
+        mask, extent = read_object(item.mask, decoded, path) if item.mask is not None else (None, None)
         if mask is not None and not mask.any():
             if split in self.augmented:  # a training image whose object mask is empty cannot give CF/F images
                 raise SourceError(item.mask.files()[0] if item.mask.files() else path, "empty mask: no object pixel")
-            mask = None  # evaluation splits keep the image, as a sample without an object
+            mask, extent = None, None  # evaluation splits keep the image, as a sample without an object
         boxes, space = None, decoded.size
         if item.boxes is not None and len(item.boxes):
             boxes, space = upright_boxes(np.asarray(item.boxes, dtype=np.float64), item.box_space, decoded)
             boxes = check_boxes(path, boxes, space)
+        if extent is not None and extent.any():
+            boxes, space = add_extent_box(boxes, space, extent, decoded.size)
         out_size = target_size(decoded.size, self.image_size, self.resize_mode)
         image, mask, boxes = resize(decoded.image, mask, boxes, space, out_size)
         return Sample(

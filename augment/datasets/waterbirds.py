@@ -3,11 +3,15 @@
     <root>/metadata.csv               img_id, img_filename, y (0 land, 1 water bird), split (0/1/2 = train/val/test),
                                       place (0 land, 1 water), place_filename
     <root>/<img_filename>             the images
-    <masks>/<img_filename>.png        CUB-200-2011 segmentations, greyscale with soft edges, non-zero = bird
+    <masks>/<img_filename>.png        CUB-200-2011 segmentations, greyscale with soft edges
                                       (default ``<masks>``: ``segmentations/`` beside the root)
 
 Splits ``train``, ``val``, ``test``, plus ``test_original`` (y == place) and ``test_flip`` (y != place).
 ``group = 2 * y + place``. Only ``train`` gets CF/F images.
+
+The segmentations are soft masks (``MaskFile(..., soft=True)``): the bird is the pixels at least half the mask's
+maximum (``augment.read.soft_object``), so F images and the stored mask leave out the soft rim, which is mostly
+the original background; the CF rectangle still spans every non-zero pixel, rim included (``SOFT_MASK_RULE``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from augment.datasets import register
 from augment.datasets.files import FileDataset, Item, MaskFile, Rejects, file_options, safe_key
-from augment.read import DEFAULT_MAX_IMAGE_PIXELS, read_text
+from augment.read import DEFAULT_MAX_IMAGE_PIXELS, SOFT_MASK_RULE, read_text
 
 COLUMNS = ("img_id", "img_filename", "y", "split", "place")
 SPLITS = {0: "train", 1: "val", 2: "test"}
@@ -52,7 +56,7 @@ def scan(root: Path, masks: Path, rejects: Rejects) -> dict[str, list[Item]]:
                         f"place={row['place']!r})")  # fmt: skip
             continue
         filename = row["img_filename"]
-        mask = MaskFile(str(masks / Path(filename).with_suffix(".png")))
+        mask = MaskFile(str(masks / Path(filename).with_suffix(".png")), soft=True)
         meta = {"place": place, "place_filename": row.get("place_filename")}
         names = [SPLITS[split]] + ([("test_original" if y == place else "test_flip")] if split == 2 else [])
         for name in names:
@@ -82,6 +86,7 @@ def make_waterbirds(
         max_image_pixels=max_image_pixels,
         params={
             "masks": str(mask_root),
+            "mask_threshold": SOFT_MASK_RULE,
             "groups": GROUPS,
             "evaluation": {"worst_group": True, "flip": {"original": "test_original", "shifted": "test_flip"}},
         },  # fmt: skip
