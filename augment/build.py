@@ -26,11 +26,12 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 import augment
-from augment import encode, infill, journal, masks, schema
+from augment import encode, infill, journal, masks, pool, schema
 from augment.datasets import DATASETS, Dataset, Sample, get_dataset
 from augment.datasets.files import ON_ERROR
 from augment.diff import diff_dicts
 from augment.infill.mixed_rand import Donor
+from augment.pool import ValuePool
 from augment.read import SourceError
 from augment.rng import sample_rng
 from augment.shards import sha256_file, write_shard
@@ -66,6 +67,10 @@ class BuildConfig:
 
     def model_methods(self) -> list[str]:
         return [n for n in self.infill if infill.INFILLS[n].needs_model]
+
+    def needs_pool(self) -> bool:
+        """Whether a requested method (``shuffle``) fills from the split's value pool."""
+        return any(infill.INFILLS[n].needs_pool for n in (*self.infill, *self.factual))
 
     def validate(self) -> None:
         for name in self.infill:
@@ -155,11 +160,12 @@ def sample_json(sample: Sample, has_object: bool) -> bytes:
 
 def make_record(
     sample: Sample, dataset: Dataset, config: BuildConfig, augmented: bool, donors: Donors | None,
-    model_fills: dict[str, np.ndarray] | None = None,
+    model_fills: dict[str, np.ndarray] | None = None, values: ValuePool | None = None,
 ) -> dict[str, bytes]:  # fmt: skip
     """One shard record: the original, its mask and metadata, and every requested CF/F image.
 
-    ``model_fills`` holds the images of model methods (cagan), already filled in a batch by :func:`fill_models`.
+    ``model_fills`` holds the images of model methods (cagan), already filled in a batch by :func:`fill_models`;
+    ``values`` is the split's value pool (``augment.pool``) for the methods that draw from it (shuffle).
     """
     shape = sample.image.shape[:2]
     cf_hole = masks.cf_hole(sample.mask, sample.boxes, shape)
@@ -185,9 +191,9 @@ def make_record(
                 continue
             for copy, field_name in enumerate(infill.field_names(name, role, config.copies)):
                 rng = sample_rng(config.seed, sample.key, role, name, copy)
-                kwargs = (
-                    {"donor": load_donor(sample, dataset, donors, rng, config.on_error)} if method.needs_donor else {}
-                )
+                kwargs: dict[str, Any] = {"pool": values} if method.needs_pool else {}
+                if method.needs_donor:
+                    kwargs["donor"] = load_donor(sample, dataset, donors, rng, config.on_error)
                 record[field_name] = encode.encode_jpeg(method.fill(sample.image, hole, rng, **kwargs))
     return record
 
@@ -259,11 +265,36 @@ def build_order(seed: int, split: str, n: int) -> np.ndarray:
 @dataclass
 class Job:
     """What every task of one build needs in a worker process: the dataset, each split's donor index (over source
-    indices) and each split's build order."""
+    indices), each split's build order, and each split's value pool (made on first use: 64 decodes)."""
 
     dataset: Dataset
     donors: dict[str, Donors | None]
     orders: dict[str, np.ndarray]
+    config: BuildConfig
+    pools: dict[str, ValuePool] = field(default_factory=dict)
+
+    def pool(self, split: str) -> ValuePool | None:
+        """The split's value pool, or None when no requested method uses one."""
+        if not self.config.needs_pool():
+            return None
+        if split not in self.pools:
+            n = len(self.dataset.splits()[split].refs)
+            self.pools[split] = pool.load_pool(self.config.seed, split, n, lambda i: self.pool_member(split, i))
+        return self.pools[split]
+
+    def pool_member(self, split: str, index: int) -> tuple[str, np.ndarray] | None:
+        """Sample ``index``'s (key, image) for the pool; a bad input is left out with ``skip``, else stops the build."""
+        try:
+            sample = self.dataset.load(split, index)
+        except SourceError as e:
+            if self.config.on_error == "skip":
+                return None
+            raise BuildError(f"{e} (a member of the {split} split's shuffle pool; pass --on-error skip to leave bad "
+                             "inputs out)") from e  # fmt: skip
+        except Exception as e:
+            raise BuildError(f"{split} sample {index} of {self.dataset.name} (a member of the shuffle pool): "
+                             f"{type(e).__name__}: {e}") from e  # fmt: skip
+        return sample.key, sample.image
 
 
 _JOBS: dict[str, Job] = {}  # this process's Job, keyed by the build config: made once, reused by its tasks
@@ -290,7 +321,7 @@ def job_for(config: BuildConfig, factory: Callable[..., Dataset] | None, dataset
             annotated = np.array([r.annotated for r in plan.refs], dtype=bool)
             # mixed-rand donors must have an object rectangle to tile over, or their object would leak in
             donors[split] = Donors.of(labels, annotated) if plan.augment and config.factual else None
-        _JOBS[key] = Job(dataset, donors, orders)
+        _JOBS[key] = Job(dataset, donors, orders, config)
     return _JOBS[key]
 
 
@@ -326,6 +357,7 @@ def build_shard(
     step = config.batch_size if augmented and config.model_methods() else 1
 
     indices = job.orders[split][task.start : task.stop].tolist()
+    values = job.pool(split) if augmented else None
 
     def records():
         for first in range(0, len(indices), step):
@@ -333,7 +365,8 @@ def build_shard(
             loaded = [(i, sample) for i, sample in loaded if sample is not None]
             fills = fill_models([s for _, s in loaded], config) if augmented else {}
             for i, sample in loaded:
-                record = guarded(i, make_record, sample, dataset, config, augmented, donors, fills.get(sample.key))
+                record = guarded(i, make_record, sample, dataset, config, augmented, donors, fills.get(sample.key),
+                                 values)  # fmt: skip
                 if record is None:
                     continue
                 labels[sample.label] += 1
@@ -509,7 +542,8 @@ def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Pl
             "classes": list(dataset.classes),
         },
         "image_size": config.image_size or dataset.default_image_size,
-        "methods": {"cf": config.infill, "f": config.factual, "copies": config.copies},
+        "methods": {"cf": config.infill, "f": config.factual, "copies": config.copies,
+                    **({"pool": pool_header(config, plans)} if config.needs_pool() else {})},  # fmt: skip
         "encoding": schema.encoding(),
         "environment": schema.environment(),
         "models": model_provenance(config),
@@ -522,6 +556,13 @@ def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Pl
         splits[split] = {"augmented": plan.augment, "fields": fields}
     rejects = list(getattr(dataset, "rejects", []))  # found while scanning the source
     return journal.Plan(json.loads(json.dumps(header)), tasks, splits, rejects)
+
+
+def pool_header(config: BuildConfig, plans: dict) -> dict[str, Any]:
+    """The value pool's parameters and, per augmented split, the keys of its members (``augment.pool``)."""
+    keys = {split: [plan.refs[i].key for i in pool.members(config.seed, split, len(plan.refs))]
+            for split, plan in plans.items() if plan.augment}  # fmt: skip
+    return {**pool.describe(), "members": keys}
 
 
 def parse_shard_range(text: str | None, total: int) -> tuple[int, int] | None:

@@ -14,8 +14,9 @@ from typing import Any
 from augment import encode, infill
 
 FORMAT = "cfaug-shards"
-FORMAT_VERSION = 2  # what this tool writes; 2: each split's samples in a seeded random order (1: source order)
-READ_VERSIONS = (1, 2)  # what it reads: the records and files are the same, only their order in the shards differs
+FORMAT_VERSION = 3  # what this tool writes; 3: shuffle draws from the split's value pool (augment.pool)
+READ_VERSIONS = (1, 2, 3)  # 2: samples in a seeded random order (1: source order); 1 and 2: shuffle was per-image
+POOLED_SHUFFLE_SINCE = 3  # before, the fields named ``shuffle`` hold what is now ``shuffle-image``
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"  # one JSON object per skipped source input: split, path, reason
 

@@ -10,10 +10,11 @@ receives values of other images). We reimplement that style here, in this file o
 - ``shuffle_paper``: ``torch.randperm`` over the batch's values, then the same blend.
 
 Ours is ``augment.infill.INFILLS[name].fill(image, hole, rng)``, one uint8 image at a time with its own seeded
-generator (``augment.rng.sample_rng``), as ``augment build`` calls it. Each side gets its inputs in its own
-format, prepared untimed (uint8 HWC + bool hole for ours, a float batch + float keep-mask for the baseline).
-Both run on one thread (``torch.set_num_threads(1)``), as one build worker does; the sides alternate R times
-and the figures are medians. Sanity checks, not timed: both sides give outputs of the same shape, ours leaves
+generator (``augment.rng.sample_rng``), as ``augment build`` calls it; our shuffle draws from the value pool of the
+batch's images (``augment.pool``), made once, untimed, as a build worker makes it once per split. Each side gets
+its inputs in its own format, prepared untimed (uint8 HWC + bool hole for ours, a float batch + float keep-mask for
+the baseline). Both run on one thread (``torch.set_num_threads(1)``), as one build worker does; the sides alternate
+R times and the figures are medians. Sanity checks, not timed: both sides give outputs of the same shape, ours leaves
 every pixel outside the hole unchanged, and for tile how many images the two sides fill identically (they
 follow the same rule; they differ only where an image has no background line: the paper's style fills zeros).
 
@@ -33,6 +34,7 @@ from common import OtherLoad
 from augment import masks
 from augment.datasets import get_dataset
 from augment.infill import CF, INFILLS, F
+from augment.pool import make_pool
 from augment.rng import sample_rng
 
 
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     other = OtherLoad()
     images, holes = inputs(args.images, args.size)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0)
+    values = make_pool(0, [(f"key{i}", image) for i, image in enumerate(images)])
     print(f"\n[2] infill kernels: {args.images} images {args.size}x{args.size}, one thread, median of {args.repeats}; "
           "paper style = per-image Python loops (tile), one permutation of the whole batch (shuffle)")  # fmt: skip
     print(f"{'role':<4} {'method':<8} {'ours img/s':>11} {'paper img/s':>12} {'ours/paper':>11}  checks")
@@ -113,9 +116,11 @@ def main(argv: list[str] | None = None) -> None:
         hole = holes[role]
         keep = torch.from_numpy(~np.stack(hole))[:, None].float()
 
-        def ours(hole=hole, fill=fill, name=name, role=role) -> list[np.ndarray]:
+        extra = {"pool": values} if INFILLS[name].needs_pool else {}
+
+        def ours(hole=hole, fill=fill, name=name, role=role, extra=extra) -> list[np.ndarray]:
             pairs = enumerate(zip(images, hole, strict=True))
-            return [fill(image, h, sample_rng(0, f"key{i}", role, name, 0)) for i, (image, h) in pairs]
+            return [fill(image, h, sample_rng(0, f"key{i}", role, name, 0), **extra) for i, (image, h) in pairs]
 
         ours(), baseline(x, keep)  # warm-up
         t_ours, t_paper = [], []

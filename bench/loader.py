@@ -39,6 +39,7 @@ from torchvision.transforms import v2
 
 from augment import masks
 from augment.infill import INFILLS
+from augment.pool import load_pool
 
 CF_FIELD, F_FIELD = "cf.tile.jpg", "f.shuffle.0.jpg"
 
@@ -86,9 +87,13 @@ class FolderOnline(Dataset):
     def __init__(self, folder: Path, samples: list[tuple[str, int]], crop: int, epoch: int):
         self.folder, self.samples, self.epoch = folder, samples, epoch
         self.transform = v2.Compose([v2.RandomCrop(crop, pad_if_needed=True), v2.RandomHorizontalFlip()])
+        self.values = None  # shuffle's value pool, made by each worker on first use, as a build worker does
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def pool_member(self, i: int) -> tuple[str, np.ndarray]:
+        return self.samples[i][0], decode(self.folder / f"{self.samples[i][0]}.jpg")
 
     def __getitem__(self, i: int) -> dict:
         key, label = self.samples[i]
@@ -96,8 +101,10 @@ class FolderOnline(Dataset):
         with Image.open(self.folder / f"{key}.mask.png") as m:
             mask = np.asarray(m.convert("L")) > 0
         rng = np.random.default_rng([self.epoch, i])
+        if self.values is None:
+            self.values = load_pool(0, "train", len(self.samples), self.pool_member)
         cf = INFILLS["tile"].fill(image, masks.cf_hole(mask, None, mask.shape), rng)
-        f = INFILLS["shuffle"].fill(image, masks.f_hole(mask, None, mask.shape), rng)
+        f = INFILLS["shuffle"].fill(image, masks.f_hole(mask, None, mask.shape), rng, pool=self.values)
         chw = lambda a: torch.from_numpy(a).permute(2, 0, 1)  # noqa: E731
         views = {"image": tv_tensors.Image(chw(image)), "mask": tv_tensors.Mask(torch.from_numpy(mask)[None]),
                  "cf.tile": tv_tensors.Image(chw(cf)), "f.shuffle": tv_tensors.Image(chw(f))}  # fmt: skip

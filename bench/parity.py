@@ -20,7 +20,8 @@
      config's lr, momentum and weight decay, its lr schedule stepped per epoch, gradients clipped at
      ``config.clip``, one random crop and flip shared by a sample's original, CF and F images, and the loss of
      ``train.train`` written out again (sums over rows / rows). CF and F images are computed **online**, at
-     every step, with the ``augment.infill`` registry's functions from the mask (fresh shuffle draws every
+     every step, with the ``augment.infill`` registry's functions from the mask (shuffle drawing from the batch's
+     own values, as the paper's code does; fresh shuffle draws every
      time), where the trainer reads one stored draw;
    - both select the epoch with the best val accuracy, and both are evaluated by the same code
      (``train.evaluate``: the trainer's eval preprocessing, every test split).
@@ -62,6 +63,7 @@ from PIL import Image
 from augment import masks
 from augment.datasets.synthetic import GENERATOR_VERSION, SHAPES, Synthetic
 from augment.infill import INFILLS
+from augment.pool import make_pool
 from train import evaluate
 from train.config import Config
 from train.models import build_model
@@ -271,12 +273,14 @@ class PlainLoop:
         """The batch's CF then F images, uint8 [B, 3, H, W] per method, computed now: fresh draws at every step
         (zeros for a sample without an object, as the trainer's loader gives)."""
         rng = np.random.default_rng([self.config.seed, epoch, step])
+        batch_pool = make_pool(0, [(str(i), self.images[i]) for i in idx])  # shuffle pools the batch, as the paper
         views = []
         for role, methods in (("cf", self.config.cf), ("f", self.config.f)):
             for name in methods:
                 fill, holes = INFILLS[name].fill, self.holes[role]
-                filled = [fill(self.images[i], holes[i], rng) if self.has[i] else np.zeros_like(self.images[i])
-                          for i in idx]  # fmt: skip
+                extra = {"pool": batch_pool} if INFILLS[name].needs_pool else {}
+                filled = [fill(self.images[i], holes[i], rng, **extra) if self.has[i]
+                          else np.zeros_like(self.images[i]) for i in idx]  # fmt: skip
                 views.append(torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2))
         return views
 

@@ -32,9 +32,12 @@ def tiny_inpainter(size: int = 16):  # noqa: ANN201
 
 
 def method_kwargs(method, h: int = 12, w: int = 16) -> dict:  # noqa: ANN001
-    """What the build passes to a method besides (image, hole, rng): a donor or a loaded model."""
+    """What the build passes to a method besides (image, hole, rng): a donor, a value pool or a loaded model."""
     from augment.infill.mixed_rand import Donor
+    from augment.pool import make_pool
 
+    if method.needs_pool:  # the split's pool: here, three other images
+        return {"pool": make_pool(0, [(f"k{i}", make_image(h, w, seed=50 + i)) for i in range(3)])}
     if method.needs_donor:
         return {"donor": Donor(make_image(h, w, seed=99), rect_hole(h, w, 2, 6, 3, 9))}
     if method.needs_model:

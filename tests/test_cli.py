@@ -90,8 +90,8 @@ def test_datasets_lists_datasets_and_methods_with_roles() -> None:
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--infill", "blur"], "'blur' is not one of 'grey', 'random', 'shuffle', 'tile'"),
-    (["--factual", "tile"], "'tile' is not one of 'random', 'shuffle', 'mixed-rand'"),
+    (["--infill", "blur"], "'blur' is not one of 'grey', 'random', 'shuffle', 'shuffle-image', 'tile'"),
+    (["--factual", "tile"], "'tile' is not one of 'random', 'shuffle', 'shuffle-image', 'mixed-rand'"),
     (["--dataset", "imagenet"], "'imagenet' is not one of 'synthetic'"),
     (["--copies", "0"], "--copies"),
     (["--bias", "1.5"], "--bias"),

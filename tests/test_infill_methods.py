@@ -9,7 +9,7 @@ import pytest
 from conftest import make_image, method_kwargs, rect_hole
 
 from augment import infill
-from augment.infill import grey, mixed_rand, random, shuffle, tile
+from augment.infill import grey, mixed_rand, random, shuffle_image, tile
 
 RNG = np.random.default_rng
 
@@ -36,19 +36,19 @@ def test_random_is_one_colour_plus_sigma_02_noise_clipped_not_wrapped() -> None:
     assert np.abs(a - b).max() > 5  # the colour is drawn per image
 
 
-def test_shuffle_full_hole_is_a_permutation_of_the_image_values() -> None:
+def test_shuffle_image_full_hole_is_a_permutation_of_the_image_values() -> None:
     image = make_image()
-    out = shuffle.fill(image, np.ones(image.shape[:2], bool), RNG(0))
+    out = shuffle_image.fill(image, np.ones(image.shape[:2], bool), RNG(0))
     assert sorted(out.ravel().tolist()) == sorted(image.ravel().tolist())
     assert not np.array_equal(out, image)
     assert not np.array_equal(out[..., 0], np.sort(out[..., 0]))
 
 
-def test_shuffle_partial_hole_holds_the_image_own_values() -> None:
+def test_shuffle_image_partial_hole_holds_the_image_own_values() -> None:
     image = np.zeros((10, 10, 3), np.uint8)
     image[..., 0] = np.arange(100).reshape(10, 10)  # values 0..99 appear once each in channel 0, 0 elsewhere
     hole = rect_hole(10, 10, 2, 6, 2, 6)
-    filled = shuffle.fill(image, hole, RNG(3))[hole].ravel()
+    filled = shuffle_image.fill(image, hole, RNG(3))[hole].ravel()
     available = Counter(image.ravel().tolist())
     assert all(available[v] >= n for v, n in Counter(filled.tolist()).items())  # a sub-multiset of the image
 

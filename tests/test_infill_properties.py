@@ -82,7 +82,7 @@ def test_bad_inputs_are_rejected_with_the_expected_form(name: str) -> None:
 
 
 def test_lookup_errors_list_the_valid_choices() -> None:
-    with pytest.raises(ValueError, match="valid choices: grey, random, shuffle, tile"):
+    with pytest.raises(ValueError, match="valid choices: grey, random, shuffle, shuffle-image, tile"):
         infill.get_infill("blur", infill.CF)
     with pytest.raises(ValueError, match="'tile' is a CF-only method; valid --factual choices: random, shuffle"):
         infill.get_infill("tile", infill.F)

@@ -99,7 +99,7 @@ def test_permuted_shards_are_the_same_bytes_whatever_the_workers_or_slices(in9_r
     assert reference == one == merged  # the manifests too
 
 
-def test_version_1_builds_are_still_read_but_not_resumed_as_version_2(in9_root: Path, in9_build,
+def test_version_1_builds_are_still_read_but_not_resumed_as_version_3(in9_root: Path, in9_build,
                                                                        tmp_path: Path) -> None:  # fmt: skip
     from train.data import read_manifest
 
@@ -114,11 +114,11 @@ def test_version_1_builds_are_still_read_but_not_resumed_as_version_2(in9_root: 
     (out / schema.MANIFEST).write_text(json.dumps({**manifest, "format_version": 1}))
     assert schema.read_manifest(out)["format_version"] == 1 and read_manifest(out)["format_version"] == 1
     assert verify(out, progress=False)[0] == []
-    with pytest.raises(BuildError, match=r"differs in format_version: 1 -> 2"):
+    with pytest.raises(BuildError, match=r"differs in format_version: 1 -> 3"):
         build(out, BuildConfig(**IN9, dataset_options={"root": str(in9_root)}), progress=False)
-    for bad in (3, True, "2"):
+    for bad in (4, True, "2"):
         (out / schema.MANIFEST).write_text(json.dumps({**manifest, "format_version": bad}))
-        with pytest.raises(ValueError, match=r"format_version .*this tool reads 1, 2"):
+        with pytest.raises(ValueError, match=r"format_version .*this tool reads 1, 2, 3"):
             schema.read_manifest(out)
 
 

@@ -165,6 +165,13 @@ class Config:
             raise ValueError(f"{whose} val_split {self.val_split!r} is not a split of this build (splits: {splits}); "
                              f"pass --val-split SPLIT{hint}")  # fmt: skip
         check_fields(manifest, Fields(cf=self.cf, f=self.f, copies=manifest["methods"]["copies"]))
+        from augment.schema import POOLED_SHUFFLE_SINCE
+
+        version = manifest.get("format_version")
+        if "shuffle" in (*self.cf, *self.f) and isinstance(version, int) and version < POOLED_SHUFFLE_SINCE:
+            raise ValueError(f"this build is format version {version}, whose shuffle images are the per-image "
+                             "variant (now called shuffle-image), not the pooled shuffle; rebuild it with this version "
+                             "of augment (--infill/--factual shuffle, or shuffle-image for the per-image variant)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

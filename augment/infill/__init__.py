@@ -14,9 +14,11 @@ Every method is one function in its own file with the signature::
     fill(image: uint8[H, W, 3], hole: bool[H, W], rng: np.random.Generator) -> uint8[H, W, 3]
 
 registered with ``@register(name, roles=..., stochastic=..., summary=...)``. Methods that need a second image
-(``mixed-rand``) declare ``needs_donor=True`` and take it as the keyword argument ``donor``. Methods that run a
-model (``cagan``) also register ``batch=``, the same method over lists of images that the build uses to fill
-a batch at once; they take the loaded model as the keyword argument ``inpainter`` and count as ``needs_model``.
+(``mixed-rand``) declare ``needs_donor=True`` and take it as the keyword argument ``donor``; methods that draw from
+the split's value pool (``shuffle``, see ``augment.pool``) declare ``needs_pool=True`` and take it as ``pool``.
+Methods that run a model (``cagan``) also register ``batch=``, the same method over lists of images that the build
+uses to fill a batch at once; they take the loaded model as the keyword argument ``inpainter`` and count as
+``needs_model``.
 The registry name is also the CLI value and the shard field name (``cf.tile.jpg``). A method never mutates
 its input and draws all its randomness from ``rng``.
 
@@ -49,6 +51,7 @@ class Infill:
     summary: str
     needs_donor: bool = False
     needs_model: bool = False
+    needs_pool: bool = False  # takes the split's ValuePool as ``pool``
     batch: Callable[..., list[np.ndarray]] | None = None  # fill_batch(images, holes, *, inpainter) for model methods
 
 
@@ -57,7 +60,7 @@ INFILLS: dict[str, Infill] = {}
 
 def register(
     name: str, *, roles: tuple[str, ...], stochastic: bool, summary: str, needs_donor: bool = False,
-    batch: Callable[..., list[np.ndarray]] | None = None,
+    needs_pool: bool = False, batch: Callable[..., list[np.ndarray]] | None = None,
 ) -> Callable[[InfillFn], InfillFn]:  # fmt: skip
     """Register ``fn`` under ``name``; registering a name twice is an error."""
     bad = set(roles) - set(ROLES)
@@ -67,7 +70,8 @@ def register(
     def deco(fn: InfillFn) -> InfillFn:
         if name in INFILLS:
             raise ValueError(f"infill {name!r} registered twice ({INFILLS[name].fill.__module__}, {fn.__module__})")
-        INFILLS[name] = Infill(name, fn, frozenset(roles), stochastic, summary, needs_donor, batch is not None, batch)
+        INFILLS[name] = Infill(name, fn, frozenset(roles), stochastic, summary, needs_donor, batch is not None,
+                               needs_pool, batch)  # fmt: skip
         return fn
 
     return deco
@@ -119,4 +123,4 @@ def scatter(image: np.ndarray, hole: np.ndarray, values: np.ndarray) -> np.ndarr
 
 
 # Import every method so that it registers itself (order = order in `augment datasets` and the CLI enums).
-from augment.infill import grey, random, shuffle, tile, mixed_rand, cagan  # noqa: E402, F401, I001
+from augment.infill import grey, random, shuffle, shuffle_image, tile, mixed_rand, cagan  # noqa: E402, F401, I001
