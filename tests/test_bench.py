@@ -92,3 +92,35 @@ def test_parity_plain_loop_follows_the_trainer(bench_path: None) -> None:
             assert optimizer.param_groups[0]["lr"] == pytest.approx(config.lr * parity.lr_factor(config, epoch))
             optimizer.step()
             scheduler.step()
+
+
+def test_photo_fixture_reads_as_in9_with_its_masks(bench_path: None, tmp_path: Path) -> None:
+    """bench/photos.py's fixture: scikit-image photos in IN-9's layout, read by the in9 adapter with train masks from
+    no_fg close to the drawn ones and exact test masks; the probes' features are those the docstring names."""
+    pytest.importorskip("skimage")
+    import numpy as np
+    import photos
+
+    from augment.datasets import get_dataset
+
+    root = tmp_path / "bg_challenge"
+    counts = photos.write_fixture(root, n_train=18, n_test=9, size=64, seed=0)
+    assert counts == {"train": 18, "val": 9, **{v: 9 for v in photos.TEST_VARIANTS}}
+    data = get_dataset("in9", root=str(root), image_size=64)
+    assert data.classes == photos.SHAPES
+    plans = data.splits()
+    assert [r.label for r in plans["train"].refs] == sorted(i % 9 for i in range(18))  # class folder by class folder
+    images = photos.load_photos()
+    for i, item in enumerate(data.items["train"]):
+        index = int(item.path.rsplit("_", 2)[1])
+        _, drawn, _ = photos.sample(images, 0, "train", index, 64)
+        derived = data.load("train", i).mask
+        assert (derived & drawn).sum() / (derived | drawn).sum() > 0.8, item.path  # JPEG rings on dark photos
+    for i in range(len(data.items["mixed_next"])):
+        sample = data.load("mixed_next", i)
+        _, drawn, photo = photos.sample(images, 0, "mixed_next", sample.label, 64)
+        assert photo == (sample.label + 1) % 9 and np.array_equal(sample.mask, drawn)
+    image, mask = np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), bool)
+    image[:2], mask[:2] = 255, True  # object white, background black
+    assert photos.whole_stats(image).tolist() == [0.5] * 6
+    assert photos.background_stats(image, mask).tolist() == [0.0] * 12
