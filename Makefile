@@ -10,7 +10,7 @@ RUNS := runs/demo
 # docs/grids/demo.toml: Orig and CF(tile)+F(shuffle) with the demo preset, two runs at a time on the 2 cores
 DEMO_STUDY := $(VENV)/bin/train study --shards $(DEMO) --grid docs/grids/demo.toml --jobs 2
 
-.PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench clean
+.PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench photos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,11 +22,16 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q
 
-# Builds the demo shards once (a build folder without manifest.json is unfinished and is rebuilt), checks them and
+# A build is redone when the code that writes it changed (e.g. a new shard format), else kept.
+AUGMENT_SOURCES := $(wildcard augment/*.py augment/*/*.py)
+
+# Builds the demo shards (a build folder without manifest.json is unfinished and is rebuilt), checks them and
 # draws a contact sheet; `train` then trains Orig and CF(tile)+F(shuffle) side by side on them (CPU, about 4 minutes)
 # and prints the table.
-demo-shards: install
-	test -f $(DEMO)/manifest.json || $(VENV)/bin/augment $(DEMO_BUILD) --overwrite
+$(DEMO)/manifest.json: $(STAMP) $(AUGMENT_SOURCES)
+	$(VENV)/bin/augment $(DEMO_BUILD) --overwrite
+
+demo-shards: install $(DEMO)/manifest.json
 	$(VENV)/bin/augment verify -q $(DEMO)
 	$(VENV)/bin/augment preview $(DEMO) --out $(DEMO)/preview.png
 
@@ -40,10 +45,12 @@ train: demo-shards
 # copies the report and its figures to docs/results-synthetic.md and docs/results-synthetic/.
 REPRO := shards/reproduce
 STUDY := runs/reproduce
-reproduce: install
-	test -f $(REPRO)/manifest.json || $(VENV)/bin/augment build --dataset synthetic --size 1000 --image-size 32 \
+$(REPRO)/manifest.json: $(STAMP) $(AUGMENT_SOURCES)
+	$(VENV)/bin/augment build --dataset synthetic --size 1000 --image-size 32 \
 		--infill grey --infill random --infill shuffle --infill tile --factual random --factual shuffle \
 		--factual mixed-rand --out $(REPRO) --overwrite -q
+
+reproduce: install $(REPRO)/manifest.json
 	$(VENV)/bin/train study --shards $(REPRO) --grid docs/grids/synthetic-cpu.toml --seeds 3 --jobs 2 --out $(STUDY)
 	mkdir -p docs/results-synthetic
 	cp $(STUDY)/fig*.png docs/results-synthetic/
@@ -71,6 +78,11 @@ bench: install
 	$(PY) bench/trainer.py $(if $(QUICK),--quick)
 	$(PY) bench/parity.py $(if $(QUICK),--quick)
 	$(PY) bench/cagan.py --batch-sizes 1 8 $(if $(QUICK),--quick)
+
+# docs/results-photos.md: F(shuffle) pooled vs per-image, and --copies 1/4/8, on an IN-9-layout dataset whose
+# backgrounds are scikit-image's sample photographs (about 14 minutes on 2 cores; outputs in bench/out/photos/).
+photos: install
+	$(PY) bench/photos.py $(if $(QUICK),--quick)
 
 # Trains CAGAN on the backgrounds of a 40 px synthetic build (CPU, minutes), compares it with tile on held-out holes,
 # draws original | hole | cagan | tile, and builds CF(cagan) shards with it.

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from augment.build import BuildConfig, build
 from train.cli import app
-from train.data import in_subset
-from train.study import load_grid
+from train.config import Config
+from train.data import in_subset, manifest_sha256
+from train.study import RunSpec, finished, load_grid
 
 GRID = """
 [defaults]
@@ -117,3 +118,16 @@ def test_training_subsets_are_nested_and_about_the_right_size() -> None:
     quarter = {k for k in keys if in_subset(k, 0.25)}
     half = {k for k in keys if in_subset(k, 0.5)}
     assert quarter < half and 900 < len(quarter) < 1100 and 1900 < len(half) < 2100
+
+
+def test_a_run_of_another_build_is_not_reused(study: Path, shards: Path) -> None:
+    """The same config on rebuilt shards (another augment version, changed data) is another run."""
+    results = study / "runs/Orig/s0/results.json"
+    recorded = json.loads(results.read_text())
+    assert recorded["manifest_sha256"] == manifest_sha256(shards)
+    config = Config(**json.loads((results.parent / "config.json").read_text()))
+    spec = RunSpec("Orig", 0, 1.0, config)
+    assert finished(spec)
+    results.write_text(json.dumps({**recorded, "manifest_sha256": "0" * 64}))
+    assert not finished(spec)
+    results.write_text(json.dumps(recorded))

@@ -348,6 +348,12 @@ def loader(stream: ShardStream, batch_size: int, workers: int, drop_last: bool) 
     )  # fmt: skip
 
 
+def manifest_sha256(root: str | Path) -> str:
+    """sha256 of the build's manifest.json (a local folder or a URL): it names the build, since the manifest lists
+    every shard's sha256."""
+    return hashlib.sha256(shards.read_bytes(shards.join(str(root), schema.MANIFEST), MAX_MANIFEST_BYTES)).hexdigest()
+
+
 def read_manifest(root: str | Path, verify: bool = False) -> dict[str, Any]:
     """The manifest of the build at ``root``, a local folder or a URL; with ``verify``, every shard's checksum
     (and, for a local build, every sample) is checked first."""

@@ -170,11 +170,17 @@ def make_spec(
 
 
 def finished(spec: RunSpec) -> bool:
-    """A run whose results exist for exactly this config."""
+    """A run whose results exist for exactly this config and this build (the manifest's sha256: shards rebuilt by
+    another version of augment, or from changed data, give other results under the same config)."""
+    from train.data import manifest_sha256
+
     folder = Path(spec.config.out)
     if not (folder / "results.json").is_file() or not (folder / "config.json").is_file():
         return False
-    return json.loads((folder / "config.json").read_text()) == spec.config.to_dict()
+    if json.loads((folder / "config.json").read_text()) != spec.config.to_dict():
+        return False
+    learnt_from = json.loads((folder / "results.json").read_text()).get("manifest_sha256")
+    return learnt_from == manifest_sha256(spec.config.shards)
 
 
 def run(spec: RunSpec) -> None:

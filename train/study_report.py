@@ -7,7 +7,6 @@ Markdown with the figures beside it and as one self-contained HTML file with the
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import json
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from train.data import manifest_sha256
 from train.report import command_of, declared_test_splits
 from train.report import mean_sd as cell  # "mean ± sd" over seeds, "-" when none
 
@@ -52,12 +52,6 @@ def contradicting_splits(manifest: dict[str, Any]) -> list[str]:
     names = [evaluation.get("bg_gap", {}).get("rand"), evaluation.get("background_reliance", {}).get("shifted"),
              evaluation.get("flip", {}).get("shifted")]  # fmt: skip
     return [n for n in dict.fromkeys(names) if n in manifest["splits"]]
-
-
-def manifest_sha256(root: str) -> str:
-    from augment import schema, shards
-
-    return hashlib.sha256(shards.read_bytes(shards.join(root, schema.MANIFEST), 64 << 20)).hexdigest()
 
 
 class Blocks(list):

@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from train import evaluate
 from train.config import Config
-from train.data import Fields, ShardStream, loader, read_manifest
+from train.data import Fields, ShardStream, loader, manifest_sha256, read_manifest
 from train.losses import (
     cf_loss,
     fgsm_background,
@@ -208,6 +208,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     module.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
     results = evaluate.evaluate_all(module, config.shards, manifest, crop, config, device)
     results["method"] = config.method_name()
+    results["manifest_sha256"] = manifest_sha256(config.shards)  # which build it learnt from: a rebuild is a new run
     evaluate.write_results(out, results)
     return results
 
