@@ -46,6 +46,7 @@ train: demo-shards
 REPRO := shards/reproduce
 STUDY := runs/reproduce
 $(REPRO)/manifest.json: $(STAMP) $(AUGMENT_SOURCES)
+	rm -rf $(STUDY)  # its runs learnt from the old build
 	$(VENV)/bin/augment build --dataset synthetic --size 1000 --image-size 32 \
 		--infill grey --infill random --infill shuffle --infill tile --factual random --factual shuffle \
 		--factual mixed-rand --out $(REPRO) --overwrite -q

@@ -12,7 +12,7 @@ from augment.build import BuildConfig, build
 from train.cli import app
 from train.config import Config
 from train.data import in_subset, manifest_sha256
-from train.study import RunSpec, finished, load_grid
+from train.study import RunSpec, finished, load_grid, run
 
 GRID = """
 [defaults]
@@ -130,4 +130,6 @@ def test_a_run_of_another_build_is_not_reused(study: Path, shards: Path) -> None
     assert finished(spec)
     results.write_text(json.dumps({**recorded, "manifest_sha256": "0" * 64}))
     assert not finished(spec)
+    with pytest.raises(ValueError, match="holds a run on another build"):
+        run(spec)  # not resumed from a checkpoint of the old build either
     results.write_text(json.dumps(recorded))

@@ -195,6 +195,9 @@ def run(spec: RunSpec) -> None:
     if resume and (folder / "config.json").is_file():
         if json.loads((folder / "config.json").read_text()) != spec.config.to_dict():
             raise ValueError(f"{folder}: holds a run of another config; delete it or choose another --out")
+        if (folder / "results.json").is_file():  # finished, but not on this build (else finished() was true)
+            raise ValueError(f"{folder}: holds a run on another build of {spec.config.shards} (its manifest sha256 "
+                             "differs); delete the study folder or choose another --out")  # fmt: skip
     log.info("study: %s %s", "resuming" if resume else "training", folder)
     fit(spec.config, resume=resume)
 

@@ -90,6 +90,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
 
     # ---- data --------------------------------------------------------------------------------------------------
     manifest = read_manifest(config.shards, verify=verify and main)
+    built = manifest_sha256(config.shards)  # names the build: results and checkpoints carry it
     classes = manifest["dataset"]["classes"]
     config.check_build(manifest)  # its val split and CF/F images are in the build
     fields = Fields(cf=config.cf, f=config.f, copies=manifest["methods"]["copies"])
@@ -126,6 +127,9 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     start, best, stale = 0, -math.inf, 0
     if resume and (out / "last.pt").is_file():
         state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+        if state.get("manifest_sha256", built) != built:
+            raise ValueError(f"--resume: {out / 'last.pt'} was trained on another build of --shards (manifest sha256 "
+                             f"{state['manifest_sha256'][:12]}..., now {built[:12]}...); choose another --out")
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -191,7 +195,8 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
             log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in row.items()}))
             state = {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "stale": stale,
-                     "rng": rng_state(), "config": config.to_dict(), "classes": classes}  # fmt: skip
+                     "rng": rng_state(), "config": config.to_dict(), "classes": classes,
+                     "manifest_sha256": built}  # fmt: skip
             atomic_save(state, out / "last.pt")
             if improved:
                 atomic_save({"model": module.state_dict(), "epoch": epoch, "config": config.to_dict(),
@@ -208,7 +213,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     module.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
     results = evaluate.evaluate_all(module, config.shards, manifest, crop, config, device)
     results["method"] = config.method_name()
-    results["manifest_sha256"] = manifest_sha256(config.shards)  # which build it learnt from: a rebuild is a new run
+    results["manifest_sha256"] = built  # which build it learnt from: the study retrains when the build changes
     evaluate.write_results(out, results)
     return results
 
