@@ -33,7 +33,7 @@ $(DEMO)/manifest.json: $(STAMP) $(AUGMENT_SOURCES)
 
 demo-shards: install $(DEMO)/manifest.json
 	$(VENV)/bin/augment verify -q $(DEMO)
-	$(VENV)/bin/augment preview $(DEMO) --out $(DEMO)/preview.png
+	$(VENV)/bin/augment preview $(DEMO) --out $(DEMO)-preview.png  # beside the build: --overwrite only touches builds
 
 train: demo-shards
 	rm -rf $(RUNS)
