@@ -41,7 +41,7 @@ train: demo-shards
 	$(VENV)/bin/train report $(RUNS)/runs --out $(RUNS)/report.md
 
 # The paper's comparison (docs/grids/paper.toml: 14 rows + the training-set-size curve) over 3 seeds on synthetic
-# data at 32 px, two runs at a time (about 19 minutes on 2 cores). Writes runs/reproduce/REPORT.md and .html, and
+# data at 32 px, two runs at a time (about 13 minutes on 2 cores). Writes runs/reproduce/REPORT.md and .html, and
 # copies the report and its figures to docs/results-synthetic.md and docs/results-synthetic/.
 REPRO := shards/reproduce
 STUDY := runs/reproduce
