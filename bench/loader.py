@@ -39,7 +39,7 @@ from torchvision.transforms import v2
 
 from augment import masks
 from augment.infill import INFILLS
-from augment.pool import load_pool
+from augment.pool import ValuePool, load_pool
 
 CF_FIELD, F_FIELD = "cf.tile.jpg", "f.shuffle.0.jpg"
 
@@ -84,16 +84,12 @@ def to_input(image: torch.Tensor) -> torch.Tensor:
 class FolderOnline(Dataset):
     """Originals + masks from files; CF(tile) and F(shuffle) computed per sample, then crop, flip, normalise."""
 
-    def __init__(self, folder: Path, samples: list[tuple[str, int]], crop: int, epoch: int):
-        self.folder, self.samples, self.epoch = folder, samples, epoch
+    def __init__(self, folder: Path, samples: list[tuple[str, int]], crop: int, epoch: int, values: ValuePool):
+        self.folder, self.samples, self.epoch, self.values = folder, samples, epoch, values  # values: shuffle's pool
         self.transform = v2.Compose([v2.RandomCrop(crop, pad_if_needed=True), v2.RandomHorizontalFlip()])
-        self.values = None  # shuffle's value pool, made by each worker on first use, as a build worker does
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def pool_member(self, i: int) -> tuple[str, np.ndarray]:
-        return self.samples[i][0], decode(self.folder / f"{self.samples[i][0]}.jpg")
 
     def __getitem__(self, i: int) -> dict:
         key, label = self.samples[i]
@@ -101,8 +97,6 @@ class FolderOnline(Dataset):
         with Image.open(self.folder / f"{key}.mask.png") as m:
             mask = np.asarray(m.convert("L")) > 0
         rng = np.random.default_rng([self.epoch, i])
-        if self.values is None:
-            self.values = load_pool(0, "train", len(self.samples), self.pool_member)
         cf = INFILLS["tile"].fill(image, masks.cf_hole(mask, None, mask.shape), rng)
         f = INFILLS["shuffle"].fill(image, masks.f_hole(mask, None, mask.shape), rng, pool=self.values)
         chw = lambda a: torch.from_numpy(a).permute(2, 0, 1)  # noqa: E731
@@ -155,12 +149,16 @@ def main(argv: list[str] | None = None) -> None:
     crop = round(args.image_size * 7 / 8)
     batch, workers = args.batch_size, args.workers
 
+    # the online loader's shuffle pool: made once, untimed (a training run would make it once, not per epoch)
+    member = lambda i: (samples[i][0], decode(work / "folder" / f"{samples[i][0]}.jpg"))  # noqa: E731
+    values = load_pool(0, "train", len(samples), member)
+
     def plain(dataset: Dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
 
     loaders = {
         "shards (train.data), CF+F precomputed": lambda r: shard_loader(shards, crop, batch, workers, r),
-        "folder + online tile/shuffle": lambda r: plain(FolderOnline(work / "folder", samples, crop, r)),
+        "folder + online tile/shuffle": lambda r: plain(FolderOnline(work / "folder", samples, crop, r, values)),
         "decode only: 3 JPEGs (orig, CF, F)": lambda r: plain(DecodeOnly(work / "folder", samples,
                                                                         ("jpg", CF_FIELD, F_FIELD))),
         "decode only: original JPEG": lambda r: plain(DecodeOnly(work / "folder", samples, ("jpg",))),
