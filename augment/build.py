@@ -542,8 +542,12 @@ def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Pl
             "classes": list(dataset.classes),
         },
         "image_size": config.image_size or dataset.default_image_size,
-        "methods": {"cf": config.infill, "f": config.factual, "copies": config.copies,
-                    **({"pool": pool_header(config, plans)} if config.needs_pool() else {})},  # fmt: skip
+        "methods": {
+            "cf": config.infill,
+            "f": config.factual,
+            "copies": config.copies,
+            **({"pool": pool_header(config, plans)} if config.needs_pool() else {}),
+        },
         "encoding": schema.encoding(),
         "environment": schema.environment(),
         "models": model_provenance(config),

@@ -23,7 +23,7 @@ from augment.verify import verify
 
 PER_CLASS = 60  # IN-9 train images per class: 3 classes x 60, listed class by class as IN-9's folders are
 SHARD_SIZE = 20  # 9 train shards
-IN9 = dict(dataset="in9", image_size=32, shard_size=SHARD_SIZE, infill=["tile"], factual=["mixed-rand"])
+IN9 = dict(dataset="in9", image_size=32, shard_size=SHARD_SIZE, infill=["tile"], factual=["mixed-rand", "shuffle"])
 # A shard's class counts against the split's proportions: Pearson's chi-square. A shard is a sample without
 # replacement, whose counts vary less than the multinomial's, so chi-square with K - 1 = 2 degrees of freedom bounds
 # the statistic's tail: P(X > x) = exp(-x / 2), so 18.4 is exceeded with probability 1e-4 per shard (1e-3 over the

@@ -159,4 +159,3 @@ def test_a_pool_member_that_fails_to_load_stops_the_build_naming_it(tmp_path: Pa
     config = dict(dataset="indexed", factual=["shuffle"], dataset_options={"fail_at": 5})
     with pytest.raises(BuildError, match="train sample 5 of indexed .a member of the shuffle pool.: OSError"):
         build(tmp_path / "fail", BuildConfig(**config), progress=False)
-

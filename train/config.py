@@ -169,9 +169,11 @@ class Config:
 
         version = manifest.get("format_version")
         if "shuffle" in (*self.cf, *self.f) and isinstance(version, int) and version < POOLED_SHUFFLE_SINCE:
-            raise ValueError(f"this build is format version {version}, whose shuffle images are the per-image "
-                             "variant (now called shuffle-image), not the pooled shuffle; rebuild it with this version "
-                             "of augment (--infill/--factual shuffle, or shuffle-image for the per-image variant)")
+            raise ValueError(
+                f"this build is format version {version}, whose shuffle images are the per-image "
+                "variant (now called shuffle-image), not the pooled shuffle; rebuild it with this version "
+                "of augment (--infill/--factual shuffle, or shuffle-image for the per-image variant)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -128,8 +128,10 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     if resume and (out / "last.pt").is_file():
         state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
         if state.get("manifest_sha256", built) != built:
-            raise ValueError(f"--resume: {out / 'last.pt'} was trained on another build of --shards (manifest sha256 "
-                             f"{state['manifest_sha256'][:12]}..., now {built[:12]}...); choose another --out")
+            raise ValueError(
+                f"--resume: {out / 'last.pt'} was trained on another build of --shards (manifest sha256 "
+                f"{state['manifest_sha256'][:12]}..., now {built[:12]}...); choose another --out"
+            )
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
