@@ -56,6 +56,12 @@ class OtherLoad:
         return f"    other jobs on the machine used {other:.0%} of its {os.cpu_count()} cores meanwhile"
 
 
+def git(*args: str) -> list[str]:
+    """The output lines of a git command in this checkout: which commits (and uncommitted edits) a run measured."""
+    out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parent)
+    return out.stdout.splitlines()
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -47,7 +47,6 @@ import io
 import json
 import math
 import shutil
-import subprocess
 import tarfile
 import time
 import warnings
@@ -57,7 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import OUT, OtherLoad, cli, machine
+from common import OUT, OtherLoad, cli, git, machine
 from PIL import Image
 
 from augment import masks
@@ -346,12 +345,6 @@ def compare(config: Config, shards: Path, manifest: dict[str, Any], trainer_firs
         "plain loop": {**state["plain loop"], "img_per_s": overall(p), "epoch_img_per_s": p,
                        "wall_s": wall["plain loop"]},
     }  # fmt: skip
-
-
-def git(*args: str) -> list[str]:
-    """The output lines of a git command in this checkout: which commits (and uncommitted edits) a run measured."""
-    out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parent)
-    return out.stdout.splitlines()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -45,9 +45,7 @@ import importlib.util
 import json
 import shutil
 import statistics
-import subprocess
 import sys
-import tarfile
 import time
 import warnings
 from collections import defaultdict
@@ -56,10 +54,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-from common import OUT, OtherLoad, cli, machine
+from common import OUT, OtherLoad, cli, git, machine
 from PIL import Image
 
 from augment.datasets.synthetic import shape_mask as synthetic_shape_mask
+from augment.encode import decode_image, decode_mask
+from augment.shards import iter_records
 
 FIXTURE_VERSION = 1  # bump whenever the fixture's pixels for the same parameters change
 # (class-folder name, file in skimage's data folder): the photo that is class c's background
@@ -265,12 +265,10 @@ def field_megabytes(out: Path, manifest: dict[str, Any]) -> dict[str, float]:
     copies together), ..."""
     sizes: dict[str, int] = defaultdict(int)
     for shard in manifest["splits"]["train"]["shards"]:
-        with tarfile.open(out / shard["path"]) as tar:
-            for member in tar:
-                field = member.name.split(".", 1)[1]
+        for _, fields in iter_records(out / shard["path"]):
+            for field, data in fields.items():
                 parts = field.split(".")
-                kind = ".".join(parts[:2]) if parts[0] in ("cf", "f") else field
-                sizes[kind] += member.size
+                sizes[".".join(parts[:2]) if parts[0] in ("cf", "f") else field] += len(data)
     return {k: v / 1e6 for k, v in sorted(sizes.items())}
 
 
@@ -279,22 +277,17 @@ def field_megabytes(out: Path, manifest: dict[str, Any]) -> dict[str, float]:
 
 def read_train(out: Path, factual: list[str]) -> dict[str, Any]:
     """Labels, masks, originals and copy 0 of each F method of the train records with an object, in key order."""
-    import io
-
-    records: dict[str, dict[str, Any]] = defaultdict(dict)
+    records: dict[str, dict[str, Any]] = {}
     manifest = json.loads((out / "manifest.json").read_text())
-    wanted = {"jpg": "original", "mask.png": "mask", **{f"f.{m}.0.jpg": m for m in factual}}
+    wanted = {"jpg": "original", **{f"f.{m}.0.jpg": m for m in factual}}
     for shard in manifest["splits"]["train"]["shards"]:
-        with tarfile.open(out / shard["path"]) as tar:
-            for member in tar:
-                key, field = member.name.split(".", 1)
-                data = tar.extractfile(member).read()
-                if field == "json":
-                    records[key]["label"] = json.loads(data)["label"]
-                elif field in wanted:
-                    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("L" if field == "mask.png" else "RGB"))
-                    records[key][wanted[field]] = pixels > 127 if field == "mask.png" else pixels
-    keys = sorted(k for k, r in records.items() if "mask" in r)
+        for key, fields in iter_records(out / shard["path"], ["json", "mask.png", *wanted]):
+            if "mask.png" not in fields:
+                continue  # no object: no F images
+            record = {name: decode_image(fields[field]) for field, name in wanted.items()}
+            records[key] = {"label": json.loads(fields["json"])["label"], "mask": decode_mask(fields["mask.png"]),
+                            **record}  # fmt: skip
+    keys = sorted(records)
     return {name: [records[k][name] for k in keys] for name in ("label", "mask", "original", *factual)}
 
 
@@ -385,11 +378,6 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 # ---- the report ----------------------------------------------------------------------------------------------------
-
-
-def git(*args: str) -> list[str]:
-    out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parent)
-    return out.stdout.splitlines()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
