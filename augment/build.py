@@ -278,7 +278,7 @@ class Job:
         if not self.config.needs_pool():
             return None
         if split not in self.pools:
-            n = len(self.dataset.splits()[split].refs)
+            n = len(self.orders[split])  # the split's size, without scanning its plan again
             self.pools[split] = pool.load_pool(self.config.seed, split, n, lambda i: self.pool_member(split, i))
         return self.pools[split]
 
