@@ -13,6 +13,7 @@ without one is an unfinished build, and running the same command again resumes i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections import Counter
@@ -26,7 +27,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 import augment
-from augment import encode, infill, journal, masks, pool, schema
+from augment import encode, infill, journal, masks, orphans, pool, schema
 from augment.datasets import DATASETS, Dataset, Sample, get_dataset
 from augment.datasets.files import ON_ERROR
 from augment.diff import diff_dicts
@@ -381,9 +382,16 @@ def build_shard(
 
 def run_tasks(calls: list[tuple], workers: int, scheduler: str | None) -> Iterator[dict[str, Any]]:
     """Run ``build_shard(*args)`` for every args tuple, yielding results as they finish: on local processes (joblib's
-    loky backend), or on the dask.distributed cluster at ``scheduler``."""
+    loky backend), or on the dask.distributed cluster at ``scheduler``.
+
+    A local worker exits when this process dies, even by SIGKILL (``augment.orphans``): left running, it would go on
+    building shards nobody collects, into the folder a re-run is using. Dask workers are left alone: they may be on
+    other machines, and outlive a client by design.
+    """
     if scheduler is None:
-        yield from Parallel(n_jobs=workers, return_as="generator_unordered")(delayed(build_shard)(*a) for a in calls)
+        main = os.getpid()
+        tasks = (delayed(orphans.child_task)(main, build_shard, *a) for a in calls)
+        yield from Parallel(n_jobs=workers, return_as="generator_unordered")(tasks)
         return
     from distributed import Client, as_completed
 

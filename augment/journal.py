@@ -7,10 +7,12 @@
   atomically by the worker right after the shard's own atomic rename.
 
 Re-running the same command keeps every shard whose file matches its record and rebuilds the rest, so a build
-killed at any moment (SIGKILL included) ends byte-identical to an uninterrupted one. ``--shard-range`` builds a
-slice of the tasks; ``augment merge`` writes the manifest once every slice is done. The manifest is assembled from
-the header and the records in task order, so it is the same bytes however the work was cut or scheduled. Once it is
-written, ``.build/`` is removed.
+killed at any moment (SIGKILL included) ends byte-identical to an uninterrupted one; local workers exit with the
+main process (``augment.orphans``), so a re-run never races a worker of the killed run, and it removes the temp
+files that workers stopped mid-shard left (:func:`remove_temp_files`). ``--shard-range`` builds a slice of the
+tasks; ``augment merge`` writes the manifest once every slice is done. The manifest is assembled from the header and
+the records in task order, so it is the same bytes however the work was cut or scheduled. Once it is written,
+``.build/`` is removed.
 """
 
 from __future__ import annotations
