@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -615,10 +616,13 @@ def build(
 
     calls = [(config, factory, out, t, plan.splits[t.split]["augmented"]) for t in todo]
     attempted = sum(t.stop - t.start for t in todo)
-    desc = f"augment build {config.dataset}" + (f" (resuming: {len(mine) - len(todo)} shards kept)" if resume.keep
-                                                else "")  # fmt: skip
+    n_kept = len(mine) - len(todo)
+    desc = f"augment build {config.dataset}" + (f" (resuming: {n_kept} shards kept)" if resume.keep else "")
+    bar_shown = progress and bool(todo)
+    if resume.keep and not bar_shown and (todo or resume.manifest is None):  # -q, or nothing left but the manifest
+        print(f"augment build: resuming {out}: {n_kept} of {len(mine)} shards kept", file=sys.stderr, flush=True)
     try:
-        with tqdm(total=attempted, unit="img", desc=desc, disable=not progress or not todo) as bar:
+        with tqdm(total=attempted, unit="img", desc=desc, disable=not bar_shown) as bar:
             for record in run_tasks(calls, workers, scheduler):
                 if record["environment"] != plan.header["environment"]:
                     raise BuildError(f"{record['shard']['path']}: built with {record['environment']}, but the build "
