@@ -3,12 +3,13 @@
 Checks, per shard listed in the manifest: the file exists, its size and sha256 match, it reads as a tar,
 its record count matches, and every record has exactly the fields its metadata calls for, decodable, with
 consistent labels and sizes. Keys must be unique across the build, per-class counts must match the manifest,
-and no stray shard or temp file may sit next to the listed ones.
+and no stray shard or temp file may sit next to the listed ones. Every problem that can be reached is reported: a
+bad sample does not hide the ones after it; only a shard that cannot be read on (truncated, a corrupt header, an
+oversized member) ends its own check.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +17,51 @@ from typing import Any
 
 from tqdm import tqdm
 
-from augment import encode, schema
-from augment.shards import Limits, ShardError, iter_records, sha256_file
+from augment import encode, infill, schema
+from augment.shards import Limits, ShardError, iter_records, parse_json, sha256_file
+
+REBUILD = "rebuild it with `augment build` (its command with --overwrite replaces it)"
+
+
+def shape_problem(manifest: dict[str, Any]) -> str | None:
+    """What of the manifest's shape ``info``, ``verify`` and ``preview`` rely on, beyond ``schema.check_structure``,
+    is missing or of the wrong type (as ``key: what``), or None."""
+    methods, tool = manifest["methods"], manifest.get("tool")
+    checks = [
+        ("image_size", manifest.get("image_size"), int), ("command", manifest.get("command"), str),
+        ("tool", tool, dict), ("tool.version", tool.get("version") if isinstance(tool, dict) else None, str),
+        ("dataset.name", manifest["dataset"].get("name"), str),
+        ("dataset.fingerprint", manifest["dataset"].get("fingerprint"), str),
+        ("methods.cf", methods.get("cf"), list), ("methods.f", methods.get("f"), list),
+        ("methods.copies", methods.get("copies"), int),
+        *((f"splits.{s}.fields", info.get("fields"), list) for s, info in manifest["splits"].items()),
+    ]  # fmt: skip
+    names = {int: "an int", str: "a string", list: "a list", dict: "an object"}
+    for key, value, kind in checks:
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{key} is missing or not {names[kind]}"
+    if not manifest["splits"]:
+        return "splits is empty"
+    lists = [
+        ("dataset.classes", manifest["dataset"]["classes"]),
+        ("methods.cf", methods["cf"]),
+        ("methods.f", methods["f"]),
+        *((f"splits.{s}.fields", i["fields"]) for s, i in manifest["splits"].items()),
+    ]
+    for key, values in lists:
+        if not all(isinstance(v, str) for v in values):
+            return f"{key} holds a value that is not a string"
+    for role in (infill.CF, infill.F):
+        if unknown := [m for m in methods[role] if m not in infill.names(role)]:
+            return (f"methods.{role} lists {', '.join(map(repr, unknown))}, not {role.upper()} methods of this version "
+                    f"(it has {', '.join(infill.names(role))})")  # fmt: skip
+    return None
 
 
 def check_record(key: str, fields: dict[str, bytes], split: str, manifest: dict[str, Any]) -> Iterator[str]:
     """Problems of one record (as messages without the file name)."""
     try:
-        meta = json.loads(fields[schema.META])
+        meta = parse_json(fields[schema.META])
         label = int(fields[schema.LABEL])
     except (KeyError, ValueError) as e:
         yield f"sample {key!r}: unreadable {schema.META}/{schema.LABEL} ({type(e).__name__}: {e})"
@@ -63,6 +101,8 @@ def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
         manifest = schema.read_manifest(out)
     except (OSError, ValueError) as e:
         return [str(e)], 0
+    if (shape := shape_problem(manifest)) is not None:
+        return [f"{out / schema.MANIFEST}: {shape}; {REBUILD}"], 0
     problems: list[str] = []
     seen: set[str] = set()
     listed = {out / s["path"] for split in manifest["splits"].values() for s in split["shards"]}
@@ -71,6 +111,13 @@ def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
     total = sum(s["num_samples"] for s in manifest["splits"].values())
     limits = Limits.for_image_size(manifest.get("image_size") or 0)  # shards may come from strangers: bound them
     read = 0
+    refused: list[ShardError] = []
+
+    def refuse(error: ShardError) -> None:
+        """A bad sample: report it and read on (only a shard that cannot be read on stops its check)."""
+        refused.append(error)
+        problems.append(str(error))
+
     with tqdm(total=total, unit="img", desc="augment verify", disable=not progress) as bar:
         for split, info in manifest["splits"].items():
             per_class: Counter[str] = Counter()
@@ -81,11 +128,15 @@ def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
                     continue
                 if path.stat().st_size != shard["bytes"]:
                     problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {shard['bytes']} (truncated?)")
-                if sha256_file(path) != shard["sha256"]:
-                    problems.append(f"{path}: sha256 mismatch (file changed after the build)")
-                count = 0
                 try:
-                    for key, fields in iter_records(path, limits=limits):
+                    if sha256_file(path) != shard["sha256"]:
+                        problems.append(f"{path}: sha256 mismatch (file changed after the build)")
+                except OSError as e:
+                    problems.append(f"{path}: unreadable ({e.strerror or e})")
+                    continue
+                count, before = 0, len(refused)
+                try:
+                    for key, fields in iter_records(path, limits=limits, on_error=refuse):
                         count += 1
                         if key in seen:
                             problems.append(f"{path}: sample {key!r} appears more than once in the build")
@@ -93,11 +144,13 @@ def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
                         problems.extend(f"{path}: {p}" for p in check_record(key, fields, split, manifest))
                         cls = manifest["dataset"]["classes"]
                         label = fields.get(schema.LABEL, b"").decode(errors="replace")
-                        per_class[cls[int(label)] if label.isdigit() and int(label) < len(cls) else label] += 1
+                        index = int(label) if label.isascii() and label.isdigit() and len(label) < 10 else -1
+                        per_class[cls[index] if 0 <= index < len(cls) else label] += 1
                         bar.update()
-                except ShardError as e:
+                except ShardError as e:  # the shard cannot be read on
                     problems.append(str(e))
                 read += count
+                count += len(refused) - before  # refused samples are in the file too (reported as they came)
                 if count != shard["num_samples"]:
                     problems.append(f"{path}: {count} samples, manifest says {shard['num_samples']}")
             if dict(per_class) != {c: n for c, n in info["per_class"].items() if n}:
