@@ -14,32 +14,57 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from augment import encode, schema
-from augment.shards import Limits, iter_records
+from augment.shards import Limits, ShardError, iter_records, parse_json
 
 LABEL_HEIGHT = 14
 CAPTION_WIDTH = 96
+Record = tuple[str, str, dict[str, bytes]]  # (shard path, key, fields)
+
+
+def sample_meta(path: str, key: str, fields: dict[str, bytes]) -> tuple[dict, int]:
+    """The json object and label of a record; ShardError naming the sample when either is missing or malformed."""
+    if schema.META not in fields or schema.LABEL not in fields:
+        missing = [f for f in (schema.META, schema.LABEL) if f not in fields]
+        raise ShardError(path, f"no {' or '.join(missing)} field (it holds {', '.join(sorted(fields)) or 'nothing'});"
+                         f" every sample of a build has {schema.META} and {schema.LABEL}", key=key)  # fmt: skip
+    try:
+        meta = parse_json(fields[schema.META])
+    except ValueError as e:
+        raise ShardError(path, f"field {schema.META!r} is not valid JSON ({e})", key=key) from None
+    if not isinstance(meta, dict):
+        raise ShardError(path, f"field {schema.META!r} holds a {type(meta).__name__}, expected an object", key=key)
+    label = fields[schema.LABEL].strip()
+    if not (label.isascii() and label.isdigit() and len(label) < 10):
+        raise ShardError(path, f"field {schema.LABEL!r} holds {label[:20]!r}, expected a class index", key=key)
+    return meta, int(label)
+
+
+def pick(out: Path, shards: list[dict], rows: int, classes: int, image_size: int) -> list[Record]:
+    """Up to ``rows`` annotated records, with their shard: the first of each class, then the next ones in shard
+    order (images bounded by the build's ``image_size``: shards may come from strangers)."""
+    firsts: dict[int, Record] = {}
+    rest = []
+    limits = Limits.for_image_size(image_size)
+    records = ((str(out / s["path"]), key, fields) for s in shards
+               for key, fields in iter_records(out / s["path"], limits=limits))  # fmt: skip
+    for record in itertools.islice(records, rows * 50):  # bounded scan: a preview never reads a whole build
+        meta, label = sample_meta(*record)
+        if not meta.get("has_object"):
+            continue
+        if label in firsts:
+            rest.append(record)
+        else:
+            firsts[label] = record
+        if len(firsts) >= min(classes, rows) and len(firsts) + len(rest) >= rows:
+            break
+    return [*firsts.values(), *rest][:rows]
 
 
 def pick_records(
     out: Path, shards: list[dict], rows: int, classes: int, image_size: int
 ) -> list[tuple[str, dict[str, bytes]]]:
-    """Up to ``rows`` annotated records: the first of each class, then the next ones in shard order (images bounded
-    by the build's ``image_size``: shards may come from strangers)."""
-    firsts: dict[int, tuple[str, dict[str, bytes]]] = {}
-    rest = []
-    limits = Limits.for_image_size(image_size)
-    records = (r for shard in shards for r in iter_records(out / shard["path"], limits=limits))
-    for key, fields in itertools.islice(records, rows * 50):  # bounded scan: a preview never reads a whole build
-        if not json.loads(fields[schema.META])["has_object"]:
-            continue
-        label = int(fields[schema.LABEL])
-        if label in firsts:
-            rest.append((key, fields))
-        else:
-            firsts[label] = (key, fields)
-        if len(firsts) >= min(classes, rows) and len(firsts) + len(rest) >= rows:
-            break
-    return [*firsts.values(), *rest][:rows]
+    """As :func:`pick`, as ``(key, fields)`` pairs."""
+    return [(key, fields) for _, key, fields in pick(out, shards, rows, classes, image_size)]
 
 
 def mask_cell(fields: dict[str, bytes]) -> np.ndarray:
@@ -51,8 +76,28 @@ def mask_cell(fields: dict[str, bytes]) -> np.ndarray:
     return np.asarray(img)
 
 
+def cells_of(record: Record, columns: list[str], pixels: int) -> tuple[str, list[np.ndarray]]:
+    """The caption and images of one row; ShardError naming the sample and field that cannot be drawn."""
+    path, key, fields = record
+    meta, _ = sample_meta(path, key, fields)
+    cells = []
+    for name in columns:
+        if name not in fields:
+            raise ShardError(path, f"no {name!r} field; the manifest lists it for this split", key=key)
+        try:
+            if name == schema.MASK:
+                cells.append(mask_cell(fields))
+            else:
+                cells.append(encode.decode_image(fields[name], pixels))
+        except (OSError, ValueError, KeyError, TypeError) as e:  # a bad image, or json boxes of the wrong shape
+            what = f"{name!r} and json boxes" if name == schema.MASK else repr(name)
+            raise ShardError(path, f"field {what} cannot be drawn ({type(e).__name__}: {e})", key=key) from None
+    return f"{key}\n{meta.get('class_name', '?')}", cells
+
+
 def preview(out: Path, dest: Path, split: str | None = None, rows: int = 8, cell: int = 128) -> Path:
-    """Draw the contact sheet of ``split`` (default: the first augmented split) into ``dest`` (PNG)."""
+    """Draw the contact sheet of ``split`` (default: the first augmented split) into ``dest`` (PNG). Raises
+    ValueError for an option the build cannot serve, ShardError for bad data in it."""
     manifest = schema.read_manifest(out)
     splits = manifest["splits"]
     if split is None:
@@ -60,17 +105,15 @@ def preview(out: Path, dest: Path, split: str | None = None, rows: int = 8, cell
     if split not in splits:
         raise ValueError(f"--split {split!r}: not in this build; valid choices: {', '.join(splits)}")
     columns = [schema.IMAGE, schema.MASK] + [f for f in splits[split]["fields"] if f.startswith(("cf.", "f."))]
-    records = pick_records(Path(out), splits[split]["shards"], rows, len(manifest["dataset"]["classes"]),
-                           manifest["image_size"])  # fmt: skip
+    records = pick(Path(out), splits[split]["shards"], rows, len(manifest["dataset"]["classes"]),
+                   manifest["image_size"])  # fmt: skip
     if not records:
-        raise ValueError(f"{out}/{split}: no annotated samples to preview")
+        others = [s for s in splits if s != split]
+        raise ValueError(f"--split {split}: no annotated samples to preview in {out}/{split}"
+                         + (f"; try --split {others[0]} (splits: {', '.join(splits)})" if others else ""))  # fmt: skip
     titles = ["original" if n == schema.IMAGE else n.removesuffix(".jpg").removesuffix(".png") for n in columns]
-    sheet_rows = []
-    for key, fields in records:
-        meta = json.loads(fields[schema.META])
-        cells = [mask_cell(fields) if n == schema.MASK else encode.decode_image(fields[n]) for n in columns]
-        sheet_rows.append((f"{key}\n{meta['class_name']}", cells))
-    return draw_sheet(titles, sheet_rows, dest, cell)
+    pixels = Limits.for_image_size(manifest["image_size"]).pixels
+    return draw_sheet(titles, [cells_of(r, columns, pixels) for r in records], dest, cell)
 
 
 def draw_sheet(titles: list[str], rows: list[tuple[str, list[np.ndarray]]], dest: Path, cell: int = 128) -> Path:
@@ -87,6 +130,13 @@ def draw_sheet(titles: list[str], rows: list[tuple[str, list[np.ndarray]]], dest
             tile = Image.fromarray(pixels).resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(tile, (CAPTION_WIDTH + c * cell, y))
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(dest)
+    if dest.is_dir():
+        raise ValueError(
+            f"--out {dest} is a folder; expected the path of the PNG to write, e.g. {dest / 'preview.png'}"
+        )
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(dest, format="PNG")
+    except OSError as e:
+        raise ValueError(f"--out {dest}: cannot write it ({e.strerror or e}); choose a writable path") from None
     return dest
