@@ -68,6 +68,7 @@ def train(
     """Self-supervised training on the build's backgrounds: holes that avoid the objects, DeepFill v1 losses."""
     from augment.cagan.train import PRESETS, TrainConfig
     from augment.cagan.train import train as run
+    from augment.shards import ShardError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     given = {"steps": steps, "batch_size": batch_size, "size": size, "hole_min": hole_min, "hole_max": hole_max}
@@ -77,6 +78,8 @@ def train(
     try:
         result = run(shards, out, config, run_dir=run_dir or Path("runs/cagan") / out.stem, init=init,
                      resume=resume, device=device.value)  # fmt: skip
+    except ShardError as e:  # bad data in the build: a failed check
+        fail(f"{e} (run `augment verify {shards}` to list every problem, then rebuild)", 1)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e), 2)
     final = result["final"]
@@ -97,9 +100,12 @@ def preview(
     """A sheet of original | hole (the object's rectangle) | CAGAN | tile, to judge the inpainting by eye."""
     from augment.cagan.preview import preview as draw
     from augment.cagan.weights import WeightsError, default_weights
+    from augment.shards import ShardError
 
     try:
         dest = draw(weights or default_weights(), shards, out, split=split, rows=rows, device=device.value)
+    except ShardError as e:  # bad data in the build: a failed check
+        fail(f"{e} (run `augment verify {shards}` to list every problem, then rebuild)", 1)
     except (WeightsError, ValueError, FileNotFoundError) as e:
         fail(str(e), 2)
     typer.echo(f"wrote {dest}")

@@ -41,7 +41,7 @@ from augment.cagan.inpaint import Inpainter, resolve_device, to_model
 from augment.cagan.net import Generator, conv_same
 from augment.cagan.weights import DEFAULT_SIZE, save
 from augment.infill import get_infill
-from augment.shards import iter_records
+from augment.shards import Limits, ShardError, iter_records
 
 log = logging.getLogger("augment.cagan")
 
@@ -88,19 +88,30 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def read_split(shards: Path, split: str, size: int | None, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Up to ``limit`` (image, object mask) pairs of ``split``, resized to ``size`` (None: as stored)."""
+    """Up to ``limit`` (image, object mask) pairs of ``split``, resized to ``size`` (None: as stored). Shards are
+    read as untrusted (images bounded by the build's image size); a bad sample raises ``ShardError`` naming it."""
     import cv2
 
     manifest = schema.read_manifest(shards)
     if split not in manifest["splits"]:
         raise ValueError(f"{shards}: no {split!r} split in the manifest (has {', '.join(manifest['splits'])})")
     side = size or int(manifest["image_size"])
+    limits = Limits.for_image_size(int(manifest["image_size"]))
     images, objects = [], []
     for shard in manifest["splits"][split]["shards"]:
-        for _, fields in iter_records(shards / shard["path"]):
+        path = shards / shard["path"]
+        for key, fields in iter_records(path, fields={schema.IMAGE, schema.MASK}, limits=limits):
             if schema.MASK not in fields:
                 continue  # no annotation: we cannot know which pixels are background
-            image, obj = encode.decode_image(fields[schema.IMAGE]), encode.decode_mask(fields[schema.MASK])
+            if schema.IMAGE not in fields:
+                raise ShardError(path, f"a {schema.MASK} without its {schema.IMAGE}", key=key)
+            try:
+                image = encode.decode_image(fields[schema.IMAGE], limits.pixels)
+                obj = encode.decode_mask(fields[schema.MASK], limits.pixels)
+            except (OSError, ValueError) as e:
+                raise ShardError(path, f"image or mask does not decode ({type(e).__name__}: {e})", key=key) from None
+            if image.shape[:2] != obj.shape:
+                raise ShardError(path, f"image {image.shape[:2]} and mask {obj.shape} differ in size", key=key)
             if image.shape[:2] != (side, side):
                 image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
                 obj = cv2.resize(obj.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST) > 0
