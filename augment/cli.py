@@ -9,6 +9,7 @@ augment preview shards/demo --out preview.png
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import os
 import shlex
@@ -28,14 +29,57 @@ from augment.read import RESIZE_MODES
 if TYPE_CHECKING:
     from augment.build import BuildConfig
 
+# Exit codes, for every `augment` command (and `train`): 0 = done / the check passed; CHECK_FAILED = a check failed
+# or a run failed on bad data (verify found problems, a build met a bad input, builds differ); USAGE = the command
+# was called wrong (a bad option value, a path that is not a build or does not exist, a file where a folder is
+# expected); INTERRUPTED = Ctrl-C (128 + SIGINT, as shells report it).
+CHECK_FAILED, USAGE, INTERRUPTED = 1, 2, 130
+EXIT_CODES = ("Exit codes: 0 = done (or the check passed); 1 = a check failed (verify found problems, a build met bad "
+              "data, --diff found differences); 2 = a usage error (a bad option value, a path that is not a build "
+              "folder or does not exist, a file where a folder is expected); 130 = interrupted (Ctrl-C).")  # fmt: skip
+
 # Choices are built from the registries, so a new method or dataset appears here by registering itself.
 DatasetName = enum.Enum("DatasetName", {n: n for n in DATASETS}, type=str)
-CfMethod = enum.Enum("CfMethod", {n: n for n in infill.names(infill.CF)}, type=str)
-FMethod = enum.Enum("FMethod", {n: n for n in infill.names(infill.F)}, type=str)
+
+
+def method_parser(role: str, other_flag: str):  # noqa: ANN201 - a typer parser
+    """A parser for a ``--infill`` (``role`` CF) or ``--factual`` (F) value: a method of the other role is refused
+    naming the option that takes it (``--infill mixed-rand``: use ``--factual mixed-rand``). The `train` CLI's
+    --cf/--f can use it too."""
+
+    def parse(value: str) -> str:
+        valid = infill.names(role)
+        if value in valid:
+            return value
+        message = f"{value!r} is not one of {', '.join(map(repr, valid))}"
+        if value in infill.INFILLS:
+            kind = "a CF" if role == infill.F else "an F"
+            message += f"; {value} is {kind} method: use {other_flag} {value}"
+        raise typer.BadParameter(message)
+
+    return parse
+
+
+def method_metavar(role: str) -> str:
+    return f"<{'|'.join(infill.names(role))}>"
 
 
 class OneLineErrors(TyperGroup):
-    """Usage errors print one line on stderr (what was wrong, and the valid choices) and exit 2."""
+    """Usage errors print one line on stderr (what was wrong, and the valid choices) and exit 2; Ctrl-C prints
+    ``interrupted_message`` and exits 130 (a subclass, e.g. the `train` CLI, words it for its own commands)."""
+
+    interrupted_message = "interrupted; run the same command again to resume"
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            self.interrupted()
+
+    def interrupted(self) -> None:
+        """Print the one line for Ctrl-C and exit 130; no traceback."""
+        typer.echo(self.interrupted_message, err=True)
+        raise typer.Exit(INTERRUPTED) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
         kwargs = dict(args=args, prog_name=prog_name, complete_var=complete_var, **extra)
@@ -43,6 +87,9 @@ class OneLineErrors(TyperGroup):
             return super().main(standalone_mode=False, **kwargs)
         try:
             code = super().main(standalone_mode=False, **kwargs)
+        except KeyboardInterrupt:  # outside a command
+            typer.echo(self.interrupted_message, err=True)
+            code = INTERRUPTED
         except typer.TyperException as e:  # click's exceptions, as typer re-exports them
             if getattr(e, "exit_code", 1) == 2 and type(e).__name__ != "NoArgsIsHelpError":
                 where = e.ctx.command_path if getattr(e, "ctx", None) else "augment"
@@ -58,7 +105,8 @@ class OneLineErrors(TyperGroup):
 
 app = typer.Typer(
     cls=OneLineErrors,
-    help="Precompute counterfactual (CF) and factual (F) images into WebDataset shards (Chang et al., CVPR 2021).",
+    help="Precompute counterfactual (CF) and factual (F) images into WebDataset shards (Chang et al., CVPR 2021).\n\n"
+    + EXIT_CODES,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -96,21 +144,68 @@ def build_command(config: BuildConfig, out: Path) -> str:
     return shlex.join([*args, "--out", str(out)])
 
 
-def fail(message: str, code: int = 1) -> None:
-    """One line on stderr, then exit: 2 for a usage problem, 1 for a failed run."""
+def fail(message: str, code: int = CHECK_FAILED) -> None:
+    """One line on stderr, then exit: USAGE (2) for a command called wrong, CHECK_FAILED (1) for a failed check or
+    run (see EXIT_CODES)."""
     typer.echo(f"augment: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+OUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # errors of writing, whichever file they name
+
+
+def out_problem(out: Path, e: OSError) -> str | None:
+    """What an OSError of a build says about ``--out`` (it names ``out``, a folder above it or a file in it), else
+    None: then it is the source's."""
+    out = Path(out).absolute()
+    name = Path(e.filename).absolute() if isinstance(e.filename, (str, os.PathLike)) else None
+    if name is None or not (name == out or name in out.parents or out in name.parents):
+        return f"cannot write there ({e.strerror or e})" if e.errno in OUT_ERRNOS else None
+    blocker = next((p for p in [out, *out.parents] if p.exists()), None)  # the nearest path that is there
+    if blocker is not None and not blocker.is_dir():
+        return f"{blocker} is a file, not a folder"
+    return f"cannot create or write {name} ({e.strerror or e})"
+
+
+def open_build(out: Path, flag: str = "") -> dict:
+    """The manifest of the build folder ``out`` (named as ``flag out`` in messages), or exit: USAGE when ``out`` is
+    not a build folder (missing, a file, no manifest.json), CHECK_FAILED when its manifest is damaged."""
+    from augment.verify import REBUILD, shape_problem
+
+    name = f"{flag} {out}" if flag else str(out)
+    expected = "pass the --out folder of an `augment build` (it holds manifest.json)"
+    if not out.exists():
+        fail(f"{name}: no such folder; {expected}", USAGE)
+    if not out.is_dir():
+        fail(f"{name} is a file; expected a build folder (holding {schema.MANIFEST})", USAGE)
+    if not (out / schema.MANIFEST).is_file():
+        fail(f"{name}: not a build folder (no {schema.MANIFEST}); {expected}", USAGE)
+    try:
+        manifest = schema.read_manifest(out)
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    if (shape := shape_problem(manifest)) is not None:
+        fail(f"{out / schema.MANIFEST}: {shape}; {REBUILD}")
+    return manifest
 
 
 @app.command()
 def build(
     out: Path = typer.Option(..., "--out", help="Output folder: <out>/<split>/shard-NNNNNN.tar and manifest.json."),
     dataset: DatasetName = typer.Option("synthetic", help="Source dataset (see `augment datasets`)."),
-    infill_: list[CfMethod] = typer.Option(
-        [], "--infill", help="CF method: remove the object, fill its rectangle. Repeat for several."
+    infill_: list[str] = typer.Option(
+        [],
+        "--infill",
+        parser=method_parser(infill.CF, "--factual"),
+        metavar=method_metavar(infill.CF),
+        help="CF method: remove the object, fill its rectangle. Repeat for several.",
     ),
-    factual: list[FMethod] = typer.Option(
-        [], "--factual", help="F method: keep the object, replace the background. Repeat for several."
+    factual: list[str] = typer.Option(
+        [],
+        "--factual",
+        parser=method_parser(infill.F, "--infill"),
+        metavar=method_metavar(infill.F),
+        help="F method: keep the object, replace the background. Repeat for several.",
     ),
     copies: int = typer.Option(1, min=1, help="Independent draws stored per stochastic method (random, shuffle, ...)."),
     seed: int = typer.Option(0, help="Build seed: same command + same seed = byte-identical shards."),
@@ -184,8 +279,8 @@ def build(
                for k, v in given.items() if v is not None}  # fmt: skip
     config = BuildConfig(
         dataset=dataset.value,
-        infill=[m.value for m in infill_],
-        factual=[m.value for m in factual],
+        infill=list(infill_),
+        factual=list(factual),
         copies=copies,
         seed=seed,
         image_size=image_size,
@@ -199,18 +294,22 @@ def build(
     try:
         config.validate()
     except ValueError as e:
-        fail(str(e), 2)
+        fail(str(e), USAGE)
     try:
         manifest = run_build(
             out, config, workers=workers or os.cpu_count() or 1, overwrite=overwrite,
             command=build_command(config, out), progress=not quiet, scheduler=scheduler, shard_range=shard_range,
         )  # fmt: skip
     except OutFolderError as e:
-        fail(str(e), 2)
+        fail(str(e), USAGE)
     except BuildError as e:
         fail(str(e))
-    except (ValueError, FileNotFoundError) as e:  # bad options or a source layout that is not as documented
-        fail(str(e), 2)
+    except OSError as e:  # --out not writable (a usage error), or the source's files
+        if (problem := out_problem(out, e)) is not None:
+            fail(f"--out {out}: {problem}; choose a writable folder", USAGE)
+        fail(str(e), USAGE if isinstance(e, FileNotFoundError) else CHECK_FAILED)
+    except ValueError as e:  # bad options or a source layout that is not as documented
+        fail(str(e), USAGE)
     except SourceError as e:  # a bad input found while scanning the dataset
         fail(f"{e} (pass --on-error skip to record bad inputs in rejects.jsonl and go on)")
     if shard_range is not None:
@@ -232,12 +331,19 @@ def merge(
     out: Path = typer.Argument(..., help="The shared --out folder of a build made in slices with --shard-range."),
 ) -> None:
     """Write the manifest of a build made in slices, once every slice is done (else name the missing ranges)."""
+    from augment import journal
     from augment.build import BuildError
     from augment.build import merge as run_merge
 
+    if not out.is_dir():
+        fail(f"{out}: {'is a file' if out.exists() else 'no such folder'}; expected the shared --out folder of "
+             "`augment build --shard-range ...`", USAGE)  # fmt: skip
+    if not journal.journal(out).is_dir() and not (out / schema.MANIFEST).is_file():
+        fail(f"{out}: not a build folder (no {journal.JOURNAL}/ plan, no {schema.MANIFEST}); expected the shared --out "
+             "folder of `augment build --shard-range ...`", USAGE)  # fmt: skip
     try:
         manifest = run_merge(out)
-    except (BuildError, ValueError) as e:
+    except (BuildError, ValueError, OSError) as e:
         fail(str(e))
     shards = sum(len(s["shards"]) for s in manifest["splits"].values())
     typer.echo(f"merged {manifest['num_samples']} samples in {shards} shards: {out / schema.MANIFEST}")
@@ -256,21 +362,26 @@ def info(
 ) -> None:
     """What a build holds: provenance, methods, fields, and counts per split and class; or, with --diff, how two
     builds differ."""
-    try:
-        manifest = schema.read_manifest(out)
-        other = schema.read_manifest(diff) if diff is not None else None
-    except (OSError, ValueError) as e:
-        fail(str(e))
-    if other is not None:
-        from augment.diff import diff_builds
+    from augment.verify import REBUILD
 
-        lines = diff_builds(other, manifest)
-        typer.echo(f"A = {diff}\nB = {out}")
-        typer.echo("\n".join(lines) if lines else "the builds are the same: same options, source, tool and shards")
-        raise typer.Exit(1 if lines else 0)
-    if as_json:
-        typer.echo(json.dumps(manifest, indent=2, sort_keys=True))
-        return
+    manifest = open_build(out)
+    other = open_build(diff, "--diff") if diff is not None else None
+    try:
+        if other is not None:
+            from augment.diff import diff_builds
+
+            lines = diff_builds(other, manifest)
+            text = "\n".join(lines) if lines else "the builds are the same: same options, source, tool and shards"
+            typer.echo(f"A = {diff}\nB = {out}\n{text}")
+            raise typer.Exit(CHECK_FAILED if lines else 0)
+        typer.echo(json.dumps(manifest, indent=2, sort_keys=True) if as_json else describe(out, manifest))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a shape shape_problem missed
+        where = f"{out / schema.MANIFEST} or {diff / schema.MANIFEST}" if other is not None else out / schema.MANIFEST
+        fail(f"{where}: not the shape `augment build` writes ({type(e).__name__}: {e}); {REBUILD}")
+
+
+def describe(out: Path, manifest: dict) -> str:
+    """The text of `augment info`: provenance, methods, and counts per split and class."""
     tool, ds, methods = manifest["tool"], manifest["dataset"], manifest["methods"]
     classes = ds["classes"]
     lines = [
@@ -303,7 +414,7 @@ def info(
     augmented = next((s for s in manifest["splits"].values() if s["augmented"]), None)
     if augmented:
         lines.append(f"fields (augmented splits): {' '.join(augmented['fields'])}")
-    typer.echo("\n".join(lines))
+    return "\n".join(lines)
 
 
 @app.command()
@@ -311,14 +422,16 @@ def verify(
     out: Path = typer.Argument(..., help="A build folder (holds manifest.json)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Recompute every checksum and decode every sample; exit 1 on any problem."""
+    """Recompute every checksum and decode every sample; list every problem found and exit 1 on any."""
     from augment.verify import verify as run_verify
 
+    open_build(out)  # not a build folder: say so (exit 2) rather than count it as a problem of a build
     problems, read = run_verify(out, progress=not quiet)
     if problems:
         for p in problems:
             typer.echo(p, err=True)
-        fail(f"{len(problems)} problem(s) in {out}; rebuild the affected splits with the manifest's command")
+        fail(f"{len(problems)} problem(s) in {out}; rebuild the affected shards by running the manifest's command "
+             f"again (`augment info {out}` shows it): it keeps the intact shards and rebuilds the others")  # fmt: skip
     typer.echo(f"OK: {read} samples in {out} match {out / schema.MANIFEST}")
 
 
@@ -334,10 +447,13 @@ def preview(
     from augment.preview import preview as run_preview
     from augment.shards import ShardError
 
+    open_build(out)
     try:
         path = run_preview(out, dest, split=split, rows=rows, cell=cell)
-    except (OSError, ValueError, ShardError) as e:
-        fail(f"{e} (run `augment verify {out}`)" if isinstance(e, ShardError) else str(e))
+    except ShardError as e:  # bad data in the build
+        fail(f"{e} (run `augment verify {out}` to list every problem)")
+    except (OSError, ValueError) as e:  # an option the build cannot serve (--split), or --out
+        fail(str(e), USAGE)
     typer.echo(str(path))
 
 
