@@ -39,7 +39,7 @@ class ShardError(Exception):
     """A problem with one shard, naming the file (and the sample key when known)."""
 
     def __init__(self, path: Path | str, message: str, key: str | None = None):
-        self.path, self.key = str(path), key
+        self.path, self.key, self.problem = str(path), key, message
         where = f"{path}" + (f" (sample {key!r})" if key else "")
         super().__init__(f"{where}: {message}")
 
@@ -230,9 +230,56 @@ def parse_json(data: bytes) -> Any:
         raise ValueError("JSON nested too deep") from None
 
 
+@dataclass
+class ShardCheck:
+    """What a shard's manifest entry promises (``bytes``, ``sha256``, ``num_samples``), and what a read of it found:
+    its bytes hashed as they streamed past (``read_bytes``, ``digest``) and its ``records`` (yielded or dropped).
+
+    Passed to :func:`iter_records`, which raises ``ShardError`` at the end of the shard when the two differ: a
+    reader then never needs a second pass (``augment verify``) to know that what it used is what was built."""
+
+    bytes: int
+    sha256: str
+    num_samples: int
+    read_bytes: int = 0
+    records: int = 0
+    digest: Any = None
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> ShardCheck:
+        """From a manifest's shard entry (``path``, ``num_samples``, ``bytes``, ``sha256``)."""
+        return cls(bytes=entry["bytes"], sha256=entry["sha256"], num_samples=entry["num_samples"])
+
+    def reset(self) -> None:
+        self.read_bytes, self.records, self.digest = 0, 0, hashlib.sha256()
+
+    def problem(self) -> str | None:
+        """Why the shard read differs from its manifest entry, or None."""
+        found = self.digest.hexdigest()
+        if self.read_bytes != self.bytes or found != self.sha256:
+            return (f"{self.read_bytes} bytes with sha256 {found[:12]}...; the manifest says {self.bytes} bytes with "
+                    f"{self.sha256[:12]}... (the file changed after the build)")  # fmt: skip
+        if self.records != self.num_samples:
+            return f"{self.records} samples; the manifest says {self.num_samples}"
+        return None
+
+
+class HashingReader:
+    """A binary stream that feeds every byte read through it to ``check`` (sha256 and a byte count)."""
+
+    def __init__(self, fh: IO[bytes], check: ShardCheck):
+        self.fh, self.check = fh, check
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.check.digest.update(data)
+        self.check.read_bytes += len(data)
+        return data
+
+
 def iter_records(
     path: Path | str, fields: Collection[str] | None = None, limits: Limits = Limits(),
-    on_error: Callable[[ShardError], None] | None = None, check_images: bool = True,
+    on_error: Callable[[ShardError], None] | None = None, check_images: bool = True, check: ShardCheck | None = None,
 ) -> Iterator[tuple[str, dict[str, bytes]]]:  # fmt: skip
     """Yield ``(key, {field: bytes})`` per record, in file order, grouped as webdataset does (key = the member name
     up to its first dot), from a local path or a URL (see ``open_url``).
@@ -245,11 +292,22 @@ def iter_records(
     problems of the shard itself (missing, unreadable, truncated, corrupt header, oversized member) raise.
     ``check_images=False`` leaves the image header check to a caller that decodes every image it keeps with
     ``augment.encode.decode_image`` under the same pixel bound (the trainer): one header parse per image, not two.
+    With ``check`` (a :class:`ShardCheck`), every byte is hashed as it is read and the shard is read to its end;
+    after the last record, a size, sha256 or record count that differs from ``check``'s raises ``ShardError``.
     """
     url = str(path)
     try:
         with open_url(url) as fh:
-            yield from records(TarStream(fh, url), url, fields, limits, on_error, check_images)
+            if check is None:
+                yield from records(TarStream(fh, url), url, fields, limits, on_error, check_images)
+                return
+            check.reset()
+            stream = HashingReader(fh, check)
+            yield from records(TarStream(stream, url), url, fields, limits, on_error, check_images, check)
+            while stream.read(1 << 20):  # the blocks after the end-of-archive marker count too
+                pass
+            if (problem := check.problem()) is not None:
+                raise ShardError(url, problem)
     except FileNotFoundError as e:
         raise ShardError(url, "missing shard file" + because(e)) from None
     except io_errors() as e:
@@ -258,7 +316,7 @@ def iter_records(
 
 def records(
     tar: TarStream, url: str, wanted: Collection[str] | None, limits: Limits,
-    on_error: Callable[[ShardError], None] | None, check_images: bool = True,
+    on_error: Callable[[ShardError], None] | None, check_images: bool = True, check: ShardCheck | None = None,
 ) -> Iterator[tuple[str, dict[str, bytes]]]:  # fmt: skip
     key: str | None = None
     fields: dict[str, bytes] = {}
@@ -276,8 +334,11 @@ def records(
         name, size, kind = member
         k, _, field = name.partition(".")
         if k != key:
-            if key is not None and not dropped:
-                yield key, fields
+            if key is not None:
+                if check is not None:
+                    check.records += 1
+                if not dropped:
+                    yield key, fields
             key, fields, dropped = k, {}, False
         tar.key = k
         if size > limits.member_bytes:
@@ -310,8 +371,11 @@ def records(
                 except OSError:
                     pass
             fields[field] = data
-    if key is not None and not dropped:
-        yield key, fields
+    if key is not None:
+        if check is not None:
+            check.records += 1
+        if not dropped:
+            yield key, fields
 
 
 def good_name(name: str) -> bool:

@@ -71,7 +71,7 @@ def test_preview_draws_one_column_per_field(demo: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     with Image.open(dest) as img:
         assert img.size == (96 + 40 * 6, 14 + 40 * 5)  # original, mask, 2 CF, 2 F; one row per class
-    assert invoke("preview", demo, "--split", "nope", "--out", dest).exit_code == 1
+    assert invoke("preview", demo, "--split", "nope", "--out", dest).exit_code == 2
 
 
 def test_preview_of_a_damaged_build_says_so_without_a_traceback(demo: Path, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_a_method_twice_and_a_non_empty_out_exit_2(demo: Path, tmp_path: Path) -
 def test_info_and_verify_on_a_folder_without_manifest(tmp_path: Path) -> None:
     for command in ("info", "verify"):
         result = invoke(command, tmp_path)
-        assert result.exit_code == 1 and "no manifest" in result.output
+        assert result.exit_code == 2 and "no manifest" in result.output
 
 
 def test_build_a_file_dataset_with_skips_reports_them(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ OTHER = dict(preset="in9", arch="resnet8", weights="w.pth", zero_head=True, cf=[
              epochs=3, batch_size=4, optimizer="rmsprop", lr=0.001, momentum=0.5, weight_decay=0.001,
              schedule="step", milestones=[1, 2], select="auc", val_split="original", crop=16, clip=2.0,
              early_stop=2, seed=3, train_fraction=0.5, workers=0, device="cpu", amp=True, saliency="deepliftshap",
-             max_saliency_images=4)  # fmt: skip
+             max_saliency_images=4, max_bad_samples=5)  # fmt: skip
 
 
 def test_every_config_field_has_a_fit_option_and_a_grid_key(tmp_path: Path) -> None:

@@ -230,7 +230,11 @@ def test_cli_fit_eval_report(shards: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "baselines" in bad.output
 
 
-def test_a_corrupt_sample_is_skipped_with_its_key_and_shard_and_counted(shards: Path, tmp_path: Path, caplog) -> None:
+def test_a_corrupt_sample_stops_the_stream_or_is_skipped_with_its_key_and_shard_and_counted(
+    shards: Path, tmp_path: Path, caplog
+) -> None:
+    from train.ledger import DataError, Ledger
+
     manifest = read_manifest(shards)
     shard = shards / manifest["splits"]["val"]["shards"][0]["path"]
     records = [{"__key__": k, **f} for k, f in iter_records(shard)]
@@ -240,12 +244,13 @@ def test_a_corrupt_sample_is_skipped_with_its_key_and_shard_and_counted(shards: 
     info = write_shard(bad / "val/shard-000000.tar", records)
     manifest["splits"] = {"val": {**manifest["splits"]["val"], "shards": [{"path": "val/shard-000000.tar", **info}]}}
     (bad / "manifest.json").write_text(json.dumps({**manifest, "num_samples": info["num_samples"]}))
-    stream = ShardStream(bad, read_manifest(bad), "val", Fields(), train=False, crop=24)
+    with pytest.raises(DataError, match=rf"shard-000000.tar \(sample '{records[1]['__key__']}'\).*1 sample"):
+        list(ShardStream(bad, read_manifest(bad), "val", Fields(), train=False, crop=24))
+    stream = ShardStream(bad, read_manifest(bad), "val", Fields(), train=False, crop=24, ledger=Ledger(1, bad))
     with caplog.at_level("WARNING"):
         samples = list(stream)
-    assert len(samples) == info["num_samples"] - 1 and stream.skipped == 1
+    assert len(samples) == info["num_samples"] - 1 and stream.ledger.count == 1
     assert records[1]["__key__"] in caplog.text and "shard-000000.tar" in caplog.text
-    assert "skipped 1 corrupt samples" in caplog.text
 
 
 def test_deepliftshap_saliency_through_the_evaluation_path() -> None:

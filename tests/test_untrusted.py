@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from augment import encode, shards
 from augment.shards import Limits, ShardError, iter_records, write_shard
 from train.data import Fields, ShardStream, read_manifest
+from train.ledger import DataError, Ledger
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +67,9 @@ def hostile(build: Path, out: Path, entries: list[tuple[str, bytes] | tarfile.Ta
     return shard
 
 
-def stream(root: Path | str) -> ShardStream:
-    return ShardStream(root, read_manifest(root), "val", Fields(), train=False, crop=24)
+def stream(root: Path | str, allowed: int = 100) -> ShardStream:
+    """The trainer's evaluation stream of the val split, skipping up to ``allowed`` bad samples (0: none)."""
+    return ShardStream(root, read_manifest(root), "val", Fields(), train=False, crop=24, ledger=Ledger(allowed, root))
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -135,11 +137,15 @@ def test_names_with_dotdot_or_slash_and_links_are_refused_and_nothing_is_written
     evil = [("../escape.jpg", b"x"), ("val_dir/inner.jpg", b"x"), ("val_dots..jpg", b"x"), link, ("noext", b"x")]
     shard = hostile(build, tmp_path / "names", [*entries[:4], *evil, *entries[4:]])
     with caplog.at_level("WARNING"):
-        samples = list(stream(tmp_path / "names"))
+        samples = list(stream_of_names := stream(tmp_path / "names"))
     assert len(samples) == 8
     for name in ("../escape.jpg", "val_dir/inner.jpg", "val_dots..jpg", "val_link.jpg", "noext"):
         assert repr(name) in caplog.text, name
-    assert "skipped 5 corrupt samples" in caplog.text
+    problems = " ".join(item["problem"] for item in stream_of_names.ledger.items.values())
+    assert all(repr(name) in problems for name in ("../escape.jpg", "val_link.jpg", "noext"))
+    assert stream_of_names.ledger.count == 0  # listed, but no sample of the manifest's 8 was lost
+    with pytest.raises(DataError, match=r"unexpected tar entry '../escape.jpg'.*augment verify"):
+        list(stream(tmp_path / "names", allowed=0))  # by default, the first one stops the run
     assert not (tmp_path / "escape.jpg").exists() and not (tmp_path / "names/val_dir").exists()
     with pytest.raises(ShardError, match=r"unexpected tar entry '../escape.jpg'"):
         list(iter_records(shard))
@@ -188,8 +194,11 @@ def test_corrupt_and_truncated_tars_name_the_shard(build: Path, tmp_path: Path, 
     with pytest.raises(ShardError, match="truncated"):
         list(iter_records(shard))
     with caplog.at_level("WARNING"):
-        assert 0 < len(list(stream(tmp_path / "cut"))) < 8
-    assert f"skipping the rest of {shard}" in caplog.text
+        kept = list(cut := stream(tmp_path / "cut"))
+    assert 0 < len(kept) < 8 and len(kept) + cut.ledger.count == 8  # the unread rest is counted as lost
+    assert f"{shard}: {8 - len(kept)} of its 8 samples unusable" in caplog.text and "truncated" in caplog.text
+    with pytest.raises(DataError, match=f"{shard} .*: truncated.*{8 - len(kept)} sample.s. lost.*augment verify"):
+        list(stream(tmp_path / "cut", allowed=0))
     header = bytearray(whole[:512])
     header[0] ^= 0x01  # the name changes, the checksum does not
     shard.write_bytes(bytes(header) + whole[512:])

@@ -140,6 +140,11 @@ def fit(
     max_saliency_images: int | None = option(
         "max_saliency_images", "Images per test split scored for the saliency AUPR."
     ),
+    max_bad_samples: int | None = option(
+        "max_bad_samples",
+        "Unreadable samples of the build to skip: each is warned about and listed in results.json (bad_samples). "
+        "0: the first bad sample, short shard or shard whose sha256 differs from the manifest stops the run.",
+    ),
     resume: bool = typer.Option(
         False, help="Continue from <out>/last.pt exactly (under torchrun: every rank reads it)."
     ),
@@ -156,6 +161,7 @@ def fit(
     evaluates and writes the run folder."""
     given = dict(locals())  # the options as parsed; must stay the first statement
     from train.data import read_manifest
+    from train.ledger import DataError, one_line
     from train.train import fit as run_fit
 
     rank = int(os.environ.get("RANK", "0"))  # under torchrun, only rank 0 logs progress
@@ -169,8 +175,10 @@ def fit(
             typer.echo(note, err=True)
         config.check_build(manifest)
         results = run_fit(config, resume=resume, verify=verify)
+    except DataError as e:  # the build is not what its manifest says: a failed check
+        fail(str(e), 1)
     except (ValueError, FileNotFoundError) as e:
-        fail(str(e), 2)
+        fail(one_line(e), 2)
     if not results:
         return  # another DDP rank: rank 0 evaluates and prints
     typer.echo((Path(out) / "results.tsv").read_text().rstrip())
@@ -239,12 +247,16 @@ def evaluate_cmd(
     shards: str = typer.Option(..., help="The build to evaluate on (every split). " + SHARDS_HELP),
     workers: int | None = typer.Option(None, help="DataLoader worker processes [default: the run's --workers]."),
     device: str = typer.Option("auto", help="auto (cuda when present), cpu, cuda, cuda:1, ..."),
+    max_bad_samples: int = typer.Option(
+        0, min=0, help="Unreadable samples to skip (listed in results.json); 0: the first one stops the evaluation."
+    ),
 ) -> None:
     """Re-evaluate a run's best checkpoint on every split of a build; rewrites the run's results.json/.tsv."""
     import torch
 
     from train import evaluate
     from train.data import read_manifest
+    from train.ledger import DataError, Ledger, one_line
     from train.models import build_model
 
     checkpoint = run / "best.pt"
@@ -263,7 +275,12 @@ def evaluate_cmd(
     model.load_state_dict(state["model"])
     model.to(chosen)
     crop = config.crop or round(manifest["image_size"] * 7 / 8)
-    results = evaluate.evaluate_all(model, shards, manifest, crop, config, chosen)
+    try:
+        results = evaluate.evaluate_all(model, shards, manifest, crop, config, chosen, Ledger(max_bad_samples, shards))
+    except DataError as e:
+        fail(str(e), 1)
+    except ValueError as e:
+        fail(one_line(e), 2)
     results["method"] = config.method_name()
     evaluate.write_results(run, results)
     typer.echo((run / "results.tsv").read_text().rstrip())

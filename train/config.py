@@ -105,6 +105,7 @@ class Config:
     amp: bool = DEMO["amp"]  # mixed precision on CUDA (bf16 where supported, else fp16); a CPU run stays fp32
     saliency: str = "gradient"  # gradient | deepliftshap (captum)
     max_saliency_images: int = 256  # per test split, for the saliency AUPR
+    max_bad_samples: int = 0  # unreadable samples of the build a run skips (listed in results.json); more stop it
 
     @classmethod
     def resolve(cls, preset: str, **overrides: Any) -> Config:
@@ -199,7 +200,7 @@ RANGES: dict[str, tuple[float, float | None]] = {
     "cf_weight": (0, None), "fgsm": (0, 1), "fgsm_steps": (1, None), "sal": (0, None), "mixup": (0, None),
     "label_smoothing": (0, 1), "epochs": (1, None), "batch_size": (1, None), "lr": (0, None), "momentum": (0, None),
     "weight_decay": (0, None), "crop": (8, None), "early_stop": (0, None), "seed": (0, None), "workers": (0, None),
-    "max_saliency_images": (0, None),
+    "max_saliency_images": (0, None), "max_bad_samples": (0, None),
 }  # fmt: skip
 
 

@@ -56,7 +56,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from augment import encode, infill, schema, shards
-from augment.shards import Limits, ShardError
+from augment.shards import Limits, ShardCheck, ShardError
+from train.ledger import DataError, Ledger
 
 log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 64 << 20
@@ -129,19 +130,20 @@ class ShardStream(IterableDataset):
     def __init__(
         self, root: str | Path, manifest: dict[str, Any], split: str, fields: Fields, train: bool, crop: int,
         seed: int = 0, shuffle_buffer: int = 1000, batch_size: int = 1, rank: int = 0, world_size: int = 1,
-        fraction: float = 1.0,
+        fraction: float = 1.0, ledger: Ledger | None = None,
     ):  # fmt: skip
         self.split, self.fields, self.train, self.crop = split, fields, train, crop
         self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
         self.batch_size, self.rank, self.world_size = batch_size, rank if train else 0, world_size if train else 1
         self.urls = [shards.join(root, s["path"]) for s in manifest["splits"][split]["shards"]]
-        self.lengths = {shards.join(root, s["path"]): s["num_samples"] for s in manifest["splits"][split]["shards"]}
+        self.entries = {shards.join(root, s["path"]): s for s in manifest["splits"][split]["shards"]}
+        self.lengths = {url: entry["num_samples"] for url, entry in self.entries.items()}
+        self.ledger = Ledger(root=str(root)) if ledger is None else ledger  # by default, one bad sample stops it
         self.fraction = fraction  # keep this share of the samples (a fixed subset, chosen by key: see in_subset)
         self.num_samples = max(1, round(manifest["splits"][split]["num_samples"] * fraction))
         self.steps = self.num_samples // (batch_size * self.world_size)  # batches per rank and epoch, when training
         self.num_classes = len(manifest["dataset"]["classes"])
         self.limits = Limits.for_image_size(manifest["image_size"])
-        self.skipped = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -155,31 +157,35 @@ class ShardStream(IterableDataset):
         slot, slots = self.rank * workers + worker, self.world_size * workers
         rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{worker}")
         torch.manual_seed(rng.getrandbits(63))  # the crop and flip draws of this slot, this epoch
-        self.skipped, failed = 0, 0
+        done = {"quota": False}  # set when the epoch has its samples: the open shards are then read to their ends
         if self.train:
             quota = self.batch_size * share(self.steps, worker, workers)
-            raw = self.cycle(slot, slots, rng) if quota else iter(())
+            raw = self.cycle(slot, slots, rng, done)
         else:
-            quota = self.num_samples
+            quota = None  # every sample, and every shard to its end (where its checksum is compared)
             raw = self.records(*assign(self.urls, slot, slots, 0, per_slot=1))  # no mixing needed: shards whole
-        made = 0
-        for sample in raw:
-            if made == quota:
-                break
-            try:
-                yield self.decode(sample)
+        made, failed = 0, 0
+        try:
+            for sample in raw if quota != 0 else ():
+                try:
+                    decoded = self.decode(sample)
+                except DECODE_ERRORS as e:
+                    problem = f"{type(e).__name__}: {e}"
+                    self.ledger.record(ShardError(sample["__url__"], problem, key=sample["__key__"]))
+                    failed += 1
+                    if self.train and failed > self.num_samples:  # a whole pass over this slot's share, none good
+                        raise DataError(f"{self.split}: no sample of {len(self.urls)} shard(s) decodes; the last: "
+                                        f"{sample['__key__']} in {sample['__url__']}") from e  # fmt: skip
+                    continue
                 made, failed = made + 1, 0
-            except DECODE_ERRORS as e:
-                self.skip_corrupt(ShardError(sample["__url__"], f"{type(e).__name__}: {e}", key=sample["__key__"]))
-                failed += 1
-                if self.train and failed > self.num_samples:  # a whole pass over this slot's share, none good
-                    raise ValueError(f"{self.split}: no sample of {len(self.urls)} shard(s) decodes; the last: "
-                                     f"{sample['__key__']} in {sample['__url__']}") from e  # fmt: skip
-        if self.skipped:  # each slot reports its own total at the end of the epoch
-            log.warning("%s epoch %d, rank %d worker %d: skipped %d corrupt samples", self.split, self.epoch,
-                        self.rank, worker, self.skipped)  # fmt: skip
+                yield decoded
+                if made == quota:
+                    done["quota"] = True
+                    break
+        finally:
+            raw.close()  # after the quota: reads the open shards to their ends, so that their checksums are compared
 
-    def cycle(self, slot: int, slots: int, rng: random.Random) -> Iterator[dict[str, Any]]:
+    def cycle(self, slot: int, slots: int, rng: random.Random, done: dict[str, bool]) -> Iterator[dict[str, Any]]:
         """This slot's share of the split, mixed, over and over: each pass reads the shards in an order all slots
         agree on (so that they split it), interleaves them and shuffles within the pass (so that a sample is not
         repeated in it)."""
@@ -188,16 +194,24 @@ class ShardStream(IterableDataset):
             random.Random(f"{self.seed}:{self.epoch}:{repeat}").shuffle(urls)
             got = 0
             shuffle = wds.shuffle(bufsize=self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)
-            for sample in shuffle(self.interleave(*assign(urls, slot, slots, self.epoch), rng)):
-                got += 1
-                yield sample
+            mixed = self.interleave(*assign(urls, slot, slots, self.epoch), rng, done)
+            try:
+                for sample in shuffle(mixed):
+                    got += 1
+                    yield sample
+            finally:
+                mixed.close()
             if not got:
-                raise ValueError(f"{self.split}: no readable sample in this process's share of {len(urls)} shard(s)")
+                raise DataError(f"{self.split}: no readable sample in this process's share of {len(urls)} shard(s)")
 
-    def interleave(self, urls: list[str], every: int, offset: int, rng: random.Random) -> Iterator[dict[str, Any]]:
+    def interleave(
+        self, urls: list[str], every: int, offset: int, rng: random.Random, done: dict[str, bool]
+    ) -> Iterator[dict[str, Any]]:
         """The samples :meth:`records` yields, but drawn from up to ``POOL`` open shards at once: each sample comes
         from an open shard chosen with probability proportional to its expected samples left (from the manifest),
-        so that the open shards run out together and the stream mixes them evenly whatever their order."""
+        so that the open shards run out together and the stream mixes them evenly whatever their order. Closed
+        once the epoch's quota is reached (``done["quota"]``), it reads its open shards to their ends, unused, for
+        their checksums."""
         pending = list(enumerate(urls))[::-1]  # popped from the end: in order
         pool: list[Iterator[dict[str, Any]]] = []
         left: list[float] = []  # expected samples left in each open shard
@@ -209,11 +223,16 @@ class ShardStream(IterableDataset):
                     left.append(self.lengths[url] * self.fraction / every)
                 (i,) = rng.choices(range(len(pool)), weights=[max(1.0, n) for n in left])
                 sample = next(pool[i], None)
-                if sample is None:  # fewer than expected (skipped samples, a subset): the weights are estimates
+                if sample is None:  # fewer than expected (a subset, a slot's share): the weights are estimates
                     del pool[i], left[i]
                     continue
                 left[i] -= 1
                 yield sample
+        except GeneratorExit:
+            while done["quota"] and pool:
+                for _ in pool.pop():
+                    pass
+            raise
         finally:
             for samples in pool:  # close the open shards now, not when the garbage collector gets to them
                 samples.close()
@@ -225,30 +244,49 @@ class ShardStream(IterableDataset):
 
     def shard_records(self, url: str, position: int, every: int, offset: int) -> Iterator[dict[str, Any]]:
         """Raw samples of shard ``url`` in file order, keeping its sample j (counted over the subset, see
-        ``fraction``) when ``(j + position) % every == offset``; a bad shard is skipped from the bad point on, a bad
-        sample on its own, each with a warning (from one slot, when slots share shards)."""
+        ``fraction``) when ``(j + position) % every == offset``, each checked by :meth:`parse` first.
+
+        The shard is hashed as it streams and its size, sha256 and sample count are compared with the manifest at
+        its end. Every problem goes to the ledger, which stops the run by default; when it tolerates them, the
+        shard's loss is counted once, at its end: the manifest's samples minus the records that parse (a split
+        record, a stray member or a bad name is listed, not counted, so that what was used plus what was lost
+        is what the manifest promised). When slots share the shard, one of them accounts for it."""
         wanted = {schema.IMAGE, schema.LABEL, schema.META, schema.MASK, *self.fields.names(self.epoch).values()}
-        report = self.skip_corrupt if offset == 0 else lambda *_, **__: None
-        index = position
+        reports = offset == 0 or not self.ledger.allowed
+        check = ShardCheck.of(self.entries[url])
+        index, good = position, 0
+
+        def note(error: ShardError) -> None:  # the loss is counted with the shard's
+            if reports:
+                self.ledger.record(error, samples=1, counted=False)
+
         try:
             # decode_image checks each image's declared size before decoding it, as iter_records would
-            for key, fields in shards.iter_records(url, wanted, self.limits, on_error=report, check_images=False):
-                if self.fraction < 1.0 and not in_subset(key, self.fraction):
+            for key, fields in shards.iter_records(url, wanted, self.limits, on_error=note, check_images=False,
+                                                   check=check):  # fmt: skip
+                subset = self.fraction == 1.0 or in_subset(key, self.fraction)
+                mine = subset and index % every == offset
+                index += subset
+                if not (mine or reports):
                     continue
-                if index % every == offset:
-                    yield {**fields, "__key__": key, "__url__": url}
-                index += 1
-        except ShardError as e:
-            report(e, what="the rest of")
+                try:
+                    parsed = self.parse(fields)
+                except DECODE_ERRORS as e:
+                    note(ShardError(url, f"{type(e).__name__}: {e}", key=key))
+                    continue
+                good += 1
+                if mine:
+                    yield {**fields, "__key__": key, "__url__": url, "__parsed__": parsed}
+        except ShardError as e:  # cut short, or read to its end but not what the manifest says
+            if reports:
+                self.ledger.record(e, samples=max(0, check.num_samples - good), counted=False)
+        if reports and good < check.num_samples:
+            lost = check.num_samples - good
+            self.ledger.record(ShardError(url, f"{lost} of its {check.num_samples} samples unusable"), samples=lost)
 
-    def skip_corrupt(self, error: ShardError, what: str = "") -> None:
-        """Count and warn about a sample (or ``what`` of a shard) that cannot be used; its message names the
-        shard and the sample key."""
-        self.skipped += 1
-        log.warning("skipping %s%s", f"{what} " if what else "", error)
-
-    def decode(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """Decode and check one sample; anything malformed raises ValueError or KeyError (skipped by the caller)."""
+    def parse(self, raw: dict[str, bytes]) -> tuple[int, int, bool]:
+        """(label, group or -1, has_object) of a raw sample, after checking that it holds what its json calls for;
+        anything malformed raises ValueError or KeyError. Cheap: no image is decoded."""
         meta = shards.parse_json(raw[schema.META])
         label = int(raw[schema.LABEL])
         group = meta.get("group") if isinstance(meta, dict) else None
@@ -256,15 +294,22 @@ class ShardStream(IterableDataset):
             raise ValueError("json: expected an object with a boolean has_object")
         if not 0 <= label < self.num_classes or not (group is None or type(group) is int):
             raise ValueError(f"label {label} / group {group!r}: expected a class index below {self.num_classes}")
+        needed = [schema.IMAGE, *((schema.MASK, *self.fields.names(self.epoch).values()) if meta["has_object"] else ())]
+        missing = [name for name in needed if name not in raw]
+        if missing:
+            raise KeyError(f"missing field(s) {', '.join(missing)}")
+        return label, -1 if group is None else group, meta["has_object"]
+
+    def decode(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Decode one sample that :meth:`parse` accepted; an image that does not decode raises (the caller counts
+        it as lost)."""
+        label, group, has_object = raw["__parsed__"]
         image = self.decode_image(raw[schema.IMAGE])
-        has_object = meta["has_object"]
         h, w = image.shape[1:]
         mask = self.decode_image(raw[schema.MASK], "L") if has_object else torch.zeros(1, h, w, dtype=torch.bool)
         views: dict[str, torch.Tensor] = {"image": image, "mask": mask}
         for name, field_name in self.fields.names(self.epoch).items():
-            views[name] = (
-                self.decode_image(raw[field_name]) if has_object and field_name in raw else torch.zeros_like(image)
-            )
+            views[name] = self.decode_image(raw[field_name]) if has_object else torch.zeros_like(image)
         if any(v.shape[1:] != (h, w) for v in views.values()):
             raise ValueError(f"fields of sizes {sorted({tuple(v.shape[1:]) for v in views.values()})}, expected one")
         if not self.train and min(h, w) < self.crop:  # too small to crop: scale the shorter side up to the crop
@@ -279,7 +324,7 @@ class ShardStream(IterableDataset):
         return {
             "key": raw["__key__"],
             "label": label,
-            "group": -1 if group is None else group,
+            "group": group,
             "has_object": has_object,
             "mask": views.pop("mask").float(),
             "image": to_input(views.pop("image")),

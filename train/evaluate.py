@@ -20,6 +20,7 @@ import torch
 
 from train import metrics
 from train.data import Fields, ShardStream, loader
+from train.ledger import Ledger
 from train.report import declared_test_splits
 
 EXAMPLES = 6  # images per run in the saliency overlay sheet
@@ -27,11 +28,13 @@ EXAMPLES = 6  # images per run in the saliency overlay sheet
 
 @torch.no_grad()
 def predict(model, root: str | Path, manifest: dict, split: str, crop: int, config, device,
-            saliency_images: int | None = None) -> dict[str, Any]:  # fmt: skip
+            saliency_images: int | None = None, ledger: Ledger | None = None) -> dict[str, Any]:  # fmt: skip
     """Logits, labels, groups and keys of a split, plus saliency scores and masks of up to ``saliency_images``
     images with an object mask (default: the config's ``max_saliency_images``; 0 = no saliency pass), chosen by
-    :class:`SaliencySubset` (class-balanced, the same for every run)."""
-    stream = ShardStream(root, manifest, split, Fields(), train=False, crop=crop, seed=config.seed)
+    :class:`SaliencySubset` (class-balanced, the same for every run). What cannot be read goes to ``ledger``
+    (default: a fresh one that allows the config's ``max_bad_samples``)."""
+    ledger = Ledger(config.max_bad_samples, root=str(root)) if ledger is None else ledger
+    stream = ShardStream(root, manifest, split, Fields(), train=False, crop=crop, seed=config.seed, ledger=ledger)
     model.eval()
     out: dict[str, list] = {"logits": [], "labels": [], "groups": [], "keys": []}
     budget = config.max_saliency_images if saliency_images is None else saliency_images
@@ -43,6 +46,7 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
         out["groups"].append(batch["group"])
         out["keys"].extend(batch["key"])
         subset.offer(batch)
+    ledger.collect()  # what the workers skipped, against the bound
     result = {k: torch.cat(v).numpy() if v and k != "keys" else v for k, v in out.items()}
     images, masks, labels = subset.chosen()
     scores = [saliency(model, images[i : i + 64].to(device), labels[i : i + 64].to(device), config).cpu()
@@ -106,9 +110,10 @@ def saliency(model, x: torch.Tensor, target: torch.Tensor, config) -> torch.Tens
     return metrics.input_gradient_saliency(model, x, target)
 
 
-def split_metrics(model, root: str | Path, manifest: dict, split: str, crop: int, config, device) -> dict[str, Any]:
+def split_metrics(model, root: str | Path, manifest: dict, split: str, crop: int, config, device,
+                  ledger: Ledger | None = None) -> dict[str, Any]:  # fmt: skip
     """Metrics of one split without the saliency pass: what model selection needs each epoch."""
-    return summarize(predict(model, root, manifest, split, crop, config, device, saliency_images=0))
+    return summarize(predict(model, root, manifest, split, crop, config, device, saliency_images=0, ledger=ledger))
 
 
 def summarize(p: dict[str, Any]) -> dict[str, Any]:
@@ -127,12 +132,18 @@ def pair_key(key: str, split: str) -> str:
     return re.sub(r"fg_(.*?)_bg_.*$", r"\1", rest)
 
 
-def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, device) -> dict[str, Any]:
-    """Metrics on every split but train, plus the paired metrics the manifest names."""
+def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, device,
+                 ledger: Ledger | None = None) -> dict[str, Any]:  # fmt: skip
+    """Metrics on every split but train, plus the paired metrics the manifest names, and ``bad_samples``: what
+    could not be read (of these splits, and of whatever else ``ledger`` saw, e.g. the training run's)."""
+    ledger = Ledger(config.max_bad_samples, root=str(root)) if ledger is None else ledger
     predictions = {
-        s: predict(model, root, manifest, s, crop, config, device) for s in manifest["splits"] if s != "train"
+        s: predict(model, root, manifest, s, crop, config, device, ledger=ledger)
+        for s in manifest["splits"]
+        if s != "train"
     }
     results: dict[str, Any] = {"splits": {s: summarize(p) for s, p in predictions.items()}}
+    results["bad_samples"] = ledger.summary()
     shown = next((p for s, p in predictions.items() if s != config.val_split and len(p["scores"])), None)
     if shown is not None:  # a few test images with their saliency, for `train report`'s overlay sheet
         results["_examples"] = {k: shown[k][:EXAMPLES] for k in ("images", "masks", "scores")}

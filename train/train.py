@@ -44,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from train import evaluate
 from train.config import Config
 from train.data import Fields, ShardStream, loader, manifest_sha256, read_manifest
+from train.ledger import DataError, Ledger
 from train.losses import (
     cf_loss,
     fgsm_background,
@@ -78,9 +79,6 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     out = Path(config.out)
     if (out / "last.pt").exists() and not resume:
         raise ValueError(f"--out {out}: holds a run already; pass --resume to continue it, or choose another --out")
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     seed_everything(config.seed)
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # leave a core to each DataLoader worker: on 2 cores with 2 workers, 1 intra-op thread trained the demo at
@@ -93,11 +91,14 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     built = manifest_sha256(config.shards)  # names the build: results and checkpoints carry it
     classes = manifest["dataset"]["classes"]
     config.check_build(manifest)  # its val split and CF/F images are in the build
+    # every stream of the run (train, val, the final evaluation) reports what it cannot read here: by default the
+    # first bad sample, short shard or changed shard stops the run; --max-bad-samples N skips and lists up to N
+    ledger = Ledger(config.max_bad_samples, root=config.shards)
     fields = Fields(cf=config.cf, f=config.f, copies=manifest["methods"]["copies"])
     crop = config.crop or round(manifest["image_size"] * 7 / 8)
     train_stream = ShardStream(config.shards, manifest, "train", fields, train=True, crop=crop, seed=config.seed,
                                batch_size=config.batch_size, rank=rank, world_size=world_size,
-                               fraction=config.train_fraction)  # fmt: skip
+                               fraction=config.train_fraction, ledger=ledger)  # fmt: skip
     train_loader = loader(train_stream, config.batch_size, config.workers, drop_last=True)
     steps_per_epoch = train_stream.steps  # the same on every rank
     if steps_per_epoch == 0:
@@ -139,7 +140,10 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
         set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d", out / "last.pt", start)
 
-    # ---- loop --------------------------------------------------------------------------------------------------
+    # ---- loop (the run folder is made only now that training can start) -----------------------------------------
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     rows_csv = out / "log.csv"
     for epoch in range(start, config.epochs):
         train_stream.set_epoch(epoch)
@@ -168,6 +172,16 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
                          steps_per_epoch, loss.item(), optimizer.param_groups[0]["lr"], rows / (done - tick),
                          loaded - tick, done - loaded)  # fmt: skip
             tick = time.perf_counter()
+        ledger.collect()  # what this rank's workers skipped, against --max-bad-samples
+        if world_size > 1 and ledger.allowed:  # and every other rank's: the bound is the run's
+            gathered: list[Any] = [None] * world_size
+            dist.all_gather_object(gathered, list(ledger.items.values()))
+            for item in (i for items in gathered for i in items):
+                ledger.add(item)
+            ledger.check(f"rank {rank}, epoch {epoch}")
+        if totals["steps"] != steps_per_epoch:
+            raise DataError(f"epoch {epoch} read {totals['steps']} of its {steps_per_epoch} batches from "
+                            f"{config.shards}; check the build with `augment verify {config.shards}`")  # fmt: skip
         if world_size > 1:  # the epoch's loss and rows over all ranks; BatchNorm statistics as on rank 0
             summed = torch.tensor([totals["loss"], totals["rows"], totals["steps"]], dtype=torch.float64, device=device)
             dist.all_reduce(summed)
@@ -178,7 +192,8 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
         # ---- eval and checkpoint (rank 0; the others wait for its score, then decide as it does) -----------------
         score = 0.0
         if main:
-            val = evaluate.split_metrics(module, config.shards, manifest, config.val_split, crop, config, device)
+            val = evaluate.split_metrics(module, config.shards, manifest, config.val_split, crop, config, device,
+                                         ledger)  # fmt: skip
             score = val["accuracy"] if config.select == "accuracy" else (val.get("macro_auc") or 0.0)
         if world_size > 1:
             score = from_rank0(score, device)
@@ -213,7 +228,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
 
     # ---- final evaluation on every split, with the selected model ------------------------------------------------
     module.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
-    results = evaluate.evaluate_all(module, config.shards, manifest, crop, config, device)
+    results = evaluate.evaluate_all(module, config.shards, manifest, crop, config, device, ledger)
     results["method"] = config.method_name()
     results["manifest_sha256"] = built  # which build it learnt from: the study retrains when the build changes
     evaluate.write_results(out, results)

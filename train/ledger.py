@@ -1,0 +1,115 @@
+"""What a run could not read from its build, and when that stops the run.
+
+The trainer reads shards it did not write. Each shard is hashed while it streams and compared with its manifest
+entry at its end (``augment.shards.ShardCheck``), so a flipped byte, a truncation or a missing sample is found
+without a second pass. What happens then is the :class:`Ledger`'s decision:
+
+- ``allowed == 0`` (the default): the first bad sample, short shard or changed shard stops the run with a
+  :class:`DataError` naming the shard, the count and ``augment verify``;
+- ``allowed == N`` (``--max-bad-samples N``): up to N samples that cannot be read are skipped, each with a warning,
+  and listed in ``results.json``; a changed shard whose samples still read is listed too. One sample more stops
+  the run.
+
+DataLoader workers are other processes: each appends what it records to a file in the ledger's folder, and the
+main process merges them (:meth:`Ledger.collect`) after each pass. A sample skipped in every epoch counts once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import get_worker_info
+
+from augment.shards import ShardError
+
+log = logging.getLogger(__name__)
+TRACEBACK_MARK = "Original Traceback"  # how torch's DataLoader embeds a worker's traceback in the error it re-raises
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` without the worker traceback a DataLoader puts in front of it."""
+    text = str(error)
+    if TRACEBACK_MARK not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    name, sep, message = last.partition(": ")
+    return message if sep and " " not in name else last
+
+
+def remove_folder(folder: Path, owner: int) -> None:
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class DataError(ValueError):
+    """The build's data is not what its manifest promises. One line, also when a DataLoader worker raised it."""
+
+    def __init__(self, message: str):
+        super().__init__(one_line(Exception(message)))
+
+
+class Ledger:
+    """The samples (and shards) of a build that a run could not use, shared by all of the run's streams.
+
+    ``items`` maps (shard, sample key, problem) to an entry ``{"shard", "key", "samples", "problem"}``; ``samples``
+    is how many samples the entry stands for (1 for a bad sample, the unread rest for a cut shard, 0 for a changed
+    shard whose samples all read)."""
+
+    def __init__(self, allowed: int = 0, root: str = ""):
+        if allowed < 0:
+            raise ValueError(f"--max-bad-samples: got {allowed}, expected a count >= 0")
+        self.allowed, self.root = allowed, str(root)
+        self.items: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.folder = Path(tempfile.mkdtemp(prefix="train-ledger-")) if allowed else None
+        if self.folder is not None:  # removed with this object, by this process only (not by a forked worker)
+            weakref.finalize(self, remove_folder, self.folder, os.getpid())
+
+    @property
+    def count(self) -> int:
+        """Samples skipped, over every split read so far (each sample once)."""
+        return sum(item["samples"] for item in self.items.values())
+
+    def record(self, error: ShardError, samples: int = 1, counted: bool = True) -> None:
+        """Account for ``samples`` samples lost to ``error`` (0: a changed shard whose samples read); raises
+        DataError when that is more than the run allows. ``counted=False`` lists a problem whose loss is counted
+        elsewhere (with its shard's), so that a sample is never counted twice."""
+        hint = f"check the build with `augment verify {self.root}`" if self.root else "check it with `augment verify`"
+        if not self.allowed:
+            lost = "its samples decode, but are not the ones built" if not samples else f"{samples} sample(s) lost"
+            raise DataError(f"{error} ({lost}); {hint}, or pass --max-bad-samples N to skip up to N bad samples")
+        item = {"shard": error.path, "key": error.key, "samples": samples if counted else 0, "problem": error.problem}
+        self.add(item)
+        if get_worker_info() is not None and self.folder is not None:
+            with open(self.folder / f"worker-{os.getpid()}.jsonl", "a") as fh:
+                fh.write(json.dumps(item) + "\n")
+        log.warning("%s: %s", "skipping" if counted else "found", error)
+        self.check(error)
+
+    def add(self, item: dict[str, Any]) -> None:
+        self.items.setdefault((item["shard"], item["key"] or "", item["problem"]), item)
+
+    def check(self, last: BaseException | str = "") -> None:
+        if self.count > self.allowed:
+            raise DataError(f"{self.count} bad samples, over --max-bad-samples {self.allowed}; the last: {last}; "
+                            f"check the build with `augment verify {self.root}`")  # fmt: skip
+
+    def collect(self) -> None:
+        """Merge what worker processes recorded, then apply the bound to the run's total."""
+        if self.folder is None:
+            return
+        for path in sorted(self.folder.glob("worker-*.jsonl")):
+            for line in path.read_text().splitlines():
+                self.add(json.loads(line))
+        last = next(reversed(self.items.values()), None)
+        self.check(f"{last['shard']} (sample {last['key']!r}): {last['problem']}" if last else "")
+
+    def summary(self) -> dict[str, Any]:
+        """What results.json records: the bound, the count, and every entry."""
+        return {"allowed": self.allowed, "count": self.count, "items": list(self.items.values())}
