@@ -174,7 +174,27 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'loader':<40} {'img/s':>8} {'shards / this':>14}")
     for name, values in rates.items():
         print(f"{name:<40} {median(values):>8.1f} {shard_rate / median(values):>13.2f}x")
+    # the shard loader hashes every shard as it streams (train.ledger): what that costs, against its whole epoch
+    files = sorted((shards / "train").glob("*.tar"))
+    hashing = median([hash_seconds(files) for _ in range(max(3, args.rounds))])
+    epoch = len(samples) / shard_rate
+    print(f"sha256 of the {len(files)} train shards ({sum(f.stat().st_size for f in files) / 1e6:.1f} MB): "
+          f"{hashing * 1e3:.1f} ms, {hashing / epoch:.1%} of the shard loader's epoch ({epoch * 1e3:.0f} ms, "
+          f"{workers} workers)")  # fmt: skip
     print(other.line())
+
+
+def hash_seconds(files: list[Path]) -> float:
+    """Seconds to sha256 ``files`` in 1 MiB reads, as train.data's streaming check does (one process)."""
+    import hashlib
+
+    start = time.perf_counter()
+    for path in files:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

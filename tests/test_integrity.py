@@ -234,3 +234,23 @@ def test_one_line_drops_an_embedded_worker_traceback() -> None:
     assert one_line(ValueError(embedded)) == "shard.tar: truncated"
     assert str(DataError(embedded)) == "shard.tar: truncated"
     assert one_line(ValueError("plain")) == "plain"
+
+
+def test_train_states_the_exit_code_rule_and_ctrl_c_is_one_line_with_130(good, tmp_path, monkeypatch) -> None:
+    import train.train
+
+    help_text = " ".join(CliRunner().invoke(app, ["--help"]).output.split())
+    assert "1 = a check failed" in help_text and "2 = a usage error" in help_text and "130 = interrupted" in help_text
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.train, "fit", interrupted)
+    result = fit(good, tmp_path / "r", "--workers", "0")
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert (
+        result.output.strip().splitlines()[-1]
+        == "interrupted; run the same command again to resume (train fit: add --resume)"
+    )
+    missing = CliRunner().invoke(app, ["eval", str(tmp_path / "nothing"), "--shards", str(good)])
+    assert missing.exit_code == 2 and "expected a run folder written by `train fit`" in missing.output

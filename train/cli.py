@@ -19,7 +19,7 @@ from typing import Any
 import typer
 
 from augment import infill
-from augment.cli import OneLineErrors
+from augment.cli import EXIT_CODES, USAGE, OneLineErrors
 from train.config import ARCHS, OPTIMIZERS, PRESET_KEYS, PRESETS, SALIENCY, SCHEDULES, SELECT, Config, flag
 from train.losses import CF_LOSSES
 
@@ -38,9 +38,20 @@ Schedule = choices("Schedule", SCHEDULES)
 Select = choices("Select", SELECT)
 Saliency = choices("Saliency", SALIENCY)
 
+
+class TrainErrors(OneLineErrors):
+    """augment's one-line errors, with the way to resume a training run."""
+
+    interrupted_message = "interrupted; run the same command again to resume (train fit: add --resume)"
+
+
 app = typer.Typer(
-    cls=OneLineErrors,
-    help="Fine-tune a classifier on augment shards with CF/F/FGSM/Sal (Chang et al., CVPR 2021), and evaluate it.",
+    cls=TrainErrors,
+    help="Fine-tune a classifier on augment shards with CF/F/FGSM/Sal (Chang et al., CVPR 2021), and evaluate it.\n\n"
+    + EXIT_CODES.replace(
+        "verify found problems, a build met bad data, --diff found differences",
+        "the build's shards are not what its manifest says: run `augment verify`",
+    ),  # fmt: skip
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -261,7 +272,7 @@ def evaluate_cmd(
 
     checkpoint = run / "best.pt"
     if not checkpoint.is_file():
-        fail(f"{checkpoint}: not found; expected a run folder written by `train fit`")
+        fail(f"{checkpoint}: not found; expected a run folder written by `train fit`", USAGE)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = Config(**state["config"])
     if workers is not None:
@@ -312,7 +323,7 @@ def report(
     try:
         path = write_report(runs, out)
     except (ValueError, FileNotFoundError) as e:
-        fail(str(e))
+        fail(str(e), USAGE)
     typer.echo(path.read_text().rstrip())
 
 
@@ -329,13 +340,16 @@ def study(
     """Run a grid of training runs over seeds and write REPORT.md / REPORT.html: the paper's Tables 1-3, Figs. 4-6
     and its claims checked on your data. Finished runs are reused and interrupted ones resumed, so re-running after a
     crash loses at most the epoch in progress."""
+    from train.ledger import DataError, one_line
     from train.study import study as run_study
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     try:
         report = run_study(shards, grid, seeds, out, jobs)
+    except DataError as e:
+        fail(str(e), 1)
     except (ValueError, FileNotFoundError) as e:
-        fail(str(e), 2)
+        fail(one_line(e), USAGE)
     typer.echo(f"{report} and {report.with_suffix('.html')}")
 
 

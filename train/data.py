@@ -2,10 +2,11 @@
 
 The trainer knows only the shard schema (``augment.schema``) and treats shards as untrusted: it reads them with
 ``augment.shards.iter_records`` (bounded members, image sizes checked before decoding, nothing unpickled), keeps
-only the fields it decodes (images, the PNG mask, json, cls) and skips a bad sample with a warning naming its key
-and shard. The original, its CF and F images and its mask get the **same** random crop and flip: one draw per sample
-(``draw_view``) applied to every view by slicing (``apply_view``); evaluation takes the centre crop. Stochastic
-fields stored in K copies use copy ``epoch % K``.
+only the fields it decodes (images, the PNG mask, json, cls), hashes each shard as it streams and compares it with
+the manifest at its end; what it cannot use goes to the run's ``train.ledger.Ledger``, which stops the run or,
+within ``--max-bad-samples``, counts and lists it. The original, its CF and F images and its mask get the
+**same** random crop and flip: one draw per sample (``draw_view``) applied to every view by slicing
+(``apply_view``); evaluation takes the centre crop. Stochastic fields stored in K copies use copy ``epoch % K``.
 
 Training reads a fixed number of samples per epoch: ``steps = num_samples // (batch_size * world_size)`` batches
 on every rank, so DDP ranks never wait on each other at the end of an epoch. Each (rank, DataLoader worker) slot
