@@ -166,7 +166,7 @@ def fit(root: Path, out: Path, *extra: str):  # noqa: ANN201
     return CliRunner().invoke(app, ["fit", "--shards", str(root), "--out", str(out), *FIT, *extra], prog_name="train")
 
 
-@pytest.mark.parametrize("fault", ["oversized", "flipped", "fewer"])
+@pytest.mark.parametrize("fault", FAULTS)
 def test_train_fit_stops_by_default_and_skips_within_the_bound(good, tmp_path, fault) -> None:
     root, shard, lost = broken(good, tmp_path, "train", fault)
     result = fit(root, tmp_path / "strict", "--workers", "2")
@@ -184,16 +184,23 @@ def test_train_fit_stops_by_default_and_skips_within_the_bound(good, tmp_path, f
     assert {item["shard"] for item in recorded["items"]} == {str(shard)}
 
 
-@pytest.mark.parametrize("fault", ["truncated", "flipped"])
-def test_train_eval_stops_by_default_and_skips_within_the_bound(good, tmp_path, fault) -> None:
-    runner = CliRunner()
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(good, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("trained") / "run"
     result = fit(good, run, "--workers", "0")
     assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_train_eval_stops_by_default_and_skips_within_the_bound(good, trained, tmp_path, fault) -> None:
+    runner = CliRunner()
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
     root, shard, lost = broken(good, tmp_path, "mixed_rand", fault)
     result = runner.invoke(app, ["eval", str(run), "--shards", str(root), "--workers", "2"], prog_name="train")
     assert result.exit_code == 1 and str(shard) in result.output and "augment verify" in result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and FAULTS[fault][1] in result.output
     result = runner.invoke(app, ["eval", str(run), "--shards", str(root), "--workers", "2", "--max-bad-samples", "8"])
     assert result.exit_code == 0, result.output
     recorded = json.loads((run / "results.json").read_text())
@@ -254,3 +261,17 @@ def test_train_states_the_exit_code_rule_and_ctrl_c_is_one_line_with_130(good, t
     )
     missing = CliRunner().invoke(app, ["eval", str(tmp_path / "nothing"), "--shards", str(good)])
     assert missing.exit_code == 2 and "expected a run folder written by `train fit`" in missing.output
+
+
+def test_a_stopped_stream_leaves_no_dataloader_worker_behind(good, tmp_path) -> None:
+    import multiprocessing
+    import time
+
+    from train.data import batches, loader
+
+    root, _, _ = broken(good, tmp_path, "val", "truncated")
+    stream = ShardStream(root, read_manifest(root), "val", Fields(), train=False, crop=16)
+    start = time.perf_counter()
+    with pytest.raises(DataError, match="truncated"):
+        list(batches(loader(stream, 4, 2, drop_last=False)))
+    assert not multiprocessing.active_children() and time.perf_counter() - start < 4  # not 5 s per worker

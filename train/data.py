@@ -39,6 +39,7 @@ than workers), each shard in file order, and takes the centre ``crop`` of the st
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import logging
@@ -392,6 +393,31 @@ def loader(stream: ShardStream, batch_size: int, workers: int, drop_last: bool) 
         stream, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(),
         drop_last=drop_last, persistent_workers=False,
     )  # fmt: skip
+
+
+def batches(data: DataLoader) -> Iterator[dict[str, Any]]:
+    """The batches of ``data``; a DataError from a worker is raised afresh once its workers are stopped.
+
+    The DataLoader re-raises a worker's error with a traceback that holds its iterator in a reference cycle, and
+    the iterator, once collected, waits 5 s for each worker that saw an error to exit (torch 2.x with an
+    IterableDataset): the workers would live on while the error does (in a notebook, a test, a study), then stall
+    the next collection. A stopped run has no use for them: they are terminated."""
+    iterator = iter(data)
+    while True:
+        message = None
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except DataError as e:
+            message = str(e)
+        if message is not None:
+            for worker in getattr(iterator, "_workers", ()):  # torch keeps them there; nothing public stops them
+                worker.terminate()
+            del iterator
+            gc.collect()  # frees the cycle now: the iterator's shutdown finds its workers gone
+            raise DataError(message)
+        yield batch
 
 
 def manifest_sha256(root: str | Path) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from train import metrics
-from train.data import Fields, ShardStream, loader
+from train.data import Fields, ShardStream, batches, loader
 from train.ledger import Ledger
 from train.report import declared_test_splits
 
@@ -39,7 +39,7 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
     out: dict[str, list] = {"logits": [], "labels": [], "groups": [], "keys": []}
     budget = config.max_saliency_images if saliency_images is None else saliency_images
     subset = SaliencySubset(budget, len(manifest["dataset"]["classes"]))
-    for batch in loader(stream, 128, config.workers, drop_last=False):
+    for batch in batches(loader(stream, 128, config.workers, drop_last=False)):
         x = batch["image"].to(device)
         out["logits"].append(model(x).float().cpu())
         out["labels"].append(batch["label"])

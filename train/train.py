@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from train import evaluate
 from train.config import Config
-from train.data import Fields, ShardStream, loader, manifest_sha256, read_manifest
+from train.data import Fields, ShardStream, batches, loader, manifest_sha256, read_manifest
 from train.ledger import DataError, Ledger
 from train.losses import (
     cf_loss,
@@ -150,7 +150,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
         model.train()
         totals = {"loss": 0.0, "rows": 0, "steps": 0, "data_s": 0.0, "step_s": 0.0}
         tick = time.perf_counter()
-        for step, batch in enumerate(train_loader):
+        for step, batch in enumerate(batches(train_loader)):
             loaded = time.perf_counter()
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 loss, rows = objective(model, batch, config, len(classes), device, epoch * steps_per_epoch + step,
