@@ -273,5 +273,5 @@ def test_a_stopped_stream_leaves_no_dataloader_worker_behind(good, tmp_path) -> 
     stream = ShardStream(root, read_manifest(root), "val", Fields(), train=False, crop=16)
     start = time.perf_counter()
     with pytest.raises(DataError, match="truncated"):
-        list(batches(loader(stream, 4, 2, drop_last=False)))
+        list(batches(loader(stream, 4, 2, drop_last=False), stream.ledger))
     assert not multiprocessing.active_children() and time.perf_counter() - start < 4  # not 5 s per worker

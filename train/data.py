@@ -39,7 +39,6 @@ than workers), each shard in file order, and takes the centre ``crop`` of the st
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import itertools
 import logging
@@ -154,6 +153,16 @@ class ShardStream(IterableDataset):
         return self.steps * self.batch_size if self.train else self.num_samples
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The samples of this slot; in a DataLoader worker, a DataError ends them and is left in the ledger for
+        the main process to raise (see ``train.ledger``)."""
+        try:
+            yield from self.samples()
+        except DataError as e:
+            if get_worker_info() is None:
+                raise
+            self.ledger.stop(e)
+
+    def samples(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         slot, slots = self.rank * workers + worker, self.world_size * workers
@@ -395,29 +404,19 @@ def loader(stream: ShardStream, batch_size: int, workers: int, drop_last: bool) 
     )  # fmt: skip
 
 
-def batches(data: DataLoader) -> Iterator[dict[str, Any]]:
-    """The batches of ``data``; a DataError from a worker is raised afresh once its workers are stopped.
-
-    The DataLoader re-raises a worker's error with a traceback that holds its iterator in a reference cycle, and
-    the iterator, once collected, waits 5 s for each worker that saw an error to exit (torch 2.x with an
-    IterableDataset): the workers would live on while the error does (in a notebook, a test, a study), then stall
-    the next collection. A stopped run has no use for them: they are terminated."""
+def batches(data: DataLoader, ledger: Ledger) -> Iterator[dict[str, Any]]:
+    """The batches of ``data``, stopped with the DataError a worker left in ``ledger`` (checked after every batch
+    and at the end): the DataLoader is then shut down as after a ``break``, its workers told to exit."""
     iterator = iter(data)
-    while True:
-        message = None
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except DataError as e:
-            message = str(e)
-        if message is not None:
-            for worker in getattr(iterator, "_workers", ()):  # torch keeps them there; nothing public stops them
-                worker.terminate()
-            del iterator
-            gc.collect()  # frees the cycle now: the iterator's shutdown finds its workers gone
-            raise DataError(message)
+    for batch in iterator:
+        if (message := ledger.stopped()) is not None:
+            break
         yield batch
+    else:
+        message = ledger.stopped()
+    if message is not None:
+        del iterator  # its last reference: the workers are shut down now, not when the error is collected
+        raise DataError(message)
 
 
 def manifest_sha256(root: str | Path) -> str:

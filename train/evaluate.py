@@ -39,7 +39,7 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
     out: dict[str, list] = {"logits": [], "labels": [], "groups": [], "keys": []}
     budget = config.max_saliency_images if saliency_images is None else saliency_images
     subset = SaliencySubset(budget, len(manifest["dataset"]["classes"]))
-    for batch in batches(loader(stream, 128, config.workers, drop_last=False)):
+    for batch in batches(loader(stream, 128, config.workers, drop_last=False), ledger):
         x = batch["image"].to(device)
         out["logits"].append(model(x).float().cpu())
         out["labels"].append(batch["label"])

@@ -11,7 +11,10 @@ without a second pass. What happens then is the :class:`Ledger`'s decision:
   the run.
 
 DataLoader workers are other processes: each appends what it records to a file in the ledger's folder, and the
-main process merges them (:meth:`Ledger.collect`) after each pass. A sample skipped in every epoch counts once.
+main process merges them (:meth:`Ledger.collect`) after each pass. A sample skipped in every epoch counts once. A
+worker that must stop the run does not raise through the DataLoader (whose re-raised error embeds the worker's
+traceback, and whose workers then took 5 s each to shut down): it writes the reason (:meth:`Ledger.stop`) and ends
+its stream, and ``train.data.batches`` raises it in the main process after the batch in hand.
 """
 
 from __future__ import annotations
@@ -67,9 +70,8 @@ class Ledger:
             raise ValueError(f"--max-bad-samples: got {allowed}, expected a count >= 0")
         self.allowed, self.root = allowed, str(root)
         self.items: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.folder = Path(tempfile.mkdtemp(prefix="train-ledger-")) if allowed else None
-        if self.folder is not None:  # removed with this object, by this process only (not by a forked worker)
-            weakref.finalize(self, remove_folder, self.folder, os.getpid())
+        self.folder = Path(tempfile.mkdtemp(prefix="train-ledger-"))
+        weakref.finalize(self, remove_folder, self.folder, os.getpid())  # by this process only, not by a worker
 
     @property
     def count(self) -> int:
@@ -86,7 +88,7 @@ class Ledger:
             raise DataError(f"{error} ({lost}); {hint}, or pass --max-bad-samples N to skip up to N bad samples")
         item = {"shard": error.path, "key": error.key, "samples": samples if counted else 0, "problem": error.problem}
         self.add(item)
-        if get_worker_info() is not None and self.folder is not None:
+        if get_worker_info() is not None:
             with open(self.folder / f"worker-{os.getpid()}.jsonl", "a") as fh:
                 fh.write(json.dumps(item) + "\n")
         log.warning("%s: %s", "skipping" if counted else "found", error)
@@ -100,10 +102,26 @@ class Ledger:
             raise DataError(f"{self.count} bad samples, over --max-bad-samples {self.allowed}; the last: {last}; "
                             f"check the build with `augment verify {self.root}`")  # fmt: skip
 
+    def stop(self, error: DataError) -> None:
+        """In a DataLoader worker: leave ``error`` for the main process to raise (the first one stays)."""
+        tmp = self.folder / f"stop-{os.getpid()}.tmp"
+        tmp.write_text(str(error))
+        if not (self.folder / "stop").exists():
+            os.replace(tmp, self.folder / "stop")
+        tmp.unlink(missing_ok=True)
+
+    def stopped(self) -> str | None:
+        """Why a worker stopped the run, or None: one stat per call, cheap enough for every batch."""
+        try:
+            return (self.folder / "stop").read_text()
+        except FileNotFoundError:
+            return None
+
     def collect(self) -> None:
-        """Merge what worker processes recorded, then apply the bound to the run's total."""
-        if self.folder is None:
-            return
+        """Raise what a worker stopped on; merge what the workers recorded, then apply the bound to the run's
+        total."""
+        if (message := self.stopped()) is not None:
+            raise DataError(message)
         for path in sorted(self.folder.glob("worker-*.jsonl")):
             for line in path.read_text().splitlines():
                 self.add(json.loads(line))

@@ -150,7 +150,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
         model.train()
         totals = {"loss": 0.0, "rows": 0, "steps": 0, "data_s": 0.0, "step_s": 0.0}
         tick = time.perf_counter()
-        for step, batch in enumerate(batches(train_loader)):
+        for step, batch in enumerate(batches(train_loader, ledger)):
             loaded = time.perf_counter()
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 loss, rows = objective(model, batch, config, len(classes), device, epoch * steps_per_epoch + step,
