@@ -271,7 +271,8 @@ def test_a_stopped_stream_leaves_no_dataloader_worker_behind(good, tmp_path) -> 
 
     root, _, _ = broken(good, tmp_path, "val", "truncated")
     stream = ShardStream(root, read_manifest(root), "val", Fields(), train=False, crop=16)
+    before = set(multiprocessing.active_children())  # other tests' build workers may live on in this process
     start = time.perf_counter()
     with pytest.raises(DataError, match="truncated"):
         list(batches(loader(stream, 4, 2, drop_last=False), stream.ledger))
-    assert not multiprocessing.active_children() and time.perf_counter() - start < 4  # not 5 s per worker
+    assert not set(multiprocessing.active_children()) - before and time.perf_counter() - start < 4

@@ -282,7 +282,9 @@ def test_ctrl_c_during_a_build_prints_one_line_and_exits_130(tmp_path: Path) -> 
     out = tmp_path / "out"
     command = [sys.executable, "-m", "augment", "build", "--dataset", "synthetic", "--size", "2000", "--infill",
                "tile", "--workers", "1", "-q", "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    # (SIGINT as a terminal delivers it: a shell without job control starts background jobs with it ignored)
     deadline = time.monotonic() + 60
     while not out.is_dir() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # the build has started writing: interrupt it mid-way

@@ -42,6 +42,12 @@ SIGNALS = {
 }
 
 
+def default_sigint() -> None:
+    """In the child, before exec: SIGINT as a terminal delivers it. A shell without job control starts background
+    jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt (make test run with `&`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def tree(out: Path) -> dict[str, str]:
     """The sha256 of every file of a build, by relative path."""
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*"))
@@ -78,7 +84,8 @@ def test_a_killed_build_leaves_no_worker_and_resumes_to_identical_bytes(
     out, expected = tmp_path / "shards", tree(reference)
     shards = sum(1 for name in expected if name.endswith(".tar"))
     with open(tmp_path / "stderr", "w") as err:
-        main = subprocess.Popen(COMMAND, cwd=tmp_path, env=ENV, stderr=err, start_new_session=True)
+        main = subprocess.Popen(COMMAND, cwd=tmp_path, env=ENV, stderr=err, start_new_session=True,
+                                preexec_fn=default_sigint)  # fmt: skip
     try:
         deadline, workers, records = time.monotonic() + 120, [], out / journal.JOURNAL / journal.DONE
         while time.monotonic() < deadline:
