@@ -276,3 +276,22 @@ def test_a_stopped_stream_leaves_no_dataloader_worker_behind(good, tmp_path) -> 
     with pytest.raises(DataError, match="truncated"):
         list(batches(loader(stream, 4, 2, drop_last=False), stream.ledger))
     assert not set(multiprocessing.active_children()) - before and time.perf_counter() - start < 4
+
+
+def test_the_shards_open_when_an_epoch_ends_are_read_to_their_ends_and_checked(good, tmp_path) -> None:
+    """An epoch of 32 of the 40 train samples stops with some shards unfinished: their last records' bytes are
+    checked all the same, so a changed byte there stops the run (the loader would not have reached it)."""
+    root = tmp_path / "build"
+    shutil.copytree(good, root)
+    manifest = read_manifest(root)
+    for entry in manifest["splits"]["train"]["shards"]:  # one byte of each shard's last member
+        path = root / entry["path"]
+        data = bytearray(path.read_bytes())
+        last = members(path)[-1]
+        data[last.offset_data + last.size // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+    fields = Fields(cf=["tile"], f=["shuffle"], copies=1)
+    stream = ShardStream(root, manifest, "train", fields, train=True, crop=16, batch_size=16, shuffle_buffer=1)
+    assert len(stream) == 32
+    with pytest.raises(DataError, match="the file changed after the build"):
+        list(stream)

@@ -205,7 +205,8 @@ class ShardStream(IterableDataset):
             random.Random(f"{self.seed}:{self.epoch}:{repeat}").shuffle(urls)
             got = 0
             shuffle = wds.shuffle(bufsize=self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)
-            mixed = self.interleave(*assign(urls, slot, slots, self.epoch), rng, done)
+            # a later pass re-reads shards the first one read to their ends (and checked): it is not drained
+            mixed = self.interleave(*assign(urls, slot, slots, self.epoch), rng, done if repeat == 0 else {})
             try:
                 for sample in shuffle(mixed):
                     got += 1
@@ -240,7 +241,7 @@ class ShardStream(IterableDataset):
                 left[i] -= 1
                 yield sample
         except GeneratorExit:
-            while done["quota"] and pool:
+            while done.get("quota") and pool:
                 for _ in pool.pop():
                     pass
             raise
