@@ -13,30 +13,21 @@ import errno
 import json
 import os
 import shlex
-import sys
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from typer.core import TyperGroup
 
-from augment import infill, schema
+from augment import cli_errors, infill, schema
+from augment.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors
 from augment.datasets import DATASETS
 from augment.datasets.files import ON_ERROR
 from augment.read import RESIZE_MODES
 
 if TYPE_CHECKING:
     from augment.build import BuildConfig
-
-# Exit codes, for every `augment` command (and `train`): 0 = done / the check passed; CHECK_FAILED = a check failed
-# or a run failed on bad data (verify found problems, a build met a bad input, builds differ); USAGE = the command
-# was called wrong (a bad option value, a path that is not a build or does not exist, a file where a folder is
-# expected); INTERRUPTED = Ctrl-C (128 + SIGINT, as shells report it).
-CHECK_FAILED, USAGE, INTERRUPTED = 1, 2, 130
-EXIT_CODES = ("Exit codes: 0 = done (or the check passed); 1 = a check failed (verify found problems, a build met bad "
-              "data, --diff found differences); 2 = a usage error (a bad option value, a path that is not a build "
-              "folder or does not exist, a file where a folder is expected); 130 = interrupted (Ctrl-C).")  # fmt: skip
 
 # Choices are built from the registries, so a new method or dataset appears here by registering itself.
 DatasetName = enum.Enum("DatasetName", {n: n for n in DATASETS}, type=str)
@@ -62,45 +53,6 @@ def method_parser(role: str, other_flag: str):  # noqa: ANN201 - a typer parser
 
 def method_metavar(role: str) -> str:
     return f"<{'|'.join(infill.names(role))}>"
-
-
-class OneLineErrors(TyperGroup):
-    """Usage errors print one line on stderr (what was wrong, and the valid choices) and exit 2; Ctrl-C prints
-    ``interrupted_message`` and exits 130 (a subclass, e.g. the `train` CLI, words it for its own commands)."""
-
-    interrupted_message = "interrupted; run the same command again to resume"
-
-    def invoke(self, ctx):  # noqa: ANN001, ANN201
-        try:
-            return super().invoke(ctx)
-        except KeyboardInterrupt:
-            self.interrupted()
-
-    def interrupted(self) -> None:
-        """Print the one line for Ctrl-C and exit 130; no traceback."""
-        typer.echo(self.interrupted_message, err=True)
-        raise typer.Exit(INTERRUPTED) from None
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
-        kwargs = dict(args=args, prog_name=prog_name, complete_var=complete_var, **extra)
-        if not standalone_mode:
-            return super().main(standalone_mode=False, **kwargs)
-        try:
-            code = super().main(standalone_mode=False, **kwargs)
-        except KeyboardInterrupt:  # outside a command
-            typer.echo(self.interrupted_message, err=True)
-            code = INTERRUPTED
-        except typer.TyperException as e:  # click's exceptions, as typer re-exports them
-            if getattr(e, "exit_code", 1) == 2 and type(e).__name__ != "NoArgsIsHelpError":
-                where = e.ctx.command_path if getattr(e, "ctx", None) else "augment"
-                typer.echo(f"{where}: error: {e.format_message().replace('Value error, ', '')}", err=True)
-            else:
-                e.show()
-            sys.exit(e.exit_code)
-        except typer.Abort:
-            typer.echo("Aborted!", err=True)
-            sys.exit(1)
-        sys.exit(code if isinstance(code, int) else 0)
 
 
 app = typer.Typer(
@@ -144,11 +96,7 @@ def build_command(config: BuildConfig, out: Path) -> str:
     return shlex.join([*args, "--out", str(out)])
 
 
-def fail(message: str, code: int = CHECK_FAILED) -> None:
-    """One line on stderr, then exit: USAGE (2) for a command called wrong, CHECK_FAILED (1) for a failed check or
-    run (see EXIT_CODES)."""
-    typer.echo(f"augment: error: {message}", err=True)
-    raise typer.Exit(code)
+fail = partial(cli_errors.fail, "augment")  # one line on stderr, then exit (see augment.cli_errors)
 
 
 OUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # errors of writing, whichever file they name

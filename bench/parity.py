@@ -214,7 +214,7 @@ class PlainLoop:
                              "accuracy without early stopping, is reproduced here")  # fmt: skip
         self.images, objects, labels = load_train(shards, manifest)
         n, h, w = objects.shape
-        self.crop = config.crop or round(manifest["image_size"] * 7 / 8)
+        self.crop = config.crop_size(manifest["image_size"])
         self.holes = {"cf": [masks.cf_hole(m, None, (h, w)) for m in objects],
                       "f": [masks.f_hole(m, None, (h, w)) for m in objects]}  # fmt: skip
         self.has = np.array([c is not None and f is not None for c, f in zip(*self.holes.values(), strict=True)])
@@ -429,7 +429,7 @@ def print_table(report: dict[str, Any], splits: list[str], args: argparse.Namesp
     c = report["config"]
     print(f"\n[7] train fit vs a plain PyTorch loop: synthetic in the IN-9 layout ({args.size} train, "
           f"{args.test_size} per test variant, class-ordered), {args.image_size} px -> crop "
-          f"{c['crop'] or round(args.image_size * 7 / 8)}, {c['arch']}, {c['epochs']} epochs, batch {c['batch_size']}, "
+          f"{Config(**c).crop_size(args.image_size)}, {c['arch']}, {c['epochs']} epochs, batch {c['batch_size']}, "
           f"{c['workers']} workers, {report['torch_threads']} torch threads")  # fmt: skip
     names = {"original": "orig", "mixed_same": "m_same", "mixed_rand": "m_rand", "mixed_next": "m_next",
              "only_fg": "only_fg", "no_fg": "no_fg", "val": "val"}  # fmt: skip

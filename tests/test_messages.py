@@ -19,7 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from augment import shards
-from augment.cli import EXIT_CODES, OneLineErrors, app
+from augment.cli import app
+from augment.cli_errors import EXIT_CODES, OneLineErrors
 from augment.shards import iter_records
 
 runner = CliRunner()

@@ -13,13 +13,14 @@ import logging
 import os
 import sys
 from dataclasses import MISSING, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from augment import infill
-from augment.cli import EXIT_CODES, USAGE, OneLineErrors
+from augment import cli_errors, infill
+from augment.cli_errors import EXIT_CODES, USAGE, OneLineErrors
 from train.config import ARCHS, OPTIMIZERS, PRESET_KEYS, PRESETS, SALIENCY, SCHEDULES, SELECT, Config, flag
 from train.losses import CF_LOSSES
 
@@ -66,9 +67,7 @@ SHARDS_HELP = (
 )
 
 
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"train: error: {message}", err=True)
-    raise typer.Exit(code)
+fail = partial(cli_errors.fail, "train")
 
 
 def option(key: str, help: str, default: str | None = None) -> Any:
@@ -285,7 +284,7 @@ def evaluate_cmd(
     model = build_model(config.arch, len(state["classes"]), from_checkpoint=True)
     model.load_state_dict(state["model"])
     model.to(chosen)
-    crop = config.crop or round(manifest["image_size"] * 7 / 8)
+    crop = config.crop_size(manifest["image_size"])
     try:
         results = evaluate.evaluate_all(model, shards, manifest, crop, config, chosen, Ledger(max_bad_samples, shards))
     except DataError as e:

@@ -24,6 +24,7 @@ from train.losses import CF_LOSSES
 
 ARCHS = ("resnet18", "resnet50", "bit-s-r50x1", "resnet8")
 OPTIMIZERS = ("sgd", "rmsprop")
+CROP_SHARE = 7 / 8  # the default crop, as a share of the stored image size: 224 of 256
 SCHEDULES = ("step", "plateau", "cosine", "constant")
 SELECT = ("accuracy", "auc")
 SALIENCY = ("gradient", "deepliftshap")
@@ -95,7 +96,7 @@ class Config:
     milestones: list[int] = field(default_factory=lambda: list(DEMO["milestones"]))  # schedule "step": lr x 0.1
     select: str = DEMO["select"]  # model selection metric on val_split
     val_split: str = DEMO["val_split"]
-    crop: int | None = None  # default: 7/8 of the stored image size (224 of 256)
+    crop: int | None = None  # default: CROP_SHARE of the stored image size (see crop_size)
     clip: float = DEMO["clip"]  # gradient-norm clip
     early_stop: int = DEMO["early_stop"]  # patience in epochs; 0 = off (the best val epoch is still selected)
     seed: int = 0
@@ -175,6 +176,10 @@ class Config:
                 "variant (now called shuffle-image), not the pooled shuffle; rebuild it with this version "
                 "of augment (--infill/--factual shuffle, or shuffle-image for the per-image variant)"
             )
+
+    def crop_size(self, image_size: int) -> int:
+        """The crop of a build of ``image_size`` images: ``--crop``, else 7/8 of it (the paper's 224 of 256)."""
+        return self.crop or round(image_size * CROP_SHARE)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

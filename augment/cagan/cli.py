@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 import typer
+
+from augment import cli_errors
 
 app = typer.Typer(
     help="CAGAN (DeepFill v1) for --infill cagan: import the official weights, train them, look at the results.",
@@ -21,9 +24,7 @@ Preset = enum.Enum("Preset", {p: p for p in ("tiny", "demo", "full")}, type=str)
 Device = enum.Enum("Device", {m: m for m in ("auto", "cpu", "cuda")}, type=str)
 
 
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"augment cagan: error: {message}", err=True)
-    raise typer.Exit(code)
+fail = partial(cli_errors.fail, "augment cagan")
 
 
 @app.command("import")
