@@ -21,13 +21,9 @@ from train.metrics import (
     macro_auc,
     macro_aupr,
     saliency_aupr,
+    softmax,
     summarize_split,
 )
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def random_probs(n: int, c: int, seed: int = 0) -> np.ndarray:
@@ -111,6 +107,16 @@ def test_metrics_reject_mismatched_shapes() -> None:
         saliency_aupr(np.zeros((2, 4, 4)), np.zeros((2, 4, 5), dtype=bool))
     with pytest.raises(ValueError, match="expected"):
         background_reliance(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(3, dtype=int))
+
+
+def test_softmax_matches_torch_and_survives_large_logits() -> None:
+    logits = np.random.default_rng(5).normal(size=(50, 7)).astype(np.float32) * 5
+    expected = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    np.testing.assert_allclose(softmax(logits), expected, rtol=1e-6, atol=1e-7)  # float32 in, float32 out
+    assert softmax(logits).dtype == np.float32
+    np.testing.assert_array_equal(softmax(logits[3]), softmax(logits)[3])  # one sample: a 1-D vector
+    big = np.array([[1000.0, 0.0], [-1000.0, -1000.0]])
+    np.testing.assert_array_equal(softmax(big), [[1.0, 0.0], [0.5, 0.5]])
 
 
 def test_summarize_split_is_json_ready() -> None:

@@ -174,8 +174,7 @@ def background_reliance(predictions: dict, pair: dict, num_classes: int) -> floa
     if not rows:
         return None
     oi, si = np.array(rows).T
-    p_orig = torch.softmax(torch.from_numpy(orig["logits"][oi]), 1).numpy()
-    p_shift = torch.softmax(torch.from_numpy(shifted["logits"][si]), 1).numpy()
+    p_orig, p_shift = metrics.softmax(orig["logits"][oi]), metrics.softmax(shifted["logits"][si])
     background_class = (shifted["labels"][si] + 1) % num_classes
     return metrics.background_reliance(p_orig, p_shift, background_class)
 

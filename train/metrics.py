@@ -165,9 +165,12 @@ def deepliftshap_saliency(
     return attributions.detach().pow(2).sum(dim=1), delta.detach()
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Class probabilities from ``logits`` along ``axis`` (the class axis: last by default), in the logits' float
+    dtype. The max is subtracted before ``exp``, so large logits do not overflow."""
+    logits = np.asarray(logits)
+    shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
 def summarize_split(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> dict[str, Any]:
@@ -177,7 +180,7 @@ def summarize_split(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray |
     ``group_accuracy`` ({group: accuracy}) and ``worst_group_accuracy``.
     """
     logits, labels = _check_logits_labels(logits, labels, "summarize_split")
-    probs = _softmax(logits.astype(np.float64))
+    probs = softmax(logits.astype(np.float64))
     summary: dict[str, Any] = {
         "accuracy": accuracy(logits, labels),
         "macro_auc": macro_auc(probs, labels),

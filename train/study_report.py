@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from train.data import manifest_sha256
+from train.metrics import softmax
 from train.report import command_of, declared_test_splits
 from train.report import mean_sd as cell  # "mean ± sd" over seeds, "-" when none
 
@@ -351,11 +352,6 @@ def contact_sheet(runs: list[Run], rows: list[str], splits: list[str], shards: s
     plt.close(fig)
     return path, (f"{len(chosen)} test images (seed 0) that {best} classifies right and Orig wrong, with each "
                   f"model's top-{TOP} classes and probabilities.")  # fmt: skip
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
 
 
 def top(p: np.ndarray, classes: list[str]) -> str:
