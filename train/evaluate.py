@@ -1,4 +1,4 @@
-"""Evaluation: every split of a build, with the metrics of SPEC.md section 6, written to results.json and .tsv.
+"""Evaluation: every split of a build, with the metrics of docs/METHOD.md (Metrics), written to results.json and .tsv.
 
 - accuracy, macro one-vs-rest AUC and AUPR, per-group and worst-group accuracy (when samples carry groups);
 - BG-gap = acc(mixed_same) - acc(mixed_rand), and background reliance = mean increase of the probability of the

@@ -1,4 +1,4 @@
-"""Evaluation metrics of SPEC section 6: accuracy, worst-group accuracy, macro AUC/AUPR, BG-gap,
+"""The evaluation metrics of docs/METHOD.md (Metrics): accuracy, worst-group accuracy, macro AUC/AUPR, BG-gap,
 background reliance, and saliency focus (AUPR of a saliency map against the object mask).
 
 Scores come from scikit-learn, so the numbers match what everyone else computes. Arrays are numpy on the
