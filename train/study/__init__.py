@@ -24,7 +24,7 @@ valid ones. ``seed`` is the first seed: ``--seeds 3`` runs seeds seed, seed + 1,
 
 Each run goes to ``<out>/runs/<row>/s<seed>[-f<fraction>]``. A run whose results.json exists with the same config is
 reused; one with a checkpoint but no results resumes from it. So a study re-run after a crash loses at most the
-epoch in progress. The report is written by :mod:`train.study_report`.
+epoch in progress. The report is written by :mod:`train.study.report`.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def pick_best(grid: Grid, specs: list[RunSpec]) -> dict[str, str]:
 def study(shards: str, grid_path: Path, seeds: int, out: Path, jobs: int = 1) -> Path:
     """Run the grid (reusing finished runs), then write REPORT.md and REPORT.html; returns REPORT.md."""
     from train.data import read_manifest
-    from train.study_report import write_study_report
+    from train.study.report import write_study_report
 
     grid = load_grid(grid_path)
     manifest = read_manifest(shards)  # fail before training if the build is not there
