@@ -24,6 +24,7 @@ from augment import cli_errors, infill, schema
 from augment.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors
 from augment.datasets import DATASETS
 from augment.datasets.files import ON_ERROR
+from augment.datasets.synthetic import Synthetic
 from augment.read import RESIZE_MODES
 
 if TYPE_CHECKING:
@@ -57,8 +58,8 @@ def method_metavar(role: str) -> str:
 
 app = typer.Typer(
     cls=OneLineErrors,
-    help="Precompute counterfactual (CF) and factual (F) images into WebDataset shards (Chang et al., CVPR 2021).\n\n"
-    + EXIT_CODES,
+    help="Precompute counterfactual (CF) and factual (F) images into WebDataset shards (Chang et al., CVPR 2021; "
+    "the method, in the repository: docs/METHOD.md).\n\n" + EXIT_CODES,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -160,9 +161,14 @@ def build(
     image_size: int | None = typer.Option(
         None, min=16, help="Stored image size in pixels [default: the dataset's, 64 for synthetic]."
     ),
-    size: int | None = typer.Option(None, min=1, help="synthetic: training images (val and each test split get 1/5)."),
+    size: int | None = typer.Option(
+        None, min=1, help=f"synthetic: training images (val and each test split get 1/5) [default: {Synthetic.size}]."
+    ),
     bias: float | None = typer.Option(
-        None, min=0.0, max=1.0, help="synthetic: P(class c on background family c) in train/val [default: 0.9]."
+        None,
+        min=0.0,
+        max=1.0,
+        help=f"synthetic: P(class c on background family c) in train/val [default: {Synthetic.bias}].",
     ),
     root: Path | None = typer.Option(None, help="Dataset folder, as released upstream (see docs/DATASETS.md)."),
     masks: Path | None = typer.Option(None, help="Mask folder (waterbirds: default <root>/../segmentations; folder)."),
@@ -225,6 +231,8 @@ def build(
     }  # fmt: skip
     options = {k: (v.value if isinstance(v, enum.Enum) else str(v) if isinstance(v, Path) else v)
                for k, v in given.items() if v is not None}  # fmt: skip
+    if dataset.value == Synthetic.name:  # the recorded command names the size and bias it was built with
+        options = {"size": Synthetic.size, "bias": Synthetic.bias, **options}
     config = BuildConfig(
         dataset=dataset.value,
         infill=list(infill_),
@@ -276,7 +284,9 @@ def build(
 
 @app.command()
 def merge(
-    out: Path = typer.Argument(..., help="The shared --out folder of a build made in slices with --shard-range."),
+    out: Path = typer.Argument(
+        ..., metavar="BUILD", help="The shared --out folder of a build made in slices with --shard-range."
+    ),
 ) -> None:
     """Write the manifest of a build made in slices, once every slice is done (else name the missing ranges)."""
     from augment import journal
@@ -299,7 +309,7 @@ def merge(
 
 @app.command()
 def info(
-    out: Path = typer.Argument(..., help="A build folder (holds manifest.json)."),
+    out: Path = typer.Argument(..., metavar="BUILD", help="A build folder (holds manifest.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
     diff: Path | None = typer.Option(
         None,
@@ -367,7 +377,7 @@ def describe(out: Path, manifest: dict) -> str:
 
 @app.command()
 def verify(
-    out: Path = typer.Argument(..., help="A build folder (holds manifest.json)."),
+    out: Path = typer.Argument(..., metavar="BUILD", help="A build folder (holds manifest.json)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Recompute every checksum and decode every sample; list every problem found and exit 1 on any."""
@@ -385,7 +395,7 @@ def verify(
 
 @app.command()
 def preview(
-    out: Path = typer.Argument(..., help="A build folder (holds manifest.json)."),
+    out: Path = typer.Argument(..., metavar="BUILD", help="A build folder (holds manifest.json)."),
     dest: Path = typer.Option(Path("preview.png"), "--out", help="PNG file to write."),
     split: str | None = typer.Option(None, help="Split to show [default: the first one with CF/F images]."),
     rows: int = typer.Option(8, min=1, help="Samples (rows); one per class first."),

@@ -239,6 +239,7 @@ def test_the_build_command_parses_back_to_the_same_build_config(tmp_path: Path, 
         assert asdict(seen[-1][0]) == asdict(config) and seen[-1][1] == command, command
     first, second, third = (c for _, c in seen[::2])
     assert "--device cpu" in first and "--bias 0.8" in first and "--device auto" in second
+    assert "--size 2000 --bias 0.9" in second  # the synthetic dataset's own defaults, as `augment info` shows them
     assert "--workers" not in third and "--overwrite" not in third and "--annotations train=a.json" in third
 
 

@@ -48,7 +48,8 @@ class TrainErrors(OneLineErrors):
 
 app = typer.Typer(
     cls=TrainErrors,
-    help="Fine-tune a classifier on augment shards with CF/F/FGSM/Sal (Chang et al., CVPR 2021), and evaluate it.\n\n"
+    help="Fine-tune a classifier on augment shards with CF/F/FGSM/Sal (Chang et al., CVPR 2021), and evaluate it. "
+    "The method, the loss, the presets and the metrics: docs/METHOD.md.\n\n"
     + EXIT_CODES.replace(
         "verify found problems, a build met bad data, --diff found differences",
         "the build's shards are not what its manifest says: run `augment verify`",
@@ -253,7 +254,7 @@ def fit_args(config: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 @app.command("eval")
 def evaluate_cmd(
-    run: Path = typer.Argument(..., help="A run folder from `train fit`."),
+    run: Path = typer.Argument(..., metavar="RUN", help="A run folder from `train fit`."),
     shards: str = typer.Option(..., help="The build to evaluate on (every split). " + SHARDS_HELP),
     workers: int | None = typer.Option(None, help="DataLoader worker processes [default: the run's --workers]."),
     device: str = typer.Option("auto", help="auto (cuda when present), cpu, cuda, cuda:1, ..."),
@@ -313,7 +314,9 @@ def torch_device(name: str):  # noqa: ANN201 (torch is imported late)
 
 @app.command()
 def report(
-    runs: Path = typer.Argument(..., help="A folder of run folders (searched recursively for results.json)."),
+    runs: Path = typer.Argument(
+        ..., metavar="RUNS", help="A folder of run folders (searched recursively for results.json)."
+    ),
     out: Path = typer.Option(..., help="Markdown report to write; plots go beside it."),
 ) -> None:
     """One table across runs (mean +- sd over seeds) plus plots: saliency AUPR vs accuracy, training curves."""

@@ -31,6 +31,7 @@ fail = partial(cli_errors.fail, "augment cagan")
 def import_(
     src: Path = typer.Argument(
         ...,
+        metavar="SRC",
         help="The official TF checkpoint folder (release_imagenet_256/: checkpoint, snap-0.index, "
         "snap-0.data-00000-of-00001) or the PyTorch conversion torch_model.p.",
     ),
