@@ -1,4 +1,4 @@
-"""Each method's own contract (SPEC.md section 2), with hand-checked small cases for tile."""
+"""Each method's own contract (docs/METHOD.md, Infills), with hand-checked small cases for tile."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The trainer's configuration: one flat, typed dataclass, presets from the paper (SPEC.md section 3), and checks.
+"""The trainer's configuration: one flat, typed dataclass, presets from the paper (docs/METHOD.md, Presets), and checks.
 
 Every field has exactly one default:
 

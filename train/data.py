@@ -394,7 +394,7 @@ def apply_view(x: torch.Tensor, view: View) -> torch.Tensor:
 
 
 def to_input(image: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]: normalise with mean = std = 0.5 (SPEC section 3)."""
+    """uint8 [0, 255] -> float [-1, 1]: normalise with mean = std = 0.5 (docs/METHOD.md, Method)."""
     return image.float().div(127.5).sub(1.0)
 
 

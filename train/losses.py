@@ -1,4 +1,4 @@
-"""The training objective of Chang et al. (SPEC.md section 3): CF loss, GradMask saliency penalty, online FGSM.
+"""The training objective of Chang et al. (docs/METHOD.md, Loss): CF loss, GradMask saliency penalty, online FGSM.
 
 Conventions: images are in [-1, 1]; ``background`` is a float mask, 1 on the background (the F hole), 0 on the
 object, broadcastable to the images. Every function is pure: it returns tensors and never steps an optimizer.
@@ -94,7 +94,7 @@ def fgsm_background(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, background: torch.Tensor, eps: float,
     steps: int = 1, alpha: float | None = None, generator: torch.Generator | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """Factual images by attacking the background only (SPEC section 2), FGSM for one step, PGD for more.
+    """Factual images by attacking the background only (docs/METHOD.md, Loss), FGSM for one step, PGD for more.
 
     ``eps`` is on the [-1, 1] scale. delta starts uniform in [-eps, eps] on the background, then each step
     adds ``alpha * sign(grad of CE on the true label)`` (alpha = 1.25 eps by default) and is clipped to

@@ -1,6 +1,6 @@
 """The DeepFill v1 generator (coarse + refine with contextual attention), layer for layer as the official release.
 
-Facts are in ``../shared/CAGAN.md`` and SPEC section 4. What matters for loading the official weights exactly:
+The network is summarised in docs/METHOD.md (Models). What matters for loading the official weights exactly:
 
 - every convolution pads like TF ``'SAME'``: symmetric for stride 1, but 0 top/left and 1 bottom/right for the
   stride-2 ``*_downsample`` layers on even sizes (:func:`conv_same`);

@@ -1,4 +1,4 @@
-"""CF tile: the largest background strip of the image, tiled over the hole (SPEC.md section 2, exactly).
+"""CF tile: the largest background strip of the image, tiled over the hole (docs/METHOD.md, Infills).
 
 A row is *background* when none of its pixels is in the hole; likewise a column. The longest run of
 background rows (an h x W strip) competes with the longest run of background columns (an H x w strip):
