@@ -98,7 +98,7 @@ def test_head_parameters_and_zero_head(arch: str, head: tuple[str, str], tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# BiT-S-R50x1 as SPEC 4b states it
+# BiT-S-R50x1 as docs/METHOD.md (Models) describes it
 
 
 def test_standardised_conv_matches_a_hand_computation() -> None:
@@ -185,7 +185,7 @@ def hwio(weight: torch.Tensor) -> np.ndarray:
 
 
 def upstream_npz(model: ResNetV2) -> dict[str, np.ndarray]:
-    """``model``'s weights under the official BiT-S-R50x1.npz names and layout, written from SPEC 4b's table."""
+    """``model``'s weights under the official BiT-S-R50x1.npz names and layout (docs/METHOD.md, Models)."""
     arrays = {
         "resnet/root_block/standardized_conv2d/kernel": hwio(model.root.conv.weight),
         "resnet/group_norm/gamma": model.head.gn.weight.detach().numpy(),

@@ -6,7 +6,7 @@ Four architectures (``ARCHS``):
 - ``resnet8``: a CIFAR-style ResNet for small images (a 3x3 stem without downsampling, then one torchvision
   BasicBlock per stage at widths 16, 32, 64; 78k parameters): what the embedded study trains, many times, on a CPU.
 - ``bit-s-r50x1``: BiT-S-R50x1, the paper's classifier. This is ResNetV2-50 with pre-activation bottlenecks,
-  weight-standardised convolutions and GroupNorm, written here from SPEC.md section 4b. The module names follow the
+  weight-standardised convolutions and GroupNorm, as docs/METHOD.md (Models) describes it. The module names follow the
   official ``bit_pytorch`` port, so the ``.npz`` names map onto them line by line (``_bit_npz_names``):
 
   | npz array, under ``resnet/``                              | module                                 |
@@ -157,7 +157,7 @@ class ResNetV2(nn.Module):
 
 
 def _bit_npz_names(model: ResNetV2) -> dict[str, str]:
-    """Map each state-dict key of ``model`` to its array name in the official BiT ``.npz`` (SPEC 4b)."""
+    """Map each state-dict key of ``model`` to its array name in the official BiT ``.npz`` (docs/METHOD.md, Models)."""
     names = {
         "root.conv.weight": "resnet/root_block/standardized_conv2d/kernel",
         "head.gn.weight": "resnet/group_norm/gamma",
