@@ -1,14 +1,13 @@
 """The embedded dataset ``synthetic``: shapes on textured backgrounds, with a controllable spurious correlation.
 
-Generated from a seed, nothing downloaded. Five classes of shape (the causal signal) are drawn with a random,
-class-independent colour, size, position and rotation on one of five background families (the spurious signal):
-each family is a texture (stripes, columns, checker, dots, waves) in a random hue, so that the cue is the
-texture rather than one colour (version 1 gave each family a hue, and a small ResNet then learnt colour alone).
-Since version 3 every family is two-tone with half its area dark, so that the families share a colour histogram
-(version 2's dots were 28% dark and its waves had mid-tones, a cue that survived F(shuffle)). Since version 4
-the two tones are close (low contrast): the texture stays easy to learn but is a subtler cue than the object's
-outline, as backgrounds are in photographs (with version 3's strong contrast, CF+F won back only about a third of
-Orig's accuracy gap on the shifted splits; see the README).
+Why it exists: the whole pipeline (build, train, study) has to run, and show the method's effect, without
+downloading anything, and the strength of the shortcut has to be a knob (``bias``). Five classes of shape (circle,
+square, triangle, cross, star: the causal signal) are drawn with a random, class-independent colour, size, position
+and rotation on one of five background families (the spurious signal). A family is a spatial texture (stripes,
+columns, checker, dots, waves) and nothing else: its hue is random, each family is two-tone with half its area in
+the darker tone, so all families share one colour histogram, and the two tones are close, so that the texture is
+easy to learn but a weaker cue than the object's outline, as a background usually is in a photograph. Only the
+arrangement of the background tells the families apart, which is what CF and F images take away.
 
 - ``train`` and ``val``: class c sits on background family c with probability ``bias`` (default 0.9), else on a
   uniformly chosen other family. Only ``train`` gets CF/F images; ``val`` is for model selection on originals.
