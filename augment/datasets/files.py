@@ -264,12 +264,6 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: {what} not found")
-    return path
-
-
 def file_options(root: Path | str | None, name: str) -> Path:
     """Check the ``--root`` every file-backed adapter needs."""
     if root is None:
