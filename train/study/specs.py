@@ -1,0 +1,67 @@
+"""The runs a grid asks for: one :class:`RunSpec` per row, seed and training-set fraction, each in its own folder
+``<out>/runs/<row>/s<seed>[-f<fraction>]``, and the best single methods that the rows marked "best" then take.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from train.config import Config
+from train.study.grid import BEST, Grid, Row
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_") or "run"
+
+
+@dataclass
+class RunSpec:
+    row: str
+    seed: int
+    fraction: float
+    config: Config
+
+
+def make_spec(
+    grid: Grid, row: Row, index: int, fraction: float, shards: str, out: Path, best: dict[str, str],
+    build_preset: str = "demo",
+) -> RunSpec:  # fmt: skip
+    """Run ``index`` (0, 1, ...) of ``row`` on ``fraction`` of the train split, its seed the row's ``seed`` (0 by
+    default) + ``index``; ``build_preset`` is the preset when neither the row nor [defaults] names one."""
+    settings = dict(row.settings)
+    for key in ("cf", "f"):
+        if settings.get(key) == BEST:
+            settings[key] = [best[key]]
+    values = {**grid.defaults, **settings}
+    seed = values.get("seed", 0) + index
+    folder = out / "runs" / slug(row.name) / (f"s{seed}" + ("" if fraction == 1.0 else f"-f{fraction:g}"))
+    values.update(shards=shards, out=str(folder), seed=seed)
+    if fraction != 1.0:
+        values["train_fraction"] = fraction
+    preset = values.pop("preset", None) or build_preset
+    return RunSpec(row.name, seed, fraction, Config.resolve(preset, **values))
+
+
+def pick_best(grid: Grid, specs: list[RunSpec]) -> dict[str, str]:
+    """The CF and the F method whose single-method rows have the best mean accuracy on ``grid.best_by``."""
+    scores: dict[str, dict[str, list[float]]] = {"cf": {}, "f": {}}
+    for spec in specs:
+        c = spec.config
+        if spec.fraction != 1.0 or c.sal or c.fgsm or c.mixup or c.label_smoothing:
+            continue
+        results = json.loads((Path(c.out) / "results.json").read_text())
+        accuracy = results["splits"].get(grid.best_by, {}).get("accuracy")
+        if accuracy is None:
+            raise ValueError(f"{grid.path}: [select] best_by = {grid.best_by!r} is not a split of the build")
+        if len(c.cf) == 1 and not c.f:
+            scores["cf"].setdefault(c.cf[0], []).append(accuracy)
+        if len(c.f) == 1 and not c.cf:
+            scores["f"].setdefault(c.f[0], []).append(accuracy)
+    best = {}
+    for role, by_method in scores.items():
+        if by_method:
+            best[role] = max(by_method, key=lambda m: sum(by_method[m]) / len(by_method[m]))
+    return best
