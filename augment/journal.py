@@ -35,7 +35,7 @@ DONE = "done"
 
 @dataclass(frozen=True)
 class Task:
-    """One shard: positions ``start:stop`` of ``split`` in its build order (``augment.build.build_order``, a seeded
+    """One shard: positions ``start:stop`` of ``split`` in its build order (``augment.plan.build_order``, a seeded
     permutation of the source order), stored as shard number ``index`` of that split."""
 
     split: str

@@ -17,7 +17,8 @@ from conftest import index_value, make_image, rect_hole
 from PIL import Image
 
 from augment import encode, pool
-from augment.build import BuildConfig, build, job_for
+from augment.build import BuildConfig, build
+from augment.dataset_cache import cached_dataset as job_for
 from augment.datasets import DATASETS
 from augment.infill import shuffle, shuffle_image
 from train.config import Config

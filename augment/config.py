@@ -1,0 +1,73 @@
+"""The options of one build (:class:`BuildConfig`), checked before any work and recorded in the manifest."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from augment import infill
+from augment.datasets.files import ON_ERROR
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class BuildConfig:
+    """The resolved options of one build; recorded in the manifest."""
+
+    dataset: str = "synthetic"
+    infill: list[str] = field(default_factory=list)  # CF methods
+    factual: list[str] = field(default_factory=list)  # F methods
+    copies: int = 1  # draws stored per stochastic method
+    seed: int = 0
+    image_size: int | None = None  # None: the dataset's default
+    shard_size: int = 1000  # samples per shard
+    on_error: str = "fail"  # bad source inputs: "fail" stops the build, "skip" records them in rejects.jsonl
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # adapter options (--size, --bias, ...)
+    cagan_weights: str | None = None  # for --infill cagan: None = the only file in cagan_weights/
+    device: str = "auto"  # where model infills run: auto | cpu | cuda
+    batch_size: int = 16  # images per model call (model infills only)
+
+    def model_methods(self) -> list[str]:
+        return [n for n in self.infill if infill.INFILLS[n].needs_model]
+
+    def needs_pool(self) -> bool:
+        """Whether a requested method (``shuffle``) fills from the split's value pool."""
+        return any(infill.INFILLS[n].needs_pool for n in (*self.infill, *self.factual))
+
+    def validate(self) -> None:
+        for name in self.infill:
+            infill.get_infill(name, infill.CF)
+        for name in self.factual:
+            infill.get_infill(name, infill.F)
+        for flag, names in (("--infill", self.infill), ("--factual", self.factual)):
+            dup = [n for n, c in Counter(names).items() if c > 1]
+            if dup:
+                raise ValueError(f"{flag} {dup[0]!r} given twice; each method is stored once (use --copies for more)")
+        if self.copies < 1:
+            raise ValueError(f"--copies: got {self.copies}, expected at least 1")
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"--on-error: got {self.on_error!r}, expected one of {', '.join(ON_ERROR)}")
+        if self.seed < 0:
+            raise ValueError(f"--seed: got {self.seed}, expected a non-negative integer")
+        if self.shard_size < 1:
+            raise ValueError(f"--shard-size: got {self.shard_size}, expected at least 1 sample per shard")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size: got {self.batch_size}, expected at least 1")
+        if self.device not in DEVICES:
+            raise ValueError(f"--device: got {self.device!r}, expected one of {', '.join(DEVICES)}")
+        if self.model_methods():
+            from augment.cagan.inpaint import resolve_device
+            from augment.cagan.weights import default_weights, read_metadata
+
+            if self.cagan_weights is None:
+                self.cagan_weights = str(default_weights())
+            resolve_device(self.device)  # asking for CUDA without one fails here, before any work
+            weights = Path(self.cagan_weights)
+            if not weights.is_file():
+                from augment.cagan.weights import HOW_TO_GET, WeightsError
+
+                raise WeightsError(f"--cagan-weights {weights}: no such file; {HOW_TO_GET}")
+            read_metadata(weights)

@@ -1,0 +1,88 @@
+"""The build's dataset, opened once per process, with what every task of the build derives from it.
+
+A task receives only the small config; the worker opens the dataset itself and keeps it, with each split's build
+order, donor index and value pool, for the build's later tasks. Sample lists and donor arrays, which grow with the
+dataset, never cross process boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from augment import pool
+from augment.config import BuildConfig
+from augment.datasets import Dataset, get_dataset
+from augment.donors import Donors
+from augment.errors import BuildError
+from augment.plan import build_order
+from augment.pool import ValuePool
+from augment.read import SourceError
+
+
+@dataclass
+class DatasetCache:
+    """One build's opened dataset and, per split, its donor index (over source indices), its build order and its
+    value pool (made on first use: 64 decodes)."""
+
+    dataset: Dataset
+    donors: dict[str, Donors | None]
+    orders: dict[str, np.ndarray]
+    config: BuildConfig
+    pools: dict[str, ValuePool] = field(default_factory=dict)
+
+    def pool(self, split: str) -> ValuePool | None:
+        """The split's value pool, or None when no requested method uses one."""
+        if not self.config.needs_pool():
+            return None
+        if split not in self.pools:
+            n = len(self.orders[split])  # the split's size, without scanning its plan again
+            self.pools[split] = pool.load_pool(self.config.seed, split, n, lambda i: self.pool_member(split, i))
+        return self.pools[split]
+
+    def pool_member(self, split: str, index: int) -> tuple[str, np.ndarray] | None:
+        """Sample ``index``'s (key, image) for the pool; a bad input is left out with ``skip``, else stops the build."""
+        try:
+            sample = self.dataset.load(split, index)
+        except SourceError as e:
+            if self.config.on_error == "skip":
+                return None
+            raise BuildError(f"{e} (a member of the {split} split's shuffle pool; pass --on-error skip to leave bad "
+                             "inputs out)") from e  # fmt: skip
+        except Exception as e:
+            raise BuildError(f"{split} sample {index} of {self.dataset.name} (a member of the shuffle pool): "
+                             f"{type(e).__name__}: {e}") from e  # fmt: skip
+        return sample.key, sample.image
+
+
+_CACHE: dict[str, DatasetCache] = {}  # this process's cache, keyed by the build config: one build at a time
+
+
+def open_dataset(config: BuildConfig, factory: Callable[..., Dataset] | None = None) -> Dataset:
+    """The build's dataset. Workers get the registered ``factory`` itself, which also covers datasets that were
+    registered at run time (tests) and so are not in a fresh worker's registry."""
+    options = dict(seed=config.seed, image_size=config.image_size, on_error=config.on_error, **config.dataset_options)
+    return get_dataset(config.dataset, **options) if factory is None else factory(**options)
+
+
+def cached_dataset(
+    config: BuildConfig, factory: Callable[..., Dataset] | None, dataset: Dataset | None = None
+) -> DatasetCache:
+    """This process's :class:`DatasetCache` for ``config``, made on first use (from ``dataset`` when given, else
+    opened); a cache of another config is dropped."""
+    key = json.dumps(asdict(config), sort_keys=True, default=str)
+    if key not in _CACHE:
+        _CACHE.clear()
+        dataset = dataset or open_dataset(config, factory)
+        donors, orders = {}, {}
+        for split, plan in dataset.splits().items():
+            orders[split] = build_order(config.seed, split, len(plan.refs))
+            labels = np.array([r.label for r in plan.refs], dtype=np.int64)
+            annotated = np.array([r.annotated for r in plan.refs], dtype=bool)
+            # mixed-rand donors must have an object rectangle to tile over, or their object would leak in
+            donors[split] = Donors.of(labels, annotated) if plan.augment and config.factual else None
+        _CACHE[key] = DatasetCache(dataset, donors, orders, config)
+    return _CACHE[key]

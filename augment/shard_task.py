@@ -1,0 +1,83 @@
+"""The task a worker runs: build one shard from its positions in the split's build order.
+
+A task opens the dataset itself (``augment.dataset_cache``) and loads its own samples, so no pixels or sample
+lists cross process boundaries. It writes the shard under a temp name and renames it, records it in the journal
+and returns its record. Randomness is per sample (``augment.rng``), so the shard's bytes are the same whatever
+process runs it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from augment import journal, schema
+from augment.config import BuildConfig
+from augment.dataset_cache import DatasetCache, cached_dataset
+from augment.datasets import Dataset
+from augment.errors import BuildError
+from augment.read import SourceError
+from augment.records import fill_models, make_record
+from augment.shards import write_shard
+
+
+def build_shard(
+    config: BuildConfig, factory: Callable[..., Dataset] | None, out: Path, task: journal.Task, augmented: bool
+) -> dict[str, Any]:
+    """Build one shard from positions ``task.start:task.stop`` of the split's build order (``augment.plan``); runs
+    in a worker process (or on a dask worker). Errors name the sample by its source index.
+
+    Writes the shard (temp name, then rename), then its journal record, and returns the record: the shard's manifest
+    entry plus per-label counts, skipped inputs and the encoder versions the bytes came from.
+    """
+    samples = ShardSamples(cached_dataset(config, factory), task, augmented)
+    info = write_shard(out / task.path, samples.records())
+    done = {"task": task.name, "attempted": task.stop - task.start, "labels": journal.label_counts(samples.labels),
+            "rejects": samples.rejects, "shard": {"path": task.path, **info},
+            "environment": schema.environment()}  # fmt: skip
+    journal.record_done(out, task, done)
+    return done
+
+
+class ShardSamples:
+    """The records of one task's samples, in build order; counts their labels and the inputs skipped as bad."""
+
+    def __init__(self, cache: DatasetCache, task: journal.Task, augmented: bool) -> None:
+        self.config, self.dataset, self.donors = cache.config, cache.dataset, cache.donors[task.split]
+        self.split, self.augmented = task.split, augmented
+        self.indices = cache.orders[task.split][task.start : task.stop].tolist()
+        self.values = cache.pool(task.split) if augmented else None  # loaded before the shard file is opened
+        self.labels: Counter[int] = Counter()
+        self.rejects: list[dict[str, str]] = []
+
+    def guarded(self, i: int, fn, *args):  # noqa: ANN001, ANN202
+        """``fn(*args)`` for sample ``i``; bad inputs are skipped (``None``) or stop the build, naming the sample."""
+        try:
+            return fn(*args)
+        except SourceError as e:
+            if self.config.on_error == "skip":
+                self.rejects.append({"split": self.split, "path": e.path, "reason": e.reason})
+                return None
+            raise BuildError(f"{e} (pass --on-error skip to record bad inputs in rejects.jsonl and go on)") from e
+        except BuildError:
+            raise
+        except Exception as e:  # fail fast, naming the sample
+            raise BuildError(f"{self.split} sample {i} of {self.dataset.name}: {type(e).__name__}: {e}") from e
+
+    def records(self) -> Iterator[dict[str, bytes]]:
+        config, dataset, split = self.config, self.dataset, self.split
+        # model methods fill a batch of samples at once; the others go one sample at a time
+        step = config.batch_size if self.augmented and config.model_methods() else 1
+        for first in range(0, len(self.indices), step):
+            loaded = [(i, self.guarded(i, dataset.load, split, i)) for i in self.indices[first : first + step]]
+            loaded = [(i, sample) for i, sample in loaded if sample is not None]
+            fills = fill_models([s for _, s in loaded], config) if self.augmented else {}
+            for i, sample in loaded:
+                record = self.guarded(i, make_record, sample, dataset, config, self.augmented, self.donors,
+                                      fills.get(sample.key), self.values)  # fmt: skip
+                if record is None:
+                    continue
+                self.labels[sample.label] += 1
+                yield record
