@@ -1,8 +1,13 @@
-"""One sample's shard record: the original image, its label, metadata and object mask, and every CF/F image."""
+"""One sample's shard record: the original image, its label, metadata and object mask, and every CF/F image.
+
+A sample's two holes (``augment.masks``) are computed once, as :class:`Holes`, and shared by the batched model
+infills (:func:`fill_models`) and the per-sample ones (:func:`make_record`).
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,28 @@ from augment.datasets import Dataset, Sample
 from augment.donors import Donors, load_donor
 from augment.pool import ValuePool
 from augment.rng import sample_rng
+
+
+@dataclass(frozen=True)
+class Holes:
+    """A sample's CF hole (its object's rectangle) and F hole (its background); None where it has no object."""
+
+    cf: np.ndarray | None
+    f: np.ndarray | None
+
+    @classmethod
+    def of(cls, sample: Sample) -> Holes:
+        shape = sample.image.shape[:2]
+        return cls(masks.cf_hole(sample.mask, sample.boxes, shape), masks.f_hole(sample.mask, sample.boxes, shape))
+
+    @property
+    def has_object(self) -> bool:
+        """Whether the sample has both holes; only such samples get a mask and CF/F images."""
+        return self.cf is not None and self.f is not None
+
+    def object_mask(self) -> np.ndarray:
+        """The exact object region (``masks.object_mask``): everything the F hole leaves, so not computed again."""
+        return ~self.f
 
 
 def sample_json(sample: Sample, has_object: bool) -> bytes:
@@ -37,29 +64,27 @@ def sample_json(sample: Sample, has_object: bool) -> bytes:
 
 def make_record(
     sample: Sample, dataset: Dataset, config: BuildConfig, augmented: bool, donors: Donors | None,
-    model_fills: dict[str, np.ndarray] | None = None, values: ValuePool | None = None,
+    model_fills: dict[str, np.ndarray] | None = None, values: ValuePool | None = None, holes: Holes | None = None,
 ) -> dict[str, bytes]:  # fmt: skip
     """One shard record: the original, its mask and metadata, and every requested CF/F image.
 
     ``model_fills`` holds the images of model methods (cagan), already filled in a batch by :func:`fill_models`;
-    ``values`` is the split's value pool (``augment.pool``) for the methods that draw from it (shuffle).
+    ``values`` is the split's value pool (``augment.pool``) for the methods that draw from it (shuffle); ``holes``
+    are the sample's (computed here when not given).
     """
-    shape = sample.image.shape[:2]
-    cf_hole = masks.cf_hole(sample.mask, sample.boxes, shape)
-    f_hole = masks.f_hole(sample.mask, sample.boxes, shape)
-    has_object = cf_hole is not None and f_hole is not None
+    holes = Holes.of(sample) if holes is None else holes
     record: dict[str, Any] = {
         "__key__": sample.key,
         schema.IMAGE: encode.encode_jpeg(sample.image),
         schema.LABEL: str(sample.label).encode(),
-        schema.META: sample_json(sample, has_object),
+        schema.META: sample_json(sample, holes.has_object),
     }
-    if not has_object:
+    if not holes.has_object:
         return record
-    record[schema.MASK] = encode.encode_mask(masks.object_mask(sample.mask, sample.boxes, shape))
+    record[schema.MASK] = encode.encode_mask(holes.object_mask())
     if not augmented:
         return record
-    for role, names, hole in ((infill.CF, config.infill, cf_hole), (infill.F, config.factual, f_hole)):
+    for role, names, hole in ((infill.CF, config.infill, holes.cf), (infill.F, config.factual, holes.f)):
         for name in names:
             method = infill.INFILLS[name]
             if method.needs_model:
@@ -75,14 +100,13 @@ def make_record(
     return record
 
 
-def fill_models(samples: list[Sample], config: BuildConfig) -> dict[str, dict[str, np.ndarray]]:
-    """{sample key: {method: filled image}} for every model method (cagan), one batched call per method."""
+def fill_models(
+    samples: list[Sample], holes: list[Holes], config: BuildConfig
+) -> dict[str, dict[str, np.ndarray]]:  # fmt: skip
+    """{sample key: {method: filled image}} for every model method (cagan), one batched call per method over the
+    samples with an object; ``holes[i]`` are ``samples[i]``'s."""
     methods = config.model_methods()
-    todo = []
-    for sample in samples:
-        hole = masks.cf_hole(sample.mask, sample.boxes, sample.image.shape[:2])
-        if hole is not None and masks.f_hole(sample.mask, sample.boxes, sample.image.shape[:2]) is not None:
-            todo.append((sample, hole))
+    todo = [(sample, h.cf) for sample, h in zip(samples, holes, strict=True) if h.has_object]
     if not methods or not todo:
         return {}
     from augment.cagan.inpaint import cached

@@ -19,7 +19,7 @@ from augment.dataset_cache import DatasetCache, cached_dataset
 from augment.datasets import Dataset
 from augment.errors import BuildError
 from augment.read import SourceError
-from augment.records import fill_models, make_record
+from augment.records import Holes, fill_models, make_record
 from augment.shards import write_shard
 
 
@@ -73,10 +73,11 @@ class ShardSamples:
         for first in range(0, len(self.indices), step):
             loaded = [(i, self.guarded(i, dataset.load, split, i)) for i in self.indices[first : first + step]]
             loaded = [(i, sample) for i, sample in loaded if sample is not None]
-            fills = fill_models([s for _, s in loaded], config) if self.augmented else {}
-            for i, sample in loaded:
+            holes = [self.guarded(i, Holes.of, sample) for i, sample in loaded]  # once per sample, for both fills
+            fills = fill_models([s for _, s in loaded], holes, config) if self.augmented else {}
+            for (i, sample), sample_holes in zip(loaded, holes, strict=True):
                 record = self.guarded(i, make_record, sample, dataset, config, self.augmented, self.donors,
-                                      fills.get(sample.key), self.values)  # fmt: skip
+                                      fills.get(sample.key), self.values, sample_holes)  # fmt: skip
                 if record is None:
                     continue
                 self.labels[sample.label] += 1
