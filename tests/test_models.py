@@ -20,8 +20,7 @@ from torch import nn
 
 from train.models import ARCHS, ResNetV2, StdConv2d, build_model, head_parameters, unshare_relus
 
-# Models built without weights warn that they train from scratch; test_no_weights_warns_and_weights_do_not checks it.
-pytestmark = pytest.mark.filterwarnings("ignore:.*training from scratch:UserWarning")
+# Models built without weights log that they train from scratch; test_no_weights_warns_and_weights_do_not checks it.
 
 BIT = "bit-s-r50x1"
 
@@ -72,15 +71,20 @@ def test_unknown_arch_lists_the_choices() -> None:
         build_model("vit", 3)
 
 
-def test_no_weights_warns_and_weights_do_not(tmp_path: Path) -> None:
-    with pytest.warns(UserWarning, match="resnet18: no weights given, training from scratch"):
+def test_no_weights_warns_and_weights_do_not(tmp_path: Path, caplog) -> None:
+    with caplog.at_level("WARNING", logger="train"):
         model = build_model("resnet18", 3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "resnet18: no weights given, training from scratch (random initialisation)"
+    ]  # a log line of the `train` logger: no UserWarning with its source line
     path = tmp_path / "r18.pth"
     torch.save(model.state_dict(), path)
-    with warnings.catch_warnings():
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="train"), warnings.catch_warnings():
         warnings.simplefilter("error")
         build_model("resnet18", 3, weights=path)
         build_model("resnet18", 3, from_checkpoint=True)  # `train eval` loads best.pt into it next
+    assert not caplog.records
 
 
 @pytest.mark.parametrize(("arch", "head"), [("resnet18", TV_HEAD), (BIT, BIT_HEAD)])

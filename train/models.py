@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
-import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -263,7 +262,9 @@ def build_model(
     if weights is not None:
         _load_weights(model, arch, Path(weights))
     elif not from_checkpoint:
-        warnings.warn(f"{arch}: no weights given, training from scratch (random initialisation)", stacklevel=2)
+        # a log line of the `train` logger (this module's parent), once per model built: not a UserWarning, whose
+        # source line means nothing to a user and which Python shows once per process, not per run
+        log.warning("%s: no weights given, training from scratch (random initialisation)", arch)
     if zero_head:
         with torch.no_grad():
             for p in head_parameters(model):
