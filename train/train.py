@@ -4,14 +4,17 @@ Reads top to bottom: config -> data -> model -> optimizer -> loop -> eval -> che
 
     train fit --shards shards/demo --preset demo --cf tile --f shuffle --out runs/demo-cf-f
 
-Loss per batch (SPEC.md section 3), with every term's sum divided by the total number of rows in the batch
+Loss per batch (docs/METHOD.md, Loss), with every term's sum divided by the total number of rows in the batch
 (originals + CF + F + FGSM images), as in the paper's code:
 
     L = [sum CE(x, y) + sum CE(x_f, y) + cf_weight * sum L_cf(x_cf, y) + sum CE(x_fgsm, y)] / rows + sal * L_sal
 
-CF/F/FGSM rows exist only for samples with an object annotation. Logs one line per interval (loss, lr, img/s,
-data-wait vs step time) and one CSV row per epoch; checkpoints atomically every epoch; ``--resume`` continues
-exactly (model, optimizer, scheduler, epoch, best metric, RNG states).
+CF/F/FGSM rows exist only for samples with an object annotation. Progress: on a terminal, one run at a time, a
+tqdm bar per epoch (steps, ETA, running loss and img/s; ``TQDM_DISABLE=1`` turns it off); otherwise (a pipe, a log
+file, ``train study --jobs N`` running fits side by side) one line per ``LOG_EVERY`` steps (loss, lr, img/s,
+data-wait vs step time). Either way one summary line per epoch (``epoch N: {...}``, the log.csv row) and one CSV row
+per epoch; checkpoints atomically every epoch; ``--resume`` continues exactly (model, optimizer, scheduler, epoch,
+best metric, RNG states).
 
 DDP: ``torchrun --nproc-per-node N -m train fit ...`` runs one process per device (gloo on the CPU, nccl on
 cuda:LOCAL_RANK); ``--batch-size`` is per process. Each step makes one forward of the wrapped model (originals, CF,
@@ -24,6 +27,7 @@ alike; ``--resume`` reads ``<out>/last.pt`` on every rank (a folder they all see
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
@@ -31,7 +35,9 @@ import logging
 import math
 import os
 import random
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,23 +65,87 @@ log = logging.getLogger("train")
 LOG_EVERY = 20  # steps
 
 
-def fit(config: Config, resume: bool = False, verify: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+def fit(config: Config, resume: bool = False, verify: bool = False, stop_after: int | None = None,
+        progress: bool | None = None) -> dict[str, Any]:  # fmt: skip
     """Train, select on val, evaluate every split; ``stop_after`` ends the call after that epoch's checkpoint
-    (what an interruption looks like, for tests of ``resume``). Returns the results on rank 0, {} elsewhere."""
+    (what an interruption looks like, for tests of ``resume``). ``progress``: a tqdm bar per epoch on rank 0 instead
+    of the per-step log lines (None: ``show_progress()``). Returns the results on rank 0, {} elsewhere."""
     rank, world_size, device = start_processes(config.device)
     threads = torch.get_num_threads()  # run() may lower it for its DataLoader workers; the caller gets it back
     try:
-        return run(config, rank, world_size, device, resume, verify, stop_after)
+        with Progress.on(rank == 0 and (show_progress() if progress is None else progress)) as bar:
+            return run(config, rank, world_size, device, resume, verify, stop_after, bar)
     finally:
         torch.set_num_threads(threads)
         if world_size > 1:
             dist.destroy_process_group()
 
 
+def show_progress() -> bool:
+    """Whether ``fit`` draws a bar: only on a terminal, and only for a run that has it alone. ``train study --jobs N``
+    trains each run in a worker process of its own, all writing to one terminal, where bars would overwrite each
+    other's lines: those runs log lines (``run_tag`` says whose)."""
+    import multiprocessing
+
+    return sys.stderr.isatty() and multiprocessing.parent_process() is None
+
+
+def run_tag(config: Config) -> str:
+    """The prefix of a run's log lines: none for a run on its own; ``<method> <folder>: `` (e.g. ``Orig s0: ``) in
+    a worker process of ``train study --jobs N``, whose lines interleave with other runs'."""
+    import multiprocessing
+
+    return "" if multiprocessing.parent_process() is None else f"{config.method_name()} {Path(config.out).name}: "
+
+
+class Progress:
+    """One tqdm bar for the run on stderr, started anew at every epoch (so its rate and ETA are the epoch's); log
+    lines print above it meanwhile. It is cleared when the run ends, however it ends: the epoch lines stay."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None  # made at the first epoch: nothing is drawn while the run reads its build and model
+
+    @classmethod
+    @contextlib.contextmanager
+    def on(cls, enabled: bool) -> Iterator[Progress | None]:
+        if not enabled:
+            yield None
+            return
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        progress = cls()
+        try:
+            with logging_redirect_tqdm():
+                yield progress
+        finally:
+            if progress.bar is not None:
+                progress.bar.close()
+
+    def epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=steps, unit="step", leave=False, dynamic_ncols=True, file=sys.stderr)
+        self.bar.reset(total=steps)
+        self.bar.set_postfix_str("", refresh=False)
+        self.bar.set_description(f"epoch {epoch}/{epochs - 1}", refresh=False)
+
+    def step(self, loss: float, images_per_s: float) -> None:
+        self.bar.set_postfix_str(f"loss {loss:.4f}, {images_per_s:.0f} img/s", refresh=False)
+        self.bar.update()
+
+    def note(self, text: str, description: str | None = None) -> None:
+        """``text`` after the bar's figures (e.g. what the run does between epochs' steps)."""
+        if description is not None:
+            self.bar.set_description(description, refresh=False)
+        self.bar.set_postfix_str(text)
+
+
 def run(config: Config, rank: int, world_size: int, device: torch.device, resume: bool, verify: bool,
-        stop_after: int | None) -> dict[str, Any]:  # fmt: skip
+        stop_after: int | None, bar: Progress | None = None) -> dict[str, Any]:  # fmt: skip
     # ---- config ------------------------------------------------------------------------------------------------
     main = rank == 0  # writes the run folder and evaluates
+    tag = run_tag(config)
     out = Path(config.out)
     if (out / "last.pt").exists() and not resume:
         raise ValueError(f"--out {out}: holds a run already; pass --resume to continue it, or choose another --out")
@@ -95,7 +165,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     # first bad sample, short shard or changed shard stops the run; --max-bad-samples N skips and lists up to N
     ledger = Ledger(config.max_bad_samples, root=config.shards)
     fields = Fields(cf=config.cf, f=config.f, copies=manifest["methods"]["copies"])
-    crop = config.crop or round(manifest["image_size"] * 7 / 8)
+    crop = config.crop_size(manifest["image_size"])
     train_stream = ShardStream(config.shards, manifest, "train", fields, train=True, crop=crop, seed=config.seed,
                                batch_size=config.batch_size, rank=rank, world_size=world_size,
                                fraction=config.train_fraction, ledger=ledger)  # fmt: skip
@@ -106,7 +176,10 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
                          f"{config.batch_size} for each of {world_size} process(es); lower --batch-size")  # fmt: skip
 
     # ---- model -------------------------------------------------------------------------------------------------
-    module = build_model(config.arch, len(classes), config.weights, zero_head=config.zero_head).to(device)
+    # DDP broadcasts rank 0's weights to the others, whose own random initialisation is never used: only rank 0
+    # says that the run trains from scratch
+    module = build_model(config.arch, len(classes), config.weights, zero_head=config.zero_head,
+                         from_checkpoint=not main).to(device)  # fmt: skip
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
     model = module
@@ -138,7 +211,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
         scheduler.load_state_dict(state["scheduler"])
         start, best, stale = state["epoch"] + 1, state["best"], state["stale"]
         set_rng_state(state["rng"])
-        log.info("resumed from %s at epoch %d", out / "last.pt", start)
+        log.info("%sresumed from %s at epoch %d", tag, out / "last.pt", start)
 
     # ---- loop (the run folder is made only now that training can start) -----------------------------------------
     if main:
@@ -149,6 +222,8 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
         train_stream.set_epoch(epoch)
         model.train()
         totals = {"loss": 0.0, "rows": 0, "steps": 0, "data_s": 0.0, "step_s": 0.0}
+        if bar is not None:
+            bar.epoch(epoch, config.epochs, steps_per_epoch)
         tick = time.perf_counter()
         for step, batch in enumerate(batches(train_loader, ledger)):
             loaded = time.perf_counter()
@@ -167,8 +242,10 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
             totals["steps"] += 1
             totals["data_s"] += loaded - tick
             totals["step_s"] += done - loaded
-            if step % LOG_EVERY == 0:
-                log.info("epoch %d step %d/%d loss %.4f lr %.2e %.0f img/s data %.3fs step %.3fs", epoch, step,
+            if bar is not None:  # the epoch's running mean loss and throughput
+                bar.step(totals["loss"] / totals["steps"], totals["rows"] / (totals["data_s"] + totals["step_s"]))
+            elif step % LOG_EVERY == 0:
+                log.info("%sepoch %d step %d/%d loss %.4f lr %.2e %.0f img/s data %.3fs step %.3fs", tag, epoch, step,
                          steps_per_epoch, loss.item(), optimizer.param_groups[0]["lr"], rows / (done - tick),
                          loaded - tick, done - loaded)  # fmt: skip
             tick = time.perf_counter()
@@ -191,6 +268,8 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
 
         # ---- eval and checkpoint (rank 0; the others wait for its score, then decide as it does) -----------------
         score = 0.0
+        if bar is not None:
+            bar.note(f"loss {totals['loss'] / max(totals['steps'], 1):.4f}, evaluating {config.val_split}")
         if main:
             val = evaluate.split_metrics(module, config.shards, manifest, config.val_split, crop, config, device,
                                          ledger)  # fmt: skip
@@ -209,7 +288,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
                    f"val_{config.select}": score, "img_per_s": totals["rows"] / seconds,
                    "data_wait_fraction": totals["data_s"] / seconds}  # fmt: skip
             append_csv(rows_csv, row)
-            log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in row.items()}))
+            log.info("%sepoch %d: %s", tag, epoch, json.dumps({k: round(v, 4) for k, v in row.items()}))
             state = {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "stale": stale,
                      "rng": rng_state(), "config": config.to_dict(), "classes": classes,
@@ -219,7 +298,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
                 atomic_save({"model": module.state_dict(), "epoch": epoch, "config": config.to_dict(),
                              "classes": classes}, out / "best.pt")  # fmt: skip
         if config.early_stop and stale >= config.early_stop:
-            log.info("early stop: no %s gain for %d epochs", config.select, stale)
+            log.info("%searly stop: no %s gain for %d epochs", tag, config.select, stale)
             break
         if stop_after is not None and epoch >= stop_after:
             return {}
@@ -227,6 +306,8 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
         return {}
 
     # ---- final evaluation on every split, with the selected model ------------------------------------------------
+    if bar is not None:
+        bar.note(", ".join(s for s in manifest["splits"] if s != "train"), "final evaluation of best.pt on")
     module.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
     results = evaluate.evaluate_all(module, config.shards, manifest, crop, config, device, ledger)
     results["method"] = config.method_name()
