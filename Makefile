@@ -10,6 +10,11 @@ RUNS := runs/demo
 # docs/grids/demo.toml: Orig and CF(tile)+F(shuffle) with the demo preset, two runs at a time on the 2 cores
 DEMO_STUDY := $(VENV)/bin/train study --shards $(DEMO) --grid docs/grids/demo.toml --jobs 2
 
+# Earlier results are never deleted: a folder about to be rewritten from scratch is moved aside to
+# <folder>.<date>-<time>, and the line says where (delete it when you no longer need it).
+set_aside = if [ -e $(1) ]; then old=$(1).$$(date +%Y%m%d-%H%M%S); mv $(1) $$old; \
+	echo "make: moved the earlier $(1) to $$old: $(2) (delete it when you no longer need it)"; fi
+
 .PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench photos clean
 
 $(STAMP): pyproject.toml
@@ -36,9 +41,12 @@ demo-shards: install $(DEMO)/manifest.json
 	$(VENV)/bin/augment preview $(DEMO) --out $(DEMO)-preview.png  # beside the build: --overwrite only touches builds
 
 train: demo-shards
-	rm -rf $(RUNS)
+	@$(call set_aside,$(RUNS),make train trains anew)
 	$(DEMO_STUDY) --seeds 1 --out $(RUNS)
 	$(VENV)/bin/train report $(RUNS)/runs --out $(RUNS)/report.md
+	@echo "make train: wrote $(RUNS)/report.md and its pictures" \
+		$$(sed -n 's|^!\[[^]]*\](\(.*\))$$|$(RUNS)/\1|p' $(RUNS)/report.md | paste -sd' ' -) \
+		"(the build's contact sheet: $(DEMO)-preview.png)"
 
 # The paper's comparison (docs/grids/paper.toml: 14 rows + the training-set-size curve) over 3 seeds on synthetic
 # data at 32 px, two runs at a time (about 13 minutes on 2 cores). Writes runs/reproduce/REPORT.md and .html, and
@@ -46,7 +54,7 @@ train: demo-shards
 REPRO := shards/reproduce
 STUDY := runs/reproduce
 $(REPRO)/manifest.json: $(STAMP) $(AUGMENT_SOURCES)
-	rm -rf $(STUDY)  # its runs learnt from the old build
+	@$(call set_aside,$(STUDY),its runs learnt from the old build)
 	$(VENV)/bin/augment build --dataset synthetic --size 1000 --image-size 32 \
 		--infill grey --infill random --infill shuffle --infill tile --factual random --factual shuffle \
 		--factual mixed-rand --out $(REPRO) --overwrite -q
@@ -59,7 +67,7 @@ reproduce: install $(REPRO)/manifest.json
 
 # The README's 3-seed table: make train's two methods over seeds 0, 1, 2 (about 11 minutes on 2 cores).
 reproduce-small: demo-shards
-	rm -rf $(RUNS)-3seeds
+	@$(call set_aside,$(RUNS)-3seeds,make reproduce-small trains anew)
 	$(DEMO_STUDY) --seeds 3 --out $(RUNS)-3seeds
 	$(VENV)/bin/train report $(RUNS)-3seeds/runs --out $(RUNS)-3seeds/report.md
 
