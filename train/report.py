@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections import defaultdict
@@ -143,15 +144,34 @@ def mean_saliency(results: dict[str, Any], config: dict[str, Any] | None = None)
 
 
 def draw_plots(runs: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """Draw the report's figures into ``folder``; returns their paths (the saliency sheet only when a run has
+    saliency examples)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = method_colours(runs, plt)
+    figures = [("saliency_vs_accuracy.png", accuracy_figure(runs, colours, plt), 110),
+               ("curves.png", curves_figure(runs, colours, plt), 110),
+               ("saliency_sheet.png", saliency_sheet_figure(runs, plt), 100)]  # fmt: skip
     paths = []
-    methods = sorted({r["results"].get("method", "?") for r in runs})
-    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    for name, fig, dpi in figures:
+        if fig is None:
+            continue
+        paths.append(folder / name)
+        fig.savefig(paths[-1], dpi=dpi)
+        plt.close(fig)
+    return paths
 
+
+def method_colours(runs: list[dict[str, Any]], plt) -> dict[str, Any]:
+    methods = sorted({r["results"].get("method", "?") for r in runs})
+    return {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+
+
+def accuracy_figure(runs: list[dict[str, Any]], colours: dict[str, Any], plt):
+    """Saliency AUPR against accuracy, one marker per (run, test split): the paper's Fig. 4."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     markers = "os^Dv<>p*h"
     splits = run_test_splits(runs[0]["results"], runs[0]["config"])
@@ -161,8 +181,8 @@ def draw_plots(runs: list[dict[str, Any]], folder: Path) -> list[Path]:
             if m.get("saliency_aupr") is not None:
                 ax.scatter(m["saliency_aupr"], m["accuracy"], color=colours[run["results"].get("method", "?")],
                            marker=markers[i % len(markers)], s=30)  # fmt: skip
-    for method in methods:
-        ax.scatter([], [], color=colours[method], label=method)
+    for method, colour in colours.items():
+        ax.scatter([], [], color=colour, label=method)
     for i, split in enumerate(splits):
         ax.scatter([], [], color="grey", marker=markers[i % len(markers)], label=split)
     ax.set_xlabel("saliency AUPR (object focus)")
@@ -170,65 +190,209 @@ def draw_plots(runs: list[dict[str, Any]], folder: Path) -> list[Path]:
     ax.legend(fontsize=7, loc="best")
     ax.set_title("Saliency focus vs accuracy per test split")
     fig.tight_layout()
-    paths.append(folder / "saliency_vs_accuracy.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    return fig
 
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(9, 3.5))
+
+CF_LOSS_NAMES = {"logp": "-log(1 - p_y)", "uniform": "CE to the uniform distribution",
+                 "uniform-others": "CE to the uniform distribution over the other classes"}  # fmt: skip
+
+
+def objective_label(config: dict[str, Any]) -> str:
+    """What a run's logged training loss is (train.train.objective): its terms, summed over the batch's rows and
+    divided by their number, e.g. ``CE + CF + F per row`` or ``CE per row + 10·Sal``."""
+    if config.get("mixup"):
+        return f"soft-label CE of mixup({config['mixup']:g}) images, per image"
+    terms = ["CE" if not config.get("label_smoothing") else f"CE (smoothing {config['label_smoothing']:g})"]
+    if config.get("cf"):
+        weight = config.get("cf_weight", 1.0)
+        terms.append("CF" if weight == 1 else f"{weight:g}·CF")
+    if config.get("f"):
+        terms.append("F")
+    if config.get("fgsm"):
+        terms.append("FGSM")
+    label = " + ".join(terms) + " per row"
+    return label + (f" + {config['sal']:g}·Sal" if config.get("sal") else "")
+
+
+def objective_key(configs: list[dict[str, Any]]) -> str:
+    """The terms of ``objective_label`` that ``configs`` use, spelt out (the caption under the loss curves)."""
+    used = {t for c in configs for t in ("cf", "f", "fgsm", "sal", "mixup") if c.get(t)}
+    parts = ["CE: cross-entropy on the original images"]
+    if "cf" in used:
+        kinds = sorted({c.get("cf_loss", "logp") for c in configs if c.get("cf")})
+        parts.append(f"CF: {' or '.join(CF_LOSS_NAMES.get(k, k) for k in kinds)} on the counterfactual images")
+    if "f" in used:
+        parts.append("F: cross-entropy on the factual images")
+    if "fgsm" in used:
+        parts.append("FGSM: cross-entropy on background-attacked images")
+    if "sal" in used:
+        parts.append("Sal: the GradMask penalty")
+    kinds = ["originals"] + [t.upper() for t in ("cf", "f", "fgsm") if t in used]
+    rows = f"rows: every image of the batch ({' + '.join(kinds)})"
+    note = "curves of different objectives are not comparable"
+    return "; ".join(parts) + f".\nEach sum is divided by the batch's {rows}; the epoch's mean is shown; {note}."
+
+
+def curves_figure(runs: list[dict[str, Any]], colours: dict[str, Any], plt):
+    """Training loss (left) and the validation metric that selects best.pt (right) per epoch, one line per run, a
+    legend in each panel: the loss legend names each method's objective (``objective_label``)."""
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4.6))
+    metrics_seen: dict[str, set[tuple[str, str]]] = defaultdict(set)  # method -> {(metric, split)}
+    configs: dict[str, dict[str, Any]] = {}
     for run in runs:
-        rows = list(csv.DictReader(open(run["folder"] / "log.csv"))) if (run["folder"] / "log.csv").is_file() else []
+        log = run["folder"] / "log.csv"
+        with open(log) if log.is_file() else contextlib.nullcontext([]) as fh:
+            rows = list(csv.DictReader(fh))
         if not rows:
             continue
-        colour = colours[run["results"].get("method", "?")]
-        epochs = [int(r["epoch"]) for r in rows]
+        method = run["results"].get("method", "?")
+        configs.setdefault(method, run["config"])
         val_key = next(k for k in rows[0] if k.startswith("val_"))
-        ax_loss.plot(epochs, [float(r["loss"]) for r in rows], color=colour, alpha=0.7)
-        ax_val.plot(epochs, [float(r[val_key]) for r in rows], color=colour, alpha=0.7)
-    ax_loss.set_title("training loss")
-    ax_val.set_title("validation metric")
+        metrics_seen[method].add((val_key.removeprefix("val_"), run["config"].get("val_split", "val")))
+        epochs = [int(r["epoch"]) for r in rows]
+        ax_loss.plot(epochs, [float(r["loss"]) for r in rows], color=colours[method], alpha=0.7, marker=".")
+        ax_val.plot(epochs, [float(r[val_key]) for r in rows], color=colours[method], alpha=0.7, marker=".")
+    every = set().union(*metrics_seen.values()) if metrics_seen else set()
+    metric, split = next(iter(every)) if len(every) == 1 else ("metric", "its validation split")
+    for method in configs:
+        ax_loss.plot([], [], color=colours[method], label=f"{method} — loss: {objective_label(configs[method])}")
+        own = "" if len(every) == 1 else " (" + ", ".join(f"{m} on {s}" for m, s in sorted(metrics_seen[method])) + ")"
+        ax_val.plot([], [], color=colours[method], label=method + own)
+    ax_loss.set_title("training loss per epoch")
+    ax_loss.set_ylabel("loss (mean over the epoch's batches)")
+    ax_val.set_title(f"validation {metric} per epoch (selects best.pt)")
+    ax_val.set_ylabel(f"{metric} on {split}")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_val):
         ax.set_xlabel("epoch")
-    for method in methods:
-        ax_val.plot([], [], color=colours[method], label=method)
-    ax_val.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(folder / "curves.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    sheet = saliency_sheet(runs, folder, plt)
-    if sheet:
-        paths.append(sheet)
-    return paths
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if configs:
+            ax.legend(fontsize=7, loc="best")
+    if configs:
+        fig.text(0.01, 0.01, objective_key(list(configs.values())), fontsize=7, va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.09 if configs else 0, 1, 1))
+    return fig
 
 
-def saliency_sheet(runs: list[dict[str, Any]], folder: Path, plt) -> Path | None:
-    """Rows: the input images, then one row per method (its first run) with the saliency heatmap overlaid."""
-    firsts: dict[str, Path] = {}
+def example_annotations(run: dict[str, Any], data) -> tuple[list[int | None], list[int | None], list[str]]:
+    """The true label and the model's top prediction of each image of ``saliency_examples.npz`` (None where
+    unknown), and the class names.
+
+    The file's ``labels`` and ``logits`` when it has them; else the prediction comes from the run's ``best.pt`` on
+    the stored image (the evaluation's input, exactly: uint8 -> [-1, 1] is lossless), and the label from
+    ``predictions.npz``: train.evaluate's saliency subset is a function of the split's keys and labels
+    (``SaliencySubset``), which gives the examples' rows there, accepted only when the logits stored for those rows
+    are the model's on the images."""
+    n = len(data["images"])
+    labels = [int(v) for v in data["labels"]] if "labels" in data.files else None
+    logits = np.asarray(data["logits"]) if "logits" in data.files else None
+    classes: list[str] = []
+    best = run["folder"] / "best.pt"
+    if best.is_file():  # the class names, and the model when the file has no logits
+        import torch
+
+        from train.models import build_model
+
+        state = torch.load(best, map_location="cpu", weights_only=True)
+        classes = [str(c) for c in state.get("classes", [])]
+        if logits is None:
+            model = build_model(state["config"]["arch"], len(classes), from_checkpoint=True)
+            model.load_state_dict(state["model"])
+            with torch.no_grad():
+                x = torch.from_numpy(np.ascontiguousarray(data["images"])).permute(0, 3, 1, 2).float() / 127.5 - 1
+                logits = model.eval()(x).float().numpy()
+    if labels is None:
+        labels = recovered_labels(run, logits, n)
+    predictions = [int(v) for v in np.argmax(logits, axis=1)] if logits is not None else [None] * n
+    return list(labels) if labels is not None else [None] * n, predictions, classes
+
+
+def recovered_labels(run: dict[str, Any], logits: np.ndarray | None, n: int) -> list[int] | None:
+    """The labels of a run's ``n`` saliency examples from its predictions.npz (see ``example_annotations``), or
+    None when they cannot be told for sure."""
+    config, folder, split = run["config"], run["folder"], examples_split(run)
+    if logits is None or split is None or not (folder / "predictions.npz").is_file():
+        return None
+    import torch
+
+    from train.evaluate import SaliencySubset
+
+    with np.load(folder / "predictions.npz", allow_pickle=False) as p:
+        if f"{split}.keys" not in p.files:
+            return None
+        keys, labels, stored = list(p[f"{split}.keys"]), p[f"{split}.labels"], p[f"{split}.logits"]
+    subset = SaliencySubset(config.get("max_saliency_images", 256), stored.shape[1])
+    count = len(keys)  # every sample offered as annotated; the logits check below catches a split where some are not
+    subset.offer({"has_object": torch.ones(count, dtype=torch.bool), "key": [str(k) for k in keys],
+                  "label": torch.as_tensor(labels), "image": torch.arange(count),
+                  "mask": torch.ones(count, 1)})  # fmt: skip
+    rows = subset.chosen()[0][:n].numpy()  # the "images" it kept are the rows' indices
+    if len(rows) != n or not np.allclose(stored[rows], logits, rtol=1e-3, atol=1e-3):
+        return None
+    return [int(labels[r]) for r in rows]
+
+
+def examples_split(run: dict[str, Any]) -> str | None:
+    """The split of a run's saliency examples, as train.evaluate picks it: the first with saliency scores but val."""
+    val_split = run["config"].get("val_split", "val")
+    return next((s for s, m in run["results"]["splits"].items() if s != val_split and "saliency_aupr" in m), None)
+
+
+def saliency_sheet_figure(runs: list[dict[str, Any]], plt):
+    """Rows: the input images with their true label, then one row per method (its first run) with the saliency
+    heatmap (each image's scaled to its maximum: one colour bar for all), the object mask's outline, and the model's
+    top prediction. None when no run has ``saliency_examples.npz``."""
+    firsts: dict[str, dict[str, Any]] = {}
     for run in runs:
-        examples = run["folder"] / "saliency_examples.npz"
-        if examples.is_file():
-            firsts.setdefault(run["results"].get("method", "?"), examples)
+        if (run["folder"] / "saliency_examples.npz").is_file():
+            firsts.setdefault(run["results"].get("method", "?"), run)
     if not firsts:
         return None
-    data = {m: np.load(p, allow_pickle=False) for m, p in firsts.items()}
+    data = {m: np.load(r["folder"] / "saliency_examples.npz", allow_pickle=False) for m, r in firsts.items()}
+    notes = {m: example_annotations(firsts[m], d) for m, d in data.items()}
     images = next(iter(data.values()))["images"]
+    labels = next((n[0] for n in notes.values() if any(v is not None for v in n[0])), [None] * len(images))
+    classes = next((n[2] for n in notes.values() if n[2]), [])
+
+    def name(index: int | None) -> str:
+        if index is None:
+            return "?"
+        return classes[index] if index < len(classes) else str(index)
+
     n = len(images)
-    fig, axes = plt.subplots(len(data) + 1, n, figsize=(1.6 * n, 1.6 * (len(data) + 1)), squeeze=False)
+    fig, axes = plt.subplots(len(data) + 1, n, figsize=(1.7 * n + 1.2, 1.95 * (len(data) + 1) + 0.9),
+                             squeeze=False, layout="constrained")  # fmt: skip
     for j in range(n):
         axes[0, j].imshow(images[j])
-    axes[0, 0].set_ylabel("input", fontsize=7)
+        axes[0, j].set_xlabel(f"true: {name(labels[j])}", fontsize=8)
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    heat = None
     for i, (method, d) in enumerate(data.items(), start=1):
+        predictions = notes[method][1]
         for j in range(n):
+            scores = d["scores"][j].astype(np.float64)
             axes[i, j].imshow(images[j])
-            axes[i, j].imshow(d["scores"][j], cmap="jet", alpha=0.5)
-            axes[i, j].contour(d["masks"][j], levels=[0.5], colors="white", linewidths=0.5)
-        axes[i, 0].set_ylabel(method, fontsize=7)
+            heat = axes[i, j].imshow(scores / max(scores.max(), 1e-12), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            axes[i, j].contour(d["masks"][j], levels=[0.5], colors="white", linewidths=0.8)
+            right = None if labels[j] is None or predictions[j] is None else predictions[j] == labels[j]
+            colour = {True: "darkgreen", False: "firebrick", None: "black"}[right]
+            mark = {True: " ✓", False: " ✗", None: ""}[right]
+            axes[i, j].set_xlabel(f"pred: {name(predictions[j])}{mark}", fontsize=8, color=colour)
+        axes[i, 0].set_ylabel(method, fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    path = folder / "saliency_sheet.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    bar = fig.colorbar(heat, ax=axes[1:, :].ravel().tolist(), shrink=0.9, pad=0.02)
+    bar.set_label("saliency (each image scaled to its max)", fontsize=8)
+    from matplotlib.lines import Line2D
+
+    outline = Line2D([], [], color="white", linewidth=1.5, label="object mask (outline)")
+    fig.legend(handles=[outline], loc="outside lower center", fontsize=8, facecolor="0.55", framealpha=1)
+    first = next(iter(firsts.values()))
+    how = first["config"].get("saliency", "gradient")
+    split = examples_split(first)
+    fig.suptitle(f"Saliency of the true class ({'input gradient' if how == 'gradient' else how}) on "
+                 f"{f'{split!r}' if split else 'test'} images, with each model's top prediction",
+                 fontsize=10)  # fmt: skip
+    return fig
