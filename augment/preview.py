@@ -1,13 +1,15 @@
 """``augment preview``: a contact sheet of a build, for looking rather than reading.
 
 Rows are samples (one per class first, then more), columns are original | mask | each CF field | each F field.
-The mask column shows the object in white and its boxes (the CF hole) in red.
+The mask column shows the object in white and its boxes (the CF hole) in red. A title names the build and split, a
+legend under the grid says what the red box and a field's copy suffix (``f.shuffle.0``) are.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ from augment.shards import Limits, ShardError, iter_records, parse_json
 
 LABEL_HEIGHT = 14
 CAPTION_WIDTH = 96
+LINE_HEIGHT = 14  # a line of title or legend text
+BOX_COLOUR = (255, 0, 0)
 Record = tuple[str, str, dict[str, bytes]]  # (shard path, key, fields)
 
 
@@ -72,7 +76,7 @@ def mask_cell(fields: dict[str, bytes]) -> np.ndarray:
     img = Image.fromarray(np.repeat(mask[..., None].astype(np.uint8) * 255, 3, axis=2))
     draw = ImageDraw.Draw(img)
     for x0, y0, x1, y1 in json.loads(fields[schema.META])["boxes"]:
-        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 0, 0))
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=BOX_COLOUR)
     return np.asarray(img)
 
 
@@ -113,22 +117,71 @@ def preview(out: Path, dest: Path, split: str | None = None, rows: int = 8, cell
                          + (f"; try --split {others[0]} (splits: {', '.join(splits)})" if others else ""))  # fmt: skip
     titles = ["original" if n == schema.IMAGE else n.removesuffix(".jpg").removesuffix(".png") for n in columns]
     pixels = Limits.for_image_size(manifest["image_size"]).pixels
-    return draw_sheet(titles, [cells_of(r, columns, pixels) for r in records], dest, cell)
+    title = (f"augment preview of {out}: split {split!r}, {len(records)} annotated samples (the first of each class, "
+             "then the next in shard order)")  # fmt: skip
+    return draw_sheet(titles, [cells_of(r, columns, pixels) for r in records], dest, cell, title=title,
+                      legend=sheet_legend(titles, manifest["methods"].get("copies", 1)))  # fmt: skip
 
 
-def draw_sheet(titles: list[str], rows: list[tuple[str, list[np.ndarray]]], dest: Path, cell: int = 128) -> Path:
-    """A PNG grid: one column per title, one row per (caption, images); each image scaled to cell x cell."""
+def sheet_legend(titles: list[str], copies: int) -> list[tuple[tuple[int, int, int] | None, str]]:
+    """The legend of a preview: (swatch colour or None, text) per line, for the columns in ``titles``."""
+    legend: list[tuple[tuple[int, int, int] | None, str]] = []
+    if "mask" in titles:
+        box = ("mask column: the object in white; red box = its bounding box(es), the hole a CF method fills (cf.*);"
+               " F methods (f.*) replace everything outside the object")  # fmt: skip
+        legend.append((BOX_COLOUR, box))
+    suffixed = [t for t in titles if re.fullmatch(r".+\.\d+", t)]
+    if suffixed:
+        legend.append((None, f"{suffixed[0]}: a stochastic method's image is stored in K copies, .0, .1, ... (this "
+                             f"build: K = {copies}, set by augment build --copies K); training reads copy "
+                             "epoch % K"))  # fmt: skip
+    return legend
+
+
+def wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+    """``text`` cut into lines that fit ``width`` pixels (words kept whole)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def draw_sheet(titles: list[str], rows: list[tuple[str, list[np.ndarray]]], dest: Path, cell: int = 128,
+               title: str | None = None,
+               legend: list[tuple[tuple[int, int, int] | None, str]] = ()) -> Path:  # fmt: skip
+    """A PNG grid: ``title`` above (wrapped), one column per title, one row per (caption, images), each image scaled
+    to cell x cell; under it one ``legend`` line per (swatch colour, text), the swatch an outlined square."""
     font = ImageFont.load_default()
-    sheet = Image.new("RGB", (CAPTION_WIDTH + cell * len(titles), LABEL_HEIGHT + cell * len(rows)), "white")
+    width = CAPTION_WIDTH + cell * len(titles)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    head = wrap(measure, title, font, width - 4) if title else []
+    swatch = LINE_HEIGHT  # a legend line starts with a swatch this wide, or as much blank
+    keys = [(colour, wrap(measure, text, font, width - swatch - 8)) for colour, text in legend]
+    top = LINE_HEIGHT * len(head) + (4 if head else 0)
+    grid = LABEL_HEIGHT + cell * len(rows)
+    foot = LINE_HEIGHT * sum(len(lines) for _, lines in keys) + (6 if keys else 0)
+    sheet = Image.new("RGB", (width, top + grid + foot), "white")
     draw = ImageDraw.Draw(sheet)
-    for c, title in enumerate(titles):
-        draw.text((CAPTION_WIDTH + c * cell + 2, 1), title, fill="black", font=font)
+    for i, line in enumerate(head):
+        draw.text((2, 2 + i * LINE_HEIGHT), line, fill="black", font=font)
+    for c, column in enumerate(titles):
+        draw.text((CAPTION_WIDTH + c * cell + 2, top + 1), column, fill="black", font=font)
     for r, (caption, cells) in enumerate(rows):
-        y = LABEL_HEIGHT + r * cell
+        y = top + LABEL_HEIGHT + r * cell
         draw.text((2, y + 2), caption, fill="black", font=font)
         for c, pixels in enumerate(cells):
             tile = Image.fromarray(pixels).resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(tile, (CAPTION_WIDTH + c * cell, y))
+    y = top + grid + 4
+    for colour, lines in keys:
+        if colour is not None:
+            draw.rectangle([2, y + 1, swatch - 2, y + LINE_HEIGHT - 3], fill="black", outline=colour, width=2)
+        for line in lines:
+            draw.text((swatch + 4, y), line, fill="black", font=font)
+            y += LINE_HEIGHT
     dest = Path(dest)
     if dest.is_dir():
         raise ValueError(

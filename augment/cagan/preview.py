@@ -46,4 +46,6 @@ def preview(weights: Path, shards: Path, dest: Path, split: str = "val", rows: i
         )
         for image, hole, done, name in zip(images, holes, filled, names, strict=True)
     ]
-    return draw_sheet(list(COLUMNS), sheet_rows, dest, cell)
+    title = (f"augment cagan preview of {shards}: split {split!r}, the CF hole (grey) filled by CAGAN "
+             f"({Path(weights).name}) and by tile")  # fmt: skip
+    return draw_sheet(list(COLUMNS), sheet_rows, dest, cell, title=title)
