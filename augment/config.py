@@ -38,6 +38,7 @@ class BuildConfig:
         return any(infill.INFILLS[n].needs_pool for n in (*self.infill, *self.factual))
 
     def validate(self) -> None:
+        """Refuse a bad option with a ValueError naming its flag, before any work."""
         for name in self.infill:
             infill.get_infill(name, infill.CF)
         for name in self.factual:
@@ -59,15 +60,19 @@ class BuildConfig:
         if self.device not in DEVICES:
             raise ValueError(f"--device: got {self.device!r}, expected one of {', '.join(DEVICES)}")
         if self.model_methods():
-            from augment.cagan.inpaint import resolve_device
-            from augment.cagan.weights import default_weights, read_metadata
+            self.check_model_options()
 
-            if self.cagan_weights is None:
-                self.cagan_weights = str(default_weights())
-            resolve_device(self.device)  # asking for CUDA without one fails here, before any work
-            weights = Path(self.cagan_weights)
-            if not weights.is_file():
-                from augment.cagan.weights import HOW_TO_GET, WeightsError
+    def check_model_options(self) -> None:
+        """Resolve the default weights and check the device and the weights file, before any work."""
+        from augment.cagan.inpaint import resolve_device
+        from augment.cagan.weights import default_weights, read_metadata
 
-                raise WeightsError(f"--cagan-weights {weights}: no such file; {HOW_TO_GET}")
-            read_metadata(weights)
+        if self.cagan_weights is None:
+            self.cagan_weights = str(default_weights())
+        resolve_device(self.device)  # asking for CUDA without one fails here, before any work
+        weights = Path(self.cagan_weights)
+        if not weights.is_file():
+            from augment.cagan.weights import HOW_TO_GET, WeightsError
+
+            raise WeightsError(f"--cagan-weights {weights}: no such file; {HOW_TO_GET}")
+        read_metadata(weights)
