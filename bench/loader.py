@@ -40,7 +40,7 @@ from torchvision.transforms import v2
 from augment import masks
 from augment.infill import INFILLS
 from augment.pool import ValuePool, load_pool
-from train.config import Config
+from train.config import default_crop
 
 CF_FIELD, F_FIELD = "cf.tile.jpg", "f.shuffle.0.jpg"
 
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         "--infill", "tile", "--factual", "shuffle", "--shard-size", max(1, args.size // 4), "--out", shards,
         "--overwrite", "-q")  # fmt: skip  # 4 train shards: both workers get some
     samples = extract(shards, work / "folder")
-    crop = Config().crop_size(args.image_size)  # train fit's default
+    crop = default_crop(args.image_size)  # train fit's default
     batch, workers = args.batch_size, args.workers
 
     # the online loader's shuffle pool: made once, untimed (a training run would make it once, not per epoch)

@@ -64,7 +64,7 @@ from augment.datasets.synthetic import GENERATOR_VERSION, SHAPES, Synthetic
 from augment.infill import INFILLS
 from augment.pool import make_pool
 from train import evaluate
-from train.config import Config
+from train.config import Config, default_crop
 from train.models import build_model
 from train.train import fit
 
@@ -429,7 +429,7 @@ def print_table(report: dict[str, Any], splits: list[str], args: argparse.Namesp
     c = report["config"]
     print(f"\n[7] train fit vs a plain PyTorch loop: synthetic in the IN-9 layout ({args.size} train, "
           f"{args.test_size} per test variant, class-ordered), {args.image_size} px -> crop "
-          f"{Config(**c).crop_size(args.image_size)}, {c['arch']}, {c['epochs']} epochs, batch {c['batch_size']}, "
+          f"{c['crop'] or default_crop(args.image_size)}, {c['arch']}, {c['epochs']} epochs, batch {c['batch_size']}, "
           f"{c['workers']} workers, {report['torch_threads']} torch threads")  # fmt: skip
     names = {"original": "orig", "mixed_same": "m_same", "mixed_rand": "m_rand", "mixed_next": "m_next",
              "only_fg": "only_fg", "no_fg": "no_fg", "val": "val"}  # fmt: skip

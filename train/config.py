@@ -179,7 +179,7 @@ class Config:
 
     def crop_size(self, image_size: int) -> int:
         """The crop of a build of ``image_size`` images: ``--crop``, else 7/8 of it (the paper's 224 of 256)."""
-        return self.crop or round(image_size * CROP_SHARE)
+        return self.crop or default_crop(image_size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,6 +207,11 @@ RANGES: dict[str, tuple[float, float | None]] = {
     "weight_decay": (0, None), "crop": (8, None), "early_stop": (0, None), "seed": (0, None), "workers": (0, None),
     "max_saliency_images": (0, None), "max_bad_samples": (0, None),
 }  # fmt: skip
+
+
+def default_crop(image_size: int) -> int:
+    """The crop when --crop is not given: 7/8 of the stored image size (the paper's 224 of 256)."""
+    return round(image_size * CROP_SHARE)
 
 
 def flag(key: str) -> str:
