@@ -74,9 +74,17 @@ def test_fit_output_has_one_summary_line_per_epoch_and_one_no_weights_line(fitte
 
 
 def test_fit_on_a_terminal_draws_a_bar_per_epoch_and_keeps_the_summary_lines(shards: Path, tmp_path: Path, capsys,
-                                                                          caplog) -> None:  # fmt: skip
-    from train.train import fit
+                                                                          caplog, monkeypatch) -> None:  # fmt: skip
+    from train.train import Progress, fit
 
+    postfixes: list[tuple[int, int, str]] = []  # (epoch's step, of steps, the bar's postfix) after every step
+    step = Progress.step
+
+    def recording(self, loss: float, images_per_s: float) -> None:
+        step(self, loss, images_per_s)
+        postfixes.append((self.bar.n, self.bar.total, self.bar.postfix))
+
+    monkeypatch.setattr(Progress, "step", recording)
     config = Config.resolve("demo", shards=str(shards), out=str(tmp_path / "run"), workers=0, batch_size=8, crop=16,
                             epochs=2, max_saliency_images=0)  # fmt: skip
     with caplog.at_level("INFO", logger="train"):
@@ -84,9 +92,11 @@ def test_fit_on_a_terminal_draws_a_bar_per_epoch_and_keeps_the_summary_lines(sha
     messages = [r.getMessage() for r in caplog.records]
     assert [int(SUMMARY.match(m).group(1)) for m in messages if SUMMARY.match(m)] == [0, 1]
     assert not [m for m in messages if " step " in m]  # the bar replaces the interval lines
-    err = capsys.readouterr().err
-    assert "epoch 0/1" in err and "epoch 1/1" in err and "step/s" in err  # steps of the epoch, rate and ETA
-    assert re.search(r"loss \d\.\d{4}, \d+ img/s", err)
+    steps = postfixes[0][1]
+    assert [(n, total) for n, total, _ in postfixes] == [(n, steps) for n in range(1, steps + 1)] * 2  # per epoch
+    assert all(re.fullmatch(r"loss \d\.\d{4}, \d+ img/s", text) for _, _, text in postfixes)
+    err = capsys.readouterr().err  # what was drawn (tqdm redraws at most every 0.1 s)
+    assert "epoch 0/1" in err and "epoch 1/1" in err and "step/s" in err and "evaluating val" in err
 
 
 def test_bars_only_on_a_terminal_and_for_a_run_alone(monkeypatch) -> None:
