@@ -18,7 +18,7 @@ from PIL import Image
 
 from augment import encode, pool
 from augment.build import BuildConfig, build
-from augment.dataset_cache import cached_dataset as job_for
+from augment.dataset_cache import cached_dataset
 from augment.datasets import DATASETS
 from augment.infill import shuffle, shuffle_image
 from train.config import Config
@@ -60,7 +60,7 @@ def test_the_build_pool_is_the_manifests_members_and_their_pixels(tmp_path: Path
     recorded = manifest["methods"]["pool"]
     assert recorded["images"] == pool.POOL_IMAGES and recorded["values"] == pool.POOL_VALUES
     assert recorded["members"] == {"train": [f"train_{i:04d}" for i in range(11)]}  # 11 < 64: all of train
-    values = job_for(config, DATASETS["indexed"].factory).pool("train")
+    values = cached_dataset(config, DATASETS["indexed"].factory).pool("train")
     assert list(values.keys) == recorded["members"]["train"]
     levels = {index_value(i) for i in range(11)} | {250}  # flat grey images with a 250 object
     assert set(np.unique(values.values).tolist()) == levels
