@@ -50,7 +50,7 @@ def shard_loader(shards: Path, crop: int, batch: int, workers: int, epoch: int) 
     from train.data import Fields, ShardStream, loader, read_manifest
 
     manifest = read_manifest(shards)
-    fields = Fields(cf=["tile"], f=["shuffle"], copies=manifest["methods"]["copies"])
+    fields = Fields(cf=["tile"], f=["shuffle"])
     stream = ShardStream(shards, manifest, "train", fields, train=True, crop=crop, seed=0, batch_size=batch)
     stream.set_epoch(epoch)
     return loader(stream, batch, workers, drop_last=True)

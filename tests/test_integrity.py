@@ -290,7 +290,7 @@ def test_the_shards_open_when_an_epoch_ends_are_read_to_their_ends_and_checked(g
         last = members(path)[-1]
         data[last.offset_data + last.size // 2] ^= 0x01
         path.write_bytes(bytes(data))
-    fields = Fields(cf=["tile"], f=["shuffle"], copies=1)
+    fields = Fields(cf=["tile"], f=["shuffle"])
     stream = ShardStream(root, manifest, "train", fields, train=True, crop=16, batch_size=16, shuffle_buffer=1)
     assert len(stream) == 32
     with pytest.raises(DataError, match="the file changed after the build"):

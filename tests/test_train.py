@@ -96,8 +96,8 @@ def test_fgsm_touches_only_the_background_within_eps_and_moves_no_weights() -> N
 
 def test_one_crop_and_flip_reach_the_original_its_cf_f_and_mask(shards: Path) -> None:
     manifest = read_manifest(shards)
-    stream = ShardStream(shards, manifest, "train", Fields(cf=["tile"], f=["shuffle"], copies=2), train=True, crop=16)
-    full = ShardStream(shards, manifest, "train", Fields(cf=["tile"], f=["shuffle"], copies=2), train=False, crop=24)
+    stream = ShardStream(shards, manifest, "train", Fields(cf=["tile"], f=["shuffle"]), train=True, crop=16)
+    full = ShardStream(shards, manifest, "train", Fields(cf=["tile"], f=["shuffle"]), train=False, crop=24)
     uncropped = {s["key"]: s for s in full}
     for sample in list(stream)[:10]:
         original = uncropped[sample["key"]]
@@ -118,7 +118,7 @@ def test_one_crop_and_flip_reach_the_original_its_cf_f_and_mask(shards: Path) ->
 
 
 def test_copies_rotate_with_the_epoch(shards: Path) -> None:
-    fields = Fields(f=["shuffle"], copies=2)
+    fields = Fields(f=["shuffle"], stored=("f.shuffle.1.jpg", "f.shuffle.0.jpg", "f.shuffle-image.0.jpg", "jpg"))
     assert fields.names(0) == {"f.shuffle": "f.shuffle.0.jpg"} and fields.names(3) == {"f.shuffle": "f.shuffle.1.jpg"}
 
 
@@ -164,7 +164,7 @@ def test_loss_decreases_over_a_few_steps(shards: Path) -> None:
 
     torch.manual_seed(0)
     manifest = read_manifest(shards)
-    stream = ShardStream(shards, manifest, "train", Fields(cf=["tile"], f=["shuffle"], copies=2), train=True, crop=16)
+    stream = ShardStream(shards, manifest, "train", Fields(cf=["tile"], f=["shuffle"]), train=True, crop=16)
     batch = torch.utils.data.default_collate(list(stream)[:16])
     config = Config.resolve("demo", shards=str(shards), out="x", cf=["tile"], f=["shuffle"], sal=1.0, fgsm=0.1)
     model = build_model("resnet18", 5)

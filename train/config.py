@@ -166,7 +166,7 @@ class Config:
             hint = f" or --preset {own}, the preset of its dataset" if own != self.preset else ""
             raise ValueError(f"{whose} val_split {self.val_split!r} is not a split of this build (splits: {splits}); "
                              f"pass --val-split SPLIT{hint}")  # fmt: skip
-        check_fields(manifest, Fields(cf=self.cf, f=self.f, copies=manifest["methods"]["copies"]))
+        check_fields(manifest, Fields(cf=self.cf, f=self.f))
         from augment.schema import POOLED_SHUFFLE_SINCE
 
         version = manifest.get("format_version")

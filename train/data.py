@@ -45,7 +45,7 @@ import logging
 import random
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from augment import encode, infill, schema, shards
+from augment import encode, schema, shards
 from augment.shards import Limits, ShardCheck, ShardError
 from train.ledger import DataError, Ledger
 
@@ -76,31 +76,40 @@ DECODE_ERRORS = (OSError, ValueError, KeyError, RecursionError, EOFError, Syntax
 
 @dataclass
 class Fields:
-    """Which shard fields a run reads: the CF and F methods, and how many copies the build stored."""
+    """Which CF and F images a run reads, resolved against the field names the manifest lists for a split
+    (``stored``): the trainer knows the shard format only through the manifest, not through augment's registry."""
 
     cf: list[str] = field(default_factory=list)
     f: list[str] = field(default_factory=list)
-    copies: int = 1
+    stored: tuple[str, ...] = ()  # the split's fields, manifest["splits"][split]["fields"]; ShardStream sets them
+
+    def copies(self, role: str, method: str) -> list[str]:
+        """The stored fields of one method, in copy order: ``cf.tile.jpg``, or ``f.shuffle.0.jpg``, ``.1.jpg``..."""
+        prefix = f"{role}.{method}."
+        found = [n for n in self.stored if n.startswith(prefix) and n.endswith(".jpg")]
+        copy = {n: n[len(prefix) : -len(".jpg")] for n in found}
+        return sorted((n for n in found if copy[n] == "" or copy[n].isdigit()), key=lambda n: int(copy[n] or 0))
 
     def names(self, epoch: int) -> dict[str, str]:
-        """role.method -> the field to read this epoch (copy ``epoch % copies`` of stochastic methods)."""
+        """role.method -> the field to read this epoch (copy ``epoch % copies`` of a method stored in copies)."""
         out = {}
-        for role, methods in ((infill.CF, self.cf), (infill.F, self.f)):
+        for role, methods in (("cf", self.cf), ("f", self.f)):
             for m in methods:
-                names = infill.field_names(m, role, self.copies)
+                names = self.copies(role, m)
+                if not names:
+                    raise KeyError(f"{role}.{m}: no such field among {', '.join(self.stored)}")
                 out[f"{role}.{m}"] = names[epoch % len(names)]
         return out
 
 
 def check_fields(manifest: dict[str, Any], fields: Fields, split: str = "train") -> None:
     """Refuse a run that asks for CF/F images the build did not make, naming what it has."""
-    have = set(manifest["splits"][split]["fields"])
-    for role, methods in ((infill.CF, fields.cf), (infill.F, fields.f)):
+    stored = replace(fields, stored=tuple(manifest["splits"][split]["fields"]))
+    for role, methods in (("cf", fields.cf), ("f", fields.f)):
         for m in methods:
-            if infill.field_names(m, role, fields.copies)[0] not in have:
-                built = manifest["methods"]["cf" if role == infill.CF else "f"]
-                flag = "--cf" if role == infill.CF else "--f"
-                raise ValueError(f"{flag} {m}: the shards hold no {role}.{m} images; built with {built or 'none'}")
+            if not stored.copies(role, m):
+                built = manifest["methods"][role]
+                raise ValueError(f"--{role} {m}: the shards hold no {role}.{m} images; built with {built or 'none'}")
 
 
 def assign(urls: list[str], slot: int, slots: int, epoch: int, per_slot: int = POOL) -> tuple[list[str], int, int]:
@@ -133,7 +142,8 @@ class ShardStream(IterableDataset):
         seed: int = 0, shuffle_buffer: int = 1000, batch_size: int = 1, rank: int = 0, world_size: int = 1,
         fraction: float = 1.0, ledger: Ledger | None = None,
     ):  # fmt: skip
-        self.split, self.fields, self.train, self.crop = split, fields, train, crop
+        self.split, self.train, self.crop = split, train, crop
+        self.fields = replace(fields, stored=tuple(manifest["splits"][split]["fields"]))
         self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
         self.batch_size, self.rank, self.world_size = batch_size, rank if train else 0, world_size if train else 1
         self.urls = [shards.join(root, s["path"]) for s in manifest["splits"][split]["shards"]]

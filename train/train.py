@@ -164,7 +164,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     # every stream of the run (train, val, the final evaluation) reports what it cannot read here: by default the
     # first bad sample, short shard or changed shard stops the run; --max-bad-samples N skips and lists up to N
     ledger = Ledger(config.max_bad_samples, root=config.shards)
-    fields = Fields(cf=config.cf, f=config.f, copies=manifest["methods"]["copies"])
+    fields = Fields(cf=config.cf, f=config.f)
     crop = config.crop_size(manifest["image_size"])
     train_stream = ShardStream(config.shards, manifest, "train", fields, train=True, crop=crop, seed=config.seed,
                                batch_size=config.batch_size, rank=rank, world_size=world_size,
