@@ -31,7 +31,7 @@ test: install
 AUGMENT_SOURCES := $(wildcard augment/*.py augment/*/*.py)
 
 # Builds the demo shards (a build folder without manifest.json is unfinished and is rebuilt), checks them and
-# draws a contact sheet; `train` then trains Orig and CF(tile)+F(shuffle) side by side on them (CPU, about 4 minutes)
+# draws a contact sheet; `train` then trains Orig and CF(tile)+F(shuffle) side by side on them (CPU: 3 min 10 s on 2 cores with .venv installed, at 953f646)
 # and prints the table.
 $(DEMO)/manifest.json: $(STAMP) $(AUGMENT_SOURCES)
 	$(VENV)/bin/augment $(DEMO_BUILD) --overwrite
@@ -49,7 +49,7 @@ train: demo-shards
 		"(the build's contact sheet: $(DEMO)-preview.png)"
 
 # The paper's comparison (docs/grids/paper.toml: 14 rows + the training-set-size curve) over 3 seeds on synthetic
-# data at 32 px, two runs at a time (about 13 minutes on 2 cores). Writes runs/reproduce/REPORT.md and .html, and
+# data at 32 px, two runs at a time (12 min 29 s on 2 quiet cores at 6061d89). Writes runs/reproduce/REPORT.md and .html, and
 # copies the report and its figures to docs/results-synthetic.md and docs/results-synthetic/.
 REPRO := shards/reproduce
 STUDY := runs/reproduce
@@ -65,7 +65,7 @@ reproduce: install $(REPRO)/manifest.json
 	cp $(STUDY)/fig*.png docs/results-synthetic/
 	sed 's|](fig|](results-synthetic/fig|' $(STUDY)/REPORT.md > docs/results-synthetic.md
 
-# The README's 3-seed table: make train's two methods over seeds 0, 1, 2 (about 11 minutes on 2 cores).
+# The README's 3-seed table: make train's two methods over seeds 0, 1, 2 (11 min 58 s at 146bbee, the first 8 min on busy cores).
 reproduce-small: demo-shards
 	@$(call set_aside,$(RUNS)-3seeds,make reproduce-small trains anew)
 	$(DEMO_STUDY) --seeds 3 --out $(RUNS)-3seeds
