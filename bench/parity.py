@@ -165,9 +165,7 @@ def lr_factor(config: Config, epoch: int) -> float:
         return (1 + math.cos(math.pi * epoch / max(config.epochs, 1))) / 2
     if config.schedule == "step":
         return 0.1 ** sum(epoch >= m for m in config.milestones)
-    if config.schedule == "constant":
-        return 1.0
-    raise ValueError(f"plain loop: schedule {config.schedule!r} is not reproduced here (cosine, step, constant)")
+    raise ValueError(f"plain loop: schedule {config.schedule!r} is not reproduced here (cosine, step)")
 
 
 def crop_flip(x: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:

@@ -120,8 +120,7 @@ def fit(
     weight_decay: float | None = option("weight_decay", "Weight decay (L2, in the optimizer)."),
     schedule: Schedule | None = option(
         "schedule",
-        "LR schedule: x0.1 at --milestones, x0.1 on a val plateau "
-        "(patience 1), cosine to 0 over --epochs, or constant.",
+        "LR schedule: x0.1 at --milestones, x0.1 on a val plateau (patience 1), or cosine to 0 over --epochs.",
     ),
     milestones: str | None = option(
         "milestones",

@@ -25,7 +25,7 @@ from train.losses import CF_LOSSES
 ARCHS = ("resnet18", "resnet50", "bit-s-r50x1", "resnet8")
 OPTIMIZERS = ("sgd", "rmsprop")
 CROP_SHARE = 7 / 8  # the default crop, as a share of the stored image size: 224 of 256
-SCHEDULES = ("step", "plateau", "cosine", "constant")
+SCHEDULES = ("step", "plateau", "cosine")
 SELECT = ("accuracy", "auc")
 SALIENCY = ("gradient", "deepliftshap")
 
