@@ -183,11 +183,34 @@ def test_saliency_sheet_has_a_title_labels_predictions_a_colour_bar_and_a_mask_k
     classes = json.loads((Path(run["config"]["shards"]) / "manifest.json").read_text())["dataset"]["classes"]
     texts, rows, bars = sheet_texts([run])
     assert any(t.startswith("Saliency of the true class (input gradient) on 'original' images") for t in texts)
-    # the run's npz holds no labels: they come from predictions.npz, checked against best.pt's logits
     assert len(rows) == 2 and all(label.removeprefix("true: ") in classes for label in rows[0])
     assert all(re.fullmatch(r"pred: \w+ [✓✗]", label) and label.split()[1] in classes for label in rows[1])
     assert bars == ["saliency (each image scaled to its max)"]
     assert "object mask (outline)" in texts and "input" in texts and "CF(tile)+F(shuffle)" in texts
+
+
+def test_the_examples_file_holds_the_models_logits_and_the_true_labels(fitted: tuple[Path, str]) -> None:
+    """saliency_examples.npz: ``logits`` are best.pt's on the stored images (uint8 -> [-1, 1], the evaluation's
+    input), ``labels`` are the split's labels of those images (found by their pixels in the split's shards)."""
+    import torch
+
+    from train.models import build_model
+
+    run = loaded(fitted[0])
+    data = np.load(run["folder"] / "saliency_examples.npz", allow_pickle=False)
+    state = torch.load(run["folder"] / "best.pt", map_location="cpu", weights_only=True)
+    model = build_model(state["config"]["arch"], len(state["classes"]), from_checkpoint=True)
+    model.load_state_dict(state["model"])
+    x = torch.from_numpy(np.ascontiguousarray(data["images"])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        logits = model.eval()(x).numpy()
+    assert data["logits"].shape == logits.shape and np.allclose(data["logits"], logits, atol=1e-4)
+    split = report.examples_split(run)
+    with np.load(run["folder"] / "predictions.npz", allow_pickle=False) as p:
+        stored, labels = p[f"{split}.logits"], p[f"{split}.labels"]
+    distance = np.abs(stored[None] - data["logits"][:, None]).max(axis=-1)  # [examples, split samples]
+    assert (distance.min(axis=1) < 1e-3).all()  # each example is one of the split's samples
+    assert list(labels[distance.argmin(axis=1)]) == list(data["labels"])
 
 
 def test_saliency_sheet_uses_the_labels_and_logits_an_examples_file_holds(tmp_path: Path) -> None:

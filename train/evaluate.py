@@ -49,6 +49,9 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
     ledger.collect()  # what the workers skipped, against the bound
     result = {k: torch.cat(v).numpy() if v and k != "keys" else v for k, v in out.items()}
     images, masks, labels = subset.chosen()
+    result["saliency_labels"] = labels.numpy()
+    result["saliency_logits"] = (model(images[:EXAMPLES].to(device)).float().cpu().numpy() if len(images)
+                                 else np.zeros((0, len(manifest["dataset"]["classes"])), np.float32))  # fmt: skip
     scores = [saliency(model, images[i : i + 64].to(device), labels[i : i + 64].to(device), config).cpu()
               for i in range(0, len(images), 64)]  # fmt: skip
     result["scores"] = torch.cat(scores).numpy() if scores else np.zeros((0,))
@@ -147,6 +150,7 @@ def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, dev
     shown = next((p for s, p in predictions.items() if s != config.val_split and len(p["scores"])), None)
     if shown is not None:  # a few test images with their saliency, for `train report`'s overlay sheet
         results["_examples"] = {k: shown[k][:EXAMPLES] for k in ("images", "masks", "scores")}
+        results["_examples"] |= {"labels": shown["saliency_labels"][:EXAMPLES], "logits": shown["saliency_logits"]}
     results["_predictions"] = {f"{s}.{k}": np.asarray(p[k]) for s, p in predictions.items()
                                for k in ("keys", "labels", "logits")}  # fmt: skip  # per sample: Fig. 6 of a study
     evaluation = manifest["dataset"]["params"].get("evaluation", {})

@@ -276,61 +276,18 @@ def curves_figure(runs: list[dict[str, Any]], colours: dict[str, Any], plt):
 
 
 def example_annotations(run: dict[str, Any], data) -> tuple[list[int | None], list[int | None], list[str]]:
-    """The true label and the model's top prediction of each image of ``saliency_examples.npz`` (None where
-    unknown), and the class names.
-
-    The file's ``labels`` and ``logits`` when it has them; else the prediction comes from the run's ``best.pt`` on
-    the stored image (the evaluation's input, exactly: uint8 -> [-1, 1] is lossless), and the label from
-    ``predictions.npz``: train.evaluate's saliency subset is a function of the split's keys and labels
-    (``SaliencySubset``), which gives the examples' rows there, accepted only when the logits stored for those rows
-    are the model's on the images."""
+    """The true label and the model's top prediction of each image of ``saliency_examples.npz`` (its ``labels``
+    and ``logits``; None where the file predates them), and the class names (from the run's ``best.pt``)."""
     n = len(data["images"])
-    labels = [int(v) for v in data["labels"]] if "labels" in data.files else None
-    logits = np.asarray(data["logits"]) if "logits" in data.files else None
+    labels = [int(v) for v in data["labels"]] if "labels" in data.files else [None] * n
+    predictions = [int(v) for v in np.argmax(data["logits"], axis=1)] if "logits" in data.files else [None] * n
     classes: list[str] = []
-    best = run["folder"] / "best.pt"
-    if best.is_file():  # the class names, and the model when the file has no logits
+    if (run["folder"] / "best.pt").is_file():
         import torch
 
-        from train.models import build_model
-
-        state = torch.load(best, map_location="cpu", weights_only=True)
+        state = torch.load(run["folder"] / "best.pt", map_location="cpu", weights_only=True)
         classes = [str(c) for c in state.get("classes", [])]
-        if logits is None:
-            model = build_model(state["config"]["arch"], len(classes), from_checkpoint=True)
-            model.load_state_dict(state["model"])
-            with torch.no_grad():
-                x = torch.from_numpy(np.ascontiguousarray(data["images"])).permute(0, 3, 1, 2).float() / 127.5 - 1
-                logits = model.eval()(x).float().numpy()
-    if labels is None:
-        labels = recovered_labels(run, logits, n)
-    predictions = [int(v) for v in np.argmax(logits, axis=1)] if logits is not None else [None] * n
-    return list(labels) if labels is not None else [None] * n, predictions, classes
-
-
-def recovered_labels(run: dict[str, Any], logits: np.ndarray | None, n: int) -> list[int] | None:
-    """The labels of a run's ``n`` saliency examples from its predictions.npz (see ``example_annotations``), or
-    None when they cannot be told for sure."""
-    config, folder, split = run["config"], run["folder"], examples_split(run)
-    if logits is None or split is None or not (folder / "predictions.npz").is_file():
-        return None
-    import torch
-
-    from train.evaluate import SaliencySubset
-
-    with np.load(folder / "predictions.npz", allow_pickle=False) as p:
-        if f"{split}.keys" not in p.files:
-            return None
-        keys, labels, stored = list(p[f"{split}.keys"]), p[f"{split}.labels"], p[f"{split}.logits"]
-    subset = SaliencySubset(config.get("max_saliency_images", 256), stored.shape[1])
-    count = len(keys)  # every sample offered as annotated; the logits check below catches a split where some are not
-    subset.offer({"has_object": torch.ones(count, dtype=torch.bool), "key": [str(k) for k in keys],
-                  "label": torch.as_tensor(labels), "image": torch.arange(count),
-                  "mask": torch.ones(count, 1)})  # fmt: skip
-    rows = subset.chosen()[0][:n].numpy()  # the "images" it kept are the rows' indices
-    if len(rows) != n or not np.allclose(stored[rows], logits, rtol=1e-3, atol=1e-3):
-        return None
-    return [int(labels[r]) for r in rows]
+    return labels, predictions, classes
 
 
 def examples_split(run: dict[str, Any]) -> str | None:
