@@ -31,8 +31,8 @@ test: install
 AUGMENT_SOURCES := $(wildcard augment/*.py augment/*/*.py)
 
 # Builds the demo shards (a build folder without manifest.json is unfinished and is rebuilt), checks them and
-# draws a contact sheet; `train` then trains Orig and CF(tile)+F(shuffle) side by side on them (CPU: 3 min 10 s on 2 cores with .venv installed, at 953f646)
-# and prints the table.
+# draws a contact sheet; `train` then trains Orig and CF(tile)+F(shuffle) side by side on them and prints the
+# table (3 min 35 s on 2 quiet cores with .venv installed and the shards built, at ed8072a).
 $(DEMO)/manifest.json: $(STAMP) $(AUGMENT_SOURCES)
 	$(VENV)/bin/augment $(DEMO_BUILD) --overwrite
 
