@@ -25,6 +25,7 @@ from augment.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors
 from augment.datasets import DATASETS
 from augment.datasets.files import ON_ERROR
 from augment.datasets.synthetic import Synthetic
+from augment.mask_sources import MASK_SOURCES
 from augment.read import RESIZE_MODES
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 # Choices are built from the registries, so a new method or dataset appears here by registering itself.
 DatasetName = enum.Enum("DatasetName", {n: n for n in DATASETS}, type=str)
+MasksFrom = enum.Enum("MasksFrom", {n: n for n in MASK_SOURCES}, type=str)
 
 
 def method_parser(role: str, other_flag: str):  # noqa: ANN201 - a typer parser
@@ -196,8 +198,20 @@ def build(
     cagan_weights: Path | None = typer.Option(
         None, help="--infill cagan: our safetensors weights [default: the only file in cagan_weights/]."
     ),
-    device: Device = typer.Option(Device.auto, help="Where model infills (cagan) run: auto = CUDA when present."),
-    batch_size: int = typer.Option(16, min=1, help="Images per model call for model infills (cagan)."),
+    masks_from: MasksFrom = typer.Option(
+        "annotation",
+        help="Where object masks come from: "
+        + "; ".join(f"{n}: {s.summary}" for n, s in MASK_SOURCES.items())
+        + ". A produced mask outside the quality gate falls back to the box (docs/METHOD.md, Masks).",
+    ),
+    mask_weights: Path | None = typer.Option(
+        None,
+        help="--masks-from sam: a local SAM checkpoint (.pth); cam: a `train fit` checkpoint or classifier weights.",
+    ),
+    device: Device = typer.Option(
+        Device.auto, help="Where models (cagan, --masks-from sam/cam) run: auto = CUDA when present."
+    ),
+    batch_size: int = typer.Option(16, min=1, help="Images per model call (cagan, --masks-from sam/cam)."),
     shard_size: int = typer.Option(1000, min=1, help="Samples per shard."),
     workers: int | None = typer.Option(None, min=1, help="Parallel worker processes [default: all cores]."),
     scheduler: str | None = typer.Option(
@@ -246,6 +260,8 @@ def build(
         cagan_weights=str(cagan_weights) if cagan_weights else None,
         device=device.value,
         batch_size=batch_size,
+        masks_from=masks_from.value,
+        mask_weights=str(mask_weights) if mask_weights else None,
     )
     try:
         config.validate()
@@ -355,6 +371,7 @@ def describe(out: Path, manifest: dict) -> str:
             f"{m['device']}"
             for name, m in manifest.get("models", {}).items()
         ),
+        *mask_lines(manifest),
         "",
         f"{'split':<12}{'samples':>8}{'shards':>7}{'MB':>8}  {'CF/F':<5}" + "".join(f"{c[:9]:>10}" for c in classes),
     ]
@@ -373,6 +390,19 @@ def describe(out: Path, manifest: dict) -> str:
     if augmented:
         lines.append(f"fields (augmented splits): {' '.join(augmented['fields'])}")
     return "\n".join(lines)
+
+
+def mask_lines(manifest: dict) -> list[str]:
+    """Where the masks came from (``--masks-from``), and per split how many samples got each source."""
+    masks = manifest.get("masks")
+    if masks is None:  # a build of an earlier version
+        return []
+    weights = masks.get("weights")
+    head = f"masks:    {masks['source']}" + (f" {weights['path']} (sha256 {weights['sha256'][:12]}) on "
+                                               f"{masks['device']}" if weights else "")  # fmt: skip
+    counts = [f"{split} " + ", ".join(f"{n} {src}" for src, n in s["mask_sources"].items())
+              for split, s in manifest["splits"].items() if s.get("mask_sources")]  # fmt: skip
+    return [head, *(["          per sample: " + "; ".join(counts)] if counts else [])]
 
 
 @app.command()

@@ -9,8 +9,7 @@ from typing import Any
 
 from augment import infill
 from augment.datasets.files import ON_ERROR
-
-DEVICES = ("auto", "cpu", "cuda")
+from augment.devices import DEVICES
 
 
 @dataclass
@@ -28,7 +27,9 @@ class BuildConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)  # adapter options (--size, --bias, ...)
     cagan_weights: str | None = None  # for --infill cagan: None = the only file in cagan_weights/
     device: str = "auto"  # where model infills run: auto | cpu | cuda
-    batch_size: int = 16  # images per model call (model infills only)
+    batch_size: int = 16  # images per model call (model infills and model mask sources)
+    masks_from: str = "annotation"  # where object masks come from (augment.mask_sources)
+    mask_weights: str | None = None  # --masks-from sam / cam: the model's local weight file
 
     def model_methods(self) -> list[str]:
         return [n for n in self.infill if infill.INFILLS[n].needs_model]
@@ -61,11 +62,28 @@ class BuildConfig:
             raise ValueError(f"--device: got {self.device!r}, expected one of {', '.join(DEVICES)}")
         if self.model_methods():
             self.check_model_options()
+        self.check_mask_source()
+
+    def mask_source(self):  # noqa: ANN201  (augment.mask_sources.MaskSource, imported when used)
+        from augment.mask_sources import get_source
+
+        return get_source(self.masks_from)
+
+    def check_mask_source(self) -> None:
+        """A known --masks-from, with the weight file a model source needs, loadable safely; before any work."""
+        from augment.mask_sources import check_weights
+
+        source = self.mask_source()
+        if source.batched:
+            from augment.devices import resolve_device
+
+            resolve_device(self.device)  # asking for CUDA without one fails here, before any work
+        check_weights(self.masks_from, self.mask_weights)
 
     def check_model_options(self) -> None:
         """Resolve the default weights and check the device and the weights file, before any work."""
-        from augment.cagan.inpaint import resolve_device
         from augment.cagan.weights import default_weights, read_metadata
+        from augment.devices import resolve_device
 
         if self.cagan_weights is None:
             self.cagan_weights = str(default_weights())

@@ -82,6 +82,8 @@ def cached_dataset(
             orders[split] = build_order(config.seed, split, len(plan.refs))
             labels = np.array([r.label for r in plan.refs], dtype=np.int64)
             annotated = np.array([r.annotated for r in plan.refs], dtype=bool)
+            if not config.mask_source().needs_box:  # cam finds objects in samples of labels only
+                annotated[:] = True
             # mixed-rand donors must have an object rectangle to tile over, or their object would leak in
             donors[split] = Donors.of(labels, annotated) if plan.augment and config.factual else None
         _CACHE[key] = DatasetCache(dataset, donors, orders, config)

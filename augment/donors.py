@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,12 +48,14 @@ class Donors:
 
 
 def load_donor(
-    sample: Sample, dataset: Dataset, donors: Donors | None, rng: np.random.Generator, on_error: str
-) -> Donor:
+    sample: Sample, dataset: Dataset, donors: Donors | None, rng: np.random.Generator, on_error: str,
+    refine: Callable[[Sample], Sample] | None = None,
+) -> Donor:  # fmt: skip
     """Draw and load a donor of another class from the sample's split (for mixed-rand).
 
     A donor without an object is replaced by another draw from the same generator, and so, with
-    ``on_error="skip"``, is a donor that fails to load.
+    ``on_error="skip"``, is a donor that fails to load. ``refine`` gives a loaded donor its object when the mask
+    source finds one without a box (``--masks-from cam``).
     """
     for _ in range(MAX_DONOR_DRAWS):
         index = None if donors is None else donors.pick(sample.label, rng)
@@ -67,6 +70,8 @@ def load_donor(
         except Exception as e:  # name the donor, not only the sample being augmented
             raise BuildError(f"{sample.split} sample {index} of {dataset.name} (the mixed-rand donor of "
                              f"{sample.key}): {type(e).__name__}: {e}") from e  # fmt: skip
+        if refine is not None:
+            other = refine(other)
         hole = masks.cf_hole(other.mask, other.boxes, other.image.shape[:2])
         if hole is not None:
             return Donor(other.image, hole)

@@ -162,7 +162,8 @@ def assemble(
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """The manifest (the header, then per-split counts and shard entries in task order) and every reject."""
     splits = {name: {"augmented": info["augmented"], "num_samples": 0, "per_class": dict.fromkeys(classes, 0),
-                     "fields": info["fields"], "shards": []} for name, info in plan.splits.items()}  # fmt: skip
+                     "mask_sources": {}, "fields": info["fields"], "shards": []}
+              for name, info in plan.splits.items()}  # fmt: skip
     rejects = list(plan.scan_rejects)
     for task in plan.tasks:
         record = records[task.name]
@@ -171,6 +172,8 @@ def assemble(
         info["num_samples"] += record["shard"]["num_samples"]
         for label, n in record["labels"].items():
             info["per_class"][classes[int(label)]] += n
+        for source, n in record.get("mask_sources", {}).items():  # samples per mask_source ("none": no object)
+            info["mask_sources"][source] = info["mask_sources"].get(source, 0) + n
         rejects.extend(record["rejects"])
     total = sum(s["num_samples"] for s in splits.values())
     rejects_info = {"count": len(rejects), "file": schema.REJECTS if rejects else None}

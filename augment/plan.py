@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import augment
-from augment import journal, pool, schema
+from augment import journal, mask_sources, pool, schema
 from augment.config import BuildConfig
 from augment.datasets import Dataset
 from augment.errors import BuildError
@@ -73,6 +73,7 @@ def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Pl
         "encoding": schema.encoding(),
         "environment": schema.environment(),
         "models": model_provenance(config),
+        "masks": mask_sources.describe(config.masks_from, config.mask_weights, config.device, config.batch_size),
     }
     tasks, splits = [], {}
     for split, plan in plans.items():

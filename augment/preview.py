@@ -96,7 +96,8 @@ def cells_of(record: Record, columns: list[str], pixels: int) -> tuple[str, list
         except (OSError, ValueError, KeyError, TypeError) as e:  # a bad image, or json boxes of the wrong shape
             what = f"{name!r} and json boxes" if name == schema.MASK else repr(name)
             raise ShardError(path, f"field {what} cannot be drawn ({type(e).__name__}: {e})", key=key) from None
-    return f"{key}\n{meta.get('class_name', '?')}", cells
+    source = meta.get("mask_source")  # builds before --masks-from have none
+    return f"{key}\n{meta.get('class_name', '?')}" + (f"\nmask: {source}" if source else ""), cells
 
 
 def preview(out: Path, dest: Path, split: str | None = None, rows: int = 8, cell: int = 128) -> Path:
@@ -130,6 +131,8 @@ def sheet_legend(titles: list[str], copies: int) -> list[tuple[tuple[int, int, i
         box = ("mask column: the object in white; red box = its bounding box(es), the hole a CF method fills (cf.*);"
                " F methods (f.*) replace everything outside the object")  # fmt: skip
         legend.append((BOX_COLOUR, box))
+        legend.append((None, "mask: under each key, where its mask came from (augment build --masks-from; box = the "
+                             "F hole is everything outside the box)"))  # fmt: skip
     suffixed = [t for t in titles if re.fullmatch(r".+\.\d+", t)]
     if suffixed:
         legend.append((None, f"{suffixed[0]}: a stochastic method's image is stored in K copies, .0, .1, ... (this "

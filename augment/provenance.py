@@ -25,8 +25,8 @@ def model_provenance(config: BuildConfig) -> dict[str, Any]:
     """What a model infill ran with: weights file, its sha256 and metadata, device (bytes depend on all three)."""
     if not config.model_methods():
         return {}
-    from augment.cagan.inpaint import resolve_device
     from augment.cagan.weights import read_metadata
+    from augment.devices import resolve_device
 
     weights = Path(config.cagan_weights)
     return {"cagan": {"weights": str(weights), "sha256": sha256_file(weights), "metadata": read_metadata(weights),

@@ -7,13 +7,14 @@ infills (:func:`fill_models`) and the per-sample ones (:func:`make_record`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from augment import encode, infill, masks, schema
+from augment import encode, infill, mask_sources, masks, schema
 from augment.config import BuildConfig
 from augment.datasets import Dataset, Sample
 from augment.donors import Donors, load_donor
@@ -57,9 +58,19 @@ def sample_json(sample: Sample, has_object: bool) -> bytes:
         "boxes": boxes,
         "has_object": has_object,
         "has_segmentation": sample.mask is not None,
+        "mask_source": sample.mask_source if has_object else None,
+        "mask_gate": sample.mask_gate,
         "meta": sample.meta,
     }
     return json.dumps(meta, sort_keys=True).encode()
+
+
+def donor_masks(config: BuildConfig) -> Callable[[Sample], Sample] | None:
+    """How a mixed-rand donor gets its object: as loaded, unless the mask source finds objects without boxes (cam),
+    whose donors need it run on them too (the others keep each sample's boxes, which give the donor's hole)."""
+    if config.mask_source().needs_box:
+        return None
+    return lambda donor: mask_sources.refine([donor], config)[0]
 
 
 def make_record(
@@ -95,7 +106,7 @@ def make_record(
                 rng = sample_rng(config.seed, sample.key, role, name, copy)
                 kwargs: dict[str, Any] = {"pool": values} if method.needs_pool else {}
                 if method.needs_donor:
-                    kwargs["donor"] = load_donor(sample, dataset, donors, rng, config.on_error)
+                    kwargs["donor"] = load_donor(sample, dataset, donors, rng, config.on_error, donor_masks(config))
                 record[field_name] = encode.encode_jpeg(method.fill(sample.image, hole, rng, **kwargs))
     return record
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from augment import journal, schema
+from augment import journal, mask_sources, schema
 from augment.config import BuildConfig
 from augment.dataset_cache import DatasetCache, cached_dataset
 from augment.datasets import Dataset
@@ -35,6 +35,7 @@ def build_shard(
     samples = ShardSamples(cached_dataset(config, factory), task, augmented)
     info = write_shard(out / task.path, samples.records())
     done = {"task": task.name, "attempted": task.stop - task.start, "labels": journal.label_counts(samples.labels),
+            "mask_sources": dict(sorted(samples.sources.items())),
             "rejects": samples.rejects, "shard": {"path": task.path, **info},
             "environment": schema.environment()}  # fmt: skip
     journal.record_done(out, task, done)
@@ -50,6 +51,7 @@ class ShardSamples:
         self.indices = cache.orders[task.split][task.start : task.stop].tolist()
         self.values = cache.pool(task.split) if augmented else None  # loaded before the shard file is opened
         self.labels: Counter[int] = Counter()
+        self.sources: Counter[str] = Counter()  # samples per mask_source ("none": no object)
         self.rejects: list[dict[str, str]] = []
 
     def guarded(self, i: int, fn, *args):  # noqa: ANN001, ANN202
@@ -68,11 +70,14 @@ class ShardSamples:
 
     def records(self) -> Iterator[dict[str, bytes]]:
         config, dataset, split = self.config, self.dataset, self.split
-        # model methods fill a batch of samples at once; the others go one sample at a time
-        step = config.batch_size if self.augmented and config.model_methods() else 1
+        # model methods and model mask sources work on a batch of samples at once; the rest one sample at a time
+        batched = (self.augmented and config.model_methods()) or config.mask_source().batched
+        step = config.batch_size if batched else 1
         for first in range(0, len(self.indices), step):
             loaded = [(i, self.guarded(i, dataset.load, split, i)) for i in self.indices[first : first + step]]
             loaded = [(i, sample) for i, sample in loaded if sample is not None]
+            masked = self.guarded(loaded[0][0], mask_sources.refine, [s for _, s in loaded], config) if loaded else []
+            loaded = [(i, sample) for (i, _), sample in zip(loaded, masked, strict=True)]
             holes = [self.guarded(i, Holes.of, sample) for i, sample in loaded]  # once per sample, for both fills
             fills = fill_models([s for _, s in loaded], holes, config) if self.augmented else {}
             for (i, sample), sample_holes in zip(loaded, holes, strict=True):
@@ -81,4 +86,5 @@ class ShardSamples:
                 if record is None:
                     continue
                 self.labels[sample.label] += 1
+                self.sources[sample.mask_source if sample_holes.has_object else "none"] += 1
                 yield record

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from augment.cagan.net import Generator
+from augment.devices import resolve_device
 from augment.infill import paste
 
 
@@ -89,15 +90,6 @@ class Inpainter:
 
 
 _CACHE: dict[tuple[str, str, int], Inpainter] = {}
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA when there is one, else CPU; asking for CUDA without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device here; use --device cpu (or auto)")
-    return torch.device(device)
 
 
 def cached(weights: Path, device: str = "auto", batch_size: int = 16) -> Inpainter:

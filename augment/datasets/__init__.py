@@ -51,6 +51,8 @@ class Sample:
     boxes: np.ndarray | None = None  # int [n, 4], x0 y0 x1 y1 with exclusive x1/y1
     group: int | None = None  # e.g. (class, background) for worst-group accuracy
     meta: dict[str, Any] = field(default_factory=dict)  # adapter-specific facts, stored in the sample's json
+    mask_source: str | None = None  # where ``mask`` came from (``augment.mask_sources``), set by the build
+    mask_gate: str | None = None  # why a produced mask was refused and the sample fell back to its boxes
 
 
 class Dataset(Protocol):

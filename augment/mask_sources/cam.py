@@ -1,0 +1,1 @@
+"""``cam``: placeholder, written by the CAM work of issue #16."""

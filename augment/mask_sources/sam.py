@@ -1,0 +1,1 @@
+"""``sam``: placeholder, written by the SAM work of issue #16."""
