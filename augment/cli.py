@@ -400,9 +400,9 @@ def mask_lines(manifest: dict) -> list[str]:
     weights = masks.get("weights")
     head = f"masks:    {masks['source']}" + (f" {weights['path']} (sha256 {weights['sha256'][:12]}) on "
                                                f"{masks['device']}" if weights else "")  # fmt: skip
-    counts = [f"{split} " + ", ".join(f"{n} {src}" for src, n in s["mask_sources"].items())
+    counts = [f"          {split:<12}" + ", ".join(f"{n} {src}" for src, n in s["mask_sources"].items())
               for split, s in manifest["splits"].items() if s.get("mask_sources")]  # fmt: skip
-    return [head, *(["          per sample: " + "; ".join(counts)] if counts else [])]
+    return [head + ("; samples per source:" if counts else ""), *counts]
 
 
 @app.command()
@@ -447,12 +447,13 @@ def preview(
 
 @app.command()
 def datasets() -> None:
-    """List the registered datasets and infill methods."""
+    """List the registered datasets, infill methods and mask sources."""
     lines = ["datasets:"] + [f"  {e.name:<12} {e.summary}" for e in DATASETS.values()]
     lines += ["", "infill methods (--infill: CF, --factual: F):"]
     for m in infill.INFILLS.values():
         roles = "/".join(r.upper() for r in infill.ROLES if r in m.roles)
         lines.append(f"  {m.name:<12} {roles:<5} {m.summary}")
+    lines += ["", "mask sources (--masks-from):"] + [f"  {s.name:<12} {s.summary}" for s in MASK_SOURCES.values()]
     typer.echo("\n".join(lines))
 
 

@@ -39,7 +39,8 @@ SAMPLE_JSON = {
     "height": "stored image height in pixels",
     "boxes": "object boxes [[x0, y0, x1, y1], ...] in stored pixels, x1/y1 exclusive; [] when none",
     "has_object": "whether the sample has an object annotation (then mask.png and the CF/F fields exist)",
-    "has_segmentation": "whether mask.png is an exact segmentation (else it is the union of boxes)",
+    "has_segmentation": "whether mask.png is an object outline, the dataset's or one made by --masks-from (else it "
+    "is the union of boxes)",
     "mask_source": "where mask.png came from (augment build --masks-from): annotation, box, grabcut, sam, cam; "
     "null without an object (builds before --masks-from lack the key)",
     "mask_gate": "why a produced mask failed the quality gate and the sample fell back to its boxes, else null",

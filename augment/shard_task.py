@@ -16,7 +16,7 @@ from typing import Any
 from augment import journal, mask_sources, schema
 from augment.config import BuildConfig
 from augment.dataset_cache import DatasetCache, cached_dataset
-from augment.datasets import Dataset
+from augment.datasets import Dataset, Sample
 from augment.errors import BuildError
 from augment.read import SourceError
 from augment.records import Holes, fill_models, make_record
@@ -68,6 +68,17 @@ class ShardSamples:
         except Exception as e:  # fail fast, naming the sample
             raise BuildError(f"{self.split} sample {i} of {self.dataset.name}: {type(e).__name__}: {e}") from e
 
+    def masked(self, samples: list[Sample]) -> list[Sample]:
+        """``samples`` with the masks of ``--masks-from`` (one call for the batch); a failure names the batch."""
+        if not samples:
+            return []
+        try:
+            return mask_sources.refine(samples, self.config)
+        except Exception as e:  # a model error, not a bad input: it stops the build
+            keys = f"{samples[0].key}" + (f" .. {samples[-1].key}" if len(samples) > 1 else "")
+            raise BuildError(f"{self.split} samples {keys} of {self.dataset.name}: --masks-from "
+                             f"{self.config.masks_from}: {type(e).__name__}: {e}") from e  # fmt: skip
+
     def records(self) -> Iterator[dict[str, bytes]]:
         config, dataset, split = self.config, self.dataset, self.split
         # model methods and model mask sources work on a batch of samples at once; the rest one sample at a time
@@ -76,8 +87,7 @@ class ShardSamples:
         for first in range(0, len(self.indices), step):
             loaded = [(i, self.guarded(i, dataset.load, split, i)) for i in self.indices[first : first + step]]
             loaded = [(i, sample) for i, sample in loaded if sample is not None]
-            masked = self.guarded(loaded[0][0], mask_sources.refine, [s for _, s in loaded], config) if loaded else []
-            loaded = [(i, sample) for (i, _), sample in zip(loaded, masked, strict=True)]
+            loaded = list(zip([i for i, _ in loaded], self.masked([s for _, s in loaded]), strict=True))
             holes = [self.guarded(i, Holes.of, sample) for i, sample in loaded]  # once per sample, for both fills
             fills = fill_models([s for _, s in loaded], holes, config) if self.augmented else {}
             for (i, sample), sample_holes in zip(loaded, holes, strict=True):

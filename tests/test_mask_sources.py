@@ -208,7 +208,7 @@ def test_grabcut_masks_from_the_boxes_of_photographs_reach_the_shards_and_the_ma
         assert counts == {s: sources[-8:].count(s) for s in set(sources[-8:])}
     assert sources.count("grabcut") >= 12 and np.mean(ious) > 0.85 > 0.1 + np.mean(box_ious), (ious, box_ious)
     info = runner.invoke(app, ["info", str(out)])
-    assert "masks:    grabcut" in info.output and "grabcut" in info.output.split("per sample:")[1]
+    assert "masks:    grabcut; samples per source:" in info.output and "\n          train       " in info.output
     sheet = runner.invoke(app, ["preview", str(out), "--out", str(tmp_path / "p.png")])
     assert sheet.exit_code == 0 and Image.open(tmp_path / "p.png").size[0] > 0
 

@@ -97,11 +97,13 @@ def check_weights(name: str, weights: str | None) -> None:
         source.check(path)
 
 
-_MODELS: dict[tuple[str, str, str], Any] = {}  # this process's loaded models: build workers load them once
+_MODELS: dict[tuple, Any] = {}  # this process's loaded model: build workers load it once
 
 
 def model(name: str, weights: str, device: str) -> Any:
-    key = (name, str(Path(weights).resolve()), device)
+    """Source ``name``'s model from ``weights`` on ``device``, loaded once per process (again if the file changed)."""
+    stat = Path(weights).stat()
+    key = (name, str(Path(weights).resolve()), stat.st_size, stat.st_mtime_ns, device)
     if key not in _MODELS:
         _MODELS.clear()
         _MODELS[key] = get_source(name).load(Path(weights), device)
