@@ -15,7 +15,7 @@ DEMO_STUDY := $(VENV)/bin/train study --shards $(DEMO) --grid docs/grids/demo.to
 set_aside = if [ -e $(1) ]; then old=$(1).$$(date +%Y%m%d-%H%M%S); mv $(1) $$old; \
 	echo "make: moved the earlier $(1) to $$old: $(2) (delete it when you no longer need it)"; fi
 
-.PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench photos clean
+.PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench photos masks clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,11 @@ bench: install
 	$(PY) bench/trainer.py $(if $(QUICK),--quick)
 	$(PY) bench/parity.py $(if $(QUICK),--quick)
 	$(PY) bench/cagan.py --batch-sizes 1 8 $(if $(QUICK),--quick)
+
+# docs/results-masks.md: IoU of --masks-from grabcut and of the box against the synthetic true masks, and F(shuffle)
+# trained on box-only vs grabcut masks over 3 seeds (2 builds of make train's size, 6 runs two at a time).
+masks: install
+	$(PY) bench/masks.py --train
 
 # docs/results-photos.md: F(shuffle) pooled vs per-image, and --copies 1/4/8, on an IN-9-layout dataset whose
 # backgrounds are scikit-image's sample photographs (about 14 minutes on 2 cores; outputs in bench/out/photos/).

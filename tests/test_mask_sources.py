@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -125,7 +126,7 @@ def test_box_keeps_only_the_boxes_and_annotation_keeps_the_dataset_s_mask() -> N
 
 
 def test_every_registered_source_is_listed_with_its_settings() -> None:
-    assert {"annotation", "box", "grabcut"} <= set(MASK_SOURCES)
+    assert {"annotation", "box", "grabcut", "sam", "cam"} <= set(MASK_SOURCES)
     for name, source in MASK_SOURCES.items():
         assert source.name == name and source.summary
         if source.needs_weights:
@@ -253,3 +254,12 @@ def test_a_png_mask_is_read_back_as_stored() -> None:  # the shard's mask field 
     mask = disc((20, 20), 10, 10, 6)
     assert np.array_equal(encode.decode_mask(encode.encode_mask(mask)), mask)
     assert Image.open(io.BytesIO(encode.encode_mask(mask))).size == (20, 20)
+
+
+@pytest.mark.parametrize("name", ["sam", "cam"])
+def test_a_model_source_without_weights_names_the_file_it_needs(tmp_path: Path, name: str) -> None:
+    bad = runner.invoke(app, ["build", "--masks-from", name, "--out", str(tmp_path / "o")])
+    assert bad.exit_code == 2 and "--mask-weights" in bad.output and len(bad.output.strip().splitlines()) == 1
+    missing = runner.invoke(app, ["build", "--masks-from", name, "--mask-weights", str(tmp_path / "no.pth"),
+                                  "--out", str(tmp_path / "o")])  # fmt: skip
+    assert missing.exit_code == 2 and "no.pth: no such file" in missing.output and not (tmp_path / "o").exists()
