@@ -316,3 +316,16 @@ def test_bad_weight_file_is_one_line_before_any_shard(data, tmp_path: Path, kind
     assert result.output.startswith(f"augment: error: --mask-weights {path}: ") and message in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert not out.exists()  # refused before the build wrote anything
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_heatmaps_match_the_cpu_ones(tmp_path: Path) -> None:
+    image = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    image[10:34, 20:44] = RED
+    weights = save_checkpoint(tmp_path / "best.pt")
+    requests = [Request(image, None, 1, "red", 1)] * 4
+    cpu = cam.produce(requests, cam.load(weights, "cpu"))
+    gpu = cam.produce(requests, cam.load(weights, "cuda"))
+    for a, b in zip(cpu, gpu, strict=True):
+        assert (a & b).sum() / (a | b).sum() > 0.95  # float rounding may move a pixel at the threshold

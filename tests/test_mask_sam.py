@@ -264,3 +264,15 @@ def test_bad_weight_files_exit_2_in_one_line_before_any_shard(tmp_path: Path) ->
         assert all(e in result.output for e in expected), (name, result.output)
         assert not list(out.glob("**/*.tar")), name
     assert "--masks-from sam needs --mask-weights FILE" in invoke(*BUILD, "--out", tmp_path / "o").output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_masks_match_the_cpu_ones(weights: Path) -> None:
+    rng = np.random.default_rng(0)
+    requests = [Request(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), np.array([[4, 5, 20, 30]]), 0, "a", 1)
+                for _ in range(4)]  # fmt: skip
+    cpu = sam.produce(requests, sam.load(weights, "cpu"))
+    gpu = sam.produce(requests, sam.load(weights, "cuda"))
+    for a, b in zip(cpu, gpu, strict=True):
+        assert (a != b).mean() < 0.02  # float rounding may flip a pixel whose logit is near 0
