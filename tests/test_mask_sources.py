@@ -263,3 +263,52 @@ def test_a_model_source_without_weights_names_the_file_it_needs(tmp_path: Path, 
     missing = runner.invoke(app, ["build", "--masks-from", name, "--mask-weights", str(tmp_path / "no.pth"),
                                   "--out", str(tmp_path / "o")])  # fmt: skip
     assert missing.exit_code == 2 and "no.pth: no such file" in missing.output and not (tmp_path / "o").exists()
+
+
+def upstream_dataset(name: str, tmp_path: Path) -> tuple[str, dict]:
+    """A tiny copy of ``name`` in its upstream layout (tests/upstream.py) and the adapter options that read it."""
+    import upstream
+
+    if name == "in9":
+        upstream.make_in9(tmp_path / "bg")
+        return "in9", {"root": str(tmp_path / "bg")}
+    if name == "waterbirds":
+        root, _ = upstream.make_waterbirds(tmp_path)
+        return "waterbirds", {"root": str(root), "resize": "short"}
+    if name == "cct":
+        return "cct", {"root": str(upstream.make_cct(tmp_path / "cct"))}
+    if name == "coco":
+        images, _ = upstream.make_coco(tmp_path)
+        return "coco", {"root": str(images), "annotations": [str(tmp_path / "instances.json")]}
+    root, masks_root = upstream.make_folder(tmp_path / "data")
+    return "folder", {"root": str(root), "masks": str(masks_root), "on_error": "skip"}
+
+
+@pytest.mark.parametrize("name", ["in9", "waterbirds", "cct", "coco", "folder"])
+@pytest.mark.parametrize("source", ["grabcut", "box"])
+def test_every_adapter_builds_with_masks_from_its_boxes(tmp_path: Path, name: str, source: str) -> None:
+    from augment.build import BuildConfig
+    from augment.build import build as run_build
+
+    dataset, options = upstream_dataset(name, tmp_path)
+    on_error = options.pop("on_error", "fail")
+    config = BuildConfig(dataset=dataset, infill=["tile"], factual=["shuffle"], image_size=32, on_error=on_error,
+                         dataset_options=options, masks_from=source)  # fmt: skip
+    manifest = run_build(tmp_path / "out", config, workers=1, progress=False)
+    assert manifest["masks"]["source"] == source
+    seen = set()
+    for split, info in manifest["splits"].items():
+        records = read_split(tmp_path / "out", split)
+        assert sum(info["mask_sources"].values()) == len(records) == info["num_samples"]
+        for fields in records.values():
+            meta = json.loads(fields["json"])
+            seen.add(meta["mask_source"])
+            if not meta["has_object"]:
+                assert meta["mask_source"] is None and "mask.png" not in fields
+                continue
+            assert meta["mask_source"] in (source, "box")
+            box = masks.boxes_to_mask(np.array(meta["boxes"]), (meta["height"], meta["width"]))
+            stored = encode.decode_mask(fields["mask.png"])
+            assert not (stored & ~box).any() and (meta["mask_source"] != "box" or np.array_equal(stored, box))
+    assert seen - {None}, "no sample with an object"
+    assert source == "grabcut" or seen <= {"box", None}
