@@ -48,6 +48,7 @@ def build(
     dataset = open_dataset(config)  # an unknown name or option fails here, listing the valid ones
     factory = DATASETS[config.dataset].factory
     plan = make_plan(config, dataset, command)
+    say_shifted_tests(plan.header.get("shifted_tests"))
     cached_dataset(config, factory, dataset)  # this process's tasks (workers=1) reuse the dataset scanned above
     selected = parse_shard_range(shard_range, len(plan.tasks)) or (0, len(plan.tasks))
     mine = plan.tasks[selected[0] : selected[1]]
@@ -67,6 +68,17 @@ def build(
                 "shards_done": len(done), "shards_total": len(plan.tasks),
                 "samples": sum(records[t.name]["shard"]["num_samples"] for t in mine)}  # fmt: skip
     return journal.finish(out, plan, records)
+
+
+def say_shifted_tests(section: dict[str, Any] | None) -> None:
+    """One line on stderr per test split that --shifted-tests makes no variants of, and why."""
+    if section is None:
+        return
+    for split, why in section["skipped"].items():
+        print(f"augment build: --shifted-tests: no variants of {split}: {why}", file=sys.stderr, flush=True)
+    if not section["pairs"]:
+        print("augment build: --shifted-tests: no test split has object masks, so no shifted test split is written",
+              file=sys.stderr, flush=True)  # fmt: skip
 
 
 def progress_bar(

@@ -76,7 +76,10 @@ Device = enum.Enum("Device", {m: m for m in ("auto", "cpu", "cuda")}, type=str)
 
 
 def option_args(key: str, value: object) -> list[str]:
-    """``--flag value`` pairs for the canonical command (a list option repeats its flag)."""
+    """``--flag value`` pairs for the canonical command (a list option repeats its flag; a switch is ``--flag`` or
+    ``--no-flag``)."""
+    if isinstance(value, bool):
+        return ["--" + ("" if value else "no-") + key.replace("_", "-")]
     values = value if isinstance(value, list) else [value]
     return [a for v in values for a in ("--" + key.replace("_", "-"), str(v))]
 
@@ -208,6 +211,12 @@ def build(
         None,
         help="--masks-from sam: a local SAM checkpoint (.pth); cam: a `train fit` checkpoint or classifier weights.",
     ),
+    shifted_tests: bool = typer.Option(
+        False,
+        help="Also write the Backgrounds Challenge variants of every test split whose samples have object masks, "
+        "each as its own split: <split>.only_fg, .no_fg, .only_bg_t, .mixed_same, .mixed_rand, .mixed_next; each "
+        "mixed record names its donor; `train fit` then reports BG-gap and background reliance (docs/METHOD.md).",
+    ),
     device: Device = typer.Option(
         Device.auto, help="Where models (cagan, --masks-from sam/cam) run: auto = CUDA when present."
     ),
@@ -262,6 +271,7 @@ def build(
         batch_size=batch_size,
         masks_from=masks_from.value,
         mask_weights=str(mask_weights) if mask_weights else None,
+        shifted_tests=shifted_tests,
     )
     try:
         config.validate()
@@ -358,6 +368,7 @@ def describe(out: Path, manifest: dict) -> str:
     """The text of `augment info`: provenance, methods, and counts per split and class."""
     tool, ds, methods = manifest["tool"], manifest["dataset"], manifest["methods"]
     classes = ds["classes"]
+    width = split_width(manifest)
     lines = [
         f"{out}: {manifest['format']} v{manifest['format_version']}, augment {tool['version']}"
         + (f" (git {tool['git_sha'][:12]})" if tool.get("git_sha") else ""),
@@ -372,15 +383,17 @@ def describe(out: Path, manifest: dict) -> str:
             for name, m in manifest.get("models", {}).items()
         ),
         *mask_lines(manifest),
+        *shifted_lines(manifest),
         "",
-        f"{'split':<12}{'samples':>8}{'shards':>7}{'MB':>8}  {'CF/F':<5}" + "".join(f"{c[:9]:>10}" for c in classes),
+        f"{'split':<{width}}{'samples':>8}{'shards':>7}{'MB':>8}  {'CF/F':<5}"
+        + "".join(f"{c[:9]:>10}" for c in classes),
     ]
     total_bytes = 0
     for split, s in manifest["splits"].items():
         size = sum(x["bytes"] for x in s["shards"])
         total_bytes += size
         lines.append(
-            f"{split:<12}{s['num_samples']:>8}{len(s['shards']):>7}{size / 1e6:>8.1f}"
+            f"{split:<{width}}{s['num_samples']:>8}{len(s['shards']):>7}{size / 1e6:>8.1f}"
             + f"  {'yes' if s['augmented'] else 'no':<5}"
             + "".join(f"{s['per_class'].get(c, 0):>10}" for c in classes)
         )
@@ -392,6 +405,11 @@ def describe(out: Path, manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def split_width(manifest: dict) -> int:
+    """The split column's width: 12, or wider for long names (the shifted test splits')."""
+    return max([12, *(len(split) + 1 for split in manifest["splits"])])
+
+
 def mask_lines(manifest: dict) -> list[str]:
     """Where the masks came from (``--masks-from``), and per split how many samples got each source."""
     masks = manifest.get("masks")
@@ -400,9 +418,20 @@ def mask_lines(manifest: dict) -> list[str]:
     weights = masks.get("weights")
     head = f"masks:    {masks['source']}" + (f" {weights['path']} (sha256 {weights['sha256'][:12]}) on "
                                                f"{masks['device']}" if weights else "")  # fmt: skip
-    counts = [f"          {split:<12}" + ", ".join(f"{n} {src}" for src, n in s["mask_sources"].items())
+    width = split_width(manifest)
+    counts = [f"          {split:<{width}}" + ", ".join(f"{n} {src}" for src, n in s["mask_sources"].items())
               for split, s in manifest["splits"].items() if s.get("mask_sources")]  # fmt: skip
     return [head + ("; samples per source:" if counts else ""), *counts]
+
+
+def shifted_lines(manifest: dict) -> list[str]:
+    """The shifted test splits (``--shifted-tests``): which base split got variants, and which none and why."""
+    section = manifest.get("shifted_tests")
+    if section is None:
+        return []
+    bases = ", ".join(section["pairs"]) or "none"
+    return [f"shifted:  variants ({', '.join(section['variants'])}) of {bases}",
+            *[f"          not of {split}: {why}" for split, why in section["skipped"].items()]]  # fmt: skip
 
 
 @app.command()

@@ -30,9 +30,16 @@ class BuildConfig:
     batch_size: int = 16  # images per model call (model infills and model mask sources)
     masks_from: str = "annotation"  # where object masks come from (augment.mask_sources)
     mask_weights: str | None = None  # --masks-from sam / cam: the model's local weight file
+    shifted_tests: bool = False  # also write the Backgrounds Challenge variants of the test splits (shifted_tests)
 
     def model_methods(self) -> list[str]:
         return [n for n in self.infill if infill.INFILLS[n].needs_model]
+
+    def splits(self, dataset):  # noqa: ANN001, ANN201  (augment.shifted_tests.ShiftedPlans)
+        """Every split the build writes: the dataset's own and, with ``shifted_tests``, the generated variants."""
+        from augment.shifted_tests import plan_splits
+
+        return plan_splits(dataset, self.shifted_tests, self.mask_source())
 
     def needs_pool(self) -> bool:
         """Whether a requested method (``shuffle``) fills from the split's value pool."""

@@ -21,17 +21,19 @@ from augment.errors import BuildError
 from augment.plan import build_order
 from augment.pool import ValuePool
 from augment.read import SourceError
+from augment.shifted_tests import Generated
 
 
 @dataclass
 class DatasetCache:
     """One build's opened dataset and, per split, its donor index (over source indices), its build order and its
-    value pool (made on first use: 64 decodes)."""
+    value pool (made on first use: 64 decodes); and which splits are generated shifted tests, of which base."""
 
     dataset: Dataset
     donors: dict[str, Donors | None]
     orders: dict[str, np.ndarray]
     config: BuildConfig
+    generated: dict[str, Generated] = field(default_factory=dict)  # the shifted test splits, by name
     pools: dict[str, ValuePool] = field(default_factory=dict)
 
     def pool(self, split: str) -> ValuePool | None:
@@ -78,13 +80,19 @@ def cached_dataset(
         _CACHE.clear()
         dataset = dataset or open_dataset(config, factory)
         donors, orders = {}, {}
-        for split, plan in dataset.splits().items():
+        every = config.splits(dataset)
+        bases = set(every.bases())
+        for split, plan in every.plans.items():
             orders[split] = build_order(config.seed, split, len(plan.refs))
+            if split in every.generated:
+                continue  # its donors are its base split's
             labels = np.array([r.label for r in plan.refs], dtype=np.int64)
             annotated = np.array([r.annotated for r in plan.refs], dtype=bool)
             if not config.mask_source().needs_box:  # cam finds objects in samples of labels only
                 annotated[:] = True
-            # mixed-rand donors must have an object rectangle to tile over, or their object would leak in
-            donors[split] = Donors.of(labels, annotated) if plan.augment and config.factual else None
-        _CACHE[key] = DatasetCache(dataset, donors, orders, config)
+            # donors (mixed-rand's, the mixed shifted tests') must have an object rectangle to tile over, or their
+            # object would leak in
+            wanted = (plan.augment and config.factual) or split in bases
+            donors[split] = Donors.of(labels, annotated) if wanted else None
+        _CACHE[key] = DatasetCache(dataset, donors, orders, config, every.generated)
     return _CACHE[key]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import augment
-from augment import journal, mask_sources, pool, schema
+from augment import journal, mask_sources, pool, schema, shifted_tests
 from augment.config import BuildConfig
 from augment.datasets import Dataset
 from augment.errors import BuildError
@@ -48,7 +48,8 @@ def check_unique_keys(plans: dict) -> None:
 def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Plan:
     """The manifest header and one task per shard, in split order, then shard order; a task's ``start:stop`` are
     positions in the split's build order (:func:`build_order`), not source indices."""
-    plans = dataset.splits()
+    every = config.splits(dataset)
+    plans = every.plans
     check_unique_keys(plans)
     header = {
         "format": schema.FORMAT,
@@ -74,6 +75,7 @@ def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Pl
         "environment": schema.environment(),
         "models": model_provenance(config),
         "masks": mask_sources.describe(config.masks_from, config.mask_weights, config.device, config.batch_size),
+        **({"shifted_tests": shifted_tests.manifest_section(every)} if config.shifted_tests else {}),
     }
     tasks, splits = [], {}
     for split, plan in plans.items():

@@ -60,6 +60,7 @@ def sample_json(sample: Sample, has_object: bool) -> bytes:
         "has_segmentation": sample.mask is not None,
         "mask_source": sample.mask_source if has_object else None,
         "mask_gate": sample.mask_gate,
+        "shifted": sample.shifted,
         "meta": sample.meta,
     }
     return json.dumps(meta, sort_keys=True).encode()

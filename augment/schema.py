@@ -44,7 +44,10 @@ SAMPLE_JSON = {
     "mask_source": "where mask.png came from (augment build --masks-from): annotation, box, grabcut, sam, cam; "
     "null without an object (builds before --masks-from lack the key)",
     "mask_gate": "why a produced mask failed the quality gate and the sample fell back to its boxes, else null",
-    "meta": "adapter-specific facts (e.g. the synthetic background family)",
+    "shifted": "in a shifted test split (augment build --shifted-tests): base_split, base_key (the record of the "
+    "original image), variant, and for the mixed variants donor_key, donor_label and donor_class (whose background "
+    "was pasted in); else null (builds before --shifted-tests lack the key)",
+    "meta": "adapter-specific facts (e.g. the synthetic background family; in a shifted split, the base sample's)",
 }
 
 TAR_MTIME = 0  # fixed tar header fields: same inputs give byte-identical shards

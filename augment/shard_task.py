@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from augment import journal, mask_sources, schema
+from augment import journal, mask_sources, schema, shifted_tests
 from augment.config import BuildConfig
 from augment.dataset_cache import DatasetCache, cached_dataset
 from augment.datasets import Dataset, Sample
 from augment.errors import BuildError
 from augment.read import SourceError
-from augment.records import Holes, fill_models, make_record
+from augment.records import Holes, donor_masks, fill_models, make_record
 from augment.shards import write_shard
 
 
@@ -46,8 +46,9 @@ class ShardSamples:
     """The records of one task's samples, in build order; counts their labels and the inputs skipped as bad."""
 
     def __init__(self, cache: DatasetCache, task: journal.Task, augmented: bool) -> None:
-        self.config, self.dataset, self.donors = cache.config, cache.dataset, cache.donors[task.split]
-        self.split, self.augmented = task.split, augmented
+        self.config, self.dataset, self.split, self.augmented = cache.config, cache.dataset, task.split, augmented
+        self.generated = cache.generated.get(task.split)  # a shifted test split: its samples are its base's variants
+        self.donors = cache.donors[self.generated.base if self.generated else task.split]
         self.indices = cache.orders[task.split][task.start : task.stop].tolist()
         self.values = cache.pool(task.split) if augmented else None  # loaded before the shard file is opened
         self.labels: Counter[int] = Counter()
@@ -79,15 +80,35 @@ class ShardSamples:
             raise BuildError(f"{self.split} samples {keys} of {self.dataset.name}: --masks-from "
                              f"{self.config.masks_from}: {type(e).__name__}: {e}") from e  # fmt: skip
 
+    def load(self, i: int) -> Sample:
+        """Sample ``i`` of the split as loaded; for a shifted test split, its base sample (made a variant later)."""
+        if self.generated is None:
+            return self.dataset.load(self.split, i)
+        return self.dataset.load(self.generated.base, int(self.generated.indices[i]))
+
+    def variant(self, i: int, base: Sample) -> Sample | None:
+        """For a shifted test split, the variant of ``base`` (its masked base sample); None, noted as a reject, when
+        the base sample turns out to have no object."""
+        g, config = self.generated, self.config
+        sample = shifted_tests.make_variant(base, int(g.indices[i]), self.split, g.variant, self.dataset, self.donors,
+                                            config.seed, config.on_error, donor_masks(config))  # fmt: skip
+        if sample is None:
+            self.rejects.append({"split": self.split, "path": base.source,
+                                 "reason": f"no object once loaded: left out of {self.split}"})  # fmt: skip
+        return sample
+
     def records(self) -> Iterator[dict[str, bytes]]:
-        config, dataset, split = self.config, self.dataset, self.split
+        config, dataset = self.config, self.dataset
         # model methods and model mask sources work on a batch of samples at once; the rest one sample at a time
         batched = (self.augmented and config.model_methods()) or config.mask_source().batched
         step = config.batch_size if batched else 1
         for first in range(0, len(self.indices), step):
-            loaded = [(i, self.guarded(i, dataset.load, split, i)) for i in self.indices[first : first + step]]
+            loaded = [(i, self.guarded(i, self.load, i)) for i in self.indices[first : first + step]]
             loaded = [(i, sample) for i, sample in loaded if sample is not None]
             loaded = list(zip([i for i, _ in loaded], self.masked([s for _, s in loaded]), strict=True))
+            if self.generated is not None:
+                loaded = [(i, self.guarded(i, self.variant, i, sample)) for i, sample in loaded]
+                loaded = [(i, sample) for i, sample in loaded if sample is not None]
             holes = [self.guarded(i, Holes.of, sample) for i, sample in loaded]  # once per sample, for both fills
             fills = fill_models([s for _, s in loaded], holes, config) if self.augmented else {}
             for (i, sample), sample_holes in zip(loaded, holes, strict=True):

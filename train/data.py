@@ -292,7 +292,7 @@ class ShardStream(IterableDataset):
                 if not (mine or reports):
                     continue
                 try:
-                    parsed = self.parse(fields)
+                    parsed = self.parse(fields, key)
                 except DECODE_ERRORS as e:
                     note(ShardError(url, f"{type(e).__name__}: {e}", key=key))
                     continue
@@ -306,9 +306,13 @@ class ShardStream(IterableDataset):
             lost = check.num_samples - good
             self.ledger.record(ShardError(url, f"{lost} of its {check.num_samples} samples unusable"), samples=lost)
 
-    def parse(self, raw: dict[str, bytes]) -> tuple[int, int, bool]:
-        """(label, group or -1, has_object) of a raw sample, after checking that it holds what its json calls for;
-        anything malformed raises ValueError or KeyError. Cheap: no image is decoded."""
+    def parse(self, raw: dict[str, bytes], key: str) -> tuple[int, int, bool, str, int]:
+        """(label, group or -1, has_object, pair key, donor label or -1) of raw sample ``key``, after checking that it
+        holds what its json calls for; anything malformed raises ValueError or KeyError. Cheap: no image is decoded.
+
+        The pair key is the key of the original image a shifted test record was made from (its json's
+        ``shifted.base_key``), else the record's own; the donor label is the class whose background a mixed record
+        shows (``shifted.donor_label``)."""
         meta = shards.parse_json(raw[schema.META])
         label = int(raw[schema.LABEL])
         group = meta.get("group") if isinstance(meta, dict) else None
@@ -320,12 +324,17 @@ class ShardStream(IterableDataset):
         missing = [name for name in needed if name not in raw]
         if missing:
             raise KeyError(f"missing field(s) {', '.join(missing)}")
-        return label, -1 if group is None else group, meta["has_object"]
+        shifted = meta.get("shifted") or {}
+        donor = shifted.get("donor_label", -1) if isinstance(shifted, dict) else None
+        pair = shifted.get("base_key", key) if isinstance(shifted, dict) else None
+        if type(donor) is not int or not -1 <= donor < self.num_classes or not isinstance(pair, str):
+            raise ValueError(f"json: shifted {shifted!r}: expected base_key and a donor_label below {self.num_classes}")
+        return label, -1 if group is None else group, meta["has_object"], pair, donor
 
     def decode(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Decode one sample that :meth:`parse` accepted; an image that does not decode raises (the caller counts
         it as lost)."""
-        label, group, has_object = raw["__parsed__"]
+        label, group, has_object, pair_key, donor_label = raw["__parsed__"]
         image = self.decode_image(raw[schema.IMAGE])
         h, w = image.shape[1:]
         mask = self.decode_image(raw[schema.MASK], "L") if has_object else torch.zeros(1, h, w, dtype=torch.bool)
@@ -348,6 +357,8 @@ class ShardStream(IterableDataset):
             "label": label,
             "group": group,
             "has_object": has_object,
+            "pair_key": pair_key,
+            "donor_label": donor_label,
             "mask": views.pop("mask").float(),
             "image": to_input(views.pop("image")),
             **{name: to_input(v) for name, v in views.items()},

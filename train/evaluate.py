@@ -2,7 +2,8 @@
 
 - accuracy, macro one-vs-rest AUC and AUPR, per-group and worst-group accuracy (when samples carry groups);
 - BG-gap = acc(mixed_same) - acc(mixed_rand), and background reliance = mean increase of the probability of the
-  class whose background was pasted in, from ``original`` to ``mixed_next`` (pairs recorded in the manifest);
+  class whose background was pasted in, from ``original`` to ``mixed_next`` (pairs recorded in the manifest); for
+  the shifted test splits of ``--shifted-tests``, per base split, with the donor classes the records name;
 - saliency AUPR: how well the input-gradient (or DeepLiftShap) attribution picks out the object mask.
 """
 
@@ -21,7 +22,7 @@ import torch
 from train import metrics
 from train.data import Fields, ShardStream, batches, loader
 from train.ledger import Ledger
-from train.report import declared_test_splits
+from train.report import declared_test_splits, generated_splits
 
 EXAMPLES = 6  # images per run in the saliency overlay sheet
 
@@ -36,7 +37,7 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
     ledger = Ledger(config.max_bad_samples, root=str(root)) if ledger is None else ledger
     stream = ShardStream(root, manifest, split, Fields(), train=False, crop=crop, seed=config.seed, ledger=ledger)
     model.eval()
-    out: dict[str, list] = {"logits": [], "labels": [], "groups": [], "keys": []}
+    out: dict[str, list] = {"logits": [], "labels": [], "groups": [], "keys": [], "pair_keys": [], "donor_labels": []}
     budget = config.max_saliency_images if saliency_images is None else saliency_images
     subset = SaliencySubset(budget, len(manifest["dataset"]["classes"]))
     for batch in batches(loader(stream, 128, config.workers, drop_last=False), ledger):
@@ -45,9 +46,11 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
         out["labels"].append(batch["label"])
         out["groups"].append(batch["group"])
         out["keys"].extend(batch["key"])
+        out["pair_keys"].extend(batch["pair_key"])
+        out["donor_labels"].append(batch["donor_label"])
         subset.offer(batch)
     ledger.collect()  # what the workers skipped, against the bound
-    result = {k: torch.cat(v).numpy() if v and k != "keys" else v for k, v in out.items()}
+    result = {k: torch.cat(v).numpy() if v and k not in ("keys", "pair_keys") else v for k, v in out.items()}
     images, masks, labels = subset.chosen()
     result["saliency_labels"] = labels.numpy()
     result["saliency_logits"] = (model(images[:EXAMPLES].to(device)).float().cpu().numpy() if len(images)
@@ -154,7 +157,8 @@ def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, dev
     results["_predictions"] = {f"{s}.{k}": np.asarray(p[k]) for s, p in predictions.items()
                                for k in ("keys", "labels", "logits")}  # fmt: skip  # per sample: Fig. 6 of a study
     evaluation = manifest["dataset"]["params"].get("evaluation", {})
-    results["test_splits"] = declared_test_splits(predictions, config.val_split, evaluation)  # the summary columns'
+    own = [s for s in predictions if s not in generated_splits(manifest.get("shifted_tests"))]
+    results["test_splits"] = declared_test_splits(own, config.val_split, evaluation)  # the summary columns'
     gap = evaluation.get("bg_gap")
     if gap and gap["same"] in predictions and gap["rand"] in predictions:
         results["bg_gap"] = metrics.bg_gap(results["splits"][gap["same"]]["accuracy"],
@@ -166,7 +170,54 @@ def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, dev
     if flip and flip["original"] in predictions and flip["shifted"] in predictions:
         results["flip_gap"] = (results["splits"][flip["original"]]["accuracy"]
                                - results["splits"][flip["shifted"]]["accuracy"])  # fmt: skip
+    if "shifted_tests" in manifest:
+        results["shifted_tests"] = shifted_test_metrics(predictions, results["splits"], manifest["shifted_tests"],
+                                                        config.val_split)  # fmt: skip
+        headline = results["shifted_tests"]["headline"]
+        if headline is not None:  # the dataset's own pairs, when it has them (IN-9, synthetic), come first
+            base = results["shifted_tests"]["bases"][headline]
+            results.setdefault("bg_gap", base.get("bg_gap"))
+            results.setdefault("background_reliance", base["background_reliance"].get(base["reliance_split"]))
     return results
+
+
+def shifted_test_metrics(predictions: dict, splits: dict, section: dict, val_split: str) -> dict[str, Any]:
+    """The metrics of the shifted test splits of ``augment build --shifted-tests`` (the manifest's
+    ``shifted_tests``), per base split: each variant's accuracy, BG-gap, and background reliance on each mixed split
+    with the background's class read from the records (``shifted.donor_label``), paired by ``shifted.base_key``.
+
+    ``headline`` is the base whose BG-gap and reliance (on mixed_next, as IN-9's) stand for the build when the
+    dataset pairs none of its own: the first base that is not ``val_split``, else the first.
+    """
+    bases: dict[str, Any] = {}
+    for base, pair in section["pairs"].items():
+        if base not in predictions:
+            continue
+        entry: dict[str, Any] = {"accuracy": {v: splits[s]["accuracy"] for v, s in pair["variants"].items()
+                                              if s in splits}}  # fmt: skip
+        gap = pair["bg_gap"]
+        if gap["same"] in splits and gap["rand"] in splits:
+            entry["bg_gap"] = metrics.bg_gap(splits[gap["same"]]["accuracy"], splits[gap["rand"]]["accuracy"])
+        reliance = pair["background_reliance"]
+        entry["background_reliance"] = {s: recorded_reliance(predictions[base], predictions[s])
+                                        for s in reliance["shifted"] if s in predictions}  # fmt: skip
+        entry["reliance_split"] = reliance["shifted"][0]  # mixed_next, the paper's
+        entry["variants"] = pair["variants"]
+        bases[base] = entry
+    headline = next((b for b in bases if b != val_split), next(iter(bases), None))
+    return {"bases": bases, "headline": headline}
+
+
+def recorded_reliance(original: dict[str, Any], shifted: dict[str, Any]) -> float | None:
+    """Background reliance from the donors the records name: the mean rise, from each original image to its mixed
+    version, of the probability of the donor's class (``donor_labels``); images paired by ``pair_keys``."""
+    index = {k: i for i, k in enumerate(original["pair_keys"])}
+    rows = [(index[k], j) for j, k in enumerate(shifted["pair_keys"]) if k in index and shifted["donor_labels"][j] >= 0]
+    if not rows:
+        return None
+    oi, si = np.array(rows).T
+    p_orig, p_shift = metrics.softmax(original["logits"][oi]), metrics.softmax(shifted["logits"][si])
+    return metrics.background_reliance(p_orig, p_shift, shifted["donor_labels"][si])
 
 
 def background_reliance(predictions: dict, pair: dict, num_classes: int) -> float | None:
@@ -200,6 +251,10 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
     for extra in ("bg_gap", "background_reliance", "flip_gap"):
         if results.get(extra) is not None:
             lines.append(f"{extra}\t{fmt(results[extra])}")
+    for base, entry in results.get("shifted_tests", {}).get("bases", {}).items():
+        if entry.get("bg_gap") is not None:
+            lines.append(f"bg_gap[{base}]\t{fmt(entry['bg_gap'])}")
+        lines += [f"background_reliance[{s}]\t{fmt(v)}" for s, v in entry["background_reliance"].items()]
     (out / "results.tsv").write_text("\n".join(lines) + "\n")
 
 

@@ -93,6 +93,13 @@ def declared_test_splits(
     return chosen or [s for s in splits if s not in ("train", "val", val_split) and not s.endswith("_val")]
 
 
+def generated_splits(section: dict[str, Any] | None) -> set[str]:
+    """The shifted test splits of ``augment build --shifted-tests``, from a manifest's ``shifted_tests`` (its
+    ``pairs``) or a run's results (its ``bases``): reported in their own section, not as the dataset's splits."""
+    entries = (section or {}).get("pairs") or (section or {}).get("bases") or {}
+    return {split for entry in entries.values() for split in entry.get("variants", {}).values()}
+
+
 def run_test_splits(results: dict[str, Any], config: dict[str, Any] | None = None) -> list[str]:
     """A run's test splits: its results' ``test_splits`` when train.evaluate wrote them, else
     ``declared_test_splits`` of its splits and val split."""
@@ -106,7 +113,8 @@ def write_report(root: Path, out: Path) -> Path:
     by_method: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         by_method[run["results"].get("method", "?")].append(run)
-    splits = [s for s in runs[0]["results"]["splits"]]
+    generated = generated_splits(runs[0]["results"].get("shifted_tests"))
+    splits = [s for s in runs[0]["results"]["splits"] if s not in generated]  # shifted tests: in the shift metrics
     shifts = [m for m in SHIFT_METRICS if any(r["results"].get(m) is not None for r in runs)]
     header = ["method", "seeds", *[f"acc {s}" for s in splits], "worst-group", *shifts, "saliency AUPR"]
     lines = ["# Results", "", f"Runs under `{root}`, mean ± sd over seeds.", "",

@@ -7,7 +7,9 @@ An adapter is a picklable object (it travels to the build's worker processes) wi
   whether it gets CF/F images (training splits do; test splits hold originals for evaluation);
 - ``load(split, index) -> Sample``: one sample, pixels resized to the stored image size;
 - ``fingerprint()``: a sha256 that changes whenever the source data would;
-- ``describe()``: the resolved adapter parameters, for the manifest.
+- ``describe()``: the resolved adapter parameters, for the manifest;
+- optionally ``shifted_splits``: the splits that show objects on changed backgrounds already (IN-9's mixed_*), which
+  ``--shifted-tests`` makes no variants of.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Ref:
     key: str  # unique in the build, no dots (webdataset splits the field name at the first dot)
     label: int
     annotated: bool = True  # has an object annotation, so it can donate its background to mixed-rand
+    segmented: bool = True  # that annotation outlines the object (a mask), not only a box: shifted tests need one
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)  # adapter-specific facts, stored in the sample's json
     mask_source: str | None = None  # where ``mask`` came from (``augment.mask_sources``), set by the build
     mask_gate: str | None = None  # why a produced mask was refused and the sample fell back to its boxes
+    shifted: dict[str, Any] | None = None  # a shifted test variant's base sample and donor (augment.shifted_tests)
 
 
 class Dataset(Protocol):

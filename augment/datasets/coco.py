@@ -38,6 +38,11 @@ class CocoMask:
     bboxes: tuple[tuple[float, float, float, float], ...]  # [x, y, w, h] per annotation
     size: tuple[int, int]  # (W, H) declared in the JSON
 
+    @property
+    def segmented(self) -> bool:
+        """Whether any annotation outlines its object (else the mask is only the boxes)."""
+        return any(s is not None for s in self.segmentations)
+
     def read(self, decoded: Decoded, image_path: Path) -> np.ndarray:
         from pycocotools import mask as coco_mask  # deferred: only COCO builds need it
 

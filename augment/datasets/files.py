@@ -167,6 +167,7 @@ class FileDataset:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     params: dict[str, Any] = field(default_factory=dict)  # adapter facts for the manifest (label map, bg_gap, ...)
     rejects: list[dict[str, str]] = field(default_factory=list)  # skipped while scanning
+    shifted_splits: tuple[str, ...] = ()  # splits whose background is changed already: no base of --shifted-tests
 
     default_image_size = 256
 
@@ -181,7 +182,7 @@ class FileDataset:
     def splits(self) -> dict[str, SplitPlan]:
         return {
             split: SplitPlan(
-                tuple(Ref(i.key, i.label, i.mask is not None or bool(i.boxes)) for i in items),
+                tuple(Ref(i.key, i.label, annotated(i), segmented(i)) for i in items),
                 augment=split in self.augmented,
             )
             for split, items in self.items.items()
@@ -243,6 +244,16 @@ class FileDataset:
             "augmented_splits": list(self.augmented),
             **self.params,
         }
+
+
+def annotated(item: Item) -> bool:
+    """Whether the item has an object annotation: a mask or boxes."""
+    return item.mask is not None or bool(item.boxes)
+
+
+def segmented(item: Item) -> bool:
+    """Whether the item's annotation outlines its object (a mask that is more than its boxes)."""
+    return item.mask is not None and getattr(item.mask, "segmented", True)
 
 
 def load_coco_json(path: Path, kind: str) -> dict[str, Any]:

@@ -153,4 +153,5 @@ def make_in9(
         max_image_pixels=max_image_pixels,
         params={"class_folders": folders, "missing_test_variants": missing, "evaluation": EVALUATION},
         rejects=rejects.items,
+        shifted_splits=(*TEST_VARIANTS[1:], *BACKGROUND_ONLY),
     )

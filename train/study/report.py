@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from train.data import manifest_sha256
-from train.report import command_of, declared_test_splits
+from train.report import command_of, declared_test_splits, generated_splits
 from train.report import mean_sd as cell  # "mean ± sd" over seeds, "-" when none
 from train.study.blocks import Blocks
 from train.study.claims import claims
@@ -35,7 +35,8 @@ def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str
     rows = list(dict.fromkeys(r.row for r in main))
     by_row = {name: [r for r in main if r.row == name] for name in rows}
     evaluation = manifest["dataset"]["params"].get("evaluation")
-    tests = declared_test_splits(manifest["splits"], grid.defaults.get("val_split", "val"), evaluation)
+    own = [s for s in manifest["splits"] if s not in generated_splits(manifest.get("shifted_tests"))]
+    tests = declared_test_splits(own, grid.defaults.get("val_split", "val"), evaluation)
     against = contradicting_splits(manifest)
     sha = manifest_sha256(shards)
     b = Blocks()
