@@ -459,14 +459,23 @@ def preview(
     split: str | None = typer.Option(None, help="Split to show [default: the first one with CF/F images]."),
     rows: int = typer.Option(8, min=1, help="Samples (rows); one per class first."),
     cell: int = typer.Option(128, min=16, help="Cell size in pixels."),
+    shifted: bool = typer.Option(
+        False,
+        help="Show the shifted test variants (augment build --shifted-tests) of --split [default: the first "
+        "split that has them] instead: original | only_fg | no_fg | only_bg_t | mixed_same | mixed_rand | mixed_next.",
+    ),
 ) -> None:
-    """Contact sheet: rows = samples, columns = original | mask | each CF | each F."""
+    """Contact sheet: rows = samples, columns = original | mask | each CF | each F (or, --shifted, each variant)."""
     from augment.preview import preview as run_preview
+    from augment.preview import shifted_preview
     from augment.shards import ShardError
 
     open_build(out)
     try:
-        path = run_preview(out, dest, split=split, rows=rows, cell=cell)
+        if shifted:
+            path = shifted_preview(out, dest, base=split, rows=rows, cell=cell)
+        else:
+            path = run_preview(out, dest, split=split, rows=rows, cell=cell)
     except ShardError as e:  # bad data in the build
         fail(f"{e} (run `augment verify {out}` to list every problem)")
     except (OSError, ValueError) as e:  # an option the build cannot serve (--split), or --out

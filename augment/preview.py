@@ -124,6 +124,46 @@ def preview(out: Path, dest: Path, split: str | None = None, rows: int = 8, cell
                       legend=sheet_legend(titles, manifest["methods"].get("copies", 1)))  # fmt: skip
 
 
+def shifted_preview(out: Path, dest: Path, base: str | None = None, rows: int = 8, cell: int = 128) -> Path:
+    """The sheet of a ``--shifted-tests`` build's variants: rows = samples of ``base`` (default: the first base
+    split), columns = original | each variant, each mixed column captioned with its donor's class."""
+    manifest = schema.read_manifest(out)
+    pairs = manifest.get("shifted_tests", {}).get("pairs", {})
+    if not pairs:
+        raise ValueError(f"--shifted: {out} has no shifted test splits; build it with augment build --shifted-tests")
+    base = next(iter(pairs)) if base is None else base
+    if base not in pairs:
+        raise ValueError(f"--split {base!r}: no shifted test splits of it; splits with them: {', '.join(pairs)}")
+    splits, limits = manifest["splits"], Limits.for_image_size(manifest["image_size"])
+    records = pick(Path(out), splits[base]["shards"], rows, len(manifest["dataset"]["classes"]), manifest["image_size"])
+    variants = pairs[base]["variants"]
+    wanted = {f"{key}_{v}": v for _, key, _ in records for v in variants}
+    found: dict[str, Record] = {}
+    for variant, split in variants.items():
+        for shard in splits[split]["shards"]:
+            for key, fields in iter_records(Path(out) / shard["path"], limits=limits):
+                if wanted.get(key) == variant:
+                    found[key] = (str(Path(out) / shard["path"]), key, fields)
+    titles, table = ["original", *variants], []
+    for path, key, fields in records:
+        meta, _ = sample_meta(path, key, fields)
+        cells, donors = [encode.decode_image(fields[schema.IMAGE], limits.pixels)], []
+        for variant in variants:
+            record = found.get(f"{key}_{variant}")
+            if record is None:
+                raise ShardError(path, f"no {variant} record {key}_{variant} in {variants[variant]}", key=key)
+            info, _ = sample_meta(*record)
+            cells.append(encode.decode_image(record[2][schema.IMAGE], limits.pixels))
+            if (info.get("shifted") or {}).get("donor_class") is not None:
+                donors.append(f"{variant.removeprefix('mixed_')}: {info['shifted']['donor_class']}")
+        table.append((f"{key}\n{meta.get('class_name', '?')}\n" + "\n".join(donors), cells))
+    title = (f"augment preview --shifted of {out}: split {base!r} and its Backgrounds Challenge variants "
+             f"(augment build --shifted-tests), {len(table)} samples")  # fmt: skip
+    legend = [(None, f"{v}: {what}") for v, what in manifest["shifted_tests"]["variants"].items()]
+    legend.append((None, "under each key: the class of each mixed variant's donor (same, rand, next)"))
+    return draw_sheet(titles, table, dest, cell, title=title, legend=legend)
+
+
 def sheet_legend(titles: list[str], copies: int) -> list[tuple[tuple[int, int, int] | None, str]]:
     """The legend of a preview: (swatch colour or None, text) per line, for the columns in ``titles``."""
     legend: list[tuple[tuple[int, int, int] | None, str]] = []

@@ -280,3 +280,14 @@ def test_train_fit_reports_the_shifted_metrics_that_its_predictions_and_the_shar
     assert results["background_reliance"] == test["background_reliance"]["test.mixed_next"]
     tsv = (run / "results.tsv").read_text()
     assert "bg_gap[test]\t" in tsv and "background_reliance[test.mixed_next]\t" in tsv
+
+
+def test_preview_shifted_draws_each_variant_beside_its_original(photos, tmp_path: Path) -> None:
+    _, out = photos
+    sheet = runner.invoke(app, ["preview", str(out), "--shifted", "--rows", "3", "--cell", "32",
+                                "--out", str(tmp_path / "s.png")])  # fmt: skip
+    assert sheet.exit_code == 0, sheet.output
+    width, _ = Image.open(tmp_path / "s.png").size
+    assert width == 96 + 32 * (1 + len(VARIANTS))  # the caption column, then original | each variant
+    bad = runner.invoke(app, ["preview", str(out), "--shifted", "--split", "train", "--out", str(tmp_path / "b.png")])
+    assert bad.exit_code == 2 and "no shifted test splits of it; splits with them: test" in bad.output
