@@ -15,7 +15,7 @@ DEMO_STUDY := $(VENV)/bin/train study --shards $(DEMO) --grid docs/grids/demo.to
 set_aside = if [ -e $(1) ]; then old=$(1).$$(date +%Y%m%d-%H%M%S); mv $(1) $$old; \
 	echo "make: moved the earlier $(1) to $$old: $(2) (delete it when you no longer need it)"; fi
 
-.PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench photos masks clean
+.PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench photos masks shifted clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -92,6 +92,11 @@ bench: install
 # trained on box-only vs grabcut masks over 3 seeds (2 builds of make train's size, 6 runs two at a time).
 masks: install
 	$(PY) bench/masks.py --train
+
+# docs/results-shifted.md: the shifted test splits of --shifted-tests against synthetic's native ones, for Orig and
+# CF(tile)+F(shuffle) over 3 seeds (one build of 2000 training images at 32 px, 6 runs two at a time).
+shifted: install
+	$(PY) bench/shifted.py
 
 # docs/results-photos.md: F(shuffle) pooled vs per-image, and --copies 1/4/8, on an IN-9-layout dataset whose
 # backgrounds are scikit-image's sample photographs (about 14 minutes on 2 cores; outputs in bench/out/photos/).
