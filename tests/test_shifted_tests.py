@@ -216,8 +216,8 @@ def test_a_split_without_any_annotation_is_skipped(tmp_path: Path) -> None:
     manifest = schema.read_manifest(tmp_path / "o")
     assert list(manifest["shifted_tests"]["pairs"]) == ["original"]  # IN-9's own variants are no bases
     assert "original.mixed_rand" in manifest["splits"] and "mixed_rand.only_fg" not in manifest["splits"]
-    if "val" in manifest["splits"]:  # the fixture's val has no no_fg images: plain samples
-        assert "no variants of val: no sample has an object annotation" in said
+    assert manifest["splits"]["val"]["num_samples"] == 3  # the fixture's val has no no_fg images: plain samples
+    assert "no variants of val: no sample has an object annotation (mask or box)" in said
 
 
 # ---- the trainer's metrics ---------------------------------------------------------------------------------------
