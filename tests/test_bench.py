@@ -26,8 +26,9 @@ def test_kernel_benchmark_quick(bench_path: None, capsys: pytest.CaptureFixture[
 
     kernels.main(["--quick"])
     out = capsys.readouterr().out
-    assert out.count("outside hole unchanged") == 3
-    assert "identical fills 8/8" in out  # the paper-style tile follows the same rule as ours
+    assert out.count("outside hole unchanged") == 7  # grey, random, shuffle, tile (CF); random, shuffle, mixed-rand (F)
+    # the paper-style grey, tile and mixed-rand follow the same rules as ours
+    assert out.count("identical fills 8/8") == 3, out
 
 
 def test_tree_peak_counts_children(bench_path: None) -> None:

@@ -130,3 +130,43 @@ def test_deterministic_methods_do_not_depend_on_the_rng(name: str) -> None:
     kwargs = method_kwargs(method)
     first, second = method.fill(image, hole, RNG(0), **kwargs), method.fill(image, hole, RNG(1), **kwargs)
     np.testing.assert_array_equal(first, second)
+
+
+def random_holes(n: int, h: int = 40, w: int = 56) -> list[np.ndarray]:
+    """Holes of every shape the build passes: one box, a union of boxes (touching the border too), a background."""
+    rng, holes = RNG(7), []
+    for i in range(n):
+        hole = np.zeros((h, w), bool)
+        for _ in range(1 + i % 3):
+            y0, x0 = rng.integers(0, h - 2), rng.integers(0, w - 2)
+            hole[y0 : y0 + rng.integers(2, h), x0 : x0 + rng.integers(2, w)] = True
+        holes.append(~hole if i % 4 == 3 else hole)
+    return holes
+
+
+def test_paste_and_the_fast_tile_equal_their_plain_numpy_definitions() -> None:
+    """paste (cv2.copyTo, slice assignment) and tile (computed over the hole's bounding rectangle only) give the
+    pixels of np.where over the whole image and of tiled_background, for boxes, unions of boxes and backgrounds."""
+    for i, hole in enumerate(random_holes(24)):
+        image, other = make_image(40, 56, seed=i), make_image(40, 56, seed=100 + i)
+        assert np.array_equal(infill.paste(image, hole, other), np.where(hole[..., None], other, image))
+        assert np.array_equal(infill.paste(image, hole, 17), np.where(hole[..., None], 17, image))
+        tiled = tile.tiled_background(image, hole)
+        expected = grey.fill(image, hole, RNG(0)) if tiled is None else np.where(hole[..., None], tiled, image)
+        assert np.array_equal(tile.fill(image, hole, RNG(0)), expected)
+
+
+def test_random_depends_on_its_generator_only_not_on_opencv_s_state() -> None:
+    import cv2
+
+    image, hole = make_image(40, 56), random_holes(3)[2]
+    first = random.fill(image, hole, RNG(5))
+    cv2.setRNGSeed(99)
+    cv2.randn(np.empty((8, 8), np.uint8), 0, 1)  # someone else drew from OpenCV's generator meanwhile
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(4)
+    try:
+        assert np.array_equal(random.fill(image, hole, RNG(5)), first)
+    finally:
+        cv2.setNumThreads(threads)
+    assert not np.array_equal(random.fill(image, hole, RNG(6)), first)

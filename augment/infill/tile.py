@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from augment.infill import CF, check_inputs, grey, paste, register
+from augment.infill import CF, bounds, check_inputs, grey, paste_block, register
 
 
 def longest_run(flags: np.ndarray) -> tuple[int, int]:
@@ -41,11 +41,21 @@ def tiled_background(image: np.ndarray, hole: np.ndarray) -> np.ndarray | None:
 
 @register("tile", roles=(CF,), stochastic=False, summary="the largest background strip, tiled over the rectangle")
 def fill(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Fill the hole with the tiled largest background strip; grey when there is no background row or column."""
+    """Fill the hole with the tiled largest background strip; grey when there is no background row or column.
+
+    The tiling is computed only over the hole's bounding rectangle: row ``y`` of the tiled image is row
+    ``row0 + y mod h`` of the image (column ``x``: ``col0 + x mod w``), exactly what :func:`tiled_background`
+    gives there."""
     check_inputs(image, hole)
-    if not hole.any():
+    rect = bounds(hole)
+    if rect is None:
         return image.copy()
-    tiled = tiled_background(image, hole)
-    if tiled is None:
+    (row0, h), (col0, w) = longest_run(~hole.any(axis=1)), longest_run(~hole.any(axis=0))
+    if h == 0 and w == 0:
         return grey.fill(image, hole, rng)
-    return paste(image, hole, tiled)
+    ys, xs = rect
+    if h >= w:
+        block = image[row0 + np.arange(ys.start, ys.stop) % h, xs]
+    else:
+        block = image[ys, col0 + np.arange(xs.start, xs.stop) % w]
+    return paste_block(image, hole, rect, block)
