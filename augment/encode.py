@@ -55,6 +55,43 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, mode: str = "RGB") -
         return np.asarray(img.convert(mode))
 
 
+JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # frame headers: the size
+
+
+def declared_size(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) that a JPEG or PNG declares in its header, read without decoding (a few markers);
+    ValueError for anything else or a header cut short. PIL reads the same fields when it opens a file."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return "PNG", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG or PNG image (expected one of them in a shard)")
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            raise ValueError(f"corrupt JPEG header: no marker at byte {at}")
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in JPEG_SOF and at + 9 <= len(data):
+            return "JPEG", int.from_bytes(data[at + 7 : at + 9], "big"), int.from_bytes(data[at + 5 : at + 7], "big")
+        if marker == 0xDA or length < 2:  # image data before any frame header, or a bad segment
+            break
+        at += 2 + length
+    raise ValueError("corrupt JPEG header: no frame header (SOF) before the image data")
+
+
+def check_size(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
+    """The image's format, after checking its declared size against ``max_pixels`` (before any pixel is decoded)."""
+    kind, w, h = declared_size(data)
+    if w * h > max_pixels:
+        raise ValueError(f"image declares {w} x {h} pixels, over the limit of {max_pixels}; refused before decoding")
+    if w == 0 or h == 0:
+        raise ValueError(f"image declares {w} x {h} pixels; expected a non-empty image")
+    return kind
+
+
 def decode_mask(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """PNG bytes -> bool [H, W], True = object (any non-zero value)."""
     return decode_image(data, max_pixels, "L") > 0

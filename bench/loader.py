@@ -11,8 +11,10 @@ workers and the demo preset's batch size:
   as files (one JPEG + one PNG per sample), which computes CF(tile) and F(shuffle) per sample with the
   ``augment.infill`` kernels, then the same crop, flip and normalisation: what a pipeline without precomputed
   shards does;
-- **decode only**: the same files decoded and nothing else, the limit. Two rows: the three JPEGs a shard sample
-  holds (original, CF, F; the floor for *shards*) and the original alone.
+- **decode only**: the same files decoded and nothing else, the limit. Two rows: the fields a shard sample
+  holds (the original, CF and F JPEGs and the PNG mask; the floor for *shards*) and the original alone.
+
+Every loader decodes with the trainer's decoder (TorchCodec), so the rows differ only in what they do besides.
 
 Rounds alternate the loaders; the figures are medians. images/s counts training samples (an original with its
 CF and F images and mask), including worker start-up at each epoch, as in training.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -32,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import OUT, OtherLoad, cli, median
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchcodec.decoders import decode_jpeg, decode_png
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -45,15 +48,18 @@ from train.config import default_crop
 CF_FIELD, F_FIELD = "cf.tile.jpg", "f.shuffle.0.jpg"
 
 
-def shard_loader(shards: Path, crop: int, batch: int, workers: int, epoch: int) -> DataLoader:
-    """The trainer's loader, built from train.data's public pieces as ``train fit --cf tile --f shuffle`` does."""
-    from train.data import Fields, ShardStream, loader, read_manifest
+def shard_loader(shards: Path, crop: int, batch: int, workers: int, epoch: int, host: bool):  # noqa: ANN201
+    """The trainer's loader, built from train.data's public pieces as ``train fit --cf tile --f shuffle`` does: uint8
+    batches, which the training step normalises on its device (``train.data.prepare``); with ``host``, normalised
+    here in the main process, as the step does on a machine without a GPU."""
+    from train.data import Fields, ShardStream, loader, prepare, read_manifest
 
     manifest = read_manifest(shards)
     fields = Fields(cf=["tile"], f=["shuffle"])
     stream = ShardStream(shards, manifest, "train", fields, train=True, crop=crop, seed=0, batch_size=batch)
     stream.set_epoch(epoch)
-    return loader(stream, batch, workers, drop_last=True)
+    batches = loader(stream, batch, workers, drop_last=True)
+    return (prepare(b, "cpu") for b in batches) if host else batches
 
 
 def extract(shards: Path, folder: Path) -> list[tuple[str, int]]:
@@ -74,8 +80,12 @@ def extract(shards: Path, folder: Path) -> list[tuple[str, int]]:
 
 
 def decode(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"))  # a writable copy, as train.data makes
+    """A JPEG file as uint8 HWC, with the trainer's decoder (TorchCodec), so that every loader decodes alike."""
+    return decode_jpeg(str(path)).permute(1, 2, 0).numpy()
+
+
+def decode_mask(path: Path) -> np.ndarray:
+    return decode_png(str(path), mode="GRAY")[0].numpy() > 0
 
 
 def to_input(image: torch.Tensor) -> torch.Tensor:
@@ -95,8 +105,7 @@ class FolderOnline(Dataset):
     def __getitem__(self, i: int) -> dict:
         key, label = self.samples[i]
         image = decode(self.folder / f"{key}.jpg")
-        with Image.open(self.folder / f"{key}.mask.png") as m:
-            mask = np.asarray(m.convert("L")) > 0
+        mask = decode_mask(self.folder / f"{key}.mask.png")
         rng = np.random.default_rng([self.epoch, i])
         cf = INFILLS["tile"].fill(image, masks.cf_hole(mask, None, mask.shape), rng)
         f = INFILLS["shuffle"].fill(image, masks.f_hole(mask, None, mask.shape), rng, pool=self.values)
@@ -119,7 +128,11 @@ class DecodeOnly(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         key, label = self.samples[i]
-        return {"label": label, **{f: torch.from_numpy(decode(self.folder / f"{key}.{f}")) for f in self.fields}}
+        out = {"label": label}
+        for f in self.fields:
+            path = self.folder / f"{key}.{f}"
+            out[f] = torch.from_numpy(decode_mask(path) if f == "mask.png" else decode(path))
+        return out
 
 
 def epoch_rate(make_loader) -> float:  # noqa: ANN001
@@ -132,23 +145,33 @@ def epoch_rate(make_loader) -> float:  # noqa: ANN001
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1000, help="synthetic --size: training samples")
-    parser.add_argument("--image-size", type=int, default=128, help="stored image size (crop: 7/8 of it)")
+    parser.add_argument("--image-sizes", type=int, nargs="+", default=[256, 128, 32],
+                        help="stored image sizes, one comparison each (crop: 7/8 of it; 256 -> 224 is the paper's, "
+                        "32 -> 28 the demo's)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=32, help="the demo preset's")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (train fit's default)")
     parser.add_argument("--rounds", type=int, default=3, help="median over R alternating rounds")
     parser.add_argument("--quick", action="store_true", help="100 samples of 64 px, 1 round: checks that it runs")
     args = parser.parse_args(argv)
     if args.quick:
-        args.size, args.image_size, args.rounds = 100, 64, 1
+        args.size, args.image_sizes, args.rounds = 100, [64], 1
+    # this process only collates and normalises: with torch's default threads it would spin on the cores the
+    # DataLoader workers need (the host-normalised row halved at 32 px); the workers run one thread each anyway
+    torch.set_num_threads(1)
+    for image_size in args.image_sizes:
+        compare(args.size, image_size, args.batch_size, args.workers, args.rounds)
+
+
+def compare(size: int, image_size: int, batch: int, workers: int, rounds: int) -> None:
     other = OtherLoad()
     work = OUT / "loader"
     shards = work / "shards"
-    cli("augment", "build", "--dataset", "synthetic", "--size", args.size, "--image-size", args.image_size,
-        "--infill", "tile", "--factual", "shuffle", "--shard-size", max(1, args.size // 4), "--out", shards,
+    cli("augment", "build", "--dataset", "synthetic", "--size", size, "--image-size", image_size,
+        "--infill", "tile", "--factual", "shuffle", "--shard-size", max(1, size // 4), "--out", shards,
         "--overwrite", "-q")  # fmt: skip  # 4 train shards: both workers get some
+    shutil.rmtree(work / "folder", ignore_errors=True)
     samples = extract(shards, work / "folder")
-    crop = default_crop(args.image_size)  # train fit's default
-    batch, workers = args.batch_size, args.workers
+    crop = default_crop(image_size)  # train fit's default
 
     # the online loader's shuffle pool: made once, untimed (a training run would make it once, not per epoch)
     member = lambda i: (samples[i][0], decode(work / "folder" / f"{samples[i][0]}.jpg"))  # noqa: E731
@@ -157,28 +180,33 @@ def main(argv: list[str] | None = None) -> None:
     def plain(dataset: Dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
 
+    shard_rows = {
+        "shards: uint8 batches (GPU normalises)": False,
+        "shards: + normalised on the host (CPU)": True,
+    }
     loaders = {
-        "shards (train.data), CF+F precomputed": lambda r: shard_loader(shards, crop, batch, workers, r),
+        **{name: (lambda r, h=on_host: shard_loader(shards, crop, batch, workers, r, h))
+           for name, on_host in shard_rows.items()},
         "folder + online tile/shuffle": lambda r: plain(FolderOnline(work / "folder", samples, crop, r, values)),
-        "decode only: 3 JPEGs (orig, CF, F)": lambda r: plain(DecodeOnly(work / "folder", samples,
-                                                                        ("jpg", CF_FIELD, F_FIELD))),
+        "decode only: its fields (3 JPEGs + mask)": lambda r: plain(DecodeOnly(work / "folder", samples,
+                                                                        ("jpg", CF_FIELD, F_FIELD, "mask.png"))),
         "decode only: original JPEG": lambda r: plain(DecodeOnly(work / "folder", samples, ("jpg",))),
     }  # fmt: skip
     rates: dict[str, list[float]] = {name: [] for name in loaders}
-    for r in range(args.rounds):
+    for r in range(rounds):
         names = list(loaders)
         for name in names[r % len(names) :] + names[: r % len(names)]:
             rates[name].append(epoch_rate(lambda name=name, r=r: loaders[name](r)))
-    shard_rate = median(rates[next(iter(loaders))])
-    print(f"\n[3] trainer input pipeline: {len(samples)} samples {args.image_size}px -> crop {crop}, batch {batch}, "
-          f"{workers} workers, one epoch, median of {args.rounds} rounds")  # fmt: skip
-    print(f"{'loader':<40} {'img/s':>8} {'shards / this':>14}")
+    print(f"\n[3] trainer input pipeline: {len(samples)} samples {image_size}px -> crop {crop}, batch {batch}, "
+          f"{workers} workers, one epoch, median of {rounds} rounds")  # fmt: skip
+    print(f"{'loader':<42} {'img/s':>8} {'uint8 shards / this':>20} {'normalised / this':>18}")
+    uint8, host = (median(rates[name]) for name in shard_rows)
     for name, values in rates.items():
-        print(f"{name:<40} {median(values):>8.1f} {shard_rate / median(values):>13.2f}x")
+        print(f"{name:<42} {median(values):>8.1f} {uint8 / median(values):>19.2f}x {host / median(values):>17.2f}x")
     # the shard loader hashes every shard as it streams (train.ledger): what that costs, against its whole epoch
     files = sorted((shards / "train").glob("*.tar"))
-    hashing = median([hash_seconds(files) for _ in range(max(3, args.rounds))])
-    epoch = len(samples) / shard_rate
+    hashing = median([hash_seconds(files) for _ in range(max(3, rounds))])
+    epoch = len(samples) / uint8
     print(f"sha256 of the {len(files)} train shards ({sum(f.stat().st_size for f in files) / 1e6:.1f} MB): "
           f"{hashing * 1e3:.1f} ms, {hashing / epoch:.1%} of the shard loader's epoch ({epoch * 1e3:.0f} ms, "
           f"{workers} workers)")  # fmt: skip

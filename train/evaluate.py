@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from train import metrics
-from train.data import Fields, ShardStream, batches, loader
+from train.data import Fields, ShardStream, batches, loader, prepare
 from train.ledger import Ledger
 from train.report import declared_test_splits, generated_splits
 
@@ -41,6 +41,7 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
     budget = config.max_saliency_images if saliency_images is None else saliency_images
     subset = SaliencySubset(budget, len(manifest["dataset"]["classes"]))
     for batch in batches(loader(stream, 128, config.workers, drop_last=False), ledger):
+        batch = prepare(batch, "cpu")  # normalised on the host: the saliency subset keeps some images there
         x = batch["image"].to(device)
         out["logits"].append(model(x).float().cpu())
         out["labels"].append(batch["label"])

@@ -49,7 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from train import evaluate
 from train.config import Config
-from train.data import Fields, ShardStream, batches, loader, manifest_sha256, read_manifest
+from train.data import Fields, ShardStream, batches, loader, manifest_sha256, prepare, read_manifest
 from train.ledger import DataError, Ledger
 from train.losses import (
     cf_loss,
@@ -319,10 +319,9 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
 def objective(model, batch: dict[str, Any], config: Config, num_classes: int, device, step: int, rank: int = 0):
     """The batch loss and its number of rows (see the module docstring). ``model`` may be DDP-wrapped: it then
     runs exactly one forward, and the FGSM attack runs on the unwrapped module outside DDP's bookkeeping."""
-    x = batch["image"].to(device, non_blocking=True)
-    y = batch["label"].to(device, non_blocking=True)
-    has = batch["has_object"].to(device)
-    background = (1.0 - batch["mask"].to(device)) * has[:, None, None, None]  # 0 on the object and without a mask
+    batch = prepare(batch, device, non_blocking=True)  # uint8 from the loader, normalised here, on the device
+    x, y, has = batch["image"], batch["label"], batch["has_object"]
+    background = (1.0 - batch["mask"]) * has[:, None, None, None]  # 0 on the object and without a mask
     draws = random.Random(f"{config.seed}:{step}:{rank}")  # every random draw of the step comes from here
     generator = torch.Generator(device=device).manual_seed(draws.getrandbits(63))
     net = model.module if isinstance(model, DistributedDataParallel) else model
@@ -335,7 +334,7 @@ def objective(model, batch: dict[str, Any], config: Config, num_classes: int, de
     extra_x, extra_y, kinds = [], [], []
     for role, methods in (("cf", config.cf), ("f", config.f)):
         for m in methods:
-            extra_x.append(batch[f"{role}.{m}"].to(device, non_blocking=True)[has])
+            extra_x.append(batch[f"{role}.{m}"][has])
             extra_y.append(y[has])
             kinds.append(role)
     if config.fgsm and has.any():
