@@ -15,7 +15,7 @@ DEMO_STUDY := $(VENV)/bin/train study --shards $(DEMO) --grid docs/grids/demo.to
 set_aside = if [ -e $(1) ]; then old=$(1).$$(date +%Y%m%d-%H%M%S); mv $(1) $$old; \
 	echo "make: moved the earlier $(1) to $$old: $(2) (delete it when you no longer need it)"; fi
 
-.PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench photos masks shifted clean
+.PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench bench-gpu photos masks shifted clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,12 @@ bench: install
 	$(PY) bench/trainer.py $(if $(QUICK),--quick)
 	$(PY) bench/parity.py $(if $(QUICK),--quick)
 	$(PY) bench/cagan.py --batch-sizes 1 8 $(if $(QUICK),--quick)
+
+# The GPU benchmark and checks for a device machine (bench/gpu.py, under 8 minutes on one GPU): CAGAN at batch
+# 1/32/64 in bf16, train fit of ResNet-50 with --amp on 224 crops with CF+F fields against the A100 anchor, a
+# one-process NCCL DDP run, and pytest -m gpu. Without CUDA it runs its CPU paths at toy sizes.
+bench-gpu: install
+	$(PY) bench/gpu.py $(if $(QUICK),--quick)
 
 # docs/results-masks.md: IoU of --masks-from grabcut and of the box against the synthetic true masks, and F(shuffle)
 # trained on box-only vs grabcut masks over 3 seeds (2 builds of make train's size, 6 runs two at a time).

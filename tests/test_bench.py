@@ -125,3 +125,16 @@ def test_photo_fixture_reads_as_in9_with_its_masks(bench_path: None, tmp_path: P
     image[:2], mask[:2] = 255, True  # object white, background black
     assert photos.whole_stats(image).tolist() == [0.5] * 6
     assert photos.background_stats(image, mask).tolist() == [0.0] * 12
+
+
+def test_gpu_benchmark_runs_its_cpu_paths_without_cuda(bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/gpu.py is ready for a device machine: without CUDA its every step runs on the CPU at toy sizes."""
+    import gpu
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA, make bench-gpu is the run to make")
+    gpu.main(["--quick", "--skip-tests"])
+    out = capsys.readouterr().out
+    assert "[gpu] CAGAN inpainting" in out and "train fit --arch resnet50 --amp" in out
+    assert "passed: exit code 0" in out and "no figure above is a GPU measurement" in out

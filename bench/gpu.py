@@ -1,0 +1,140 @@
+"""The GPU benchmark and checks (``make bench-gpu``): one script, under 8 minutes on one GPU, for a device machine.
+
+1. **CAGAN**: the official-width generator (cnum 32) at 256 x 256, batch 1, 32 and 64, bf16 autocast: images/s and
+   peak GPU memory (``bench/cagan.py``'s measurement).
+2. **train fit**: ResNet-50, ``--amp`` (bf16 where the GPU has it), channels_last (the trainer's layout on CUDA),
+   224 crops of 256 px shards with CF(tile)+F(shuffle) fields, the DataLoader workers of the machine's cores: rows
+   trained per second and the data-wait fraction of each epoch (``log.csv``), next to the anchor of about 2,500
+   img/s for ResNet-50 AMP training on one A100 (an H100 or H200 about twice that).
+3. **DDP**: one ``torchrun`` process of ``train fit`` over NCCL (gloo without CUDA): the distributed path end to end.
+4. **The ``gpu``-marked tests** (``pytest -m gpu``): CAGAN and SAM/CAM masks on CUDA against the CPU, mixup on
+   CUDA, NCCL DDP ranks ending with identical weights, the device resolution.
+
+Without CUDA it runs the same steps on the CPU at toy sizes (a check that the script works, not a measurement) and
+says which figures need a GPU. Outputs go to bench/out/gpu/.
+
+    make bench-gpu                       # .venv/bin/python bench/gpu.py
+    .venv/bin/python bench/gpu.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BIN, OUT, cli  # noqa: E402
+
+A100_IMG_S = 2500  # ResNet-50 mixed-precision training on one A100, images/s (public benchmarks' order of magnitude)
+FASTER = {"H100": 2.0, "H200": 2.0, "A100": 1.0}  # expected speed against an A100
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def anchor(name: str) -> tuple[float, str]:
+    """The expected ResNet-50 AMP img/s of the GPU called ``name``, and what it is based on."""
+    for key, factor in FASTER.items():
+        if key in name.upper():
+            return A100_IMG_S * factor, f"{factor:g} x the A100's ~{A100_IMG_S}"
+    return A100_IMG_S, f"the A100's ~{A100_IMG_S} (no figure for this GPU)"
+
+
+def section(title: str) -> float:
+    print(f"\n[gpu] {title}", flush=True)
+    return time.perf_counter()
+
+
+def cagan(cuda: bool, quick: bool) -> None:
+    from cagan import run
+
+    start = section("CAGAN inpainting, 256 x 256, 128 x 128 hole" + (", bf16 autocast" if cuda else " (CPU)"))
+    device = torch.device("cuda" if cuda else "cpu")
+    run(device, [1, 32, 64] if cuda and not quick else [1, 2], 1 if quick else 3)
+    print(f"    {time.perf_counter() - start:.0f} s")
+
+
+def train_fit(work: Path, cuda: bool, quick: bool) -> None:
+    size, image, crop, epochs = (4096, 256, 224, 3) if cuda and not quick else (48, 64, 56, 1)
+    start = section(f"train fit --arch resnet50 --amp, {size} images {image} px -> crop {crop}, CF(tile)+F(shuffle), "
+                    f"{epochs} epoch(s)" + ("" if cuda else " (CPU, toy size: no figure)"))  # fmt: skip
+    shards = work / "shards"
+    seconds, _ = cli("augment", "build", "--dataset", "synthetic", "--size", size, "--image-size", image,
+                     "--infill", "tile", "--factual", "shuffle", "--shard-size", 256, "--out", shards,
+                     "--overwrite", "-q")  # fmt: skip
+    print(f"    build: {seconds:.1f} s ({size / seconds:.0f} training images/s, every core)")
+    workers = max(1, min(16, (os.cpu_count() or 2) - 2))
+    run = work / "fit"
+    shutil.rmtree(run, ignore_errors=True)
+    batch = 128 if cuda and not quick else 16
+    seconds, _ = cli("train", "fit", "--shards", shards, "--preset", "demo", "--arch", "resnet50", "--amp",
+                     "--crop", crop, "--batch-size", batch, "--epochs", epochs, "--workers", workers,
+                     "--cf", "tile", "--f", "shuffle", "--device", "cuda" if cuda else "cpu", "--out", run)  # fmt: skip
+    name = torch.cuda.get_device_name(0) if cuda else "CPU"
+    expected, basis = anchor(name)
+    print(f"    {name}, batch {batch} (x3 rows: original, CF, F), {workers} workers; wall {seconds:.0f} s with eval")
+    print(f"{'epoch':>5} {'rows/s':>9} {'data_wait_fraction':>19} {'rows/s / anchor':>16}")
+    with open(run / "log.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            rate = float(row["img_per_s"])
+            ratio = f"{rate / expected:>15.2f}x" if cuda else f"{'-':>16}"
+            print(f"{row['epoch']:>5} {rate:>9.0f} {float(row['data_wait_fraction']):>19.3f} {ratio}")
+    if cuda:
+        print(f"    anchor: {expected:.0f} img/s, {basis}; epoch 0 includes cuDNN autotuning and worker start-up")
+    print(f"    {time.perf_counter() - start:.0f} s")
+
+
+def ddp(work: Path, cuda: bool) -> None:
+    start = section(f"DDP: one torchrun process of train fit over {'NCCL' if cuda else 'gloo (no CUDA)'}")
+    run = work / "ddp"
+    shutil.rmtree(run, ignore_errors=True)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "train",
+               "fit", "--shards", str(work / "shards"), "--preset", "demo", "--arch", "resnet8", "--epochs", "1",
+               "--batch-size", "8", "--workers", "1", "--device", "cuda" if cuda else "cpu",
+               "--out", str(run)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    ok = done.returncode == 0 and (run / "results.json").is_file()
+    print(f"    {'passed' if ok else 'FAILED'}: exit code {done.returncode}, {time.perf_counter() - start:.0f} s")
+    if not ok:
+        print(done.stderr[-3000:])
+
+
+def gpu_tests(cuda: bool) -> None:
+    start = section("the gpu-marked tests: pytest -m gpu")
+    done = subprocess.run([str(BIN / "python"), "-m", "pytest", "-q", "-m", "gpu", "-rs", "tests"], cwd=ROOT,
+                          capture_output=True, text=True)  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    print("\n".join(lines[-12:] if cuda else lines[-3:]))
+    print(f"    exit code {done.returncode}, {time.perf_counter() - start:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="toy sizes even on a GPU: checks that it runs")
+    parser.add_argument("--skip-tests", action="store_true", help="leave out pytest -m gpu")
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    begin = time.perf_counter()
+    print(f"[gpu] {'CUDA: ' + torch.cuda.get_device_name(0) if cuda else 'no CUDA device: CPU paths at toy sizes'}; "
+          f"torch {torch.__version__}, {os.cpu_count()} cores")  # fmt: skip
+    work = OUT / "gpu"
+    work.mkdir(parents=True, exist_ok=True)
+    cagan(cuda, args.quick)
+    train_fit(work, cuda, args.quick)
+    ddp(work, cuda)
+    if not args.skip_tests:
+        gpu_tests(cuda)
+    if not cuda:
+        print("\n[gpu] no figure above is a GPU measurement: run `make bench-gpu` on a machine with CUDA")
+    print(f"\n[gpu] total {time.perf_counter() - begin:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
