@@ -30,6 +30,34 @@ def build(size: int, out: str, *extra: object, monitor: bool = False) -> tuple[f
                monitor=monitor)  # fmt: skip
 
 
+STARTUP = """
+import os, time
+t0 = time.perf_counter()
+from joblib import Parallel, delayed
+def pid():
+    return os.getpid()
+def load():
+    import augment.shard_task
+    return os.getpid()
+t1 = time.perf_counter()
+list(Parallel(n_jobs=2)(delayed(pid)() for _ in range(2)))
+t2 = time.perf_counter()
+list(Parallel(n_jobs=2)(delayed(load)() for _ in range(2)))
+t3 = time.perf_counter()
+print(t2 - t1, t3 - t2)
+"""
+
+
+def worker_startup() -> tuple[float, float]:
+    """(seconds to spawn two loky workers, seconds for both to import what a shard task runs), in a fresh process."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", STARTUP], capture_output=True, text=True, check=True)
+    spawn, imports = map(float, done.stdout.split())
+    return spawn, imports
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=300, help="the small build's --size; the large one is 10x")
@@ -61,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
           "(ideal 2x on 2 cores)")  # fmt: skip
     print(f"    fixed cost (--size 5): {f1:.2f} s and {f2:.2f} s; without it: {one - f1:.2f} s vs {two - f2:.2f} s, "
           f"speed-up {(one - f1) / (two - f2):.2f}x")  # fmt: skip
+    spawn, imports = (median(list(v)) for v in zip(*[worker_startup() for _ in range(args.rounds)], strict=True))
+    print(f"    start-up of the 2 workers, in parallel: spawn {spawn:.2f} s (python + joblib/loky), then "
+          f"{imports:.2f} s importing a shard task's code (numpy, OpenCV, Pillow, augment)")  # fmt: skip
     print(other.line())
 
 
