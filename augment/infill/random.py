@@ -1,17 +1,10 @@
-"""CF/F random: one uniform colour per image and channel plus per-pixel Gaussian noise (sigma 0.2 on [0, 1]).
-
-Each stored value is ``round(255 * clip(c + N(0, 0.2), 0, 1))``. OpenCV draws it directly in uint8 (``cv2.randn``
-saturates and rounds, which is that clip and round), over the hole's bounding rectangle only, seeded from the
-sample's generator just before the draw: about 3x faster than NumPy's normals followed by the clip, the rounding and
-a scatter into the hole.
-"""
+"""CF/F random: one uniform colour per image and channel plus per-pixel Gaussian noise (sigma 0.2 on [0, 1])."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from augment.infill import CF, F, bounds, check_inputs, paste_block, register
+from augment.infill import CF, F, check_inputs, register, scatter
 
 SIGMA = 0.2
 
@@ -20,13 +13,11 @@ SIGMA = 0.2
 def fill(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Fill the hole with ``clip(c + N(0, 0.2), 0, 1)``, ``c ~ U(0, 1)`` per channel, on the [0, 1] scale."""
     check_inputs(image, hole)
-    colour = rng.uniform(0.0, 1.0, size=3)
-    seed = int(rng.integers(2**31))
-    rect = bounds(hole)
-    if rect is None:
-        return image.copy()
-    ys, xs = rect
-    block = np.empty((ys.stop - ys.start, xs.stop - xs.start, 3), dtype=np.uint8)
-    cv2.setRNGSeed(seed)  # OpenCV's generator of this thread, seeded per sample: the draw depends on nothing else
-    cv2.randn(block, tuple(255.0 * colour), (255.0 * SIGMA,) * 3)
-    return paste_block(image, hole, rect, block)
+    colour = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
+    values = rng.standard_normal((int(hole.sum()), 3), dtype=np.float32)  # float32: half the cost of float64
+    values *= SIGMA
+    values += colour
+    np.clip(values, 0.0, 1.0, out=values)
+    values *= 255.0
+    np.rint(values, out=values)
+    return scatter(image, hole, values.astype(np.uint8))
