@@ -7,6 +7,7 @@ the manifest at its end; what it cannot use goes to the run's ``train.ledger.Led
 within ``--max-bad-samples``, counts and lists it. The original, its CF and F images and its mask get the
 **same** random crop and flip: one draw per sample (``draw_view``) applied to every view by slicing
 (``apply_view``); evaluation takes the centre crop. Stochastic fields stored in K copies use copy ``epoch % K``.
+Images leave the workers as uint8 and are normalised once per batch where the model runs (``prepare``).
 
 Training reads a fixed number of samples per epoch: ``steps = num_samples // (batch_size * world_size)`` batches
 on every rank, so DDP ranks never wait on each other at the end of an epoch. Each (rank, DataLoader worker) slot
