@@ -24,9 +24,10 @@ from augment.build import BuildConfig, build
 psutil = pytest.importorskip("psutil")  # installed with distributed
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-# 3000 samples in 30 shards: several seconds of work for two workers, so the build is still running when signalled.
+# 6000 samples in 60 shards: about 4 s of work for two workers (2.4 s with half of it once raced the test's wait for
+# the first finished shard on a busy machine), so the build is still running when signalled.
 # --out is relative, so builds in different folders write the same manifest bytes.
-COMMAND = [sys.executable, "-m", "augment", "build", "--dataset", "synthetic", "--size", "1500", "--image-size", "32",
+COMMAND = [sys.executable, "-m", "augment", "build", "--dataset", "synthetic", "--size", "3000", "--image-size", "32",
            "--infill", "tile", "--factual", "shuffle", "--shard-size", "100", "--workers", "2", "-q", "--out",
            "shards"]  # fmt: skip
 # the manifest records the checkout's commit, and a plan of another commit is not resumed: no commit, so that one
