@@ -290,8 +290,8 @@ def iter_records(
     over ``limits.pixels`` pixels. Raises ``ShardError`` naming the shard (and the sample key when known) on the
     first problem; with ``on_error``, a problem of one sample goes to it instead and the sample is dropped, and only
     problems of the shard itself (missing, unreadable, truncated, corrupt header, oversized member) raise.
-    ``check_images=False`` leaves the image header check to a caller that decodes every image it keeps with
-    ``augment.encode.decode_image`` under the same pixel bound (the trainer): one header parse per image, not two.
+    ``check_images=False`` leaves the image header check to a caller that checks every image it keeps under the same
+    pixel bound before decoding it (the trainer, with ``augment.encode.check_size``): one header parse, not two.
     With ``check`` (a :class:`ShardCheck`), every byte is hashed as it is read and the shard is read to its end;
     after the last record, a size, sha256 or record count that differs from ``check``'s raises ``ShardError``.
     """
