@@ -59,7 +59,7 @@ def reference(tmp_path_factory) -> dict[str, bytes]:
 
 def cli_build(cwd: Path, *extra: str) -> list[str]:
     """The same `augment build` command line in any folder: --out is relative, so the manifests can be equal."""
-    return [sys.executable, "-m", "augment", "build", "--dataset", "synthetic", "--size", "300", "--image-size", "48",
+    return [sys.executable, "-m", "augment", "build", "--dataset", "synthetic", "--size", "600", "--image-size", "48",
             "--infill", "tile", "--infill", "shuffle", "--factual", "shuffle", "--factual", "mixed-rand",
             "--shard-size", "12", "--out", "shards", "-q", *extra]  # fmt: skip
 
