@@ -71,11 +71,14 @@ def build(
 
 
 def say_shifted_tests(section: dict[str, Any] | None) -> None:
-    """One line on stderr per test split that --shifted-tests makes no variants of, and why."""
+    """One line on stderr per test split that --shifted-tests makes no variants of, and why, and per base split
+    whose samples with boxes only it leaves out."""
     if section is None:
         return
     for split, why in section["skipped"].items():
         print(f"augment build: --shifted-tests: no variants of {split}: {why}", file=sys.stderr, flush=True)
+    for split, which in section.get("left_out", {}).items():
+        print(f"augment build: --shifted-tests: in {split}, {which}", file=sys.stderr, flush=True)
     if not section["pairs"]:
         print("augment build: --shifted-tests: no test split has object masks, so no shifted test split is written",
               file=sys.stderr, flush=True)  # fmt: skip

@@ -431,7 +431,8 @@ def shifted_lines(manifest: dict) -> list[str]:
         return []
     bases = ", ".join(section["pairs"]) or "none"
     return [f"shifted:  variants ({', '.join(section['variants'])}) of {bases}",
-            *[f"          not of {split}: {why}" for split, why in section["skipped"].items()]]  # fmt: skip
+            *[f"          not of {split}: {why}" for split, why in section["skipped"].items()],
+            *[f"          in {split}: {which}" for split, which in section.get("left_out", {}).items()]]  # fmt: skip
 
 
 @app.command()

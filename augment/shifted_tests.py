@@ -20,7 +20,7 @@ source makes no masks (``--masks-from annotation``): the manifest's ``shifted_te
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,7 @@ class ShiftedPlans:
     plans: dict[str, SplitPlan]
     generated: dict[str, Generated]
     skipped: dict[str, str]  # split -> why no variants were made of it
+    left_out: dict[str, str] = field(default_factory=dict)  # base split -> which of its annotated samples got none
 
     def bases(self) -> list[str]:
         return list(dict.fromkeys(g.base for g in self.generated.values()))
@@ -88,6 +89,7 @@ def plan_splits(dataset: Dataset, enabled: bool, source: MaskSource) -> ShiftedP
     plans: dict[str, SplitPlan] = {}
     generated: dict[str, Generated] = {}
     skipped: dict[str, str] = {}
+    left_out: dict[str, str] = {}
     for split, plan in own.items():
         plans[split] = plan
         if plan.augment or split in already:  # training splits, and the dataset's own shifted splits
@@ -96,6 +98,10 @@ def plan_splits(dataset: Dataset, enabled: bool, source: MaskSource) -> ShiftedP
         if not usable:
             skipped[split] = why_skipped(plan, source)
             continue
+        boxed = sum(r.annotated for r in plan.refs) - len(usable)
+        if boxed > 0:
+            left_out[split] = (f"{boxed} of its {len(plan.refs)} samples have boxes but no object masks and get no "
+                               "variants; pass --masks-from grabcut (or sam, cam) to make masks")  # fmt: skip
         indices = np.array(usable, dtype=np.int64)
         for variant in VARIANTS:
             name = split_name(split, variant)
@@ -103,7 +109,7 @@ def plan_splits(dataset: Dataset, enabled: bool, source: MaskSource) -> ShiftedP
                          for i in usable)  # fmt: skip
             plans[name] = SplitPlan(refs, augment=False)
             generated[name] = Generated(split, variant, indices)
-    return ShiftedPlans(plans, generated, skipped)
+    return ShiftedPlans(plans, generated, skipped, left_out)
 
 
 def outlined(ref: Ref, source: MaskSource) -> bool:
@@ -143,7 +149,7 @@ def manifest_section(shifted: ShiftedPlans) -> dict[str, Any]:
                 "background_class": "shifted.donor_label",
             },
         }
-    return {"variants": VARIANTS, "pairs": pairs, "skipped": shifted.skipped}
+    return {"variants": VARIANTS, "pairs": pairs, "skipped": shifted.skipped, "left_out": shifted.left_out}
 
 
 def make_variant(

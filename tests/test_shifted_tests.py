@@ -190,11 +190,15 @@ def test_shifted_tests_are_byte_identical_whatever_the_workers(tmp_path: Path) -
 
 def test_splits_without_masks_are_skipped_and_said_so(tmp_path: Path) -> None:
     photo_tree(tmp_path, masked_val=False)  # val has boxes only
+    with open(tmp_path / "data" / "boxes.csv", "a") as fh:  # and test's unannotated image gets a box, no mask
+        fh.write("test/ball/999.png,4,4,30,30\n")
     said = build(tmp_path / "o", *folder_args(tmp_path))
     assert ("--shifted-tests: no variants of val: its samples have boxes but no object masks; pass --masks-from "
             "grabcut") in said  # fmt: skip
     manifest = schema.read_manifest(tmp_path / "o")
     assert list(manifest["shifted_tests"]["pairs"]) == ["test"] and "val" in manifest["shifted_tests"]["skipped"]
+    assert "in test, 1 of its 6 samples have boxes but no object masks and get no variants" in said
+    assert manifest["splits"]["test.mixed_rand"]["num_samples"] == 5 and "test" in manifest["shifted_tests"]["left_out"]
     assert not any(s.startswith("val.") for s in manifest["splits"])
     info = runner.invoke(app, ["info", str(tmp_path / "o")])
     assert "shifted:  variants (only_fg, no_fg, only_bg_t, mixed_same, mixed_rand, mixed_next) of test" in info.output
