@@ -20,6 +20,21 @@ def rect_hole(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     return hole
 
 
+def tiled_background(image: np.ndarray, hole: np.ndarray) -> np.ndarray | None:
+    """Tile's definition written plainly (docs/METHOD.md, Infills), the oracle of the tests: the H x W tiling, with
+    ``np.tile``, of the largest background strip; None when no row or column is background."""
+    from augment.infill.tile import longest_run
+
+    height, width = hole.shape
+    row0, h = longest_run(~hole.any(axis=1))
+    col0, w = longest_run(~hole.any(axis=0))
+    if h == 0 and w == 0:
+        return None
+    if h >= w:
+        return np.tile(image[row0 : row0 + h], (-(-height // h), 1, 1))[:height]
+    return np.tile(image[:, col0 : col0 + w], (1, -(-width // w), 1))[:, :width]
+
+
 def tiny_inpainter(size: int = 16):  # noqa: ANN201
     """A CAGAN inpainter with a seeded, untrained narrow generator: for properties, not for looks."""
     import torch

@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import make_image, method_kwargs, rect_hole
+from conftest import make_image, method_kwargs, rect_hole, tiled_background
 
 from augment import infill
 from augment.infill import grey, mixed_rand, random, shuffle_image, tile
@@ -151,7 +151,7 @@ def test_paste_and_the_fast_tile_equal_their_plain_numpy_definitions() -> None:
         image, other = make_image(40, 56, seed=i), make_image(40, 56, seed=100 + i)
         assert np.array_equal(infill.paste(image, hole, other), np.where(hole[..., None], other, image))
         assert np.array_equal(infill.paste(image, hole, 17), np.where(hole[..., None], 17, image))
-        tiled = tile.tiled_background(image, hole)
+        tiled = tiled_background(image, hole)
         expected = grey.fill(image, hole, RNG(0)) if tiled is None else np.where(hole[..., None], tiled, image)
         assert np.array_equal(tile.fill(image, hole, RNG(0)), expected)
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiled_background
 from PIL import Image
 from typer.testing import CliRunner
 
 from augment import encode, schema
 from augment.cli import app
 from augment.datasets import get_dataset
-from augment.infill.tile import tiled_background
 from augment.masks import cf_hole, mask_to_box
 from augment.shards import iter_records
 from augment.shifted_tests import VARIANTS

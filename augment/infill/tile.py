@@ -25,27 +25,13 @@ def longest_run(flags: np.ndarray) -> tuple[int, int]:
     return int(starts[best]), int(ends[best] - starts[best])
 
 
-def tiled_background(image: np.ndarray, hole: np.ndarray) -> np.ndarray | None:
-    """The H x W tiling of the largest background strip, or None when no row or column is background."""
-    height, width = hole.shape
-    row0, h = longest_run(~hole.any(axis=1))
-    col0, w = longest_run(~hole.any(axis=0))
-    if h == 0 and w == 0:
-        return None
-    if h >= w:
-        strip = image[row0 : row0 + h]
-        return np.tile(strip, (-(-height // h), 1, 1))[:height]
-    strip = image[:, col0 : col0 + w]
-    return np.tile(strip, (1, -(-width // w), 1))[:, :width]
-
-
 @register("tile", roles=(CF,), stochastic=False, summary="the largest background strip, tiled over the rectangle")
 def fill(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Fill the hole with the tiled largest background strip; grey when there is no background row or column.
 
     The tiling is computed only over the hole's bounding rectangle: row ``y`` of the tiled image is row
-    ``row0 + y mod h`` of the image (column ``x``: ``col0 + x mod w``), exactly what :func:`tiled_background`
-    gives there."""
+    ``row0 + y mod h`` of the image (column ``x``: ``col0 + x mod w``): the strip repeated from the top-left
+    corner, read only where the hole is."""
     check_inputs(image, hole)
     rect = bounds(hole)
     if rect is None:
