@@ -210,29 +210,30 @@ def shifted_test_metrics(predictions: dict, splits: dict, section: dict, val_spl
 
 
 def recorded_reliance(original: dict[str, Any], shifted: dict[str, Any]) -> float | None:
-    """Background reliance from the donors the records name: the mean rise, from each original image to its mixed
+    """Background reliance from the donors the records name: the rise, from each original image to its mixed
     version, of the probability of the donor's class (``donor_labels``); images paired by ``pair_keys``."""
-    index = {k: i for i, k in enumerate(original["pair_keys"])}
-    rows = [(index[k], j) for j, k in enumerate(shifted["pair_keys"]) if k in index and shifted["donor_labels"][j] >= 0]
-    if not rows:
-        return None
-    oi, si = np.array(rows).T
-    p_orig, p_shift = metrics.softmax(original["logits"][oi]), metrics.softmax(shifted["logits"][si])
-    return metrics.background_reliance(p_orig, p_shift, shifted["donor_labels"][si])
+    return paired_reliance(original, shifted, original["pair_keys"], shifted["pair_keys"], shifted["donor_labels"])
 
 
 def background_reliance(predictions: dict, pair: dict, num_classes: int) -> float | None:
     """Delta p of the pasted background's class (label + 1 mod K) from original to shifted, over paired images."""
     orig, shifted = predictions[pair["original"]], predictions[pair["shifted"]]
-    index = {pair_key(k, pair["original"]): i for i, k in enumerate(orig["keys"])}
-    rows = [(index[pair_key(k, pair["shifted"])], j) for j, k in enumerate(shifted["keys"])
-            if pair_key(k, pair["shifted"]) in index]  # fmt: skip
+    return paired_reliance(orig, shifted, [pair_key(k, pair["original"]) for k in orig["keys"]],
+                           [pair_key(k, pair["shifted"]) for k in shifted["keys"]],
+                           (shifted["labels"] + 1) % num_classes)  # fmt: skip
+
+
+def paired_reliance(original: dict[str, Any], shifted: dict[str, Any], original_keys: list[str],
+                    shifted_keys: list[str], background: np.ndarray) -> float | None:  # fmt: skip
+    """The mean rise of the probability of class ``background[j]`` from the original image paired with shifted
+    image j (equal keys) to image j; shifted images without a pair or with background -1 do not count."""
+    index = {k: i for i, k in enumerate(original_keys)}
+    rows = [(index[k], j) for j, k in enumerate(shifted_keys) if k in index and background[j] >= 0]
     if not rows:
         return None
     oi, si = np.array(rows).T
-    p_orig, p_shift = metrics.softmax(orig["logits"][oi]), metrics.softmax(shifted["logits"][si])
-    background_class = (shifted["labels"][si] + 1) % num_classes
-    return metrics.background_reliance(p_orig, p_shift, background_class)
+    p_orig, p_shift = metrics.softmax(original["logits"][oi]), metrics.softmax(shifted["logits"][si])
+    return metrics.background_reliance(p_orig, p_shift, np.asarray(background)[si])
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:
