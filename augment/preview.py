@@ -137,13 +137,15 @@ def shifted_preview(out: Path, dest: Path, base: str | None = None, rows: int = 
     splits, limits = manifest["splits"], Limits.for_image_size(manifest["image_size"])
     records = pick(Path(out), splits[base]["shards"], rows, len(manifest["dataset"]["classes"]), manifest["image_size"])
     variants = pairs[base]["variants"]
-    wanted = {f"{key}_{v}": v for _, key, _ in records for v in variants}
     found: dict[str, Record] = {}
-    for variant, split in variants.items():
+    for variant, split in variants.items():  # each variant split's shards, until they gave the chosen samples'
+        wanted = {f"{key}_{variant}" for _, key, _ in records}
         for shard in splits[split]["shards"]:
-            for key, fields in iter_records(Path(out) / shard["path"], limits=limits):
-                if wanted.get(key) == variant:
-                    found[key] = (str(Path(out) / shard["path"]), key, fields)
+            path = Path(out) / shard["path"]
+            found |= {key: (str(path), key, fields) for key, fields in iter_records(path, limits=limits)
+                      if key in wanted}  # fmt: skip
+            if wanted <= found.keys():
+                break
     titles, table = ["original", *variants], []
     for path, key, fields in records:
         meta, _ = sample_meta(path, key, fields)
