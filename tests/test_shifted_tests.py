@@ -295,3 +295,22 @@ def test_preview_shifted_draws_each_variant_beside_its_original(photos, tmp_path
     assert width == 96 + 32 * (1 + len(VARIANTS))  # the caption column, then original | each variant
     bad = runner.invoke(app, ["preview", str(out), "--shifted", "--split", "train", "--out", str(tmp_path / "b.png")])
     assert bad.exit_code == 2 and "no shifted test splits of it; splits with them: test" in bad.output
+
+
+def test_a_coco_release_gets_variants_of_its_segmented_images_and_names_the_box_only_one(tmp_path: Path) -> None:
+    """COCO's upstream JSON: image 4's annotation has an empty segmentation (a box only), the others polygons or RLE;
+    with every image held out as val, val is the base, and image 4 is left out of its variants and said so."""
+    from upstream import make_coco
+
+    images, _ = make_coco(tmp_path)
+    data = json.loads((tmp_path / "instances.json").read_text())
+    box_only = {a["image_id"] for a in data["annotations"]} - {a["image_id"] for a in data["annotations"]
+                                                                if a.get("segmentation")}  # fmt: skip
+    assert box_only == {4}
+    said = build(tmp_path / "o", "--dataset", "coco", "--root", str(images), "--annotations",
+                 str(tmp_path / "instances.json"), "--val-fraction", "0.99", "--image-size", "32",
+                 "--workers", "1")  # fmt: skip
+    manifest = schema.read_manifest(tmp_path / "o")
+    assert list(manifest["shifted_tests"]["pairs"]) == ["val"] and "in val, 1 of its 4 samples" in said
+    keys = {json.loads(f["json"])["shifted"]["base_key"] for f in read_split(tmp_path / "o", "val.mixed_rand").values()}
+    assert keys == {"val_1", "val_2", "val_3"}
