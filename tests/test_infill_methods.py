@@ -163,3 +163,28 @@ def test_scatter_places_values_in_row_major_hole_order() -> None:
         expected = image.copy()
         expected[hole] = values  # boolean indexing walks the hole in row-major order too
         assert np.array_equal(infill.scatter(image, hole, values), expected)
+
+
+def random_fill_definition(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """random's fill written plainly in NumPy: the oracle for the OpenCV passes of random.fill."""
+    colour = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
+    values = rng.standard_normal((int(hole.sum()), 3), dtype=np.float32) * np.float32(random.SIGMA) + colour
+    out = image.copy()
+    out[hole] = np.rint(np.clip(values, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+    return out
+
+
+def test_random_equals_its_plain_numpy_definition() -> None:
+    holes = random_holes(24) + [np.zeros((40, 56), bool), np.ones((40, 56), bool), rect_hole(40, 56, 3, 4, 5, 6)]
+    for i, hole in enumerate(holes):
+        image = make_image(40, 56, seed=i)
+        assert np.array_equal(random.fill(image, hole, RNG(i)), random_fill_definition(image, hole, RNG(i)))
+
+
+def test_to_uint8_rounds_half_to_even_and_saturates_like_numpy() -> None:
+    ties = np.arange(-3, 259, dtype=np.float32) + np.float32(0.5)  # every .5 of the range and beyond both ends
+    near = np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf))
+    wide = np.random.default_rng(0).uniform(-300, 600, 100_000).astype(np.float32)
+    for values in (ties, *near, wide, np.array([-np.inf, np.inf, 0.0, 255.0], np.float32)):
+        expected = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        assert np.array_equal(infill.to_uint8(values).reshape(-1), expected)

@@ -146,11 +146,21 @@ def paste_block(image: np.ndarray, hole: np.ndarray, rect: tuple[slice, slice], 
 
 def scatter(image: np.ndarray, hole: np.ndarray, values: np.ndarray) -> np.ndarray:
     """A copy of ``image`` whose hole pixels, in row-major order, become ``values`` ([n_hole, 3])."""
-    out = image.copy()
-    # np.place fills the True positions of a mask in order: (pixel, channel) row-major is values' own order; ~1.8x
-    # faster than assigning through flat pixel indices, ~3x faster than boolean indexing
-    np.place(out, np.repeat(hole, 3), values)  # the mask, flat: each pixel's flag for its 3 channels
-    return out
+    # np.place fills the True positions of a mask in order. Placing whole pixels packed as uint32 (RGBA, one
+    # OpenCV pass each way) is ~3x faster than placing the bytes under a 3x repeated mask, and ~5x faster than
+    # boolean indexing.
+    if not hole.any():
+        return image.copy()
+    rgba = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
+    packed = cv2.cvtColor(np.ascontiguousarray(values, dtype=np.uint8).reshape(-1, 1, 3), cv2.COLOR_RGB2RGBA)
+    np.place(rgba.view(np.uint32).reshape(-1), np.ascontiguousarray(hole).reshape(-1), packed.view(np.uint32))
+    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
+
+
+def to_uint8(scaled: np.ndarray) -> np.ndarray:
+    """``np.clip(np.rint(scaled), 0, 255).astype(np.uint8)`` for float32 values on the [0, 255] scale, in one OpenCV
+    pass (~3x faster): adding 0 is exact, and OpenCV's saturating cast rounds half to even, as ``np.rint`` does."""
+    return cv2.add(scaled, 0.0, dtype=cv2.CV_8U)
 
 
 # Import every method so that it registers itself (order = order in `augment datasets` and the CLI enums).
