@@ -1,12 +1,12 @@
 """Worker processes whose build is gone: a watchdog thread that ends them when the build's main process dies.
 
-A main process killed with SIGKILL (or SIGTERM, or by the OOM killer) runs no cleanup, and loky's workers outlive
-it: blocked on a result pipe nobody reads, or still building queued shards, and racing the shards of a re-run. So
-each local worker polls whether the process that submitted its task is still its parent, and ``os._exit``s when it
-is not. Polling ``os.getppid()`` is used rather than ``prctl(PR_SET_PDEATHSIG)``, which fires when the parent
+A main process killed with SIGKILL (or SIGTERM, or by the OOM killer) runs no cleanup, and its workers (forked, or
+loky's) outlive it: blocked on a result pipe nobody reads, or still building queued shards, and racing the shards of a
+re-run. So each local worker polls whether the process that submitted its task is still its parent, and ``os._exit``s
+when it is not. Polling ``os.getppid()`` is used rather than ``prctl(PR_SET_PDEATHSIG)``, which fires when the parent
 *thread* that forked exits (loky starts workers from a helper thread) and exists on Linux only. Its temp files are
-left to the re-run, which removes them before it builds (``augment.journal.remove_temp_files``); a final name is
-only ever given to a whole shard, by an atomic rename.
+left to the re-run, which removes them before it builds (``augment.journal.remove_temp_files``); a final name is only
+ever given to a whole shard, by an atomic rename.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Benchmarks 4 and 5: peak memory of `augment build` at N and 10N images, and the speed-up of ``--workers 2``.
 
 [4] The same build (synthetic, 64 px, CF tile + F shuffle, ``--workers 2``, default shard size) at ``--size N``
-and ``--size 10N``. A thread polls the whole process tree every 10 ms (the CLI process and its joblib/loky
-workers) and keeps the peak of their summed RSS. Each worker streams its samples into its shard and returns only
+and ``--size 10N``. A thread polls the whole process tree every 10 ms (the CLI process and its worker
+processes) and keeps the peak of their summed RSS. Each worker streams its samples into its shard and returns only
 a checksum, so the peak should not grow with N: the ratio should be about 1. RSS counts shared library pages
 once per process, so the sum over-states the memory in use, equally at N and 10N.
 
@@ -31,31 +31,36 @@ def build(size: int, out: str, *extra: object, monitor: bool = False) -> tuple[f
 
 
 STARTUP = """
-import os, time
-t0 = time.perf_counter()
+import os, sys, time
+import augment.shard_task  # what the build's process has imported when it starts its workers
+from augment import executors
 from joblib import Parallel, delayed
 def pid():
     return os.getpid()
 def load():
     import augment.shard_task
     return os.getpid()
+t0 = time.perf_counter()
+assert executors.forking_is_safe()
+list(executors.forked(pid, [()] * 2, 2))
 t1 = time.perf_counter()
 list(Parallel(n_jobs=2)(delayed(pid)() for _ in range(2)))
 t2 = time.perf_counter()
 list(Parallel(n_jobs=2)(delayed(load)() for _ in range(2)))
 t3 = time.perf_counter()
-print(t2 - t1, t3 - t2)
+print(t1 - t0, t2 - t1, t3 - t2)
 """
 
 
-def worker_startup() -> tuple[float, float]:
-    """(seconds to spawn two loky workers, seconds for both to import what a shard task runs), in a fresh process."""
+def worker_startup() -> tuple[float, float, float]:
+    """(seconds to fork two workers and get a result, as a build does; seconds to spawn two loky workers, used
+    where forking is not safe; seconds for those to import what a shard task runs), in a fresh process."""
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-c", STARTUP], capture_output=True, text=True, check=True)
-    spawn, imports = map(float, done.stdout.split())
-    return spawn, imports
+    forked, spawn, imports = map(float, done.stdout.split())
+    return forked, spawn, imports
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             for size, times in ((args.speedup_size, walls), (5, fixed)):
                 times[workers].append(build(size, f"workers-{workers}", "--workers", workers, "--shard-size", 100)[0])
     small, large = (max(peaks[s]) / MIB for s in peaks)
-    print(f"\n[4] peak RSS of the augment build process tree (CLI + joblib workers), --workers 2, max of {args.rounds}")
+    print(f"\n[4] peak RSS of the augment build process tree (CLI + its workers), --workers 2, max of {args.rounds}")
     print(f"    --size {args.n}: {small:.0f} MiB   --size {10 * args.n}: {large:.0f} MiB   ratio {large / small:.2f}x")
     (one, two), (f1, f2) = (median(walls[w]) for w in (1, 2)), (median(fixed[w]) for w in (1, 2))
     shards = -(-args.speedup_size // 100) + 5 * -(-(args.speedup_size // 5) // 100)  # train, val + 4 test splits
@@ -89,9 +94,11 @@ def main(argv: list[str] | None = None) -> None:
           "(ideal 2x on 2 cores)")  # fmt: skip
     print(f"    fixed cost (--size 5): {f1:.2f} s and {f2:.2f} s; without it: {one - f1:.2f} s vs {two - f2:.2f} s, "
           f"speed-up {(one - f1) / (two - f2):.2f}x")  # fmt: skip
-    spawn, imports = (median(list(v)) for v in zip(*[worker_startup() for _ in range(args.rounds)], strict=True))
-    print(f"    start-up of the 2 workers, in parallel: spawn {spawn:.2f} s (python + joblib/loky), then "
-          f"{imports:.2f} s importing a shard task's code (numpy, OpenCV, Pillow, augment)")  # fmt: skip
+    forked, spawn, imports = (median(list(v)) for v in zip(*[worker_startup() for _ in range(args.rounds)],
+                                                           strict=True))  # fmt: skip
+    print(f"    start-up of the 2 workers: forked from the build (what it does on Linux): {forked:.3f} s; "
+          f"loky's fresh interpreters (used where forking is not safe): spawn {spawn:.2f} s, then {imports:.2f} s "
+          "importing a shard task's code (numpy, OpenCV, Pillow, augment)")  # fmt: skip
     print(other.line())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +82,7 @@ class Indexed:
     seed: int = 0
     image_size: int = 24
     fail_at: int = -1  # load() of this index raises OSError, in whichever process runs it
+    die_at: int = -1  # load() of this index ends its process at once, as the OOM killer would (use with workers)
 
     name = "indexed"
     classes = ("a", "b", "c")
@@ -95,6 +97,8 @@ class Indexed:
     def load(self, split: str, index: int) -> Sample:
         if index == self.fail_at:
             raise OSError("disk on fire")
+        if index == self.die_at:
+            os._exit(9)
         s = self.image_size
         image = np.full((s, s, 3), index_value(index), dtype=np.uint8)
         mask = None
@@ -114,5 +118,7 @@ class Indexed:
 
 if "indexed" not in DATASETS:
     register("indexed", "test fixture: flat images whose grey level encodes the index")(
-        lambda *, seed=0, image_size=None, n=11, fail_at=-1, **_: Indexed(n, seed, image_size or 24, fail_at)
+        lambda *, seed=0, image_size=None, n=11, fail_at=-1, die_at=-1, **_: Indexed(
+            n, seed, image_size or 24, fail_at, die_at
+        )
     )

@@ -13,7 +13,7 @@ import pytest
 import webdataset as wds
 from conftest import index_value
 
-from augment import encode, journal, schema
+from augment import encode, executors, journal, schema
 from augment.build import BuildConfig, BuildError, Donors, build, build_order
 from augment.masks import mask_to_box
 from augment.shards import iter_records, write_shard
@@ -113,13 +113,31 @@ def test_same_seed_gives_identical_shards_whatever_the_workers(tmp_path: Path, b
     assert other != shard_hashes(reference)
 
 
-def test_synthetic_build_is_byte_identical_across_worker_counts(tmp_path: Path) -> None:
+@pytest.fixture(params=["forked", "loky"])
+def executor(request, monkeypatch) -> str:
+    """Local workers of either kind: forked from the build's process (Linux, torch not imported) or loky's fresh
+    interpreters (elsewhere). Which one a test in this process gets would otherwise depend on the tests before it."""
+    monkeypatch.setattr(executors, "forking_is_safe", lambda: request.param == "forked")
+    return request.param
+
+
+def test_synthetic_build_is_byte_identical_across_worker_counts(tmp_path: Path, executor: str) -> None:
     kw = dict(dataset="synthetic", infill=["tile", "shuffle"], factual=["shuffle", "mixed-rand"],
               dataset_options={"size": 40})  # fmt: skip
     a = build(tmp_path / "a", BuildConfig(**kw, shard_size=16), workers=1, progress=False)
     b = build(tmp_path / "b", BuildConfig(**kw, shard_size=16), workers=2, progress=False)
     assert shard_hashes(a) == shard_hashes(b) and a["num_samples"] == 40 + 5 * 8
     assert verify(tmp_path / "b", progress=False)[0] == []
+
+
+def test_a_worker_that_dies_stops_the_build_with_an_error_that_says_so(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(executors, "forking_is_safe", lambda: True)
+    out = tmp_path / "out"
+    with pytest.raises(BuildError, match=r"a worker process died mid-task.*try fewer than --workers 2.* re-running the "
+                       "same command resumes"):  # fmt: skip
+        run(out, workers=2, infill=["tile"], dataset_options={"die_at": int(build_order(0, "train", 11)[5])})
+    assert not (out / schema.MANIFEST).exists() and not list(out.rglob("*.tmp"))
+    assert all(journal.intact(out, r) for r in journal.read_done(out).values())
 
 
 def corrupt_copy(tmp_path: Path, built, how: str) -> tuple[Path, Path]:
@@ -181,7 +199,9 @@ def test_out_folder_rules_refuse_foreign_files_and_other_commands_and_rerun_the_
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_failing_sample_stops_the_build_naming_it_and_keeps_the_finished_shards(tmp_path: Path, workers: int) -> None:
+def test_a_failing_sample_stops_the_build_naming_it_and_keeps_the_finished_shards(
+    tmp_path: Path, workers: int, executor: str
+) -> None:
     out = tmp_path / "out"
     failing = int(build_order(0, "train", 11)[5])  # stored at position 5 of the build order: in shard 1, after shard 0
     with pytest.raises(BuildError, match=rf"train sample {failing} of indexed.*: OSError: disk on fire.* re-running "

@@ -1,7 +1,8 @@
 """The processes of a local build: killed (SIGKILL) or interrupted (SIGINT, Ctrl-C), `augment build` leaves no worker
 running and no partial shard under a final name, and the same command resumes to the bytes of an uninterrupted build.
 
-Each build runs as a real `augment build` process with two loky workers; the workers are found as its descendants.
+Each build runs as a real `augment build` process with two workers forked from it (augment.executors); the workers are
+found as its descendants with its command line.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def test_a_killed_build_leaves_no_worker_and_resumes_to_identical_bytes(
         while time.monotonic() < deadline:
             assert main.poll() is None, f"ended before it was signalled: {(tmp_path / 'stderr').read_text()}"
             descendants = psutil.Process(main.pid).children(recursive=True)
-            workers = [p for p in descendants if "LokyProcess" in " ".join(p.cmdline())]
+            workers = [p for p in descendants if p.cmdline() == psutil.Process(main.pid).cmdline()]
             if len(workers) == 2 and list(records.glob("*.json")):  # mid-build: a shard done, more under way
                 break
             time.sleep(0.05)
