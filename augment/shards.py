@@ -264,17 +264,48 @@ class ShardCheck:
         return None
 
 
-class HashingReader:
-    """A binary stream that feeds every byte read through it to ``check`` (sha256 and a byte count)."""
+READ_AHEAD = 1 << 20  # bytes a shard reader buffers: the tar parser's small reads are served from memory
+
+
+class HashingReader(io.RawIOBase):
+    """A raw binary stream that feeds every byte read through it to ``check`` (sha256 and a byte count).
+
+    Meant to sit under an ``io.BufferedReader`` (:func:`buffered`): the hash is then updated once per block, not
+    once per tar header, member and padding."""
 
     def __init__(self, fh: IO[bytes], check: ShardCheck):
         self.fh, self.check = fh, check
 
-    def read(self, n: int = -1) -> bytes:
-        data = self.fh.read(n)
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.fh.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
         self.check.digest.update(data)
-        self.check.read_bytes += len(data)
-        return data
+        self.check.read_bytes += n
+        return n
+
+
+def buffered(fh: IO[bytes], check: ShardCheck | None) -> IO[bytes]:
+    """``fh`` read through a ``READ_AHEAD`` buffer, hashed into ``check`` when there is one."""
+    return io.BufferedReader(HashingReader(fh, check) if check is not None else _Raw(fh), READ_AHEAD)
+
+
+class _Raw(io.RawIOBase):
+    """Any binary stream (a pipe, an fsspec file) as the raw stream ``io.BufferedReader`` takes."""
+
+    def __init__(self, fh: IO[bytes]):
+        self.fh = fh
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.fh.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def iter_records(
@@ -299,10 +330,10 @@ def iter_records(
     try:
         with open_url(url) as fh:
             if check is None:
-                yield from records(TarStream(fh, url), url, fields, limits, on_error, check_images)
+                yield from records(TarStream(buffered(fh, None), url), url, fields, limits, on_error, check_images)
                 return
             check.reset()
-            stream = HashingReader(fh, check)
+            stream = buffered(fh, check)
             yield from records(TarStream(stream, url), url, fields, limits, on_error, check_images, check)
             while stream.read(1 << 20):  # the blocks after the end-of-archive marker count too
                 pass
@@ -396,7 +427,9 @@ class TarStream:
 
     def exact(self, n: int) -> bytes:
         try:
-            data = read_up_to(self.fh, n)
+            data = self.fh.read(n) if n <= READ_AHEAD else b""  # buffered: whole unless at the end (the usual case)
+            if len(data) < n:
+                data += read_up_to(self.fh, n - len(data))
         except io_errors() as e:
             raise self.fail(f"truncated or unreadable ({type(e).__name__}: {e})") from None
         if len(data) < n:

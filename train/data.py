@@ -45,6 +45,7 @@ import itertools
 import logging
 import random
 import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,6 +64,11 @@ from augment.shards import Limits, ShardCheck, ShardError
 from train.ledger import DataError, Ledger
 
 log = logging.getLogger(__name__)
+# decode_image hands the decoders tensors over read-only bytes, which they only read; torch warns about that once per
+# process, so that once is spent here, silenced
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.frombuffer(b"\0", dtype=torch.uint8)
 MAX_MANIFEST_BYTES = 64 << 20
 # Shards a training slot reads at once. With class-pure shards (a v1 build of a class-ordered source) the pool's
 # classes are those of POOL random shards: simulating IN-9's 9 classes in 45 class-pure shards of 1000, 4 slots, a
@@ -157,9 +163,16 @@ class ShardStream(IterableDataset):
         self.steps = self.num_samples // (batch_size * self.world_size)  # batches per rank and epoch, when training
         self.num_classes = len(manifest["dataset"]["classes"])
         self.limits = Limits.for_image_size(manifest["image_size"])
+        self._names: tuple[int, dict[str, str]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def field_names(self) -> dict[str, str]:
+        """role.method -> the field read this epoch (``Fields.names``), worked out once per epoch, not per sample."""
+        if self._names is None or self._names[0] != self.epoch:
+            self._names = (self.epoch, self.fields.names(self.epoch))
+        return self._names[1]
 
     def __len__(self) -> int:
         return self.steps * self.batch_size if self.train else self.num_samples
@@ -275,7 +288,7 @@ class ShardStream(IterableDataset):
         shard's loss is counted once, at its end: the manifest's samples minus the records that parse (a split
         record, a stray member or a bad name is listed, not counted, so that what was used plus what was lost
         is what the manifest promised). When slots share the shard, one of them accounts for it."""
-        wanted = {schema.IMAGE, schema.LABEL, schema.META, schema.MASK, *self.fields.names(self.epoch).values()}
+        wanted = {schema.IMAGE, schema.LABEL, schema.META, schema.MASK, *self.field_names().values()}
         reports = offset == 0 or not self.ledger.allowed
         check = ShardCheck.of(self.entries[url])
         index, good = position, 0
@@ -322,7 +335,7 @@ class ShardStream(IterableDataset):
             raise ValueError("json: expected an object with a boolean has_object")
         if not 0 <= label < self.num_classes or not (group is None or type(group) is int):
             raise ValueError(f"label {label} / group {group!r}: expected a class index below {self.num_classes}")
-        needed = [schema.IMAGE, *((schema.MASK, *self.fields.names(self.epoch).values()) if meta["has_object"] else ())]
+        needed = [schema.IMAGE, *((schema.MASK, *self.field_names().values()) if meta["has_object"] else ())]
         missing = [name for name in needed if name not in raw]
         if missing:
             raise KeyError(f"missing field(s) {', '.join(missing)}")
@@ -341,7 +354,7 @@ class ShardStream(IterableDataset):
         h, w = image.shape[1:]
         mask = self.decode_image(raw[schema.MASK], "L") if has_object else torch.zeros(1, h, w, dtype=torch.bool)
         views: dict[str, torch.Tensor] = {"image": image, "mask": mask}
-        for name, field_name in self.fields.names(self.epoch).items():
+        for name, field_name in self.field_names().items():
             views[name] = self.decode_image(raw[field_name]) if has_object else torch.zeros_like(image)
         if any(v.shape[1:] != (h, w) for v in views.values()):
             raise ValueError(f"fields of sizes {sorted({tuple(v.shape[1:]) for v in views.values()})}, expected one")
@@ -374,7 +387,9 @@ class ShardStream(IterableDataset):
         kind = encode.check_size(data, self.limits.pixels)
         decoder = decode_jpeg if kind == "JPEG" else decode_png
         try:
-            pixels = decoder(data, mode="RGB" if mode == "RGB" else "GRAY")
+            # a tensor over the bytes: TorchCodec would wrap them itself, inside a warnings filter that costs more than
+            # the wrapping (torch warns, once, that the buffer is read-only: the decoders only read it)
+            pixels = decoder(torch.frombuffer(data, dtype=torch.uint8), mode="RGB" if mode == "RGB" else "GRAY")
         except RuntimeError as e:  # TorchCodec's error for a corrupt or truncated image
             raise ValueError(f"corrupt or truncated {kind} ({str(e).splitlines()[-1][:200]})") from None
         return pixels if mode == "RGB" else pixels > 0
