@@ -421,7 +421,7 @@ def draw_view(h: int, w: int, size: int) -> View:
     pad_h, pad_w = max(0, size - h), max(0, size - w)
     top = int(torch.randint(0, h + 2 * pad_h - size + 1, ()))
     left = int(torch.randint(0, w + 2 * pad_w - size + 1, ()))
-    return View(top, left, size, pad_h, pad_w, bool(torch.rand(()) < 0.5))
+    return View(top, left, size, pad_h, pad_w, float(torch.rand(())) < 0.5)
 
 
 def centre_view(h: int, w: int, size: int) -> View:
