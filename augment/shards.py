@@ -280,10 +280,13 @@ class HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self.fh.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.check.digest.update(data)
+        if hasattr(self.fh, "readinto"):  # a file: straight into the buffer, no copy
+            n = self.fh.readinto(buffer)
+        else:
+            data = self.fh.read(len(buffer))
+            n = len(data)
+            buffer[:n] = data
+        self.check.digest.update(memoryview(buffer)[:n])
         self.check.read_bytes += n
         return n
 

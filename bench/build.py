@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=400, help="source images per build")
     parser.add_argument("--size", type=int, default=256, help="stored image size")
-    parser.add_argument("--rounds", type=int, default=3, help="median over R rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="median over R rounds")
     parser.add_argument("--quick", action="store_true", help="20 images, 1 round: checks that it runs")
     args = parser.parse_args(argv)
     if args.quick:

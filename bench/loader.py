@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                         "32 -> 28 the demo's)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=32, help="the demo preset's")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (train fit's default)")
-    parser.add_argument("--rounds", type=int, default=3, help="median over R alternating rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="median over R alternating rounds")
     parser.add_argument("--quick", action="store_true", help="100 samples of 64 px, 1 round: checks that it runs")
     args = parser.parse_args(argv)
     if args.quick:
