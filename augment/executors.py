@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -75,12 +76,17 @@ def forked(fn: Callable[..., dict[str, Any]], calls: list[tuple], workers: int) 
     global _inherited
     _inherited = (os.getpid(), fn, calls)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=ignore_sigint)
+    interrupted = deferred_sigint()
     try:
         pending = {pool.submit(run_inherited, i) for i in range(len(calls))}  # the workers fork at the first submit
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            if interrupted():
+                raise KeyboardInterrupt
             for future in finished:
                 yield future.result()
+        if interrupted():
+            raise KeyboardInterrupt
     except BrokenProcessPool:
         raise BuildError(f"a worker process died mid-task (killed: out of memory?); try fewer than --workers "
                          f"{workers}") from None  # fmt: skip
@@ -92,6 +98,7 @@ def forked(fn: Callable[..., dict[str, Any]], calls: list[tuple], workers: int) 
         for process in processes:
             process.join()
         _inherited = None
+        interrupted.restore()
 
 
 _inherited: tuple[int, Callable[..., dict[str, Any]], list[tuple]] | None = None  # what forked workers run
@@ -101,6 +108,28 @@ def run_inherited(i: int) -> dict[str, Any]:
     """In a forked worker: call ``i`` of the build that forked it."""
     parent, fn, calls = _inherited
     return orphans.child_task(parent, fn, *calls[i])
+
+
+class deferred_sigint:  # noqa: N801 (used as a function)
+    """Ctrl-C noted, to be raised where the caller checks (``interrupted()``), not inside concurrent.futures: a
+    KeyboardInterrupt raised while ``wait`` holds the futures' locks would leave one held, and the executor's thread
+    would then block on it forever, and with it this process's exit. Only in the main thread (signals go there)."""
+
+    def __init__(self):
+        self.seen, self.previous = False, None
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+            self.previous = signal.signal(signal.SIGINT, self.note)
+
+    def note(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        self.seen = True
+
+    def __call__(self) -> bool:
+        return self.seen
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 def ignore_sigint() -> None:
