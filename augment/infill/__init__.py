@@ -111,10 +111,14 @@ def check_inputs(image: np.ndarray, hole: np.ndarray) -> None:
         raise ValueError(f"hole: got {hole.dtype} {hole.shape}, expected bool {image.shape[:2]}")
 
 
-def bounds(hole: np.ndarray) -> tuple[slice, slice] | None:
+def bounds(hole: np.ndarray, rows_hit: np.ndarray | None = None, cols_hit: np.ndarray | None = None
+           ) -> tuple[slice, slice] | None:  # fmt: skip
     """The rows and columns of the hole's bounding rectangle, or None for an empty hole. A method that computes its
-    fill only there saves the work outside it (a CF hole is a rectangle or a union of boxes)."""
-    rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
+    fill only there saves the work outside it (a CF hole is a rectangle or a union of boxes). ``rows_hit`` and
+    ``cols_hit`` are ``hole.any(axis=1)`` and ``hole.any(axis=0)``, for a caller that has them already."""
+    rows_hit = hole.any(axis=1) if rows_hit is None else rows_hit
+    cols_hit = hole.any(axis=0) if cols_hit is None else cols_hit
+    rows, cols = np.flatnonzero(rows_hit), np.flatnonzero(cols_hit)
     if rows.size == 0:
         return None
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)

@@ -33,10 +33,11 @@ def fill(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.nd
     of the tiled image is row ``row0 + y mod h`` of the image (column ``x``: ``col0 + x mod w``): the strip
     repeated from the top-left corner, read only where the hole is."""
     check_inputs(image, hole)
-    rect = bounds(hole)
+    rows_hit, cols_hit = hole.any(axis=1), hole.any(axis=0)
+    rect = bounds(hole, rows_hit, cols_hit)
     if rect is None:
         return image.copy()
-    (row0, h), (col0, w) = longest_run(~hole.any(axis=1)), longest_run(~hole.any(axis=0))
+    (row0, h), (col0, w) = longest_run(~rows_hit), longest_run(~cols_hit)
     if h == 0 and w == 0:
         return grey.fill(image, hole, rng)
     ys, xs = rect
