@@ -267,13 +267,14 @@ class ShardCheck:
 READ_AHEAD = 1 << 20  # bytes a shard reader buffers: the tar parser's small reads are served from memory
 
 
-class HashingReader(io.RawIOBase):
-    """A raw binary stream that feeds every byte read through it to ``check`` (sha256 and a byte count).
+class RawReader(io.RawIOBase):
+    """Any binary stream (a file, a pipe, an fsspec file) as the raw stream ``io.BufferedReader`` takes; with
+    ``check``, every byte read through it also goes to ``check`` (sha256 and a byte count).
 
-    Meant to sit under an ``io.BufferedReader`` (:func:`buffered`): the hash is then updated once per block, not
-    once per tar header, member and padding."""
+    Under the buffer of :func:`buffered`, the hash is updated once per block, not once per tar header, member and
+    padding."""
 
-    def __init__(self, fh: IO[bytes], check: ShardCheck):
+    def __init__(self, fh: IO[bytes], check: ShardCheck | None = None):
         self.fh, self.check = fh, check
 
     def readable(self) -> bool:
@@ -286,29 +287,15 @@ class HashingReader(io.RawIOBase):
             data = self.fh.read(len(buffer))
             n = len(data)
             buffer[:n] = data
-        self.check.digest.update(memoryview(buffer)[:n])
-        self.check.read_bytes += n
+        if self.check is not None:
+            self.check.digest.update(memoryview(buffer)[:n])
+            self.check.read_bytes += n
         return n
 
 
 def buffered(fh: IO[bytes], check: ShardCheck | None) -> IO[bytes]:
     """``fh`` read through a ``READ_AHEAD`` buffer, hashed into ``check`` when there is one."""
-    return io.BufferedReader(HashingReader(fh, check) if check is not None else _Raw(fh), READ_AHEAD)
-
-
-class _Raw(io.RawIOBase):
-    """Any binary stream (a pipe, an fsspec file) as the raw stream ``io.BufferedReader`` takes."""
-
-    def __init__(self, fh: IO[bytes]):
-        self.fh = fh
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.fh.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+    return io.BufferedReader(RawReader(fh, check), READ_AHEAD)
 
 
 def iter_records(
@@ -430,7 +417,7 @@ class TarStream:
 
     def exact(self, n: int) -> bytes:
         try:
-            data = self.fh.read(n) if n <= READ_AHEAD else b""  # buffered: whole unless at the end (the usual case)
+            data = self.fh.read(n)  # buffered: all n bytes unless the stream ends
             if len(data) < n:
                 data += read_up_to(self.fh, n - len(data))
         except io_errors() as e:
