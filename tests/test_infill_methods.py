@@ -188,3 +188,21 @@ def test_to_uint8_rounds_half_to_even_and_saturates_like_numpy() -> None:
     for values in (ties, *near, wide, np.array([-np.inf, np.inf, 0.0, 255.0], np.float32)):
         expected = np.clip(np.rint(values), 0, 255).astype(np.uint8)
         assert np.array_equal(infill.to_uint8(values).reshape(-1), expected)
+
+
+def test_random_and_tile_equal_their_definitions_on_photographs() -> None:
+    """The same oracles on crops of scikit-image's photographs, with boxes (some on the border, tall and wide, so
+    that row and column strips both win) and the backgrounds of their objects."""
+    data = pytest.importorskip("skimage.data")
+    rng = RNG(11)
+    for i, photo in enumerate([data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]):
+        image = np.ascontiguousarray(photo[:160, :200, :3])
+        for j in range(6):
+            h, w = (150, int(rng.integers(20, 80))) if j % 2 else (int(rng.integers(20, 80)), 190)
+            y0, x0 = (0, int(rng.integers(0, 200 - w))) if j == 3 else (int(rng.integers(0, 160 - h)), 0)
+            hole = rect_hole(160, 200, y0, y0 + h, x0, x0 + w)
+            for holed in (hole, ~hole):
+                assert np.array_equal(random.fill(image, holed, RNG(j)), random_fill_definition(image, holed, RNG(j)))
+            tiled = tiled_background(image, hole)
+            assert tiled is not None
+            assert np.array_equal(tile.fill(image, hole, RNG(0)), np.where(hole[..., None], tiled, image)), (i, j)

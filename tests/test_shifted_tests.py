@@ -13,7 +13,7 @@ from conftest import tiled_background
 from PIL import Image
 from typer.testing import CliRunner
 
-from augment import encode, schema
+from augment import encode, executors, schema
 from augment.cli import app
 from augment.datasets import get_dataset
 from augment.masks import cf_hole, mask_to_box
@@ -171,6 +171,28 @@ def test_synthetic_variants_have_the_class_relations_of_its_native_splits(tmp_pa
                 assert donor_family != meta["label"] and twin["meta"]["background"] != meta["label"]
             else:
                 assert donor_family == twin["meta"]["background"]
+
+
+@pytest.mark.parametrize("executor", ["forked", "loky"])
+def test_the_class_ordered_photo_tree_builds_the_same_bytes_with_either_executor(
+    tmp_path: Path, monkeypatch, executor: str
+) -> None:
+    """Real photographs in class folders, every noise method (random, shuffle: the OpenCV passes and the packed
+    scatter) with tile and mixed-rand: one process, and two workers forked or spawned by loky, write the same
+    shards."""
+    photo_tree(tmp_path / "tree")
+    args = [*folder_args(tmp_path / "tree")[:-2], "--infill", "random", "--infill", "shuffle", "--factual", "random",
+            "--factual", "shuffle", "--shard-size", "4"]  # fmt: skip
+    monkeypatch.setattr(executors, "forking_is_safe", lambda: executor == "forked")
+
+    def digests(out: Path) -> dict[str, str]:
+        return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(out.rglob("*.tar"))}  # fmt: skip
+
+    build(tmp_path / "one", *args, "--workers", "1")
+    build(tmp_path / "two", *args, "--workers", "2")
+    one = digests(tmp_path / "one")
+    assert one == digests(tmp_path / "two") and len(one) > 2 * len(VARIANTS)  # many shards: both workers get some
 
 
 def test_shifted_tests_are_byte_identical_whatever_the_workers(tmp_path: Path) -> None:
