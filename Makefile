@@ -75,9 +75,9 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Every benchmark of docs/benchmarks.md, each measured side by side in one run (about 4 minutes on 2 quiet cores, plus
-# 3-4 for bench/parity.py, which trains six small models); `make bench QUICK=1` only checks that they run
-# (1-3 minutes). Outputs go to bench/out/.
+# Every benchmark of docs/benchmarks.md, each measured side by side in one run (14 min 52 s at 8a74ce7 on 2 cores of an
+# AMD EPYC, about 5 of them in bench/parity.py, which trains six small models); `make bench QUICK=1` only checks
+# that they run (1-3 minutes). Outputs go to bench/out/.
 bench: install
 	$(PY) bench/common.py
 	$(PY) bench/build.py $(if $(QUICK),--quick)
