@@ -31,7 +31,7 @@ def build(size: int, out: str, *extra: object, monitor: bool = False) -> tuple[f
 
 
 STARTUP = """
-import os, sys, time
+import os, time
 import augment.shard_task  # what the build's process has imported when it starts its workers
 from augment import executors
 from joblib import Parallel, delayed
