@@ -71,6 +71,12 @@ def build(out: Path, *args: str) -> str:
     return result.output
 
 
+def digests(out: Path) -> dict[str, str]:
+    """The sha256 of every shard of a build, by relative path."""
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*.tar"))}  # fmt: skip
+
+
 def read_split(out: Path, split: str) -> dict[str, dict[str, bytes]]:
     records = {}
     for shard in schema.read_manifest(out)["splits"][split]["shards"]:
@@ -185,10 +191,6 @@ def test_the_class_ordered_photo_tree_builds_the_same_bytes_with_either_executor
             "--factual", "shuffle", "--shard-size", "4"]  # fmt: skip
     monkeypatch.setattr(executors, "forking_is_safe", lambda: executor == "forked")
 
-    def digests(out: Path) -> dict[str, str]:
-        return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(out.rglob("*.tar"))}  # fmt: skip
-
     build(tmp_path / "one", *args, "--workers", "1")
     build(tmp_path / "two", *args, "--workers", "2")
     one = digests(tmp_path / "one")
@@ -197,10 +199,6 @@ def test_the_class_ordered_photo_tree_builds_the_same_bytes_with_either_executor
 
 def test_shifted_tests_are_byte_identical_whatever_the_workers(tmp_path: Path) -> None:
     args = ["--size", "30", "--image-size", "32", "--shard-size", "4", "--factual", "mixed-rand"]
-
-    def digests(out: Path) -> dict[str, str]:
-        return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(out.rglob("*.tar"))}  # fmt: skip
 
     build(tmp_path / "a", *args, "--workers", "1")
     build(tmp_path / "b", *args, "--workers", "2")
