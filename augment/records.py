@@ -61,6 +61,7 @@ def sample_json(sample: Sample, has_object: bool) -> bytes:
         "mask_source": sample.mask_source if has_object else None,
         "mask_gate": sample.mask_gate,
         "shifted": sample.shifted,
+        "object_id": sample.object_id,
         "meta": sample.meta,
     }
     return json.dumps(meta, sort_keys=True).encode()

@@ -47,6 +47,9 @@ SAMPLE_JSON = {
     "shifted": "in a shifted test split (augment build --shifted-tests): base_split, base_key (the record of the "
     "original image), variant, and for the mixed variants donor_key, donor_label and donor_class (whose background "
     "was pasted in); else null (builds before --shifted-tests lack the key)",
+    "object_id": "the object the image shows, equal in each of the dataset's own test variants of it (IN-9: "
+    "<class folder>/<stem of the foreground image>; synthetic: <index>): the background reliance pairs images on it; "
+    "null where the adapter pairs nothing (builds before it lack the key)",
     "meta": "adapter-specific facts (e.g. the synthetic background family; in a shifted split, the base sample's)",
 }
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from upstream import IN9_CLASSES, make_in9
+from upstream import IN9_CLASSES, IN9_RELEASE, make_in9, make_in9_release
 
 from augment.build import BuildConfig, build
 from augment.datasets import get_dataset
@@ -100,3 +102,62 @@ def test_missing_test_mask_and_wrong_root_are_named(in9, tmp_path: Path) -> None
         assert len(data.rejects) == 6 and len(data.items["original"]) == 2  # one per variant with a mask
     finally:
         npy.write_bytes(saved)
+
+
+def release_reliance(tmp_path: Path, remove_original: str | None = None) -> tuple[dict, dict, dict[str, str]]:
+    """Build a release-like IN-9 tree and evaluate a fixed untrained resnet8 on it: (results, records by key, the
+    test objects' stems by class folder)."""
+    import torch
+
+    from train import evaluate
+    from train.config import Config
+    from train.data import read_manifest
+    from train.models import build_model
+
+    root = tmp_path / "bg_challenge"
+    stems = make_in9_release(root, remove_original)
+    out = tmp_path / "shards"
+    build(out, BuildConfig(dataset="in9", infill=["tile"], image_size=32, dataset_options={"root": str(root)},
+                           on_error="skip"), workers=1, progress=False)  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model("resnet8", 9, from_checkpoint=True)
+    config = Config.resolve("demo", shards=str(out), out=str(tmp_path / "run"), workers=0, max_saliency_images=0)
+    results = evaluate.evaluate_all(model, out, read_manifest(out), 28, config, torch.device("cpu"))
+    records = {}
+    for tar in out.glob("*/*.tar"):
+        with tarfile.open(tar) as fh:
+            for member in fh.getmembers():
+                if member.name.endswith(".json"):
+                    meta = json.loads(fh.extractfile(member).read())
+                    records[meta["key"]] = meta
+    return results, records, stems
+
+
+def test_background_reliance_pairs_every_class_of_the_release_names(tmp_path: Path) -> None:
+    """The release's folders with a space (``02_wheeled vehicle``, ``06_musical instrument``) and long mixed names
+    get rewritten keys (hashed, cut): the reliance still pairs all nine classes, on the recorded object, and equals
+    the mean over the nine pairs computed here from the records' source paths."""
+    results, records, stems = release_reliance(tmp_path)
+    assert results["background_reliance_pairs"] == {"pairs": 9, "unpaired": 0}
+    rewritten = [k for k, r in records.items() if r["split"] == "mixed_next" and "_bg_" not in k]
+    assert len(rewritten) >= 2  # the hashed keys are what broke the old key parse
+    predictions = results["_predictions"]
+    logits = {s: dict(zip(predictions[f"{s}.keys"], predictions[f"{s}.logits"], strict=True))
+              for s in ("original", "mixed_next")}  # fmt: skip
+    by_source = {(s, Path(records[k]["source"]).parent.name, fg_stem(records[k]["source"])): v
+                 for s, table in logits.items() for k, v in table.items()}  # fmt: skip
+    rises = []
+    for c, folder in enumerate(IN9_RELEASE):
+        nxt = (c + 1) % 9
+        p_orig = np.exp(by_source["original", folder, stems[folder]].astype(np.float64))
+        p_mixed = np.exp(by_source["mixed_next", folder, stems[folder]].astype(np.float64))
+        rises.append(p_mixed[nxt] / p_mixed.sum() - p_orig[nxt] / p_orig.sum())
+    assert results["background_reliance"] == pytest.approx(np.mean(rises), abs=1e-6)
+
+
+def test_unpaired_images_are_counted_and_said(tmp_path: Path, caplog) -> None:
+    with caplog.at_level("WARNING", logger="train"):
+        results, _, _ = release_reliance(tmp_path, remove_original="06_musical instrument")
+    assert results["background_reliance_pairs"] == {"pairs": 8, "unpaired": 1}
+    said = [r.getMessage() for r in caplog.records if "background reliance" in r.getMessage()]
+    assert said and "1 of 9 image(s) have no original" in said[0] and "mixed_next" in said[0]

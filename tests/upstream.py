@@ -224,3 +224,70 @@ def make_folder(root: Path) -> tuple[Path, Path]:
     Image.fromarray(mask).save(masks / "train/cat/a.png")
     (root / "boxes.csv").write_text("path,x0,y0,x1,y1\ntrain/dog/c.jpg,4,5,20,25\ntrain/dog/c.jpg,22,2,30,9\n")
     return root, masks
+
+
+# The release's nine class folders (two with a space), a real WordNet id per class for its wnid-style file stems.
+IN9_RELEASE = {
+    "00_dog": "n02085620", "01_bird": "n01530575", "02_wheeled vehicle": "n02814533", "03_reptile": "n01641577",
+    "04_carnivore": "n02120079", "05_insect": "n02165456", "06_musical instrument": "n02672831",
+    "07_primate": "n02480495", "08_fish": "n01440764",
+}  # fmt: skip
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "immunohistochemistry")
+
+
+def photo_background(name: str, h: int, w: int) -> np.ndarray:
+    """A crop of one of scikit-image's sample photographs, resized to h x w, as RGB uint8."""
+    from skimage import data
+
+    image = getattr(data, name)()
+    image = np.stack([image] * 3, axis=-1) if image.ndim == 2 else image[..., :3]
+    side = min(image.shape[:2])
+    return np.asarray(Image.fromarray(image[:side, :side]).resize((w, h), Image.BILINEAR))
+
+
+def make_in9_release(root: Path, remove_original: str | None = None) -> dict[str, str]:
+    """A bg_challenge/ tree as released: the nine class folders in class order, wnid-style stems
+    (``n02814533_10026.JPEG``), mixed files named ``fg_<stem>_bg_<wnid>_<number>.JPEG``, a photographic background
+    per class (scikit-image's photos) and a coloured object. Every class has two training images, one val image and
+    one test object in every variant; mixed_next shows it on the next class's background. ``remove_original``: a
+    class folder whose test original is left out (its mixed images then have nothing to pair with).
+
+    Returns {class folder: the test object's stem}."""
+    h, w = 40, 48
+    folders = list(IN9_RELEASE)
+    stems = {}
+    for c, (folder, wnid) in enumerate(IN9_RELEASE.items()):
+        background = photo_background(PHOTOS[c], h, w)
+        mask = ellipse_mask(h, w, h / 2 + c % 3, w / 2 - c % 4, h / 4, w / 4)
+
+        def with_object(bg: np.ndarray, c: int = c, mask: np.ndarray = mask) -> np.ndarray:
+            image = bg.copy()
+            image[mask] = (40 + 24 * c, 230 - 20 * c, 90 + 15 * (c % 3))
+            return image
+
+        for subset, n in (("train", 2), ("val", 1)):
+            for i in range(n):
+                stem = f"{wnid}_{10026 + 7 * i + (subset == 'val')}"
+                image = with_object(np.roll(background, 5 * i, axis=1))
+                save_jpeg(root / "train/original" / subset / folder / f"{stem}.JPEG", image)
+                if subset == "train":
+                    no_fg = image.copy()
+                    no_fg[mask] = 0
+                    save_jpeg(root / "train/no_fg" / subset / folder / f"{stem}.JPEG", no_fg, quality=75)
+        stem = stems[folder] = f"{wnid}_{31415 + c}"
+        nxt, other = (c + 1) % 9, (c + 4) % 9
+        names = {
+            "original": (f"{stem}.JPEG", background),
+            "mixed_same": (f"fg_{stem}_bg_{wnid}_{2718 + c}.JPEG", np.roll(background, 9, axis=0)),
+            "mixed_rand": (f"fg_{stem}_bg_{IN9_RELEASE[folders[other]]}_{1618 + c}.JPEG",
+                           photo_background(PHOTOS[other], h, w)),
+            "mixed_next": (f"fg_{stem}_bg_{IN9_RELEASE[folders[nxt]]}_{1414 + c}.JPEG",
+                           photo_background(PHOTOS[nxt], h, w)),
+        }  # fmt: skip
+        for variant, (name, bg) in names.items():
+            if not (variant == "original" and folder == remove_original):
+                save_jpeg(root / "test" / variant / "val" / folder / name, with_object(bg))
+        npy = root / "test/fg_mask/val" / folder / f"{stem}.npy"
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        np.save(npy, mask)
+    return stems

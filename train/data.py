@@ -321,13 +321,15 @@ class ShardStream(IterableDataset):
             lost = check.num_samples - good
             self.ledger.record(ShardError(url, f"{lost} of its {check.num_samples} samples unusable"), samples=lost)
 
-    def parse(self, raw: dict[str, bytes], key: str) -> tuple[int, int, bool, str, int]:
-        """(label, group or -1, has_object, pair key, donor label or -1) of raw sample ``key``, after checking that it
-        holds what its json calls for; anything malformed raises ValueError or KeyError. Cheap: no image is decoded.
+    def parse(self, raw: dict[str, bytes], key: str) -> tuple[int, int, bool, str, int, str]:
+        """(label, group or -1, has_object, pair key, donor label or -1, object id or "") of raw sample ``key``, after
+        checking that it holds what its json calls for; anything malformed raises ValueError or KeyError. Cheap: no
+        image is decoded.
 
         The pair key is the key of the original image a shifted test record was made from (its json's
         ``shifted.base_key``), else the record's own; the donor label is the class whose background a mixed record
-        shows (``shifted.donor_label``)."""
+        shows (``shifted.donor_label``); the object id is what the adapter recorded as the object the image shows
+        across the dataset's own test variants (``object_id``: IN-9's class folder and foreground stem)."""
         meta = shards.parse_json(raw[schema.META])
         label = int(raw[schema.LABEL])
         group = meta.get("group") if isinstance(meta, dict) else None
@@ -344,12 +346,15 @@ class ShardStream(IterableDataset):
         pair = shifted.get("base_key", key) if isinstance(shifted, dict) else None
         if type(donor) is not int or not -1 <= donor < self.num_classes or not isinstance(pair, str):
             raise ValueError(f"json: shifted {shifted!r}: expected base_key and a donor_label below {self.num_classes}")
-        return label, -1 if group is None else group, meta["has_object"], pair, donor
+        object_id = meta.get("object_id") or ""
+        if not isinstance(object_id, str):
+            raise ValueError(f"json: object_id {object_id!r}: expected a string or null")
+        return label, -1 if group is None else group, meta["has_object"], pair, donor, object_id
 
     def decode(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Decode one sample that :meth:`parse` accepted; an image that does not decode raises (the caller counts
         it as lost)."""
-        label, group, has_object, pair_key, donor_label = raw["__parsed__"]
+        label, group, has_object, pair_key, donor_label, object_id = raw["__parsed__"]
         image = self.decode_image(raw[schema.IMAGE])
         h, w = image.shape[1:]
         mask = self.decode_image(raw[schema.MASK], "L") if has_object else torch.zeros(1, h, w, dtype=torch.bool)
@@ -374,6 +379,7 @@ class ShardStream(IterableDataset):
             "has_object": has_object,
             "pair_key": pair_key,
             "donor_label": donor_label,
+            "object_id": object_id,
             "mask": views.pop("mask"),
             "image": views.pop("image"),
             **views,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from train.ledger import Ledger
 from train.report import declared_test_splits, generated_splits
 
 EXAMPLES = 6  # images per run in the saliency overlay sheet
+TEXT = ("keys", "pair_keys", "object_ids")  # per-sample strings of predict's result
+log = logging.getLogger("train")
 
 
 @torch.no_grad()
@@ -37,7 +39,8 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
     ledger = Ledger(config.max_bad_samples, root=str(root)) if ledger is None else ledger
     stream = ShardStream(root, manifest, split, Fields(), train=False, crop=crop, seed=config.seed, ledger=ledger)
     model.eval()
-    out: dict[str, list] = {"logits": [], "labels": [], "groups": [], "keys": [], "pair_keys": [], "donor_labels": []}
+    out: dict[str, list] = {"logits": [], "labels": [], "groups": [], "keys": [], "pair_keys": [], "donor_labels": [],
+                            "object_ids": []}  # fmt: skip
     budget = config.max_saliency_images if saliency_images is None else saliency_images
     subset = SaliencySubset(budget, len(manifest["dataset"]["classes"]))
     for batch in batches(loader(stream, 128, config.workers, drop_last=False), ledger):
@@ -48,11 +51,13 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
         out["groups"].append(batch["group"])
         out["keys"].extend(batch["key"])
         out["pair_keys"].extend(batch["pair_key"])
+        out["object_ids"].extend(batch["object_id"])
         out["donor_labels"].append(batch["donor_label"])
         subset.offer(batch)
     ledger.collect()  # what the workers skipped, against the bound
-    result = {k: torch.cat(v).numpy() if v and k not in ("keys", "pair_keys") else v for k, v in out.items()}
+    result = {k: torch.cat(v).numpy() if v and k not in TEXT else v for k, v in out.items()}
     images, masks, labels = subset.chosen()
+    result["split"] = split
     result["saliency_labels"] = labels.numpy()
     result["saliency_logits"] = (model(images[:EXAMPLES].to(device)).float().cpu().numpy() if len(images)
                                  else np.zeros((0, len(manifest["dataset"]["classes"])), np.float32))  # fmt: skip
@@ -132,13 +137,6 @@ def summarize(p: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def pair_key(key: str, split: str) -> str:
-    """The object a test key shows, across variants: ``mixed_next_000123`` and ``original_000123`` pair up, as do
-    IN-9's ``..._fg_<stem>_bg_<...>`` and ``..._<stem>``."""
-    rest = key[len(split) + 1 :] if key.startswith(split + "_") else key
-    return re.sub(r"fg_(.*?)_bg_.*$", r"\1", rest)
-
-
 def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, device,
                  ledger: Ledger | None = None) -> dict[str, Any]:  # fmt: skip
     """Metrics on every split but train, plus the paired metrics the manifest names, and ``bad_samples``: what
@@ -166,7 +164,8 @@ def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, dev
                                            results["splits"][gap["rand"]]["accuracy"])  # fmt: skip
     reliance = evaluation.get("background_reliance")
     if reliance and reliance["original"] in predictions and reliance["shifted"] in predictions:
-        results["background_reliance"] = background_reliance(predictions, reliance, len(manifest["dataset"]["classes"]))
+        paired = background_reliance(predictions, reliance, len(manifest["dataset"]["classes"]))
+        results["background_reliance"], results["background_reliance_pairs"] = paired.value, paired.counts()
     flip = evaluation.get("flip")
     if flip and flip["original"] in predictions and flip["shifted"] in predictions:
         results["flip_gap"] = (results["splits"][flip["original"]]["accuracy"]
@@ -179,6 +178,7 @@ def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, dev
             base = results["shifted_tests"]["bases"][headline]
             results.setdefault("bg_gap", base.get("bg_gap"))
             results.setdefault("background_reliance", base["background_reliance"].get(base["reliance_split"]))
+            results.setdefault("background_reliance_pairs", base["reliance_pairs"].get(base["reliance_split"]))
     return results
 
 
@@ -200,8 +200,10 @@ def shifted_test_metrics(predictions: dict, splits: dict, section: dict, val_spl
         if gap["same"] in splits and gap["rand"] in splits:
             entry["bg_gap"] = metrics.bg_gap(splits[gap["same"]]["accuracy"], splits[gap["rand"]]["accuracy"])
         reliance = pair["background_reliance"]
-        entry["background_reliance"] = {s: recorded_reliance(predictions[base], predictions[s])
-                                        for s in reliance["shifted"] if s in predictions}  # fmt: skip
+        paired = {s: recorded_reliance(predictions[base], predictions[s]) for s in reliance["shifted"]
+                  if s in predictions}  # fmt: skip
+        entry["background_reliance"] = {s: p.value for s, p in paired.items()}
+        entry["reliance_pairs"] = {s: p.counts() for s, p in paired.items()}
         entry["reliance_split"] = reliance["shifted"][0]  # mixed_next, the paper's
         entry["variants"] = pair["variants"]
         bases[base] = entry
@@ -209,31 +211,53 @@ def shifted_test_metrics(predictions: dict, splits: dict, section: dict, val_spl
     return {"bases": bases, "headline": headline}
 
 
-def recorded_reliance(original: dict[str, Any], shifted: dict[str, Any]) -> float | None:
+@dataclass(frozen=True)
+class Paired:
+    """A paired metric and what it was computed from: ``pairs`` shifted images matched with their original, and
+    ``unpaired`` shifted images that had none (or no background class) and so do not count."""
+
+    value: float | None
+    pairs: int
+    unpaired: int
+    split: str
+
+    def counts(self) -> dict[str, int]:
+        return {"pairs": self.pairs, "unpaired": self.unpaired}
+
+
+def recorded_reliance(original: dict[str, Any], shifted: dict[str, Any]) -> Paired:
     """Background reliance from the donors the records name: the rise, from each original image to its mixed
-    version, of the probability of the donor's class (``donor_labels``); images paired by ``pair_keys``."""
+    version, of the probability of the donor's class (``donor_labels``); images paired by ``pair_keys`` (the
+    shifted record's ``shifted.base_key`` and the original's own key)."""
     return paired_reliance(original, shifted, original["pair_keys"], shifted["pair_keys"], shifted["donor_labels"])
 
 
-def background_reliance(predictions: dict, pair: dict, num_classes: int) -> float | None:
-    """Delta p of the pasted background's class (label + 1 mod K) from original to shifted, over paired images."""
+def background_reliance(predictions: dict, pair: dict, num_classes: int) -> Paired:
+    """Delta p of the pasted background's class (label + 1 mod K) from original to shifted, over the images paired
+    by the object the adapter recorded for each (``object_id``: IN-9's class folder and foreground stem)."""
     orig, shifted = predictions[pair["original"]], predictions[pair["shifted"]]
-    return paired_reliance(orig, shifted, [pair_key(k, pair["original"]) for k in orig["keys"]],
-                           [pair_key(k, pair["shifted"]) for k in shifted["keys"]],
+    return paired_reliance(orig, shifted, orig["object_ids"], shifted["object_ids"],
                            (shifted["labels"] + 1) % num_classes)  # fmt: skip
 
 
 def paired_reliance(original: dict[str, Any], shifted: dict[str, Any], original_keys: list[str],
-                    shifted_keys: list[str], background: np.ndarray) -> float | None:  # fmt: skip
+                    shifted_keys: list[str], background: np.ndarray) -> Paired:  # fmt: skip
     """The mean rise of the probability of class ``background[j]`` from the original image paired with shifted
-    image j (equal keys) to image j; shifted images without a pair or with background -1 do not count."""
-    index = {k: i for i, k in enumerate(original_keys)}
+    image j (equal, non-empty keys) to image j. Shifted images without a pair or with background -1 do not count:
+    they are counted as unpaired, and a warning on stderr names how many and an example."""
+    index = {k: i for i, k in enumerate(original_keys) if k}
     rows = [(index[k], j) for j, k in enumerate(shifted_keys) if k in index and background[j] >= 0]
+    split = shifted.get("split", "")
+    lost = [j for j, k in enumerate(shifted_keys) if not (k in index and background[j] >= 0)]
+    if lost:
+        example = shifted["keys"][lost[0]] if len(shifted.get("keys", ())) > lost[0] else shifted_keys[lost[0]]
+        log.warning("background reliance%s: %d of %d image(s) have no original to pair with and are left out "
+                    "(e.g. %s)", f" on {split}" if split else "", len(lost), len(shifted_keys), example)  # fmt: skip
     if not rows:
-        return None
+        return Paired(None, 0, len(lost), split)
     oi, si = np.array(rows).T
     p_orig, p_shift = metrics.softmax(original["logits"][oi]), metrics.softmax(shifted["logits"][si])
-    return metrics.background_reliance(p_orig, p_shift, np.asarray(background)[si])
+    return Paired(metrics.background_reliance(p_orig, p_shift, np.asarray(background)[si]), len(rows), len(lost), split)
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:

@@ -57,6 +57,9 @@ class Sample:
     mask_source: str | None = None  # where ``mask`` came from (``augment.mask_sources``), set by the build
     mask_gate: str | None = None  # why a produced mask was refused and the sample fell back to its boxes
     shifted: dict[str, Any] | None = None  # a shifted test variant's base sample and donor (augment.shifted_tests)
+    # the object the image shows, the same in each of the dataset's own test variants of it (IN-9's original and
+    # fg_<stem>_bg_<...> files): what paired metrics match images on, never a parse of the key
+    object_id: str | None = None
 
 
 class Dataset(Protocol):

@@ -120,6 +120,7 @@ class Item:
     boxes: list[list[float]] | None = None  # [x0, y0, x1, y1] in ``box_space`` pixels
     box_space: tuple[int, int] | None = None  # (W, H) an annotation file declares; None = the image's own size
     meta: dict[str, Any] = field(default_factory=dict)
+    object_id: str | None = None  # Sample.object_id: the object across the dataset's own test variants
 
 
 MAX_KEY = 64  # a tar member name is at most 100 characters: key + ".f.mixed-rand.0.jpg" must fit
@@ -216,6 +217,7 @@ class FileDataset:
             boxes=boxes,
             group=item.group,
             meta=item.meta,
+            object_id=item.object_id,
         )
 
     def fingerprint(self) -> str:

@@ -95,7 +95,8 @@ def scan(root: Path, rejects: Rejects) -> tuple[list[str], dict[str, list[Item]]
                 mask = mask_for(folder, path)
                 if mask is False:
                     continue
-                rows.append(Item(safe_key(split, folder, path.stem), label, str(path.relative_to(root)), mask=mask))
+                rows.append(Item(safe_key(split, folder, path.stem), label, str(path.relative_to(root)), mask=mask,
+                                 object_id=f"{folder}/{fg_stem(path.name)}"))  # fmt: skip
 
     def no_fg_mask(subset: str):
         def find(folder: str, path: Path):

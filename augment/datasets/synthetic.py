@@ -186,6 +186,7 @@ class Synthetic:
             boxes=mask_to_box(mask)[None],
             group=label * len(BACKGROUNDS) + family,
             meta={"background": family, "background_name": BACKGROUNDS[family]},
+            object_id=str(index),  # every test variant of index i shows the same object
         )
 
     def describe(self) -> dict[str, Any]:
