@@ -60,13 +60,17 @@ def per_image_saliency_penalty(
     statistics, so its penalty is not that of any image's own saliency. An image's statistics alone (a train-mode
     batch of one) are undefined where a feature map is 1x1 (resnet18 below 32 px) and noisy where it is small; the
     running statistics are defined everywhere, and they are what the saliency AUPR of the evaluation uses, so the
-    penalty trains exactly the saliency that is measured. Runs in fp32 even under autocast: the double backward is
-    unstable in half precision.
+    penalty trains exactly the saliency that is measured.
+
+    The whole penalty runs in fp32 even under the trainer's autocast (``--amp``): its own forward, and the input
+    gradient with ``create_graph=True``, whose ops are recorded under the autocast state in force when
+    ``autograd.grad`` runs (half precision there would put the double backward of the head in fp16 or bf16, where
+    it is unstable). The trainer's backward through the penalty then replays those fp32 ops.
     """
     leaf = images.detach().float().requires_grad_(True)
     with running_statistics(model), torch.autocast(images.device.type, enabled=False):
         logits = model(leaf)
-    return saliency_penalty(logits, leaf, labels, background)
+        return saliency_penalty(logits, leaf, labels, background.float())
 
 
 def has_batch_statistics(model: nn.Module) -> bool:
