@@ -45,13 +45,14 @@ class DatasetCache:
             self.pools[split] = pool.load_pool(self.config.seed, split, n, lambda i: self.pool_member(split, i))
         return self.pools[split]
 
-    def pool_member(self, split: str, index: int) -> tuple[str, np.ndarray] | None:
-        """Sample ``index``'s (key, image) for the pool; a bad input is left out with ``skip``, else stops the build."""
+    def pool_member(self, split: str, index: int) -> tuple[str, np.ndarray]:
+        """Sample ``index``'s (key, image) for the pool; a bad input is left out with ``skip`` (raising
+        :class:`pool.LeftOut`, saying why), else stops the build."""
         try:
             sample = self.dataset.load(split, index)
         except SourceError as e:
             if self.config.on_error == "skip":
-                return None
+                raise pool.LeftOut(e.reason) from e
             raise BuildError(f"{e} (a member of the {split} split's shuffle pool; pass --on-error skip to leave bad "
                              "inputs out)") from e  # fmt: skip
         except Exception as e:

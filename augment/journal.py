@@ -3,8 +3,8 @@
 - ``plan.json``: the build's header (every manifest key fixed before the first pixel: options, source
   fingerprint, tool, encoder versions, ...) and its task list, one task per shard in a fixed global order. A task
   names positions in its split's build order, which every worker derives from the seed (no sample list is stored).
-- ``done/<split>-NNNNNN.json``: one record per finished shard (path, count, bytes, sha256, labels, rejects), written
-  atomically by the worker right after the shard's own atomic rename.
+- ``done/<split>-NNNNNN.json``: one record per finished shard (path, count, bytes, sha256, labels, rejects, the
+  shuffle pool's members left out), written atomically by the worker right after the shard's own atomic rename.
 
 Re-running the same command keeps every shard whose file matches its record and rebuilds the rest, so a build
 killed at any moment (SIGKILL included) ends byte-identical to an uninterrupted one; local workers exit with the
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from augment import schema
+from augment import pool, schema
+from augment.errors import BuildError
 from augment.shards import sha256_file
 
 JOURNAL = ".build"
@@ -177,7 +178,27 @@ def assemble(
         rejects.extend(record["rejects"])
     total = sum(s["num_samples"] for s in splits.values())
     rejects_info = {"count": len(rejects), "file": schema.REJECTS if rejects else None}
-    return {**plan.header, "num_samples": total, "rejects": rejects_info, "splits": splits}, rejects
+    return {**with_used_pool(plan, records), "num_samples": total, "rejects": rejects_info, "splits": splits}, rejects
+
+
+def with_used_pool(plan: Plan, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The header, its shuffle pool listing the members used: the plan lists those drawn, before any was loaded."""
+    methods = plan.header["methods"]
+    if "pool" not in methods:
+        return plan.header
+    left_out: dict[str, list[list]] = {}
+    for task in plan.tasks:
+        mine = records[task.name].get("pool_left_out")  # absent: a split not augmented
+        if mine is not None and left_out.setdefault(task.split, mine) != mine:
+            raise BuildError(f"{task.path}: its shuffle pool left out members {mine} ([position, why]), other "
+                             f"{task.split} shards {left_out[task.split]}: the source changed during the build; "
+                             "rebuild with --overwrite")  # fmt: skip
+    return with_pool(plan.header, pool.used_members(methods["pool"], left_out))
+
+
+def with_pool(header: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
+    """``header`` with ``section`` as its shuffle pool."""
+    return {**header, "methods": {**header["methods"], "pool": section}}
 
 
 def finish(out: Path, plan: Plan, records: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from augment import journal, schema
+from augment import journal, pool, schema
 from augment.diff import diff_dicts
 from augment.errors import OutFolderError
 
@@ -87,7 +87,10 @@ def resume_finished(out: Path, plan: journal.Plan, mine: list[journal.Task]) -> 
         manifest = schema.read_manifest(out)
     except ValueError as e:
         raise OutFolderError(f"{e}; pass --overwrite to replace the build") from None
-    changes = diff_dicts({k: manifest.get(k) for k in plan.header}, plan.header)
+    header, planned = plan.header, plan.header["methods"].get("pool")
+    if planned is not None:  # the manifest lists the pool members used, the plan those drawn
+        header = journal.with_pool(header, pool.as_recorded(planned, (manifest.get("methods") or {}).get("pool")))
+    changes = diff_dicts({k: manifest.get(k) for k in header}, header)
     listed = {s["path"]: s for info in manifest["splits"].values() for s in info["shards"]}
     if not changes and sorted(listed) != sorted(t.path for t in plan.tasks):
         changes = ["the shard plan (samples per shard or per split)"]

@@ -30,7 +30,8 @@ def build_shard(
     in a worker process (or on a dask worker). Errors name the sample by its source index.
 
     Writes the shard (temp name, then rename), then its journal record, and returns the record: the shard's manifest
-    entry plus per-label counts, skipped inputs and the encoder versions the bytes came from.
+    entry plus per-label counts, skipped inputs, the shuffle pool's members left out and the encoder versions the
+    bytes came from.
     """
     samples = ShardSamples(cached_dataset(config, factory), task, augmented)
     info = write_shard(out / task.path, samples.records())
@@ -38,6 +39,8 @@ def build_shard(
             "mask_sources": dict(sorted(samples.sources.items())),
             "rejects": samples.rejects, "shard": {"path": task.path, **info},
             "environment": schema.environment()}  # fmt: skip
+    if samples.values is not None:  # the pool's members left out, for the manifest (augment.pool.used_members)
+        done["pool_left_out"] = [[position, why] for position, why in samples.values.left_out]
     journal.record_done(out, task, done)
     return done
 

@@ -15,11 +15,12 @@ import pytest
 import webdataset as wds
 from conftest import index_value, make_image, rect_hole
 from PIL import Image
+from upstream import make_folder
 
-from augment import encode, pool
-from augment.build import BuildConfig, build
+from augment import encode, journal, pool
+from augment.build import BuildConfig, BuildError, build
 from augment.dataset_cache import cached_dataset
-from augment.datasets import DATASETS
+from augment.datasets import DATASETS, get_dataset
 from augment.infill import shuffle, shuffle_image
 from train.config import Config
 
@@ -60,6 +61,7 @@ def test_the_build_pool_is_the_manifests_members_and_their_pixels(tmp_path: Path
     recorded = manifest["methods"]["pool"]
     assert recorded["images"] == pool.POOL_IMAGES and recorded["values"] == pool.POOL_VALUES
     assert recorded["members"] == {"train": [f"train_{i:04d}" for i in range(11)]}  # 11 < 64: all of train
+    assert "left_out" not in recorded  # none failed to load
     values = cached_dataset(config, DATASETS["indexed"].factory).pool("train")
     assert list(values.keys) == recorded["members"]["train"]
     levels = {index_value(i) for i in range(11)} | {250}  # flat grey images with a 250 object
@@ -156,8 +158,38 @@ def test_shuffle_image_draws_only_the_images_own_values() -> None:
 
 
 def test_a_pool_member_that_fails_to_load_stops_the_build_naming_it(tmp_path: Path) -> None:
-    from augment.build import BuildError
-
     config = dict(dataset="indexed", factual=["shuffle"], dataset_options={"fail_at": 5})
     with pytest.raises(BuildError, match="train sample 5 of indexed .a member of the shuffle pool.: OSError"):
         build(tmp_path / "fail", BuildConfig(**config), progress=False)
+
+
+def test_the_manifest_lists_the_pool_members_used_not_those_left_out(tmp_path: Path) -> None:
+    """A drawn member that fails to load with --on-error skip gives the pool no values: the manifest lists the members
+    that did, and the one left out with why; the same for any --workers, and a re-run keeps the finished build."""
+    root, masks = make_folder(tmp_path / "data")
+    (root / "train/dog/broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 a JPEG header, then nothing")
+    options = {"root": str(root), "masks": str(masks)}
+    config = BuildConfig(dataset="folder", factual=["shuffle"], image_size=24, shard_size=2, on_error="skip",
+                         dataset_options=options)  # fmt: skip
+    manifests = [build(tmp_path / f"out{workers}", config, workers=workers, progress=False) for workers in (1, 2)]
+    assert manifests[0] == manifests[1]
+    drawn = [ref.key for ref in get_dataset("folder", on_error="skip", **options).splits()["train"].refs]  # 4 < 64
+    broken = next(key for key in drawn if "broken" in key)
+    used = cached_dataset(config, DATASETS["folder"].factory).pool("train")
+    recorded = manifests[0]["methods"]["pool"]
+    assert recorded["members"] == {"train": [key for key in drawn if key != broken]} == {"train": list(used.keys)}
+    assert recorded["left_out"] == {"train": {broken: "corrupt or truncated image (Truncated File Read)"}}
+    assert build(tmp_path / "out1", config, progress=False) == manifests[0]  # the same command again: kept as it is
+
+
+def test_shards_built_from_different_pools_stop_the_manifest() -> None:
+    """One manifest cannot describe two pools: shards whose pools left out different members are an error."""
+    header = {"methods": {"pool": {"members": {"train": ["a", "b"]}}}}
+    plan = journal.Plan(header, [journal.Task("train", i, 2 * i, 2 * i + 2) for i in range(2)], {}, [])
+    records = {"train-000000": {"pool_left_out": [[1, "corrupt"]]}, "train-000001": {"pool_left_out": []}}
+    with pytest.raises(BuildError, match=r"shard-000001.tar: its shuffle pool left out members \[\] .*other train "
+                       r"shards \[\[1, 'corrupt'\]\]: the source changed during the build"):  # fmt: skip
+        journal.with_used_pool(plan, records)
+    records["train-000001"] = records["train-000000"]
+    expected = {"members": {"train": ["a"]}, "left_out": {"train": {"b": "corrupt"}}}
+    assert journal.with_used_pool(plan, records)["methods"]["pool"] == expected
