@@ -125,10 +125,11 @@ def test_summarize_split_is_json_ready() -> None:
     summary = json.loads(json.dumps(summarize_split(logits, labels, groups)))
     per_group, worst = group_accuracy(logits, labels, groups)
     assert summary["accuracy"] == pytest.approx(accuracy(logits, labels))
-    assert summary["macro_auc"] == pytest.approx(roc_auc_score(labels, softmax(logits), multi_class="ovr"))
+    per_class = [roc_auc_score(labels == c, logits[:, c]) for c in range(3)]  # on the logits, as the official code
+    assert summary["macro_auc"] == pytest.approx(np.mean(per_class))
     assert summary["group_accuracy"] == {str(g): pytest.approx(a) for g, a in per_group.items()}
     assert summary["worst_group_accuracy"] == pytest.approx(worst)
-    assert set(summarize_split(logits, labels, None)) == {"accuracy", "macro_auc", "macro_aupr"}
+    assert set(summarize_split(logits, labels, None)) == {"accuracy", "loss", "macro_auc", "macro_aupr"}
 
 
 def linear_model(c: int = 2, h: int = 3, w: int = 4, k: int = 3) -> nn.Sequential:
@@ -176,3 +177,17 @@ def test_deepliftshap_saliency_converges_on_piecewise_linear_model() -> None:
     assert float(delta.abs().max()) < 1e-3
     assert all(p.grad is None for p in model.parameters())
     assert model.training
+
+
+def test_split_auc_is_on_logits_as_the_official_code_and_loss_is_the_mean_cross_entropy() -> None:
+    """Class 0's logit ranks b above a; its softmax probability ranks a above b (b's class 1 logit is as high).
+    With b the only class-0 sample, class 0's AUC is 1 on logits and 0 on probabilities."""
+    logits = np.array([[2.0, 0.0, 0.0], [3.0, 3.0, 0.0]])  # a, b
+    labels = np.array([1, 0])
+    assert softmax(logits)[0, 0] > softmax(logits)[1, 0]  # the probabilities would rank a first
+    summary = summarize_split(logits, labels)
+    class_auc = {c: roc_auc_score(labels == c, logits[:, c]) for c in (0, 1)}
+    assert class_auc[0] == 1.0
+    assert summary["macro_auc"] == pytest.approx(np.mean(list(class_auc.values())))
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    assert summary["loss"] == pytest.approx(-(log_p[0, 1] + log_p[1, 0]) / 2)

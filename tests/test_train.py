@@ -263,3 +263,46 @@ def test_deepliftshap_saliency_through_the_evaluation_path() -> None:
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     scores = evaluate.saliency(model, x, torch.tensor([0, 3]), config)
     assert scores.shape == (2, 32, 32) and torch.isfinite(scores).all() and (scores >= 0).all()
+
+
+def test_deepliftshap_baselines_are_the_split_s_own_images(shards: Path) -> None:
+    """As the official code, DeepLiftShap attributes against real evaluation images: the first BASELINES images of
+    the split's saliency subset, not noise."""
+    from train import evaluate
+    from train.metrics import deepliftshap_saliency
+    from train.models import build_model, unshare_relus
+
+    torch.manual_seed(0)
+    model = build_model("resnet8", 5, from_checkpoint=True).eval()
+    config = Config.resolve("demo", shards=str(shards), out="unused", workers=0, saliency="deepliftshap",
+                            max_saliency_images=10)  # fmt: skip
+    p = evaluate.predict(model, shards, read_manifest(shards), "original", 16, config, "cpu")
+    images = torch.from_numpy(p["images"]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    labels = torch.from_numpy(p["saliency_labels"])
+    assert len(images) >= 2  # the subset itself is the baseline set (noise would stand in below 2)
+    expected, _ = deepliftshap_saliency(unshare_relus(model).eval(), images, labels, images[: evaluate.BASELINES])
+    torch.testing.assert_close(torch.from_numpy(p["scores"]), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_the_plateau_schedule_steps_on_validation_loss(shards: Path, tmp_path: Path, monkeypatch) -> None:
+    """The official Waterbirds recipe lowers the lr when the validation *loss* stops falling (patience 1), even while
+    the accuracy still rises."""
+    from train import evaluate
+    from train.train import fit
+
+    epochs = iter(range(100))
+
+    def rising_accuracy_and_loss(*args, **kwargs) -> dict:
+        epoch = next(epochs)
+        return {"accuracy": 0.2 + 0.1 * epoch, "loss": 1.0 + epoch, "macro_auc": None}
+
+    monkeypatch.setattr(evaluate, "split_metrics", rising_accuracy_and_loss)
+    config = Config.resolve("demo", shards=str(shards), out=str(tmp_path / "run"), workers=0, batch_size=16, crop=16,
+                            epochs=4, schedule="plateau", lr=0.1, max_saliency_images=0)  # fmt: skip
+    fit(config)
+    rows = (tmp_path / "run/log.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    lrs = [float(r.split(",")[header.index("lr")]) for r in rows[1:]]
+    losses = [float(r.split(",")[header.index("val_loss")]) for r in rows[1:]]
+    assert losses == [1.0, 2.0, 3.0, 4.0]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01])  # epochs 1 and 2 did not improve on epoch 0's loss

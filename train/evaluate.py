@@ -25,6 +25,7 @@ from train.ledger import Ledger
 from train.report import declared_test_splits, generated_splits
 
 EXAMPLES = 6  # images per run in the saliency overlay sheet
+BASELINES = 8  # evaluation images DeepLiftShap averages over (its baselines)
 TEXT = ("keys", "pair_keys", "object_ids")  # per-sample strings of predict's result
 log = logging.getLogger("train")
 
@@ -61,7 +62,8 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
     result["saliency_labels"] = labels.numpy()
     result["saliency_logits"] = (model(images[:EXAMPLES].to(device)).float().cpu().numpy() if len(images)
                                  else np.zeros((0, len(manifest["dataset"]["classes"])), np.float32))  # fmt: skip
-    scores = [saliency(model, images[i : i + 64].to(device), labels[i : i + 64].to(device), config).cpu()
+    baselines = images[:BASELINES].to(device)
+    scores = [saliency(model, images[i : i + 64].to(device), labels[i : i + 64].to(device), config, baselines).cpu()
               for i in range(0, len(images), 64)]  # fmt: skip
     result["scores"] = torch.cat(scores).numpy() if scores else np.zeros((0,))
     result["masks"] = masks.numpy()
@@ -107,14 +109,19 @@ class SaliencySubset:
                 torch.tensor([o[4] for o in order]))  # fmt: skip
 
 
-def saliency(model, x: torch.Tensor, target: torch.Tensor, config) -> torch.Tensor:
+def saliency(
+    model, x: torch.Tensor, target: torch.Tensor, config, baselines: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-pixel saliency [N, H, W] of ``config.saliency``. DeepLiftShap's baselines are real evaluation images, as in
+    the official code: ``baselines`` (the first ``BASELINES`` images of the split's saliency subset, the same for
+    every run); with fewer than 2 of them, two seeded uniform-noise images instead (an all-grey baseline gives NaN
+    attributions through a freshly initialised BiT, whose GroupNorms then see zero variance everywhere)."""
     if config.saliency == "deepliftshap":
         from train.models import unshare_relus
 
-        # two uniform-noise baselines, seeded: an all-grey (zero) baseline gives NaN attributions through a freshly
-        # initialised BiT, whose GroupNorms then see zero variance everywhere
-        noise = torch.Generator().manual_seed(config.seed)
-        baselines = (torch.rand((2, *x.shape[1:]), generator=noise) * 2 - 1).to(x.device)
+        if baselines is None or len(baselines) < 2:
+            noise = torch.Generator().manual_seed(config.seed)
+            baselines = (torch.rand((2, *x.shape[1:]), generator=noise) * 2 - 1).to(x.device)
         scores, delta = metrics.deepliftshap_saliency(unshare_relus(model).eval(), x, target, baselines)
         if delta.abs().max() > 0.05:  # attributions should add up to the change in output
             logging.getLogger("train").warning("DeepLiftShap convergence delta up to %.3g", delta.abs().max())

@@ -55,7 +55,8 @@ def _macro_one_vs_rest(score: Callable[..., float], probs: np.ndarray, labels: n
 
 
 def macro_auc(probs: np.ndarray, labels: np.ndarray) -> float | None:
-    """Macro one-vs-rest ROC AUC of ``probs`` [N, C] over the classes that are both present and absent in ``labels``.
+    """Macro one-vs-rest ROC AUC of the scores ``probs`` [N, C] (logits or probabilities: the evaluation passes
+    logits, as the official code) over the classes that are both present and absent in ``labels``.
 
     Classes missing from a split (e.g. CCT's trans locations) are left out rather than failing; ``None`` when no
     class qualifies (e.g. a single-class split).
@@ -173,18 +174,31 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of ``logits`` [N, C] against ``labels`` [N] (the validation loss the plateau schedule
+    watches), computed in float64 through a stable log-softmax."""
+    logits, labels = _check_logits_labels(logits, labels, "cross_entropy")
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(labels)), labels].mean())
+
+
 def summarize_split(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> dict[str, Any]:
     """All label metrics of one test split, JSON-ready (plain floats or ``None``, string keys).
 
-    Keys: ``accuracy``, ``macro_auc``, ``macro_aupr`` (on the softmax of ``logits``), and when ``groups`` is given
-    ``group_accuracy`` ({group: accuracy}) and ``worst_group_accuracy``.
+    Keys: ``accuracy``, ``loss`` (mean cross-entropy), ``macro_auc`` and ``macro_aupr`` (on the logits, as the
+    official code scores CCT: a class's ranking of the samples by its logit can differ from its ranking by softmax
+    probability, which also depends on the other classes' logits), and when ``groups`` is given ``group_accuracy``
+    ({group: accuracy}) and ``worst_group_accuracy``.
     """
     logits, labels = _check_logits_labels(logits, labels, "summarize_split")
-    probs = softmax(logits.astype(np.float64))
+    scores = logits.astype(np.float64)
     summary: dict[str, Any] = {
         "accuracy": accuracy(logits, labels),
-        "macro_auc": macro_auc(probs, labels),
-        "macro_aupr": macro_aupr(probs, labels),
+        "loss": cross_entropy(logits, labels),
+        "macro_auc": macro_auc(scores, labels),
+        "macro_aupr": macro_aupr(scores, labels),
     }
     if groups is not None:
         per_group, worst = group_accuracy(logits, labels, groups)
