@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import augment.build
 import train.data
@@ -61,8 +61,9 @@ def as_cct(manifest: dict) -> dict:
 def test_every_preset_sets_every_hyper_parameter_and_the_paper_ones_follow_table_8() -> None:
     for name, values in PRESETS.items():
         assert sorted(values) == sorted(PRESET_KEYS), name
-        assert Config.resolve(name, shards="s", out="o").to_dict() == {
-            **Config(shards="s", out="o").to_dict(), **values, "preset": name}  # fmt: skip
+        scratch = {"from_scratch": True} if name in PAPER else {}  # a fine-tuning recipe: without weights, on purpose
+        assert Config.resolve(name, shards="s", out="o", **scratch).to_dict() == {
+            **Config(shards="s", out="o").to_dict(), **values, **scratch, "preset": name}  # fmt: skip
     for name in PAPER:
         p = PRESETS[name]
         assert (p["arch"], p["clip"], p["amp"], p["early_stop"]) == ("bit-s-r50x1", 1.0, True, 0), name
@@ -93,13 +94,14 @@ def test_resolve_rejects_unknown_keys_wrong_types_and_values_out_of_range() -> N
 
 # ---- every field: a `train fit` flag and a grid key -----------------------------------------------------------------
 
-# A value for every field but shards and out (required), other than the demo's where the checks allow one.
-OTHER = dict(preset="in9", arch="resnet8", weights="w.pth", zero_head=True, cf=["tile"], cf_loss="uniform",
-             cf_weight=0.5, f=["shuffle"], fgsm=0.1, fgsm_steps=2, sal=2.0, mixup=0.0, label_smoothing=0.0,
-             epochs=3, batch_size=4, optimizer="rmsprop", lr=0.001, momentum=0.5, weight_decay=0.001,
-             schedule="step", milestones=[1, 2], select="auc", val_split="original", crop=16, clip=2.0,
-             early_stop=2, seed=3, train_fraction=0.5, workers=0, device="cpu", amp=True, saliency="deepliftshap",
-             max_saliency_images=4, max_bad_samples=5)  # fmt: skip
+# A value for every field but shards and out (required), other than the demo's where the checks allow one (not
+# from_scratch: with weights, a contradiction).
+OTHER = dict(preset="in9", arch="resnet8", weights="w.pth", from_scratch=False, zero_head=True, cf=["tile"],
+             cf_loss="uniform", cf_weight=0.5, f=["shuffle"], fgsm=0.1, fgsm_steps=2, sal=2.0, mixup=0.0,
+             label_smoothing=0.0, epochs=3, batch_size=4, optimizer="rmsprop", lr=0.001, momentum=0.5,
+             weight_decay=0.001, schedule="step", milestones=[1, 2], select="auc", val_split="original", crop=16,
+             clip=2.0, early_stop=2, seed=3, train_fraction=0.5, workers=0, device="cpu", amp=True,
+             saliency="deepliftshap", max_saliency_images=4, max_bad_samples=5)  # fmt: skip
 
 
 def test_every_config_field_has_a_fit_option_and_a_grid_key(tmp_path: Path) -> None:
@@ -144,12 +146,12 @@ def test_grid_rejects_unknown_keys_and_bad_values_listing_the_valid_ones(tmp_pat
 @pytest.mark.parametrize("preset", [None, "in9", "cct"])
 def test_fit_and_a_study_row_resolve_to_the_same_config(shards: Path, tmp_path: Path, captured, preset) -> None:
     grid = tmp_path / "grid.toml"
-    grid.write_text(("" if preset is None else f'[defaults]\npreset = "{preset}"\n')
+    grid.write_text(("" if preset is None else f'[defaults]\npreset = "{preset}"\nfrom_scratch = true\n')
                     + '[[run]]\nname = "CF+F"\ncf = ["tile"]\nf = "shuffle"\nval_split = "val"\n')  # fmt: skip
     loaded = load_grid(grid)
     build_preset = preset_of_build(train.data.read_manifest(shards))  # as train.study.study finds it
     spec = make_spec(loaded, loaded.rows[0], 0, 1.0, str(shards), tmp_path, {}, build_preset)
-    args = ["--preset", preset] if preset else []
+    args = ["--preset", preset, "--from-scratch"] if preset else []
     result = fit("--shards", shards, *args, "--cf", "tile", "--f", "shuffle", "--val-split", "val", "--out",
                  spec.config.out)  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -166,7 +168,7 @@ def test_without_preset_fit_takes_the_build_dataset_preset_and_a_missing_val_spl
 
     cct = as_cct(train.data.read_manifest(shards))
     monkeypatch.setattr(train.data, "read_manifest", lambda *a, **k: cct)
-    result = fit("--shards", shards, "--out", tmp_path / "x")
+    result = fit("--shards", shards, "--from-scratch", "--out", tmp_path / "x")
     assert result.exit_code == 0, result.output
     assert "no --preset: using 'cct', the preset of the build's dataset (cct)" in result.output
     assert captured[0].preset == "cct" and captured[0].val_split == "cis_val" and captured[0].zero_head
@@ -181,6 +183,121 @@ def test_without_preset_fit_takes_the_build_dataset_preset_and_a_missing_val_spl
     assert result.exit_code == 0 and captured[1].val_split == "cis_val"
 
 
+# ---- the paper's presets are fine-tuning recipes: without weights, a run says how to train from scratch -------------
+
+SCRATCH_OPTIONS = ("--weights FILE", "--preset demo", "(any --arch)", "--from-scratch")
+
+
+def error_line(result: Result) -> str:
+    """The one line a refused command writes on stderr (exit 2)."""
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_a_fine_tuning_preset_without_weights_is_refused_in_one_line(
+    shards: Path, tmp_path: Path, captured, monkeypatch
+) -> None:
+    from train.config import FINE_TUNING_PRESETS
+
+    assert FINE_TUNING_PRESETS == set(PAPER) and "demo" not in FINE_TUNING_PRESETS
+    for preset in PAPER:
+        with pytest.raises(ValueError, match=f"^--preset {preset} is a fine-tuning recipe"):
+            Config.resolve(preset, shards="s", out="o", arch="resnet18")  # another model: still a fine-tuning recipe
+        line = error_line(fit("--shards", shards, "--preset", preset, "--out", tmp_path / "x"))
+        assert line.startswith(f"train: error: --preset {preset} is a fine-tuning recipe"), line
+        assert all(option in line for option in SCRATCH_OPTIONS), line
+    cct = as_cct(train.data.read_manifest(shards))  # no --preset: the build's dataset chooses cct
+    monkeypatch.setattr(train.data, "read_manifest", lambda *a, **k: cct)
+    line = error_line(fit("--shards", shards, "--arch", "resnet18", "--out", tmp_path / "x"))
+    assert line.startswith("train: error: no --preset: using 'cct', the preset of the build's dataset (cct), which "
+                           "is a fine-tuning recipe"), line  # fmt: skip
+    assert all(option in line for option in SCRATCH_OPTIONS), line
+    assert not captured and not (tmp_path / "x").exists()
+
+
+def test_from_scratch_is_an_explicit_choice_and_contradicts_weights(
+    shards: Path, tmp_path: Path, captured, monkeypatch
+) -> None:
+    result = fit("--shards", shards, "--preset", "waterbirds", "--arch", "resnet18", "--from-scratch", "--out",
+                 tmp_path / "x")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (captured[-1].preset, captured[-1].arch, captured[-1].weights) == ("waterbirds", "resnet18", None)
+    assert captured[-1].from_scratch and captured[-1].lr == PRESETS["waterbirds"]["lr"]
+    for arch in ("resnet8", "resnet18"):  # the demo is a from-scratch recipe for any model
+        result = fit("--shards", shards, "--preset", "demo", "--arch", arch, "--out", tmp_path / "x")
+        assert result.exit_code == 0 and not result.stderr, result.output
+        assert (captured[-1].preset, captured[-1].arch, captured[-1].from_scratch) == ("demo", arch, False)
+    assert Config.resolve("cct", shards="s", out="o", weights="w.pth").weights == "w.pth"  # fine-tuning, as meant
+    for preset in ("in9", "demo"):
+        line = error_line(fit("--shards", shards, "--preset", preset, "--from-scratch", "--weights", "w.pth",
+                              "--out", tmp_path / "x"))  # fmt: skip
+        assert line.startswith("train: error: --from-scratch and --weights contradict each other"), line
+    with pytest.raises(ValueError, match="--from-scratch and --weights contradict each other"):
+        Config.resolve("demo", shards="s", out="o", from_scratch=True, weights="w.pth")
+    cct = as_cct(train.data.read_manifest(shards))  # the automatic preset, from scratch on purpose
+    monkeypatch.setattr(train.data, "read_manifest", lambda *a, **k: cct)
+    result = fit("--shards", shards, "--from-scratch", "--out", tmp_path / "x")
+    assert result.exit_code == 0, result.output
+    assert captured[-1].preset == "cct" and captured[-1].from_scratch
+    assert "no --preset: using 'cct', the preset of the build's dataset (cct)" in result.stderr
+    assert len(captured) == 4
+
+
+def test_a_grid_with_a_fine_tuning_preset_needs_weights_or_from_scratch(
+    shards: Path, tmp_path: Path, monkeypatch
+) -> None:
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[defaults]\npreset = "in9"\n[[run]]\nname = "Orig"\n')
+    with pytest.raises(ValueError, match=r"grid.toml: \[\[run\]\] #1: --preset in9 is a fine-tuning recipe"):
+        load_grid(grid)
+    for fix in ('preset = "in9"\nfrom_scratch = true', 'preset = "in9"\nweights = "w.pth"', 'preset = "demo"'):
+        grid.write_text(f'[defaults]\n{fix}\n[[run]]\nname = "Orig"\n')
+        loaded = load_grid(grid)
+        config = make_spec(loaded, loaded.rows[0], 0, 1.0, "s", tmp_path, {}).config
+        assert (config.preset, config.from_scratch, config.weights) == {
+            'preset = "in9"\nfrom_scratch = true': ("in9", True, None),
+            'preset = "in9"\nweights = "w.pth"': ("in9", False, "w.pth"), 'preset = "demo"': ("demo", False, None),
+        }[fix]  # fmt: skip
+    grid.write_text('[[run]]\nname = "Orig"\n')  # no preset: the build's dataset's, cct here
+    cct = as_cct(train.data.read_manifest(shards))
+    monkeypatch.setattr(train.data, "read_manifest", lambda *a, **k: cct)
+    result = runner.invoke(app, ["study", "--shards", str(shards), "--grid", str(grid), "--out", str(tmp_path / "st")])
+    line = error_line(result)
+    assert "grid.toml: row 'Orig': no preset in the grid: using 'cct', the preset of the build's dataset (cct), " \
+           "which is a fine-tuning recipe" in line, line  # fmt: skip
+    assert all(option in line for option in SCRATCH_OPTIONS) and not (tmp_path / "st").exists()
+
+
+def test_a_run_from_before_from_scratch_still_evaluates_reports_and_reruns(
+    shards: Path, tmp_path: Path, captured
+) -> None:
+    """A run of the in9 recipe from random weights, written before --from-scratch existed: its config has no such
+    key. `train eval` evaluates it, its recorded command reruns it, and a study that asks for it reuses it."""
+    from train.models import build_model
+    from train.study import finished
+    from train.study.specs import RunSpec
+
+    run = tmp_path / "run"
+    run.mkdir()
+    old = {**Config(shards=str(shards), out=str(run)).to_dict(), **PRESETS["in9"], "preset": "in9",
+           "arch": "resnet8", "val_split": "val", "workers": 0, "max_saliency_images": 2}  # fmt: skip
+    old.pop("from_scratch", None)
+    classes = train.data.read_manifest(shards)["dataset"]["classes"]
+    model = build_model("resnet8", len(classes), from_checkpoint=True)
+    torch.save({"model": model.state_dict(), "epoch": 0, "config": old, "classes": classes}, run / "best.pt")
+    result = runner.invoke(app, ["eval", str(run), "--shards", str(shards)], prog_name="train")
+    assert result.exit_code == 0, result.output
+    command = report.command_of(old)
+    assert " --from-scratch " in command, command
+    result = fit(*shlex.split(command)[2:])
+    assert result.exit_code == 0, (command, result.output)
+    assert captured[-1].to_dict() == {**old, "from_scratch": True}
+    (run / "config.json").write_text(json.dumps(old))
+    (run / "results.json").write_text(json.dumps({"manifest_sha256": train.data.manifest_sha256(shards)}))
+    assert finished(RunSpec("Orig", 0, 1.0, captured[-1]))  # the study's run of the same config: reused
+
+
 # ---- the recorded commands parse back to the same config -----------------------------------------------------------
 
 
@@ -192,7 +309,8 @@ def configs(shards: Path, tmp_path: Path) -> list[Config]:
                        zero_head=False, cf=["tile"], f=["shuffle"], fgsm=0.3, sal=10.0, lr=1e-4, weights="w 1.pth",
                        crop=16, device="cuda:1", seed=2, train_fraction=0.25),
         Config.resolve("in9", **{**{k: v for k, v in OTHER.items() if k != "preset"}, **where}),
-        Config.resolve("waterbirds", **where, mixup=0.2, clip=float("inf"), epochs=1, early_stop=3, workers=0),
+        Config.resolve("waterbirds", **where, mixup=0.2, clip=float("inf"), epochs=1, early_stop=3, workers=0,
+                       from_scratch=True),
     ]  # fmt: skip
 
 

@@ -89,14 +89,20 @@ def fit(
     preset: Preset | None = option(
         "preset",
         "Hyper-parameters of the paper's code per dataset (README: Training): every setting marked "
-        "[default: the preset's].",
+        "[default: the preset's]. in9, waterbirds and cct fine-tune --weights (or --from-scratch); demo trains any "
+        "--arch from scratch.",
         "the preset of the build's dataset: cct, in9, waterbirds, else demo",
     ),
     arch: Arch | None = option("arch", "Model (the paper's presets: bit-s-r50x1, all layers fine-tuned)."),
     weights: Path | None = option(
         "weights",
         "Pretrained weights: torchvision .pth, .safetensors or BiT .npz.",
-        "none: from scratch, with a warning",
+        "none: from scratch, with a warning; the fine-tuning presets need them, or --from-scratch",
+    ),
+    from_scratch: bool | None = option(
+        "from_scratch",
+        "Run a fine-tuning preset (in9, waterbirds, cct) from random weights, on purpose: without --weights they are "
+        "refused. The demo preset is the recipe from scratch (any --arch).",
     ),
     zero_head: bool | None = option("zero_head", "Zero-initialise the classifier (the CCT preset)."),
     cf: list[CfMethod] | None = option("cf", "CF images to train as 'not y' (repeat for several)."),
@@ -214,7 +220,7 @@ def fit_config(options: dict[str, Any], manifest: dict[str, Any]) -> tuple[Confi
     if preset is None:
         preset = preset_of_build(manifest)
         note = f"no --preset: using {preset!r}, the preset of the build's dataset ({manifest['dataset']['name']})"
-    return Config.resolve(preset, **overrides), note
+    return Config.resolve(preset, chosen=note, **overrides), note
 
 
 def parse_milestones(text: str) -> list[int]:
@@ -229,9 +235,13 @@ def fit_args(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     whose value differs from the preset's (and always --epochs and --seed), then --out.
 
     Lists repeat their flag (``--cf tile --cf grey``), milestones are comma-separated, bools are ``--x``/``--no-x``.
-    Also returns ``key=value`` notes for keys that are no config field (a run of an older version)."""
+    Also returns ``key=value`` notes for keys that are no config field (a run of an older version); a run of an
+    older version that ran a fine-tuning preset without weights gets ``--from-scratch`` (``recorded``)."""
+    from train.config import preset_values, recorded
+
+    config = recorded(config)
     preset = config.get("preset", "demo")
-    base = Config.resolve(preset, shards="", out="").to_dict()
+    base = Config(shards="", out="", preset=preset, **preset_values(preset)).to_dict()  # unchecked: no weights
     args, notes = ["--shards", str(config.get("shards")), "--preset", preset], []
     for key, value in config.items():
         if key not in base:
@@ -265,6 +275,7 @@ def evaluate_cmd(
     import torch
 
     from train import evaluate
+    from train.config import recorded
     from train.data import read_manifest
     from train.ledger import DataError, Ledger, one_line
     from train.models import build_model
@@ -273,7 +284,7 @@ def evaluate_cmd(
     if not checkpoint.is_file():
         fail(f"{checkpoint}: not found; expected a run folder written by `train fit`", USAGE)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    config = Config(**state["config"])
+    config = Config(**recorded(state["config"]))  # as the run was: not checked again (Config.resolve checks)
     if workers is not None:
         config.workers = workers
     try:

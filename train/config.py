@@ -11,6 +11,9 @@ Every field has exactly one default:
 (None = not given), ``train study`` a grid row's settings. Unknown keys, values of the wrong type and values out of
 range are errors. The resolved config is written to the run folder and into every checkpoint, and is never
 reloaded implicitly. Without a preset, a run takes the preset of the build's dataset (``preset_of_build``).
+
+The paper's presets (``FINE_TUNING_PRESETS``) are fine-tuning recipes: a config of one of them needs ``weights``, or
+``from_scratch`` to run the recipe from random weights on purpose; ``demo`` is the recipe from scratch.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": DEMO,
 }  # fmt: skip
 
+# The presets that fine-tune pretrained weights (their lr, schedule and length assume them): a run of one of them
+# needs --weights, or --from-scratch to run it from random weights on purpose (Config.check). demo trains from scratch.
+FINE_TUNING_PRESETS = frozenset({"in9", "waterbirds", "cct"})
+
 # The preset a run takes without one: the build's dataset's (manifest["dataset"]["name"]); any other dataset: demo.
 DATASET_PRESETS = {"in9": "in9", "waterbirds": "waterbirds", "cct": "cct"}
 
@@ -76,6 +83,7 @@ class Config:
     preset: str = "demo"
     arch: str = DEMO["arch"]
     weights: str | None = None  # a local file; None = from scratch (with a warning)
+    from_scratch: bool = False  # a fine-tuning preset from random weights, on purpose (else it needs weights)
     zero_head: bool = DEMO["zero_head"]
     cf: list[str] = field(default_factory=list)  # CF methods read from the shards
     cf_loss: str = "logp"
@@ -109,19 +117,19 @@ class Config:
     max_bad_samples: int = 0  # unreadable samples of the build a run skips (listed in results.json); more stop it
 
     @classmethod
-    def resolve(cls, preset: str, **overrides: Any) -> Config:
+    def resolve(cls, preset: str, *, chosen: str = "", **overrides: Any) -> Config:
         """The preset's values, then every override that is not None.
 
         Unknown keys, values of the wrong type (a float field takes an int) and values out of range are errors;
-        their messages name the `train fit` flag, which is also the grid key with ``_`` for ``-``.
+        their messages name the `train fit` flag, which is also the grid key with ``_`` for ``-``. ``chosen``: why
+        the caller chose ``preset`` when the user named none (the refusal of a fine-tuning preset without weights
+        says it).
         """
-        if preset not in PRESETS:
-            raise ValueError(f"--preset: got {preset!r}, expected one of {', '.join(PRESETS)}")
         hints = typing.get_type_hints(cls)
         unknown = sorted(set(overrides) - set(hints) | set(overrides) & {"preset"})
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; valid: {', '.join(sorted(set(hints) - {'preset'}))}")
-        values = {k: list(v) if isinstance(v, list) else v for k, v in PRESETS[preset].items()}
+        values = preset_values(preset)
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -130,11 +138,15 @@ class Config:
                                  f"{type_name(hints[key])}")  # fmt: skip
             values[key] = float(value) if hints[key] is float else list(value) if isinstance(value, list) else value
         config = cls(**values, preset=preset)
-        config.check()
+        config.check(chosen)
         return config
 
-    def check(self) -> None:
-        """Choices, ranges and exclusive options; raises ValueError naming the flag."""
+    def check(self, chosen: str = "") -> None:
+        """Choices, ranges and exclusive options, and weights for a fine-tuning preset; raises ValueError naming the
+        flag. ``chosen``: why the preset was chosen, when the user named none (``resolve``).
+
+        Only ``resolve`` checks: a config read back from a run (``train eval``'s checkpoint) is taken as it was.
+        """
         for key, valid in (("preset", PRESETS), ("arch", ARCHS), ("cf_loss", CF_LOSSES), ("optimizer", OPTIMIZERS),
                            ("schedule", SCHEDULES), ("select", SELECT), ("saliency", SALIENCY)):  # fmt: skip
             if getattr(self, key) not in valid:
@@ -154,6 +166,11 @@ class Config:
             raise ValueError("--mixup and --label-smoothing are baselines: use them without --cf, --f, --fgsm, --sal")
         if self.mixup and self.label_smoothing:
             raise ValueError("--mixup and --label-smoothing are separate baselines: pick one")
+        if self.from_scratch and self.weights is not None:
+            raise ValueError("--from-scratch and --weights contradict each other: --weights FILE fine-tunes FILE, "
+                             "--from-scratch starts from random weights; pass one")  # fmt: skip
+        if self.preset in FINE_TUNING_PRESETS and self.weights is None and not self.from_scratch:
+            raise ValueError(without_weights(self.preset, chosen))
 
     def check_build(self, manifest: dict[str, Any]) -> None:
         """That the build has what this config reads: its val split, and its CF/F images in the train split."""
@@ -198,6 +215,32 @@ class Config:
         if self.label_smoothing:
             parts.append(f"LS({self.label_smoothing:g})")
         return "+".join(parts) or "Orig"
+
+
+def preset_values(preset: str) -> dict[str, Any]:
+    """A copy of the values ``preset`` sets (``PRESET_KEYS``); an unknown preset is an error that lists them."""
+    if preset not in PRESETS:
+        raise ValueError(f"--preset: got {preset!r}, expected one of {', '.join(PRESETS)}")
+    return {k: list(v) if isinstance(v, list) else v for k, v in PRESETS[preset].items()}
+
+
+def without_weights(preset: str, chosen: str = "") -> str:
+    """The one-line refusal of fine-tuning preset ``preset`` without weights; ``chosen`` says why it was chosen when
+    the user named no preset."""
+    what = f"{chosen}, which is" if chosen else f"--preset {preset} is"
+    return (f"{what} a fine-tuning recipe (the paper's hyper-parameters for pretrained weights) and no --weights "
+            "were given: pass --weights FILE, or train from scratch with --preset demo (any --arch) or with "
+            "--from-scratch (this recipe, from random weights)")  # fmt: skip
+
+
+def recorded(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded config (config.json, a checkpoint's ``config``) with the keys of this version that it lacks
+    and that mean something else than their default: a run from before ``from_scratch`` existed that had a
+    fine-tuning preset and no weights ran it from scratch."""
+    if "from_scratch" in config:
+        return config
+    scratch = config.get("preset") in FINE_TUNING_PRESETS and config.get("weights") is None
+    return {**config, "from_scratch": scratch}
 
 
 # Closed ranges [low, high] (high None: unbounded) of the numeric fields; train_fraction and clip are checked apart.

@@ -35,13 +35,12 @@ def study(shards: str, grid_path: Path, seeds: int, out: Path, jobs: int = 1) ->
 
     grid = load_grid(grid_path)
     manifest = read_manifest(shards)  # fail before training if the build is not there
-    preset = preset_of_build(manifest)
-    if any("preset" not in {**grid.defaults, **r.settings} for r in grid.rows):
-        log.info("study: rows without a preset use %r, the preset of the build's dataset (%s)", preset,
-                 manifest["dataset"]["name"])  # fmt: skip
+    preset, dataset = preset_of_build(manifest), manifest["dataset"]["name"]
     out = Path(out)
     plain = [r for r in grid.rows if not r.needs_best()]
-    specs = [make_spec(grid, r, s, 1.0, shards, out, {}, preset) for r in plain for s in range(seeds)]
+    specs = [make_spec(grid, r, s, 1.0, shards, out, {}, preset, dataset) for r in plain for s in range(seeds)]
+    if any("preset" not in {**grid.defaults, **r.settings} for r in grid.rows):  # said once the rows are accepted
+        log.info("study: rows without a preset use %r, the preset of the build's dataset (%s)", preset, dataset)
     for spec in specs:  # a row the build cannot train fails now, not after the rows before it
         try:
             spec.config.check_build(manifest)
@@ -57,9 +56,9 @@ def study(shards: str, grid_path: Path, seeds: int, out: Path, jobs: int = 1) ->
                 if row.settings.get(key) == BEST and key not in best:
                     raise ValueError(f"{grid.path}: row {row.name!r} wants the best {key.upper()} method, but no row "
                                      f"trains a single {key.upper()} method alone")  # fmt: skip
-            later += [make_spec(grid, row, s, 1.0, shards, out, best, preset) for s in range(seeds)]
+            later += [make_spec(grid, row, s, 1.0, shards, out, best, preset, dataset) for s in range(seeds)]
     by_name = {r.name: r for r in grid.rows}
-    later += [make_spec(grid, by_name[name], s, fraction, shards, out, best, preset) for name in grid.curve_rows
-              for fraction in grid.fractions for s in range(seeds)]  # fmt: skip
+    later += [make_spec(grid, by_name[name], s, fraction, shards, out, best, preset, dataset)
+              for name in grid.curve_rows for fraction in grid.fractions for s in range(seeds)]  # fmt: skip
     run_all(later, jobs)
     return write_study_report(out, grid, specs + later, best, shards, seeds, jobs)

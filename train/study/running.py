@@ -1,7 +1,8 @@
 """Training a study's runs, several side by side, and reusing what an earlier study left.
 
 A run whose results.json exists with the same config and build is reused; one with a checkpoint but no results
-resumes from it. So a study re-run after a crash loses at most the epoch in progress.
+resumes from it. So a study re-run after a crash loses at most the epoch in progress. A config.json from before
+``from_scratch`` existed reads as the run was (``train.config.recorded``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+from train.config import recorded
 from train.study.specs import RunSpec
 
 log = logging.getLogger("train")
@@ -23,7 +25,7 @@ def finished(spec: RunSpec) -> bool:
     folder = Path(spec.config.out)
     if not (folder / "results.json").is_file() or not (folder / "config.json").is_file():
         return False
-    if json.loads((folder / "config.json").read_text()) != spec.config.to_dict():
+    if recorded(json.loads((folder / "config.json").read_text())) != spec.config.to_dict():
         return False
     learnt_from = json.loads((folder / "results.json").read_text()).get("manifest_sha256")
     return learnt_from == manifest_sha256(spec.config.shards)
@@ -39,7 +41,7 @@ def run(spec: RunSpec) -> None:
         return
     resume = (folder / "last.pt").is_file()
     if resume and (folder / "config.json").is_file():
-        if json.loads((folder / "config.json").read_text()) != spec.config.to_dict():
+        if recorded(json.loads((folder / "config.json").read_text())) != spec.config.to_dict():
             raise ValueError(f"{folder}: holds a run of another config; delete it or choose another --out")
         if (folder / "results.json").is_file():  # finished, but not on this build (else finished() was true)
             raise ValueError(f"{folder}: holds a run on another build of {spec.config.shards} (its manifest sha256 "

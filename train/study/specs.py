@@ -27,10 +27,11 @@ class RunSpec:
 
 def make_spec(
     grid: Grid, row: Row, index: int, fraction: float, shards: str, out: Path, best: dict[str, str],
-    build_preset: str = "demo",
+    build_preset: str = "demo", dataset: str = "",
 ) -> RunSpec:  # fmt: skip
     """Run ``index`` (0, 1, ...) of ``row`` on ``fraction`` of the train split, its seed the row's ``seed`` (0 by
-    default) + ``index``; ``build_preset`` is the preset when neither the row nor [defaults] names one."""
+    default) + ``index``; ``build_preset`` is the preset when neither the row nor [defaults] names one: that of the
+    build's ``dataset``. A config the checks refuse is an error that names the grid and the row."""
     settings = dict(row.settings)
     for key in ("cf", "f"):
         if settings.get(key) == BEST:
@@ -41,8 +42,17 @@ def make_spec(
     values.update(shards=shards, out=str(folder), seed=seed)
     if fraction != 1.0:
         values["train_fraction"] = fraction
-    preset = values.pop("preset", None) or build_preset
-    return RunSpec(row.name, seed, fraction, Config.resolve(preset, **values))
+    preset = values.pop("preset", None)
+    chosen = ""
+    if preset is None:
+        preset = build_preset
+        chosen = f"no preset in the grid: using {preset!r}, the preset of the build's dataset" + (
+            f" ({dataset})" if dataset else "")  # fmt: skip
+    try:
+        config = Config.resolve(preset, chosen=chosen, **values)
+    except ValueError as e:
+        raise ValueError(f"{grid.path}: row {row.name!r}: {e}") from None
+    return RunSpec(row.name, seed, fraction, config)
 
 
 def pick_best(grid: Grid, specs: list[RunSpec]) -> dict[str, str]:
