@@ -126,16 +126,23 @@ class Item:
 MAX_KEY = 64  # a tar member name is at most 100 characters: key + ".f.mixed-rand.0.jpg" must fit
 
 
-def safe_key(*parts: object) -> str:
+def safe_key(*parts: object, free: bool = False) -> str:
     """A webdataset key from parts: no dots or slashes (they would split the field name). A key that had to be
     changed, or is long, keeps its first characters and ends in a hash of the original text, so distinct names
-    (``a.b`` and ``a-b``) stay distinct keys."""
-    raw = "_".join(str(p) for p in parts)
-    key = "_".join(re.sub(r"[^A-Za-z0-9_-]", "-", str(p)) for p in parts)
-    if (
-        key != raw or len(key) > MAX_KEY
-    ):  # sanitising could make two names equal: a hash of the original keeps them apart
-        key = key[: MAX_KEY - 13] + "-" + hashlib.sha1(raw.encode()).hexdigest()[:12]
+    (``a.b`` and ``a-b``) stay distinct keys. A name that is not UTF-8 (read as surrogate escapes) hashes its bytes.
+
+    ``free``: the parts are free-form names that may hold "_" themselves (a folder tree's split, class and file), so
+    that two different names can join to one text (``sea_lion`` + ``0001.jpg`` and ``sea`` + ``lion_0001.jpg``).
+    Where a part before the last holds "_", the key then ends in a hash of the parts one by one, not of their join.
+    Without it (fixed split names and ids), keys stay as they were."""
+    texts = [str(p) for p in parts]
+    raw = "_".join(texts)
+    key = "_".join(re.sub(r"[^A-Za-z0-9_-]", "-", t) for t in texts)
+    joined_alike = free and any("_" in t for t in texts[:-1])
+    if key != raw or len(key) > MAX_KEY or joined_alike:
+        # sanitising could make two names equal: a hash of the original keeps them apart
+        text = json.dumps(texts) if joined_alike else raw
+        key = key[: MAX_KEY - 13] + "-" + hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     return key
 
 

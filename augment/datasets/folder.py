@@ -89,7 +89,7 @@ def scan(root: Path, masks: Path | None, boxes_csv: Path | None, rejects: Reject
             mask = MaskFile(str(mask_path)) if mask_path is not None and mask_path.is_file() else None
             item_boxes = boxes.get(rel)
             plain += mask is None and not item_boxes
-            key = safe_key(split, classes[label], path.name)
+            key = safe_key(split, classes[label], path.name, free=True)  # folder names may hold "_" themselves
             items.setdefault(split, []).append(Item(key, label, rel, mask=mask, boxes=item_boxes))
     return tuple(classes), items, {"plain_samples": plain, "masks": str(masks) if masks else None,
                                    "boxes": str(boxes_csv) if boxes_csv else None}  # fmt: skip
