@@ -222,7 +222,8 @@ class PlainLoop:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "training from scratch"
             self.model = build_model(config.arch, len(manifest["dataset"]["classes"]), config.weights,
-                                     zero_head=config.zero_head).to(self.device)  # fmt: skip
+                                     zero_head=config.zero_head, normalisation=config.normalisation)  # fmt: skip
+        self.model = self.model.to(self.device)
         opt = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.RMSprop
         self.optimizer = opt(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                              weight_decay=config.weight_decay)  # fmt: skip

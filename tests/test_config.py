@@ -96,8 +96,9 @@ def test_resolve_rejects_unknown_keys_wrong_types_and_values_out_of_range() -> N
 
 # A value for every field but shards and out (required), other than the demo's where the checks allow one (not
 # from_scratch: with weights, a contradiction).
-OTHER = dict(preset="in9", arch="resnet8", weights="w.pth", from_scratch=False, zero_head=True, cf=["tile"],
-             cf_loss="uniform", cf_weight=0.5, f=["shuffle"], fgsm=0.1, fgsm_steps=2, sal=2.0, mixup=0.0,
+OTHER = dict(preset="in9", arch="resnet8", weights="w.pth", from_scratch=False, normalisation="imagenet",
+             zero_head=True, cf=["tile"], cf_loss="uniform", cf_weight=0.5, f=["shuffle"], fgsm=0.1, fgsm_steps=2,
+             sal=2.0, mixup=0.0,
              label_smoothing=0.0, epochs=3, batch_size=4, optimizer="rmsprop", lr=0.001, momentum=0.5,
              weight_decay=0.001, schedule="step", milestones=[1, 2], select="auc", val_split="original", crop=16,
              clip=2.0, early_stop=2, seed=3, train_fraction=0.5, workers=0, device="cpu", amp=True,
@@ -428,3 +429,19 @@ def test_summary_columns_take_only_the_declared_test_splits(dataset: str) -> Non
     results["test_splits"] = tests[:1]  # what train.evaluate writes, when it does, wins
     results["splits"][tests[0]]["saliency_aupr"] = 0.25
     assert report.mean_saliency(results) == 0.25
+
+
+def test_each_arch_gets_its_weights_normalisation_recorded_and_old_runs_keep_theirs() -> None:
+    from train.config import recorded
+
+    assert Config.resolve("demo", shards="s", out="o", arch="resnet18").normalisation == "imagenet"
+    assert Config.resolve("demo", shards="s", out="o", arch="resnet50").normalisation == "imagenet"
+    assert Config.resolve("demo", shards="s", out="o").normalisation == "half"  # resnet8
+    assert Config.resolve("in9", shards="s", out="o", weights="w.npz").normalisation == "half"  # BiT: [-1, 1]
+    chosen = Config.resolve("demo", shards="s", out="o", arch="resnet18", normalisation="half")
+    assert chosen.to_dict()["normalisation"] == "half"  # written into config.json and every checkpoint
+    old = {k: v for k, v in Config.resolve("demo", shards="s", out="o", arch="resnet18").to_dict().items()
+           if k != "normalisation"}  # fmt: skip
+    assert Config(**recorded(old)).normalisation == "half"  # what the trainer fed every model before
+    with pytest.raises(ValueError, match="--normalisation: got 'bgr', expected one of half, imagenet"):
+        Config.resolve("demo", shards="s", out="o", normalisation="bgr")

@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from train.models import ARCHS, ResNetV2, StdConv2d, build_model, head_parameters, unshare_relus
+from train.models import (
+    ARCHS,
+    ResNetV2,
+    StdConv2d,
+    build_model,
+    head_parameters,
+    normalisation_of,
+    unshare_relus,
+)
 
 # Models built without weights log that they train from scratch; test_no_weights_warns_and_weights_do_not checks it.
 
@@ -374,7 +382,9 @@ def test_unshare_relus_one_module_per_use_same_outputs(arch: str, n_relus: int) 
 def test_deeplift_runs_on_the_unshared_copy_only() -> None:
     from captum.attr import DeepLift
 
-    model = seeded("resnet18", 3)
+    # on the [-1, 1] scale, so that the zero baseline is a uniform image at the max pool too: DeepLift's max-pool rule
+    # is exact only there (with ImageNet's normalisation the zero-padded borders make it vary)
+    model = seeded("resnet18", 3, normalisation="half")
     unshared = unshare_relus(model).eval()
     x = images(2, 32)
     attributions, delta = DeepLift(unshared).attribute(
@@ -389,3 +399,48 @@ def test_deeplift_runs_on_the_unshared_copy_only() -> None:
 def test_unshare_relus_refuses_unknown_models() -> None:
     with pytest.raises(TypeError, match="Sequential"):
         unshare_relus(nn.Sequential(nn.ReLU()))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Each model's own input normalisation
+
+
+def first_conv_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    seen = []
+    conv = model.conv1 if hasattr(model, "conv1") else model.root.conv
+    handle = conv.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    model(x)
+    handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_a_torchvision_weights_model_sees_imagenet_mean_std_normalised_inputs(arch: str, tmp_path: Path) -> None:
+    """The loader's uint8 images go through the trainer's prepare(); a torchvision ResNet loaded from ImageNet-style
+    weights then sees (x / 255 - mean) / std at its first conv, as torchvision's weights expect."""
+    from train.data import prepare
+
+    path = tmp_path / "w.pth"
+    torch.save(seeded(arch, 1000).state_dict(), path)
+    model = build_model(arch, 4, weights=path).eval()
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    x = prepare({"image": pixels}, "cpu")["image"]
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(first_conv_input(model, x), (pixels / 255.0 - mean) / std, rtol=1e-5, atol=1e-5)
+    assert normalisation_of(model) == "imagenet"
+
+
+@pytest.mark.parametrize("arch", [BIT, "resnet8"])
+def test_bit_and_the_small_resnet_see_the_pixel_scale_itself(arch: str) -> None:
+    x = images(1, 32)
+    assert torch.equal(first_conv_input(seeded(arch, 3), x), x)  # BiT's convention: [-1, 1]
+    assert normalisation_of(seeded(arch, 3)) == "half"
+
+
+def test_a_checkpoint_model_is_built_with_its_recorded_normalisation() -> None:
+    x = images(1, 32)
+    old = seeded("resnet18", 3, normalisation="half")  # what the trainer fed every model before it had one per weights
+    assert torch.equal(first_conv_input(old, x), x)
+    with pytest.raises(ValueError, match="unknown normalisation 'bgr'; choose from"):
+        build_model("resnet18", 3, normalisation="bgr")

@@ -199,7 +199,12 @@ def test_the_examples_file_holds_the_models_logits_and_the_true_labels(fitted: t
     run = loaded(fitted[0])
     data = np.load(run["folder"] / "saliency_examples.npz", allow_pickle=False)
     state = torch.load(run["folder"] / "best.pt", map_location="cpu", weights_only=True)
-    model = build_model(state["config"]["arch"], len(state["classes"]), from_checkpoint=True)
+    model = build_model(
+        state["config"]["arch"],
+        len(state["classes"]),
+        from_checkpoint=True,
+        normalisation=state["config"]["normalisation"],
+    )
     model.load_state_dict(state["model"])
     x = torch.from_numpy(np.ascontiguousarray(data["images"])).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():

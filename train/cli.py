@@ -21,7 +21,18 @@ import typer
 
 from augment import cli_errors, infill
 from augment.cli_errors import EXIT_CODES, USAGE, OneLineErrors
-from train.config import ARCHS, OPTIMIZERS, PRESET_KEYS, PRESETS, SALIENCY, SCHEDULES, SELECT, Config, flag
+from train.config import (
+    ARCHS,
+    NORMALISATIONS,
+    OPTIMIZERS,
+    PRESET_KEYS,
+    PRESETS,
+    SALIENCY,
+    SCHEDULES,
+    SELECT,
+    Config,
+    flag,
+)
 from train.losses import CF_LOSSES
 
 
@@ -31,6 +42,7 @@ def choices(name: str, values: tuple[str, ...] | list[str] | dict[str, Any]) -> 
 
 Preset = choices("Preset", PRESETS)
 Arch = choices("Arch", ARCHS)
+Normalisation = choices("Normalisation", NORMALISATIONS)
 CfMethod = choices("CfMethod", infill.names(infill.CF))
 FMethod = choices("FMethod", infill.names(infill.F))
 CfLoss = choices("CfLoss", CF_LOSSES)
@@ -103,6 +115,12 @@ def fit(
         "from_scratch",
         "Run a fine-tuning preset (in9, waterbirds, cct) from random weights, on purpose: without --weights they are "
         "refused. The demo preset is the recipe from scratch (any --arch).",
+    ),
+    normalisation: Normalisation | None = option(
+        "normalisation",
+        "What the model does to its inputs: half keeps [-1, 1] (mean = std = 0.5, BiT's weights), imagenet "
+        "normalises with ImageNet's mean and std (torchvision's weights). Recorded in config.json and checkpoints.",
+        "the --arch weights': imagenet for resnet18/50, half for bit-s-r50x1 and resnet8",
     ),
     zero_head: bool | None = option("zero_head", "Zero-initialise the classifier (the CCT preset)."),
     cf: list[CfMethod] | None = option("cf", "CF images to train as 'not y' (repeat for several)."),
@@ -237,11 +255,12 @@ def fit_args(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     Lists repeat their flag (``--cf tile --cf grey``), milestones are comma-separated, bools are ``--x``/``--no-x``.
     Also returns ``key=value`` notes for keys that are no config field (a run of an older version); a run of an
     older version that ran a fine-tuning preset without weights gets ``--from-scratch`` (``recorded``)."""
-    from train.config import preset_values, recorded
+    from train.config import ARCH_NORMALISATION, preset_values, recorded
 
     config = recorded(config)
     preset = config.get("preset", "demo")
     base = Config(shards="", out="", preset=preset, **preset_values(preset)).to_dict()  # unchecked: no weights
+    base["normalisation"] = ARCH_NORMALISATION.get(config.get("arch"))  # what resolve() gives without the flag
     args, notes = ["--shards", str(config.get("shards")), "--preset", preset], []
     for key, value in config.items():
         if key not in base:
@@ -292,7 +311,7 @@ def evaluate_cmd(
         chosen = torch_device(device)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e), 2)
-    model = build_model(config.arch, len(state["classes"]), from_checkpoint=True)
+    model = build_model(config.arch, len(state["classes"]), from_checkpoint=True, normalisation=config.normalisation)
     model.load_state_dict(state["model"])
     model.to(chosen)
     crop = config.crop_size(manifest["image_size"])

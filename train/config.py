@@ -26,6 +26,15 @@ from typing import Any
 from train.losses import CF_LOSSES
 
 ARCHS = ("resnet18", "resnet50", "bit-s-r50x1", "resnet8")
+# What a model does to its inputs, which the trainer hands it on the pixel scale [-1, 1] (train.models,
+# InputNormalisation): mean and std per RGB channel on the [0, 1] scale. "half" (BiT's convention, mean = std = 0.5)
+# is [-1, 1] itself; torchvision's ImageNet weights expect ImageNet's mean and std.
+NORMALISATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+# Each architecture's: the normalisation of the weights it is loaded from (resnet8 only ever trains from scratch).
+ARCH_NORMALISATION = {"resnet18": "imagenet", "resnet50": "imagenet", "bit-s-r50x1": "half", "resnet8": "half"}
 OPTIMIZERS = ("sgd", "rmsprop")
 CROP_SHARE = 7 / 8  # the default crop, as a share of the stored image size: 224 of 256
 SCHEDULES = ("step", "plateau", "cosine")
@@ -85,6 +94,9 @@ class Config:
     weights: str | None = None  # a local file; None = from scratch (with a warning)
     from_scratch: bool = False  # a fine-tuning preset from random weights, on purpose (else it needs weights)
     zero_head: bool = DEMO["zero_head"]
+    # the model's input normalisation, a name of NORMALISATIONS; None: its arch's weights' (ARCH_NORMALISATION),
+    # written in when the config is made, so that config.json and every checkpoint record it
+    normalisation: str | None = None
     cf: list[str] = field(default_factory=list)  # CF methods read from the shards
     cf_loss: str = "logp"
     cf_weight: float = 1.0
@@ -141,13 +153,18 @@ class Config:
         config.check(chosen)
         return config
 
+    def __post_init__(self) -> None:
+        if self.normalisation is None:  # the arch's weights' own; an unknown arch is refused by check()
+            self.normalisation = ARCH_NORMALISATION.get(self.arch)
+
     def check(self, chosen: str = "") -> None:
         """Choices, ranges and exclusive options, and weights for a fine-tuning preset; raises ValueError naming the
         flag. ``chosen``: why the preset was chosen, when the user named none (``resolve``).
 
         Only ``resolve`` checks: a config read back from a run (``train eval``'s checkpoint) is taken as it was.
         """
-        for key, valid in (("preset", PRESETS), ("arch", ARCHS), ("cf_loss", CF_LOSSES), ("optimizer", OPTIMIZERS),
+        for key, valid in (("preset", PRESETS), ("arch", ARCHS), ("normalisation", NORMALISATIONS),
+                           ("cf_loss", CF_LOSSES), ("optimizer", OPTIMIZERS),
                            ("schedule", SCHEDULES), ("select", SELECT), ("saliency", SALIENCY)):  # fmt: skip
             if getattr(self, key) not in valid:
                 raise ValueError(f"{flag(key)}: got {getattr(self, key)!r}, expected one of {', '.join(valid)}")
@@ -236,11 +253,14 @@ def without_weights(preset: str, chosen: str = "") -> str:
 def recorded(config: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded config (config.json, a checkpoint's ``config``) with the keys of this version that it lacks
     and that mean something else than their default: a run from before ``from_scratch`` existed that had a
-    fine-tuning preset and no weights ran it from scratch."""
-    if "from_scratch" in config:
-        return config
-    scratch = config.get("preset") in FINE_TUNING_PRESETS and config.get("weights") is None
-    return {**config, "from_scratch": scratch}
+    fine-tuning preset and no weights ran it from scratch; a run from before ``normalisation`` fed its model
+    [-1, 1] (``half``)."""
+    config = dict(config)
+    if "from_scratch" not in config:
+        config["from_scratch"] = config.get("preset") in FINE_TUNING_PRESETS and config.get("weights") is None
+    # before each model had its weights' normalisation, every model was fed [-1, 1]
+    config.setdefault("normalisation", "half")
+    return config
 
 
 # Closed ranges [low, high] (high None: unbounded) of the numeric fields; train_fraction and clip are checked apart.

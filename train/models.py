@@ -18,6 +18,14 @@ Four architectures (``ARCHS``):
   | ``group_norm/{gamma,beta}``                               | ``head.gn``                            |
   | ``head/conv2d/{kernel,bias}``                             | ``head.conv`` (the classifier)         |
 
+Input convention: every model takes images on the trainer's pixel scale, [-1, 1] (``train.data.to_input``), and
+maps them to the normalisation its weights expect in a forward pre-hook (:class:`InputNormalisation`): torchvision's
+ImageNet weights get ImageNet's mean and std, BiT keeps [-1, 1] (``config.NORMALISATIONS``). The hook sits on the
+first convolution, not on the model, so that hooks of the model itself (captum's DeepLift concatenates inputs and
+baselines in one) see the model's plain inputs. Training, evaluation,
+FGSM (whose epsilon is a share of the pixel range), Sal, DeepLiftShap and Grad-CAM all go through the model, so each
+of them sees the weights' own normalisation. The state dict is unchanged by it.
+
 Weights come only from local files (nothing is downloaded): a torchvision-style state dict in ``.pth``/``.pt``
 (read with ``weights_only=True``, so no arbitrary object is ever unpickled), a ``.safetensors`` state dict, or, for
 BiT, the official ``.npz``. The classifier is always sized to ``num_classes``: head weights of another shape are
@@ -26,7 +34,7 @@ skipped. ``unshare_relus`` gives the copy of a model that captum's DeepLift need
 Usage::
 
     model = build_model("bit-s-r50x1", num_classes=9, weights="weights/BiT-S-R50x1.npz")
-    logits = model(images)  # images: float [N, 3, H, W] in [-1, 1]
+    logits = model(images)  # images: float [N, 3, H, W] in [-1, 1], normalised inside as the weights expect
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from train.config import ARCHS  # the choices live with the config, which checks them
+from train.config import ARCH_NORMALISATION, ARCHS, NORMALISATIONS  # the choices live with the config
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +188,33 @@ def _bit_npz_names(model: ResNetV2) -> dict[str, str]:
 # Building and loading
 
 
+class InputNormalisation:
+    """A forward pre-hook: images on the pixel scale [-1, 1] become ``(x01 - mean) / std`` per channel, where
+    ``x01 = (x + 1) / 2`` is the [0, 1] scale, i.e. ``(x - (2 mean - 1)) / (2 std)``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        mean, std = NORMALISATIONS[name]
+        self.shift = torch.tensor([2 * m - 1 for m in mean]).view(1, 3, 1, 1)
+        self.scale = torch.tensor([2 * s for s in std]).view(1, 3, 1, 1)
+
+    def __call__(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        x, *rest = args
+        shift, scale = self.shift.to(x.device, x.dtype), self.scale.to(x.device, x.dtype)
+        return ((x - shift) / scale, *rest)
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The convolution that takes the model's input: the first one it holds (every arch of ``ARCHS`` starts so)."""
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def normalisation_of(model: nn.Module) -> str:
+    """The name of the normalisation ``model`` applies to its inputs (``half``: none, they stay in [-1, 1])."""
+    hooks = [h for h in first_conv(model)._forward_pre_hooks.values() if isinstance(h, InputNormalisation)]
+    return hooks[0].name if hooks else "half"
+
+
 def _torchvision_resnet(arch: str, num_classes: int) -> nn.Module:
     return getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
 
@@ -232,7 +267,7 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def build_model(
     arch: str, num_classes: int, weights: str | Path | None = None, zero_head: bool = False,
-    from_checkpoint: bool = False,
+    from_checkpoint: bool = False, normalisation: str | None = None,
 ) -> nn.Module:  # fmt: skip
     """Build ``arch`` with a classifier for ``num_classes`` classes, optionally loading local weights.
 
@@ -244,6 +279,8 @@ def build_model(
         zero_head: zero the classifier's weight and bias after loading (the CCT preset).
         from_checkpoint: the caller loads a trained state dict into the model next (``train eval`` reads
             ``best.pt``), so the random initialisation is never used: no from-scratch warning.
+        normalisation: what the model does to its [-1, 1] inputs, a name of ``NORMALISATIONS``; None: the arch's
+            weights' own (``ARCH_NORMALISATION``). A checkpoint's model is built with the one it was trained with.
 
     Raises:
         ValueError: unknown ``arch``, unknown weight format, or weights that do not fit the architecture.
@@ -251,6 +288,9 @@ def build_model(
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
+    normalisation = ARCH_NORMALISATION[arch] if normalisation is None else normalisation
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {normalisation!r}; choose from {', '.join(NORMALISATIONS)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if arch == "bit-s-r50x1":
@@ -269,6 +309,8 @@ def build_model(
         with torch.no_grad():
             for p in head_parameters(model):
                 p.zero_()
+    if normalisation != "half":  # half is the pixel scale itself: nothing to do
+        first_conv(model).register_forward_pre_hook(InputNormalisation(normalisation))
     return model
 
 

@@ -179,7 +179,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     # DDP broadcasts rank 0's weights to the others, whose own random initialisation is never used: only rank 0
     # says that the run trains from scratch
     module = build_model(config.arch, len(classes), config.weights, zero_head=config.zero_head,
-                         from_checkpoint=not main).to(device)  # fmt: skip
+                         from_checkpoint=not main, normalisation=config.normalisation).to(device)  # fmt: skip
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
     model = module

@@ -15,7 +15,8 @@ Weights (``--mask-weights``), read with ``torch.load(weights_only=True)``, safet
 so no code is ever unpickled:
 
 - a ``train fit`` checkpoint (``best.pt``/``last.pt``: ``model``, ``config`` with ``arch``, ``classes``), built with
-  ``train.models.build_model`` and loaded strictly; inputs normalised as the trainer does (mean = std = 0.5);
+  ``train.models.build_model`` with the normalisation it was trained with, and loaded strictly; inputs on the
+  trainer's [-1, 1] scale, which that model maps to its weights' normalisation itself (``train.models``);
 - a torchvision ResNet state dict (``.pth``/``.pt``/``.safetensors``; ResNet-18/34/50/101/152, told apart by their
   keys and shapes, e.g. the ImageNet weights), with the ImageNet mean and std;
 - the official BiT-S-R50x1 ``.npz``, read by ``train.models``' own loader, inputs in [-1, 1] as BiT expects.
@@ -140,8 +141,10 @@ def _train_fit(obj: dict[str, Any], path: Path) -> tuple[Any, str, tuple[str, ..
                     "list of class names `train fit` saves")  # fmt: skip
     if not _is_state_dict(state):
         raise _fail(path, "a `train fit` checkpoint whose 'model' is not a state dict of tensors")
+    # the model normalises its [-1, 1] inputs as it was trained to (checkpoints before it was recorded: none)
+    normalisation = config.get("normalisation") or "half"
     with torch.random.fork_rng(devices=[]):  # the random initialisation, overwritten next, leaves the global RNG
-        net = build_model(arch, len(classes), None, from_checkpoint=True)
+        net = build_model(arch, len(classes), None, from_checkpoint=True, normalisation=normalisation)
     _load_strict(net, state, path, f"{arch} with {len(classes)} classes (its config and classes)")
     return net, arch, tuple(classes), HALF
 
