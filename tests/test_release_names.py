@@ -1,10 +1,11 @@
-"""Waterbirds, CCT, COCO and folder releases with the names the releases really use, and worse: CUB's
+"""Waterbirds, CCT, COCO, folder and IN-9 releases with the names the releases really use, and worse: CUB's
 ``001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg``, CCT's UUID image ids, COCO's
-``000000391895.jpg``, spaces, dots, commas, non-ASCII (``Rüppell's warbler``, ``café``), names that differ only in
-characters the key rule rewrites (``a b``, ``a-b``, ``a.b``, ``a_b``), names long enough that ``safe_key`` hashes
-them, and folder names whose parts join alike (``sea_lion/0001.jpg`` and ``sea/lion_0001.jpg``). Every key-based
-mechanism is checked on them: the keys, the build (verify, workers 1 vs 2), ``--train-fraction``, the saliency
-subset and the ``--shifted-tests`` pairs. The images are crops of scikit-image's sample photographs."""
+``000000391895.jpg``, IN-9's ``02_wheeled vehicle/fg_n02814533_31417_bg_n02120079_1619.JPEG``, spaces, dots, commas,
+non-ASCII (``Rüppell's warbler``, ``café``), names that differ only in characters the key rule rewrites (``a b``,
+``a-b``, ``a.b``, ``a_b``), names long enough that ``safe_key`` hashes them, and folder names whose parts join alike
+(``sea_lion/0001.jpg`` and ``sea/lion_0001.jpg``). Every key-based mechanism is checked on them: the keys, the build
+(verify, workers 1 vs 2), ``--train-fraction``, the saliency subset and the ``--shifted-tests`` pairs; and, on IN-9's
+own test variants, the object each image shows. The images are crops of scikit-image's sample photographs."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
+from upstream import IN9_RELEASE, make_in9_release
 
 from augment import schema
 from augment.cli import app
 from augment.datasets import get_dataset
 from augment.datasets.files import MAX_KEY, safe_key
+from augment.datasets.in9 import TEST_VARIANTS
 from augment.masks import mask_to_box
 from augment.shards import iter_records
 from augment.shifted_tests import variant_key
@@ -41,6 +44,12 @@ SIZE = 32  # stored image size of the builds
 EXPECTED_KEYS = {  # readable release names keep their readable keys (a change would re-key existing builds)
     "waterbirds": {"train_1", "test_original_7", "test_flip_8"},
     "cct": {"train_5968c0f9-23d2-11e8-a6a3-ec086b02610b_1", "train_59a1f2b4-23d2-11e8-a6a3-ec086b02610b_3"},
+    "in9": {
+        "train_00_dog_n02085620_10026",
+        "val_08_fish_n01440764_10027",
+        "original_01_bird_n01530575_31416",
+        "mixed_next_00_dog_fg_n02085620_31415_bg_n01530575_1414",
+    },
 }
 
 
@@ -98,6 +107,7 @@ class Release:
     truth: dict[str, dict[tuple[str, str], np.ndarray | None]]
     alike: list[set[tuple[str, str]]]  # groups of samples (split, path) whose names sanitise alike: keys must differ
     native: int = H  # --image-size that keeps the source size with --resize short
+    objects: dict[str, str] | None = None  # IN-9: the test object's stem by class folder
 
 
 WATERBIRDS_ROWS = [  # img_id, img_filename as in the release's metadata.csv (and worse), y, split, place
@@ -330,8 +340,41 @@ def make_folder(base: Path) -> Release:
                    truth, alike)  # fmt: skip
 
 
+IN9_OWN_TESTS = ("original", "mixed_same", "mixed_rand", "mixed_next")  # the variants the release fixture writes
+
+
+def make_in9(base: Path) -> Release:
+    """bg_challenge/ as released (``upstream.make_in9_release``): nine class folders, two with a space, wnid stems,
+    mixed files ``fg_<stem>_bg_<wnid>_<n>.JPEG``. Test masks are fg_mask/*.npy; val has no no_fg (plain samples).
+
+    A train mask is what the adapter's rule (``object_from_no_fg``) makes of that file's original and its own no_fg:
+    both are JPEG, so it misses or adds a few edge pixels of the drawn object (checked here to stay near it). Each
+    class draws its object elsewhere, and in most classes those few pixels differ between its two train files: a
+    sample that reads another class's no_fg is caught, and in those classes one that reads its neighbour's."""
+    from augment.datasets.in9 import object_from_no_fg
+    from augment.read import read_image
+
+    root = base / "bg_challenge"
+    stems = make_in9_release(root)
+    truth: dict[str, dict] = {}
+    for folder in IN9_RELEASE:
+        name = folder.split("_", 1)[1]  # the adapter's class name: "wheeled vehicle"
+        obj = np.load(root / "test/fg_mask/val" / folder / f"{stems[folder]}.npy")  # one object per class
+        for path in sorted((root / "train/original/train" / folder).iterdir()):
+            no_fg = root / "train/no_fg/train" / folder / path.name
+            derived = object_from_no_fg(read_image(path).image, read_image(no_fg).image)
+            assert (derived & obj).sum() >= 0.9 * (derived | obj).sum(), f"{path}: no_fg no longer shows the object"
+            truth.setdefault("train", {})[(path.relative_to(root).as_posix(), name)] = derived
+        for path in sorted((root / "train/original/val" / folder).iterdir()):
+            truth.setdefault("val", {})[(path.relative_to(root).as_posix(), name)] = None
+        for variant in IN9_OWN_TESTS:
+            (path,) = (root / "test" / variant / "val" / folder).iterdir()
+            truth.setdefault(variant, {})[(path.relative_to(root).as_posix(), name)] = obj
+    return Release("in9", {"root": str(root)}, ["--root", str(root)], truth, alike=[], objects=stems)
+
+
 MAKERS: dict[str, Callable[[Path], Release]] = {"waterbirds": make_waterbirds, "cct": make_cct, "coco": make_coco,
-                                                "folder": make_folder}  # fmt: skip
+                                                "folder": make_folder, "in9": make_in9}  # fmt: skip
 
 
 # ---- builds -------------------------------------------------------------------------------------------------------
@@ -493,9 +536,9 @@ def test_train_fit_on_a_fraction_predicts_every_key_of_every_split(builds, tmp_p
 
 
 def eval_split(out: Path) -> str:
-    """The split the saliency test takes: a test split of the build, else val."""
+    """The split the saliency test takes: a test split of the build (IN-9's: original), else val."""
     splits = schema.read_manifest(out)["splits"]
-    return next(s for s in ("test", "cis_test", "val") if s in splits)
+    return next(s for s in ("test", "cis_test", "original", "val") if s in splits)
 
 
 def test_the_saliency_subset_picks_the_same_images_by_key_in_any_order(built) -> None:
@@ -538,7 +581,8 @@ def test_every_shifted_record_pairs_with_a_base_record_of_its_split(built) -> No
     manifest = schema.read_manifest(out)
     pairs = manifest["shifted_tests"]["pairs"]
     expected_bases = {"waterbirds": {"val", "test", "test_original", "test_flip"}, "folder": {"val", "test"},
-                      "coco": {"val"}, "cct": {"cis_val", "cis_test", "trans_val", "trans_test"}}  # fmt: skip
+                      "coco": {"val"}, "cct": {"cis_val", "cis_test", "trans_val", "trans_test"},
+                      "in9": {"original"}}  # fmt: skip
     assert set(pairs) == expected_bases[release.name], manifest["shifted_tests"]
     for base, pair in pairs.items():
         base_records = {k: json.loads(f["json"]) for k, f in read_split(out, base).items()}
@@ -563,6 +607,41 @@ def test_every_shifted_record_pairs_with_a_base_record_of_its_split(built) -> No
             assert paired == {k: m["shifted"]["base_key"] for k, m in records.items()}
     if release.name == "folder":  # the box-only val image gets no variant, and the manifest says so
         assert "1 of its" in manifest["shifted_tests"]["left_out"]["val"]
+    if release.name == "in9":  # val has no no_fg, so no object: the base of nothing; the mixed splits are IN-9's own
+        assert set(manifest["shifted_tests"]["skipped"]) == {"val"}, manifest["shifted_tests"]
+        assert not [s for s in manifest["splits"] if s.partition(".")[0] in TEST_VARIANTS[1:] and "." in s]
+
+
+# ---- 6. IN-9's own test variants: the object each image shows -----------------------------------------------------
+
+
+def test_in9_test_variants_record_their_object_and_the_original_pairs_with_its_mixed_next(builds) -> None:
+    """Every record of IN-9's own test variants carries ``object_id`` = ``<class folder>/<foreground stem>``, read
+    from the file name, not the key (which the spaced folders and long mixed names rewrite); the trainer streams it,
+    and background reliance pairs each class's original with its mixed_next by it."""
+    release, out = builds("in9")
+    manifest = schema.read_manifest(out)
+    assert release.objects is not None and sorted(release.objects) == sorted(IN9_RELEASE)
+    folders = list(IN9_RELEASE)
+    by_class: dict[str, dict[int, str]] = {}
+    for split in IN9_OWN_TESTS:
+        records = {k: json.loads(f["json"]) for k, f in read_split(out, split).items()}
+        assert len(records) == len(folders), split
+        for key, meta in records.items():
+            folder = Path(meta["source"]).parent.name
+            assert folder == folders[meta["label"]], (split, meta["source"])
+            assert meta["object_id"] == f"{folder}/{release.objects[folder]}", (split, key, meta["object_id"])
+            by_class.setdefault(split, {})[meta["label"]] = meta["object_id"]
+        rewritten = [k for k, m in records.items() if " " in m["source"]]
+        assert len(rewritten) == 2 and all(re.search(r"-[0-9a-f]{12}$", k) for k in rewritten), (split, rewritten)
+        if split != "original":  # fg_<stem>_bg_<wnid>_<n>: the spaced folders' keys are cut to MAX_KEY and hashed
+            assert all(len(k) == MAX_KEY and "_bg_" not in k for k in rewritten), (split, rewritten)
+        stream = ShardStream(out, manifest, split, Fields(), train=False, crop=SIZE)
+        assert {s["key"]: s["object_id"] for s in stream} == {k: m["object_id"] for k, m in records.items()}
+    assert by_class["original"] == by_class["mixed_next"] == by_class["mixed_same"] == by_class["mixed_rand"]
+    assert len(set(by_class["original"].values())) == len(folders)  # one object per class: each pairs once
+    evaluation = manifest["dataset"]["params"]["evaluation"]["background_reliance"]
+    assert (evaluation["original"], evaluation["shifted"]) == ("original", "mixed_next")
 
 
 # ---- file names that are not UTF-8 --------------------------------------------------------------------------------
