@@ -256,9 +256,11 @@ def test_bg_gap_and_reliance_from_recorded_donors_by_hand() -> None:
     mixed = {"pair_keys": ["b", "a", "z"], "donor_labels": np.array([1, 2, 0]),
              "logits": log(np.array([[0.1, 0.7, 0.2], [0.2, 0.3, 0.5], [1 / 3, 1 / 3, 1 / 3]]))}  # fmt: skip
     # a: p(donor 2) 0.2 -> 0.5 (+0.3); b: p(donor 1) 0.2 -> 0.7 (+0.5); z pairs with nothing
-    assert recorded_reliance(original, mixed) == pytest.approx(0.4)
+    paired = recorded_reliance(original, mixed)
+    assert (paired.value, paired.pairs, paired.unpaired) == (pytest.approx(0.4), 2, 1)
     unknown = {**mixed, "donor_labels": np.array([-1, 2, -1])}  # a record without a donor does not count
-    assert recorded_reliance(original, unknown) == pytest.approx(0.3)
+    paired = recorded_reliance(original, unknown)
+    assert (paired.value, paired.pairs, paired.unpaired) == (pytest.approx(0.3), 1, 2)
     section = {"pairs": {b: {"variants": {v: f"{b}.{v}" for v in VARIANTS},
                              "bg_gap": {"same": f"{b}.mixed_same", "rand": f"{b}.mixed_rand"},
                              "background_reliance": {"original": b, "shifted": [f"{b}.mixed_next", f"{b}.mixed_rand"]}}
@@ -270,6 +272,8 @@ def test_bg_gap_and_reliance_from_recorded_donors_by_hand() -> None:
     test = result["bases"]["test"]
     assert result["headline"] == "test" and test["bg_gap"] == pytest.approx(0.5)
     assert test["background_reliance"] == pytest.approx({"test.mixed_next": 0.4, "test.mixed_rand": 0.3})
+    assert test["reliance_pairs"] == {"test.mixed_next": {"pairs": 2, "unpaired": 1},
+                                      "test.mixed_rand": {"pairs": 1, "unpaired": 2}}  # fmt: skip
     assert test["accuracy"] == {"mixed_same": 0.75, "mixed_rand": 0.25, "mixed_next": 0.5}
     assert "bg_gap" not in result["bases"]["val"] and result["bases"]["val"]["background_reliance"] == {}
 
