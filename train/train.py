@@ -19,10 +19,11 @@ best metric, RNG states).
 DDP: ``torchrun --nproc-per-node N -m train fit ...`` runs one process per device (gloo on the CPU, nccl on
 cuda:LOCAL_RANK); ``--batch-size`` is per process. Each step makes one forward of the wrapped model (originals, CF,
 F and FGSM rows together; FGSM attacks the unwrapped module) and one backward. With Sal on a model with BatchNorm,
-the penalty comes from a second, per-image forward of the unwrapped module (see ``losses.per_image_saliency_penalty``):
-in the joint train-mode forward, batch statistics mix the other images into each image's gradient. Rank 0
-evaluates, writes the run folder and sends its validation score to the others, so that every rank selects and stops
-alike; ``--resume`` reads ``<out>/last.pt`` on every rank (a folder they all see).
+or on any model under ``--amp``, the penalty comes from a second, per-image forward of the unwrapped module, run with
+its double backward in fp32 (see ``losses.per_image_saliency_penalty``): in the joint train-mode forward, batch
+statistics mix the other images into each image's gradient, and half precision is unstable in the double backward.
+Rank 0 evaluates, writes the run folder and sends its validation score (and loss) to the others, so that every rank
+selects, schedules and stops alike; ``--resume`` reads ``<out>/last.pt`` on every rank (a folder they all see).
 """
 
 from __future__ import annotations
@@ -346,7 +347,8 @@ def objective(model, batch: dict[str, Any], config: Config, num_classes: int, de
         kinds.append("f")
 
     # Sal: each image's gradient must be its own. Without batch statistics (BiT's GroupNorm) and in fp32 the rows
-    # of the joint forward are independent, so the penalty comes from it; otherwise from a per-image forward.
+    # of the joint forward are independent, so the penalty comes from it; otherwise (BatchNorm, or --amp) from a
+    # per-image forward whose penalty, forward and double backward, runs in fp32.
     sal = bool(config.sal and has.any())
     joint_sal = sal and not has_batch_statistics(net) and not torch.is_autocast_enabled(device.type)
     if joint_sal:
