@@ -329,3 +329,20 @@ def test_cuda_heatmaps_match_the_cpu_ones(tmp_path: Path) -> None:
     gpu = cam.produce(requests, cam.load(weights, "cuda"))
     for a, b in zip(cpu, gpu, strict=True):
         assert (a & b).sum() / (a | b).sum() > 0.95  # float rounding may move a pixel at the threshold
+
+
+@pytest.mark.parametrize("recorded", [None, "half", "imagenet"])
+def test_a_train_fit_checkpoint_is_read_with_the_normalisation_it_trained_with(tmp_path: Path, recorded) -> None:
+    """Grad-CAM feeds a `train fit` model the trainer's [-1, 1] scale; the model itself normalises as it was trained
+    (a resnet18 fine-tuned from ImageNet weights: ImageNet's mean and std), and a checkpoint from before the
+    normalisation was recorded was trained on [-1, 1]."""
+    from augment.mask_sources.cam import read
+    from train.models import build_model, normalisation_of
+
+    torch.manual_seed(0)
+    state = build_model("resnet18", 2, from_checkpoint=True).state_dict()
+    config = {"arch": "resnet18", **({"normalisation": recorded} if recorded else {})}
+    path = tmp_path / "best.pt"
+    torch.save({"model": state, "epoch": 0, "classes": ["a", "b"], "config": config}, path)
+    net, arch, classes, mean = read(path)
+    assert (arch, classes, normalisation_of(net)) == ("resnet18", ("a", "b"), recorded or "half")
