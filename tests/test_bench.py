@@ -138,3 +138,36 @@ def test_gpu_benchmark_runs_its_cpu_paths_without_cuda(bench_path: None, capsys:
     out = capsys.readouterr().out
     assert "[gpu] CAGAN inpainting" in out and "train fit --arch resnet50 --amp" in out
     assert "passed: exit code 0" in out and "no figure above is a GPU measurement" in out
+
+
+@pytest.mark.parametrize("source", ["online", "online-pool", "online-jpeg"])
+def test_fgap_online_f_refills_each_batch_from_its_own_values_and_keeps_the_object(bench_path: None,
+                                                                                   source: str) -> None:  # fmt: skip
+    """bench/fgap.py's online path: the F field the trainer then reads is recomputed at every call (fresh draws),
+    the object's pixels stay, and the batch-wide shuffle's background values come from the batch's own images."""
+    import numpy as np
+    import torch
+    from fgap import OnlineF
+
+    seen = []
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 4, (4, 3, 8, 8), dtype=np.uint8) * 60)  # values 0, 60, 120, 180
+    mask = torch.zeros(4, 1, 8, 8, dtype=torch.bool)
+    mask[:, :, 2:6, 2:6] = True
+    batch = {"image": images, "mask": mask, "has_object": torch.tensor([True, True, True, False]),
+             "f.shuffle": torch.full_like(images, 7)}  # fmt: skip
+    pool = rng.choice(np.uint8([240, 250]), (64, 8, 8, 3))  # the split pool's values, unlike any of the batch's
+    online = OnlineF(lambda b, device, non_blocking: seen.append(b["f.shuffle"].clone()) or b, ("shuffle",), source,
+                     seed=0, pool_images=pool)  # fmt: skip
+    online(dict(batch), "cpu")
+    online(dict(batch), "cpu")
+    first, second = seen
+    assert not torch.equal(first, second)  # fresh draws at every step
+    assert torch.equal(first[:3][mask[:3].expand(-1, 3, -1, -1)], images[:3][mask[:3].expand(-1, 3, -1, -1)]) or (
+        source == "online-jpeg")  # fmt: skip
+    assert (first[3] == 0).all()  # no object: zeros, as the loader gives
+    background = first[:3][~mask[:3].expand(-1, 3, -1, -1)]
+    if source == "online":
+        assert set(background.unique().tolist()) <= {0, 60, 120, 180}
+    elif source == "online-pool":
+        assert set(background.unique().tolist()) <= {240, 250}
