@@ -91,13 +91,15 @@ class ShardSamples:
 
     def variant(self, i: int, base: Sample) -> Sample | None:
         """For a shifted test split, the variant of ``base`` (its masked base sample); None, noted as a reject, when
-        the base sample turns out to have no object."""
+        the base sample turns out to have no object mask (no object, or a produced mask that fell back to the box)."""
         g, config = self.generated, self.config
         sample = shifted_tests.make_variant(base, int(g.indices[i]), self.split, g.variant, self.dataset, self.donors,
                                             config.seed, config.on_error, donor_masks(config))  # fmt: skip
         if sample is None:
+            why = (f"its {config.masks_from} mask fell back to the box ({base.mask_gate})" if base.mask_gate
+                   else "no object mask once loaded")  # fmt: skip
             self.rejects.append({"split": self.split, "path": base.source,
-                                 "reason": f"no object once loaded: left out of {self.split}"})  # fmt: skip
+                                 "reason": f"{why}: left out of {self.split}"})  # fmt: skip
         return sample
 
     def records(self) -> Iterator[dict[str, bytes]]:

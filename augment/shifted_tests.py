@@ -157,14 +157,16 @@ def make_variant(
     on_error: str, refine: Callable[[Sample], Sample] | None = None,
 ) -> Sample | None:  # fmt: skip
     """The ``variant`` of base ``sample`` (loaded, with its mask; ``index`` in its split), stored in ``split``; None
-    when it has no object. ``donors`` index the base split's samples with an object; ``refine`` gives a donor its
+    when it has no object mask: no object, or only its boxes (a ``--masks-from`` mask that failed the quality gate
+    falls back to them), which would cut the variant along the box instead of the object. ``donors`` index the base
+    split's samples with an object; ``refine`` gives a donor its
     mask when the mask source needs no box (cam).
 
     Object pixels stay those of the original, bit for bit, in every variant but no_fg and only_bg_t.
     """
     shape = sample.image.shape[:2]
     rect, background = cf_hole(sample.mask, sample.boxes, shape), f_hole(sample.mask, sample.boxes, shape)
-    if rect is None or background is None:
+    if rect is None or background is None or sample.mask is None:
         return None
     rng = sample_rng(seed, sample.key, "shifted", variant)
     info: dict[str, Any] = {"base_split": sample.split, "base_key": sample.key, "variant": variant}

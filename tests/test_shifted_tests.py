@@ -226,7 +226,13 @@ def test_splits_without_masks_are_skipped_and_said_so(tmp_path: Path) -> None:
     grabcut = build(tmp_path / "g", *folder_args(tmp_path), "--masks-from", "grabcut")  # masks made from the boxes
     manifest = schema.read_manifest(tmp_path / "g")
     assert "no variants of val" not in grabcut and list(manifest["shifted_tests"]["pairs"]) == ["test", "val"]
-    assert manifest["splits"]["val.mixed_rand"]["num_samples"] == 6
+    # a GrabCut mask that fails the quality gate falls back to the box: that sample gets no variant cut along it
+    sources = manifest["splits"]["val"]["mask_sources"]
+    assert sources.get("grabcut", 0) + sources.get("box", 0) == 6 and sources.get("box", 0) >= 1
+    assert manifest["splits"]["val.mixed_rand"]["num_samples"] == sources["grabcut"]
+    rejects = [json.loads(line) for line in (tmp_path / "g" / "rejects.jsonl").read_text().splitlines()]
+    fell_back = [r for r in rejects if r["split"] == "val.mixed_rand"]
+    assert len(fell_back) == sources["box"] and "grabcut mask fell back to the box" in fell_back[0]["reason"]
     boxes = build(tmp_path / "b", *folder_args(tmp_path), "--masks-from", "box")
     assert "no variants of test: --masks-from box stores boxes, not object masks" in boxes
 
