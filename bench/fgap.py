@@ -75,6 +75,8 @@ ROWS = (
     Row("F(random) online", f=("random",), source="online"),
     Row("CF(tile)+F(shuffle) stored", cf=("tile",), f=("shuffle",)),
     Row("CF(tile)+F(shuffle) online", cf=("tile",), f=("shuffle",), source="online"),
+    Row("CF(tile)+F(shuffle) online, split pool", cf=("tile",), f=("shuffle",), source="online-pool"),
+    Row("CF(tile)+F(shuffle) online, JPEG", cf=("tile",), f=("shuffle",), source="online-jpeg"),
 )
 
 
