@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import photos
 from common import OUT, OtherLoad, cli, git, machine
 
 SPLITS = ("val", "original", "mixed_same", "mixed_rand", "mixed_next")
@@ -197,14 +198,10 @@ def start_worker() -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--classes", type=int, default=5, help="classes (photos and shapes) of the fixture")
-    parser.add_argument("--size", type=int, default=1000, help="train images (val gets 1/5)")
-    parser.add_argument("--test-size", type=int, default=500, help="images per test variant")
-    parser.add_argument("--source-size", type=int, default=64, help="side of the written IN-9 JPEGs")
-    parser.add_argument("--image-size", type=int, default=32, help="augment build --image-size (crop: 7/8)")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds 0 .. N-1 per row")
-    parser.add_argument("--copies", type=int, default=1, help="--copies of the build (stored rows read epoch % K)")
+    parser.add_argument("--classes", type=int, default=5, choices=range(2, 10), metavar="2..9",
+                        help="classes (photos and shapes) of the fixture")  # fmt: skip
+    photos.fixture_arguments(parser)
+    parser.add_argument("--copies", type=int, default=1, help="--copies of the build (copy epoch mod K is read)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one process and torch thread each")
     parser.add_argument("--arch", default="resnet8")
     parser.add_argument("--preset", default="demo", help="train fit --preset (a paper preset runs --from-scratch)")
@@ -216,12 +213,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.test_size, args.epochs, args.seeds = 50, 10, 1, 1
+    unknown = sorted(set(args.rows or ()) - {r.name for r in ROWS})
+    if unknown:  # before the fixture and the build: a typo costs nothing
+        raise SystemExit(f"--rows: got {unknown}, expected names among: {', '.join(r.name for r in ROWS)}")
     return run(args)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import photos
-
     other, start = OtherLoad(), time.perf_counter()
     work = args.out / "fgap"
     photos.CLASS_FOLDERS = IN9_FOLDERS  # the release's names, spaces included, in class order
@@ -231,9 +229,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     build_s, _ = cli("augment", "build", "--dataset", "in9", "--root", root, "--image-size", args.image_size,
                      "--infill", "tile", "--factual", "shuffle", "--factual", "random", "--copies", args.copies,
                      "--seed", args.data_seed, "--out", shards, "--overwrite", "-q")  # fmt: skip
-    unknown = sorted(set(args.rows or ()) - {r.name for r in ROWS})
-    if unknown:
-        raise SystemExit(f"--rows: got {unknown}, expected names among: {', '.join(r.name for r in ROWS)}")
     rows = [r for r in ROWS if not args.rows or r.name in args.rows]
     jobs = [(r, s) for r in rows for s in range(args.seeds)]
     jobs.sort(key=lambda j: -(1 + len(j[0].cf) + len(j[0].f)) - (j[0].source == "plain-loop"))  # costliest first

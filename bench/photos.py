@@ -380,16 +380,21 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 # ---- the report ----------------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--classes", type=int, default=5, help="classes (photos and shapes) of the training fixture")
-    parser.add_argument("--probe-classes", type=int, default=9, help="classes of a second fixture, probe only")
+def fixture_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fixture's sizes and the training length, as this benchmark and bench/fgap.py take them."""
     parser.add_argument("--size", type=int, default=1000, help="train images (val gets 1/5)")
     parser.add_argument("--test-size", type=int, default=500, help="images per test variant")
     parser.add_argument("--source-size", type=int, default=64, help="side of the written IN-9 JPEGs")
     parser.add_argument("--image-size", type=int, default=32, help="augment build --image-size (crop: 7/8)")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0 .. N-1 per row")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", type=int, default=5, help="classes (photos and shapes) of the training fixture")
+    parser.add_argument("--probe-classes", type=int, default=9, help="classes of a second fixture, probe only")
+    fixture_arguments(parser)
     parser.add_argument("--copies", type=int, nargs="+", default=[1, 4, 8], help="--copies of the builds")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (train study --jobs)")
     parser.add_argument("--arch", default="resnet8")

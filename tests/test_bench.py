@@ -171,3 +171,13 @@ def test_fgap_online_f_refills_each_batch_from_its_own_values_and_keeps_the_obje
         assert set(background.unique().tolist()) <= {0, 60, 120, 180}
     elif source == "online-pool":
         assert set(background.unique().tolist()) <= {240, 250}
+
+
+def test_fgap_help_and_rows_refuse_unknown_names(bench_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    import fgap
+
+    with pytest.raises(SystemExit) as done:
+        fgap.main(["--help"])
+    assert done.value.code == 0 and "--copies" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"--rows: got \['F\(shuffle\)'\], expected names among: Orig, "):
+        fgap.main(["--quick", "--rows", "F(shuffle)"])
