@@ -16,11 +16,19 @@ from augment.diff import diff_dicts
 from augment.errors import OutFolderError
 
 
+def is_ours(out: Path, path: Path) -> bool:
+    """Whether ``path`` (inside ``out``) is a file a build writes: manifest, rejects, shards, their temp files, or the
+    journal. Decided by the name alone, so that a file another slice renames meanwhile is still recognised."""
+    if path.parent == out:
+        return path.name in (schema.MANIFEST, schema.REJECTS) or path.name.endswith(".tmp")
+    if path.parent.parent == out and path.name.startswith("shard-") and ".tar" in path.name:
+        return True
+    return path.is_relative_to(journal.journal(out))
+
+
 def our_files(out: Path) -> list[Path]:
-    """Everything a build writes into ``out``: manifest, rejects, shards, their temp files, and the journal."""
-    found = [out / schema.MANIFEST, out / schema.REJECTS, *out.glob("*.tmp"), *out.glob("*/shard-*.tar*"),
-             *journal.journal(out).rglob("*")]  # fmt: skip
-    return [p for p in found if p.is_file()]
+    """Everything a build wrote into ``out`` (see :func:`is_ours`)."""
+    return [p for p in out.rglob("*") if is_ours(out, p) and p.is_file()]
 
 
 def remove_build(out: Path) -> None:
@@ -66,8 +74,9 @@ def claim_out(out: Path, overwrite: bool, sliced: bool) -> list[Path]:
     if out.exists() and not out.is_dir():
         raise OutFolderError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    # one listing, each name judged alone: slices started together create and rename files all the while
     files = [p for p in out.rglob("*") if not p.is_dir()]
-    if set(files) - set(our_files(out)):
+    if not all(is_ours(out, p) for p in files):
         raise OutFolderError(f"--out {out}: folder holds files that are not an augment build; refusing to touch it"
                              if overwrite else f"--out {out}: folder is not empty (it holds files); choose another "
                              "folder")  # fmt: skip

@@ -192,3 +192,14 @@ def test_array_job_slices_started_together_into_one_folder_merge_cleanly(tmp_pat
     assert CliRunner().invoke(app, ["merge", str(tmp_path / "out")]).exit_code == 0
     shards = {k: v for k, v in tree(tmp_path / "out").items() if k != schema.MANIFEST}
     assert shards == {k: v for k, v in reference.items() if k != schema.MANIFEST}
+
+
+def test_build_files_are_recognised_by_name_even_once_another_slice_renamed_them(tmp_path: Path) -> None:
+    """claim_out judges each listed file by its name: a slice's temp plan renamed by the time it is judged (the race
+    that made one of three slices started together refuse the folder as "not empty") still counts as a build's."""
+    from augment.resume import is_ours
+
+    out = tmp_path / "out"
+    gone = [out / ".build" / "plan.json.tmp", out / "train" / "shard-000003.tar.tmp", out / "manifest.json.tmp"]
+    assert all(is_ours(out, p) and not p.exists() for p in gone)
+    assert not any(is_ours(out, out / p) for p in ("notes.txt", "train/notes.txt", "train/a/shard-000001.tar"))
