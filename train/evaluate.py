@@ -124,7 +124,7 @@ def saliency(
             baselines = (torch.rand((2, *x.shape[1:]), generator=noise) * 2 - 1).to(x.device)
         scores, delta = metrics.deepliftshap_saliency(unshare_relus(model).eval(), x, target, baselines)
         if delta.abs().max() > 0.05:  # attributions should add up to the change in output
-            logging.getLogger("train").warning("DeepLiftShap convergence delta up to %.3g", delta.abs().max())
+            log.warning("DeepLiftShap convergence delta up to %.3g", delta.abs().max())
         return scores
     return metrics.input_gradient_saliency(model, x, target)
 
@@ -226,7 +226,6 @@ class Paired:
     value: float | None
     pairs: int
     unpaired: int
-    split: str
 
     def counts(self) -> dict[str, int]:
         return {"pairs": self.pairs, "unpaired": self.unpaired}
@@ -253,18 +252,21 @@ def paired_reliance(original: dict[str, Any], shifted: dict[str, Any], original_
     image j (equal, non-empty keys) to image j. Shifted images without a pair or with background -1 do not count:
     they are counted as unpaired, and a warning on stderr names how many and an example."""
     index = {k: i for i, k in enumerate(original_keys) if k}
-    rows = [(index[k], j) for j, k in enumerate(shifted_keys) if k in index and background[j] >= 0]
-    split = shifted.get("split", "")
-    lost = [j for j, k in enumerate(shifted_keys) if not (k in index and background[j] >= 0)]
+    rows, lost = [], []
+    for j, k in enumerate(shifted_keys):
+        if k in index and background[j] >= 0:
+            rows.append((index[k], j))
+        else:
+            lost.append(j)
     if lost:
-        example = shifted["keys"][lost[0]] if len(shifted.get("keys", ())) > lost[0] else shifted_keys[lost[0]]
+        split, example = shifted.get("split"), shifted.get("keys", shifted_keys)[lost[0]]
         log.warning("background reliance%s: %d of %d image(s) have no original to pair with and are left out "
                     "(e.g. %s)", f" on {split}" if split else "", len(lost), len(shifted_keys), example)  # fmt: skip
     if not rows:
-        return Paired(None, 0, len(lost), split)
+        return Paired(None, 0, len(lost))
     oi, si = np.array(rows).T
     p_orig, p_shift = metrics.softmax(original["logits"][oi]), metrics.softmax(shifted["logits"][si])
-    return Paired(metrics.background_reliance(p_orig, p_shift, np.asarray(background)[si]), len(rows), len(lost), split)
+    return Paired(metrics.background_reliance(p_orig, p_shift, np.asarray(background)[si]), len(rows), len(lost))
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:

@@ -22,9 +22,9 @@ Input convention: every model takes images on the trainer's pixel scale, [-1, 1]
 maps them to the normalisation its weights expect in a forward pre-hook (:class:`InputNormalisation`): torchvision's
 ImageNet weights get ImageNet's mean and std, BiT keeps [-1, 1] (``config.NORMALISATIONS``). The hook sits on the
 first convolution, not on the model, so that hooks of the model itself (captum's DeepLift concatenates inputs and
-baselines in one) see the model's plain inputs. Training, evaluation,
-FGSM (whose epsilon is a share of the pixel range), Sal, DeepLiftShap and Grad-CAM all go through the model, so each
-of them sees the weights' own normalisation. The state dict is unchanged by it.
+baselines in one) see the model's plain inputs. Training, evaluation, FGSM (whose epsilon is a share of the pixel
+range), Sal, DeepLiftShap and Grad-CAM all go through the model, so each of them sees the weights' own
+normalisation. The state dict is unchanged by it.
 
 Weights come only from local files (nothing is downloaded): a torchvision-style state dict in ``.pth``/``.pt``
 (read with ``weights_only=True``, so no arbitrary object is ever unpickled), a ``.safetensors`` state dict, or, for
