@@ -15,7 +15,7 @@ DEMO_STUDY := $(VENV)/bin/train study --shards $(DEMO) --grid docs/grids/demo.to
 set_aside = if [ -e $(1) ]; then old=$(1).$$(date +%Y%m%d-%H%M%S); mv $(1) $$old; \
 	echo "make: moved the earlier $(1) to $$old: $(2) (delete it when you no longer need it)"; fi
 
-.PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench bench-gpu photos masks shifted fgap clean
+.PHONY: install test train reproduce reproduce-small demo-shards cagan-demo lint bench bench-gpu photos masks shifted fgap waterbirds clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -110,9 +110,16 @@ photos: install
 	$(PY) bench/photos.py $(if $(QUICK),--quick)
 
 # docs/results-fgap.md: where the factual images' effect goes, stored F against the same F computed online, one factor
-# at a time (bench/fgap.py: the photo fixture with IN-9's release folder names, 3 seeds per row, two runs at a time).
+# at a time (bench/fgap.py: two photo fixtures with IN-9's release folder names, objects of one colour and textured
+# objects, 3 seeds per row, two runs at a time).
 fgap: install
 	$(PY) bench/fgap.py $(if $(QUICK),--quick)
+	$(PY) bench/fgap.py --objects texture --name fgap-texture $(if $(QUICK),--quick)
+
+# docs/results-waterbirds.md: Orig, F, CF and CF+F on a Waterbirds-layout fixture (soft masks, bias 0.95), from
+# scratch at 64 px (bench/waterbirds.py).
+waterbirds: install
+	$(PY) bench/waterbirds.py $(if $(QUICK),--quick)
 
 # Trains CAGAN on the backgrounds of a 40 px synthetic build (CPU, minutes), compares it with tile on held-out holes,
 # draws original | hole | cagan | tile, and builds CF(cagan) shards with it.

@@ -5,22 +5,27 @@ The paper draws its F backgrounds afresh at every step; a build stores K draws p
 ``train fit`` on one class-ordered photographic fixture and changes one thing at a time between the stored images
 and the paper's online augmentation, 3 seeds each:
 
-1. **The fixture**: bench/photos.py's (IN-9's layout written class folder by class folder, scikit-image's colour
+1. **The fixtures**: bench/photos.py's (IN-9's layout written class folder by class folder, scikit-image's colour
    photographs as backgrounds, class c on photo c with probability 0.8 in train and val, the class is the object's
-   shape), with IN-9's release folder names (``02_wheeled vehicle``...) for its class folders. Built with ``augment
-   build --dataset in9 --infill tile --factual shuffle --factual random`` at ``--image-size``.
+   shape), with IN-9's release folder names (``02_wheeled vehicle``...) for its class folders; ``--objects shape``
+   paints each object in one colour, ``--objects texture`` fills it with a crop of its class's texture photo. Built
+   with ``augment build --dataset in9 --infill tile --factual shuffle --factual random --factual mixed-rand`` at
+   ``--image-size``.
 2. **Rows** (every one through ``train.train.fit``, ``--preset demo``):
 
    - ``stored``: the build's images, copy ``epoch % K`` (the product);
    - ``online``: the same method computed now, at every step, from the batch's cropped originals and masks with the
      ``augment.infill`` function (fresh draws); ``shuffle`` draws from the batch's own values (all of them: the
-     paper's one permutation of the whole batch), ``random`` as stored;
+     paper's one permutation of the whole batch), ``random`` as stored, ``mixed-rand`` from a donor of the batch
+     with another label;
    - ``online, split pool``: shuffle's fresh draws from a pool of 64 train images of the split, as the build's pool
      (drawn here from the train originals, not the build's members): pool against batch;
    - ``online, JPEG``: fresh draws, each passed through the build's JPEG encoder and decoder (quality 90, 4:4:4)
      before training: the storage codec alone;
    - ``plain loop``: bench/parity.py's independent loop (online shuffle from the batch, its own crop, flip, order
-     and evaluation of the best val epoch): the trainer's own mechanics.
+     and evaluation of the best val epoch): the trainer's own mechanics;
+   - ``CF(tile) stored``, and CF+F with ``--cf-weight`` 0.5 and 0.25: CF+F against its parts, and what the CF
+     term's weight trades between ``original`` and the shifted splits.
 
    The online paths exist here only: ``train.train.prepare`` is wrapped in the training process, so the trainer's
    loader, crop, flip, loss and schedule stay as they are (the product stays offline). Each run is evaluated twice:
@@ -29,7 +34,7 @@ and the paper's online augmentation, 3 seeds each:
 Writes ``<out>/fgap.json`` (default bench/out/) and prints, per row, the mean ± sd over seeds of the accuracy on
 original, mixed_same, mixed_rand and mixed_next, for both epochs.
 
-    .venv/bin/python bench/fgap.py            # docs/results-fgap.md
+    .venv/bin/python bench/fgap.py            # docs/results-fgap.md (make fgap also runs --objects texture)
     .venv/bin/python bench/fgap.py --quick    # smoke run: tiny data, 1 epoch, 1 seed
 """
 
@@ -63,6 +68,7 @@ class Row:
     cf: tuple[str, ...] = ()
     f: tuple[str, ...] = ()
     source: str = "stored"  # stored | online | online-pool | online-jpeg | plain-loop
+    cf_weight: float = 1.0  # train fit --cf-weight
 
 
 ROWS = (
@@ -74,10 +80,15 @@ ROWS = (
     Row("F(shuffle) plain loop", f=("shuffle",), source="plain-loop"),
     Row("F(random) stored", f=("random",)),
     Row("F(random) online", f=("random",), source="online"),
+    Row("F(mixed-rand) stored", f=("mixed-rand",)),
+    Row("F(mixed-rand) online", f=("mixed-rand",), source="online"),
+    Row("CF(tile) stored", cf=("tile",)),
     Row("CF(tile)+F(shuffle) stored", cf=("tile",), f=("shuffle",)),
     Row("CF(tile)+F(shuffle) online", cf=("tile",), f=("shuffle",), source="online"),
     Row("CF(tile)+F(shuffle) online, split pool", cf=("tile",), f=("shuffle",), source="online-pool"),
     Row("CF(tile)+F(shuffle) online, JPEG", cf=("tile",), f=("shuffle",), source="online-jpeg"),
+    Row("CF(tile)+F(shuffle) stored, CF weight 0.5", cf=("tile",), f=("shuffle",), cf_weight=0.5),
+    Row("CF(tile)+F(shuffle) stored, CF weight 0.25", cf=("tile",), f=("shuffle",), cf_weight=0.25),
 )
 
 
@@ -102,6 +113,7 @@ class OnlineF:
 
         from augment import encode
         from augment.infill import INFILLS
+        from augment.infill.mixed_rand import Donor
         from augment.pool import make_pool
 
         self.calls += 1
@@ -110,17 +122,37 @@ class OnlineF:
         background = ~batch["mask"][:, 0].numpy()
         has = batch["has_object"].tolist()
         pool = self.split_pool or make_pool(self.calls, [(str(i), image) for i, image in enumerate(images)])
+        labels = batch["label"].numpy()
         for name in self.methods:
             method = INFILLS[name]
-            extra = {"pool": pool} if method.needs_pool else {}
             filled = []
             for i, image in enumerate(images):
+                extra = {"pool": pool} if method.needs_pool else {}
+                if method.needs_donor:  # no image of another class in the batch: the original stands in
+                    donor = self.donor(images, background, labels, has, i, rng)
+                    extra = {"donor": donor or Donor(image, np.zeros_like(background[i]))}
                 fill = method.fill(image, background[i], rng, **extra) if has[i] else np.zeros_like(image)
                 if self.source == "online-jpeg" and has[i]:
                     fill = encode.decode_image(encode.encode_jpeg(fill))
                 filled.append(fill)
             batch[f"f.{name}"] = torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2).contiguous()
         return self.prepare(batch, device, non_blocking)
+
+    @staticmethod
+    def donor(images: Any, background: Any, labels: Any, has: list[bool], i: int, rng: Any) -> Any:
+        """mixed-rand's donor, drawn from the batch: an image of another class with an object, and its CF hole (the
+        object's bounding rectangle, which tile fills first)."""
+        import numpy as np
+
+        from augment.infill.mixed_rand import Donor
+        from augment.masks import cf_hole
+
+        others = [j for j in range(len(images)) if has[j] and labels[j] != labels[i]]
+        if not others:
+            return None
+        j = others[int(rng.integers(len(others)))]
+        hole = cf_hole(~background[j], None, background[j].shape)
+        return Donor(images[j], hole if hole is not None else np.zeros_like(background[j]))
 
 
 # ---- one run, in a worker process ----------------------------------------------------------------------------------
@@ -143,7 +175,8 @@ def train_one(row: Row, seed: int, shards: str, out: str, epochs: int, arch: str
     shutil.rmtree(out, ignore_errors=True)
     scratch = True if preset != "demo" else None  # the paper's presets are fine-tuning recipes: here from scratch
     config = Config.resolve(preset, shards=shards, out=out, arch=arch, epochs=epochs, cf=list(row.cf), f=list(row.f),
-                            seed=seed, workers=0, max_saliency_images=0, from_scratch=scratch)  # fmt: skip
+                            seed=seed, workers=0, max_saliency_images=0, from_scratch=scratch,
+                            cf_weight=row.cf_weight)  # fmt: skip
     manifest = read_manifest(shards)
     crop = config.crop_size(manifest["image_size"])
     start = time.perf_counter()
@@ -207,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--preset", default="demo", help="train fit --preset (a paper preset runs --from-scratch)")
     parser.add_argument("--rows", nargs="+", help="only these rows (their names, as printed)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the fixture and of the build")
-    parser.add_argument("--out", type=Path, default=OUT, help="writes NAME.json there, works in OUT/fgap/")
+    parser.add_argument("--out", type=Path, default=OUT, help="writes NAME.json there, works in OUT/fgap/NAME/")
     parser.add_argument("--name", default="fgap", help="the report's file name: OUT/NAME.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 images, 10 per variant, 1 epoch, 1 seed")
     args = parser.parse_args(argv)
@@ -221,14 +254,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     other, start = OtherLoad(), time.perf_counter()
-    work = args.out / "fgap"
+    work = args.out / "fgap" / args.name  # each report its own fixture, build and runs: names can run side by side
     photos.CLASS_FOLDERS = IN9_FOLDERS  # the release's names, spaces included, in class order
     root = work / f"k{args.classes}" / "bg_challenge"
-    counts = photos.write_fixture(root, args.size, args.test_size, args.source_size, args.data_seed, args.classes)
+    counts = photos.write_fixture(root, args.size, args.test_size, args.source_size, args.data_seed, args.classes,
+                                  args.objects)  # fmt: skip
     shards = work / f"shards-c{args.copies}"
+    factual = [x for m in ("shuffle", "random", "mixed-rand") for x in ("--factual", m)]
     build_s, _ = cli("augment", "build", "--dataset", "in9", "--root", root, "--image-size", args.image_size,
-                     "--infill", "tile", "--factual", "shuffle", "--factual", "random", "--copies", args.copies,
-                     "--seed", args.data_seed, "--out", shards, "--overwrite", "-q")  # fmt: skip
+                     "--infill", "tile", *factual, "--copies", args.copies, "--seed", args.data_seed, "--out", shards,
+                     "--overwrite", "-q")  # fmt: skip
     rows = [r for r in ROWS if not args.rows or r.name in args.rows]
     jobs = [(r, s) for r in rows for s in range(args.seeds)]
     jobs.sort(key=lambda j: -(1 + len(j[0].cf) + len(j[0].f)) - (j[0].source == "plain-loop"))  # costliest first
@@ -247,6 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "argv": sys.argv[1:],
         "fixture": {
             "classes": list(IN9_FOLDERS[: args.classes]),
+            "objects": args.objects,
             "images": counts,
             "image_size": args.image_size,
             "copies": args.copies,

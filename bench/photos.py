@@ -66,6 +66,11 @@ FIXTURE_VERSION = 1  # bump whenever the fixture's pixels for the same parameter
 PHOTOS = (("astronaut", "astronaut.png"), ("coffee", "coffee.png"), ("chelsea", "chelsea.png"),
           ("rocket", "rocket.jpg"), ("hubble", "hubble_deep_field.jpg"), ("ihc", "ihc.png"), ("retina", "retina.jpg"),
           ("colorwheel", "color.png"), ("motorcycle", "motorcycle_left.png"))  # fmt: skip
+# Second object style (``--objects texture``): class c's shape filled with a crop of scikit-image's texture photo c
+# (greyscale, given a random tint), so the object carries a texture to learn as well as an outline.
+TEXTURES = ("brick.png", "grass.png", "gravel.png", "coins.png", "page.png", "camera.png", "moon.png", "text.png",
+            "clock_motion.png")  # fmt: skip
+OBJECTS = ("shape", "texture")
 SHAPES = ("circle", "square", "triangle", "cross", "star", "ring", "bar", "crescent", "dart")  # the class = the shape
 CLASS_FOLDERS = tuple(f"{i:02d}_{name}" for i, name in enumerate(SHAPES))
 TEST_VARIANTS = ("original", "mixed_same", "mixed_rand", "mixed_next", "only_fg", "no_fg")
@@ -90,15 +95,15 @@ Drawn = tuple[np.ndarray, np.ndarray, int]  # a sample's image, object mask and 
 # ---- 1. the fixture: IN-9's layout on scikit-image's photographs --------------------------------------------------
 
 
-def load_photos(classes: int = len(PHOTOS)) -> list[np.ndarray]:
-    """The first ``classes`` ``PHOTOS`` as uint8 RGB, long side ``PHOTO_SIDE``, from the files scikit-image
-    installs (no download)."""
+def load_photos(classes: int = len(PHOTOS), names: tuple[str, ...] = tuple(n for _, n in PHOTOS)) -> list[np.ndarray]:
+    """The first ``classes`` of ``names`` (default ``PHOTOS``) as uint8 RGB, long side ``PHOTO_SIDE``, from the files
+    scikit-image installs (no download)."""
     spec = importlib.util.find_spec("skimage")
     if spec is None or spec.origin is None:
         raise SystemExit("bench/photos.py: scikit-image is not installed (its sample photos are the backgrounds)")
     folder = Path(spec.origin).parent / "data"
     photos = []
-    for _, name in PHOTOS[:classes]:
+    for name in names[:classes]:
         path = folder / name
         try:
             photo = np.asarray(Image.open(path).convert("RGB"))
@@ -157,6 +162,18 @@ def paint_object(background: np.ndarray, mask: np.ndarray, rng: np.random.Genera
     return np.where(mask[..., None], np.rint(obj), background).astype(np.uint8)
 
 
+def paint_texture(background: np.ndarray, mask: np.ndarray, texture: np.ndarray, rng: np.random.Generator
+                  ) -> np.ndarray:  # fmt: skip
+    """``background`` with the object filled by a random crop of ``texture`` (its class's), tinted by a random
+    colour (luminance kept), so that the texture, not the colour, carries the class."""
+    patch = photo_crop(texture, max(mask.shape), rng)[: mask.shape[0], : mask.shape[1]]
+    patch = patch.astype(np.float64).mean(axis=2, keepdims=True) / 255.0
+    hsv = np.uint8([[[rng.integers(180), rng.integers(0, 160), 255]]])
+    tint = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
+    obj = np.clip(patch * tint, 0, 255)
+    return np.where(mask[..., None], np.rint(obj), background).astype(np.uint8)
+
+
 def train_photo(seed: int, split: str, index: int, label: int, k: int) -> int:
     """Photo of a train/val sample: the class's with probability BIAS, else a uniformly drawn other one."""
     rng = np.random.default_rng([seed, SPLIT_CODE[split], index, 9])
@@ -172,8 +189,10 @@ def test_photo(seed: int, variant: str, index: int, label: int, k: int) -> int:
     return (label + 1 + int(rng.integers(k - 1))) % k
 
 
-def sample(photos: list[np.ndarray], seed: int, split: str, index: int, size: int) -> Drawn:
-    """(image, mask, photo index) of sample ``index`` of ``split``; every test variant shares the object of index i."""
+def sample(photos: list[np.ndarray], seed: int, split: str, index: int, size: int,
+           textures: list[np.ndarray] | None = None) -> Drawn:  # fmt: skip
+    """(image, mask, photo index) of sample ``index`` of ``split``; every test variant shares the object of index i.
+    With ``textures`` the object is filled with its class's texture (``paint_texture``), else one colour."""
     k = len(photos)
     label = index % k
     code = SPLIT_CODE.get(split, SPLIT_CODE["test"])
@@ -181,7 +200,10 @@ def sample(photos: list[np.ndarray], seed: int, split: str, index: int, size: in
     bg_rng = np.random.default_rng([seed, code, index, BACKGROUND_PART.get(split, 1)])
     mask = object_mask(label, size, obj_rng)
     photo = (train_photo if split in ("train", "val") else test_photo)(seed, split, index, label, k)
-    return paint_object(photo_crop(photos[photo], size, bg_rng), mask, obj_rng), mask, photo
+    background = photo_crop(photos[photo], size, bg_rng)
+    if textures is not None:
+        return paint_texture(background, mask, textures[label], obj_rng), mask, photo
+    return paint_object(background, mask, obj_rng), mask, photo
 
 
 def save_jpeg(path: Path, pixels: np.ndarray) -> None:
@@ -194,38 +216,40 @@ def blacked_out(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def write_fixture(
-    root: Path, n_train: int, n_test: int, size: int, seed: int, classes: int = len(PHOTOS)
+    root: Path, n_train: int, n_test: int, size: int, seed: int, classes: int = len(PHOTOS), objects: str = "shape"
 ) -> dict[str, int]:
-    """The fixture of the module docstring as ``root`` = ``bg_challenge/``; images per split. Kept for the next run
-    with the same parameters (a ``done-...json`` marker beside ``root``)."""
-    marker = root.parent / f"done-{classes}-{n_train}-{n_test}-{size}-{seed}-v{FIXTURE_VERSION}.json"
+    """The fixture of the module docstring as ``root`` = ``bg_challenge/``; images per split. ``objects``: one of
+    ``OBJECTS``. Kept for the next run with the same parameters (a ``done-...json`` marker beside ``root``)."""
+    tag = "" if objects == "shape" else f"-{objects}"
+    marker = root.parent / f"done-{classes}-{n_train}-{n_test}-{size}-{seed}{tag}-v{FIXTURE_VERSION}.json"
     if marker.exists():
         return json.loads(marker.read_text())
     for old in root.parent.glob("done-*.json"):
         old.unlink()
     shutil.rmtree(root, ignore_errors=True)
     photos = load_photos(classes)
+    textures = load_photos(classes, TEXTURES) if objects == "texture" else None
     k = len(photos)
     counts: dict[str, int] = defaultdict(int)
     for subset, n in (("train", n_train), ("val", max(n_train // 5, k))):
         for label, folder in enumerate(CLASS_FOLDERS[:k]):  # class folder by class folder, as IN-9 is released
             for i in range(label, n, k):
-                image, mask, photo = sample(photos, seed, subset, i, size)
+                image, mask, photo = sample(photos, seed, subset, i, size, textures)
                 stem = f"n{label:02d}_{i:06d}_p{photo}"
                 save_jpeg(root / "train/original" / subset / folder / f"{stem}.JPEG", image)
                 save_jpeg(root / "train/no_fg" / subset / folder / f"{stem}.JPEG", blacked_out(image, mask))
                 counts[subset] += 1
     for label, folder in enumerate(CLASS_FOLDERS[:k]):
         for i in range(label, n_test, k):
-            write_test_sample(root, photos, folder, label, i, size, seed, counts)
+            write_test_sample(root, photos, folder, label, i, size, seed, counts, textures)
     marker.write_text(json.dumps(counts))
     return dict(counts)
 
 
 def write_test_sample(root: Path, photos: list[np.ndarray], folder: str, label: int, i: int, size: int, seed: int,
-                      counts: dict[str, int]) -> None:  # fmt: skip
+                      counts: dict[str, int], textures: list[np.ndarray] | None = None) -> None:  # fmt: skip
     """Test object i in every variant, IN-9's names: ``<stem>.JPEG``, mixed ones ``fg_<stem>_bg_<...>.JPEG``."""
-    original, mask, _ = sample(photos, seed, "original", i, size)
+    original, mask, _ = sample(photos, seed, "original", i, size, textures)
     stem = f"n{label:02d}_t{i:06d}"
     npy = root / "test/fg_mask/val" / folder / f"{stem}.npy"
     npy.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +261,7 @@ def write_test_sample(root: Path, photos: list[np.ndarray], folder: str, label: 
         elif variant == "no_fg":
             pixels = blacked_out(original, mask)
         elif variant != "original":
-            pixels, _, photo = sample(photos, seed, variant, i, size)
+            pixels, _, photo = sample(photos, seed, variant, i, size, textures)
             name = f"fg_{stem}_bg_p{photo}_b{i:06d}.JPEG"
         save_jpeg(root / "test" / variant / "val" / folder / name, pixels)
         counts[variant] += 1
@@ -388,6 +412,12 @@ def fixture_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=32, help="augment build --image-size (crop: 7/8)")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0 .. N-1 per row")
+    parser.add_argument(
+        "--objects",
+        choices=OBJECTS,
+        default="shape",
+        help="shape: the class's shape in one random colour; texture: filled with its texture photo",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -181,3 +181,71 @@ def test_fgap_help_and_rows_refuse_unknown_names(bench_path: None, capsys: pytes
     assert done.value.code == 0 and "--copies" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"--rows: got \['F\(shuffle\)'\], expected names among: Orig, "):
         fgap.main(["--quick", "--rows", "F(shuffle)"])
+
+
+def test_fgap_online_mixed_rand_takes_a_background_of_another_class_from_the_batch(bench_path: None) -> None:
+    """bench/fgap.py's online mixed-rand: the object stays, the background is a donor of the batch with another
+    label (its own object rectangle tiled over), drawn afresh at every step."""
+    import torch
+    from fgap import OnlineF
+
+    seen = []
+    images = torch.stack([torch.full((3, 8, 8), v, dtype=torch.uint8) for v in (10, 20, 30, 40)])
+    images[:, :, 3:5, 3:5] = 200  # every object's pixels
+    mask = torch.zeros(4, 1, 8, 8, dtype=torch.bool)
+    mask[:, :, 3:5, 3:5] = True
+    batch = {"image": images, "mask": mask, "label": torch.tensor([0, 0, 1, 1]),
+             "has_object": torch.ones(4, dtype=torch.bool), "f.mixed-rand": torch.zeros_like(images)}  # fmt: skip
+    online = OnlineF(lambda b, device, non_blocking: seen.append(b["f.mixed-rand"].clone()) or b, ("mixed-rand",),
+                     "online", seed=0)  # fmt: skip
+    for _ in range(8):
+        online(dict(batch), "cpu")
+    for filled in seen:
+        assert (filled[:, :, 3:5, 3:5] == 200).all()  # the object kept
+        corner = filled[:, 0, 0, 0].tolist()  # the donor's background, never its own class's or its object
+        assert corner[0] in (30, 40) and corner[1] in (30, 40) and corner[2] in (10, 20) and corner[3] in (10, 20)
+    assert len({tuple(f[:, 0, 0, 0].tolist()) for f in seen}) > 1  # fresh donors
+
+
+def test_photo_fixture_texture_objects_fill_the_shape_with_the_class_texture(bench_path: None, tmp_path: Path) -> None:
+    pytest.importorskip("skimage")
+    import numpy as np
+    import photos
+
+    images, textures = photos.load_photos(5), photos.load_photos(5, photos.TEXTURES)
+    plain, mask, photo = photos.sample(images, 0, "train", 7, 64)
+    textured, mask2, photo2 = photos.sample(images, 0, "train", 7, 64, textures)
+    assert np.array_equal(mask, mask2) and photo == photo2  # the same draw, only the object's pixels differ
+    assert np.array_equal(plain[~mask], textured[~mask]) and not np.array_equal(plain[mask], textured[mask])
+    assert textured[mask].std(axis=0).mean() > 2 * plain[mask].std(axis=0).mean()  # a texture, not one colour
+    counts = photos.write_fixture(tmp_path / "bg_challenge", 10, 5, 64, 0, 5, "texture")
+    assert counts["train"] == 10 and any(tmp_path.glob("done-*-texture-*.json"))
+
+
+def test_waterbirds_fixture_reads_with_soft_masks_and_the_bias(bench_path: None, tmp_path: Path) -> None:
+    """bench/waterbirds.py's fixture: the release's metadata and species folders, read by the waterbirds adapter;
+    the soft rim is background; train follows y with the bias, test does not."""
+    pytest.importorskip("skimage")
+    import numpy as np
+    import waterbirds
+    from PIL import Image
+
+    from augment.datasets import get_dataset
+
+    counts = waterbirds.write_fixture(tmp_path, 200, 80, 64, 0.95, 0)
+    assert counts == {"0": 200, "1": 40, "2": 100}
+    root = tmp_path / "waterbird_complete95_forest2water2"
+    lines = (root / "metadata.csv").read_text().splitlines()
+    assert lines[0] == "img_id,img_filename,y,split,place,place_filename"
+    assert lines[1].startswith("1,001.Black_footed_Albatross/Black_Footed_Albatross_0001_1.jpg,1,")
+    rows = [line.split(",") for line in lines[1:]]
+    train = [(int(r[2]), int(r[4])) for r in rows if r[3] == "0"]
+    test = [(int(r[2]), int(r[4])) for r in rows if r[3] == "2"]
+    assert sum(y == p for y, p in train) / len(train) > 0.9 and 0.3 < sum(y == p for y, p in test) / len(test) < 0.7
+    data = get_dataset("waterbirds", root=str(root), image_size=64)
+    sample = data.load("train", 0)
+    seg = np.asarray(Image.open(tmp_path / "segmentations" / Path(rows[0][1]).with_suffix(".png")))
+    assert set(np.unique(seg)) >= {0, 100, 255}
+    bird, rim = (seg == 255).mean(), (seg >= 100).mean()
+    assert rim - bird > 0.03 and abs(sample.mask.mean() - bird) < 0.01  # the rim (100) and the blur are background
+    assert len(data.items["test_flip"]) + len(data.items["test_original"]) == len(test)
