@@ -80,6 +80,7 @@ ROWS = (
     Row("F(shuffle) plain loop", f=("shuffle",), source="plain-loop"),
     Row("F(random) stored", f=("random",)),
     Row("F(random) online", f=("random",), source="online"),
+    Row("F(random) online, JPEG", f=("random",), source="online-jpeg"),
     Row("F(mixed-rand) stored", f=("mixed-rand",)),
     Row("F(mixed-rand) online", f=("mixed-rand",), source="online"),
     Row("CF(tile) stored", cf=("tile",)),

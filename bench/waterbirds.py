@@ -10,13 +10,15 @@
    species take one pair of textures, waterbird species the other. Places are scikit-image's colour photographs:
    ``LAND`` for place 0, ``WATER`` for place 1 (random crops). In train the place agrees with y with probability
    ``--bias`` (0.95, the release's); val and test draw the place independently of y, as the release does.
-2. **Build**: ``augment build --dataset waterbirds --infill tile --factual shuffle`` at ``--image-size``.
+2. **Build**: ``augment build --dataset waterbirds --infill tile --factual shuffle --factual mixed-rand`` at
+   ``--image-size``.
 3. **Training** (``train.train.fit``, ``--preset demo`` with ``--arch``, from scratch, ``--workers 0``, one torch
-   thread, ``--jobs`` runs at a time): Orig, F(shuffle), CF(tile), CF(tile)+F(shuffle); ``--seeds`` seeds each.
+   thread, ``--jobs`` runs at a time): Orig, F(shuffle), CF(tile), CF(tile)+F(shuffle), F(mixed-rand) and
+   CF(tile)+F(mixed-rand) (``--rows``); ``--seeds`` seeds each.
    Reports the best val epoch's (what ``train fit`` reports) accuracy on ``test``, ``test_original`` (y == place)
    and ``test_flip`` (y != place), and the worst group's (of (y, place)) on ``test``, mean ± sd over the seeds.
 
-Writes ``<out>/waterbirds.json`` (default bench/out/), works in ``<out>/waterbirds/``.
+Writes ``<out>/NAME.json`` (``--name``, default waterbirds; default out: bench/out/), works in ``<out>/waterbirds/``.
 
     .venv/bin/python bench/waterbirds.py            # make waterbirds: docs/results-waterbirds.md
     .venv/bin/python bench/waterbirds.py --quick    # smoke run: tiny data, 1 epoch, 1 seed
@@ -49,7 +51,8 @@ SPECIES = (("001.Black_footed_Albatross", 1, 0, "gravel.png"), ("029.American_Cr
 LAND = (("bamboo_forest", "chelsea.png"), ("forest_broadleaf", "coffee.png"))  # (place folder, skimage photo)
 WATER = (("ocean", "hubble_deep_field.jpg"), ("lake_natural", "rocket.jpg"))
 ROWS = {"Orig": ([], []), "F(shuffle)": ([], ["shuffle"]), "CF(tile)": (["tile"], []),
-        "CF(tile)+F(shuffle)": (["tile"], ["shuffle"])}  # fmt: skip
+        "CF(tile)+F(shuffle)": (["tile"], ["shuffle"]), "F(mixed-rand)": ([], ["mixed-rand"]),
+        "CF(tile)+F(mixed-rand)": (["tile"], ["mixed-rand"])}  # fmt: skip
 SPLITS = ("test", "test_original", "test_flip")
 SPLIT_SIZES = {0: 1.0, 1: 0.2, 2: 0.5}  # split code -> share of --size
 
@@ -156,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one process and torch thread each")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the fixture and of the build")
     parser.add_argument("--out", type=Path, default=OUT, help="writes waterbirds.json there, works in OUT/waterbirds/")
+    parser.add_argument("--name", default="waterbirds", help="the report's file name: OUT/NAME.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 images, 1 epoch, resnet8, 1 seed")
     args = parser.parse_args(argv)
     if args.quick:
@@ -166,13 +170,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shards = work / "shards"
     root = work / "data/waterbird_complete95_forest2water2"
     build_s, _ = cli("augment", "build", "--dataset", "waterbirds", "--root", root, "--image-size", args.image_size,
-                     "--infill", "tile", "--factual", "shuffle", "--seed", args.data_seed, "--out", shards,
-                     "--overwrite", "-q")  # fmt: skip
+                     "--infill", "tile", "--factual", "shuffle", "--factual", "mixed-rand", "--seed", args.data_seed,
+                     "--out", shards, "--overwrite", "-q")  # fmt: skip
     jobs = [(name, seed) for name in args.rows for seed in range(args.seeds)]
     settings = {"arch": args.arch, "epochs": args.epochs}
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=start_worker) as pool:  # fmt: skip
-        futures = {pool.submit(train_one, *ROWS[name], seed, str(shards), str(work / "runs" / f"{i}"), settings):
+        runs_dir = work / "runs" / args.name
+        futures = {pool.submit(train_one, *ROWS[name], seed, str(shards), str(runs_dir / str(i)), settings):
                    (name, seed) for i, (name, seed) in enumerate(jobs)}  # fmt: skip
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
         for future, (name, seed) in futures.items():
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "runs": runs, "summary": summary, "wall_s": time.perf_counter() - start,
               "other_load": other.line().strip()}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "waterbirds.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n[waterbirds] {report['fixture']}, {report['training']}; {report['other_load']}")
     print("row | " + " | ".join((*SPLITS, "worst group")))
     for name, cells in summary.items():
