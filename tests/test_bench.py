@@ -249,3 +249,22 @@ def test_waterbirds_fixture_reads_with_soft_masks_and_the_bias(bench_path: None,
     bird, rim = (seg == 255).mean(), (seg >= 100).mean()
     assert rim - bird > 0.03 and abs(sample.mask.mean() - bird) < 0.01  # the rim (100) and the blur are background
     assert len(data.items["test_flip"]) + len(data.items["test_original"]) == len(test)
+
+
+def test_paired_differences_pair_seeds_and_mark_two_standard_errors(bench_path: None, tmp_path: Path) -> None:
+    import paired
+
+    def run(seed: int, value: float) -> dict:
+        return {
+            "seed": seed,
+            **{w: {"original": 0.9, "mixed_rand": value, "mixed_next": value} for w in ("best", "last")},
+        }
+
+    report = {"runs": {"A": [run(0, 0.5), run(1, 0.7), run(2, 0.6)], "B": [run(2, 0.5), run(0, 0.4), run(1, 0.61)]}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    lines = paired.main([str(path), "A", str(path), "B"])
+    # A - B by seed: 0.1, 0.09, 0.1 (seed 1 paired with seed 1, not with B's second entry)
+    assert lines[0].startswith("| A − B (3 seeds) | best | +0.000 ± 0.000 | **+0.097 ± 0.003** |"), lines[0]
+    with pytest.raises(SystemExit, match="no row 'C'"):
+        paired.main([str(path), "C", str(path), "B"])
