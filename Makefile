@@ -111,13 +111,13 @@ photos: install
 
 # docs/results-fgap.md: where the factual images' effect goes, stored F against the same F computed online, one factor
 # at a time (bench/fgap.py: two photo fixtures with IN-9's release folder names, objects of one colour and textured
-# objects, 3 seeds per row, two runs at a time).
+# objects, 3 seeds per row, two runs at a time; about 45 minutes on 2 cores for the two, from the sections' times).
 fgap: install
 	$(PY) bench/fgap.py $(if $(QUICK),--quick)
 	$(PY) bench/fgap.py --objects texture --name fgap-texture $(if $(QUICK),--quick)
 
-# docs/results-waterbirds.md: Orig, F, CF and CF+F on a Waterbirds-layout fixture (soft masks, bias 0.95), from
-# scratch at 64 px (bench/waterbirds.py).
+# docs/results-waterbirds.md: Orig, F(shuffle), F(mixed-rand), CF(tile) and CF+F on a Waterbirds-layout fixture (soft
+# masks, bias 0.95), a ResNet-18 from scratch at 64 px, one seed (bench/waterbirds.py, about 17 minutes on 2 cores).
 waterbirds: install
 	$(PY) bench/waterbirds.py $(if $(QUICK),--quick)
 

@@ -123,7 +123,7 @@ class OnlineF:
         background = ~batch["mask"][:, 0].numpy()
         has = batch["has_object"].tolist()
         pool = self.split_pool or make_pool(self.calls, [(str(i), image) for i, image in enumerate(images)])
-        labels = batch["label"].numpy()
+        labels = batch["label"].numpy() if "label" in batch else None  # needed by mixed-rand's donors only
         for name in self.methods:
             method = INFILLS[name]
             filled = []
