@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="only these rows")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one process and torch thread each")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the fixture and of the build")
-    parser.add_argument("--out", type=Path, default=OUT, help="writes waterbirds.json there, works in OUT/waterbirds/")
+    parser.add_argument("--out", type=Path, default=OUT, help="writes NAME.json there, works in OUT/waterbirds/")
     parser.add_argument("--name", default="waterbirds", help="the report's file name: OUT/NAME.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 images, 1 epoch, resnet8, 1 seed")
     args = parser.parse_args(argv)
