@@ -24,8 +24,8 @@ and the paper's online augmentation, 3 seeds each:
      before training: the storage codec alone;
    - ``plain loop``: bench/parity.py's independent loop (online shuffle from the batch, its own crop, flip, order
      and evaluation of the best val epoch): the trainer's own mechanics;
-   - ``CF(tile) stored``, and CF+F with ``--cf-weight`` 0.5 and 0.25: CF+F against its parts, and what the CF
-     term's weight trades between ``original`` and the shifted splits.
+   - ``CF(tile) stored``, and CF+F with ``--cf-weight`` 0.5 and 0.25 or ``--cf-loss uniform-others``: CF+F against
+     its parts, and what the CF term trades between ``original`` and the shifted splits; CF(tile)+F(mixed-rand).
 
    The online paths exist here only: ``train.train.prepare`` is wrapped in the training process, so the trainer's
    loader, crop, flip, loss and schedule stay as they are (the product stays offline). Each run is evaluated twice:
@@ -69,6 +69,7 @@ class Row:
     f: tuple[str, ...] = ()
     source: str = "stored"  # stored | online | online-pool | online-jpeg | plain-loop
     cf_weight: float = 1.0  # train fit --cf-weight
+    cf_loss: str = "logp"  # train fit --cf-loss
 
 
 ROWS = (
@@ -90,6 +91,8 @@ ROWS = (
     Row("CF(tile)+F(shuffle) online, JPEG", cf=("tile",), f=("shuffle",), source="online-jpeg"),
     Row("CF(tile)+F(shuffle) stored, CF weight 0.5", cf=("tile",), f=("shuffle",), cf_weight=0.5),
     Row("CF(tile)+F(shuffle) stored, CF weight 0.25", cf=("tile",), f=("shuffle",), cf_weight=0.25),
+    Row("CF(tile)+F(shuffle) stored, CF loss uniform-others", cf=("tile",), f=("shuffle",), cf_loss="uniform-others"),
+    Row("CF(tile)+F(mixed-rand) stored", cf=("tile",), f=("mixed-rand",)),
 )
 
 
@@ -177,7 +180,7 @@ def train_one(row: Row, seed: int, shards: str, out: str, epochs: int, arch: str
     scratch = True if preset != "demo" else None  # the paper's presets are fine-tuning recipes: here from scratch
     config = Config.resolve(preset, shards=shards, out=out, arch=arch, epochs=epochs, cf=list(row.cf), f=list(row.f),
                             seed=seed, workers=0, max_saliency_images=0, from_scratch=scratch,
-                            cf_weight=row.cf_weight)  # fmt: skip
+                            cf_weight=row.cf_weight, cf_loss=row.cf_loss)  # fmt: skip
     manifest = read_manifest(shards)
     crop = config.crop_size(manifest["image_size"])
     start = time.perf_counter()

@@ -452,7 +452,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     other, start = OtherLoad(), time.perf_counter()
     work = args.out / "photos"
     root = work / f"k{args.classes}" / "bg_challenge"
-    counts = write_fixture(root, args.size, args.test_size, args.source_size, args.data_seed, args.classes)
+    counts = write_fixture(root, args.size, args.test_size, args.source_size, args.data_seed, args.classes,
+                           args.objects)  # fmt: skip
     fixture_s = time.perf_counter() - start
     builds = {}
     for copies in args.copies:
@@ -464,7 +465,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.probe_classes != args.classes:  # the same probe on a fixture of another class count (IN-9 has 9)
         k = args.probe_classes
         other_root = work / f"k{k}" / "bg_challenge"
-        write_fixture(other_root, args.size, k, args.source_size, args.data_seed, k)  # test splits unused here
+        write_fixture(other_root, args.size, k, args.source_size, args.data_seed, k, args.objects)  # test splits unused
         b = build(other_root, work / f"k{k}" / "shards-c1", [], list(F_PROBED), 1, args)
         probes[k] = {**probe(read_train(Path(b["path"]), list(F_PROBED)), list(F_PROBED), args.data_seed), "build": b}
     probe_s = time.perf_counter() - tick
@@ -478,6 +479,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "layout": "in9 (bg_challenge/)",
             "classes": list(CLASS_FOLDERS[: args.classes]),
             "photos": [p for p, _ in PHOTOS[: args.classes]],
+            "objects": args.objects,
             "bias": BIAS,
             "images": counts,
             "source_size": args.source_size,
