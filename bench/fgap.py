@@ -92,6 +92,13 @@ ROWS = (
     Row("CF(tile)+F(shuffle) stored, CF weight 0.5", cf=("tile",), f=("shuffle",), cf_weight=0.5),
     Row("CF(tile)+F(shuffle) stored, CF weight 0.25", cf=("tile",), f=("shuffle",), cf_weight=0.25),
     Row("CF(tile)+F(shuffle) stored, CF loss uniform-others", cf=("tile",), f=("shuffle",), cf_loss="uniform-others"),
+    Row(
+        "CF(tile)+F(shuffle) stored, CF loss uniform-others, weight 0.5",
+        cf=("tile",),
+        f=("shuffle",),
+        cf_loss="uniform-others",
+        cf_weight=0.5,
+    ),
     Row("CF(tile)+F(mixed-rand) stored", cf=("tile",), f=("mixed-rand",)),
 )
 
