@@ -62,6 +62,15 @@ def git(*args: str) -> list[str]:
     return out.stdout.splitlines()
 
 
+def one_thread_worker() -> None:
+    """A spawned benchmark worker's initializer: this folder importable (parity, photos) and one torch thread, so
+    that ``--jobs`` runs share the cores without stalling each other."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    torch.set_num_threads(1)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import photos
-from common import OUT, OtherLoad, cli, git, machine
+from common import OUT, OtherLoad, cli, git, machine, one_thread_worker
 
 SPLITS = ("val", "original", "mixed_same", "mixed_rand", "mixed_next")
 IN9_FOLDERS = ("00_dog", "01_bird", "02_wheeled vehicle", "03_reptile", "04_carnivore", "05_insect",
@@ -230,13 +230,6 @@ def accuracies(results: dict[str, Any]) -> dict[str, float]:
     return {s: results["splits"][s]["accuracy"] for s in SPLITS if s in results["splits"]}
 
 
-def start_worker() -> None:
-    import torch
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # parity, photos (spawned: a fresh sys.path)
-    torch.set_num_threads(1)
-
-
 # ---- the run -------------------------------------------------------------------------------------------------------
 
 
@@ -281,7 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, list[dict[str, Any]]] = {r.name: [] for r in rows}
     context = multiprocessing.get_context("spawn")
     train_start = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=start_worker) as pool:
+    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=one_thread_worker) as pool:
         futures = {pool.submit(train_one, r, s, str(shards), str(work / "runs" / slug(r.name) / f"s{s}"),
                                args.epochs, args.arch, args.preset): (r, s) for r, s in jobs}  # fmt: skip
         for future, (row, seed) in futures.items():

@@ -164,8 +164,8 @@ def paint_object(background: np.ndarray, mask: np.ndarray, rng: np.random.Genera
 
 def paint_texture(background: np.ndarray, mask: np.ndarray, texture: np.ndarray, rng: np.random.Generator
                   ) -> np.ndarray:  # fmt: skip
-    """``background`` with the object filled by a random crop of ``texture`` (its class's), tinted by a random
-    colour (luminance kept), so that the texture, not the colour, carries the class."""
+    """``background`` with the object filled by a random crop of ``texture`` (its class's): its grey levels times a
+    random pale colour, so that the texture, not the colour, carries the class."""
     patch = photo_crop(texture, max(mask.shape), rng)[: mask.shape[0], : mask.shape[1]]
     patch = patch.astype(np.float64).mean(axis=2, keepdims=True) / 255.0
     hsv = np.uint8([[[rng.integers(180), rng.integers(0, 160), 255]]])

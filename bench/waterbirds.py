@@ -40,7 +40,7 @@ from typing import Any
 import cv2
 import numpy as np
 import photos
-from common import OUT, OtherLoad, cli, git, machine
+from common import OUT, OtherLoad, cli, git, machine, one_thread_worker
 from PIL import Image
 
 # (release folder, y, shape index of photos.SHAPES, texture file): CUB's species folders, in their order
@@ -76,8 +76,8 @@ def write_fixture(base: Path, n: int, width: int, height: int, bias: float, seed
     if marker.exists():
         return json.loads(marker.read_text())
     shutil.rmtree(base, ignore_errors=True)
-    textures = dict(zip(sorted({s[3] for s in SPECIES}), photos.load_photos(4, tuple(sorted({s[3] for s in SPECIES}))),
-                        strict=True))  # fmt: skip
+    names = tuple(sorted({texture for *_, texture in SPECIES}))
+    textures = dict(zip(names, photos.load_photos(len(names), names), strict=True))
     places = [photos.load_photos(2, tuple(f for _, f in family)) for family in (LAND, WATER)]
     root = base / "waterbird_complete95_forest2water2"
     rows, counts, img_id = ["img_id,img_filename,y,split,place,place_filename"], {}, 0
@@ -138,13 +138,6 @@ def mean_sd(values: list[float]) -> list[float]:
     return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
 
 
-def start_worker() -> None:
-    import torch
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    torch.set_num_threads(1)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1000, help="train images (val 1/5 of it, test 1/2)")
@@ -175,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     jobs = [(name, seed) for name in args.rows for seed in range(args.seeds)]
     settings = {"arch": args.arch, "epochs": args.epochs}
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=start_worker) as pool:  # fmt: skip
+                             initializer=one_thread_worker) as pool:  # fmt: skip
         runs_dir = work / "runs" / args.name
         futures = {pool.submit(train_one, *ROWS[name], seed, str(shards), str(runs_dir / str(i)), settings):
                    (name, seed) for i, (name, seed) in enumerate(jobs)}  # fmt: skip
