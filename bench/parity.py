@@ -187,6 +187,15 @@ def cf_logp(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -(torch.logsumexp(others, 1) - torch.logsumexp(logits, 1))
 
 
+def cf_uniform_others(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the uniform distribution over the classes other than y, per row."""
+    log_p = torch.log_softmax(logits, 1)
+    return -(log_p.sum(1) - log_p.gather(1, y[:, None])[:, 0]) / (logits.shape[1] - 1)
+
+
+CF_LOSSES = {"logp": cf_logp, "uniform-others": cf_uniform_others}  # the trainer's --cf-loss kinds written here
+
+
 def device_of(config: Config) -> torch.device:
     """The device train fit resolves ``config.device`` to (one process)."""
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device)
@@ -201,15 +210,15 @@ class PlainLoop:
             config.sal,
             config.fgsm,
             config.mixup,
-            config.cf_loss != "logp",
+            config.cf_loss not in CF_LOSSES,
             config.select != "accuracy",
             config.early_stop,
             config.amp and self.device.type == "cuda",
             config.train_fraction < 1,
         )
         if any(unsupported):
-            raise ValueError("plain loop: only CE + CF(logp) + F in fp32 on the whole split, selected on val "
-                             "accuracy without early stopping, is reproduced here")  # fmt: skip
+            raise ValueError("plain loop: only CE + CF(logp or uniform-others) + F in fp32 on the whole split, "
+                             "selected on val accuracy without early stopping, is reproduced here")  # fmt: skip
         self.images, objects, labels = load_train(shards, manifest)
         n, h, w = objects.shape
         self.crop = config.crop_size(manifest["image_size"])
@@ -253,7 +262,7 @@ class PlainLoop:
                 z = logits[offset : offset + len(part)]
                 offset += len(part)
                 if v < len(config.cf):
-                    total = total + config.cf_weight * cf_logp(z, yk).sum()
+                    total = total + config.cf_weight * CF_LOSSES[config.cf_loss](z, yk).sum()
                 else:
                     total = total + F.cross_entropy(z, yk, reduction="sum")
             self.optimizer.zero_grad(set_to_none=True)

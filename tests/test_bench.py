@@ -83,7 +83,8 @@ def test_parity_plain_loop_follows_the_trainer(bench_path: None) -> None:
         windows = [sample[:, t : t + 5, u : u + 5] for t in range(4) for u in range(4)]
         assert any(torch.equal(crop, w) or torch.equal(crop, w.flip(-1)) for w in windows)
     logits, y = torch.randn(7, 5) * 4, torch.randint(0, 5, (7,))
-    assert torch.allclose(parity.cf_logp(logits, y), cf_loss(logits, y, "logp"), atol=1e-5)
+    for kind, written_here in parity.CF_LOSSES.items():
+        assert torch.allclose(written_here(logits, y), cf_loss(logits, y, kind), atol=1e-5)
     for schedule, milestones in (("cosine", []), ("step", [2, 4])):
         config = Config.resolve("demo", shards="-", out="-", epochs=6, schedule=schedule, milestones=milestones)
         model = torch.nn.Linear(1, 1)

@@ -445,3 +445,19 @@ def test_each_arch_gets_its_weights_normalisation_recorded_and_old_runs_keep_the
     assert Config(**recorded(old)).normalisation == "half"  # what the trainer fed every model before
     with pytest.raises(ValueError, match="--normalisation: got 'bgr', expected one of half, imagenet"):
         Config.resolve("demo", shards="s", out="o", normalisation="bgr")
+
+
+def test_the_cf_objective_is_named_where_it_is_not_the_default_and_old_runs_keep_logp() -> None:
+    from train.config import recorded
+
+    default = Config.resolve("demo", shards="s", out="o", cf=["tile"], f=["shuffle"])
+    assert (default.cf_loss, default.cf_weight) == ("uniform-others", 0.5)
+    assert default.method_name() == "CF(tile)+F(shuffle)"
+    paper = Config.resolve("demo", shards="s", out="o", cf=["tile"], cf_loss="logp", cf_weight=1.0)
+    assert paper.method_name() == "CF(tile:logp×1)"
+    assert Config.resolve("demo", shards="s", out="o", cf=["grey"], cf_weight=0.25).method_name() == "CF(grey:×0.25)"
+    assert (
+        Config.resolve("demo", shards="s", out="o", cf=["grey"], cf_loss="uniform").method_name() == "CF(grey:uniform)"
+    )
+    old = {k: v for k, v in default.to_dict().items() if k not in ("cf_loss", "cf_weight")}
+    assert (Config(**recorded(old)).cf_loss, Config(**recorded(old)).cf_weight) == ("logp", 1.0)

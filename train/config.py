@@ -98,8 +98,10 @@ class Config:
     # written in when the config is made, so that config.json and every checkpoint record it
     normalisation: str | None = None
     cf: list[str] = field(default_factory=list)  # CF methods read from the shards
-    cf_loss: str = "logp"
-    cf_weight: float = 1.0
+    # the CF objective: uniform-others at half weight, measured ahead of the paper's logp at 1 (docs/METHOD.md, "Which
+    # method for which data"); the paper's is --cf-loss logp --cf-weight 1
+    cf_loss: str = "uniform-others"
+    cf_weight: float = 0.5
     f: list[str] = field(default_factory=list)  # F methods read from the shards
     fgsm: float = 0.0  # eps as a fraction of the pixel range (0.3 = the paper's 0.6 on [-1, 1]); 0 = off
     fgsm_steps: int = 1  # > 1: PGD
@@ -221,8 +223,10 @@ class Config:
     def method_name(self) -> str:
         """A row label for tables: Orig, CF(tile)+F(shuffle)+Sal(10), Mixup(0.2), ..."""
         parts = []
-        if self.cf:
-            parts.append(f"CF({','.join(self.cf)}{'' if self.cf_loss == 'logp' else ':' + self.cf_loss})")
+        if self.cf:  # the CF objective where it is not the default: CF(tile:logp×1)
+            loss = "" if self.cf_loss == Config.cf_loss else self.cf_loss
+            weight = "" if self.cf_weight == Config.cf_weight else f"×{self.cf_weight:g}"
+            parts.append(f"CF({','.join(self.cf)}{':' if loss or weight else ''}{loss}{weight})")
         if self.f or self.fgsm:
             parts.append(f"F({','.join(self.f + ([f'fgsm{self.fgsm:g}'] if self.fgsm else []))})")
         if self.sal:
@@ -254,12 +258,15 @@ def recorded(config: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded config (config.json, a checkpoint's ``config``) with the keys of this version that it lacks
     and that mean something else than their default: a run from before ``from_scratch`` existed that had a
     fine-tuning preset and no weights ran it from scratch; a run from before ``normalisation`` fed its model
-    [-1, 1] (``half``)."""
+    [-1, 1] (``half``); a config without the CF objective is from before uniform-others at 0.5 was the default, when
+    it was the paper's logp at 1."""
     config = dict(config)
     if "from_scratch" not in config:
         config["from_scratch"] = config.get("preset") in FINE_TUNING_PRESETS and config.get("weights") is None
     # before each model had its weights' normalisation, every model was fed [-1, 1]
     config.setdefault("normalisation", "half")
+    config.setdefault("cf_loss", "logp")
+    config.setdefault("cf_weight", 1.0)
     return config
 
 

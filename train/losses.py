@@ -16,7 +16,7 @@ from torch import nn
 CF_LOSSES = ("logp", "uniform", "uniform-others")
 
 
-def cf_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "logp") -> torch.Tensor:
+def cf_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-row loss that says "not y" for counterfactual images.
 
     - ``logp``: -log(1 - p_y), computed stably as -(logsumexp_{k != y} z_k - logsumexp_k z_k);
