@@ -123,8 +123,9 @@ def train_one(cf: list[str], f: list[str], seed: int, shards: str, out: str, arg
 
     logging.getLogger("train").setLevel(logging.WARNING)
     shutil.rmtree(out, ignore_errors=True)
+    objective = {k: args[k] for k in ("cf_loss", "cf_weight") if args.get(k) is not None}  # else train fit's default
     config = Config.resolve("demo", shards=shards, out=out, arch=args["arch"], epochs=args["epochs"], cf=cf, f=f,
-                            seed=seed, workers=0, max_saliency_images=0)  # fmt: skip
+                            seed=seed, workers=0, max_saliency_images=0, **objective)  # fmt: skip
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--image-size", type=int, default=64, help="augment build --image-size (crop: 7/8)")
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--cf-loss", default=None, help="train fit --cf-loss [its default]")
+    parser.add_argument("--cf-weight", type=float, default=None, help="train fit --cf-weight [its default]")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds 0 .. N-1 per row")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="only these rows")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one process and torch thread each")
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "--infill", "tile", "--factual", "shuffle", "--factual", "mixed-rand", "--seed", args.data_seed,
                      "--out", shards, "--overwrite", "-q")  # fmt: skip
     jobs = [(name, seed) for name in args.rows for seed in range(args.seeds)]
-    settings = {"arch": args.arch, "epochs": args.epochs}
+    settings = {"arch": args.arch, "epochs": args.epochs, "cf_loss": args.cf_loss, "cf_weight": args.cf_weight}
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=one_thread_worker) as pool:  # fmt: skip
         runs_dir = work / "runs" / args.name
