@@ -23,7 +23,7 @@ from augment.dataset_cache import cached_dataset, open_dataset
 from augment.datasets import DATASETS
 from augment.donors import MAX_DONOR_DRAWS, Donors, load_donor
 from augment.errors import BuildError, OutFolderError
-from augment.executors import run_tasks
+from augment.executors import connect, run_tasks
 from augment.plan import build_order, check_unique_keys, make_plan, parse_shard_range
 from augment.records import fill_models, make_record, sample_json
 from augment.resume import Resume, prepare_out
@@ -51,18 +51,29 @@ def build(
     say_shifted_tests(plan.header.get("shifted_tests"))
     cached_dataset(config, factory, dataset)  # this process's tasks (workers=1) reuse the dataset scanned above
     selected = parse_shard_range(shard_range, len(plan.tasks)) or (0, len(plan.tasks))
-    mine = plan.tasks[selected[0] : selected[1]]
-    resume = prepare_out(out, plan, overwrite, mine, sliced=shard_range is not None)
+    mine, sliced = plan.tasks[selected[0] : selected[1]], shard_range is not None
+    with connect(scheduler) as client:  # a --scheduler that does not answer fails here, before --out is touched
+        return build_into(out, config, plan, mine, selected, overwrite, progress, client, workers, sliced)
+
+
+def build_into(
+    out: Path, config: BuildConfig, plan: journal.Plan, mine: list[journal.Task], selected: tuple[int, int],
+    overwrite: bool, progress: bool, client: Any, workers: int, sliced: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """The part of :func:`build` that writes: prepare ``out``, build the tasks of ``mine`` that are left (on the
+    dask ``client``, or ``workers`` local processes), and write the manifest (or, ``sliced``, sum up the slice)."""
+    resume = prepare_out(out, plan, overwrite, mine, sliced=sliced)
     todo = [t for t in mine if t.name not in resume.keep]
     journal.remove_temp_files(out, todo)  # left by a killed run
     bar = progress_bar(out, config, resume, len(mine), todo, progress)
+    factory = DATASETS[config.dataset].factory
     calls = [(config, factory, out, t, plan.splits[t.split]["augmented"]) for t in todo]
-    records = {**resume.keep, **run_shards(out, plan, todo, calls, bar, workers, scheduler)}
+    records = {**resume.keep, **run_shards(out, plan, todo, calls, bar, workers, client)}
     if resume.manifest is not None:  # a finished build run again: rebuilt shards must match their manifest entries
         check_rebuilt(out, todo, records, resume.expected)
         shutil.rmtree(journal.journal(out), ignore_errors=True)
         return resume.manifest
-    if shard_range is not None:
+    if sliced:
         done = set(journal.read_done(out)) & {t.name for t in plan.tasks}
         return {"slice": list(selected), "built": len(todo), "kept": len(mine) - len(todo),
                 "shards_done": len(done), "shards_total": len(plan.tasks),
@@ -99,7 +110,7 @@ def progress_bar(
 
 def run_shards(
     out: Path, plan: journal.Plan, todo: list[journal.Task], calls: list[tuple], bar: tqdm, workers: int,
-    scheduler: str | None,
+    client: Any,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Build the shards of ``todo`` (``calls`` are their :func:`build_shard` arguments) and return their records by
     task name. A failed or interrupted run removes the temp files of unfinished shards; its BuildError says that
@@ -107,7 +118,7 @@ def run_shards(
     records: dict[str, dict[str, Any]] = {}
     try:
         with bar:
-            for record in run_tasks(build_shard, calls, workers, scheduler):
+            for record in run_tasks(build_shard, calls, workers, client):
                 if record["environment"] != plan.header["environment"]:
                     raise BuildError(f"{record['shard']['path']}: built with {record['environment']}, but the build "
                                      f"started with {plan.header['environment']}; the bytes would differ: give every "

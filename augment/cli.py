@@ -9,7 +9,6 @@ augment preview shards/demo --out preview.png
 from __future__ import annotations
 
 import enum
-import errno
 import json
 import os
 import shlex
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from augment import cli_errors, infill, schema
-from augment.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors
+from augment.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors, out_problem, shown, shown_all
 from augment.datasets import DATASETS
 from augment.datasets.files import ON_ERROR
 from augment.datasets.synthetic import Synthetic
@@ -103,22 +102,6 @@ def build_command(config: BuildConfig, out: Path) -> str:
 
 
 fail = partial(cli_errors.fail, "augment")  # one line on stderr, then exit (see augment.cli_errors)
-
-
-OUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # errors of writing, whichever file they name
-
-
-def out_problem(out: Path, e: OSError) -> str | None:
-    """What an OSError of a build says about ``--out`` (it names ``out``, a folder above it or a file in it), else
-    None: then it is the source's."""
-    out = Path(out).absolute()
-    name = Path(e.filename).absolute() if isinstance(e.filename, (str, os.PathLike)) else None
-    if name is None or not (name == out or name in out.parents or out in name.parents):
-        return f"cannot write there ({e.strerror or e})" if e.errno in OUT_ERRNOS else None
-    blocker = next((p for p in [out, *out.parents] if p.exists()), None)  # the nearest path that is there
-    if blocker is not None and not blocker.is_dir():
-        return f"{blocker} is a file, not a folder"
-    return f"cannot create or write {name} ({e.strerror or e})"
 
 
 def open_build(out: Path, flag: str = "") -> dict:
@@ -275,6 +258,10 @@ def build(
     )
     try:
         config.validate()
+        if config.device.startswith("cuda"):  # refused even where no model runs: the command would record it
+            from augment.devices import resolve_device
+
+            resolve_device(config.device)
     except ValueError as e:
         fail(str(e), USAGE)
     try:
@@ -351,14 +338,18 @@ def info(
     manifest = open_build(out)
     other = open_build(diff, "--diff") if diff is not None else None
     try:
+        if as_json and other is None:  # JSON escapes every control character itself
+            typer.echo(json.dumps(manifest, indent=2, sort_keys=True))
+            return
+        # every string of a manifest is a stranger's: printed escaped, none can move the cursor or write the clipboard
         if other is not None:
             from augment.diff import diff_builds
 
-            lines = diff_builds(other, manifest)
+            lines = [shown(line) for line in diff_builds(other, manifest)]
             text = "\n".join(lines) if lines else "the builds are the same: same options, source, tool and shards"
-            typer.echo(f"A = {diff}\nB = {out}\n{text}")
+            typer.echo(f"A = {shown(str(diff))}\nB = {shown(str(out))}\n{text}")
             raise typer.Exit(CHECK_FAILED if lines else 0)
-        typer.echo(json.dumps(manifest, indent=2, sort_keys=True) if as_json else describe(out, manifest))
+        typer.echo(describe(Path(shown(str(out))), shown_all(manifest)))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a shape shape_problem missed
         where = f"{out / schema.MANIFEST} or {diff / schema.MANIFEST}" if other is not None else out / schema.MANIFEST
         fail(f"{where}: not the shape `augment build` writes ({type(e).__name__}: {e}); {REBUILD}")
@@ -447,7 +438,7 @@ def verify(
     problems, read = run_verify(out, progress=not quiet)
     if problems:
         for p in problems:
-            typer.echo(p, err=True)
+            typer.echo(shown(p), err=True)  # a problem may quote a sample's name from the shards
         fail(f"{len(problems)} problem(s) in {out}; rebuild the affected shards by running the manifest's command "
              f"again (`augment info {out}` shows it): it keeps the intact shards and rebuilds the others")  # fmt: skip
     typer.echo(f"OK: {read} samples in {out} match {out / schema.MANIFEST}")

@@ -6,8 +6,12 @@ Exit codes: 0 = done (or the check passed); 1 (``CHECK_FAILED``) = a check faile
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
-from typing import NoReturn
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -59,6 +63,56 @@ class OneLineErrors(TyperGroup):
 
 def fail(prog: str, message: str, code: int = CHECK_FAILED) -> NoReturn:
     """``<prog>: error: <message>`` on stderr, then exit with ``code`` (USAGE for a command called wrong,
-    CHECK_FAILED for a failed check or run). Each CLI binds its ``prog``: ``partial(fail, "augment")``."""
-    typer.echo(f"{prog}: error: {message}", err=True)
+    CHECK_FAILED for a failed check or run). Each CLI binds its ``prog``: ``partial(fail, "augment")``. The message
+    is ``shown``: one line, whatever a file's or a sample's name in it holds."""
+    typer.echo(f"{prog}: error: {shown(message)}", err=True)
     raise typer.Exit(code)
+
+
+def shown(text: str) -> str:
+    """``text`` safe to print on a terminal: every character that is not printable (ESC, CR, LF, BEL, the C1 and
+    bidi controls: what moves the cursor, erases lines or writes the clipboard) as its Python escape, ``\\x1b``."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def shown_all(value: Any) -> Any:
+    """``value`` (JSON data, e.g. a stranger's manifest) with every string and key ``shown``."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {shown_all(k): shown_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shown_all(v) for v in value]
+    return value
+
+
+OUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # errors of writing, whichever file they name
+
+
+def out_problem(out: Path, e: OSError) -> str | None:
+    """What an OSError of writing ``out`` says about it (it names ``out``, a folder above it or a file in it), else
+    None: then it is another path's (the source's)."""
+    out = Path(out).absolute()
+    name = Path(e.filename).absolute() if isinstance(e.filename, (str, os.PathLike)) else None
+    if name is None or not (name == out or name in out.parents or out in name.parents):
+        return f"cannot write there ({e.strerror or e})" if e.errno in OUT_ERRNOS else None
+    blocker = next((p for p in [out, *out.parents] if p.exists()), None)  # the nearest path that is there
+    if blocker is not None and not blocker.is_dir():
+        return f"{blocker} is a file, not a folder"
+    return f"cannot create or write {name} ({e.strerror or e})"
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be made and written into (a file in the way, no permission, a read-only filesystem),
+    or None: it is made (with the folders above it) and a file is written in it and removed, as the run would."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return out_problem(folder, e) or f"cannot create {folder} ({e.strerror or e})"
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+    except OSError as e:
+        return f"cannot write in {folder} ({e.strerror or e})"
+    os.close(handle)
+    os.unlink(probe)
+    return None

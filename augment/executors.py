@@ -10,9 +10,11 @@ OpenCV and augment, 12% of a 2-worker build of a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -25,16 +27,16 @@ from augment.errors import BuildError
 
 
 def run_tasks(
-    fn: Callable[..., dict[str, Any]], calls: list[tuple], workers: int, scheduler: str | None
+    fn: Callable[..., dict[str, Any]], calls: list[tuple], workers: int, client: Any = None
 ) -> Iterator[dict[str, Any]]:
     """Run ``fn(*args)`` for every args tuple, yielding results as they finish: on ``workers`` local processes, or on
-    the dask.distributed cluster at ``scheduler``.
+    the dask.distributed cluster of ``client`` (from :func:`connect`).
 
     A local worker exits when this process dies, even by SIGKILL (``augment.orphans``): left running, it would go on
     building shards nobody collects, into the folder a re-run is using. Dask workers are left alone: they may be on
     other machines, and outlive a client by design.
     """
-    if scheduler is None:
+    if client is None:
         if workers == 1 or len(calls) <= 1:
             yield from (fn(*a) for a in calls)
         elif forking_is_safe():
@@ -45,20 +47,40 @@ def run_tasks(
             tasks = (delayed(orphans.child_task)(os.getpid(), fn, *a) for a in calls)
             yield from Parallel(n_jobs=workers, return_as="generator_unordered")(tasks)
         return
-    from distributed import Client, as_completed
+    from distributed import as_completed
 
+    futures = [client.submit(fn, *a, pure=False) for a in calls]
     try:
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        client.cancel(futures)
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None) -> Iterator[Any]:
+    """The dask client of ``--scheduler`` (None without one), connected before the build touches ``--out``, so that a
+    scheduler that does not answer leaves no half-made build behind (a ValueError: the option's value is wrong).
+    A refused TCP connection fails at once; otherwise dask tries for 20 s."""
+    if scheduler is None:
+        yield None
+        return
+    from distributed import Client
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    how = f"start one with `dask scheduler` and workers with `dask worker {scheduler}`, or fix the address"
+    try:
+        scheme, location = parse_address(scheduler)
+        if scheme in ("tcp", "tls"):
+            socket.create_connection(parse_host_port(location), timeout=20).close()
         client = Client(scheduler, timeout="20s")
+    except ValueError as e:
+        raise ValueError(f"--scheduler {scheduler}: not a scheduler address ({e}); expected tcp://HOST:PORT") from None
     except OSError as e:
-        raise BuildError(f"--scheduler {scheduler}: no dask scheduler answered ({e}); start one with `dask scheduler` "
-                         f"and workers with `dask worker {scheduler}`, then build again") from None  # fmt: skip
+        raise ValueError(f"--scheduler {scheduler}: no dask scheduler answered ({e}); {how}") from None
     with client:
-        futures = [client.submit(fn, *a, pure=False) for a in calls]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            client.cancel(futures)
+        yield client
 
 
 def forking_is_safe() -> bool:

@@ -15,6 +15,8 @@ from augment import journal, pool, schema
 from augment.diff import diff_dicts
 from augment.errors import OutFolderError
 
+OURS = f"{schema.MANIFEST}, {schema.REJECTS}, <split>/shard-*.tar, {journal.JOURNAL}/"  # what is_ours accepts
+
 
 def is_ours(out: Path, path: Path) -> bool:
     """Whether ``path`` (inside ``out``) is a file a build writes: manifest, rejects, shards, their temp files, or the
@@ -76,10 +78,14 @@ def claim_out(out: Path, overwrite: bool, sliced: bool) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     # one listing, each name judged alone: slices started together create and rename files all the while
     files = [p for p in out.rglob("*") if not p.is_dir()]
-    if not all(is_ours(out, p) for p in files):
-        raise OutFolderError(f"--out {out}: folder holds files that are not an augment build; refusing to touch it"
-                             if overwrite else f"--out {out}: folder is not empty (it holds files); choose another "
-                             "folder")  # fmt: skip
+    foreign = sorted(p for p in files if not is_ours(out, p))
+    if foreign:
+        which = (f"{foreign[0]} is not an augment build's file" if len(foreign) == 1 else
+                 f"{foreign[0]} and {len(foreign) - 1} other file(s) are not an augment build's files")  # fmt: skip
+        if overwrite:
+            raise OutFolderError(f"--out {out}: {which}; --overwrite only removes what a build wrote ({OURS}): move "
+                                 f"{'it' if len(foreign) == 1 else 'them'} or choose another --out")  # fmt: skip
+        raise OutFolderError(f"--out {out}: folder is not empty (it holds files); choose another folder ({which})")
     if files and overwrite:
         if sliced:
             raise OutFolderError(f"--out {out}: --overwrite with --shard-range would delete the other slices' shards; "
