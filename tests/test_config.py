@@ -315,7 +315,11 @@ def configs(shards: Path, tmp_path: Path) -> list[Config]:
     ]  # fmt: skip
 
 
-def test_command_of_a_run_parses_back_to_its_config(shards: Path, tmp_path: Path, captured) -> None:
+def test_command_of_a_run_parses_back_to_its_config(shards: Path, tmp_path: Path, captured, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # `train fit` refuses a device that is not here
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     originals = configs(shards, tmp_path)
     for config in originals:
         command = report.command_of(config.to_dict())

@@ -20,7 +20,7 @@ from typing import Any
 import typer
 
 from augment import cli_errors, infill
-from augment.cli_errors import EXIT_CODES, USAGE, OneLineErrors
+from augment.cli_errors import EXIT_CODES, USAGE, OneLineErrors, out_problem, unwritable
 from train.config import (
     ARCHS,
     NORMALISATIONS,
@@ -204,15 +204,22 @@ def fit(
     logging.basicConfig(level=level, format=f"%(asctime)s {prefix}%(message)s", stream=sys.stderr)
     try:
         manifest = read_manifest(shards)
-        config, note = fit_config(given, manifest)
-        if note and not rank:
-            typer.echo(note, err=True)
+        config, note = fit_config(given, manifest)  # a refusal it words names the preset chosen
         config.check_build(manifest)
+        torch_device(config.device)  # cuda without a GPU, or no device at all: before any work
+        if (problem := unwritable(out)) is not None:
+            fail(f"--out {out}: {problem}; choose a writable folder", USAGE)
+        if note and not rank:  # after the checks: an error stays one line
+            typer.echo(note, err=True)
         results = run_fit(config, resume=resume, verify=verify)
     except DataError as e:  # the build is not what its manifest says: a failed check
         fail(str(e), 1)
     except (ValueError, FileNotFoundError) as e:
         fail(one_line(e), 2)
+    except OSError as e:  # --out became unwritable (a full disk) during the run; else not ours to word
+        if (problem := out_problem(out, e)) is None:
+            raise
+        fail(f"--out {out}: {problem}; choose a writable folder", USAGE)
     if not results:
         return  # another DDP rank: rank 0 evaluates and prints
     typer.echo((Path(out) / "results.tsv").read_text().rstrip())
@@ -326,18 +333,26 @@ def evaluate_cmd(
     typer.echo((run / "results.tsv").read_text().rstrip())
 
 
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
 def torch_device(name: str):  # noqa: ANN201 (torch is imported late)
-    """``auto``: cuda when present, else cpu; any other name as torch reads it, checked to exist."""
+    """``auto``: cuda when present, else cpu; ``cpu``; ``cuda`` or ``cuda:N``, checked to exist here. Anything else
+    (``tpu``, torch's other backends, which the trainer does not support) is refused naming the choices."""
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device: got {name!r}, expected auto, cpu, cuda or cuda:N ({e})") from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"--device {name}: no such CUDA device here ({torch.cuda.device_count()} visible)")
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise ValueError(f"--device: got {name!r}, expected {DEVICES}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        fix = f"cuda:0 to cuda:{count - 1}" if count else "use --device cpu (or auto)"
+        raise ValueError(f"--device {name}: no such CUDA device here ({count} visible); {fix}")
     return device
 
 
@@ -351,10 +366,16 @@ def report(
     """One table across runs (mean +- sd over seeds) plus plots: saliency AUPR vs accuracy, training curves."""
     from train.report import write_report
 
+    if out.is_dir():
+        fail(f"--out {out} is a folder; expected the report's file name (e.g. {out / 'report.md'})", USAGE)
     try:
         path = write_report(runs, out)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e), USAGE)
+    except OSError as e:  # a folder that is not writable, a full disk
+        if (problem := out_problem(out, e)) is None:
+            raise
+        fail(f"--out {out}: {problem}; choose a writable folder", USAGE)
     typer.echo(path.read_text().rstrip())
 
 
@@ -381,6 +402,10 @@ def study(
         fail(str(e), 1)
     except (ValueError, FileNotFoundError) as e:
         fail(one_line(e), USAGE)
+    except OSError as e:  # --out became unwritable (a full disk) during the study
+        if (problem := out_problem(out, e)) is None:
+            raise
+        fail(f"--out {out}: {problem}; choose a writable folder", USAGE)
     typer.echo(f"{report} and {report.with_suffix('.html')}")
 
 

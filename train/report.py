@@ -130,11 +130,20 @@ def write_report(root: Path, out: Path) -> Path:
     lines += ["", "Commands:", ""]
     lines += [f"- `{command_of(r['config'])}`" for r in runs]
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    writable(out.parent, f"--out {out}")
     plots = draw_plots(runs, out.parent)
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def writable(folder: Path, option: str) -> None:
+    """Make ``folder``, or raise the one-line ValueError saying why it cannot be written into, before the work;
+    ``option`` is what the user passed (``--out runs/report.md``)."""
+    from augment.cli_errors import unwritable
+
+    if (problem := unwritable(folder)) is not None:
+        raise ValueError(f"{option}: {problem}; choose a writable folder")
 
 
 def worst_group(results: dict[str, Any], config: dict[str, Any] | None = None) -> float | None:
@@ -247,6 +256,7 @@ def curves_figure(runs: list[dict[str, Any]], colours: dict[str, Any], plt):
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4.6))
     metrics_seen: dict[str, set[tuple[str, str]]] = defaultdict(set)  # method -> {(metric, split)}
     configs: dict[str, dict[str, Any]] = {}
+    plotted: set[int] = set()  # every epoch drawn
     for run in runs:
         log = run["folder"] / "log.csv"
         with open(log) if log.is_file() else contextlib.nullcontext([]) as fh:
@@ -258,6 +268,7 @@ def curves_figure(runs: list[dict[str, Any]], colours: dict[str, Any], plt):
         val_key = next(k for k in rows[0] if k.startswith("val_"))
         metrics_seen[method].add((val_key.removeprefix("val_"), run["config"].get("val_split", "val")))
         epochs = [int(r["epoch"]) for r in rows]
+        plotted.update(epochs)
         ax_loss.plot(epochs, [float(r["loss"]) for r in rows], color=colours[method], alpha=0.7, marker=".")
         ax_val.plot(epochs, [float(r[val_key]) for r in rows], color=colours[method], alpha=0.7, marker=".")
     every = set().union(*metrics_seen.values()) if metrics_seen else set()
@@ -275,6 +286,9 @@ def curves_figure(runs: list[dict[str, Any]], colours: dict[str, Any], plt):
     for ax in (ax_loss, ax_val):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(plotted) == 1:  # one epoch: matplotlib's margins span a tenth of an epoch, with fractional ticks
+            ax.set_xlim(min(plotted) - 0.5, min(plotted) + 0.5)
+            ax.set_xticks(sorted(plotted))
         if configs:
             ax.legend(fontsize=7, loc="best")
     if configs:

@@ -18,12 +18,13 @@ import logging
 from pathlib import Path
 
 from train.config import preset_of_build
+from train.report import writable
 from train.study.grid import BEST, Grid, Row, load_grid, row_name
-from train.study.running import finished, run, run_all, start_worker
+from train.study.running import Tally, finished, run, run_all, start_worker
 from train.study.specs import RunSpec, make_spec, pick_best, slug
 
-__all__ = ["BEST", "Grid", "Row", "RunSpec", "finished", "load_grid", "make_spec", "pick_best", "row_name", "run",
-           "run_all", "slug", "start_worker", "study"]  # fmt: skip
+__all__ = ["BEST", "Grid", "Row", "RunSpec", "Tally", "finished", "load_grid", "make_spec", "pick_best", "row_name",
+           "run", "run_all", "slug", "start_worker", "study"]  # fmt: skip
 
 log = logging.getLogger("train")
 
@@ -46,8 +47,10 @@ def study(shards: str, grid_path: Path, seeds: int, out: Path, jobs: int = 1) ->
             spec.config.check_build(manifest)
         except ValueError as e:
             raise ValueError(f"{grid.path}: row {spec.row!r}: {e}") from None
-    out.mkdir(parents=True, exist_ok=True)
-    run_all(specs, jobs)
+    writable(out, f"--out {out}")
+    later_rows = sum(r.needs_best() for r in grid.rows) + len(grid.curve_rows) * len(grid.fractions)
+    tally = Tally(len(specs) + later_rows * seeds, jobs)  # "run k of N" counts every run of the study
+    run_all(specs, jobs, tally)
     best = pick_best(grid, specs)
     later = []
     for row in grid.rows:
@@ -60,5 +63,5 @@ def study(shards: str, grid_path: Path, seeds: int, out: Path, jobs: int = 1) ->
     by_name = {r.name: r for r in grid.rows}
     later += [make_spec(grid, by_name[name], s, fraction, shards, out, best, preset, dataset)
               for name in grid.curve_rows for fraction in grid.fractions for s in range(seeds)]  # fmt: skip
-    run_all(later, jobs)
+    run_all(later, jobs, tally)
     return write_study_report(out, grid, specs + later, best, shards, seeds, jobs)
