@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,12 @@ log = logging.getLogger("train")
 
 @torch.no_grad()
 def predict(model, root: str | Path, manifest: dict, split: str, crop: int, config, device,
-            saliency_images: int | None = None, ledger: Ledger | None = None) -> dict[str, Any]:  # fmt: skip
+            saliency_images: int | None = None, ledger: Ledger | None = None, bar=None) -> dict[str, Any]:  # fmt: skip
     """Logits, labels, groups and keys of a split, plus saliency scores and masks of up to ``saliency_images``
     images with an object mask (default: the config's ``max_saliency_images``; 0 = no saliency pass), chosen by
     :class:`SaliencySubset` (class-balanced, the same for every run). What cannot be read goes to ``ledger``
-    (default: a fresh one that allows the config's ``max_bad_samples``)."""
+    (default: a fresh one that allows the config's ``max_bad_samples``). ``bar``: a tqdm bar (``progress_bar``)
+    counting the split's images, then the images scored for saliency."""
     ledger = Ledger(config.max_bad_samples, root=str(root)) if ledger is None else ledger
     stream = ShardStream(root, manifest, split, Fields(), train=False, crop=crop, seed=config.seed, ledger=ledger)
     model.eval()
@@ -44,6 +46,7 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
                             "object_ids": []}  # fmt: skip
     budget = config.max_saliency_images if saliency_images is None else saliency_images
     subset = SaliencySubset(budget, len(manifest["dataset"]["classes"]))
+    phase(bar, f"evaluating {split}", manifest["splits"][split].get("num_samples"))
     for batch in batches(loader(stream, 128, config.workers, drop_last=False), ledger):
         batch = prepare(batch, "cpu")  # normalised on the host: the saliency subset keeps some images there
         x = batch["image"].to(device)
@@ -55,6 +58,8 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
         out["object_ids"].extend(batch["object_id"])
         out["donor_labels"].append(batch["donor_label"])
         subset.offer(batch)
+        if bar is not None:
+            bar.update(len(batch["label"]))
     ledger.collect()  # what the workers skipped, against the bound
     result = {k: torch.cat(v).numpy() if v and k not in TEXT else v for k, v in out.items()}
     images, masks, labels = subset.chosen()
@@ -63,12 +68,39 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
     result["saliency_logits"] = (model(images[:EXAMPLES].to(device)).float().cpu().numpy() if len(images)
                                  else np.zeros((0, len(manifest["dataset"]["classes"])), np.float32))  # fmt: skip
     baselines = images[:BASELINES].to(device)
-    scores = [saliency(model, images[i : i + 64].to(device), labels[i : i + 64].to(device), config, baselines).cpu()
-              for i in range(0, len(images), 64)]  # fmt: skip
+    scores = []
+    if len(images):
+        phase(bar, f"saliency ({config.saliency}) of {split}", len(images))
+    for i in range(0, len(images), 64):
+        scores.append(saliency(model, images[i : i + 64].to(device), labels[i : i + 64].to(device), config,
+                               baselines).cpu())  # fmt: skip
+        if bar is not None:
+            bar.update(len(scores[-1]))
     result["scores"] = torch.cat(scores).numpy() if scores else np.zeros((0,))
     result["masks"] = masks.numpy()
     result["images"] = ((images + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     return result
+
+
+def progress_bar(enabled: bool | None) -> Any:
+    """The bar of a final evaluation on stderr, one phase after another (``phase``): each split's images, then its
+    saliency scoring. ``enabled`` None: where `train fit` draws its bars (``train.train.show_progress``: on a
+    terminal, for a run alone); a disabled bar draws nothing."""
+    from tqdm import tqdm
+
+    if enabled is None:
+        from train.train import show_progress
+
+        enabled = show_progress()
+    return tqdm(desc="evaluating", total=0, unit="img", leave=False, dynamic_ncols=True, file=sys.stderr,
+                disable=not enabled)  # fmt: skip
+
+
+def phase(bar: Any, description: str, total: int | None) -> None:
+    """Start the next phase of ``bar``: its description and count of images (None: unknown)."""
+    if bar is not None:
+        bar.reset(total=total)
+        bar.set_description(description)  # drawn now: a phase may end before the next redraw
 
 
 class SaliencySubset:
@@ -145,15 +177,14 @@ def summarize(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, device,
-                 ledger: Ledger | None = None) -> dict[str, Any]:  # fmt: skip
+                 ledger: Ledger | None = None, progress: bool | None = None) -> dict[str, Any]:  # fmt: skip
     """Metrics on every split but train, plus the paired metrics the manifest names, and ``bad_samples``: what
-    could not be read (of these splits, and of whatever else ``ledger`` saw, e.g. the training run's)."""
+    could not be read (of these splits, and of whatever else ``ledger`` saw, e.g. the training run's). ``progress``:
+    a bar over each split's images and saliency scoring (None: where `train fit` draws bars, ``progress_bar``)."""
     ledger = Ledger(config.max_bad_samples, root=str(root)) if ledger is None else ledger
-    predictions = {
-        s: predict(model, root, manifest, s, crop, config, device, ledger=ledger)
-        for s in manifest["splits"]
-        if s != "train"
-    }
+    with progress_bar(progress) as bar:
+        predictions = {s: predict(model, root, manifest, s, crop, config, device, ledger=ledger, bar=bar)
+                       for s in manifest["splits"] if s != "train"}  # fmt: skip
     results: dict[str, Any] = {"splits": {s: summarize(p) for s, p in predictions.items()}}
     results["bad_samples"] = ledger.summary()
     shown = next((p for s, p in predictions.items() if s != config.val_split and len(p["scores"])), None)
