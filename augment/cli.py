@@ -258,10 +258,6 @@ def build(
     )
     try:
         config.validate()
-        if config.device.startswith("cuda"):  # refused even where no model runs: the command would record it
-            from augment.devices import resolve_device
-
-            resolve_device(config.device)
     except ValueError as e:
         fail(str(e), USAGE)
     try:

@@ -67,6 +67,10 @@ class BuildConfig:
             raise ValueError(f"--batch-size: got {self.batch_size}, expected at least 1")
         if self.device not in DEVICES:
             raise ValueError(f"--device: got {self.device!r}, expected one of {', '.join(DEVICES)}")
+        if self.device.startswith("cuda"):  # refused even where no model runs: the build would record it
+            from augment.devices import resolve_device
+
+            resolve_device(self.device)
         if self.model_methods():
             self.check_model_options()
         self.check_mask_source()

@@ -77,6 +77,10 @@ def test_device_cuda_without_a_gpu_is_refused_by_build_and_fit(shards: Path, tmp
     line = one_line_error(invoke(augment_app, *TINY, "--device", "cuda", "--out", tmp_path / "b"))
     assert line == "augment: error: --device cuda: no CUDA device here; use --device cpu (or auto)", line
     assert not (tmp_path / "b").exists()  # nothing built, no manifest recording --device cuda
+    from augment.config import BuildConfig
+
+    with pytest.raises(ValueError, match="--device cuda: no CUDA device here"):  # the Python API checks it too
+        BuildConfig(device="cuda").validate()
     for device in ("cuda", "cuda:1"):
         line = one_line_error(fit(shards, tmp_path / "r", "--device", device))
         assert line == f"train: error: --device {device}: no such CUDA device here (0 visible); use --device cpu " \
