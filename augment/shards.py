@@ -8,7 +8,9 @@ with webdataset.
 Reading treats a shard as untrusted, for augment (verify, preview, cagan train) and the trainer alike: one small
 streaming tar reader that returns bytes only (nothing is unpickled, extracted or executed), refuses a member over a
 size bound before reading it, refuses names with '/' or '..', links and devices, and checks an image's declared
-size before its pixels are decoded. Shards come from a local path or any fsspec URL (``http://``, ``s3://``,
+size before its pixels are decoded. A local shard is opened only when it is a regular file (a FIFO would block,
+``/dev/zero`` never ends) and, given the build folder, only when its real path lies inside it; a read never goes
+past the size the manifest gives. Shards come from a local path or any fsspec URL (``http://``, ``s3://``,
 ``file://``, ``memory://``); ``pipe:`` commands only when the user opts in with ``CFAUG_ALLOW_PIPE=1``.
 """
 
@@ -21,6 +23,7 @@ import json
 import os
 import re
 import shlex
+import stat
 import subprocess
 import sys
 import tarfile
@@ -32,7 +35,7 @@ from typing import IO, Any
 import numpy as np
 
 from augment import schema
-from augment.encode import MAX_PIXELS, open_image
+from augment.encode import MAX_PIXELS, Refused, check_header
 
 
 class ShardError(Exception):
@@ -44,12 +47,47 @@ class ShardError(Exception):
         super().__init__(f"{where}: {message}")
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, inside: Path | str | None = None) -> str:
+    """sha256 of a regular file (see :func:`open_regular`)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path, inside) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class UnsafeFile(ValueError):
+    """A path a reader refuses to open: not a regular file, or a link out of the folder it must stay in."""
+
+
+FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+              stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}  # fmt: skip
+
+
+def open_regular(path: Path | str, inside: Path | str | None = None) -> IO[bytes]:
+    """``path`` opened for reading, only when it is a regular file: a FIFO would block the reader and a device such
+    as ``/dev/zero`` never ends. With ``inside`` (a build folder), only when its real path, links resolved, lies in
+    that folder. Raises ``UnsafeFile`` (a ValueError) saying which, FileNotFoundError or OSError."""
+    path = Path(path)
+    if inside is not None:
+        try:
+            real, root = path.resolve(), Path(inside).resolve()
+        except (OSError, RuntimeError) as e:  # a loop of links
+            raise UnsafeFile(f"cannot resolve its links ({e})") from None
+        if not real.is_relative_to(root):
+            raise UnsafeFile(f"a link to {real}, outside the build folder {root}; a build's files must lie inside "
+                             "it (copy them in)")  # fmt: skip
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # no wait for a FIFO's writer
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise UnsafeFile(f"{kind}, not a regular file; expected the file itself")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def write_shard(path: Path, records: Iterable[dict[str, bytes]]) -> dict[str, int | str]:
@@ -96,7 +134,7 @@ def add_record(tar: tarfile.TarFile, record: dict[str, bytes]) -> None:
 
 PIPE_ENV = "CFAUG_ALLOW_PIPE"  # "1" lets a `pipe:<shell command>` stand for a build or a shard
 MAX_MEMBER_BYTES = 64 << 20  # any tar member, whatever the manifest says
-MAX_JSON_BYTES = 1 << 20  # the json and cls fields
+MAX_JSON_BYTES = 1 << 20  # the json and cls fields, whatever the image bound (docs/FORMAT.md, Reading safely)
 MAX_HEADER_BYTES = 64 << 10  # a pax or GNU long-name header
 IMAGE_AREA_MARGIN = 16  # images of a build may declare up to 16 x image_size^2 pixels (short-side resizes)
 BLOCK = 512
@@ -112,9 +150,13 @@ class PipeRefused(ValueError):
 class Limits:
     """Bounds on one shard member, checked before it is read (sizes) or its pixels are decoded (images)."""
 
-    member_bytes: int = MAX_MEMBER_BYTES
-    json_bytes: int = MAX_JSON_BYTES
+    member_bytes: int = MAX_MEMBER_BYTES  # an image member
+    json_bytes: int = MAX_JSON_BYTES  # a json or cls member
     pixels: int = MAX_PIXELS
+
+    def of(self, field: str) -> int:
+        """The bound on a member of ``field``."""
+        return self.json_bytes if field in (schema.META, schema.LABEL) else self.member_bytes
 
     @classmethod
     def for_image_size(cls, image_size: int) -> Limits:
@@ -154,9 +196,10 @@ def io_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextlib.contextmanager
-def open_url(url: str | Path) -> Iterator[IO[bytes]]:
-    """A binary stream of a local path, an fsspec URL (HTTP as one streaming GET, no range requests needed) or,
-    only with ``CFAUG_ALLOW_PIPE=1``, the output of a ``pipe:`` shell command. Raises FileNotFoundError, OSError,
+def open_url(url: str | Path, inside: Path | str | None = None) -> Iterator[IO[bytes]]:
+    """A binary stream of a local path (a regular file, inside the folder ``inside`` when given: see
+    :func:`open_regular`), an fsspec URL (HTTP as one streaming GET, no range requests needed) or, only with
+    ``CFAUG_ALLOW_PIPE=1``, the output of a ``pipe:`` shell command. Raises FileNotFoundError, OSError, UnsafeFile
     or PipeRefused."""
     text = str(url)
     if text.startswith("pipe:"):
@@ -174,7 +217,7 @@ def open_url(url: str | Path) -> Iterator[IO[bytes]]:
         options = {"block_size": 0} if text.startswith(("http://", "https://")) else {}
         fh = fsspec.open(text, "rb", **options).open()
     else:
-        fh = open(text, "rb")
+        fh = open_regular(text, inside)
     with fh:
         yield fh
 
@@ -201,12 +244,14 @@ def because(error: BaseException) -> str:
     return f" ({error.__cause__})" if error.__cause__ is not None else ""
 
 
-def read_bytes(url: str | Path, limit: int) -> bytes:
-    """The whole file at ``url``, refused when over ``limit`` bytes."""
-    with open_url(url) as fh:
+def read_bytes(url: str | Path, limit: int, inside: Path | str | None = None) -> bytes:
+    """The whole file at ``url``, refused when over ``limit`` bytes (a local file by its size, before reading)."""
+    with open_url(url, inside) as fh:
+        if not is_url(url) and (size := os.fstat(fh.fileno()).st_size) > limit:
+            raise ValueError(f"{url}: {size} bytes, over the limit of {limit}; expected a small file")
         data = read_up_to(fh, limit + 1)
     if len(data) > limit:
-        raise ValueError(f"{url}: over {limit} bytes; expected a small file")
+        raise ValueError(f"{url}: over the limit of {limit} bytes; expected a small file")
     return data
 
 
@@ -269,68 +314,95 @@ READ_AHEAD = 1 << 20  # bytes a shard reader buffers: the tar parser's small rea
 
 class RawReader(io.RawIOBase):
     """Any binary stream (a file, a pipe, an fsspec file) as the raw stream ``io.BufferedReader`` takes; with
-    ``check``, every byte read through it also goes to ``check`` (sha256 and a byte count).
+    ``check``, every byte read through it also goes to ``check`` (sha256 and a byte count). With ``end`` (the size
+    the manifest gives the file), at most that many bytes are read: a byte more raises ``ShardError``, so that a
+    stream that never ends (``/dev/zero`` behind a URL) or a file grown past its entry is not read on.
 
     Under the buffer of :func:`buffered`, the hash is updated once per block, not once per tar header, member and
     padding."""
 
-    def __init__(self, fh: IO[bytes], check: ShardCheck | None = None):
-        self.fh, self.check = fh, check
+    def __init__(self, fh: IO[bytes], check: ShardCheck | None = None, end: int | None = None, url: str = ""):
+        self.fh, self.check, self.end, self.url, self.count = fh, check, end, url, 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self.end is not None:
+            if self.count >= self.end:
+                if self.fh.read(1):
+                    raise ShardError(self.url, f"longer than the {self.end} bytes its manifest entry gives; the "
+                                     "rest is not read (the file changed after the build)")  # fmt: skip
+                return 0
+            buffer = memoryview(buffer)[: self.end - self.count]
         if hasattr(self.fh, "readinto"):  # a file: straight into the buffer, no copy
             n = self.fh.readinto(buffer)
         else:
             data = self.fh.read(len(buffer))
             n = len(data)
             buffer[:n] = data
+        self.count += n
         if self.check is not None:
             self.check.digest.update(memoryview(buffer)[:n])
             self.check.read_bytes += n
         return n
 
 
-def buffered(fh: IO[bytes], check: ShardCheck | None) -> IO[bytes]:
-    """``fh`` read through a ``READ_AHEAD`` buffer, hashed into ``check`` when there is one."""
-    return io.BufferedReader(RawReader(fh, check), READ_AHEAD)
+def buffered(fh: IO[bytes], check: ShardCheck | None, end: int | None = None, url: str = "") -> IO[bytes]:
+    """``fh`` read through a ``READ_AHEAD`` buffer, hashed into ``check`` when there is one, never past ``end``."""
+    return io.BufferedReader(RawReader(fh, check, end, url), READ_AHEAD)
+
+
+class RecordFields(dict):
+    """A record's fields that were read (field -> bytes), and in ``names`` every field the record holds, read or
+    skipped: a validator compares those with the schema without reading what the caller does not need."""
+
+    names: tuple[str, ...] = ()
 
 
 def iter_records(
     path: Path | str, fields: Collection[str] | None = None, limits: Limits = Limits(),
     on_error: Callable[[ShardError], None] | None = None, check_images: bool = True, check: ShardCheck | None = None,
-) -> Iterator[tuple[str, dict[str, bytes]]]:  # fmt: skip
+    inside: Path | str | None = None, end: int | None = None,
+) -> Iterator[tuple[str, RecordFields]]:  # fmt: skip
     """Yield ``(key, {field: bytes})`` per record, in file order, grouped as webdataset does (key = the member name
-    up to its first dot), from a local path or a URL (see ``open_url``).
+    up to its first dot), from a local path or a URL (see ``open_url``; ``inside``: the build folder a local shard
+    must lie in).
 
-    Members whose field is not in ``fields`` (default: all) are skipped unread. Refused, before reading: a member
-    over ``limits.member_bytes`` (the rest of the shard is then left unread), json/cls over ``limits.json_bytes``,
-    a name with '/', '..' or no field, a link, folder or device, a field twice, and an image whose header declares
-    over ``limits.pixels`` pixels. Raises ``ShardError`` naming the shard (and the sample key when known) on the
+    Members whose field is not in ``fields`` (default: all) are skipped unread; ``RecordFields.names`` lists them
+    too. Refused, before reading: a member over its bound (``limits.of``), a name with '/', '..' or no field, a
+    link, folder or device, a field twice, and an image whose header declares over ``limits.pixels`` pixels or PNG
+    metadata over its bound (``augment.encode.check_header``). An oversized member is skipped and its sample dropped
+    when the shard's size is known (``end``, ``check`` or a local file's) and the member fits in it; otherwise the
+    rest of the shard is left unread. Raises ``ShardError`` naming the shard (and the sample key when known) on the
     first problem; with ``on_error``, a problem of one sample goes to it instead and the sample is dropped, and only
-    problems of the shard itself (missing, unreadable, truncated, corrupt header, oversized member) raise.
-    ``check_images=False`` leaves the image header check to a caller that checks every image it keeps under the same
-    pixel bound before decoding it (the trainer, with ``augment.encode.check_size``): one header parse, not two.
+    problems of the shard itself (missing, unreadable, truncated, corrupt header, a member that cannot be skipped)
+    raise. ``check_images=False`` leaves the image header check to a caller that checks every image it keeps with
+    ``check_header`` (the trainer, through ``augment.schema.RecordCheck``): one header parse, not two.
     With ``check`` (a :class:`ShardCheck`), every byte is hashed as it is read and the shard is read to its end;
     after the last record, a size, sha256 or record count that differs from ``check``'s raises ``ShardError``.
+    ``end`` (default: ``check.bytes``) is the size the manifest gives the shard: nothing past it is read.
     """
     url = str(path)
+    end = check.bytes if end is None and check is not None else end
     try:
-        with open_url(url) as fh:
+        with open_url(url, inside) as fh:
+            size = end if end is not None or is_url(url) else os.fstat(fh.fileno()).st_size
+            if check is not None:
+                check.reset()
+            stream = buffered(fh, check, end, url)
+            tar = TarStream(stream, url, size)
+            yield from records(tar, url, fields, limits, on_error, check_images, check)
             if check is None:
-                yield from records(TarStream(buffered(fh, None), url), url, fields, limits, on_error, check_images)
                 return
-            check.reset()
-            stream = buffered(fh, check)
-            yield from records(TarStream(stream, url), url, fields, limits, on_error, check_images, check)
             while stream.read(1 << 20):  # the blocks after the end-of-archive marker count too
                 pass
             if (problem := check.problem()) is not None:
                 raise ShardError(url, problem)
     except FileNotFoundError as e:
         raise ShardError(url, "missing shard file" + because(e)) from None
+    except UnsafeFile as e:
+        raise ShardError(url, str(e)) from None
     except io_errors() as e:
         raise ShardError(url, f"truncated or unreadable ({type(e).__name__}: {e})") from None
 
@@ -338,9 +410,9 @@ def iter_records(
 def records(
     tar: TarStream, url: str, wanted: Collection[str] | None, limits: Limits,
     on_error: Callable[[ShardError], None] | None, check_images: bool = True, check: ShardCheck | None = None,
-) -> Iterator[tuple[str, dict[str, bytes]]]:  # fmt: skip
+) -> Iterator[tuple[str, RecordFields]]:  # fmt: skip
     key: str | None = None
-    fields: dict[str, bytes] = {}
+    fields = RecordFields()
     dropped = False
 
     def problem(message: str) -> None:
@@ -360,11 +432,12 @@ def records(
                     check.records += 1
                 if not dropped:
                     yield key, fields
-            key, fields, dropped = k, {}, False
+            key, fields, dropped = k, RecordFields(), False
         tar.key = k
-        if size > limits.member_bytes:
-            raise ShardError(url, f"tar entry {name!r} declares {size} bytes, over the limit of {limits.member_bytes}"
-                             "; the rest of the shard is left unread", key=k or None)  # fmt: skip
+        limit = limits.of(field)
+        if size > limit and not tar.fits(size):
+            raise ShardError(url, f"tar entry {name!r} declares {size} bytes, over the limit of {limit} and past the "
+                             "end of the shard; the rest of the shard is left unread", key=k or None)  # fmt: skip
         if dropped:
             tar.skip(size)
         elif kind not in REGULAR:
@@ -373,23 +446,25 @@ def records(
         elif not good_name(name):
             tar.skip(size)
             problem(f"unexpected tar entry {name!r}; expected '<key>.<field>' without '/', '..' or control characters")
-        elif wanted is not None and field not in wanted:
-            tar.skip(size)
-        elif field in fields:
+        elif field in fields.names:
             tar.skip(size)
             problem(f"field {field!r} appears twice")
-        elif field in (schema.META, schema.LABEL) and size > limits.json_bytes:
+        elif size > limit:  # skipped unread, the sample dropped: the rest of the shard reads on
             tar.skip(size)
-            problem(f"field {field!r} holds {size} bytes, over the limit of {limits.json_bytes}")
+            problem(f"field {field!r} holds {size} bytes, over the limit of {limit}")
+        elif wanted is not None and field not in wanted:
+            tar.skip(size)
+            fields.names += (field,)
         else:
             data = tar.read(size)
+            fields.names += (field,)
             if check_images and field.rsplit(".", 1)[-1] in ("jpg", "jpeg", "png"):
                 try:
-                    open_image(data, limits.pixels).close()
-                except ValueError as e:  # a bomb; an image that does not even open is the decoder's finding
+                    check_header(data, limits.pixels)
+                except Refused as e:  # a bomb; an image that does not even open is the decoder's finding
                     problem(f"field {field!r}: {e}")
                     continue
-                except OSError:
+                except ValueError:
                     pass
             fields[field] = data
     if key is not None:
@@ -409,8 +484,14 @@ class TarStream:
     """Tar members from a forward-only stream: 512-byte headers checked by their checksum, pax and GNU long-name
     headers honoured within ``MAX_HEADER_BYTES``. Reads never exceed a size the caller accepted."""
 
-    def __init__(self, fh: IO[bytes], url: str):
+    def __init__(self, fh: IO[bytes], url: str, size: int | None = None):
         self.fh, self.url, self.key = fh, url, None
+        self.size, self.at = size, 0  # the stream's length when known, and the bytes consumed so far
+
+    def fits(self, size: int) -> bool:
+        """Whether a member of ``size`` bytes (and its padding) ends within the stream's known length: then it can
+        be skipped, and the members after it read."""
+        return self.size is not None and self.at + size + (-size % BLOCK) <= self.size
 
     def fail(self, message: str) -> ShardError:
         return ShardError(self.url, message, key=self.key or None)
@@ -424,6 +505,7 @@ class TarStream:
             raise self.fail(f"truncated or unreadable ({type(e).__name__}: {e})") from None
         if len(data) < n:
             raise self.fail("truncated: the file ends inside a tar entry or before the end-of-archive marker")
+        self.at += n
         return data
 
     def read(self, size: int) -> bytes:
