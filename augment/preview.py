@@ -37,10 +37,11 @@ def sample_meta(path: str, key: str, fields: dict[str, bytes]) -> tuple[dict, in
         raise ShardError(path, f"field {schema.META!r} is not valid JSON ({e})", key=key) from None
     if not isinstance(meta, dict):
         raise ShardError(path, f"field {schema.META!r} holds a {type(meta).__name__}, expected an object", key=key)
-    label = fields[schema.LABEL].strip()
-    if not (label.isascii() and label.isdigit() and len(label) < 10):
-        raise ShardError(path, f"field {schema.LABEL!r} holds {label[:20]!r}, expected a class index", key=key)
-    return meta, int(label)
+    try:
+        label = schema.parse_label(fields[schema.LABEL])  # the rule of verify and the trainer
+    except ValueError as e:
+        raise ShardError(path, f"field {schema.LABEL!r}: {e}", key=key) from None
+    return meta, label
 
 
 def pick(out: Path, shards: list[dict], rows: int, classes: int, image_size: int) -> list[Record]:
@@ -50,7 +51,7 @@ def pick(out: Path, shards: list[dict], rows: int, classes: int, image_size: int
     rest = []
     limits = Limits.for_image_size(image_size)
     records = ((str(out / s["path"]), key, fields) for s in shards
-               for key, fields in iter_records(out / s["path"], limits=limits))  # fmt: skip
+               for key, fields in iter_records(out / s["path"], limits=limits, inside=out))  # fmt: skip
     for record in itertools.islice(records, rows * 50):  # bounded scan: a preview never reads a whole build
         meta, label = sample_meta(*record)
         if not meta.get("has_object"):
@@ -142,7 +143,7 @@ def shifted_preview(out: Path, dest: Path, base: str | None = None, rows: int = 
         wanted = {f"{key}_{variant}" for _, key, _ in records}
         for shard in splits[split]["shards"]:
             path = Path(out) / shard["path"]
-            found |= {key: (str(path), key, fields) for key, fields in iter_records(path, limits=limits)
+            found |= {key: (str(path), key, fields) for key, fields in iter_records(path, limits=limits, inside=out)
                       if key in wanted}  # fmt: skip
             if wanted <= found.keys():
                 break

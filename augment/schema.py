@@ -7,7 +7,11 @@ Each record is one source image, keyed by ``__key__`` (no dots), with the fields
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,9 @@ READ_VERSIONS = (1, 2, 3)  # 2: samples in a seeded random order (1: source orde
 POOLED_SHUFFLE_SINCE = 3  # before, the fields named ``shuffle`` hold what is now ``shuffle-image``
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"  # one JSON object per skipped source input: split, path, reason
+MAX_MANIFEST_BYTES = 64 << 20  # any manifest.json, local or remote, checked before it is read (verify, info, train)
+MAX_IMAGE_SIZE = math.isqrt(encode.MAX_PIXELS)  # 6324: an image_size whose square is over MAX_PIXELS holds no image
+MAX_GROUP = 2**31 - 1  # a record's group: an int32 in every batch and metric
 
 # Fields of every record.
 IMAGE = "jpg"  # the original image, RGB JPEG at the stored size
@@ -106,11 +113,18 @@ def write_rejects(out: Path, rejects: list[dict[str, str]]) -> Path:
 
 
 def read_manifest(out: Path) -> dict[str, Any]:
-    """Load and check ``<out>/manifest.json``; errors name the file and what was expected."""
+    """Load and check ``<out>/manifest.json``; errors name the file and what was expected. Only a regular file
+    inside ``out`` of at most ``MAX_MANIFEST_BYTES`` is read (its size checked before reading)."""
+    from augment.shards import UnsafeFile, read_bytes
+
     path = Path(out) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no manifest; expected the output folder of `augment build`")
-    return parse_manifest(path.read_bytes(), path)
+    try:
+        data = read_bytes(path, MAX_MANIFEST_BYTES, inside=out)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no manifest; expected the output folder of `augment build`") from None
+    except UnsafeFile as e:
+        raise ValueError(f"{path}: {e}") from None
+    return parse_manifest(data, path)
 
 
 def parse_manifest(data: bytes, where: Path | str) -> dict[str, Any]:
@@ -133,7 +147,11 @@ def parse_manifest(data: bytes, where: Path | str) -> dict[str, Any]:
 
 
 def check_structure(path: Path | str, manifest: dict[str, Any]) -> None:
-    """The keys and types readers rely on; shard paths must stay inside the build folder."""
+    """The keys, types and bounds every reader relies on (augment's commands and the trainer alike): shard paths
+    stay inside their split's folder and are listed once, ``image_size`` is one an image can have, the CF/F methods
+    and fields are lists of names, and ``shifted_tests`` and ``dataset.params.evaluation`` name splits of the build
+    in the shape the trainer reads. A number that must agree with the shards (counts, sizes) is checked where they
+    are read."""
 
     def need(obj: Any, key: str, kind: type, where: str) -> Any:
         value = obj.get(key) if isinstance(obj, dict) else None
@@ -144,18 +162,227 @@ def check_structure(path: Path | str, manifest: dict[str, Any]) -> None:
     for key, kind in (("dataset", dict), ("splits", dict), ("seed", int), ("methods", dict), ("options", dict),
                       ("num_samples", int)):  # fmt: skip
         need(manifest, key, kind, "")
-    need(manifest["dataset"], "classes", list, "dataset.")
+    size = manifest.get("image_size")
+    if type(size) is not int:
+        raise ValueError(f"{path}: image_size is missing or not an int")
+    if not 1 <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"{path}: image_size {size}: expected the stored images' size in pixels, 1 to "
+                         f"{MAX_IMAGE_SIZE} (larger images hold over {encode.MAX_PIXELS} pixels)")  # fmt: skip
+    strings(path, "dataset.classes", need(manifest["dataset"], "classes", list, "dataset."))
+    for role in ("cf", "f"):
+        strings(path, f"methods.{role}", need(manifest["methods"], role, list, "methods."))
+    if need(manifest["methods"], "copies", int, "methods.") < 1:
+        raise ValueError(f"{path}: methods.copies {manifest['methods']['copies']}: expected at least 1")
+    listed: dict[str, str] = {}
     for split, info in manifest["splits"].items():
         where = f"splits.{split}."
         need(info, "augmented", bool, where)
         need(info, "num_samples", int, where)
         need(info, "per_class", dict, where)
+        strings(path, f"{where}fields", need(info, "fields", list, where))
         for i, shard in enumerate(need(info, "shards", list, where)):
             at = f"{where}shards[{i}]."
             rel = need(shard, "path", str, at)
             need(shard, "num_samples", int, at), need(shard, "bytes", int, at), need(shard, "sha256", str, at)
             if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel.startswith(f"{split}/"):
                 raise ValueError(f"{path}: {at}path {rel!r} must be a relative path inside the split folder {split}/")
+            if shard["num_samples"] < 0 or shard["bytes"] < 0:
+                raise ValueError(f"{path}: {at}num_samples/bytes {shard['num_samples']}/{shard['bytes']}: expected "
+                                 "counts >= 0")  # fmt: skip
+            if (first := listed.setdefault(os.path.normpath(rel), at[:-1])) != at[:-1]:
+                raise ValueError(f"{path}: {at}path {rel!r} is listed twice (also as {first}); a build lists each "
+                                 "shard once")  # fmt: skip
+    check_shifted_tests(path, manifest)
+    check_evaluation(path, manifest)
+
+
+def strings(path: Path | str, key: str, values: list) -> None:
+    if not all(isinstance(v, str) for v in values):
+        raise ValueError(f"{path}: {key} holds a value that is not a string")
+
+
+def check_shifted_tests(path: Path | str, manifest: dict[str, Any]) -> None:
+    """``shifted_tests`` (``augment build --shifted-tests``), when present: the shape ``augment info``, ``preview
+    --shifted``, ``train fit`` and ``train eval`` read, every split it names a split of the build."""
+    if "shifted_tests" not in manifest:
+        return
+    section, splits = manifest["shifted_tests"], manifest["splits"]
+    expected = "expected an object of the shape `augment build --shifted-tests` writes (docs/FORMAT.md, manifest.json)"
+
+    def table(value: Any, where: str, values: type = str) -> dict:
+        if not isinstance(value, dict) or not all(isinstance(v, values) for v in value.values()):
+            raise ValueError(f"{path}: shifted_tests{where}: {expected}")
+        return value
+
+    def split_name(value: Any, where: str) -> None:
+        if not isinstance(value, str) or value not in splits:
+            raise ValueError(f"{path}: shifted_tests{where} {brief(value)}: expected a split of this build")
+
+    table(section, "", object)
+    table(section.get("variants"), ".variants")
+    table(section.get("skipped"), ".skipped")
+    table(section.get("left_out", {}), ".left_out")
+    for base, pair in table(section.get("pairs"), ".pairs", dict).items():
+        at = f".pairs.{base}"
+        split_name(base, ".pairs key")
+        split_name(pair.get("original"), f"{at}.original")
+        for variant, split in table(pair.get("variants"), f"{at}.variants").items():
+            split_name(split, f"{at}.variants.{variant}")
+        gap = table(pair.get("bg_gap"), f"{at}.bg_gap")
+        for side in ("same", "rand"):
+            split_name(gap.get(side), f"{at}.bg_gap.{side}")
+        reliance = table(pair.get("background_reliance"), f"{at}.background_reliance", object)
+        split_name(reliance.get("original"), f"{at}.background_reliance.original")
+        shifted = reliance.get("shifted")
+        if not isinstance(shifted, list) or not shifted:
+            raise ValueError(f"{path}: shifted_tests{at}.background_reliance.shifted: {expected}")
+        for i, split in enumerate(shifted):
+            split_name(split, f"{at}.background_reliance.shifted[{i}]")
+
+
+def check_evaluation(path: Path | str, manifest: dict[str, Any]) -> None:
+    """``dataset.params.evaluation`` (the dataset's own paired splits, read by the trainer), when present: each of
+    ``bg_gap``, ``background_reliance`` and ``flip`` an object of split names."""
+    params = manifest["dataset"].get("params") or {}
+    evaluation = (params.get("evaluation") or {}) if isinstance(params, dict) else None
+    if not isinstance(evaluation, dict):
+        raise ValueError(f"{path}: dataset.params.evaluation: expected an object")
+    for name, sides in (("bg_gap", ("same", "rand")), ("background_reliance", ("original", "shifted")),
+                        ("flip", ("original", "shifted"))):  # fmt: skip
+        entry = evaluation.get(name)
+        if entry is not None and not (isinstance(entry, dict) and all(isinstance(entry.get(s), str) for s in sides)):
+            raise ValueError(f"{path}: dataset.params.evaluation.{name}: expected an object with the split names "
+                             f"{' and '.join(sides)}")  # fmt: skip
+
+
+def brief(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a stranger's value in a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---- the rules of a record, for every reader -------------------------------------------------------------------
+
+LABEL_TEXT = re.compile(rb"\s*[0-9]{1,9}\s*")  # a cls member: ASCII digits (int() would also take '0_1', '+1', '١')
+
+
+def parse_label(data: bytes) -> int:
+    """The label a ``cls`` member holds; ValueError unless it is ASCII digits."""
+    if not LABEL_TEXT.fullmatch(data):
+        raise ValueError(f"{LABEL} holds {brief(data[:20])}, expected a class index in ASCII digits")
+    return int(data)
+
+
+def parse_meta(data: bytes) -> Any:
+    """The JSON a ``json`` member holds; ValueError on anything malformed, nesting too deep included."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a reader takes from a valid record's json and cls (``RecordCheck.inspect``)."""
+
+    label: int
+    group: int  # -1: none
+    has_object: bool
+    pair_key: str  # shifted.base_key of a shifted record, else its own key
+    donor_label: int  # shifted.donor_label of a mixed record, else -1
+    object_id: str  # "" when the adapter recorded none
+
+
+@dataclass
+class Inspection:
+    """What :meth:`RecordCheck.inspect` found: ``problems`` (empty: the record is valid), ``parsed`` (None unless
+    valid), and ``images``, the image fields whose header passed (those a decoder may go on to decode)."""
+
+    problems: list[str] = field(default_factory=list)
+    parsed: Parsed | None = None
+    images: list[str] = field(default_factory=list)
+
+
+class RecordCheck:
+    """The rules every record of one split must meet, without decoding a pixel: the one validator of ``augment
+    verify`` and the trainer, so that what verify passes trains and what it refuses stops the trainer.
+
+    ``cls`` is ASCII digits and agrees with json's ``label`` and ``class_name``; json's ``key`` and ``split`` are the
+    record's; the record holds exactly the fields of the schema (its json's ``has_object``, the split's
+    ``augmented`` and the manifest's methods); ``group`` is null or in [0, ``MAX_GROUP``]; the build's
+    ``image_size`` lies between ``width`` and ``height`` (a squashed image is that size, a short-side resize has it
+    as its shorter side) and every image field declares that size in its header, within ``pixels`` and, for a PNG,
+    with its metadata within ``encode.PNG_TEXT_BYTES``; ``shifted`` and ``object_id`` are what the trainer pairs
+    records on. Unique keys are the caller's to check (they span records)."""
+
+    def __init__(self, manifest: dict[str, Any], split: str, pixels: int = encode.MAX_PIXELS):
+        self.split, self.pixels = split, pixels
+        self.classes, self.image_size = manifest["dataset"]["classes"], manifest["image_size"]
+        methods, augmented = manifest["methods"], manifest["splits"][split]["augmented"]
+        self.expected = {has: frozenset(record_fields(has, augmented, methods["cf"], methods["f"], methods["copies"]))
+                         for has in (False, True)}  # fmt: skip
+
+    def inspect(self, key: str, fields: Mapping[str, bytes], names: Collection[str] | None = None) -> Inspection:
+        """The problems of record ``key`` (messages without the file or key), given the bytes of the fields read
+        and the ``names`` of every field it holds (default: those read)."""
+        found = Inspection()
+        problems = found.problems
+        try:
+            meta, label = parse_meta(fields[META]), parse_label(fields[LABEL])
+        except (KeyError, ValueError) as e:
+            problems.append(f"unreadable {META}/{LABEL} ({type(e).__name__}: {e})")
+            return found
+        if not isinstance(meta, dict):
+            problems.append(f"{META} holds a {type(meta).__name__}, expected an object")
+            return found
+        classes = self.classes
+        if meta.get("key") != key or meta.get("split") != self.split:
+            problems.append(f"json says key {brief(meta.get('key'))}, split {brief(meta.get('split'))}")
+        said = meta.get("label")
+        if type(said) is not int or said != label or label >= len(classes) or meta.get("class_name") != classes[label]:
+            problems.append(f"label {label} / json {brief(said)} {brief(meta.get('class_name'))} disagree")
+        has = meta.get("has_object")
+        names = set(fields if names is None else names)
+        if not isinstance(has, bool):
+            problems.append(f"json has_object {brief(has)}: expected true or false")
+        elif names != self.expected[has]:
+            missing, extra = sorted(self.expected[has] - names), sorted(names - self.expected[has])
+            problems.append(f"fields differ from the schema (missing {missing}, unexpected {extra})")
+        group = meta.get("group")
+        if group is not None and (type(group) is not int or not 0 <= group <= MAX_GROUP):
+            problems.append(f"json group {brief(group)}: expected null or an integer in [0, {MAX_GROUP}]")
+        width, height = meta.get("width"), meta.get("height")
+        size = (height, width) if type(width) is int and type(height) is int else None
+        if size is None:
+            problems.append(f"json width/height {brief(width)}/{brief(height)}: expected integers")
+        elif not min(size) <= self.image_size <= max(size):
+            problems.append(
+                f"json says {width} x {height} pixels; the build's image_size is {self.image_size}, "
+                "which lies between an image's sides (the shorter one after a short-side resize)"
+            )
+        shifted = meta.get("shifted") or {}
+        donor = shifted.get("donor_label", -1) if isinstance(shifted, dict) else None
+        pair = shifted.get("base_key", key) if isinstance(shifted, dict) else None
+        if type(donor) is not int or not -1 <= donor < len(classes) or not isinstance(pair, str):
+            problems.append(f"json shifted {brief(shifted)}: expected base_key and a donor_label below {len(classes)}")
+        object_id = meta.get("object_id") or ""
+        if not isinstance(object_id, str):
+            problems.append(f"json object_id {brief(object_id)}: expected a string or null")
+        for name, data in sorted(fields.items()):
+            if not name.endswith((".jpg", ".png")) and name != IMAGE:
+                continue
+            try:
+                _, w, h = encode.check_header(data, self.pixels)
+            except ValueError as e:
+                problems.append(f"field {name!r}: {e}")
+                continue
+            if size is not None and (h, w) != size:
+                problems.append(f"field {name!r} is {(h, w)}, json says {size}")
+                continue
+            found.images.append(name)
+        if not problems:
+            found.parsed = Parsed(label, -1 if group is None else group, has, pair, donor, object_id)
+        return found
 
 
 def environment() -> dict[str, str | None]:

@@ -1,15 +1,17 @@
 """``augment verify``: recompute every checksum and decode every sample of a build.
 
-Checks, per shard listed in the manifest: the file exists, its size and sha256 match, it reads as a tar,
-its record count matches, and every record has exactly the fields its metadata calls for, decodable, with
-consistent labels and sizes. Keys must be unique across the build, per-class counts must match the manifest,
-and no stray shard or temp file may sit next to the listed ones. Every problem that can be reached is reported: a
-bad sample does not hide the ones after it; only a shard that cannot be read on (truncated, a corrupt header, an
-oversized member) ends its own check.
+Checks, per shard listed in the manifest: the file exists as a regular file inside the build (a FIFO, a device or
+a link out of the build is not opened), its size and then its sha256 match (a file of another size is not hashed),
+it reads as a tar, its record count matches, and every record meets ``schema.RecordCheck``, the rules the trainer
+applies too (fields, labels, groups, sizes, image headers), and decodes. Keys must be unique across the build,
+per-class counts must match the manifest, and no stray shard or temp file may sit next to the listed ones. Every
+problem that can be reached is reported: a bad sample does not hide the ones after it; only a shard that cannot be
+read on (truncated, a corrupt header, a member reaching past its end) ends its own check.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from augment import encode, infill, schema
-from augment.shards import Limits, ShardError, iter_records, parse_json, sha256_file
+from augment.shards import Limits, ShardError, UnsafeFile, iter_records, open_regular, sha256_file
 
 REBUILD = "rebuild it with `augment build` (its command with --overwrite replaces it)"
 
@@ -58,40 +60,18 @@ def shape_problem(manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def check_record(key: str, fields: dict[str, bytes], split: str, manifest: dict[str, Any]) -> Iterator[str]:
-    """Problems of one record (as messages without the file name)."""
-    try:
-        meta = parse_json(fields[schema.META])
-        label = int(fields[schema.LABEL])
-    except (KeyError, ValueError) as e:
-        yield f"sample {key!r}: unreadable {schema.META}/{schema.LABEL} ({type(e).__name__}: {e})"
-        return
-    if not isinstance(meta, dict):
-        yield f"sample {key!r}: {schema.META} holds a {type(meta).__name__}, expected an object"
-        return
-    classes = manifest["dataset"]["classes"]
-    if meta.get("key") != key or meta.get("split") != split:
-        yield f"sample {key!r}: json says key {meta.get('key')!r}, split {meta.get('split')!r}"
-    if meta.get("label") != label or not 0 <= label < len(classes) or meta.get("class_name") != classes[label]:
-        yield f"sample {key!r}: label {label} / json {meta.get('label')!r} {meta.get('class_name')!r} disagree"
-    methods = manifest["methods"]
-    augmented = manifest["splits"][split]["augmented"]
-    expected = set(schema.record_fields(bool(meta.get("has_object")), augmented, methods["cf"], methods["f"],
-                                        methods["copies"]))  # fmt: skip
-    if set(fields) != expected:
-        missing, extra = sorted(expected - set(fields)), sorted(set(fields) - expected)
-        yield f"sample {key!r}: fields differ from the schema (missing {missing}, unexpected {extra})"
-    size = (meta.get("height"), meta.get("width"))
-    for name, data in sorted(fields.items()):
-        if not (name.endswith(".jpg") or name == schema.IMAGE or name == schema.MASK):
-            continue
+def check_record(key: str, fields: dict[str, bytes], split: str, manifest: dict[str, Any],
+                 rules: schema.RecordCheck | None = None) -> Iterator[str]:  # fmt: skip
+    """Problems of one record (as messages without the file name): ``schema.RecordCheck``'s, the trainer's rules,
+    then every image that passed them decoded."""
+    found = (rules or schema.RecordCheck(manifest, split)).inspect(key, fields)
+    yield from (f"sample {key!r}: {p}" for p in found.problems)
+    for name in found.images:
+        decode = encode.decode_mask if name == schema.MASK else encode.decode_image
         try:
-            pixels = encode.decode_mask(data) if name == schema.MASK else encode.decode_image(data)
+            decode(fields[name])
         except Exception as e:  # noqa: BLE001 - any decoder failure is a finding, not a crash
             yield f"sample {key!r}: field {name!r} does not decode ({type(e).__name__}: {e})"
-            continue
-        if pixels.shape[:2] != size:
-            yield f"sample {key!r}: field {name!r} is {pixels.shape[:2]}, json says {size}"
 
 
 def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
@@ -109,7 +89,7 @@ def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
     for stray in sorted(set(out.glob("*/shard-*.tar*")) - listed):
         problems.append(f"{stray}: not listed in {schema.MANIFEST} (a leftover of an interrupted or other build?)")
     total = sum(s["num_samples"] for s in manifest["splits"].values())
-    limits = Limits.for_image_size(manifest.get("image_size") or 0)  # shards may come from strangers: bound them
+    limits = Limits.for_image_size(manifest["image_size"])  # shards may come from strangers: bound them
     read = 0
     refused: list[ShardError] = []
 
@@ -121,30 +101,27 @@ def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
     with tqdm(total=total, unit="img", desc="augment verify", disable=not progress) as bar:
         for split, info in manifest["splits"].items():
             per_class: Counter[str] = Counter()
+            rules = schema.RecordCheck(manifest, split, limits.pixels)
             for shard in info["shards"]:
                 path = out / shard["path"]
-                if not path.is_file():
-                    problems.append(f"{path}: missing shard (listed in {schema.MANIFEST})")
-                    continue
-                if path.stat().st_size != shard["bytes"]:
-                    problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {shard['bytes']} (truncated?)")
-                try:
-                    if sha256_file(path) != shard["sha256"]:
-                        problems.append(f"{path}: sha256 mismatch (file changed after the build)")
-                except OSError as e:
-                    problems.append(f"{path}: unreadable ({e.strerror or e})")
+                found, readable = file_problems(path, out, shard["bytes"], shard["sha256"])
+                problems.extend(found)
+                if not readable:
                     continue
                 count, before = 0, len(refused)
                 try:
-                    for key, fields in iter_records(path, limits=limits, on_error=refuse):
+                    for key, fields in iter_records(path, limits=limits, on_error=refuse, inside=out):
                         count += 1
                         if key in seen:
                             problems.append(f"{path}: sample {key!r} appears more than once in the build")
                         seen.add(key)
-                        problems.extend(f"{path}: {p}" for p in check_record(key, fields, split, manifest))
+                        problems.extend(f"{path}: {p}" for p in check_record(key, fields, split, manifest, rules))
                         cls = manifest["dataset"]["classes"]
-                        label = fields.get(schema.LABEL, b"").decode(errors="replace")
-                        index = int(label) if label.isascii() and label.isdigit() and len(label) < 10 else -1
+                        try:
+                            index = schema.parse_label(fields.get(schema.LABEL, b""))
+                        except ValueError:
+                            index = -1
+                        label = fields.get(schema.LABEL, b"")[:20].decode(errors="replace")
                         per_class[cls[index] if 0 <= index < len(cls) else label] += 1
                         bar.update()
                 except ShardError as e:  # the shard cannot be read on
@@ -161,3 +138,28 @@ def verify(out: Path, progress: bool = True) -> tuple[list[str], int]:
     if read != manifest["num_samples"]:
         problems.append(f"{out / schema.MANIFEST}: {read} samples read, num_samples says {manifest['num_samples']}")
     return problems, read
+
+
+def file_problems(path: Path, out: Path, size: int, sha256: str) -> tuple[list[str], bool]:
+    """What is wrong with the shard file ``path`` of the build ``out`` against its manifest entry, and whether its
+    records can be read: missing, not a regular file inside the build (neither is read), of another size (then it
+    is not hashed: a sparse file of 100 GB would be read whole to learn what its size already says) or of another
+    sha256."""
+    try:
+        with open_regular(path, inside=out) as fh:
+            actual = os.fstat(fh.fileno()).st_size
+    except FileNotFoundError:
+        return [f"{path}: missing shard (listed in {schema.MANIFEST})"], False
+    except UnsafeFile as e:
+        return [f"{path}: {e}"], False
+    except OSError as e:
+        return [f"{path}: unreadable ({e.strerror or e})"], False
+    if actual != size:
+        return [f"{path}: {actual} bytes, manifest says {size} (truncated?)",
+                f"{path}: sha256 mismatch (not hashed: a file of another size cannot match)"], True  # fmt: skip
+    try:
+        if sha256_file(path, inside=out) != sha256:
+            return [f"{path}: sha256 mismatch (file changed after the build)"], True
+    except OSError as e:
+        return [f"{path}: unreadable ({e.strerror or e})"], False
+    return [], True
