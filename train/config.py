@@ -192,8 +192,14 @@ class Config:
             raise ValueError(without_weights(self.preset, chosen))
 
     def check_build(self, manifest: dict[str, Any]) -> None:
-        """That the build has what this config reads: its val split, and its CF/F images in the train split."""
+        """That the build has what this config reads: its val split, its CF/F images in the train split, and images
+        at least as large as ``--crop`` (a larger crop would pad every image to it)."""
         from train.data import Fields, check_fields
+
+        size = manifest.get("image_size")  # an int in every manifest read (augment.schema.check_structure)
+        if self.crop is not None and isinstance(size, int) and self.crop > size:
+            raise ValueError(f"--crop {self.crop}: larger than the build's images ({size} px, its image_size), so "
+                             f"every image would be padded to it; pass --crop {size} or less")  # fmt: skip
 
         if self.val_split not in manifest["splits"] or self.val_split == "train":
             splits = ", ".join(s for s in manifest["splits"] if s != "train")

@@ -1,17 +1,26 @@
 """Stream ``augment build`` shards into training and evaluation batches, from a local folder or any fsspec URL.
 
-The trainer knows only the shard schema (``augment.schema``) and treats shards as untrusted: it reads them with
-``augment.shards.iter_records`` (bounded members, image sizes checked before decoding, nothing unpickled), keeps
-only the fields it decodes (images, the PNG mask, json, cls), hashes each shard as it streams and compares it with
-the manifest at its end; what it cannot use goes to the run's ``train.ledger.Ledger``, which stops the run or,
-within ``--max-bad-samples``, counts and lists it. The original, its CF and F images and its mask get the
-**same** random crop and flip: one draw per sample (``draw_view``) applied to every view by slicing
-(``apply_view``); evaluation takes the centre crop. Stochastic fields stored in K copies use copy ``epoch % K``.
-Images leave the workers as uint8 and are normalised once per batch where the model runs (``prepare``).
+The trainer knows only the shard schema (``augment.schema``) and treats shards and manifests as untrusted: it reads
+the manifest within ``schema.MAX_MANIFEST_BYTES`` and checks its structure and that each split's count is its
+shards' (``read_manifest``); it reads shards with ``augment.shards.iter_records`` (regular files inside the build
+only, bounded members, nothing unpickled, never past a shard's size in the manifest), checks every record with
+``augment.schema.RecordCheck``, the validator of ``augment verify`` (labels, fields, groups, image headers against
+the build's image_size), keeps only the fields it decodes (images, the PNG mask, json, cls), hashes each shard as it
+streams and compares its size, sha256 and record count with the manifest at its end; what it cannot use goes to the
+run's ``train.ledger.Ledger``, which stops the run or, within ``--max-bad-samples``, counts and lists it.
+
+The original, its CF and F images and its mask get the **same** random crop and flip: one draw per sample
+(``draw_view``) applied to every view by slicing (``apply_view``); evaluation takes the centre crop. Stochastic
+fields stored in K copies use copy ``epoch % K``. Images leave the workers as uint8 and are normalised once per batch
+where the model runs (``prepare``).
 
 Training reads a fixed number of samples per epoch: ``steps = num_samples // (batch_size * world_size)`` batches
 on every rank, so DDP ranks never wait on each other at the end of an epoch. Each (rank, DataLoader worker) slot
-reads its own share, cycling through it when it runs short (uneven shards).
+reads its own share, cycling through it when it runs short (uneven shards). When a slot has its epoch's samples, it
+still reads the rest of its share's shards, open or not yet opened, to their ends, so that by the end of the first
+epoch every shard's record count was compared with the manifest: a count that is not the shards' stops the run
+then (more records than the manifest gives stop it whatever ``--max-bad-samples``), rather than train on part of
+the split, or cycle it, for as long as the manifest says.
 
 Mixing does not trust the writer: builds before format v2, and other tools, store samples in source order, which
 lists them class by class, so a shard may hold a class or two (issue #12). A DataLoader batch comes whole from one
@@ -61,7 +70,7 @@ from torchvision.transforms import v2
 
 from augment import encode, schema, shards
 from augment.shards import Limits, ShardCheck, ShardError
-from train.ledger import DataError, Ledger
+from train.ledger import DataError, Ledger, verify_hint
 
 log = logging.getLogger(__name__)
 # decode_image hands the decoders tensors over read-only bytes, which they only read; torch warns about that once per
@@ -69,7 +78,7 @@ log = logging.getLogger(__name__)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     torch.frombuffer(b"\0", dtype=torch.uint8)
-MAX_MANIFEST_BYTES = 64 << 20
+MAX_MANIFEST_BYTES = schema.MAX_MANIFEST_BYTES  # one bound for every reader of a manifest
 # Shards a training slot reads at once. With class-pure shards (a v1 build of a class-ordered source) the pool's
 # classes are those of POOL random shards: simulating IN-9's 9 classes in 45 class-pure shards of 1000, 4 slots, a
 # 1000-sample shuffle buffer and batches of 32, a batch holds 0.83 (pool 8), 0.89 (16), 0.97 (32) and 1.00 (all 45)
@@ -154,6 +163,7 @@ class ShardStream(IterableDataset):
         self.fields = replace(fields, stored=tuple(manifest["splits"][split]["fields"]))
         self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
         self.batch_size, self.rank, self.world_size = batch_size, rank if train else 0, world_size if train else 1
+        self.inside = None if shards.is_url(root) else root  # a local shard must lie in the build folder
         self.urls = [shards.join(root, s["path"]) for s in manifest["splits"][split]["shards"]]
         self.entries = {shards.join(root, s["path"]): s for s in manifest["splits"][split]["shards"]}
         self.lengths = {url: entry["num_samples"] for url, entry in self.entries.items()}
@@ -163,6 +173,8 @@ class ShardStream(IterableDataset):
         self.steps = self.num_samples // (batch_size * self.world_size)  # batches per rank and epoch, when training
         self.num_classes = len(manifest["dataset"]["classes"])
         self.limits = Limits.for_image_size(manifest["image_size"])
+        self.rules = schema.RecordCheck(manifest, split, self.limits.pixels)  # augment verify's rules
+        self.root = str(root)
         self._names: tuple[int, dict[str, str]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -231,7 +243,7 @@ class ShardStream(IterableDataset):
             got = 0
             shuffle = wds.shuffle(bufsize=self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)
             # a later pass re-reads shards the first one read to their ends (and checked): it is not drained
-            mixed = self.interleave(*assign(urls, slot, slots, self.epoch), rng, done if repeat == 0 else {})
+            mixed = self.interleave(*assign(urls, slot, slots, self.epoch), rng, done if repeat == 0 else {}, set())
             try:
                 for sample in shuffle(mixed):
                     got += 1
@@ -242,13 +254,14 @@ class ShardStream(IterableDataset):
                 raise DataError(f"{self.split}: no readable sample in this process's share of {len(urls)} shard(s)")
 
     def interleave(
-        self, urls: list[str], every: int, offset: int, rng: random.Random, done: dict[str, bool]
+        self, urls: list[str], every: int, offset: int, rng: random.Random, done: dict[str, bool], seen: set[bytes]
     ) -> Iterator[dict[str, Any]]:
         """The samples :meth:`records` yields, but drawn from up to ``POOL`` open shards at once: each sample comes
         from an open shard chosen with probability proportional to its expected samples left (from the manifest),
         so that the open shards run out together and the stream mixes them evenly whatever their order. Closed
-        once the epoch's quota is reached (``done["quota"]``), it reads its open shards to their ends, unused, for
-        their checksums."""
+        once the epoch's quota is reached (``done["quota"]``), it reads its open shards and those it has not opened
+        yet to their ends, unused, for their checksums and counts: by the end of the first epoch every shard of the
+        split was read whole, so a manifest whose counts are not the shards' stops the run then."""
         pending = list(enumerate(urls))[::-1]  # popped from the end: in order
         pool: list[Iterator[dict[str, Any]]] = []
         left: list[float] = []  # expected samples left in each open shard
@@ -256,7 +269,7 @@ class ShardStream(IterableDataset):
             while pending or pool:
                 while pending and len(pool) < POOL:
                     position, url = pending.pop()
-                    pool.append(self.shard_records(url, position, every, offset))
+                    pool.append(self.shard_records(url, position, every, offset, seen))
                     left.append(self.lengths[url] * self.fraction / every)
                 (i,) = rng.choices(range(len(pool)), weights=[max(1.0, n) for n in left])
                 sample = next(pool[i], None)
@@ -269,6 +282,10 @@ class ShardStream(IterableDataset):
             while done.get("quota") and pool:
                 for _ in pool.pop():
                     pass
+            while done.get("quota") and pending:
+                position, url = pending.pop()
+                for _ in self.shard_records(url, position, every, offset, seen):
+                    pass
             raise
         finally:
             for samples in pool:  # close the open shards now, not when the garbage collector gets to them
@@ -276,21 +293,28 @@ class ShardStream(IterableDataset):
 
     def records(self, urls: list[str], every: int, offset: int) -> Iterator[dict[str, Any]]:
         """Raw samples of ``urls``, one shard after another (see :meth:`shard_records`)."""
+        seen: set[bytes] = set()
         for position, url in enumerate(urls):
-            yield from self.shard_records(url, position, every, offset)
+            yield from self.shard_records(url, position, every, offset, seen)
 
-    def shard_records(self, url: str, position: int, every: int, offset: int) -> Iterator[dict[str, Any]]:
+    def shard_records(
+        self, url: str, position: int, every: int, offset: int, seen: set[bytes] | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Raw samples of shard ``url`` in file order, keeping its sample j (counted over the subset, see
-        ``fraction``) when ``(j + position) % every == offset``, each checked by :meth:`parse` first.
+        ``fraction``) when ``(j + position) % every == offset``, each checked by :meth:`parse` first (and, against
+        ``seen``, the digests of the keys this process read in this pass, for a key that came before).
 
         The shard is hashed as it streams and its size, sha256 and sample count are compared with the manifest at
         its end. Every problem goes to the ledger, which stops the run by default; when it tolerates them, the
         shard's loss is counted once, at its end: the manifest's samples minus the records that parse (a split
         record, a stray member or a bad name is listed, not counted, so that what was used plus what was lost
-        is what the manifest promised). When slots share the shard, one of them accounts for it."""
+        is what the manifest promised). More records that parse than the manifest gives the shard stop the run
+        whatever the tolerance: the manifest does not describe the shard, and the epoch's length came from it. When
+        slots share the shard, one of them accounts for it."""
         wanted = {schema.IMAGE, schema.LABEL, schema.META, schema.MASK, *self.field_names().values()}
         reports = offset == 0 or not self.ledger.allowed
         check = ShardCheck.of(self.entries[url])
+        seen = set() if seen is None else seen
         index, good = position, 0
 
         def note(error: ShardError) -> None:  # the loss is counted with the shard's
@@ -298,9 +322,10 @@ class ShardStream(IterableDataset):
                 self.ledger.record(error, samples=1, counted=False)
 
         try:
-            # decode_image checks each image's declared size before decoding it, as iter_records would
-            for key, fields in shards.iter_records(url, wanted, self.limits, on_error=note, check_images=False,
-                                                   check=check):  # fmt: skip
+            # every field is read, for RecordCheck to check each image header as augment verify does; only those
+            # this run decodes are kept
+            for key, fields in shards.iter_records(url, None, self.limits, on_error=note, check_images=False,
+                                                   check=check, inside=self.inside):  # fmt: skip
                 subset = self.fraction == 1.0 or in_subset(key, self.fraction)
                 mine = subset and index % every == offset
                 index += subset
@@ -311,50 +336,49 @@ class ShardStream(IterableDataset):
                 except DECODE_ERRORS as e:
                     note(ShardError(url, f"{type(e).__name__}: {e}", key=key))
                     continue
+                digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+                if digest in seen:
+                    note(ShardError(url, f"sample {key!r} appears more than once in split {self.split}", key=key))
+                    continue
+                seen.add(digest)
                 good += 1
                 if mine:
-                    yield {**fields, "__key__": key, "__url__": url, "__parsed__": parsed}
+                    kept = {name: data for name, data in fields.items() if name in wanted}
+                    yield {**kept, "__key__": key, "__url__": url, "__parsed__": parsed}
         except ShardError as e:  # cut short, or read to its end but not what the manifest says
             if reports:
                 self.ledger.record(e, samples=max(0, check.num_samples - good), counted=False)
+        if reports and good > check.num_samples:
+            raise DataError(f"{url}: {good} samples read, its manifest entry says {check.num_samples}: the manifest "
+                            f"does not describe this shard; {verify_hint(self.root)}")  # fmt: skip
         if reports and good < check.num_samples:
             lost = check.num_samples - good
             self.ledger.record(ShardError(url, f"{lost} of its {check.num_samples} samples unusable"), samples=lost)
 
-    def parse(self, raw: dict[str, bytes], key: str) -> tuple[int, int, bool, str, int, str]:
-        """(label, group or -1, has_object, pair key, donor label or -1, object id or "") of raw sample ``key``, after
-        checking that it holds what its json calls for; anything malformed raises ValueError or KeyError. Cheap: no
-        image is decoded.
+    def parse(self, raw: dict[str, bytes], key: str) -> schema.Parsed:
+        """What the trainer takes from raw sample ``key`` (``schema.Parsed``: label, group or -1, has_object, pair
+        key, donor label or -1, object id or ""), after ``schema.RecordCheck``, the rules of ``augment verify``:
+        anything malformed raises ValueError. Cheap: no image is decoded, only image headers are read.
 
         The pair key is the key of the original image a shifted test record was made from (its json's
         ``shifted.base_key``), else the record's own; the donor label is the class whose background a mixed record
         shows (``shifted.donor_label``); the object id is what the adapter recorded as the object the image shows
         across the dataset's own test variants (``object_id``: IN-9's class folder and foreground stem)."""
-        meta = shards.parse_json(raw[schema.META])
-        label = int(raw[schema.LABEL])
-        group = meta.get("group") if isinstance(meta, dict) else None
-        if not isinstance(meta, dict) or not isinstance(meta.get("has_object"), bool):
-            raise ValueError("json: expected an object with a boolean has_object")
-        if not 0 <= label < self.num_classes or not (group is None or type(group) is int):
-            raise ValueError(f"label {label} / group {group!r}: expected a class index below {self.num_classes}")
-        needed = [schema.IMAGE, *((schema.MASK, *self.field_names().values()) if meta["has_object"] else ())]
+        found = self.rules.inspect(key, raw, getattr(raw, "names", None))
+        if found.parsed is None:
+            raise ValueError("; ".join(found.problems))
+        needed = [schema.IMAGE, *((schema.MASK, *self.field_names().values()) if found.parsed.has_object else ())]
         missing = [name for name in needed if name not in raw]
         if missing:
             raise KeyError(f"missing field(s) {', '.join(missing)}")
-        shifted = meta.get("shifted") or {}
-        donor = shifted.get("donor_label", -1) if isinstance(shifted, dict) else None
-        pair = shifted.get("base_key", key) if isinstance(shifted, dict) else None
-        if type(donor) is not int or not -1 <= donor < self.num_classes or not isinstance(pair, str):
-            raise ValueError(f"json: shifted {shifted!r}: expected base_key and a donor_label below {self.num_classes}")
-        object_id = meta.get("object_id") or ""
-        if not isinstance(object_id, str):
-            raise ValueError(f"json: object_id {object_id!r}: expected a string or null")
-        return label, -1 if group is None else group, meta["has_object"], pair, donor, object_id
+        return found.parsed
 
     def decode(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Decode one sample that :meth:`parse` accepted; an image that does not decode raises (the caller counts
         it as lost)."""
-        label, group, has_object, pair_key, donor_label, object_id = raw["__parsed__"]
+        parsed: schema.Parsed = raw["__parsed__"]
+        label, group, has_object = parsed.label, parsed.group, parsed.has_object
+        pair_key, donor_label, object_id = parsed.pair_key, parsed.donor_label, parsed.object_id
         image = self.decode_image(raw[schema.IMAGE])
         h, w = image.shape[1:]
         mask = self.decode_image(raw[schema.MASK], "L") if has_object else torch.zeros(1, h, w, dtype=torch.bool)
@@ -494,7 +518,9 @@ def batches(data: DataLoader, ledger: Ledger) -> Iterator[dict[str, Any]]:
 def manifest_sha256(root: str | Path) -> str:
     """sha256 of the build's manifest.json (a local folder or a URL): it names the build, since the manifest lists
     every shard's sha256."""
-    return hashlib.sha256(shards.read_bytes(shards.join(str(root), schema.MANIFEST), MAX_MANIFEST_BYTES)).hexdigest()
+    inside = None if shards.is_url(root) else root
+    data = shards.read_bytes(shards.join(str(root), schema.MANIFEST), MAX_MANIFEST_BYTES, inside)
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_manifest(root: str | Path, verify: bool = False) -> dict[str, Any]:
@@ -513,14 +539,23 @@ def read_manifest(root: str | Path, verify: bool = False) -> dict[str, Any]:
         except shards.io_errors() as e:
             raise ValueError(f"{url}: unreadable ({type(e).__name__}: {e})") from None
         manifest = schema.parse_manifest(data, url)
-    size = manifest.get("image_size")
-    if type(size) is not int or size < 1:
-        raise ValueError(f"{root}: manifest image_size {size!r}, expected a positive integer")
+    check_counts(root, manifest)
     if verify:
         problems = verify_local(root) if not shards.is_url(root) else verify_checksums(root, manifest)
         if problems:
             raise ValueError(f"{root}: {len(problems)} problem(s), first: {problems[0]}")
     return manifest
+
+
+def check_counts(root: str | Path, manifest: dict[str, Any]) -> None:
+    """That each split's ``num_samples``, which sizes its epochs, is the sum of its shards' (each of which is
+    compared with the shard's records when it is read): DataError otherwise, a count changed after the build."""
+    where = shards.join(str(root), schema.MANIFEST)
+    for split, info in manifest["splits"].items():
+        listed = sum(s["num_samples"] for s in info["shards"])
+        if info["num_samples"] != listed:
+            raise DataError(f"{where}: splits.{split}.num_samples is {info['num_samples']}, but its shards list "
+                            f"{listed} samples; the manifest changed after the build: {verify_hint(root)}")  # fmt: skip
 
 
 def verify_local(root: str | Path) -> list[str]:

@@ -5,7 +5,7 @@ entry at its end (``augment.shards.ShardCheck``), so a flipped byte, a truncatio
 without a second pass. What happens then is the :class:`Ledger`'s decision:
 
 - ``allowed == 0`` (the default): the first bad sample, short shard or changed shard stops the run with a
-  :class:`DataError` naming the shard, the count and ``augment verify``;
+  :class:`DataError` naming the shard, the count and how to check the build (:func:`verify_hint`);
 - ``allowed == N`` (``--max-bad-samples N``): up to N samples that cannot be read are skipped, each with a warning,
   and listed in ``results.json``; a changed shard whose samples still read is listed too. One sample more stops
   the run.
@@ -30,7 +30,7 @@ from typing import Any
 
 from torch.utils.data import get_worker_info
 
-from augment.shards import ShardError
+from augment.shards import ShardError, is_url
 
 log = logging.getLogger(__name__)
 TRACEBACK_MARK = "Original Traceback"  # how torch's DataLoader embeds a worker's traceback in the error it re-raises
@@ -44,6 +44,17 @@ def one_line(error: BaseException) -> str:
     last = text.rstrip().splitlines()[-1]
     name, sep, message = last.partition(": ")
     return message if sep and " " not in name else last
+
+
+def verify_hint(root: str | Path = "") -> str:
+    """How to check the build at ``root``: ``augment verify`` takes a local folder, so a URL's build is checked by
+    ``train fit --verify`` (every shard's sha256) or, sample by sample, in a local copy."""
+    if not root:
+        return "check it with `augment verify`"
+    if is_url(root):
+        return (f"check the build with `train fit --shards {root} --verify` (checksums), or copy it to a folder and "
+                "run `augment verify FOLDER` (every sample)")  # fmt: skip
+    return f"check the build with `augment verify {root}`"
 
 
 def remove_folder(folder: Path, owner: int) -> None:
@@ -82,7 +93,7 @@ class Ledger:
         """Account for ``samples`` samples lost to ``error`` (0: a changed shard whose samples read); raises
         DataError when that is more than the run allows. ``counted=False`` lists a problem whose loss is counted
         elsewhere (with its shard's), so that a sample is never counted twice."""
-        hint = f"check the build with `augment verify {self.root}`" if self.root else "check it with `augment verify`"
+        hint = verify_hint(self.root)
         if not self.allowed:
             lost = "its samples decode, but are not the ones built" if not samples else f"{samples} sample(s) lost"
             raise DataError(f"{error} ({lost}); {hint}, or pass --max-bad-samples N to skip up to N bad samples")
@@ -100,7 +111,7 @@ class Ledger:
     def check(self, last: BaseException | str = "") -> None:
         if self.count > self.allowed:
             raise DataError(f"{self.count} bad samples, over --max-bad-samples {self.allowed}; the last: {last}; "
-                            f"check the build with `augment verify {self.root}`")  # fmt: skip
+                            f"{verify_hint(self.root)}")  # fmt: skip
 
     def stop(self, error: DataError) -> None:
         """In a DataLoader worker: leave ``error`` for the main process to raise (the first one stays)."""

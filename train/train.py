@@ -51,7 +51,7 @@ from torch.nn.parallel import DistributedDataParallel
 from train import evaluate
 from train.config import Config
 from train.data import Fields, ShardStream, batches, loader, manifest_sha256, prepare, read_manifest
-from train.ledger import DataError, Ledger
+from train.ledger import DataError, Ledger, verify_hint
 from train.losses import (
     cf_loss,
     fgsm_background,
@@ -259,7 +259,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
             ledger.check(f"rank {rank}, epoch {epoch}")
         if totals["steps"] != steps_per_epoch:
             raise DataError(f"epoch {epoch} read {totals['steps']} of its {steps_per_epoch} batches from "
-                            f"{config.shards}; check the build with `augment verify {config.shards}`")  # fmt: skip
+                            f"{config.shards}; {verify_hint(config.shards)}")  # fmt: skip
         if world_size > 1:  # the epoch's loss and rows over all ranks; BatchNorm statistics as on rank 0
             summed = torch.tensor([totals["loss"], totals["rows"], totals["steps"]], dtype=torch.float64, device=device)
             dist.all_reduce(summed)
