@@ -17,6 +17,15 @@ Never an unexpected exception type (a traceback), a hang (each reader run has ``
 A failing test lists every failing case by its outcome, each with the mutation that reproduces it:
 ``mutate(kind, index, ...)`` is a pure function of (kind, index) and the build.
 
+``test_fuzz_hostile`` (issue #29) makes builds that are invalid while their checksums agree, each way in turn with
+seeded values (``hostile_case(kind, index, ...)``): a manifest's numbers and sections (image_size, a split's or a
+shard's count, a shard listed twice, shifted_tests, dataset.params.evaluation), a rewritten record whose manifest
+entry matches it (a cls like ``0_1``, a group past int32, images larger than the build's, a PNG whose zTXt
+decompresses past 1 MiB, a duplicate key, a stray field, has_object or label changed), and special files (a FIFO, a
+link to ``/dev/zero`` or out of the build, a sparse shard gigabytes longer than its entry, a split folder linked
+out, a folder). Verify must refuse each, and the strict trainer stop on each, with one line naming the file; the
+tolerant trainer stops so or accounts for every sample with the file in its ledger.
+
 Failing when this file was written (left failing, not xfail, until the trainer is fixed): the tolerant trainer's
 accounting, ``test_fuzz[trainer-swap-members|duplicate|rename]``. A mutation that splits a record into fragments
 (its key seen again after another key) or adds a member under a key of its own makes the ledger count each
@@ -31,18 +40,22 @@ import contextlib
 import copy
 import inspect
 import io
+import json
 import os
 import pickle
 import random
 import shutil
 import signal
+import struct
 import tarfile
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -385,7 +398,8 @@ def summary(failures: list[tuple[Case, str]], cases: int) -> str:
     groups: dict[str, list[Case]] = defaultdict(list)
     for case, problem in failures:
         groups[problem].append(case)
-    lines = [f"{len(failures)} of {cases} cases fail, {len(groups)} distinct outcomes:"]
+    failing = len({str(case) for case, _ in failures})  # a hostile case fails once per reader it fails
+    lines = [f"{failing} of {cases} cases fail ({len(failures)} failures), {len(groups)} distinct outcomes:"]
     for problem, cases_ in sorted(groups.items(), key=lambda g: -len(g[1])):
         lines.append(f"- {problem}  [{len(cases_)} case(s)]")
         lines.extend(f"    {c}" for c in cases_[:3])
@@ -422,3 +436,248 @@ def test_fuzz(build, reader, kind):
         if (problem := run_case(build, case, reader)) is not None:
             failures.append((case, problem))
     assert not failures, summary(failures, CASES)
+
+
+# ---- hostile builds: a stranger's manifest, records that checksum fine, special files (issue #29) ----------------
+#
+# Each case copies the build, changes it in one way that leaves it invalid while every checksum that can still agree
+# does (the manifest entry of a rewritten shard is updated), and reads the copy with every reader. Verify must exit
+# 1 (2 when the folder is no longer a build) naming the changed file; the strict trainer must stop with one line
+# naming it; the tolerant trainer must stop so, or account for every sample with the changed file in its ledger;
+# preview may draw or fail naming the build. No reader may hang (``GUARD_S``) or crash.
+
+HOSTILE = ["manifest", "record", "special"]
+HOSTILE_CASES = 8  # per kind, each way of it in turn: 24 hostile builds, each read by the 3 readers (trainer twice)
+
+
+@dataclass
+class Hostile:
+    kind: str
+    index: int
+    split: str  # the split the trainer reads
+    names: list[str]  # relative paths of which an error must name one
+    what: str
+    apply: Callable[[Path], None]  # changes a copy of the build in place
+
+    def __str__(self) -> str:
+        return f"{self.kind}#{self.index}: {self.what}"
+
+
+def hostile_case(kind: str, index: int, build: Build) -> Hostile:
+    """Hostile case ``index`` of ``kind``: a pure function of both and the build."""
+    rng = random.Random(f"hostile:{kind}:{index}")
+    manifest = build.manifest
+    rel = rng.choice(sorted(build.pristine))
+    split = build.split_of(rel)
+    if kind == "manifest":
+        return manifest_case(kind, index, rng, manifest, split)
+    if kind == "record":
+        return record_case(kind, index, rng, build, rel)
+    return special_case(kind, index, rng, rel)
+
+
+def edit_manifest(root: Path, edit: Callable[[dict[str, Any]], Any]) -> None:
+    path = root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def manifest_case(kind: str, index: int, rng: random.Random, manifest: dict[str, Any], split: str) -> Hostile:
+    info = manifest["splits"][split]
+    n = info["num_samples"]
+    choice = index % 6  # every way in turn; the rng draws the values
+    if choice == 0:
+        size = rng.choice([rng.randint(6325, 10**9), 0, -rng.randint(1, 99), rng.randint(33, 6324),
+                           rng.randint(1, 31), "32", 32.0, True])  # fmt: skip
+        what, edit = f"image_size {size!r}", lambda m: m.update(image_size=size)
+    elif choice == 1:
+        count = rng.choice([n // 2, n * 10 ** rng.randint(1, 12), 0])
+        what, edit = f"splits.{split}.num_samples {count}", lambda m: m["splits"][split].update(num_samples=count)
+    elif choice == 2:
+        j = rng.randrange(len(info["shards"]))
+
+        def edit(m: dict[str, Any]) -> None:
+            m["splits"][split]["shards"].append(dict(m["splits"][split]["shards"][j]))
+            m["splits"][split]["num_samples"] += m["splits"][split]["shards"][j]["num_samples"]
+
+        what = f"shard {j} of {split} listed twice"
+    elif choice == 3:
+        section = rng.choice([[], "x", {"variants": {}, "skipped": {}, "pairs": {split: {"original": split}}},
+                              {"variants": 1, "skipped": {}, "pairs": {}},
+                              {"variants": {}, "skipped": {}, "pairs": {"nope": {}}}])  # fmt: skip
+        what, edit = f"shifted_tests {section!r}", lambda m: m.update(shifted_tests=section)
+    elif choice == 4:
+        value = rng.choice([[], "x", {"bg_gap": ["a"]}, {"flip": {"original": 1, "shifted": "x"}}])
+        what, edit = f"dataset.params.evaluation {value!r}", lambda m: m["dataset"]["params"].update(evaluation=value)
+    else:
+        j = rng.randrange(len(info["shards"]))
+        count = rng.choice([0, 1, 10 ** rng.randint(1, 12)]) + info["shards"][j]["num_samples"] * rng.randint(2, 3)
+
+        def edit(m: dict[str, Any]) -> None:
+            entry = m["splits"][split]["shards"][j]
+            m["splits"][split]["num_samples"] += count - entry["num_samples"]
+            entry["num_samples"] = count
+
+        what = f"shard {j} of {split} says {count} samples, and its split agrees"
+    return Hostile(kind, index, split, ["manifest.json", f"{split}/"], what, lambda root: edit_manifest(root, edit))
+
+
+def zTXt(png: bytes, text_bytes: int) -> bytes:
+    """``png`` with a zTXt chunk after its IHDR that decompresses to ``text_bytes`` bytes."""
+    body = b"zTXtComment\0\0" + zlib.compress(b"\0" * text_bytes, 9)
+    return png[:33] + struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body)) + png[33:]
+
+
+def record_case(kind: str, index: int, rng: random.Random, build: Build, rel: str) -> Hostile:
+    from augment import encode
+    from augment.shards import iter_records
+
+    split = build.split_of(rel)
+    records = [{"__key__": k, **f} for k, f in iter_records(build.root / rel)]  # as built: run_case restores it
+    i = rng.randrange(len(records))
+    record, key = dict(records[i]), records[i]["__key__"]
+    meta, label = json.loads(record["json"]), int(record["cls"])
+    choice = index % 8
+    if choice == 0:
+        record["cls"] = rng.choice([f"0_{label}", f"+{label}", f"{label}.0", f" {label}x",
+                                    str(label + len(build.manifest["dataset"]["classes"]))]).encode()  # fmt: skip
+        what = f"{key}.cls {record['cls']!r}"
+    elif choice == 1:
+        meta["group"] = rng.choice([10 ** rng.randint(10, 40), -rng.randint(2, 9), 1.5, "3", True, [1]])
+        what = f"{key} json group {meta['group']!r}"
+    elif choice == 2:
+        size = 32 + rng.randint(1, 32)
+        for name in [n for n in record if n.endswith("jpg")]:
+            record[name] = encode.encode_jpeg(np.full((size, size, 3), rng.randrange(256), np.uint8))
+        if "mask.png" in record:
+            record["mask.png"] = encode.encode_mask(np.ones((size, size), bool))
+        meta.update(width=size, height=size)
+        what = f"{key} re-encoded at {size} x {size}, its json saying so"
+    elif choice == 3 and "mask.png" in record:
+        record["mask.png"] = zTXt(record["mask.png"], rng.randint(1_100_000, 4_000_000))
+        what = f"{key}.mask.png with a zTXt of over 1 MiB"
+    elif choice == 4:
+        twin = rng.choice([r["__key__"] for r in records if r["__key__"] != key])  # every shard holds 2 or more
+        record["__key__"], meta["key"] = twin, twin
+        what = f"{key} renamed {twin!r}, a key of the same split"
+    elif choice == 5:
+        record[rng.choice(["npy", "txt", "jpg.1"])] = b"extra"
+        what = f"{key} with an extra field"
+    elif choice == 6:
+        meta["has_object"] = not meta["has_object"]
+        what = f"{key} json has_object flipped"
+    else:
+        meta["label"] = (label + 1) % len(build.manifest["dataset"]["classes"])
+        what = f"{key} json label {meta['label']} for cls {label}"
+    record["json"] = json.dumps(meta).encode()
+    records[i] = record
+
+    def apply(root: Path) -> None:
+        from augment.shards import write_shard
+
+        info = write_shard(root / rel, records)
+        edit_manifest(root, lambda m: next(s for s in m["splits"][split]["shards"] if s["path"] == rel).update(info))
+
+    return Hostile(kind, index, split, [rel], what, apply)
+
+
+def special_case(kind: str, index: int, rng: random.Random, rel: str) -> Hostile:
+    split = rel.split("/")[0]
+    choice = index % 6
+    if choice == 0:
+        what, apply = "a FIFO", lambda root: ((root / rel).unlink(), os.mkfifo(root / rel))
+    elif choice == 1:
+        what, apply = "a link to /dev/zero", lambda root: ((root / rel).unlink(), (root / rel).symlink_to("/dev/zero"))
+    elif choice == 2:
+
+        def apply(root: Path) -> None:
+            outside = root.parent / f"outside-{index}.tar"
+            shutil.copyfile(root / rel, outside)
+            (root / rel).unlink()
+            (root / rel).symlink_to(outside)
+
+        what = "a link to an identical copy outside the build"
+    elif choice == 3:
+        extra = rng.randint(1, 100) << 30
+        what = f"sparse, {extra >> 30} GiB longer"
+
+        def apply(root: Path) -> None:
+            os.truncate(root / rel, (root / rel).stat().st_size + extra)
+
+    elif choice == 4:
+
+        def apply(root: Path) -> None:
+            outside = root.parent / f"outside-{index}"
+            shutil.move(root / split, outside)
+            (root / split).symlink_to(outside, target_is_directory=True)
+
+        what = f"the split folder {split}/ a link out of the build"
+        return Hostile(kind, index, split, [f"{split}/"], what, apply)  # any of its shards
+    else:
+        what, apply = "a folder", lambda root: ((root / rel).unlink(), (root / rel).mkdir())
+    return Hostile(kind, index, split, [rel], what, apply)
+
+
+def judge_hostile(build: Build, root: Path, case: Hostile, reader: str) -> str | None:
+    """One reader on the hostile copy ``root``: None when it ended as the block above says, else why not."""
+    names = [str(root / n) for n in case.names]
+    if reader == "verify":
+        result = runner.invoke(app, ["verify", str(root), "-q"], prog_name="augment")
+        problem = judge_cli(result, None, names, must_fail=True)
+        return None if problem is None or (result.exit_code == 2 and "not a build folder" in result.output) else problem
+    if reader == "preview":
+        png = root.parent / "sheet.png"
+        args = ["preview", str(root), "--out", str(png), "--split", case.split, "--rows", "40", "--cell", "16"]
+        return judge_cli(runner.invoke(app, args, prog_name="augment"), None, [str(root)], must_fail=None)
+    problems = []
+    for allowed in (0, TOLERANT_BUDGET):
+        mode = "strict" if not allowed else "tolerant"
+        got, stream_ = 0, None
+        try:
+            manifest = train.data.read_manifest(root)
+            from train.ledger import Ledger
+
+            stream_ = train.data.ShardStream(root, manifest, case.split, trainer_fields(case.split), train=False,
+                                             crop=28, ledger=Ledger(allowed=allowed, root=str(root)))  # fmt: skip
+            for _ in stream_:
+                got += 1
+        except (ValueError, FileNotFoundError) as e:  # DataError is a ValueError: the CLI's one line
+            text = str(e)
+            if "\n" in text.strip() or not any(n in text for n in names):
+                problems.append(f"{mode}: {type(e).__name__} not one line naming {case.names}: {text[:200]}")
+            continue  # any other exception type is the finding: it fails the test with its traceback
+        expected = manifest["splits"][case.split]["num_samples"]
+        if not allowed:
+            problems.append(f"{mode}: no error ({got} of {expected} samples yielded)")
+        elif got + stream_.ledger.count != expected:
+            problems.append(f"{mode}: {got} yielded + {stream_.ledger.count} in the ledger != {expected}")
+        elif not any(any(n in str(item.get("shard")) for n in names) for item in stream_.ledger.items.values()):
+            problems.append(f"{mode}: the changed file is not in the ledger ({got} of {expected} yielded)")
+    return "; ".join(problems) or None
+
+
+def run_hostile(build: Build, case: Hostile, base: Path) -> list[str]:
+    """Every reader on a copy of the build changed by ``case``: the failures, one line each."""
+    root = base / f"{case.kind}-{case.index}" / "build"
+    shutil.copytree(build.root, root)
+    case.apply(root)
+    failures = []
+    for reader in READERS:
+        try:
+            with guard():
+                problem = judge_hostile(build, root, case, reader)
+        except Hang as e:
+            problem = f"hang: {e}"
+        if problem is not None:
+            failures.append(f"{reader}: {problem}")
+    return failures
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_fuzz_hostile(build, tmp_path, kind):
+    failures = []
+    for index in range(HOSTILE_CASES):
+        case = hostile_case(kind, index, build)
+        failures += [(case, problem) for problem in run_hostile(build, case, tmp_path)]
+    assert not failures, summary(failures, HOSTILE_CASES)

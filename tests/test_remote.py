@@ -103,3 +103,22 @@ def test_any_fsspec_url_streams_the_same_samples(build: Path, scheme: str) -> No
     assert all(torch.equal(r["cf.tile"], s["cf.tile"]) for r, s in zip(remote, local, strict=True))
     if scheme == "memory":
         fs.rm("/tiny", recursive=True)
+
+
+def test_a_remote_build_s_error_advises_a_check_that_takes_its_url(build: Path, server: str) -> None:
+    """`augment verify` reads local folders only: for a URL the trainer advises `train fit --verify` (checksums) or
+    verify on a local copy, not `augment verify http://...`."""
+    from train.ledger import DataError
+
+    copy = build.parent / "flipped"
+    shutil.copytree(build, copy)
+    shard = copy / "val/shard-000000.tar"
+    data = bytearray(shard.read_bytes())
+    data[1000] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    url = f"{server}/builds/flipped"
+    with pytest.raises(DataError) as stopped:
+        list(ShardStream(url, read_manifest(url), "val", Fields(), train=False, crop=16))
+    message = str(stopped.value)
+    assert f"{url}/val/shard-000000.tar" in message and "augment verify http" not in message
+    assert f"`train fit --shards {url} --verify`" in message and "`augment verify FOLDER`" in message

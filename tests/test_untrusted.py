@@ -107,27 +107,36 @@ def test_image_headers_declaring_huge_sizes_are_refused_before_decoding(build, t
     with pytest.raises(ValueError, match="over the limit of 9216|bomb"):
         encode.decode_image(make(*size), Limits.for_image_size(24).pixels)
     if size[0] * size[1] > encode.MAX_PIXELS:  # over the default bound too: augment's readers refuse it
-        with pytest.raises(ShardError, match=f"sample '{victim}'.*bomb"):
+        with pytest.raises(ShardError, match=f"sample '{victim}'.*over the limit of {encode.MAX_PIXELS}"):
             list(iter_records(shard))
         from augment.verify import verify
 
         problems, _ = verify(tmp_path / "bomb", progress=False)
-        assert any(victim in p and "bomb" in p for p in problems), problems
+        assert any(victim in p and "over the limit" in p for p in problems), problems
 
 
-def test_an_oversized_member_is_refused_unread(build: Path, tmp_path: Path, caplog) -> None:
+def test_an_oversized_member_is_skipped_unread_and_the_rest_of_its_shard_reads_on(build, tmp_path, caplog) -> None:
     entries = members(build)
     huge = tarfile.TarInfo("val_huge.jpg")
     huge.size = 1 << 40  # 1 TiB declared, none of it present: reading it would fail as truncated, or exhaust memory
     shard = hostile(build, tmp_path / "huge", [*entries[:12], huge])
-    with pytest.raises(ShardError, match=r"'val_huge.jpg' declares 1099511627776 bytes, over the limit of 67108864"):
-        list(iter_records(shard))
-    big = hostile(build, tmp_path / "big", [*entries[:12], ("val_big.jpg", b"x" * 200_000), *entries[12:]])
+    with pytest.raises(ShardError, match=r"'val_huge.jpg' declares 1099511627776 bytes, over the limit of 67108864 "
+                                         r"and past the end of the shard"):  # fmt: skip
+        list(iter_records(shard))  # it cannot be skipped: the file ends inside it
+    victim = entries[4][0].split(".")[0]  # the second record's jpg becomes 200 kB, over the bound of 24 px images
+    big = hostile(build, tmp_path / "big", [(n, b"x" * 200_000 if n == f"{victim}.jpg" else d) for n, d in entries])
     with caplog.at_level("WARNING"):
-        samples = list(stream(tmp_path / "big"))  # the limit for 24 px images is 3 x 16 x 24^2 + 64 KiB
-    assert len(samples) == 12 // 4  # the records before it; the rest of the shard is not read
-    assert f"{big} (sample 'val_big')" in caplog.text and "over the limit of 93184" in caplog.text
+        samples = list(tolerant := stream(tmp_path / "big"))  # the limit: 3 x 16 x 24^2 + 64 KiB
+    assert len(samples) == 7 and victim not in {s["key"] for s in samples} and tolerant.ledger.count == 1
+    assert f"{big} (sample {victim!r}): field 'jpg' holds 200000 bytes, over the limit of 93184" in caplog.text
+    with pytest.raises(DataError, match=rf"\(sample {victim!r}\): field 'jpg' holds 200000 bytes.*1 sample"):
+        list(stream(tmp_path / "big", allowed=0))
     assert list(iter_records(big, limits=Limits(member_bytes=300_000), fields={"cls"}))  # a larger bound reads on
+    json_victim = entries[9][0].split(".")[0]  # a json of 200 kB is within the 1 MiB json bound, whatever the images'
+    padded = json.dumps({**json.loads(dict(entries)[f"{json_victim}.json"]), "pad": "x" * 200_000}).encode()
+    hostile(build, tmp_path / "json", [(n, padded if n == f"{json_victim}.json" else d) for n, d in entries])
+    assert len(list(stream(tmp_path / "json", allowed=0))) == 8
+    assert shards.MAX_JSON_BYTES == Limits.for_image_size(24).json_bytes == 1 << 20
 
 
 def test_names_with_dotdot_or_slash_and_links_are_refused_and_nothing_is_written(build, tmp_path, caplog) -> None:
