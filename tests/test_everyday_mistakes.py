@@ -322,3 +322,17 @@ def test_curves_of_one_epoch_have_whole_epoch_ticks(tmp_path: Path) -> None:
         ticks = [t for t in ax.get_xticks() if low <= t <= high]
         assert ticks == [0], (ticks, ax.get_xlim())
     plt.close(fig)
+
+
+def test_fit_hands_its_own_progress_choice_to_the_final_evaluation(shards: Path, tmp_path: Path, monkeypatch) -> None:
+    from train import evaluate
+    from train import train as trainer
+    from train.config import Config
+
+    seen, original = [], evaluate.evaluate_all
+    monkeypatch.setattr(evaluate, "evaluate_all", lambda *a, **k: seen.append(k.get("progress")) or original(*a, **k))
+    for progress in (False, True):
+        config = Config.resolve("demo", shards=str(shards), out=str(tmp_path / str(progress)), epochs=1, workers=0,
+                                batch_size=4, max_saliency_images=0)  # fmt: skip
+        trainer.fit(config, progress=progress)
+    assert seen == [False, True]  # a quiet fit() called from Python on a terminal draws no evaluation bar either

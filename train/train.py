@@ -311,7 +311,9 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     if bar is not None:
         bar.note(", ".join(s for s in manifest["splits"] if s != "train"), "final evaluation of best.pt on")
     module.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
-    results = evaluate.evaluate_all(module, config.shards, manifest, crop, config, device, ledger)
+    results = evaluate.evaluate_all(
+        module, config.shards, manifest, crop, config, device, ledger, progress=bar is not None
+    )  # bars where this run draws them
     results["method"] = config.method_name()
     results["manifest_sha256"] = built  # which build it learnt from: the study retrains when the build changes
     evaluate.write_results(out, results)
