@@ -30,15 +30,35 @@ from augment.resume import Resume, prepare_out
 from augment.shard_task import build_shard
 
 __all__ = [  # the names callers import from here; each is defined in the module named above
-    "DEVICES", "MAX_DONOR_DRAWS", "BuildConfig", "BuildError", "Donors", "OutFolderError", "build", "build_order",
-    "check_unique_keys", "fill_models", "load_donor", "make_plan", "make_record", "merge", "sample_json",
-]  # fmt: skip
+    "DEVICES",
+    "MAX_DONOR_DRAWS",
+    "BuildConfig",
+    "BuildError",
+    "Donors",
+    "OutFolderError",
+    "build",
+    "build_order",
+    "check_unique_keys",
+    "fill_models",
+    "load_donor",
+    "make_plan",
+    "make_record",
+    "merge",
+    "sample_json",
+]
 
 
 def build(
-    out: Path, config: BuildConfig, *, workers: int = 1, overwrite: bool = False, command: str = "",
-    progress: bool = True, scheduler: str | None = None, shard_range: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    out: Path,
+    config: BuildConfig,
+    *,
+    workers: int = 1,
+    overwrite: bool = False,
+    command: str = "",
+    progress: bool = True,
+    scheduler: str | None = None,
+    shard_range: str | None = None,
+) -> dict[str, Any]:
     """Run a build into ``out`` and return its manifest (for a ``shard_range`` slice: a summary of the slice).
 
     Resumable: a build of the same plan found in ``out`` keeps its intact shards (see :mod:`augment.journal`).
@@ -57,9 +77,17 @@ def build(
 
 
 def build_into(
-    out: Path, config: BuildConfig, plan: journal.Plan, mine: list[journal.Task], selected: tuple[int, int],
-    overwrite: bool, progress: bool, client: Any, workers: int, sliced: bool,
-) -> dict[str, Any]:  # fmt: skip
+    out: Path,
+    config: BuildConfig,
+    plan: journal.Plan,
+    mine: list[journal.Task],
+    selected: tuple[int, int],
+    overwrite: bool,
+    progress: bool,
+    client: Any,
+    workers: int,
+    sliced: bool,
+) -> dict[str, Any]:
     """The part of :func:`build` that writes: prepare ``out``, build the tasks of ``mine`` that are left (on the
     dask ``client``, or ``workers`` local processes), and write the manifest (or, ``sliced``, sum up the slice)."""
     resume = prepare_out(out, plan, overwrite, mine, sliced=sliced)
@@ -75,9 +103,14 @@ def build_into(
         return resume.manifest
     if sliced:
         done = set(journal.read_done(out)) & {t.name for t in plan.tasks}
-        return {"slice": list(selected), "built": len(todo), "kept": len(mine) - len(todo),
-                "shards_done": len(done), "shards_total": len(plan.tasks),
-                "samples": sum(records[t.name]["shard"]["num_samples"] for t in mine)}  # fmt: skip
+        return {
+            "slice": list(selected),
+            "built": len(todo),
+            "kept": len(mine) - len(todo),
+            "shards_done": len(done),
+            "shards_total": len(plan.tasks),
+            "samples": sum(records[t.name]["shard"]["num_samples"] for t in mine),
+        }
     return journal.finish(out, plan, records)
 
 
@@ -91,8 +124,11 @@ def say_shifted_tests(section: dict[str, Any] | None) -> None:
     for split, which in section.get("left_out", {}).items():
         print(f"augment build: --shifted-tests: in {split}, {which}", file=sys.stderr, flush=True)
     if not section["pairs"]:
-        print("augment build: --shifted-tests: no test split has object masks, so no shifted test split is written",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            "augment build: --shifted-tests: no test split has object masks, so no shifted test split is written",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def progress_bar(
@@ -109,9 +145,14 @@ def progress_bar(
 
 
 def run_shards(
-    out: Path, plan: journal.Plan, todo: list[journal.Task], calls: list[tuple], bar: tqdm, workers: int,
+    out: Path,
+    plan: journal.Plan,
+    todo: list[journal.Task],
+    calls: list[tuple],
+    bar: tqdm,
+    workers: int,
     client: Any,
-) -> dict[str, dict[str, Any]]:  # fmt: skip
+) -> dict[str, dict[str, Any]]:
     """Build the shards of ``todo`` (``calls`` are their :func:`build_shard` arguments) and return their records by
     task name. A failed or interrupted run removes the temp files of unfinished shards; its BuildError says that
     re-running the command resumes."""
@@ -120,9 +161,11 @@ def run_shards(
         with bar:
             for record in run_tasks(build_shard, calls, workers, client):
                 if record["environment"] != plan.header["environment"]:
-                    raise BuildError(f"{record['shard']['path']}: built with {record['environment']}, but the build "
-                                     f"started with {plan.header['environment']}; the bytes would differ: give every "
-                                     "worker the same versions")  # fmt: skip
+                    raise BuildError(
+                        f"{record['shard']['path']}: built with {record['environment']}, but the build "
+                        f"started with {plan.header['environment']}; the bytes would differ: give every "
+                        "worker the same versions"
+                    )
                 records[record["task"]] = record
                 bar.update(record["attempted"])
     except BaseException as e:
@@ -130,8 +173,10 @@ def run_shards(
         if not isinstance(e, BuildError):
             raise
         kept = len(journal.read_done(out))
-        raise BuildError(f"{e}. {kept} finished shards are kept in {out}: re-running the same command resumes "
-                         "(after changing the source or the options, pass --overwrite)") from e  # fmt: skip
+        raise BuildError(
+            f"{e}. {kept} finished shards are kept in {out}: re-running the same command resumes "
+            "(after changing the source or the options, pass --overwrite)"
+        ) from e
     return records
 
 
@@ -141,9 +186,11 @@ def check_rebuilt(
     """A shard of a finished build, rebuilt, must be the bytes its manifest entry names."""
     for task in todo:
         if records[task.name]["shard"]["sha256"] != expected[task.name]:
-            raise BuildError(f"{out / task.path}: rebuilt, but its sha256 differs from {schema.MANIFEST}; this "
-                             "machine does not reproduce the build (compare the environment in `augment info "
-                             "--json`)")  # fmt: skip
+            raise BuildError(
+                f"{out / task.path}: rebuilt, but its sha256 differs from {schema.MANIFEST}; this "
+                "machine does not reproduce the build (compare the environment in `augment info "
+                "--json`)"
+            )
 
 
 def merge(out: Path) -> dict[str, Any]:
@@ -153,16 +200,22 @@ def merge(out: Path) -> dict[str, Any]:
     if plan is None:
         if (out / schema.MANIFEST).is_file():
             return schema.read_manifest(out)  # merged already
-        raise BuildError(f"{out}: no build plan ({journal.JOURNAL}/{journal.PLAN}); expected the --out folder of "
-                         "`augment build --shard-range ...`")  # fmt: skip
+        raise BuildError(
+            f"{out}: no build plan ({journal.JOURNAL}/{journal.PLAN}); expected the --out folder of "
+            "`augment build --shard-range ...`"
+        )
     records = journal.read_done(out)
     done = {t.name for t in plan.tasks if journal.intact(out, records.get(t.name))}
     if len(done) < len(plan.tasks):
-        raise BuildError(f"{out}: {len(plan.tasks) - len(done)} of {len(plan.tasks)} shards are not built or fail "
-                         f"their checksum; build them with --shard-range {journal.missing_ranges(plan, done)} "
-                         "(the same command otherwise), then merge again")  # fmt: skip
+        raise BuildError(
+            f"{out}: {len(plan.tasks) - len(done)} of {len(plan.tasks)} shards are not built or fail "
+            f"their checksum; build them with --shard-range {journal.missing_ranges(plan, done)} "
+            "(the same command otherwise), then merge again"
+        )
     for task in plan.tasks:
         if records[task.name]["environment"] != plan.header["environment"]:
-            raise BuildError(f"{out / task.path}: built with {records[task.name]['environment']}, other shards with "
-                             f"{plan.header['environment']}; rebuild it where the versions match")  # fmt: skip
+            raise BuildError(
+                f"{out / task.path}: built with {records[task.name]['environment']}, other shards with "
+                f"{plan.header['environment']}; rebuild it where the versions match"
+            )
     return journal.finish(out, plan, records)

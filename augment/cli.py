@@ -231,12 +231,22 @@ def build(
     from augment.read import SourceError
 
     given = {
-        "size": size, "bias": bias, "root": root, "masks": masks, "annotations": annotations or None,
-        "boxes": boxes, "label_from": label_from, "val_fraction": val_fraction, "resize": resize,
+        "size": size,
+        "bias": bias,
+        "root": root,
+        "masks": masks,
+        "annotations": annotations or None,
+        "boxes": boxes,
+        "label_from": label_from,
+        "val_fraction": val_fraction,
+        "resize": resize,
         "max_image_pixels": max_image_pixels,
-    }  # fmt: skip
-    options = {k: (v.value if isinstance(v, enum.Enum) else str(v) if isinstance(v, Path) else v)
-               for k, v in given.items() if v is not None}  # fmt: skip
+    }
+    options = {
+        k: (v.value if isinstance(v, enum.Enum) else str(v) if isinstance(v, Path) else v)
+        for k, v in given.items()
+        if v is not None
+    }
     if dataset.value == Synthetic.name:  # the recorded command names the size and bias it was built with
         options = {"size": Synthetic.size, "bias": Synthetic.bias, **options}
     config = BuildConfig(
@@ -262,9 +272,15 @@ def build(
         fail(str(e), USAGE)
     try:
         manifest = run_build(
-            out, config, workers=workers or os.cpu_count() or 1, overwrite=overwrite,
-            command=build_command(config, out), progress=not quiet, scheduler=scheduler, shard_range=shard_range,
-        )  # fmt: skip
+            out,
+            config,
+            workers=workers or os.cpu_count() or 1,
+            overwrite=overwrite,
+            command=build_command(config, out),
+            progress=not quiet,
+            scheduler=scheduler,
+            shard_range=shard_range,
+        )
     except OutFolderError as e:
         fail(str(e), USAGE)
     except BuildError as e:
@@ -279,11 +295,15 @@ def build(
         fail(f"{e} (pass --on-error skip to record bad inputs in rejects.jsonl and go on)")
     if shard_range is not None:
         m = manifest
-        rest = (f"all {m['shards_total']} shards are built: run `augment merge {out}`" if m["shards_done"] ==
-                m["shards_total"] else f"{m['shards_done']} of {m['shards_total']} shards are built; when all are, "
-                f"run `augment merge {out}`")  # fmt: skip
-        typer.echo(f"built shards {m['slice'][0]}:{m['slice'][1]} ({m['built']} built, {m['kept']} kept, "
-                   f"{m['samples']} samples) in {out}; {rest}")  # fmt: skip
+        rest = (
+            f"all {m['shards_total']} shards are built: run `augment merge {out}`"
+            if m["shards_done"] == m["shards_total"]
+            else f"{m['shards_done']} of {m['shards_total']} shards are built; when all are, run `augment merge {out}`"
+        )
+        typer.echo(
+            f"built shards {m['slice'][0]}:{m['slice'][1]} ({m['built']} built, {m['kept']} kept, "
+            f"{m['samples']} samples) in {out}; {rest}"
+        )
         return
     shards = sum(len(s["shards"]) for s in manifest["splits"].values())
     skipped = manifest["rejects"]["count"]
@@ -303,11 +323,17 @@ def merge(
     from augment.build import merge as run_merge
 
     if not out.is_dir():
-        fail(f"{out}: {'is a file' if out.exists() else 'no such folder'}; expected the shared --out folder of "
-             "`augment build --shard-range ...`", USAGE)  # fmt: skip
+        fail(
+            f"{out}: {'is a file' if out.exists() else 'no such folder'}; expected the shared --out folder of "
+            "`augment build --shard-range ...`",
+            USAGE,
+        )
     if not journal.journal(out).is_dir() and not (out / schema.MANIFEST).is_file():
-        fail(f"{out}: not a build folder (no {journal.JOURNAL}/ plan, no {schema.MANIFEST}); expected the shared --out "
-             "folder of `augment build --shard-range ...`", USAGE)  # fmt: skip
+        fail(
+            f"{out}: not a build folder (no {journal.JOURNAL}/ plan, no {schema.MANIFEST}); expected the shared --out "
+            "folder of `augment build --shard-range ...`",
+            USAGE,
+        )
     try:
         manifest = run_merge(out)
     except (BuildError, ValueError, OSError) as e:
@@ -403,11 +429,15 @@ def mask_lines(manifest: dict) -> list[str]:
     if masks is None:  # a build of an earlier version
         return []
     weights = masks.get("weights")
-    head = f"masks:    {masks['source']}" + (f" {weights['path']} (sha256 {weights['sha256'][:12]}) on "
-                                               f"{masks['device']}" if weights else "")  # fmt: skip
+    head = f"masks:    {masks['source']}" + (
+        f" {weights['path']} (sha256 {weights['sha256'][:12]}) on {masks['device']}" if weights else ""
+    )
     width = split_width(manifest)
-    counts = [f"          {split:<{width}}" + ", ".join(f"{n} {src}" for src, n in s["mask_sources"].items())
-              for split, s in manifest["splits"].items() if s.get("mask_sources")]  # fmt: skip
+    counts = [
+        f"          {split:<{width}}" + ", ".join(f"{n} {src}" for src, n in s["mask_sources"].items())
+        for split, s in manifest["splits"].items()
+        if s.get("mask_sources")
+    ]
     return [head + ("; samples per source:" if counts else ""), *counts]
 
 
@@ -417,9 +447,11 @@ def shifted_lines(manifest: dict) -> list[str]:
     if section is None:
         return []
     bases = ", ".join(section["pairs"]) or "none"
-    return [f"shifted:  variants ({', '.join(section['variants'])}) of {bases}",
-            *[f"          not of {split}: {why}" for split, why in section["skipped"].items()],
-            *[f"          in {split}: {which}" for split, which in section.get("left_out", {}).items()]]  # fmt: skip
+    return [
+        f"shifted:  variants ({', '.join(section['variants'])}) of {bases}",
+        *[f"          not of {split}: {why}" for split, why in section["skipped"].items()],
+        *[f"          in {split}: {which}" for split, which in section.get("left_out", {}).items()],
+    ]
 
 
 @app.command()
@@ -435,8 +467,10 @@ def verify(
     if problems:
         for p in problems:
             typer.echo(shown(p), err=True)  # a problem may quote a sample's name from the shards
-        fail(f"{len(problems)} problem(s) in {out}; rebuild the affected shards by running the manifest's command "
-             f"again (`augment info {out}` shows it): it keeps the intact shards and rebuilds the others")  # fmt: skip
+        fail(
+            f"{len(problems)} problem(s) in {out}; rebuild the affected shards by running the manifest's command "
+            f"again (`augment info {out}` shows it): it keeps the intact shards and rebuilds the others"
+        )
     typer.echo(f"OK: {read} samples in {out} match {out / schema.MANIFEST}")
 
 

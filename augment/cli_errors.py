@@ -17,9 +17,11 @@ import typer
 from typer.core import TyperGroup
 
 CHECK_FAILED, USAGE, INTERRUPTED = 1, 2, 130
-EXIT_CODES = ("Exit codes: 0 = done (or the check passed); 1 = a check failed (verify found problems, a build met bad "
-              "data, --diff found differences); 2 = a usage error (a bad option value, a path that is not a build "
-              "folder or does not exist, a file where a folder is expected); 130 = interrupted (Ctrl-C).")  # fmt: skip
+EXIT_CODES = (
+    "Exit codes: 0 = done (or the check passed); 1 = a check failed (verify found problems, a build met bad "
+    "data, --diff found differences); 2 = a usage error (a bad option value, a path that is not a build "
+    "folder or does not exist, a file where a folder is expected); 130 = interrupted (Ctrl-C)."
+)
 
 
 class OneLineErrors(TyperGroup):

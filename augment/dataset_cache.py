@@ -53,11 +53,13 @@ class DatasetCache:
         except SourceError as e:
             if self.config.on_error == "skip":
                 raise pool.LeftOut(e.reason) from e
-            raise BuildError(f"{e} (a member of the {split} split's shuffle pool; pass --on-error skip to leave bad "
-                             "inputs out)") from e  # fmt: skip
+            raise BuildError(
+                f"{e} (a member of the {split} split's shuffle pool; pass --on-error skip to leave bad inputs out)"
+            ) from e
         except Exception as e:
-            raise BuildError(f"{split} sample {index} of {self.dataset.name} (a member of the shuffle pool): "
-                             f"{type(e).__name__}: {e}") from e  # fmt: skip
+            raise BuildError(
+                f"{split} sample {index} of {self.dataset.name} (a member of the shuffle pool): {type(e).__name__}: {e}"
+            ) from e
         return sample.key, sample.image
 
 

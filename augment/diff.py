@@ -50,12 +50,17 @@ def diff_builds(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             lines.append(f"splits.{split}: only in {'A' if split in a['splits'] else 'B'}")
             continue
         sa, sb = a["splits"][split], b["splits"][split]
-        lines += diff_dicts({k: v for k, v in sa.items() if k != "shards"},
-                            {k: v for k, v in sb.items() if k != "shards"}, f"splits.{split}.")  # fmt: skip
+        lines += diff_dicts(
+            {k: v for k, v in sa.items() if k != "shards"},
+            {k: v for k, v in sb.items() if k != "shards"},
+            f"splits.{split}.",
+        )
         shards_a = {s["path"]: s["sha256"] for s in sa["shards"]}
         shards_b = {s["path"]: s["sha256"] for s in sb["shards"]}
         same = sum(shards_a[p] == shards_b.get(p) for p in shards_a)
         if same != len(shards_a) or len(shards_a) != len(shards_b):
-            lines.append(f"splits.{split}.shards: {same} identical, {len(shards_a) - same} of A's {len(shards_a)} "
-                         f"differ or are absent in B ({len(shards_b)} shards)")  # fmt: skip
+            lines.append(
+                f"splits.{split}.shards: {same} identical, {len(shards_a) - same} of A's {len(shards_a)} "
+                f"differ or are absent in B ({len(shards_b)} shards)"
+            )
     return lines

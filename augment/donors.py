@@ -78,9 +78,13 @@ class Donors:
 
 
 def load_donor(
-    sample: Sample, dataset: Dataset, donors: Donors | None, rng: np.random.Generator, on_error: str,
+    sample: Sample,
+    dataset: Dataset,
+    donors: Donors | None,
+    rng: np.random.Generator,
+    on_error: str,
     refine: Callable[[Sample], Sample] | None = None,
-) -> Donor:  # fmt: skip
+) -> Donor:
     """Draw and load a donor of another class from the sample's split (for mixed-rand); see :func:`draw_donor`."""
     pick = None if donors is None else (lambda r: donors.pick(sample.label, r))
     other, hole = draw_donor(sample, sample.split, dataset, pick, rng, on_error, refine)
@@ -88,10 +92,16 @@ def load_donor(
 
 
 def draw_donor(
-    sample: Sample, split: str, dataset: Dataset, pick: Callable[[np.random.Generator], int | None] | None,
-    rng: np.random.Generator, on_error: str, refine: Callable[[Sample], Sample] | None = None,
-    purpose: str = "mixed-rand", wanted: str = "another class",
-) -> tuple[Sample, np.ndarray]:  # fmt: skip
+    sample: Sample,
+    split: str,
+    dataset: Dataset,
+    pick: Callable[[np.random.Generator], int | None] | None,
+    rng: np.random.Generator,
+    on_error: str,
+    refine: Callable[[Sample], Sample] | None = None,
+    purpose: str = "mixed-rand",
+    wanted: str = "another class",
+) -> tuple[Sample, np.ndarray]:
     """A donor for ``sample``, drawn by ``pick(rng)`` (an index into ``split``) and loaded: ``(donor, its CF hole)``.
 
     A donor without an object is replaced by another draw from the same generator, and so, with
@@ -110,8 +120,10 @@ def draw_donor(
                 continue
             raise
         except Exception as e:  # name the donor, not only the sample being augmented
-            raise BuildError(f"{split} sample {index} of {dataset.name} (the {purpose} donor of "
-                             f"{sample.key}): {type(e).__name__}: {e}") from e  # fmt: skip
+            raise BuildError(
+                f"{split} sample {index} of {dataset.name} (the {purpose} donor of "
+                f"{sample.key}): {type(e).__name__}: {e}"
+            ) from e
         if refine is not None:
             other = refine(other)
         hole = masks.cf_hole(other.mask, other.boxes, other.image.shape[:2])

@@ -141,8 +141,10 @@ def check_png_metadata(data: bytes) -> None:
                 except zlib.error:
                     pass  # PIL skips a chunk that does not inflate, libpng warns: neither refuses the image
         if budget < 0:
-            raise Refused(f"PNG {kind.decode('latin-1')!r} metadata decompresses to over {PNG_TEXT_BYTES} bytes of "
-                          "text; refused before decoding")  # fmt: skip
+            raise Refused(
+                f"PNG {kind.decode('latin-1')!r} metadata decompresses to over {PNG_TEXT_BYTES} bytes of "
+                "text; refused before decoding"
+            )
         at += 12 + length
 
 

@@ -110,8 +110,9 @@ def forked(fn: Callable[..., dict[str, Any]], calls: list[tuple], workers: int) 
         if interrupted():
             raise KeyboardInterrupt
     except BrokenProcessPool:
-        raise BuildError(f"a worker process died mid-task (killed: out of memory?); try fewer than --workers "
-                         f"{workers}") from None  # fmt: skip
+        raise BuildError(
+            f"a worker process died mid-task (killed: out of memory?); try fewer than --workers {workers}"
+        ) from None
     finally:
         processes = list((pool._processes or {}).values())  # noqa: SLF001 (3.14 has pool.terminate_workers())
         pool.shutdown(wait=False, cancel_futures=True)

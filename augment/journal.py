@@ -63,8 +63,12 @@ class Plan:
     scan_rejects: list[dict[str, str]]  # bad inputs found while scanning the source
 
     def to_json(self) -> dict[str, Any]:
-        return {"header": self.header, "tasks": [[t.split, t.index, t.start, t.stop] for t in self.tasks],
-                "splits": self.splits, "scan_rejects": self.scan_rejects}  # fmt: skip
+        return {
+            "header": self.header,
+            "tasks": [[t.split, t.index, t.start, t.stop] for t in self.tasks],
+            "splits": self.splits,
+            "scan_rejects": self.scan_rejects,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -140,8 +144,10 @@ def intact(out: Path, record: dict[str, Any] | None) -> bool:
 def remove_temp_files(out: Path, tasks: list[Task]) -> None:
     """Temp files of these tasks' shards and records, left by a killed run (other slices' files are not touched)."""
     for task in tasks:
-        for tmp in [*(Path(out) / task.split).glob(f"shard-{task.index:06d}.tar*.tmp"),
-                    *(journal(out) / DONE).glob(f"{task.name}.json.*.tmp")]:  # fmt: skip
+        for tmp in [
+            *(Path(out) / task.split).glob(f"shard-{task.index:06d}.tar*.tmp"),
+            *(journal(out) / DONE).glob(f"{task.name}.json.*.tmp"),
+        ]:
             tmp.unlink(missing_ok=True)
 
 
@@ -162,9 +168,17 @@ def assemble(
     plan: Plan, records: dict[str, dict[str, Any]], classes: list[str]
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """The manifest (the header, then per-split counts and shard entries in task order) and every reject."""
-    splits = {name: {"augmented": info["augmented"], "num_samples": 0, "per_class": dict.fromkeys(classes, 0),
-                     "mask_sources": {}, "fields": info["fields"], "shards": []}
-              for name, info in plan.splits.items()}  # fmt: skip
+    splits = {
+        name: {
+            "augmented": info["augmented"],
+            "num_samples": 0,
+            "per_class": dict.fromkeys(classes, 0),
+            "mask_sources": {},
+            "fields": info["fields"],
+            "shards": [],
+        }
+        for name, info in plan.splits.items()
+    }
     rejects = list(plan.scan_rejects)
     for task in plan.tasks:
         record = records[task.name]
@@ -190,9 +204,11 @@ def with_used_pool(plan: Plan, records: dict[str, dict[str, Any]]) -> dict[str, 
     for task in plan.tasks:
         mine = records[task.name].get("pool_left_out")  # absent: a split not augmented
         if mine is not None and left_out.setdefault(task.split, mine) != mine:
-            raise BuildError(f"{task.path}: its shuffle pool left out members {mine} ([position, why]), other "
-                             f"{task.split} shards {left_out[task.split]}: the source changed during the build; "
-                             "rebuild with --overwrite")  # fmt: skip
+            raise BuildError(
+                f"{task.path}: its shuffle pool left out members {mine} ([position, why]), other "
+                f"{task.split} shards {left_out[task.split]}: the source changed during the build; "
+                "rebuild with --overwrite"
+            )
     return with_pool(plan.header, pool.used_members(methods["pool"], left_out))
 
 

@@ -40,8 +40,10 @@ def check_unique_keys(plans: dict) -> None:
     for split, plan in plans.items():
         for ref in plan.refs:
             if ref.key in seen:
-                raise BuildError(f"sample key {ref.key!r} occurs twice ({seen[ref.key]} and {split}); the dataset "
-                                 "adapter must give every sample its own key")  # fmt: skip
+                raise BuildError(
+                    f"sample key {ref.key!r} occurs twice ({seen[ref.key]} and {split}); the dataset "
+                    "adapter must give every sample its own key"
+                )
             seen[ref.key] = split
 
 
@@ -89,8 +91,11 @@ def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Pl
 
 def pool_header(config: BuildConfig, plans: dict) -> dict[str, Any]:
     """The value pool's parameters and, per augmented split, the keys of its members (``augment.pool``)."""
-    keys = {split: [plan.refs[i].key for i in pool.members(config.seed, split, len(plan.refs))]
-            for split, plan in plans.items() if plan.augment}  # fmt: skip
+    keys = {
+        split: [plan.refs[i].key for i in pool.members(config.seed, split, len(plan.refs))]
+        for split, plan in plans.items()
+        if plan.augment
+    }
     return {**pool.describe(), "members": keys}
 
 
@@ -104,6 +109,8 @@ def parse_shard_range(text: str | None, total: int) -> tuple[int, int] | None:
     except ValueError:
         raise ValueError(f"--shard-range: got {text!r}, expected START:STOP, e.g. 0:{total}") from None
     if not 0 <= start < stop <= total:
-        raise ValueError(f"--shard-range {text}: the build has {total} shards, numbered 0:{total}; "
-                         "expected 0 <= START < STOP <= that")  # fmt: skip
+        raise ValueError(
+            f"--shard-range {text}: the build has {total} shards, numbered 0:{total}; "
+            "expected 0 <= START < STOP <= that"
+        )
     return start, stop

@@ -106,12 +106,18 @@ def as_recorded(section: dict[str, Any], recorded: dict[str, Any] | None) -> dic
     """The planned pool ``section`` less the members that a finished build's manifest (its pool section,
     ``recorded``) says were left out: what a re-run of that build compares the manifest with."""
     left_out = (recorded or {}).get("left_out", {})
-    positions = {split: [[drawn.index(key), why] for key, why in left_out.get(split, {}).items() if key in drawn]
-                 for split, drawn in section["members"].items()}  # fmt: skip
+    positions = {
+        split: [[drawn.index(key), why] for key, why in left_out.get(split, {}).items() if key in drawn]
+        for split, drawn in section["members"].items()
+    }
     return used_members(section, positions)
 
 
 def describe() -> dict[str, object]:
     """The pool's parameters, for the manifest."""
-    return {"images": POOL_IMAGES, "values": POOL_VALUES, "per_image": POOL_VALUES // POOL_IMAGES,
-            "draw": "uniform with replacement"}  # fmt: skip
+    return {
+        "images": POOL_IMAGES,
+        "values": POOL_VALUES,
+        "per_image": POOL_VALUES // POOL_IMAGES,
+        "draw": "uniform with replacement",
+    }

@@ -29,8 +29,12 @@ def sample_meta(path: str, key: str, fields: dict[str, bytes]) -> tuple[dict, in
     """The json object and label of a record; ShardError naming the sample when either is missing or malformed."""
     if schema.META not in fields or schema.LABEL not in fields:
         missing = [f for f in (schema.META, schema.LABEL) if f not in fields]
-        raise ShardError(path, f"no {' or '.join(missing)} field (it holds {', '.join(sorted(fields)) or 'nothing'});"
-                         f" every sample of a build has {schema.META} and {schema.LABEL}", key=key)  # fmt: skip
+        raise ShardError(
+            path,
+            f"no {' or '.join(missing)} field (it holds {', '.join(sorted(fields)) or 'nothing'});"
+            f" every sample of a build has {schema.META} and {schema.LABEL}",
+            key=key,
+        )
     try:
         meta = parse_json(fields[schema.META])
     except ValueError as e:
@@ -50,8 +54,11 @@ def pick(out: Path, shards: list[dict], rows: int, classes: int, image_size: int
     firsts: dict[int, Record] = {}
     rest = []
     limits = Limits.for_image_size(image_size)
-    records = ((str(out / s["path"]), key, fields) for s in shards
-               for key, fields in iter_records(out / s["path"], limits=limits, inside=out))  # fmt: skip
+    records = (
+        (str(out / s["path"]), key, fields)
+        for s in shards
+        for key, fields in iter_records(out / s["path"], limits=limits, inside=out)
+    )
     for record in itertools.islice(records, rows * 50):  # bounded scan: a preview never reads a whole build
         meta, label = sample_meta(*record)
         if not meta.get("has_object"):
@@ -111,18 +118,29 @@ def preview(out: Path, dest: Path, split: str | None = None, rows: int = 8, cell
     if split not in splits:
         raise ValueError(f"--split {split!r}: not in this build; valid choices: {', '.join(splits)}")
     columns = [schema.IMAGE, schema.MASK] + [f for f in splits[split]["fields"] if f.startswith(("cf.", "f."))]
-    records = pick(Path(out), splits[split]["shards"], rows, len(manifest["dataset"]["classes"]),
-                   manifest["image_size"])  # fmt: skip
+    records = pick(
+        Path(out), splits[split]["shards"], rows, len(manifest["dataset"]["classes"]), manifest["image_size"]
+    )
     if not records:
         others = [s for s in splits if s != split]
-        raise ValueError(f"--split {split}: no annotated samples to preview in {out}/{split}"
-                         + (f"; try --split {others[0]} (splits: {', '.join(splits)})" if others else ""))  # fmt: skip
+        raise ValueError(
+            f"--split {split}: no annotated samples to preview in {out}/{split}"
+            + (f"; try --split {others[0]} (splits: {', '.join(splits)})" if others else "")
+        )
     titles = ["original" if n == schema.IMAGE else n.removesuffix(".jpg").removesuffix(".png") for n in columns]
     pixels = Limits.for_image_size(manifest["image_size"]).pixels
-    title = (f"augment preview of {out}: split {split!r}, {len(records)} annotated samples (the first of each class, "
-             "then the next in shard order)")  # fmt: skip
-    return draw_sheet(titles, [cells_of(r, columns, pixels) for r in records], dest, cell, title=title,
-                      legend=sheet_legend(titles, manifest["methods"].get("copies", 1)))  # fmt: skip
+    title = (
+        f"augment preview of {out}: split {split!r}, {len(records)} annotated samples (the first of each class, "
+        "then the next in shard order)"
+    )
+    return draw_sheet(
+        titles,
+        [cells_of(r, columns, pixels) for r in records],
+        dest,
+        cell,
+        title=title,
+        legend=sheet_legend(titles, manifest["methods"].get("copies", 1)),
+    )
 
 
 def shifted_preview(out: Path, dest: Path, base: str | None = None, rows: int = 8, cell: int = 128) -> Path:
@@ -143,8 +161,11 @@ def shifted_preview(out: Path, dest: Path, base: str | None = None, rows: int = 
         wanted = {f"{key}_{variant}" for _, key, _ in records}
         for shard in splits[split]["shards"]:
             path = Path(out) / shard["path"]
-            found |= {key: (str(path), key, fields) for key, fields in iter_records(path, limits=limits, inside=out)
-                      if key in wanted}  # fmt: skip
+            found |= {
+                key: (str(path), key, fields)
+                for key, fields in iter_records(path, limits=limits, inside=out)
+                if key in wanted
+            }
             if wanted <= found.keys():
                 break
     titles, table = ["original", *variants], []
@@ -160,8 +181,10 @@ def shifted_preview(out: Path, dest: Path, base: str | None = None, rows: int = 
             if (info.get("shifted") or {}).get("donor_class") is not None:
                 donors.append(f"{variant.removeprefix('mixed_')}: {info['shifted']['donor_class']}")
         table.append((f"{key}\n{meta.get('class_name', '?')}\n" + "\n".join(donors), cells))
-    title = (f"augment preview --shifted of {out}: split {base!r} and its Backgrounds Challenge variants "
-             f"(augment build --shifted-tests), {len(table)} samples")  # fmt: skip
+    title = (
+        f"augment preview --shifted of {out}: split {base!r} and its Backgrounds Challenge variants "
+        f"(augment build --shifted-tests), {len(table)} samples"
+    )
     legend = [(None, f"{v}: {what}") for v, what in manifest["shifted_tests"]["variants"].items()]
     legend.append((None, "under each key: the class of each mixed variant's donor (same, rand, next)"))
     return draw_sheet(titles, table, dest, cell, title=title, legend=legend)
@@ -171,16 +194,28 @@ def sheet_legend(titles: list[str], copies: int) -> list[tuple[tuple[int, int, i
     """The legend of a preview: (swatch colour or None, text) per line, for the columns in ``titles``."""
     legend: list[tuple[tuple[int, int, int] | None, str]] = []
     if "mask" in titles:
-        box = ("mask column: the object in white; red box = its bounding box(es), the hole a CF method fills (cf.*);"
-               " F methods (f.*) replace everything outside the object")  # fmt: skip
+        box = (
+            "mask column: the object in white; red box = its bounding box(es), the hole a CF method fills (cf.*);"
+            " F methods (f.*) replace everything outside the object"
+        )
         legend.append((BOX_COLOUR, box))
-        legend.append((None, "mask: under each key, where its mask came from (augment build --masks-from; box = the "
-                             "F hole is everything outside the box)"))  # fmt: skip
+        legend.append(
+            (
+                None,
+                "mask: under each key, where its mask came from (augment build --masks-from; box = the "
+                "F hole is everything outside the box)",
+            )
+        )
     suffixed = [t for t in titles if re.fullmatch(r".+\.\d+", t)]
     if suffixed:
-        legend.append((None, f"{suffixed[0]}: a stochastic method's image is stored in K copies, .0, .1, ... (this "
-                             f"build: K = {copies}, set by augment build --copies K); training reads copy "
-                             "epoch % K"))  # fmt: skip
+        legend.append(
+            (
+                None,
+                f"{suffixed[0]}: a stochastic method's image is stored in K copies, .0, .1, ... (this "
+                f"build: K = {copies}, set by augment build --copies K); training reads copy "
+                "epoch % K",
+            )
+        )
     return legend
 
 
@@ -195,9 +230,14 @@ def wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
     return lines
 
 
-def draw_sheet(titles: list[str], rows: list[tuple[str, list[np.ndarray]]], dest: Path, cell: int = 128,
-               title: str | None = None,
-               legend: list[tuple[tuple[int, int, int] | None, str]] = ()) -> Path:  # fmt: skip
+def draw_sheet(
+    titles: list[str],
+    rows: list[tuple[str, list[np.ndarray]]],
+    dest: Path,
+    cell: int = 128,
+    title: str | None = None,
+    legend: list[tuple[tuple[int, int, int] | None, str]] = (),
+) -> Path:
     """A PNG grid: ``title`` above (wrapped), one column per title, one row per (caption, images), each image scaled
     to cell x cell; under it one ``legend`` line per (swatch colour, text), the swatch an outlined square."""
     font = ImageFont.load_default()

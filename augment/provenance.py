@@ -29,5 +29,12 @@ def model_provenance(config: BuildConfig) -> dict[str, Any]:
     from augment.devices import resolve_device
 
     weights = Path(config.cagan_weights)
-    return {"cagan": {"weights": str(weights), "sha256": sha256_file(weights), "metadata": read_metadata(weights),
-                      "device": str(resolve_device(config.device)), "batch_size": config.batch_size}}  # fmt: skip
+    return {
+        "cagan": {
+            "weights": str(weights),
+            "sha256": sha256_file(weights),
+            "metadata": read_metadata(weights),
+            "device": str(resolve_device(config.device)),
+            "batch_size": config.batch_size,
+        }
+    }

@@ -268,9 +268,12 @@ def target_size(size: tuple[int, int], image_size: int, mode: str) -> tuple[int,
 
 
 def resize(
-    image: np.ndarray, mask: np.ndarray | None, boxes: np.ndarray | None, box_space: tuple[int, int],
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    boxes: np.ndarray | None,
+    box_space: tuple[int, int],
     out_size: tuple[int, int],
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Resize the image (bilinear), the mask (nearest) and the boxes (outward-rounded) to ``out_size`` (W, H).
 
     ``box_space`` is the (W, H) the boxes are expressed in, e.g. a JSON's full-resolution size.
@@ -284,8 +287,13 @@ def resize(
         sx, sy = w / box_space[0], h / box_space[1]
         scaled = np.asarray(boxes, dtype=np.float64) * [sx, sy, sx, sy]
         boxes = np.stack(
-            [np.floor(scaled[:, 0] + 1e-6), np.floor(scaled[:, 1] + 1e-6),
-             np.ceil(scaled[:, 2] - 1e-6), np.ceil(scaled[:, 3] - 1e-6)], axis=1
-        ).astype(np.int64)  # fmt: skip
+            [
+                np.floor(scaled[:, 0] + 1e-6),
+                np.floor(scaled[:, 1] + 1e-6),
+                np.ceil(scaled[:, 2] - 1e-6),
+                np.ceil(scaled[:, 3] - 1e-6),
+            ],
+            axis=1,
+        ).astype(np.int64)
         boxes = np.clip(boxes, 0, [w, h, w, h])
     return image, mask, boxes

@@ -76,9 +76,15 @@ def donor_masks(config: BuildConfig) -> Callable[[Sample], Sample] | None:
 
 
 def make_record(
-    sample: Sample, dataset: Dataset, config: BuildConfig, augmented: bool, donors: Donors | None,
-    model_fills: dict[str, np.ndarray] | None = None, values: ValuePool | None = None, holes: Holes | None = None,
-) -> dict[str, bytes]:  # fmt: skip
+    sample: Sample,
+    dataset: Dataset,
+    config: BuildConfig,
+    augmented: bool,
+    donors: Donors | None,
+    model_fills: dict[str, np.ndarray] | None = None,
+    values: ValuePool | None = None,
+    holes: Holes | None = None,
+) -> dict[str, bytes]:
     """One shard record: the original, its mask and metadata, and every requested CF/F image.
 
     ``model_fills`` holds the images of model methods (cagan), already filled in a batch by :func:`fill_models`;
@@ -113,9 +119,7 @@ def make_record(
     return record
 
 
-def fill_models(
-    samples: list[Sample], holes: list[Holes], config: BuildConfig
-) -> dict[str, dict[str, np.ndarray]]:  # fmt: skip
+def fill_models(samples: list[Sample], holes: list[Holes], config: BuildConfig) -> dict[str, dict[str, np.ndarray]]:
     """{sample key: {method: filled image}} for every model method (cagan), one batched call per method over the
     samples with an object; ``holes[i]`` are ``samples[i]``'s."""
     methods = config.model_methods()

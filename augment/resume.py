@@ -80,16 +80,23 @@ def claim_out(out: Path, overwrite: bool, sliced: bool) -> list[Path]:
     files = [p for p in out.rglob("*") if not p.is_dir()]
     foreign = sorted(p for p in files if not is_ours(out, p))
     if foreign:
-        which = (f"{foreign[0]} is not an augment build's file" if len(foreign) == 1 else
-                 f"{foreign[0]} and {len(foreign) - 1} other file(s) are not an augment build's files")  # fmt: skip
+        which = (
+            f"{foreign[0]} is not an augment build's file"
+            if len(foreign) == 1
+            else f"{foreign[0]} and {len(foreign) - 1} other file(s) are not an augment build's files"
+        )
         if overwrite:
-            raise OutFolderError(f"--out {out}: {which}; --overwrite only removes what a build wrote ({OURS}): move "
-                                 f"{'it' if len(foreign) == 1 else 'them'} or choose another --out")  # fmt: skip
+            raise OutFolderError(
+                f"--out {out}: {which}; --overwrite only removes what a build wrote ({OURS}): move "
+                f"{'it' if len(foreign) == 1 else 'them'} or choose another --out"
+            )
         raise OutFolderError(f"--out {out}: folder is not empty (it holds files); choose another folder ({which})")
     if files and overwrite:
         if sliced:
-            raise OutFolderError(f"--out {out}: --overwrite with --shard-range would delete the other slices' shards; "
-                                 "empty the folder first")  # fmt: skip
+            raise OutFolderError(
+                f"--out {out}: --overwrite with --shard-range would delete the other slices' shards; "
+                "empty the folder first"
+            )
         remove_build(out)
         files = []
     return files
@@ -118,8 +125,10 @@ def resume_unfinished(out: Path, plan: journal.Plan, mine: list[journal.Task]) -
     """An unfinished build of the same plan: keep the shards of ``mine`` that match their journal records."""
     stored = journal.read_plan(out)
     if stored is None:
-        raise OutFolderError(f"--out {out}: holds an unfinished build without a plan (from an older version of "
-                             "augment?); pass --overwrite to replace it")  # fmt: skip
+        raise OutFolderError(
+            f"--out {out}: holds an unfinished build without a plan (from an older version of "
+            "augment?); pass --overwrite to replace it"
+        )
     refuse_changes(out, stored.same_as(plan), "an unfinished build")
     records = journal.read_done(out)
     return Resume({t.name: records[t.name] for t in mine if journal.intact(out, records.get(t.name))})

@@ -159,15 +159,23 @@ def check_structure(path: Path | str, manifest: dict[str, Any]) -> None:
             raise ValueError(f"{path}: {where}{key} is missing or not a {kind.__name__}")
         return value
 
-    for key, kind in (("dataset", dict), ("splits", dict), ("seed", int), ("methods", dict), ("options", dict),
-                      ("num_samples", int)):  # fmt: skip
+    for key, kind in (
+        ("dataset", dict),
+        ("splits", dict),
+        ("seed", int),
+        ("methods", dict),
+        ("options", dict),
+        ("num_samples", int),
+    ):
         need(manifest, key, kind, "")
     size = manifest.get("image_size")
     if type(size) is not int:
         raise ValueError(f"{path}: image_size is missing or not an int")
     if not 1 <= size <= MAX_IMAGE_SIZE:
-        raise ValueError(f"{path}: image_size {size}: expected the stored images' size in pixels, 1 to "
-                         f"{MAX_IMAGE_SIZE} (larger images hold over {encode.MAX_PIXELS} pixels)")  # fmt: skip
+        raise ValueError(
+            f"{path}: image_size {size}: expected the stored images' size in pixels, 1 to "
+            f"{MAX_IMAGE_SIZE} (larger images hold over {encode.MAX_PIXELS} pixels)"
+        )
     strings(path, "dataset.classes", need(manifest["dataset"], "classes", list, "dataset."))
     for role in ("cf", "f"):
         strings(path, f"methods.{role}", need(manifest["methods"], role, list, "methods."))
@@ -187,11 +195,13 @@ def check_structure(path: Path | str, manifest: dict[str, Any]) -> None:
             if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel.startswith(f"{split}/"):
                 raise ValueError(f"{path}: {at}path {rel!r} must be a relative path inside the split folder {split}/")
             if shard["num_samples"] < 0 or shard["bytes"] < 0:
-                raise ValueError(f"{path}: {at}num_samples/bytes {shard['num_samples']}/{shard['bytes']}: expected "
-                                 "counts >= 0")  # fmt: skip
+                raise ValueError(
+                    f"{path}: {at}num_samples/bytes {shard['num_samples']}/{shard['bytes']}: expected counts >= 0"
+                )
             if (first := listed.setdefault(os.path.normpath(rel), at[:-1])) != at[:-1]:
-                raise ValueError(f"{path}: {at}path {rel!r} is listed twice (also as {first}); a build lists each "
-                                 "shard once")  # fmt: skip
+                raise ValueError(
+                    f"{path}: {at}path {rel!r} is listed twice (also as {first}); a build lists each shard once"
+                )
     check_shifted_tests(path, manifest)
     check_evaluation(path, manifest)
 
@@ -247,12 +257,17 @@ def check_evaluation(path: Path | str, manifest: dict[str, Any]) -> None:
     evaluation = (params.get("evaluation") or {}) if isinstance(params, dict) else None
     if not isinstance(evaluation, dict):
         raise ValueError(f"{path}: dataset.params.evaluation: expected an object")
-    for name, sides in (("bg_gap", ("same", "rand")), ("background_reliance", ("original", "shifted")),
-                        ("flip", ("original", "shifted"))):  # fmt: skip
+    for name, sides in (
+        ("bg_gap", ("same", "rand")),
+        ("background_reliance", ("original", "shifted")),
+        ("flip", ("original", "shifted")),
+    ):
         entry = evaluation.get(name)
         if entry is not None and not (isinstance(entry, dict) and all(isinstance(entry.get(s), str) for s in sides)):
-            raise ValueError(f"{path}: dataset.params.evaluation.{name}: expected an object with the split names "
-                             f"{' and '.join(sides)}")  # fmt: skip
+            raise ValueError(
+                f"{path}: dataset.params.evaluation.{name}: expected an object with the split names "
+                f"{' and '.join(sides)}"
+            )
 
 
 def brief(value: Any, limit: int = 60) -> str:
@@ -319,8 +334,10 @@ class RecordCheck:
         self.split, self.pixels = split, pixels
         self.classes, self.image_size = manifest["dataset"]["classes"], manifest["image_size"]
         methods, augmented = manifest["methods"], manifest["splits"][split]["augmented"]
-        self.expected = {has: frozenset(record_fields(has, augmented, methods["cf"], methods["f"], methods["copies"]))
-                         for has in (False, True)}  # fmt: skip
+        self.expected = {
+            has: frozenset(record_fields(has, augmented, methods["cf"], methods["f"], methods["copies"]))
+            for has in (False, True)
+        }
 
     def inspect(self, key: str, fields: Mapping[str, bytes], names: Collection[str] | None = None) -> Inspection:
         """The problems of record ``key`` (messages without the file or key), given the bytes of the fields read

@@ -35,10 +35,15 @@ def build_shard(
     """
     samples = ShardSamples(cached_dataset(config, factory), task, augmented)
     info = write_shard(out / task.path, samples.records())
-    done = {"task": task.name, "attempted": task.stop - task.start, "labels": journal.label_counts(samples.labels),
-            "mask_sources": dict(sorted(samples.sources.items())),
-            "rejects": samples.rejects, "shard": {"path": task.path, **info},
-            "environment": schema.environment()}  # fmt: skip
+    done = {
+        "task": task.name,
+        "attempted": task.stop - task.start,
+        "labels": journal.label_counts(samples.labels),
+        "mask_sources": dict(sorted(samples.sources.items())),
+        "rejects": samples.rejects,
+        "shard": {"path": task.path, **info},
+        "environment": schema.environment(),
+    }
     if samples.values is not None:  # the pool's members left out, for the manifest (augment.pool.used_members)
         done["pool_left_out"] = [[position, why] for position, why in samples.values.left_out]
     journal.record_done(out, task, done)
@@ -80,8 +85,10 @@ class ShardSamples:
             return mask_sources.refine(samples, self.config)
         except Exception as e:  # a model error, not a bad input: it stops the build
             keys = f"{samples[0].key}" + (f" .. {samples[-1].key}" if len(samples) > 1 else "")
-            raise BuildError(f"{self.split} samples {keys} of {self.dataset.name}: --masks-from "
-                             f"{self.config.masks_from}: {type(e).__name__}: {e}") from e  # fmt: skip
+            raise BuildError(
+                f"{self.split} samples {keys} of {self.dataset.name}: --masks-from "
+                f"{self.config.masks_from}: {type(e).__name__}: {e}"
+            ) from e
 
     def load(self, i: int) -> Sample:
         """Sample ``i`` of the split as loaded; for a shifted test split, its base sample (made a variant later)."""
@@ -93,13 +100,26 @@ class ShardSamples:
         """For a shifted test split, the variant of ``base`` (its masked base sample); None, noted as a reject, when
         the base sample turns out to have no object mask (no object, or a produced mask that fell back to the box)."""
         g, config = self.generated, self.config
-        sample = shifted_tests.make_variant(base, int(g.indices[i]), self.split, g.variant, self.dataset, self.donors,
-                                            config.seed, config.on_error, donor_masks(config))  # fmt: skip
+        sample = shifted_tests.make_variant(
+            base,
+            int(g.indices[i]),
+            self.split,
+            g.variant,
+            self.dataset,
+            self.donors,
+            config.seed,
+            config.on_error,
+            donor_masks(config),
+        )
         if sample is None:
-            why = (f"its {config.masks_from} mask fell back to the box ({base.mask_gate})" if base.mask_gate
-                   else "no object mask once loaded")  # fmt: skip
-            self.rejects.append({"split": self.split, "path": base.source,
-                                 "reason": f"{why}: left out of {self.split}"})  # fmt: skip
+            why = (
+                f"its {config.masks_from} mask fell back to the box ({base.mask_gate})"
+                if base.mask_gate
+                else "no object mask once loaded"
+            )
+            self.rejects.append(
+                {"split": self.split, "path": base.source, "reason": f"{why}: left out of {self.split}"}
+            )
         return sample
 
     def records(self) -> Iterator[dict[str, bytes]]:
@@ -117,8 +137,18 @@ class ShardSamples:
             holes = [self.guarded(i, Holes.of, sample) for i, sample in loaded]  # once per sample, for both fills
             fills = fill_models([s for _, s in loaded], holes, config) if self.augmented else {}
             for (i, sample), sample_holes in zip(loaded, holes, strict=True):
-                record = self.guarded(i, make_record, sample, dataset, config, self.augmented, self.donors,
-                                      fills.get(sample.key), self.values, sample_holes)  # fmt: skip
+                record = self.guarded(
+                    i,
+                    make_record,
+                    sample,
+                    dataset,
+                    config,
+                    self.augmented,
+                    self.donors,
+                    fills.get(sample.key),
+                    self.values,
+                    sample_holes,
+                )
                 if record is None:
                     continue
                 self.labels[sample.label] += 1

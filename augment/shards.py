@@ -60,8 +60,13 @@ class UnsafeFile(ValueError):
     """A path a reader refuses to open: not a regular file, or a link out of the folder it must stay in."""
 
 
-FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-              stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}  # fmt: skip
+FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
 
 
 def open_regular(path: Path | str, inside: Path | str | None = None) -> IO[bytes]:
@@ -75,8 +80,9 @@ def open_regular(path: Path | str, inside: Path | str | None = None) -> IO[bytes
         except (OSError, RuntimeError) as e:  # a loop of links
             raise UnsafeFile(f"cannot resolve its links ({e})") from None
         if not real.is_relative_to(root):
-            raise UnsafeFile(f"a link to {real}, outside the build folder {root}; a build's files must lie inside "
-                             "it (copy them in)")  # fmt: skip
+            raise UnsafeFile(
+                f"a link to {real}, outside the build folder {root}; a build's files must lie inside it (copy them in)"
+            )
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # no wait for a FIFO's writer
     try:
         mode = os.fstat(fd).st_mode
@@ -176,13 +182,17 @@ def join(root: str | Path, rel: str) -> str:
     """The file ``rel`` (e.g. a manifest's shard path) of the build at ``root``: a local folder, a URL, or a
     ``pipe:`` command in which ``{}`` stands for ``rel``."""
     if not SAFE_PATH.fullmatch(rel) or ".." in rel or rel.startswith("/"):
-        raise ValueError(f"{root}: file {rel!r} of the build: expected a relative path of letters, digits, '_', "
-                         "'-', '.' and '/', without '..'")  # fmt: skip
+        raise ValueError(
+            f"{root}: file {rel!r} of the build: expected a relative path of letters, digits, '_', "
+            "'-', '.' and '/', without '..'"
+        )
     root = str(root)
     if root.startswith("pipe:"):
         if "{}" not in root:
-            raise ValueError(f"{root}: a pipe: command needs {{}} where the file of the build goes, e.g. "
-                             "'pipe:aws s3 cp s3://bucket/build/{} -'")  # fmt: skip
+            raise ValueError(
+                f"{root}: a pipe: command needs {{}} where the file of the build goes, e.g. "
+                "'pipe:aws s3 cp s3://bucket/build/{} -'"
+            )
         return root.replace("{}", shlex.quote(rel))
     if is_url(root):
         return root.rstrip("/") + "/" + rel
@@ -302,8 +312,10 @@ class ShardCheck:
         """Why the shard read differs from its manifest entry, or None."""
         found = self.digest.hexdigest()
         if self.read_bytes != self.bytes or found != self.sha256:
-            return (f"{self.read_bytes} bytes with sha256 {found[:12]}...; the manifest says {self.bytes} bytes with "
-                    f"{self.sha256[:12]}... (the file changed after the build)")  # fmt: skip
+            return (
+                f"{self.read_bytes} bytes with sha256 {found[:12]}...; the manifest says {self.bytes} bytes with "
+                f"{self.sha256[:12]}... (the file changed after the build)"
+            )
         if self.records != self.num_samples:
             return f"{self.records} samples; the manifest says {self.num_samples}"
         return None
@@ -331,8 +343,11 @@ class RawReader(io.RawIOBase):
         if self.end is not None:
             if self.count >= self.end:
                 if self.fh.read(1):
-                    raise ShardError(self.url, f"longer than the {self.end} bytes its manifest entry gives; the "
-                                     "rest is not read (the file changed after the build)")  # fmt: skip
+                    raise ShardError(
+                        self.url,
+                        f"longer than the {self.end} bytes its manifest entry gives; the "
+                        "rest is not read (the file changed after the build)",
+                    )
                 return 0
             buffer = memoryview(buffer)[: self.end - self.count]
         if hasattr(self.fh, "readinto"):  # a file: straight into the buffer, no copy
@@ -361,10 +376,15 @@ class RecordFields(dict):
 
 
 def iter_records(
-    path: Path | str, fields: Collection[str] | None = None, limits: Limits = Limits(),
-    on_error: Callable[[ShardError], None] | None = None, check_images: bool = True, check: ShardCheck | None = None,
-    inside: Path | str | None = None, end: int | None = None,
-) -> Iterator[tuple[str, RecordFields]]:  # fmt: skip
+    path: Path | str,
+    fields: Collection[str] | None = None,
+    limits: Limits = Limits(),
+    on_error: Callable[[ShardError], None] | None = None,
+    check_images: bool = True,
+    check: ShardCheck | None = None,
+    inside: Path | str | None = None,
+    end: int | None = None,
+) -> Iterator[tuple[str, RecordFields]]:
     """Yield ``(key, {field: bytes})`` per record, in file order, grouped as webdataset does (key = the member name
     up to its first dot), from a local path or a URL (see ``open_url``; ``inside``: the build folder a local shard
     must lie in).
@@ -408,9 +428,14 @@ def iter_records(
 
 
 def records(
-    tar: TarStream, url: str, wanted: Collection[str] | None, limits: Limits,
-    on_error: Callable[[ShardError], None] | None, check_images: bool = True, check: ShardCheck | None = None,
-) -> Iterator[tuple[str, RecordFields]]:  # fmt: skip
+    tar: TarStream,
+    url: str,
+    wanted: Collection[str] | None,
+    limits: Limits,
+    on_error: Callable[[ShardError], None] | None,
+    check_images: bool = True,
+    check: ShardCheck | None = None,
+) -> Iterator[tuple[str, RecordFields]]:
     key: str | None = None
     fields = RecordFields()
     dropped = False
@@ -436,8 +461,12 @@ def records(
         tar.key = k
         limit = limits.of(field)
         if size > limit and not tar.fits(size):
-            raise ShardError(url, f"tar entry {name!r} declares {size} bytes, over the limit of {limit} and past the "
-                             "end of the shard; the rest of the shard is left unread", key=k or None)  # fmt: skip
+            raise ShardError(
+                url,
+                f"tar entry {name!r} declares {size} bytes, over the limit of {limit} and past the "
+                "end of the shard; the rest of the shard is left unread",
+                key=k or None,
+            )
         if dropped:
             tar.skip(size)
         elif kind not in REGULAR:
@@ -529,8 +558,10 @@ class TarStream:
             header_name, header_size, kind = parse_header(block, self)
             if kind in (b"x", b"g", b"L", b"K"):  # pax extended / global header, GNU long name / link
                 if header_size > MAX_HEADER_BYTES:
-                    raise self.fail(f"tar header of type {kind!r} declares {header_size} bytes, over the limit of "
-                                    f"{MAX_HEADER_BYTES}")  # fmt: skip
+                    raise self.fail(
+                        f"tar header of type {kind!r} declares {header_size} bytes, over the limit of "
+                        f"{MAX_HEADER_BYTES}"
+                    )
                 data = self.read(header_size)
                 if kind == b"L":
                     name = data.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")

@@ -100,13 +100,16 @@ def plan_splits(dataset: Dataset, enabled: bool, source: MaskSource) -> ShiftedP
             continue
         boxed = sum(r.annotated for r in plan.refs) - len(usable)
         if boxed > 0:
-            left_out[split] = (f"{boxed} of its {len(plan.refs)} samples have boxes but no object masks and get no "
-                               "variants; pass --masks-from grabcut (or sam, cam) to make masks")  # fmt: skip
+            left_out[split] = (
+                f"{boxed} of its {len(plan.refs)} samples have boxes but no object masks and get no "
+                "variants; pass --masks-from grabcut (or sam, cam) to make masks"
+            )
         indices = np.array(usable, dtype=np.int64)
         for variant in VARIANTS:
             name = split_name(split, variant)
-            refs = tuple(Ref(variant_key(plan.refs[i].key, variant), plan.refs[i].label, variant != "only_bg_t")
-                         for i in usable)  # fmt: skip
+            refs = tuple(
+                Ref(variant_key(plan.refs[i].key, variant), plan.refs[i].label, variant != "only_bg_t") for i in usable
+            )
             plans[name] = SplitPlan(refs, augment=False)
             generated[name] = Generated(split, variant, indices)
     return ShiftedPlans(plans, generated, skipped, left_out)
@@ -153,9 +156,16 @@ def manifest_section(shifted: ShiftedPlans) -> dict[str, Any]:
 
 
 def make_variant(
-    sample: Sample, index: int, split: str, variant: str, dataset: Dataset, donors: Donors | None, seed: int,
-    on_error: str, refine: Callable[[Sample], Sample] | None = None,
-) -> Sample | None:  # fmt: skip
+    sample: Sample,
+    index: int,
+    split: str,
+    variant: str,
+    dataset: Dataset,
+    donors: Donors | None,
+    seed: int,
+    on_error: str,
+    refine: Callable[[Sample], Sample] | None = None,
+) -> Sample | None:
     """The ``variant`` of base ``sample`` (loaded, with its mask; ``index`` in its split), stored in ``split``; None
     when it has no object mask: no object, or only its boxes (a ``--masks-from`` mask that failed the quality gate
     falls back to them), which would cut the variant along the box instead of the object. ``donors`` index the base
@@ -179,12 +189,21 @@ def make_variant(
         image, mask, boxes = infill.INFILLS["tile"].fill(sample.image, rect, rng), None, None
     else:
         pick = donor_pick(variant, sample.label, index, donors)
-        donor, donor_rect = draw_donor(sample, sample.split, dataset, pick, rng, on_error, refine, purpose=split,
-                                       wanted=DONOR_CLASS[variant])  # fmt: skip
+        donor, donor_rect = draw_donor(
+            sample, sample.split, dataset, pick, rng, on_error, refine, purpose=split, wanted=DONOR_CLASS[variant]
+        )
         image = infill.INFILLS["mixed-rand"].fill(sample.image, background, rng, donor=Donor(donor.image, donor_rect))
         info |= {"donor_key": donor.key, "donor_label": donor.label, "donor_class": donor.class_name}
-    return replace(sample, key=variant_key(sample.key, variant), split=split, image=image, mask=mask, boxes=boxes,
-                   group=group, shifted=info)  # fmt: skip
+    return replace(
+        sample,
+        key=variant_key(sample.key, variant),
+        split=split,
+        image=image,
+        mask=mask,
+        boxes=boxes,
+        group=group,
+        shifted=info,
+    )
 
 
 def donor_pick(variant: str, label: int, index: int, donors: Donors | None):  # noqa: ANN201

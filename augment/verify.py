@@ -30,14 +30,17 @@ def shape_problem(manifest: dict[str, Any]) -> str | None:
     is missing or of the wrong type (as ``key: what``), or None."""
     methods, tool = manifest["methods"], manifest.get("tool")
     checks = [
-        ("image_size", manifest.get("image_size"), int), ("command", manifest.get("command"), str),
-        ("tool", tool, dict), ("tool.version", tool.get("version") if isinstance(tool, dict) else None, str),
+        ("image_size", manifest.get("image_size"), int),
+        ("command", manifest.get("command"), str),
+        ("tool", tool, dict),
+        ("tool.version", tool.get("version") if isinstance(tool, dict) else None, str),
         ("dataset.name", manifest["dataset"].get("name"), str),
         ("dataset.fingerprint", manifest["dataset"].get("fingerprint"), str),
-        ("methods.cf", methods.get("cf"), list), ("methods.f", methods.get("f"), list),
+        ("methods.cf", methods.get("cf"), list),
+        ("methods.f", methods.get("f"), list),
         ("methods.copies", methods.get("copies"), int),
         *((f"splits.{s}.fields", info.get("fields"), list) for s, info in manifest["splits"].items()),
-    ]  # fmt: skip
+    ]
     names = {int: "an int", str: "a string", list: "a list", dict: "an object"}
     for key, value, kind in checks:
         if not isinstance(value, kind) or isinstance(value, bool):
@@ -55,13 +58,16 @@ def shape_problem(manifest: dict[str, Any]) -> str | None:
             return f"{key} holds a value that is not a string"
     for role in (infill.CF, infill.F):
         if unknown := [m for m in methods[role] if m not in infill.names(role)]:
-            return (f"methods.{role} lists {', '.join(map(repr, unknown))}, not {role.upper()} methods of this version "
-                    f"(it has {', '.join(infill.names(role))})")  # fmt: skip
+            return (
+                f"methods.{role} lists {', '.join(map(repr, unknown))}, not {role.upper()} methods of this version "
+                f"(it has {', '.join(infill.names(role))})"
+            )
     return None
 
 
-def check_record(key: str, fields: dict[str, bytes], split: str, manifest: dict[str, Any],
-                 rules: schema.RecordCheck | None = None) -> Iterator[str]:  # fmt: skip
+def check_record(
+    key: str, fields: dict[str, bytes], split: str, manifest: dict[str, Any], rules: schema.RecordCheck | None = None
+) -> Iterator[str]:
     """Problems of one record (as messages without the file name): ``schema.RecordCheck``'s, the trainer's rules,
     then every image that passed them decoded."""
     found = (rules or schema.RecordCheck(manifest, split)).inspect(key, fields)
@@ -155,8 +161,10 @@ def file_problems(path: Path, out: Path, size: int, sha256: str) -> tuple[list[s
     except OSError as e:
         return [f"{path}: unreadable ({e.strerror or e})"], False
     if actual != size:
-        return [f"{path}: {actual} bytes, manifest says {size} (truncated?)",
-                f"{path}: sha256 mismatch (not hashed: a file of another size cannot match)"], True  # fmt: skip
+        return [
+            f"{path}: {actual} bytes, manifest says {size} (truncated?)",
+            f"{path}: sha256 mismatch (not hashed: a file of another size cannot match)",
+        ], True
     try:
         if sha256_file(path, inside=out) != sha256:
             return [f"{path}: sha256 mismatch (file changed after the build)"], True

@@ -49,15 +49,39 @@ def register_floor() -> None:
 
 def cases() -> list[tuple[str, str]]:
     """(role, method) for the bare pass, the floor and every registered method that runs without a model."""
-    found = [(role, name) for name, m in infill.INFILLS.items() if not m.needs_model and name != FLOOR
-             for role in infill.ROLES if role in m.roles]  # fmt: skip
+    found = [
+        (role, name)
+        for name, m in infill.INFILLS.items()
+        if not m.needs_model and name != FLOOR
+        for role in infill.ROLES
+        if role in m.roles
+    ]
     return [("-", "bare"), ("cf", FLOOR), *sorted(found, key=lambda c: c[0])]  # CF first, then F, registry order
 
 
 def build(imgs: Path, masks: Path, out: Path, size: int, role: str, method: str) -> float:
     flags = {"cf": ["--infill", method], "f": ["--factual", method]}.get(role, [])
-    command = [sys.executable, __file__, "--cli", "build", "--dataset", "folder", "--root", imgs, "--masks", masks,
-               "--image-size", size, *flags, "--workers", 1, "--out", out, "--overwrite", "-q"]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--cli",
+        "build",
+        "--dataset",
+        "folder",
+        "--root",
+        imgs,
+        "--masks",
+        masks,
+        "--image-size",
+        size,
+        *flags,
+        "--workers",
+        1,
+        "--out",
+        out,
+        "--overwrite",
+        "-q",
+    ]
     start = time.perf_counter()
     subprocess.run(list(map(str, command)), check=True, capture_output=True, text=True)
     return time.perf_counter() - start
@@ -86,16 +110,24 @@ def main(argv: list[str] | None = None) -> None:
     t0 = 0.0 if args.quick else median(fixed)  # with 20 images the fixed cost is most of the time
     net = {c: max(median(t) - t0, 1e-9) for c, t in times.items()}
     bare, floor = net["-", "bare"], net["cf", FLOOR]
-    print(f"\n[1] augment build --dataset folder: {args.images} JPEGs 500x375 -> {args.size}x{args.size}, --workers 1, "
-          f"median of {args.rounds} rounds")  # fmt: skip
-    print(f"    fixed cost of a CLI build ({t0:.2f} s: start, imports, manifest) subtracted from every wall time; "
-          f"floor = bare + one more JPEG encoded and written per sample (cf {FLOOR})")  # fmt: skip
-    print(f"{'role':<4} {'method':<11} {'wall s':>7} {'img/s':>7} {'x bare time':>12} {'x floor time':>13} "
-          f"{'ms/img over floor':>18}")  # fmt: skip
+    print(
+        f"\n[1] augment build --dataset folder: {args.images} JPEGs 500x375 -> {args.size}x{args.size}, --workers 1, "
+        f"median of {args.rounds} rounds"
+    )
+    print(
+        f"    fixed cost of a CLI build ({t0:.2f} s: start, imports, manifest) subtracted from every wall time; "
+        f"floor = bare + one more JPEG encoded and written per sample (cf {FLOOR})"
+    )
+    print(
+        f"{'role':<4} {'method':<11} {'wall s':>7} {'img/s':>7} {'x bare time':>12} {'x floor time':>13} "
+        f"{'ms/img over floor':>18}"
+    )
     for (role, method), seconds in net.items():
-        print(f"{role:<4} {method:<11} {median(times[role, method]):>7.2f} {args.images / seconds:>7.1f} "
-              f"{seconds / bare:>11.2f}x {seconds / floor:>12.2f}x "
-              f"{1000 * (seconds - floor) / args.images:>18.2f}")  # fmt: skip
+        print(
+            f"{role:<4} {method:<11} {median(times[role, method]):>7.2f} {args.images / seconds:>7.1f} "
+            f"{seconds / bare:>11.2f}x {seconds / floor:>12.2f}x "
+            f"{1000 * (seconds - floor) / args.images:>18.2f}"
+        )
     print(other.line())
     for role, method in todo:
         shutil.rmtree(work / f"shards-{role}-{method}", ignore_errors=True)

@@ -27,8 +27,14 @@ CLASSES = ("circle", "square", "triangle", "cross", "star")
 
 def machine() -> str:
     """The CPU, its cores and the current load: the figures depend on all three."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"{model}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average {load} (1/5/15 min)"
 

@@ -56,8 +56,17 @@ import photos
 from common import OUT, OtherLoad, cli, git, machine, one_thread_worker
 
 SPLITS = ("val", "original", "mixed_same", "mixed_rand", "mixed_next")
-IN9_FOLDERS = ("00_dog", "01_bird", "02_wheeled vehicle", "03_reptile", "04_carnivore", "05_insect",
-               "06_musical instrument", "07_primate", "08_fish")  # fmt: skip
+IN9_FOLDERS = (
+    "00_dog",
+    "01_bird",
+    "02_wheeled vehicle",
+    "03_reptile",
+    "04_carnivore",
+    "05_insect",
+    "06_musical instrument",
+    "07_primate",
+    "08_fish",
+)
 
 
 @dataclass(frozen=True)
@@ -185,9 +194,21 @@ def train_one(row: Row, seed: int, shards: str, out: str, epochs: int, arch: str
     logging.getLogger("train").setLevel(logging.WARNING)
     shutil.rmtree(out, ignore_errors=True)
     scratch = True if preset != "demo" else None  # the paper's presets are fine-tuning recipes: here from scratch
-    config = Config.resolve(preset, shards=shards, out=out, arch=arch, epochs=epochs, cf=list(row.cf), f=list(row.f),
-                            seed=seed, workers=0, max_saliency_images=0, from_scratch=scratch,
-                            cf_weight=row.cf_weight, cf_loss=row.cf_loss)  # fmt: skip
+    config = Config.resolve(
+        preset,
+        shards=shards,
+        out=out,
+        arch=arch,
+        epochs=epochs,
+        cf=list(row.cf),
+        f=list(row.f),
+        seed=seed,
+        workers=0,
+        max_saliency_images=0,
+        from_scratch=scratch,
+        cf_weight=row.cf_weight,
+        cf_loss=row.cf_loss,
+    )
     manifest = read_manifest(shards)
     crop = config.crop_size(manifest["image_size"])
     start = time.perf_counter()
@@ -219,8 +240,9 @@ def train_one(row: Row, seed: int, shards: str, out: str, epochs: int, arch: str
         finally:
             trainer.prepare = prepare
     state = torch.load(Path(out) / "last.pt", map_location="cpu", weights_only=True)
-    model = build_model(config.arch, len(manifest["dataset"]["classes"]), from_checkpoint=True,
-                        normalisation=config.normalisation)  # fmt: skip
+    model = build_model(
+        config.arch, len(manifest["dataset"]["classes"]), from_checkpoint=True, normalisation=config.normalisation
+    )
     model.load_state_dict(state["model"])
     last = evaluate.evaluate_all(model, shards, manifest, crop, config, torch.device("cpu"))
     return {"best": accuracies(best), "last": accuracies(last), "seconds": time.perf_counter() - start}
@@ -235,8 +257,14 @@ def accuracies(results: dict[str, Any]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--classes", type=int, default=5, choices=range(2, 10), metavar="2..9",
-                        help="classes (photos and shapes) of the fixture")  # fmt: skip
+    parser.add_argument(
+        "--classes",
+        type=int,
+        default=5,
+        choices=range(2, 10),
+        metavar="2..9",
+        help="classes (photos and shapes) of the fixture",
+    )
     photos.fixture_arguments(parser)
     parser.add_argument("--copies", type=int, default=1, help="--copies of the build (copy epoch mod K is read)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one process and torch thread each")
@@ -261,13 +289,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = args.out / "fgap" / args.name  # each report its own fixture, build and runs: names can run side by side
     photos.CLASS_FOLDERS = IN9_FOLDERS  # the release's names, spaces included, in class order
     root = work / f"k{args.classes}" / "bg_challenge"
-    counts = photos.write_fixture(root, args.size, args.test_size, args.source_size, args.data_seed, args.classes,
-                                  args.objects)  # fmt: skip
+    counts = photos.write_fixture(
+        root, args.size, args.test_size, args.source_size, args.data_seed, args.classes, args.objects
+    )
     shards = work / f"shards-c{args.copies}"
     factual = [x for m in ("shuffle", "random", "mixed-rand") for x in ("--factual", m)]
-    build_s, _ = cli("augment", "build", "--dataset", "in9", "--root", root, "--image-size", args.image_size,
-                     "--infill", "tile", *factual, "--copies", args.copies, "--seed", args.data_seed, "--out", shards,
-                     "--overwrite", "-q")  # fmt: skip
+    build_s, _ = cli(
+        "augment",
+        "build",
+        "--dataset",
+        "in9",
+        "--root",
+        root,
+        "--image-size",
+        args.image_size,
+        "--infill",
+        "tile",
+        *factual,
+        "--copies",
+        args.copies,
+        "--seed",
+        args.data_seed,
+        "--out",
+        shards,
+        "--overwrite",
+        "-q",
+    )
     rows = [r for r in ROWS if not args.rows or r.name in args.rows]
     jobs = [(r, s) for r in rows for s in range(args.seeds)]
     jobs.sort(key=lambda j: -(1 + len(j[0].cf) + len(j[0].f)) - (j[0].source == "plain-loop"))  # costliest first
@@ -275,8 +322,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     train_start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=one_thread_worker) as pool:
-        futures = {pool.submit(train_one, r, s, str(shards), str(work / "runs" / slug(r.name) / f"s{s}"),
-                               args.epochs, args.arch, args.preset): (r, s) for r, s in jobs}  # fmt: skip
+        futures = {
+            pool.submit(
+                train_one,
+                r,
+                s,
+                str(shards),
+                str(work / "runs" / slug(r.name) / f"s{s}"),
+                args.epochs,
+                args.arch,
+                args.preset,
+            ): (r, s)
+            for r, s in jobs
+        }
         for future, (row, seed) in futures.items():
             results[row.name].append({"seed": seed, **future.result()})
     report = {
@@ -291,7 +349,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "image_size": args.image_size,
             "copies": args.copies,
             "build_s": build_s,
-        },  # fmt: skip
+        },
         "training": {"preset": args.preset, "arch": args.arch, "epochs": args.epochs, "seeds": args.seeds},
         "rows": [asdict(r) for r in rows],
         "runs": results,

@@ -62,20 +62,63 @@ def cagan(cuda: bool, quick: bool) -> None:
 
 def train_fit(work: Path, cuda: bool, quick: bool) -> None:
     size, image, crop, epochs = (4096, 256, 224, 3) if cuda and not quick else (48, 64, 56, 1)
-    start = section(f"train fit --arch resnet50 --amp, {size} images {image} px -> crop {crop}, CF(tile)+F(shuffle), "
-                    f"{epochs} epoch(s)" + ("" if cuda else " (CPU, toy size: no figure)"))  # fmt: skip
+    start = section(
+        f"train fit --arch resnet50 --amp, {size} images {image} px -> crop {crop}, CF(tile)+F(shuffle), "
+        f"{epochs} epoch(s)" + ("" if cuda else " (CPU, toy size: no figure)")
+    )
     shards = work / "shards"
-    seconds, _ = cli("augment", "build", "--dataset", "synthetic", "--size", size, "--image-size", image,
-                     "--infill", "tile", "--factual", "shuffle", "--shard-size", 256, "--out", shards,
-                     "--overwrite", "-q")  # fmt: skip
+    seconds, _ = cli(
+        "augment",
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        size,
+        "--image-size",
+        image,
+        "--infill",
+        "tile",
+        "--factual",
+        "shuffle",
+        "--shard-size",
+        256,
+        "--out",
+        shards,
+        "--overwrite",
+        "-q",
+    )
     print(f"    build: {seconds:.1f} s ({size / seconds:.0f} training images/s, every core)")
     workers = max(1, min(16, (os.cpu_count() or 2) - 2))
     run = work / "fit"
     shutil.rmtree(run, ignore_errors=True)
     batch = 128 if cuda and not quick else 16
-    seconds, _ = cli("train", "fit", "--shards", shards, "--preset", "demo", "--arch", "resnet50", "--amp",
-                     "--crop", crop, "--batch-size", batch, "--epochs", epochs, "--workers", workers,
-                     "--cf", "tile", "--f", "shuffle", "--device", "cuda" if cuda else "cpu", "--out", run)  # fmt: skip
+    seconds, _ = cli(
+        "train",
+        "fit",
+        "--shards",
+        shards,
+        "--preset",
+        "demo",
+        "--arch",
+        "resnet50",
+        "--amp",
+        "--crop",
+        crop,
+        "--batch-size",
+        batch,
+        "--epochs",
+        epochs,
+        "--workers",
+        workers,
+        "--cf",
+        "tile",
+        "--f",
+        "shuffle",
+        "--device",
+        "cuda" if cuda else "cpu",
+        "--out",
+        run,
+    )
     name = torch.cuda.get_device_name(0) if cuda else "CPU"
     expected, basis = anchor(name)
     print(f"    {name}, batch {batch} (x3 rows: original, CF, F), {workers} workers; wall {seconds:.0f} s with eval")
@@ -94,10 +137,33 @@ def ddp(work: Path, cuda: bool) -> None:
     start = section(f"DDP: one torchrun process of train fit over {'NCCL' if cuda else 'gloo (no CUDA)'}")
     run = work / "ddp"
     shutil.rmtree(run, ignore_errors=True)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "train",
-               "fit", "--shards", str(work / "shards"), "--preset", "demo", "--arch", "resnet8", "--epochs", "1",
-               "--batch-size", "8", "--workers", "1", "--device", "cuda" if cuda else "cpu",
-               "--out", str(run)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "1",
+        "-m",
+        "train",
+        "fit",
+        "--shards",
+        str(work / "shards"),
+        "--preset",
+        "demo",
+        "--arch",
+        "resnet8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--workers",
+        "1",
+        "--device",
+        "cuda" if cuda else "cpu",
+        "--out",
+        str(run),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     ok = done.returncode == 0 and (run / "results.json").is_file()
@@ -108,8 +174,12 @@ def ddp(work: Path, cuda: bool) -> None:
 
 def gpu_tests(cuda: bool) -> None:
     start = section("the gpu-marked tests: pytest -m gpu")
-    done = subprocess.run([str(BIN / "python"), "-m", "pytest", "-q", "-m", "gpu", "-rs", "tests"], cwd=ROOT,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "python"), "-m", "pytest", "-q", "-m", "gpu", "-rs", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     lines = done.stdout.strip().splitlines()
     print("\n".join(lines[-12:] if cuda else lines[-3:]))
     print(f"    exit code {done.returncode}, {time.perf_counter() - start:.0f} s")
@@ -122,8 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     begin = time.perf_counter()
-    print(f"[gpu] {'CUDA: ' + torch.cuda.get_device_name(0) if cuda else 'no CUDA device: CPU paths at toy sizes'}; "
-          f"torch {torch.__version__}, {os.cpu_count()} cores")  # fmt: skip
+    print(
+        f"[gpu] {'CUDA: ' + torch.cuda.get_device_name(0) if cuda else 'no CUDA device: CPU paths at toy sizes'}; "
+        f"torch {torch.__version__}, {os.cpu_count()} cores"
+    )
     work = OUT / "gpu"
     work.mkdir(parents=True, exist_ok=True)
     cagan(cuda, args.quick)

@@ -114,8 +114,13 @@ def mixed_rand_paper(
     return x * keep + tiled[donors] * (1.0 - keep)
 
 
-BASELINES = {"grey": grey_paper, "random": random_paper, "shuffle": shuffle_paper, "tile": tile_paper,
-             "mixed-rand": mixed_rand_paper}  # fmt: skip
+BASELINES = {
+    "grey": grey_paper,
+    "random": random_paper,
+    "shuffle": shuffle_paper,
+    "tile": tile_paper,
+    "mixed-rand": mixed_rand_paper,
+}
 CASES = ((CF, "grey"), (CF, "random"), (CF, "shuffle"), (CF, "tile"), (F, "random"), (F, "shuffle"), (F, "mixed-rand"))
 
 
@@ -165,9 +170,11 @@ def main(argv: list[str] | None = None) -> None:
     values = make_pool(0, [(f"key{i}", image) for i, image in enumerate(images)])
     donors = donor_of(labels)
     rect_keep = torch.from_numpy(~np.stack(holes[CF]))[:, None].float()
-    print(f"\n[2] infill kernels: {args.images} photo crops {args.size}x{args.size}, boxes 20-60% of the image, one "
-          f"thread, median of {args.repeats}; paper style = whole-batch tensor ops, per-image Python loops for "
-          "tile")  # fmt: skip
+    print(
+        f"\n[2] infill kernels: {args.images} photo crops {args.size}x{args.size}, boxes 20-60% of the image, one "
+        f"thread, median of {args.repeats}; paper style = whole-batch tensor ops, per-image Python loops for "
+        "tile"
+    )
     print(f"{'role':<4} {'method':<10} {'ours img/s':>11} {'paper img/s':>12} {'ours/paper':>11}  checks")
     for role, name in CASES:
         fill, baseline = INFILLS[name].fill, BASELINES[name]

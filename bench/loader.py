@@ -110,11 +110,18 @@ class FolderOnline(Dataset):
         cf = INFILLS["tile"].fill(image, masks.cf_hole(mask, None, mask.shape), rng)
         f = INFILLS["shuffle"].fill(image, masks.f_hole(mask, None, mask.shape), rng, pool=self.values)
         chw = lambda a: torch.from_numpy(a).permute(2, 0, 1)  # noqa: E731
-        views = {"image": tv_tensors.Image(chw(image)), "mask": tv_tensors.Mask(torch.from_numpy(mask)[None]),
-                 "cf.tile": tv_tensors.Image(chw(cf)), "f.shuffle": tv_tensors.Image(chw(f))}  # fmt: skip
+        views = {
+            "image": tv_tensors.Image(chw(image)),
+            "mask": tv_tensors.Mask(torch.from_numpy(mask)[None]),
+            "cf.tile": tv_tensors.Image(chw(cf)),
+            "f.shuffle": tv_tensors.Image(chw(f)),
+        }
         views = self.transform(views)
-        return {"label": label, "mask": views.pop("mask").as_subclass(torch.Tensor).float(),
-                **{k: to_input(v) for k, v in views.items()}}  # fmt: skip
+        return {
+            "label": label,
+            "mask": views.pop("mask").as_subclass(torch.Tensor).float(),
+            **{k: to_input(v) for k, v in views.items()},
+        }
 
 
 class DecodeOnly(Dataset):
@@ -145,9 +152,14 @@ def epoch_rate(make_loader) -> float:  # noqa: ANN001
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1000, help="synthetic --size: training samples")
-    parser.add_argument("--image-sizes", type=int, nargs="+", default=[256, 128, 32],
-                        help="stored image sizes, one comparison each (crop: 7/8 of it; 256 -> 224 is the paper's, "
-                        "32 -> 28 the demo's)")  # fmt: skip
+    parser.add_argument(
+        "--image-sizes",
+        type=int,
+        nargs="+",
+        default=[256, 128, 32],
+        help="stored image sizes, one comparison each (crop: 7/8 of it; 256 -> 224 is the paper's, "
+        "32 -> 28 the demo's)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="the demo preset's")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (train fit's default)")
     parser.add_argument("--rounds", type=int, default=5, help="median over R alternating rounds")
@@ -166,9 +178,26 @@ def compare(size: int, image_size: int, batch: int, workers: int, rounds: int) -
     other = OtherLoad()
     work = OUT / "loader"
     shards = work / "shards"
-    cli("augment", "build", "--dataset", "synthetic", "--size", size, "--image-size", image_size,
-        "--infill", "tile", "--factual", "shuffle", "--shard-size", max(1, size // 4), "--out", shards,
-        "--overwrite", "-q")  # fmt: skip  # 4 train shards: both workers get some
+    cli(
+        "augment",
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        size,
+        "--image-size",
+        image_size,
+        "--infill",
+        "tile",
+        "--factual",
+        "shuffle",
+        "--shard-size",
+        max(1, size // 4),
+        "--out",
+        shards,
+        "--overwrite",
+        "-q",
+    )  # 4 train shards: both workers get some
     shutil.rmtree(work / "folder", ignore_errors=True)
     samples = extract(shards, work / "folder")
     crop = default_crop(image_size)  # train fit's default
@@ -185,20 +214,25 @@ def compare(size: int, image_size: int, batch: int, workers: int, rounds: int) -
         "shards: + normalised on the host (CPU)": True,
     }
     loaders = {
-        **{name: (lambda r, h=on_host: shard_loader(shards, crop, batch, workers, r, h))
-           for name, on_host in shard_rows.items()},
+        **{
+            name: (lambda r, h=on_host: shard_loader(shards, crop, batch, workers, r, h))
+            for name, on_host in shard_rows.items()
+        },
         "folder + online tile/shuffle": lambda r: plain(FolderOnline(work / "folder", samples, crop, r, values)),
-        "decode only: its fields (3 JPEGs + mask)": lambda r: plain(DecodeOnly(work / "folder", samples,
-                                                                        ("jpg", CF_FIELD, F_FIELD, "mask.png"))),
+        "decode only: its fields (3 JPEGs + mask)": lambda r: plain(
+            DecodeOnly(work / "folder", samples, ("jpg", CF_FIELD, F_FIELD, "mask.png"))
+        ),
         "decode only: original JPEG": lambda r: plain(DecodeOnly(work / "folder", samples, ("jpg",))),
-    }  # fmt: skip
+    }
     rates: dict[str, list[float]] = {name: [] for name in loaders}
     for r in range(rounds):
         names = list(loaders)
         for name in names[r % len(names) :] + names[: r % len(names)]:
             rates[name].append(epoch_rate(lambda name=name, r=r: loaders[name](r)))
-    print(f"\n[3] trainer input pipeline: {len(samples)} samples {image_size}px -> crop {crop}, batch {batch}, "
-          f"{workers} workers, one epoch, median of {rounds} rounds")  # fmt: skip
+    print(
+        f"\n[3] trainer input pipeline: {len(samples)} samples {image_size}px -> crop {crop}, batch {batch}, "
+        f"{workers} workers, one epoch, median of {rounds} rounds"
+    )
     print(f"{'loader':<42} {'img/s':>8} {'uint8 shards / this':>20} {'normalised / this':>18}")
     uint8, host = (median(rates[name]) for name in shard_rows)
     for name, values in rates.items():
@@ -207,9 +241,11 @@ def compare(size: int, image_size: int, batch: int, workers: int, rounds: int) -
     files = sorted((shards / "train").glob("*.tar"))
     hashing = median([hash_seconds(files) for _ in range(max(3, rounds))])
     epoch = len(samples) / uint8
-    print(f"sha256 of the {len(files)} train shards ({sum(f.stat().st_size for f in files) / 1e6:.1f} MB): "
-          f"{hashing * 1e3:.1f} ms, {hashing / epoch:.1%} of the shard loader's epoch ({epoch * 1e3:.0f} ms, "
-          f"{workers} workers)")  # fmt: skip
+    print(
+        f"sha256 of the {len(files)} train shards ({sum(f.stat().st_size for f in files) / 1e6:.1f} MB): "
+        f"{hashing * 1e3:.1f} ms, {hashing / epoch:.1%} of the shard loader's epoch ({epoch * 1e3:.0f} ms, "
+        f"{workers} workers)"
+    )
     print(other.line())
 
 

@@ -56,17 +56,36 @@ def iou_table(samples: int, sizes: tuple[int, ...]) -> dict[str, Any]:
             mask = out.mask if out.mask is not None else box  # a fallback keeps the box
             box_iou.append(float((box & true).sum() / (box | true).sum()))
             grabcut_iou.append(float((mask & true).sum() / (mask | true).sum()))
-        rows[str(size)] = {"samples": samples, "box_iou": float(np.mean(box_iou)),
-                           "grabcut_iou": float(np.mean(grabcut_iou)),
-                           "fallbacks": sum(o.source != "grabcut" for o in outs),
-                           "ms_per_image": 1000 * seconds / samples}  # fmt: skip
+        rows[str(size)] = {
+            "samples": samples,
+            "box_iou": float(np.mean(box_iou)),
+            "grabcut_iou": float(np.mean(grabcut_iou)),
+            "fallbacks": sum(o.source != "grabcut" for o in outs),
+            "ms_per_image": 1000 * seconds / samples,
+        }
     return rows
 
 
 def build(source: str, work: Path, size: int) -> Path:
     out = work / f"shards-{source}"
-    cmd = [str(BIN / "augment"), "build", "--dataset", "synthetic", "--size", str(size), "--image-size", "32",
-           "--factual", "shuffle", "--masks-from", source, "--out", str(out), "--overwrite", "-q"]  # fmt: skip
+    cmd = [
+        str(BIN / "augment"),
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        str(size),
+        "--image-size",
+        "32",
+        "--factual",
+        "shuffle",
+        "--masks-from",
+        source,
+        "--out",
+        str(out),
+        "--overwrite",
+        "-q",
+    ]
     subprocess.run(cmd, check=True)
     return out
 
@@ -80,8 +99,15 @@ def train(builds: dict[str, Path], work: Path, seeds: int, epochs: int | None, j
     for source, shards in builds.items():
         for seed in range(seeds):
             extra = {"epochs": epochs} if epochs else {}
-            config = Config.resolve("demo", shards=str(shards), out=str(work / "runs" / source / f"s{seed}"),
-                                    f=["shuffle"], seed=seed, workers=0, **extra)  # fmt: skip
+            config = Config.resolve(
+                "demo",
+                shards=str(shards),
+                out=str(work / "runs" / source / f"s{seed}"),
+                f=["shuffle"],
+                seed=seed,
+                workers=0,
+                **extra,
+            )
             specs.append(RunSpec(f"F(shuffle) on {source} masks", seed, 1.0, config))
     start = time.perf_counter()
     run_all(specs, jobs)
@@ -100,21 +126,31 @@ def mean_sd(values: list[float]) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| image size | samples | IoU of the box | IoU of grabcut | grabcut fell back to the box | ms per image |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| image size | samples | IoU of the box | IoU of grabcut | grabcut fell back to the box | ms per image |",
+        "|---|---|---|---|---|---|",
+    ]
     for size, r in result["iou"].items():
-        lines.append(f"| {size} px | {r['samples']} | {r['box_iou']:.3f} | {r['grabcut_iou']:.3f} | "
-                     f"{r['fallbacks']} | {r['ms_per_image']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {size} px | {r['samples']} | {r['box_iou']:.3f} | {r['grabcut_iou']:.3f} | "
+            f"{r['fallbacks']} | {r['ms_per_image']:.1f} |"
+        )
     if "train" in result:
         acc = result["train"]["accuracy"]
         lines += ["", "| F(shuffle) trained on | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]
         for source in SOURCES:
             lines.append(f"| `--masks-from {source}` | " + " | ".join(mean_sd(acc[source][s]) for s in SPLITS) + " |")
         diffs = {s: [g - b for g, b in zip(acc["grabcut"][s], acc["box"][s], strict=True)] for s in SPLITS}
-        lines.append("| grabcut - box, per seed | " + " | ".join(
-            f"{mean_sd(diffs[s])} ({', '.join(f'{d:+.3f}' for d in diffs[s])})" for s in SPLITS) + " |")  # fmt: skip
-        lines += ["", f"Training: {result['train']['seconds'] / 60:.1f} min for {len(acc['box']['original']) * 2} "
-                      f"runs, {result['jobs']} at a time."]  # fmt: skip
+        lines.append(
+            "| grabcut - box, per seed | "
+            + " | ".join(f"{mean_sd(diffs[s])} ({', '.join(f'{d:+.3f}' for d in diffs[s])})" for s in SPLITS)
+            + " |"
+        )
+        lines += [
+            "",
+            f"Training: {result['train']['seconds'] / 60:.1f} min for {len(acc['box']['original']) * 2} "
+            f"runs, {result['jobs']} at a time.",
+        ]
     lines += ["", f"Machine: {result['machine']}; {result['other_load']}."]
     return "\n".join(lines) + "\n"
 

@@ -155,8 +155,11 @@ def load_train(shards: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.n
                     labels[key] = int(data)
     keys = sorted(labels)
     shape = images[keys[0]].shape[:2]
-    return (np.stack([images[k] for k in keys]), np.stack([objects.get(k, np.zeros(shape, bool)) for k in keys]),
-            np.array([labels[k] for k in keys], dtype=np.int64))  # fmt: skip
+    return (
+        np.stack([images[k] for k in keys]),
+        np.stack([objects.get(k, np.zeros(shape, bool)) for k in keys]),
+        np.array([labels[k] for k in keys], dtype=np.int64),
+    )
 
 
 def lr_factor(config: Config, epoch: int) -> float:
@@ -217,25 +220,35 @@ class PlainLoop:
             config.train_fraction < 1,
         )
         if any(unsupported):
-            raise ValueError("plain loop: only CE + CF(logp or uniform-others) + F in fp32 on the whole split, "
-                             "selected on val accuracy without early stopping, is reproduced here")  # fmt: skip
+            raise ValueError(
+                "plain loop: only CE + CF(logp or uniform-others) + F in fp32 on the whole split, "
+                "selected on val accuracy without early stopping, is reproduced here"
+            )
         self.images, objects, labels = load_train(shards, manifest)
         n, h, w = objects.shape
         self.crop = config.crop_size(manifest["image_size"])
-        self.holes = {"cf": [masks.cf_hole(m, None, (h, w)) for m in objects],
-                      "f": [masks.f_hole(m, None, (h, w)) for m in objects]}  # fmt: skip
+        self.holes = {
+            "cf": [masks.cf_hole(m, None, (h, w)) for m in objects],
+            "f": [masks.f_hole(m, None, (h, w)) for m in objects],
+        }
         self.has = np.array([c is not None and f is not None for c, f in zip(*self.holes.values(), strict=True)])
         self.originals = torch.from_numpy(self.images).permute(0, 3, 1, 2).contiguous()  # all of train in one tensor
         self.targets = torch.from_numpy(labels)
         torch.manual_seed(config.seed)  # as train fit seeds before it builds the model: the same initial weights
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "training from scratch"
-            self.model = build_model(config.arch, len(manifest["dataset"]["classes"]), config.weights,
-                                     zero_head=config.zero_head, normalisation=config.normalisation)  # fmt: skip
+            self.model = build_model(
+                config.arch,
+                len(manifest["dataset"]["classes"]),
+                config.weights,
+                zero_head=config.zero_head,
+                normalisation=config.normalisation,
+            )
         self.model = self.model.to(self.device)
         opt = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.RMSprop
-        self.optimizer = opt(self.model.parameters(), lr=config.lr, momentum=config.momentum,
-                             weight_decay=config.weight_decay)  # fmt: skip
+        self.optimizer = opt(
+            self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
         self.generator = torch.Generator().manual_seed(config.seed)  # permutations, crops and flips
         self.best, self.best_state, self.rates = -math.inf, None, []
 
@@ -271,8 +284,9 @@ class PlainLoop:
             self.optimizer.step()
             rows += offset
         self.rates.append(rows / (time.perf_counter() - start))
-        val = evaluate.split_metrics(self.model, self.shards, self.manifest, config.val_split, self.crop, config,
-                                     self.device)  # fmt: skip
+        val = evaluate.split_metrics(
+            self.model, self.shards, self.manifest, config.val_split, self.crop, config, self.device
+        )
         if val["accuracy"] > self.best:
             self.best, self.best_state = val["accuracy"], copy.deepcopy(self.model.state_dict())
 
@@ -286,8 +300,10 @@ class PlainLoop:
             for name in methods:
                 fill, holes = INFILLS[name].fill, self.holes[role]
                 extra = {"pool": batch_pool} if INFILLS[name].needs_pool else {}
-                filled = [fill(self.images[i], holes[i], rng, **extra) if self.has[i]
-                          else np.zeros_like(self.images[i]) for i in idx]  # fmt: skip
+                filled = [
+                    fill(self.images[i], holes[i], rng, **extra) if self.has[i] else np.zeros_like(self.images[i])
+                    for i in idx
+                ]
                 views.append(torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2))
         return views
 
@@ -304,8 +320,10 @@ def trainer_rates(run: Path) -> dict[str, Any]:
     """Rows per second of each epoch of a ``train fit`` run, and its mean data-wait fraction, from its log.csv."""
     with open(run / "log.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return {"rates": [float(r["img_per_s"]) for r in rows],
-            "data_wait_fraction": float(np.mean([float(r["data_wait_fraction"]) for r in rows]))}  # fmt: skip
+    return {
+        "rates": [float(r["img_per_s"]) for r in rows],
+        "data_wait_fraction": float(np.mean([float(r["data_wait_fraction"]) for r in rows])),
+    }
 
 
 def overall(rates: list[float]) -> float:
@@ -348,11 +366,20 @@ def compare(config: Config, shards: Path, manifest: dict[str, Any], trainer_firs
             wall[name] += time.perf_counter() - start
     t, p = trainer_rates(Path(config.out)), state["loop"].rates
     return {
-        "train fit": {**state["train fit"], "img_per_s": overall(t["rates"]), "epoch_img_per_s": t["rates"],
-                      "data_wait_fraction": t["data_wait_fraction"], "wall_s": wall["train fit"]},
-        "plain loop": {**state["plain loop"], "img_per_s": overall(p), "epoch_img_per_s": p,
-                       "wall_s": wall["plain loop"]},
-    }  # fmt: skip
+        "train fit": {
+            **state["train fit"],
+            "img_per_s": overall(t["rates"]),
+            "epoch_img_per_s": t["rates"],
+            "data_wait_fraction": t["data_wait_fraction"],
+            "wall_s": wall["train fit"],
+        },
+        "plain loop": {
+            **state["plain loop"],
+            "img_per_s": overall(p),
+            "epoch_img_per_s": p,
+            "wall_s": wall["plain loop"],
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -387,17 +414,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     counts = write_in9(root, args.size, args.test_size, args.source_size, args.data_seed)
     write_s = time.perf_counter() - start
-    build_s, _ = cli("augment", "build", "--dataset", "in9", "--root", root, "--image-size", args.image_size,
-                     "--infill", "tile", "--factual", "shuffle", "--seed", args.data_seed, "--out", shards,
-                     "--overwrite", "-q")  # fmt: skip
+    build_s, _ = cli(
+        "augment",
+        "build",
+        "--dataset",
+        "in9",
+        "--root",
+        root,
+        "--image-size",
+        args.image_size,
+        "--infill",
+        "tile",
+        "--factual",
+        "shuffle",
+        "--seed",
+        args.data_seed,
+        "--out",
+        shards,
+        "--overwrite",
+        "-q",
+    )
     manifest = json.loads((shards / "manifest.json").read_text())
     results: dict[str, Any] = {}
     config = None
     for i, (name, (cf, f)) in enumerate(METHODS.items()):
         slug = name.replace("(", "-").replace(")", "").replace("+", "-").lower()
-        config = Config.resolve("demo", shards=str(shards), out=str(work / "runs" / slug), arch=args.arch,
-                                epochs=args.epochs, cf=cf, f=f, workers=args.workers, seed=args.seed,
-                                max_saliency_images=0)  # fmt: skip
+        config = Config.resolve(
+            "demo",
+            shards=str(shards),
+            out=str(work / "runs" / slug),
+            arch=args.arch,
+            epochs=args.epochs,
+            cf=cf,
+            f=f,
+            workers=args.workers,
+            seed=args.seed,
+            max_saliency_images=0,
+        )
         results[name] = compare(config, shards, manifest, trainer_first=i % 2 == 0)
     splits = [s for s in manifest["splits"] if s != "train"]
     report = {
@@ -429,18 +482,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def goal(sides: dict[str, Any]) -> dict[str, Any]:
     gap = sides["train fit"]["accuracy"]["original"] - sides["plain loop"]["accuracy"]["original"]
     ratio = sides["train fit"]["img_per_s"] / sides["plain loop"]["img_per_s"]
-    return {"original_difference": gap, "accuracy_met": abs(gap) <= GOAL_ACCURACY, "img_per_s_ratio": ratio,
-            "speed_met": ratio >= GOAL_SPEED}  # fmt: skip
+    return {
+        "original_difference": gap,
+        "accuracy_met": abs(gap) <= GOAL_ACCURACY,
+        "img_per_s_ratio": ratio,
+        "speed_met": ratio >= GOAL_SPEED,
+    }
 
 
 def print_table(report: dict[str, Any], splits: list[str], args: argparse.Namespace) -> None:
     c = report["config"]
-    print(f"\n[7] train fit vs a plain PyTorch loop: synthetic in the IN-9 layout ({args.size} train, "
-          f"{args.test_size} per test variant, class-ordered), {args.image_size} px -> crop "
-          f"{c['crop'] or default_crop(args.image_size)}, {c['arch']}, {c['epochs']} epochs, batch {c['batch_size']}, "
-          f"{c['workers']} workers, {report['torch_threads']} torch threads")  # fmt: skip
-    names = {"original": "orig", "mixed_same": "m_same", "mixed_rand": "m_rand", "mixed_next": "m_next",
-             "only_fg": "only_fg", "no_fg": "no_fg", "val": "val"}  # fmt: skip
+    print(
+        f"\n[7] train fit vs a plain PyTorch loop: synthetic in the IN-9 layout ({args.size} train, "
+        f"{args.test_size} per test variant, class-ordered), {args.image_size} px -> crop "
+        f"{c['crop'] or default_crop(args.image_size)}, {c['arch']}, {c['epochs']} epochs, batch {c['batch_size']}, "
+        f"{c['workers']} workers, {report['torch_threads']} torch threads"
+    )
+    names = {
+        "original": "orig",
+        "mixed_same": "m_same",
+        "mixed_rand": "m_rand",
+        "mixed_next": "m_next",
+        "only_fg": "only_fg",
+        "no_fg": "no_fg",
+        "val": "val",
+    }
     head = "".join(f"{names.get(s, s):>8}" for s in splits)
     print(f"{'method':<20} {'side':<11}{head} {'bg_gap':>7} {'img/s':>7} {'ratio':>6} {'wall s':>7}")
     for name, sides in report["methods"].items():
@@ -455,9 +521,11 @@ def print_table(report: dict[str, Any], splits: list[str], args: argparse.Namesp
         diff = "".join(f"{t['accuracy'][s] - p['accuracy'][s]:>+8.3f}" for s in splits)
         print(f"{'':<20} {'fit - plain':<11}{diff} {(t['bg_gap'] or 0) - (p['bg_gap'] or 0):>+7.3f}")
     g = report["goal"]
-    print(f"    goal, Orig: train fit within {GOAL_ACCURACY} of the plain loop on original: "
-          f"{g['original_difference']:+.3f}, {'met' if g['accuracy_met'] else 'NOT met'}; img/s at least "
-          f"{GOAL_SPEED}x: {g['img_per_s_ratio']:.2f}x, {'met' if g['speed_met'] else 'NOT met'}")  # fmt: skip
+    print(
+        f"    goal, Orig: train fit within {GOAL_ACCURACY} of the plain loop on original: "
+        f"{g['original_difference']:+.3f}, {'met' if g['accuracy_met'] else 'NOT met'}; img/s at least "
+        f"{GOAL_SPEED}x: {g['img_per_s_ratio']:.2f}x, {'met' if g['speed_met'] else 'NOT met'}"
+    )
     print(f"    {report['other_load']}")
 
 

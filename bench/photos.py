@@ -63,13 +63,30 @@ from augment.shards import iter_records
 
 FIXTURE_VERSION = 1  # bump whenever the fixture's pixels for the same parameters change
 # (class-folder name, file in skimage's data folder): the photo that is class c's background
-PHOTOS = (("astronaut", "astronaut.png"), ("coffee", "coffee.png"), ("chelsea", "chelsea.png"),
-          ("rocket", "rocket.jpg"), ("hubble", "hubble_deep_field.jpg"), ("ihc", "ihc.png"), ("retina", "retina.jpg"),
-          ("colorwheel", "color.png"), ("motorcycle", "motorcycle_left.png"))  # fmt: skip
+PHOTOS = (
+    ("astronaut", "astronaut.png"),
+    ("coffee", "coffee.png"),
+    ("chelsea", "chelsea.png"),
+    ("rocket", "rocket.jpg"),
+    ("hubble", "hubble_deep_field.jpg"),
+    ("ihc", "ihc.png"),
+    ("retina", "retina.jpg"),
+    ("colorwheel", "color.png"),
+    ("motorcycle", "motorcycle_left.png"),
+)
 # Second object style (``--objects texture``): class c's shape filled with a crop of scikit-image's texture photo c
 # (greyscale, given a random tint), so the object carries a texture to learn as well as an outline.
-TEXTURES = ("brick.png", "grass.png", "gravel.png", "coins.png", "page.png", "camera.png", "moon.png", "text.png",
-            "clock_motion.png")  # fmt: skip
+TEXTURES = (
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "coins.png",
+    "page.png",
+    "camera.png",
+    "moon.png",
+    "text.png",
+    "clock_motion.png",
+)
 OBJECTS = ("shape", "texture")
 SHAPES = ("circle", "square", "triangle", "cross", "star", "ring", "bar", "crescent", "dart")  # the class = the shape
 CLASS_FOLDERS = tuple(f"{i:02d}_{name}" for i, name in enumerate(SHAPES))
@@ -84,9 +101,13 @@ SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
 BACKGROUND_PART = {"train": 1, "val": 1, "original": 1, "mixed_same": 2, "mixed_rand": 3, "mixed_next": 4}
 
 F_PROBED = ("shuffle", "shuffle-image", "random", "mixed-rand")
-MAIN_ROWS = {"Orig": ([], []), "F(shuffle)": ([], ["shuffle"]), "F(shuffle-image)": ([], ["shuffle-image"]),
-             "CF(tile)+F(shuffle)": (["tile"], ["shuffle"]),
-             "CF(tile)+F(shuffle-image)": (["tile"], ["shuffle-image"])}  # fmt: skip
+MAIN_ROWS = {
+    "Orig": ([], []),
+    "F(shuffle)": ([], ["shuffle"]),
+    "F(shuffle-image)": ([], ["shuffle-image"]),
+    "CF(tile)+F(shuffle)": (["tile"], ["shuffle"]),
+    "CF(tile)+F(shuffle-image)": (["tile"], ["shuffle-image"]),
+}
 # The CF objective of the CF rows: the paper's, as when docs/results-photos.md was measured (this benchmark compares
 # shuffle pools, not CF losses; make fgap compares those)
 CF_OBJECTIVE = {"cf_loss": "logp", "cf_weight": 1.0}
@@ -165,8 +186,9 @@ def paint_object(background: np.ndarray, mask: np.ndarray, rng: np.random.Genera
     return np.where(mask[..., None], np.rint(obj), background).astype(np.uint8)
 
 
-def paint_texture(background: np.ndarray, mask: np.ndarray, texture: np.ndarray, rng: np.random.Generator
-                  ) -> np.ndarray:  # fmt: skip
+def paint_texture(
+    background: np.ndarray, mask: np.ndarray, texture: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """``background`` with the object filled by a random crop of ``texture`` (its class's): its grey levels times a
     random pale colour, so that the texture, not the colour, carries the class."""
     patch = photo_crop(texture, max(mask.shape), rng)[: mask.shape[0], : mask.shape[1]]
@@ -192,8 +214,9 @@ def test_photo(seed: int, variant: str, index: int, label: int, k: int) -> int:
     return (label + 1 + int(rng.integers(k - 1))) % k
 
 
-def sample(photos: list[np.ndarray], seed: int, split: str, index: int, size: int,
-           textures: list[np.ndarray] | None = None) -> Drawn:  # fmt: skip
+def sample(
+    photos: list[np.ndarray], seed: int, split: str, index: int, size: int, textures: list[np.ndarray] | None = None
+) -> Drawn:
     """(image, mask, photo index) of sample ``index`` of ``split``; every test variant shares the object of index i.
     With ``textures`` the object is filled with its class's texture (``paint_texture``), else one colour."""
     k = len(photos)
@@ -249,8 +272,17 @@ def write_fixture(
     return dict(counts)
 
 
-def write_test_sample(root: Path, photos: list[np.ndarray], folder: str, label: int, i: int, size: int, seed: int,
-                      counts: dict[str, int], textures: list[np.ndarray] | None = None) -> None:  # fmt: skip
+def write_test_sample(
+    root: Path,
+    photos: list[np.ndarray],
+    folder: str,
+    label: int,
+    i: int,
+    size: int,
+    seed: int,
+    counts: dict[str, int],
+    textures: list[np.ndarray] | None = None,
+) -> None:
     """Test object i in every variant, IN-9's names: ``<stem>.JPEG``, mixed ones ``fg_<stem>_bg_<...>.JPEG``."""
     original, mask, _ = sample(photos, seed, "original", i, size, textures)
     stem = f"n{label:02d}_t{i:06d}"
@@ -273,18 +305,44 @@ def write_test_sample(root: Path, photos: list[np.ndarray], folder: str, label: 
 # ---- 2. builds and their storage -----------------------------------------------------------------------------------
 
 
-def build(root: Path, out: Path, infill: list[str], factual: list[str], copies: int, args: argparse.Namespace
-          ) -> dict[str, Any]:  # fmt: skip
+def build(
+    root: Path, out: Path, infill: list[str], factual: list[str], copies: int, args: argparse.Namespace
+) -> dict[str, Any]:
     """One ``augment build --dataset in9`` from scratch; its wall time and storage."""
     shutil.rmtree(out, ignore_errors=True)
     methods = [x for m in infill for x in ("--infill", m)] + [x for m in factual for x in ("--factual", m)]
-    seconds, _ = cli("augment", "build", "--dataset", "in9", "--root", root, "--image-size", args.image_size,
-                     *methods, "--copies", copies, "--seed", args.data_seed, "--out", out, "-q")  # fmt: skip
+    seconds, _ = cli(
+        "augment",
+        "build",
+        "--dataset",
+        "in9",
+        "--root",
+        root,
+        "--image-size",
+        args.image_size,
+        *methods,
+        "--copies",
+        copies,
+        "--seed",
+        args.data_seed,
+        "--out",
+        out,
+        "-q",
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     total = sum(p.stat().st_size for p in out.rglob("*.tar"))
-    return {"path": str(out), "copies": copies, "cf": infill, "f": factual, "build_s": seconds,
-            "shards_mb": total / 1e6, "field_mb": field_megabytes(out, manifest), "command": manifest["command"],
-            "format_version": manifest.get("format_version"), "pool": manifest["methods"].get("pool")}  # fmt: skip
+    return {
+        "path": str(out),
+        "copies": copies,
+        "cf": infill,
+        "f": factual,
+        "build_s": seconds,
+        "shards_mb": total / 1e6,
+        "field_mb": field_megabytes(out, manifest),
+        "command": manifest["command"],
+        "format_version": manifest.get("format_version"),
+        "pool": manifest["methods"].get("pool"),
+    }
 
 
 def field_megabytes(out: Path, manifest: dict[str, Any]) -> dict[str, float]:
@@ -312,8 +370,11 @@ def read_train(out: Path, factual: list[str]) -> dict[str, Any]:
             if "mask.png" not in fields:
                 continue  # no object: no F images
             record = {name: decode_image(fields[field]) for field, name in wanted.items()}
-            records[key] = {"label": json.loads(fields["json"])["label"], "mask": decode_mask(fields["mask.png"]),
-                            **record}  # fmt: skip
+            records[key] = {
+                "label": json.loads(fields["json"])["label"],
+                "mask": decode_mask(fields["mask.png"]),
+                **record,
+            }
     keys = sorted(records)
     return {name: [records[k][name] for k in keys] for name in ("label", "mask", "original", *factual)}
 
@@ -351,8 +412,10 @@ def probe(images: dict[str, Any], factual: list[str], seed: int) -> dict[str, An
             warnings.simplefilter("ignore")  # convergence warnings on features without signal
             a = cross_val_score(NearestCentroid(), whole, y, cv=folds)
             b = cross_val_score(logistic, background, y, cv=folds)
-        results[kind] = {"nearest_centroid_whole": [float(a.mean()), float(a.std())],
-                         "logistic_background": [float(b.mean()), float(b.std())]}  # fmt: skip
+        results[kind] = {
+            "nearest_centroid_whole": [float(a.mean()), float(a.std())],
+            "logistic_background": [float(b.mean()), float(b.std())],
+        }
     return {"samples": int(len(y)), "chance": 1 / len(np.unique(y)), "folds": folds.get_n_splits(), "by_image": results}
 
 
@@ -369,9 +432,19 @@ def run_specs(builds: dict[int, dict[str, Any]], args: argparse.Namespace, work:
         rows = {**MAIN_ROWS, **COPIES_ROWS} if copies == 1 else COPIES_ROWS
         for name, (cf, f) in rows.items():
             for seed in range(args.seeds):
-                config = Config.resolve("demo", shards=b["path"], out=str(work / "runs" / f"c{copies}" / slug(name) /
-                                        f"s{seed}"), arch=args.arch, epochs=args.epochs, cf=cf, f=f, seed=seed,
-                                        workers=0, max_saliency_images=0, **CF_OBJECTIVE)  # fmt: skip
+                config = Config.resolve(
+                    "demo",
+                    shards=b["path"],
+                    out=str(work / "runs" / f"c{copies}" / slug(name) / f"s{seed}"),
+                    arch=args.arch,
+                    epochs=args.epochs,
+                    cf=cf,
+                    f=f,
+                    seed=seed,
+                    workers=0,
+                    max_saliency_images=0,
+                    **CF_OBJECTIVE,
+                )
                 specs.append(RunSpec(f"{name}@c{copies}", seed, 1.0, config))
     return specs
 
@@ -455,8 +528,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     other, start = OtherLoad(), time.perf_counter()
     work = args.out / "photos"
     root = work / f"k{args.classes}" / "bg_challenge"
-    counts = write_fixture(root, args.size, args.test_size, args.source_size, args.data_seed, args.classes,
-                           args.objects)  # fmt: skip
+    counts = write_fixture(
+        root, args.size, args.test_size, args.source_size, args.data_seed, args.classes, args.objects
+    )
     fixture_s = time.perf_counter() - start
     builds = {}
     for copies in args.copies:
@@ -514,8 +588,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarise(row: dict[str, Any]) -> dict[str, Any]:
-    return {"accuracy": {s: {"mean_sd": mean_sd(v), "seeds": v} for s, v in row["accuracy"].items()},
-            "bg_gap": mean_sd(row["bg_gap"]), "background_reliance": mean_sd(row["background_reliance"])}  # fmt: skip
+    return {
+        "accuracy": {s: {"mean_sd": mean_sd(v), "seeds": v} for s, v in row["accuracy"].items()},
+        "bg_gap": mean_sd(row["bg_gap"]),
+        "background_reliance": mean_sd(row["background_reliance"]),
+    }
 
 
 def cell(pair: list[float] | tuple[float, float]) -> str:
@@ -524,22 +601,28 @@ def cell(pair: list[float] | tuple[float, float]) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     fx, tr = report["fixture"], report["training"]
-    print(f"\n[photos] IN-9 layout on {len(fx['photos'])} scikit-image photos ({fx['images']['train']} train, "
-          f"{fx['images']['original']} per test variant), {fx['image_size']} px, {tr['arch']}, {tr['epochs']} epochs, "
-          f"{tr['seeds']} seeds, {tr['jobs']} jobs")  # fmt: skip
+    print(
+        f"\n[photos] IN-9 layout on {len(fx['photos'])} scikit-image photos ({fx['images']['train']} train, "
+        f"{fx['images']['original']} per test variant), {fx['image_size']} px, {tr['arch']}, {tr['epochs']} epochs, "
+        f"{tr['seeds']} seeds, {tr['jobs']} jobs"
+    )
     for k, pr in report["probe"].items():
         print_probe(pr, int(k))
     print_storage(report["builds"])
     print_main_rows(report["rows"])
     print_copies_rows(report["rows"], report["builds"])
-    print(f"\nwall time {report['wall_s']:.0f} s (fixture {fx['write_s']:.0f} s, builds "
-          f"{sum(b['build_s'] for b in report['builds'].values()):.0f} s, probe {report['probe_s']:.0f} s, training "
-          f"{tr['wall_s']:.0f} s)\n    {report['other_load']}")  # fmt: skip
+    print(
+        f"\nwall time {report['wall_s']:.0f} s (fixture {fx['write_s']:.0f} s, builds "
+        f"{sum(b['build_s'] for b in report['builds'].values()):.0f} s, probe {report['probe_s']:.0f} s, training "
+        f"{tr['wall_s']:.0f} s)\n    {report['other_load']}"
+    )
 
 
 def print_probe(pr: dict[str, Any], k: int) -> None:
-    print(f"\ncolour-cue probe, {k} classes: the {pr['samples']} train images, {pr['folds']}-fold CV, mean ± sd over "
-          f"folds; chance {pr['chance']:.3f}")  # fmt: skip
+    print(
+        f"\ncolour-cue probe, {k} classes: the {pr['samples']} train images, {pr['folds']}-fold CV, mean ± sd over "
+        f"folds; chance {pr['chance']:.3f}"
+    )
     print(f"{'image':<18} {'(a) centroid, whole 6':>22} {'(b) logistic, bg 12':>22}")
     for kind, r in pr["by_image"].items():
         name = "original" if kind == "original" else f"F({kind})"

@@ -25,9 +25,26 @@ MIB = 2**20
 
 
 def build(size: int, out: str, *extra: object, monitor: bool = False) -> tuple[float, float]:
-    return cli("augment", "build", "--dataset", "synthetic", "--size", size, "--image-size", 64, "--infill", "tile",
-               "--factual", "shuffle", *extra, "--out", OUT / "scale" / out, "--overwrite", "-q",
-               monitor=monitor)  # fmt: skip
+    return cli(
+        "augment",
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        size,
+        "--image-size",
+        64,
+        "--infill",
+        "tile",
+        "--factual",
+        "shuffle",
+        *extra,
+        "--out",
+        OUT / "scale" / out,
+        "--overwrite",
+        "-q",
+        monitor=monitor,
+    )
 
 
 STARTUP = """
@@ -88,17 +105,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"    --size {args.n}: {small:.0f} MiB   --size {10 * args.n}: {large:.0f} MiB   ratio {large / small:.2f}x")
     (one, two), (f1, f2) = (median(walls[w]) for w in (1, 2)), (median(fixed[w]) for w in (1, 2))
     shards = -(-args.speedup_size // 100) + 5 * -(-(args.speedup_size // 5) // 100)  # train, val + 4 test splits
-    print(f"\n[5] augment build --size {args.speedup_size} ({2 * args.speedup_size} samples, {shards} shards), "
-          f"median of {args.rounds}")  # fmt: skip
-    print(f"    wall time:   --workers 1: {one:.2f} s   --workers 2: {two:.2f} s   speed-up: {one / two:.2f}x "
-          "(ideal 2x on 2 cores)")  # fmt: skip
-    print(f"    fixed cost (--size 5): {f1:.2f} s and {f2:.2f} s; without it: {one - f1:.2f} s vs {two - f2:.2f} s, "
-          f"speed-up {(one - f1) / (two - f2):.2f}x")  # fmt: skip
-    forked, spawn, imports = (median(list(v)) for v in zip(*[worker_startup() for _ in range(args.rounds)],
-                                                           strict=True))  # fmt: skip
-    print(f"    start-up of the 2 workers: forked from the build (what it does on Linux): {forked:.3f} s; "
-          f"loky's fresh interpreters (used where forking is not safe): spawn {spawn:.2f} s, then {imports:.2f} s "
-          "importing a shard task's code (numpy, OpenCV, Pillow, augment)")  # fmt: skip
+    print(
+        f"\n[5] augment build --size {args.speedup_size} ({2 * args.speedup_size} samples, {shards} shards), "
+        f"median of {args.rounds}"
+    )
+    print(
+        f"    wall time:   --workers 1: {one:.2f} s   --workers 2: {two:.2f} s   speed-up: {one / two:.2f}x "
+        "(ideal 2x on 2 cores)"
+    )
+    print(
+        f"    fixed cost (--size 5): {f1:.2f} s and {f2:.2f} s; without it: {one - f1:.2f} s vs {two - f2:.2f} s, "
+        f"speed-up {(one - f1) / (two - f2):.2f}x"
+    )
+    forked, spawn, imports = (
+        median(list(v)) for v in zip(*[worker_startup() for _ in range(args.rounds)], strict=True)
+    )
+    print(
+        f"    start-up of the 2 workers: forked from the build (what it does on Linux): {forked:.3f} s; "
+        f"loky's fresh interpreters (used where forking is not safe): spawn {spawn:.2f} s, then {imports:.2f} s "
+        "importing a shard task's code (numpy, OpenCV, Pillow, augment)"
+    )
     print(other.line())
 
 

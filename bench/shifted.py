@@ -39,9 +39,25 @@ METHODS = {"Orig": {}, "CF(tile)+F(shuffle)": {"cf": ["tile"], "f": ["shuffle"]}
 
 def build(work: Path, size: int) -> Path:
     out = work / "shards"
-    cmd = [str(BIN / "augment"), "build", "--dataset", "synthetic", "--size", str(size), "--image-size", "32",
-           "--infill", "tile", "--factual", "shuffle", "--shifted-tests", "--out", str(out), "--overwrite",
-           "-q"]  # fmt: skip
+    cmd = [
+        str(BIN / "augment"),
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        str(size),
+        "--image-size",
+        "32",
+        "--infill",
+        "tile",
+        "--factual",
+        "shuffle",
+        "--shifted-tests",
+        "--out",
+        str(out),
+        "--overwrite",
+        "-q",
+    ]
     subprocess.run(cmd, check=True)
     return out
 
@@ -56,8 +72,7 @@ def train(shards: Path, work: Path, seeds: int, epochs: int | None, jobs: int) -
         for seed in range(seeds):
             extra = {"epochs": epochs} if epochs else {}
             out = work / "runs" / method.replace("(", "-").replace(")", "").replace("+", "_") / f"s{seed}"
-            config = Config.resolve("demo", shards=str(shards), out=str(out), seed=seed, workers=0, **options,
-                                    **extra)  # fmt: skip
+            config = Config.resolve("demo", shards=str(shards), out=str(out), seed=seed, workers=0, **options, **extra)
             specs.append(RunSpec(method, seed, 1.0, config))
     start = time.perf_counter()
     run_all(specs, jobs)
@@ -88,12 +103,19 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["| | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
     for key in next(iter(rows.values())):
         lines.append(f"| {key} | " + " | ".join(mean_sd(rows[m][key]) for m in rows) + " |")
-    diffs = {m: [g - n for g, n in zip(r["generated BG-gap"], r["native BG-gap"], strict=True)]
-             for m, r in rows.items()}  # fmt: skip
-    lines.append("| generated - native BG-gap, per seed | " + " | ".join(
-        ", ".join(f"{d:+.3f}" for d in diffs[m]) for m in rows) + " |")  # fmt: skip
-    lines += ["", f"Training: {result['train']['seconds'] / 60:.1f} min for {result['train']['runs']} runs, "
-                  f"{result['jobs']} at a time; build: {result['build_seconds']:.0f} s."]  # fmt: skip
+    diffs = {
+        m: [g - n for g, n in zip(r["generated BG-gap"], r["native BG-gap"], strict=True)] for m, r in rows.items()
+    }
+    lines.append(
+        "| generated - native BG-gap, per seed | "
+        + " | ".join(", ".join(f"{d:+.3f}" for d in diffs[m]) for m in rows)
+        + " |"
+    )
+    lines += [
+        "",
+        f"Training: {result['train']['seconds'] / 60:.1f} min for {result['train']['runs']} runs, "
+        f"{result['jobs']} at a time; build: {result['build_seconds']:.0f} s.",
+    ]
     lines += ["", f"Machine: {result['machine']}; {result['other_load']}."]
     return "\n".join(lines) + "\n"
 

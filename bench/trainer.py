@@ -40,22 +40,46 @@ def main(argv: list[str] | None = None) -> None:
     other = OtherLoad()
     work = OUT / "trainer"
     shards = work / "shards"
-    cli("augment", "build", "--dataset", "synthetic", "--size", args.size, "--image-size", 40, "--infill", "tile",
-        "--infill", "grey", "--factual", "shuffle", "--factual", "mixed-rand", "--out", shards, "--overwrite",
-        "-q")  # fmt: skip
-    print(f"\n[6] train fit --preset demo (defaults: 2 workers, batch 32, CPU), {args.size} images at 40 px, "
-          f"{args.epochs} epochs")  # fmt: skip
+    cli(
+        "augment",
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        args.size,
+        "--image-size",
+        40,
+        "--infill",
+        "tile",
+        "--infill",
+        "grey",
+        "--factual",
+        "shuffle",
+        "--factual",
+        "mixed-rand",
+        "--out",
+        shards,
+        "--overwrite",
+        "-q",
+    )
+    print(
+        f"\n[6] train fit --preset demo (defaults: 2 workers, batch 32, CPU), {args.size} images at 40 px, "
+        f"{args.epochs} epochs"
+    )
     print(f"{'run':<20} {'epoch':>5} {'data_wait_fraction':>19} {'img_per_s':>10} {'wall s (fit + eval)':>20}")
     for name, flags in RUNS.items():
         run = work / name.replace("(", "-").replace(")", "").replace("+", "-")
         shutil.rmtree(run, ignore_errors=True)
-        seconds, _ = cli("train", "fit", "--shards", shards, "--preset", "demo", "--epochs", args.epochs, *flags,
-                         "--out", run)  # fmt: skip
+        seconds, _ = cli(
+            "train", "fit", "--shards", shards, "--preset", "demo", "--epochs", args.epochs, *flags, "--out", run
+        )
         with open(run / "log.csv", newline="") as fh:
             for i, row in enumerate(csv.DictReader(fh)):
                 wall = f"{seconds:>20.1f}" if i == 0 else ""
-                print(f"{name:<20} {row['epoch']:>5} {float(row['data_wait_fraction']):>19.3f} "
-                      f"{float(row['img_per_s']):>10.1f} {wall}")  # fmt: skip
+                print(
+                    f"{name:<20} {row['epoch']:>5} {float(row['data_wait_fraction']):>19.3f} "
+                    f"{float(row['img_per_s']):>10.1f} {wall}"
+                )
     print(other.line())
 
 

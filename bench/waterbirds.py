@@ -44,15 +44,26 @@ from common import OUT, OtherLoad, cli, git, machine, one_thread_worker
 from PIL import Image
 
 # (release folder, y, shape index of photos.SHAPES, texture file): CUB's species folders, in their order
-SPECIES = (("001.Black_footed_Albatross", 1, 0, "gravel.png"), ("029.American_Crow", 0, 1, "brick.png"),
-           ("047.American_Goldfinch", 0, 2, "grass.png"), ("059.California_Gull", 1, 3, "coins.png"),
-           ("086.Pacific_Loon", 1, 2, "gravel.png"), ("094.White_breasted_Nuthatch", 0, 4, "brick.png"),
-           ("100.Brown_Pelican", 1, 1, "coins.png"), ("118.House_Sparrow", 0, 3, "grass.png"))  # fmt: skip
+SPECIES = (
+    ("001.Black_footed_Albatross", 1, 0, "gravel.png"),
+    ("029.American_Crow", 0, 1, "brick.png"),
+    ("047.American_Goldfinch", 0, 2, "grass.png"),
+    ("059.California_Gull", 1, 3, "coins.png"),
+    ("086.Pacific_Loon", 1, 2, "gravel.png"),
+    ("094.White_breasted_Nuthatch", 0, 4, "brick.png"),
+    ("100.Brown_Pelican", 1, 1, "coins.png"),
+    ("118.House_Sparrow", 0, 3, "grass.png"),
+)
 LAND = (("bamboo_forest", "chelsea.png"), ("forest_broadleaf", "coffee.png"))  # (place folder, skimage photo)
 WATER = (("ocean", "hubble_deep_field.jpg"), ("lake_natural", "rocket.jpg"))
-ROWS = {"Orig": ([], []), "F(shuffle)": ([], ["shuffle"]), "CF(tile)": (["tile"], []),
-        "CF(tile)+F(shuffle)": (["tile"], ["shuffle"]), "F(mixed-rand)": ([], ["mixed-rand"]),
-        "CF(tile)+F(mixed-rand)": (["tile"], ["mixed-rand"])}  # fmt: skip
+ROWS = {
+    "Orig": ([], []),
+    "F(shuffle)": ([], ["shuffle"]),
+    "CF(tile)": (["tile"], []),
+    "CF(tile)+F(shuffle)": (["tile"], ["shuffle"]),
+    "F(mixed-rand)": ([], ["mixed-rand"]),
+    "CF(tile)+F(mixed-rand)": (["tile"], ["mixed-rand"]),
+}
 SPLITS = ("test", "test_original", "test_flip")
 SPLIT_SIZES = {0: 1.0, 1: 0.2, 2: 0.5}  # split code -> share of --size
 
@@ -124,15 +135,29 @@ def train_one(cf: list[str], f: list[str], seed: int, shards: str, out: str, arg
     logging.getLogger("train").setLevel(logging.WARNING)
     shutil.rmtree(out, ignore_errors=True)
     objective = {k: args[k] for k in ("cf_loss", "cf_weight") if args.get(k) is not None}  # else train fit's default
-    config = Config.resolve("demo", shards=shards, out=out, arch=args["arch"], epochs=args["epochs"], cf=cf, f=f,
-                            seed=seed, workers=0, max_saliency_images=0, **objective)  # fmt: skip
+    config = Config.resolve(
+        "demo",
+        shards=shards,
+        out=out,
+        arch=args["arch"],
+        epochs=args["epochs"],
+        cf=cf,
+        f=f,
+        seed=seed,
+        workers=0,
+        max_saliency_images=0,
+        **objective,
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = trainer.fit(config, progress=False)
     splits = results["splits"]
-    return {**{s: splits[s]["accuracy"] for s in SPLITS}, "worst_group": splits["test"]["worst_group_accuracy"],
-            "seconds": time.perf_counter() - start}  # fmt: skip
+    return {
+        **{s: splits[s]["accuracy"] for s in SPLITS},
+        "worst_group": splits["test"]["worst_group_accuracy"],
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def mean_sd(values: list[float]) -> list[float]:
@@ -165,25 +190,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     counts = write_fixture(work / "data", args.size, args.width, args.height, args.bias, args.data_seed)
     shards = work / "shards"
     root = work / "data/waterbird_complete95_forest2water2"
-    build_s, _ = cli("augment", "build", "--dataset", "waterbirds", "--root", root, "--image-size", args.image_size,
-                     "--infill", "tile", "--factual", "shuffle", "--factual", "mixed-rand", "--seed", args.data_seed,
-                     "--out", shards, "--overwrite", "-q")  # fmt: skip
+    build_s, _ = cli(
+        "augment",
+        "build",
+        "--dataset",
+        "waterbirds",
+        "--root",
+        root,
+        "--image-size",
+        args.image_size,
+        "--infill",
+        "tile",
+        "--factual",
+        "shuffle",
+        "--factual",
+        "mixed-rand",
+        "--seed",
+        args.data_seed,
+        "--out",
+        shards,
+        "--overwrite",
+        "-q",
+    )
     jobs = [(name, seed) for name in args.rows for seed in range(args.seeds)]
     settings = {"arch": args.arch, "epochs": args.epochs, "cf_loss": args.cf_loss, "cf_weight": args.cf_weight}
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=one_thread_worker) as pool:  # fmt: skip
+    with ProcessPoolExecutor(
+        args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=one_thread_worker
+    ) as pool:
         runs_dir = work / "runs" / args.name
-        futures = {pool.submit(train_one, *ROWS[name], seed, str(shards), str(runs_dir / str(i)), settings):
-                   (name, seed) for i, (name, seed) in enumerate(jobs)}  # fmt: skip
+        futures = {
+            pool.submit(train_one, *ROWS[name], seed, str(shards), str(runs_dir / str(i)), settings): (name, seed)
+            for i, (name, seed) in enumerate(jobs)
+        }
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
         for future, (name, seed) in futures.items():
             runs[name].append({"seed": seed, **future.result()})
     summary = {name: {k: mean_sd([r[k] for r in rs]) for k in (*SPLITS, "worst_group")} for name, rs in runs.items()}
-    report = {"machine": machine(), "git_log": git("log", "--oneline", "-3"), "argv": sys.argv[1:] if argv is None
-              else argv, "fixture": {"samples": counts, "bias": args.bias, "size": [args.width, args.height],
-              "image_size": args.image_size, "build_s": build_s}, "training": settings | {"seeds": args.seeds},
-              "runs": runs, "summary": summary, "wall_s": time.perf_counter() - start,
-              "other_load": other.line().strip()}  # fmt: skip
+    report = {
+        "machine": machine(),
+        "git_log": git("log", "--oneline", "-3"),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "fixture": {
+            "samples": counts,
+            "bias": args.bias,
+            "size": [args.width, args.height],
+            "image_size": args.image_size,
+            "build_s": build_s,
+        },
+        "training": settings | {"seeds": args.seeds},
+        "runs": runs,
+        "summary": summary,
+        "wall_s": time.perf_counter() - start,
+        "other_load": other.line().strip(),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n[waterbirds] {report['fixture']}, {report['training']}; {report['other_load']}")

@@ -38,14 +38,27 @@ def test_exif_rotated_and_downsized_coco_image_keeps_mask_and_box_together(tmp_p
     (tmp_path / "img").mkdir()
     Image.fromarray(raw).save(tmp_path / "img/1.png", exif=exif.tobytes())
     polygon = [60, 10, 80, 10, 80, 20, 60, 20]
-    write_json(tmp_path / "ann.json", {
-        "images": [{"id": 1, "file_name": "1.png", "width": 100, "height": 50}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [polygon], "area": 200,
-                         "bbox": [60, 10, 20, 10], "iscrowd": 0}],
-        "categories": [{"id": 1, "name": "thing"}],
-    })  # fmt: skip
-    data = get_dataset("coco", root=str(tmp_path / "img"), annotations=[str(tmp_path / "ann.json")],
-                       image_size=25, resize="short")  # fmt: skip
+    write_json(
+        tmp_path / "ann.json",
+        {
+            "images": [{"id": 1, "file_name": "1.png", "width": 100, "height": 50}],
+            "annotations": [
+                {
+                    "id": 1,
+                    "image_id": 1,
+                    "category_id": 1,
+                    "segmentation": [polygon],
+                    "area": 200,
+                    "bbox": [60, 10, 20, 10],
+                    "iscrowd": 0,
+                }
+            ],
+            "categories": [{"id": 1, "name": "thing"}],
+        },
+    )
+    data = get_dataset(
+        "coco", root=str(tmp_path / "img"), annotations=[str(tmp_path / "ann.json")], image_size=25, resize="short"
+    )
     sample = data.load("train", 0)
     red = (sample.image[..., 0] > 200) & (sample.image[..., 1] < 80)
     x0, y0, x1, y1 = sample.boxes[0]
@@ -66,8 +79,10 @@ def test_json_shapes_and_bad_polygons(tmp_path: Path) -> None:
     data["annotations"].append({"id": 99, "image_id": 2, "category_id": 3, "bbox": [1, 1, 2, 2], "area": "big"})
     ann.write_text("\ufeff" + json.dumps(data))  # with a byte-order mark
     coco = get_dataset("coco", root=str(images), annotations=[str(ann)], on_error="skip")
-    assert [r["reason"] for r in coco.rejects] == ["annotations[5]: expected an object",
-                                                   "annotation 99: area 'big' is not a number"]  # fmt: skip
+    assert [r["reason"] for r in coco.rejects] == [
+        "annotations[5]: expected an object",
+        "annotation 99: area 'big' is not a number",
+    ]
     first = next(i for i, item in enumerate(coco.items["train"]) if item.meta["image_id"] == 1)
     with pytest.raises(SourceError, match="instances.json: unreadable segmentation for 000000000001.jpg"):
         coco.load("train", first)
@@ -113,9 +128,15 @@ def test_file_dataset_builds_are_byte_identical_across_workers(tmp_path: Path) -
     root, masks = make_folder(tmp_path / "data")
     hashes = []
     for workers in (1, 2):
-        config = BuildConfig(dataset="folder", infill=["tile"], factual=["shuffle", "mixed-rand"], image_size=24,
-                             shard_size=2, on_error="skip",
-                             dataset_options={"root": str(root), "masks": str(masks)})  # fmt: skip
+        config = BuildConfig(
+            dataset="folder",
+            infill=["tile"],
+            factual=["shuffle", "mixed-rand"],
+            image_size=24,
+            shard_size=2,
+            on_error="skip",
+            dataset_options={"root": str(root), "masks": str(masks)},
+        )
         manifest = build(tmp_path / f"out{workers}", config, workers=workers, progress=False)
         hashes.append([(s["path"], s["sha256"]) for v in manifest["splits"].values() for s in v["shards"]])
     assert hashes[0] == hashes[1] and len(hashes[0]) >= 3

@@ -36,8 +36,9 @@ def test_tree_peak_counts_children(bench_path: None) -> None:
 
     # a parent whose child holds 200 MiB for a moment: only a probe that walks the tree sees it
     child = "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)"
-    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, "
-                                                     f"'-c', {child!r}])"])  # fmt: skip
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"]
+    )
     peak = TreePeak(parent.pid)
     parent.wait()
     assert peak.stop() > 200 * 2**20
@@ -142,8 +143,9 @@ def test_gpu_benchmark_runs_its_cpu_paths_without_cuda(bench_path: None, capsys:
 
 
 @pytest.mark.parametrize("source", ["online", "online-pool", "online-jpeg"])
-def test_fgap_online_f_refills_each_batch_from_its_own_values_and_keeps_the_object(bench_path: None,
-                                                                                   source: str) -> None:  # fmt: skip
+def test_fgap_online_f_refills_each_batch_from_its_own_values_and_keeps_the_object(
+    bench_path: None, source: str
+) -> None:
     """bench/fgap.py's online path: the F field the trainer then reads is recomputed at every call (fresh draws),
     the object's pixels stay, and the batch-wide shuffle's background values come from the batch's own images."""
     import numpy as np
@@ -155,17 +157,27 @@ def test_fgap_online_f_refills_each_batch_from_its_own_values_and_keeps_the_obje
     images = torch.from_numpy(rng.integers(0, 4, (4, 3, 8, 8), dtype=np.uint8) * 60)  # values 0, 60, 120, 180
     mask = torch.zeros(4, 1, 8, 8, dtype=torch.bool)
     mask[:, :, 2:6, 2:6] = True
-    batch = {"image": images, "mask": mask, "has_object": torch.tensor([True, True, True, False]),
-             "f.shuffle": torch.full_like(images, 7)}  # fmt: skip
+    batch = {
+        "image": images,
+        "mask": mask,
+        "has_object": torch.tensor([True, True, True, False]),
+        "f.shuffle": torch.full_like(images, 7),
+    }
     pool = rng.choice(np.uint8([240, 250]), (64, 8, 8, 3))  # the split pool's values, unlike any of the batch's
-    online = OnlineF(lambda b, device, non_blocking: seen.append(b["f.shuffle"].clone()) or b, ("shuffle",), source,
-                     seed=0, pool_images=pool)  # fmt: skip
+    online = OnlineF(
+        lambda b, device, non_blocking: seen.append(b["f.shuffle"].clone()) or b,
+        ("shuffle",),
+        source,
+        seed=0,
+        pool_images=pool,
+    )
     online(dict(batch), "cpu")
     online(dict(batch), "cpu")
     first, second = seen
     assert not torch.equal(first, second)  # fresh draws at every step
     assert torch.equal(first[:3][mask[:3].expand(-1, 3, -1, -1)], images[:3][mask[:3].expand(-1, 3, -1, -1)]) or (
-        source == "online-jpeg")  # fmt: skip
+        source == "online-jpeg"
+    )
     assert (first[3] == 0).all()  # no object: zeros, as the loader gives
     background = first[:3][~mask[:3].expand(-1, 3, -1, -1)]
     if source == "online":
@@ -195,10 +207,16 @@ def test_fgap_online_mixed_rand_takes_a_background_of_another_class_from_the_bat
     images[:, :, 3:5, 3:5] = 200  # every object's pixels
     mask = torch.zeros(4, 1, 8, 8, dtype=torch.bool)
     mask[:, :, 3:5, 3:5] = True
-    batch = {"image": images, "mask": mask, "label": torch.tensor([0, 0, 1, 1]),
-             "has_object": torch.ones(4, dtype=torch.bool), "f.mixed-rand": torch.zeros_like(images)}  # fmt: skip
-    online = OnlineF(lambda b, device, non_blocking: seen.append(b["f.mixed-rand"].clone()) or b, ("mixed-rand",),
-                     "online", seed=0)  # fmt: skip
+    batch = {
+        "image": images,
+        "mask": mask,
+        "label": torch.tensor([0, 0, 1, 1]),
+        "has_object": torch.ones(4, dtype=torch.bool),
+        "f.mixed-rand": torch.zeros_like(images),
+    }
+    online = OnlineF(
+        lambda b, device, non_blocking: seen.append(b["f.mixed-rand"].clone()) or b, ("mixed-rand",), "online", seed=0
+    )
     for _ in range(8):
         online(dict(batch), "cpu")
     for filled in seen:

@@ -49,8 +49,11 @@ def test_manifest_records_counts_shards_and_provenance(built) -> None:
     assert train["per_class"] == {"a": 4, "b": 4, "c": 3}
     assert manifest["splits"]["test"]["augmented"] is False
     assert manifest["dataset"] == {
-        "name": "indexed", "fingerprint": "indexed-11-0", "params": {"n": 11}, "classes": ["a", "b", "c"]
-    }  # fmt: skip
+        "name": "indexed",
+        "fingerprint": "indexed-11-0",
+        "params": {"n": 11},
+        "classes": ["a", "b", "c"],
+    }
     assert manifest["options"]["infill"] == ["tile", "grey", "shuffle"]
     for split in manifest["splits"].values():
         for shard in split["shards"]:
@@ -89,9 +92,11 @@ def test_plain_webdataset_reads_every_key_once_with_its_label_and_fields(built) 
 
 def test_tar_lists_the_documented_names(built) -> None:
     out, _ = built
-    names = [n for shard in sorted(out.glob("train/shard-*.tar"))  # the build order spreads samples over the shards
-             for n in subprocess.run(["tar", "-tf", str(shard)], capture_output=True, text=True,
-                                     check=True).stdout.split()]  # fmt: skip
+    names = [
+        n
+        for shard in sorted(out.glob("train/shard-*.tar"))  # the build order spreads samples over the shards
+        for n in subprocess.run(["tar", "-tf", str(shard)], capture_output=True, text=True, check=True).stdout.split()
+    ]
     assert "train_0000.cf.tile.jpg" in names and "train_0000.f.random.1.jpg" in names
     assert "train_0003.jpg" in names and "train_0003.mask.png" not in names  # no annotation: plain sample
     assert all("." not in n.split(".")[0] for n in names)
@@ -122,8 +127,9 @@ def executor(request, monkeypatch) -> str:
 
 
 def test_synthetic_build_is_byte_identical_across_worker_counts(tmp_path: Path, executor: str) -> None:
-    kw = dict(dataset="synthetic", infill=["tile", "shuffle"], factual=["shuffle", "mixed-rand"],
-              dataset_options={"size": 40})  # fmt: skip
+    kw = dict(
+        dataset="synthetic", infill=["tile", "shuffle"], factual=["shuffle", "mixed-rand"], dataset_options={"size": 40}
+    )
     a = build(tmp_path / "a", BuildConfig(**kw, shard_size=16), workers=1, progress=False)
     b = build(tmp_path / "b", BuildConfig(**kw, shard_size=16), workers=2, progress=False)
     assert shard_hashes(a) == shard_hashes(b) and a["num_samples"] == 40 + 5 * 8
@@ -133,8 +139,11 @@ def test_synthetic_build_is_byte_identical_across_worker_counts(tmp_path: Path, 
 def test_a_worker_that_dies_stops_the_build_with_an_error_that_says_so(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(executors, "forking_is_safe", lambda: True)
     out = tmp_path / "out"
-    with pytest.raises(BuildError, match=r"a worker process died mid-task.*try fewer than --workers 2.* re-running the "
-                       "same command resumes"):  # fmt: skip
+    with pytest.raises(
+        BuildError,
+        match=r"a worker process died mid-task.*try fewer than --workers 2.* re-running the "
+        "same command resumes",
+    ):
         run(out, workers=2, infill=["tile"], dataset_options={"die_at": int(build_order(0, "train", 11)[5])})
     assert not (out / schema.MANIFEST).exists() and not list(out.rglob("*.tmp"))
     assert all(journal.intact(out, r) for r in journal.read_done(out).values())
@@ -157,8 +166,9 @@ def corrupt_copy(tmp_path: Path, built, how: str) -> tuple[Path, Path]:
     return out, shard
 
 
-@pytest.mark.parametrize("how,message", [("flip", "sha256 mismatch"), ("missing", "missing shard"),
-                                         ("truncated", "bytes, manifest says")])  # fmt: skip
+@pytest.mark.parametrize(
+    "how,message", [("flip", "sha256 mismatch"), ("missing", "missing shard"), ("truncated", "bytes, manifest says")]
+)
 def test_verify_names_the_damaged_shard(tmp_path: Path, built, how: str, message: str) -> None:
     out, shard = corrupt_copy(tmp_path, built, how)
     problems, _ = verify(out, progress=False)
@@ -204,8 +214,11 @@ def test_a_failing_sample_stops_the_build_naming_it_and_keeps_the_finished_shard
 ) -> None:
     out = tmp_path / "out"
     failing = int(build_order(0, "train", 11)[5])  # stored at position 5 of the build order: in shard 1, after shard 0
-    with pytest.raises(BuildError, match=rf"train sample {failing} of indexed.*: OSError: disk on fire.* re-running "
-                       "the same command resumes"):  # fmt: skip
+    with pytest.raises(
+        BuildError,
+        match=rf"train sample {failing} of indexed.*: OSError: disk on fire.* re-running "
+        "the same command resumes",
+    ):
         # no shuffle: its value pool would load the failing sample before the first shard (test_shuffle_pool.py)
         run(out, workers=workers, infill=["tile", "grey"], dataset_options={"fail_at": failing})
     assert not (out / schema.MANIFEST).exists() and not list(out.rglob("*.tmp"))
@@ -297,8 +310,13 @@ def test_verify_reports_a_json_field_that_is_not_an_object(tmp_path: Path) -> No
 def test_stored_cf_images_equal_the_original_away_from_the_hole(built) -> None:
     """JPEG codes 8x8 blocks independently (4:4:4): blocks that do not touch the hole decode identically."""
     out, manifest = built
-    sample = next(s for s in wds.WebDataset(str(out / manifest["splits"]["train"]["shards"][0]["path"]),
-                                            shardshuffle=False).decode("rgb8") if "mask.png" in s)  # fmt: skip
+    sample = next(
+        s
+        for s in wds.WebDataset(str(out / manifest["splits"]["train"]["shards"][0]["path"]), shardshuffle=False).decode(
+            "rgb8"
+        )
+        if "mask.png" in s
+    )
     x0, y0, x1, y1 = mask_to_box(sample["mask.png"][..., 0] > 0)  # the CF hole is the mask's rectangle
     for field in ("cf.tile.jpg", "cf.grey.jpg", "cf.shuffle.0.jpg"):
         for by in range(3):

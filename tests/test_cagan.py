@@ -21,27 +21,45 @@ from augment.shards import sha256_file
 # The official checkpoint's generator, as listed in the DeepFill v1 release (TF kernels are HWIO).
 _C = 128
 OFFICIAL = {
-    "conv1": [5, 5, 5, 32], "conv2_downsample": [3, 3, 32, 64], "conv3": [3, 3, 64, 64],
-    "conv4_downsample": [3, 3, 64, 128], **{n: [3, 3, _C, _C] for n in (
-        "conv5", "conv6", "conv7_atrous", "conv8_atrous", "conv9_atrous", "conv10_atrous", "conv11", "conv12")},
-    "conv13_upsample/conv13_upsample_conv": [3, 3, 128, 64], "conv14": [3, 3, 64, 64],
-    "conv15_upsample/conv15_upsample_conv": [3, 3, 64, 32], "conv16": [3, 3, 32, 16], "conv17": [3, 3, 16, 3],
-    "xconv1": [5, 5, 5, 32], "xconv2_downsample": [3, 3, 32, 32], "xconv3": [3, 3, 32, 64],
-    "xconv4_downsample": [3, 3, 64, 64], "xconv5": [3, 3, 64, 128],
+    "conv1": [5, 5, 5, 32],
+    "conv2_downsample": [3, 3, 32, 64],
+    "conv3": [3, 3, 64, 64],
+    "conv4_downsample": [3, 3, 64, 128],
+    **{
+        n: [3, 3, _C, _C]
+        for n in ("conv5", "conv6", "conv7_atrous", "conv8_atrous", "conv9_atrous", "conv10_atrous", "conv11", "conv12")
+    },
+    "conv13_upsample/conv13_upsample_conv": [3, 3, 128, 64],
+    "conv14": [3, 3, 64, 64],
+    "conv15_upsample/conv15_upsample_conv": [3, 3, 64, 32],
+    "conv16": [3, 3, 32, 16],
+    "conv17": [3, 3, 16, 3],
+    "xconv1": [5, 5, 5, 32],
+    "xconv2_downsample": [3, 3, 32, 32],
+    "xconv3": [3, 3, 32, 64],
+    "xconv4_downsample": [3, 3, 64, 64],
+    "xconv5": [3, 3, 64, 128],
     **{n: [3, 3, _C, _C] for n in ("xconv6", "xconv7_atrous", "xconv8_atrous", "xconv9_atrous", "xconv10_atrous")},
-    "pmconv1": [5, 5, 5, 32], "pmconv2_downsample": [3, 3, 32, 32], "pmconv3": [3, 3, 32, 64],
-    "pmconv4_downsample": [3, 3, 64, 128], **{n: [3, 3, _C, _C] for n in ("pmconv5", "pmconv6", "pmconv9", "pmconv10")},
-    "allconv11": [3, 3, 256, 128], "allconv12": [3, 3, 128, 128],
-    "allconv13_upsample/allconv13_upsample_conv": [3, 3, 128, 64], "allconv14": [3, 3, 64, 64],
-    "allconv15_upsample/allconv15_upsample_conv": [3, 3, 64, 32], "allconv16": [3, 3, 32, 16],
+    "pmconv1": [5, 5, 5, 32],
+    "pmconv2_downsample": [3, 3, 32, 32],
+    "pmconv3": [3, 3, 32, 64],
+    "pmconv4_downsample": [3, 3, 64, 128],
+    **{n: [3, 3, _C, _C] for n in ("pmconv5", "pmconv6", "pmconv9", "pmconv10")},
+    "allconv11": [3, 3, 256, 128],
+    "allconv12": [3, 3, 128, 128],
+    "allconv13_upsample/allconv13_upsample_conv": [3, 3, 128, 64],
+    "allconv14": [3, 3, 64, 64],
+    "allconv15_upsample/allconv15_upsample_conv": [3, 3, 64, 32],
+    "allconv16": [3, 3, 32, 16],
     "allconv17": [3, 3, 16, 3],
-}  # fmt: skip
+}
 # The PyTorch conversion's names for the layers whose names differ (the rest keep the TF layer name).
 CONVERSION = {
-    "conv13_upsample/conv13_upsample_conv": "coarse_generator.conv13", "conv15_upsample/conv15_upsample_conv":
-    "coarse_generator.conv15", "allconv13_upsample/allconv13_upsample_conv": "fine_generator.allconv13",
+    "conv13_upsample/conv13_upsample_conv": "coarse_generator.conv13",
+    "conv15_upsample/conv15_upsample_conv": "coarse_generator.conv15",
+    "allconv13_upsample/allconv13_upsample_conv": "fine_generator.allconv13",
     "allconv15_upsample/allconv15_upsample_conv": "fine_generator.allconv15",
-}  # fmt: skip
+}
 
 
 def conversion_name(tf_layer: str) -> str:
@@ -189,8 +207,16 @@ def test_import_from_the_official_tf_checkpoint_equals_direct_assignment(tmp_pat
         "beta1_power": np.float32(0.9),
     }
     write_bundle(tmp_path / "release_imagenet_256", {**tensors, **noise})
-    result = CliRunner().invoke(app, ["cagan", "import", str(tmp_path / "release_imagenet_256"), "--out",
-                                      str(tmp_path / "w" / "imagenet.safetensors")])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "cagan",
+            "import",
+            str(tmp_path / "release_imagenet_256"),
+            "--out",
+            str(tmp_path / "w" / "imagenet.safetensors"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "3,601,542 parameters" in result.output
     model, meta = weights.load(tmp_path / "w" / "imagenet.safetensors")
@@ -324,9 +350,31 @@ def test_gpu_amp_batches_match_cpu_closely() -> None:
 
 
 def build_args(out: Path, weights_file: Path, *extra: str) -> list[str]:
-    return ["build", "--dataset", "synthetic", "--size", "12", "--image-size", "32", "--infill", "cagan",
-            "--infill", "tile", "--cagan-weights", str(weights_file), "--batch-size", "4", "--shard-size", "8",
-            "--device", "cpu", "--out", str(out), "-q", *extra]  # fmt: skip
+    return [
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        "12",
+        "--image-size",
+        "32",
+        "--infill",
+        "cagan",
+        "--infill",
+        "tile",
+        "--cagan-weights",
+        str(weights_file),
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "8",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "-q",
+        *extra,
+    ]
 
 
 def test_build_with_cagan_is_batched_deterministic_and_recorded(tmp_path: Path) -> None:
@@ -370,8 +418,9 @@ def test_build_with_cagan_is_batched_deterministic_and_recorded(tmp_path: Path) 
 
 def test_build_without_weights_says_how_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["build", "--dataset", "synthetic", "--size", "5", "--infill", "cagan",
-                                      "--out", "out"])  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["build", "--dataset", "synthetic", "--size", "5", "--infill", "cagan", "--out", "out"]
+    )
     assert result.exit_code == 2
     assert "cagan_weights/" in result.output and "augment cagan import" in result.output
     assert not (tmp_path / "out").exists()
@@ -380,14 +429,43 @@ def test_build_without_weights_says_how_to_get_them(tmp_path: Path, monkeypatch:
 def test_train_resume_and_preview_end_to_end(tmp_path: Path) -> None:
     runner = CliRunner()
     shards = tmp_path / "shards"
-    result = runner.invoke(app, ["build", "--dataset", "synthetic", "--size", "20", "--image-size", "32",
-                                 "--out", str(shards), "-q", "--workers", "1"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            "--dataset",
+            "synthetic",
+            "--size",
+            "20",
+            "--image-size",
+            "32",
+            "--out",
+            str(shards),
+            "-q",
+            "--workers",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
 
     def fit(name: str, steps: int, *extra: str) -> dict:
-        args = ["cagan", "train", "--shards", str(shards), "--out", str(tmp_path / f"{name}.safetensors"),
-                "--preset", "tiny", "--steps", str(steps), "--run-dir", str(tmp_path / name), "--device", "cpu",
-                *extra]  # fmt: skip
+        args = [
+            "cagan",
+            "train",
+            "--shards",
+            str(shards),
+            "--out",
+            str(tmp_path / f"{name}.safetensors"),
+            "--preset",
+            "tiny",
+            "--steps",
+            str(steps),
+            "--run-dir",
+            str(tmp_path / name),
+            "--device",
+            "cpu",
+            *extra,
+        ]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         return json.loads((tmp_path / name / "eval.json").read_text())
@@ -407,9 +485,23 @@ def test_train_resume_and_preview_end_to_end(tmp_path: Path) -> None:
     assert fit("no-val", 1)["final"]["tile_l1"] > 0
 
     sheet = tmp_path / "sheet.png"
-    result = runner.invoke(app, ["cagan", "preview", "--shards", str(shards), "--weights",
-                                 str(tmp_path / "full.safetensors"), "--out", str(sheet), "--rows", "3",
-                                 "--split", "train"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "cagan",
+            "preview",
+            "--shards",
+            str(shards),
+            "--weights",
+            str(tmp_path / "full.safetensors"),
+            "--out",
+            str(sheet),
+            "--rows",
+            "3",
+            "--split",
+            "train",
+        ],
+    )
     assert result.exit_code == 0, result.output
     from PIL import Image
 

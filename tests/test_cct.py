@@ -47,12 +47,14 @@ def test_boxes_are_united_and_rescaled_to_the_downsized_image(cct: Path) -> None
 
 
 def test_end_to_end_build_verifies_and_keeps_the_plain_sample(cct: Path, tmp_path: Path) -> None:
-    config = BuildConfig(dataset="cct", infill=["tile"], factual=["mixed-rand"], image_size=32,
-                         dataset_options={"root": str(cct)})  # fmt: skip
+    config = BuildConfig(
+        dataset="cct", infill=["tile"], factual=["mixed-rand"], image_size=32, dataset_options={"root": str(cct)}
+    )
     manifest = build(tmp_path / "out", config, workers=2, progress=False)
     assert manifest["splits"]["train"]["num_samples"] == 4 and manifest["splits"]["train"]["per_class"] == {
-        "deer": 2, "fox": 2
-    }  # fmt: skip
+        "deer": 2,
+        "fox": 2,
+    }
     assert verify(tmp_path / "out", progress=False)[0] == []
 
 
@@ -75,16 +77,20 @@ def test_malformed_json_and_unknown_ids_are_named(cct: Path) -> None:
     edit_train(cct, lambda d: d["annotations"].append({"id": "y", "image_id": d["images"][0]["id"], "category_id": 99}))
     data = get_dataset("cct", root=str(cct), on_error="skip")
     assert [r["reason"] for r in data.rejects] == [
-        "annotation 'z' references unknown image_id 'nope'", "annotation 'y' references unknown category_id 99"
-    ]  # fmt: skip
+        "annotation 'z' references unknown image_id 'nope'",
+        "annotation 'y' references unknown category_id 99",
+    ]
 
 
-@pytest.mark.parametrize("bbox,message", [
-    ([float("nan"), 0, 10, 10], "is not a number"),
-    ([300, 300, 10, 10], "lies outside the 256x192 image"),
-    ([10, 10, 0, 5], "has negative or zero size"),
-    ([10, 10, -4, 5], "has negative or zero size"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "bbox,message",
+    [
+        ([float("nan"), 0, 10, 10], "is not a number"),
+        ([300, 300, 10, 10], "lies outside the 256x192 image"),
+        ([10, 10, 0, 5], "has negative or zero size"),
+        ([10, 10, -4, 5], "has negative or zero size"),
+    ],
+)
 def test_bad_boxes_are_refused_with_the_image(cct: Path, bbox: list, message: str, tmp_path: Path) -> None:
     edit_train(cct, lambda d: d["annotations"][2].update(bbox=bbox))  # the deer in b-two-species
     data = get_dataset("cct", root=str(cct))

@@ -90,13 +90,16 @@ def test_datasets_lists_datasets_and_methods_with_roles() -> None:
     assert "synthetic" in result.output and "mixed-rand   F" in result.output and "tile         CF " in result.output
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--infill", "blur"], "'blur' is not one of 'grey', 'random', 'shuffle', 'shuffle-image', 'tile'"),
-    (["--factual", "tile"], "'tile' is not one of 'random', 'shuffle', 'shuffle-image', 'mixed-rand'"),
-    (["--dataset", "imagenet"], "'imagenet' is not one of 'synthetic'"),
-    (["--copies", "0"], "--copies"),
-    (["--bias", "1.5"], "--bias"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--infill", "blur"], "'blur' is not one of 'grey', 'random', 'shuffle', 'shuffle-image', 'tile'"),
+        (["--factual", "tile"], "'tile' is not one of 'random', 'shuffle', 'shuffle-image', 'mixed-rand'"),
+        (["--dataset", "imagenet"], "'imagenet' is not one of 'synthetic'"),
+        (["--copies", "0"], "--copies"),
+        (["--bias", "1.5"], "--bias"),
+    ],
+)
 def test_bad_options_exit_2_listing_the_valid_choices(tmp_path: Path, args: list[str], message: str) -> None:
     result = invoke("build", "--out", tmp_path / "x", *args)
     assert result.exit_code == 2
@@ -126,8 +129,24 @@ def test_build_a_file_dataset_with_skips_reports_them(tmp_path: Path) -> None:
 
     root, masks = make_folder(tmp_path / "data")
     out = tmp_path / "out"
-    result = invoke("build", "--dataset", "folder", "--root", root, "--masks", masks, "--infill", "tile",
-                    "--image-size", "32", "--on-error", "skip", "--out", out, "-q")  # fmt: skip
+    result = invoke(
+        "build",
+        "--dataset",
+        "folder",
+        "--root",
+        root,
+        "--masks",
+        masks,
+        "--infill",
+        "tile",
+        "--image-size",
+        "32",
+        "--on-error",
+        "skip",
+        "--out",
+        out,
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     assert f"skipped 1 bad inputs, listed in {out / 'rejects.jsonl'}" in result.output
     manifest = json.loads((out / "manifest.json").read_text())

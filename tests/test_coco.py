@@ -24,8 +24,9 @@ def coco(tmp_path: Path) -> tuple[Path, Path, dict]:
 def load(coco, **options):
     images, ann, _ = coco
     data = get_dataset("coco", root=str(images), annotations=[str(ann)], image_size=40, resize="short", **options)
-    return data, {item.meta["image_id"]: (split, i) for split, items in data.items.items()
-                  for i, item in enumerate(items)}  # fmt: skip
+    return data, {
+        item.meta["image_id"]: (split, i) for split, items in data.items.items() for i, item in enumerate(items)
+    }
 
 
 def test_labels_and_masks_from_every_segmentation_kind(coco) -> None:
@@ -64,8 +65,13 @@ def test_one_json_per_split(coco, tmp_path: Path) -> None:
 
 def test_end_to_end_build_verifies(coco, tmp_path: Path) -> None:
     images, ann, _ = coco
-    config = BuildConfig(dataset="coco", infill=["tile"], factual=["shuffle"], image_size=32,
-                         dataset_options={"root": str(images), "annotations": [str(ann)]})  # fmt: skip
+    config = BuildConfig(
+        dataset="coco",
+        infill=["tile"],
+        factual=["shuffle"],
+        image_size=32,
+        dataset_options={"root": str(images), "annotations": [str(ann)]},
+    )
     build(tmp_path / "out", config, progress=False)
     assert verify(tmp_path / "out", progress=False)[0] == []
 

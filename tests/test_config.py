@@ -29,8 +29,9 @@ PAPER = ("in9", "waterbirds", "cct")
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("config") / "shards"
-    config = BuildConfig(dataset="synthetic", infill=["tile"], factual=["shuffle"], image_size=24,
-                         dataset_options={"size": 20})  # fmt: skip
+    config = BuildConfig(
+        dataset="synthetic", infill=["tile"], factual=["shuffle"], image_size=24, dataset_options={"size": 20}
+    )
     build(out, config, progress=False)
     return out
 
@@ -63,7 +64,11 @@ def test_every_preset_sets_every_hyper_parameter_and_the_paper_ones_follow_table
         assert sorted(values) == sorted(PRESET_KEYS), name
         scratch = {"from_scratch": True} if name in PAPER else {}  # a fine-tuning recipe: without weights, on purpose
         assert Config.resolve(name, shards="s", out="o", **scratch).to_dict() == {
-            **Config(shards="s", out="o").to_dict(), **values, **scratch, "preset": name}  # fmt: skip
+            **Config(shards="s", out="o").to_dict(),
+            **values,
+            **scratch,
+            "preset": name,
+        }
     for name in PAPER:
         p = PRESETS[name]
         assert (p["arch"], p["clip"], p["amp"], p["early_stop"]) == ("bit-s-r50x1", 1.0, True, 0), name
@@ -85,24 +90,62 @@ def test_resolve_rejects_unknown_keys_wrong_types_and_values_out_of_range() -> N
         ({"label_smoothing": 2.0}, r"--label-smoothing: got 2.0, expected a value in \[0, 1\]"),
         ({"clip": 0.0}, "--clip: got 0.0, expected a gradient norm > 0"),
         ({"arch": "vit"}, "--arch: got 'vit', expected one of resnet18, resnet50, bit-s-r50x1, resnet8"),
-    ):  # fmt: skip
+    ):
         with pytest.raises(ValueError, match=message):
             Config.resolve("demo", shards="s", out="o", **overrides)
-    assert Config.resolve("demo", shards="s", out="o", lr=1).lr == 1.0 and type(Config.resolve(  # an int is a float
-        "demo", shards="s", out="o", lr=1).lr) is float  # fmt: skip
+    assert (
+        Config.resolve("demo", shards="s", out="o", lr=1).lr == 1.0
+        and type(
+            Config.resolve(  # an int is a float
+                "demo", shards="s", out="o", lr=1
+            ).lr
+        )
+        is float
+    )
 
 
 # ---- every field: a `train fit` flag and a grid key -----------------------------------------------------------------
 
 # A value for every field but shards and out (required), other than the demo's where the checks allow one (not
 # from_scratch: with weights, a contradiction).
-OTHER = dict(preset="in9", arch="resnet8", weights="w.pth", from_scratch=False, normalisation="imagenet",
-             zero_head=True, cf=["tile"], cf_loss="uniform", cf_weight=0.5, f=["shuffle"], fgsm=0.1, fgsm_steps=2,
-             sal=2.0, mixup=0.0,
-             label_smoothing=0.0, epochs=3, batch_size=4, optimizer="rmsprop", lr=0.001, momentum=0.5,
-             weight_decay=0.001, schedule="step", milestones=[1, 2], select="auc", val_split="original", crop=16,
-             clip=2.0, early_stop=2, seed=3, train_fraction=0.5, workers=0, device="cpu", amp=True,
-             saliency="deepliftshap", max_saliency_images=4, max_bad_samples=5)  # fmt: skip
+OTHER = dict(
+    preset="in9",
+    arch="resnet8",
+    weights="w.pth",
+    from_scratch=False,
+    normalisation="imagenet",
+    zero_head=True,
+    cf=["tile"],
+    cf_loss="uniform",
+    cf_weight=0.5,
+    f=["shuffle"],
+    fgsm=0.1,
+    fgsm_steps=2,
+    sal=2.0,
+    mixup=0.0,
+    label_smoothing=0.0,
+    epochs=3,
+    batch_size=4,
+    optimizer="rmsprop",
+    lr=0.001,
+    momentum=0.5,
+    weight_decay=0.001,
+    schedule="step",
+    milestones=[1, 2],
+    select="auc",
+    val_split="original",
+    crop=16,
+    clip=2.0,
+    early_stop=2,
+    seed=3,
+    train_fraction=0.5,
+    workers=0,
+    device="cpu",
+    amp=True,
+    saliency="deepliftshap",
+    max_saliency_images=4,
+    max_bad_samples=5,
+)
 
 
 def test_every_config_field_has_a_fit_option_and_a_grid_key(tmp_path: Path) -> None:
@@ -118,8 +161,11 @@ def test_every_config_field_has_a_fit_option_and_a_grid_key(tmp_path: Path) -> N
             assert f"--no-{flag[2:]}" in options[flag].secondary_opts, flag
         assert options[flag].default is None, f"{flag} has a default of its own: {options[flag].default}"
     grid = tmp_path / "grid.toml"
-    grid.write_text("[defaults]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in OTHER.items() if k != "sal")
-                    + "[[run]]\nname = \"A\"\nsal = 2.0\n")  # fmt: skip
+    grid.write_text(
+        "[defaults]\n"
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in OTHER.items() if k != "sal")
+        + '[[run]]\nname = "A"\nsal = 2.0\n'
+    )
     loaded = load_grid(grid)
     spec = make_spec(loaded, loaded.rows[0], 1, 1.0, "s", tmp_path, {})
     assert spec.config.to_dict() == {**OTHER, "seed": 4, "shards": "s", "out": str(tmp_path / "runs/A/s4")}
@@ -128,14 +174,18 @@ def test_every_config_field_has_a_fit_option_and_a_grid_key(tmp_path: Path) -> N
 def test_grid_rejects_unknown_keys_and_bad_values_listing_the_valid_ones(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     for text, message in (
-        ('[defaults]\nlearning_rate = 0.1\n[[run]]\nname = "A"\n',
-         r"\[defaults\]: unknown settings \['learning_rate'\]; valid: amp, arch, batch_size,"),
-        ('[[run]]\nname = "A"\n[curve]\nfraction = [0.5]\n',
-         r"\[curve\]: unknown keys \['fraction'\]; valid: fractions, rows"),
+        (
+            '[defaults]\nlearning_rate = 0.1\n[[run]]\nname = "A"\n',
+            r"\[defaults\]: unknown settings \['learning_rate'\]; valid: amp, arch, batch_size,",
+        ),
+        (
+            '[[run]]\nname = "A"\n[curve]\nfraction = [0.5]\n',
+            r"\[curve\]: unknown keys \['fraction'\]; valid: fractions, rows",
+        ),
         ('[[run]]\nname = "A"\n[select]\nbest = "val"\n', r"\[select\]: unknown keys \['best'\]; valid: best_by"),
         ('[[run]]\nname = "A"\nepochs = "ten"\n', r"bad.toml: \[\[run\]\] #1: --epochs: got 'ten' \(str\)"),
         ('[[run]]\nname = "A"\npreset = "imagenet"\n', r"#1: --preset: got 'imagenet', expected one of in9"),
-    ):  # fmt: skip
+    ):
         bad.write_text(text)
         with pytest.raises(ValueError, match=message):
             load_grid(bad)
@@ -147,18 +197,22 @@ def test_grid_rejects_unknown_keys_and_bad_values_listing_the_valid_ones(tmp_pat
 @pytest.mark.parametrize("preset", [None, "in9", "cct"])
 def test_fit_and_a_study_row_resolve_to_the_same_config(shards: Path, tmp_path: Path, captured, preset) -> None:
     grid = tmp_path / "grid.toml"
-    grid.write_text(("" if preset is None else f'[defaults]\npreset = "{preset}"\nfrom_scratch = true\n')
-                    + '[[run]]\nname = "CF+F"\ncf = ["tile"]\nf = "shuffle"\nval_split = "val"\n')  # fmt: skip
+    grid.write_text(
+        ("" if preset is None else f'[defaults]\npreset = "{preset}"\nfrom_scratch = true\n')
+        + '[[run]]\nname = "CF+F"\ncf = ["tile"]\nf = "shuffle"\nval_split = "val"\n'
+    )
     loaded = load_grid(grid)
     build_preset = preset_of_build(train.data.read_manifest(shards))  # as train.study.study finds it
     spec = make_spec(loaded, loaded.rows[0], 0, 1.0, str(shards), tmp_path, {}, build_preset)
     args = ["--preset", preset, "--from-scratch"] if preset else []
-    result = fit("--shards", shards, *args, "--cf", "tile", "--f", "shuffle", "--val-split", "val", "--out",
-                 spec.config.out)  # fmt: skip
+    result = fit(
+        "--shards", shards, *args, "--cf", "tile", "--f", "shuffle", "--val-split", "val", "--out", spec.config.out
+    )
     assert result.exit_code == 0, result.output
     assert captured[0].to_dict() == spec.config.to_dict()
-    assert captured[0].preset == (preset or "demo") and captured[0].arch == ("resnet8" if preset in (None, "demo")
-                                                                             else "bit-s-r50x1")  # fmt: skip
+    assert captured[0].preset == (preset or "demo") and captured[0].arch == (
+        "resnet8" if preset in (None, "demo") else "bit-s-r50x1"
+    )
     assert ("no --preset: using 'demo', the preset of the build's dataset" in result.output) == (preset is None)
 
 
@@ -211,8 +265,9 @@ def test_a_fine_tuning_preset_without_weights_is_refused_in_one_line(
     cct = as_cct(train.data.read_manifest(shards))  # no --preset: the build's dataset chooses cct
     monkeypatch.setattr(train.data, "read_manifest", lambda *a, **k: cct)
     line = error_line(fit("--shards", shards, "--arch", "resnet18", "--out", tmp_path / "x"))
-    assert line.startswith("train: error: no --preset: using 'cct', the preset of the build's dataset (cct), which "
-                           "is a fine-tuning recipe"), line  # fmt: skip
+    assert line.startswith(
+        "train: error: no --preset: using 'cct', the preset of the build's dataset (cct), which is a fine-tuning recipe"
+    ), line
     assert all(option in line for option in SCRATCH_OPTIONS), line
     assert not captured and not (tmp_path / "x").exists()
 
@@ -220,8 +275,9 @@ def test_a_fine_tuning_preset_without_weights_is_refused_in_one_line(
 def test_from_scratch_is_an_explicit_choice_and_contradicts_weights(
     shards: Path, tmp_path: Path, captured, monkeypatch
 ) -> None:
-    result = fit("--shards", shards, "--preset", "waterbirds", "--arch", "resnet18", "--from-scratch", "--out",
-                 tmp_path / "x")  # fmt: skip
+    result = fit(
+        "--shards", shards, "--preset", "waterbirds", "--arch", "resnet18", "--from-scratch", "--out", tmp_path / "x"
+    )
     assert result.exit_code == 0, result.output
     assert (captured[-1].preset, captured[-1].arch, captured[-1].weights) == ("waterbirds", "resnet18", None)
     assert captured[-1].from_scratch and captured[-1].lr == PRESETS["waterbirds"]["lr"]
@@ -231,8 +287,9 @@ def test_from_scratch_is_an_explicit_choice_and_contradicts_weights(
         assert (captured[-1].preset, captured[-1].arch, captured[-1].from_scratch) == ("demo", arch, False)
     assert Config.resolve("cct", shards="s", out="o", weights="w.pth").weights == "w.pth"  # fine-tuning, as meant
     for preset in ("in9", "demo"):
-        line = error_line(fit("--shards", shards, "--preset", preset, "--from-scratch", "--weights", "w.pth",
-                              "--out", tmp_path / "x"))  # fmt: skip
+        line = error_line(
+            fit("--shards", shards, "--preset", preset, "--from-scratch", "--weights", "w.pth", "--out", tmp_path / "x")
+        )
         assert line.startswith("train: error: --from-scratch and --weights contradict each other"), line
     with pytest.raises(ValueError, match="--from-scratch and --weights contradict each other"):
         Config.resolve("demo", shards="s", out="o", from_scratch=True, weights="w.pth")
@@ -258,15 +315,18 @@ def test_a_grid_with_a_fine_tuning_preset_needs_weights_or_from_scratch(
         config = make_spec(loaded, loaded.rows[0], 0, 1.0, "s", tmp_path, {}).config
         assert (config.preset, config.from_scratch, config.weights) == {
             'preset = "in9"\nfrom_scratch = true': ("in9", True, None),
-            'preset = "in9"\nweights = "w.pth"': ("in9", False, "w.pth"), 'preset = "demo"': ("demo", False, None),
-        }[fix]  # fmt: skip
+            'preset = "in9"\nweights = "w.pth"': ("in9", False, "w.pth"),
+            'preset = "demo"': ("demo", False, None),
+        }[fix]
     grid.write_text('[[run]]\nname = "Orig"\n')  # no preset: the build's dataset's, cct here
     cct = as_cct(train.data.read_manifest(shards))
     monkeypatch.setattr(train.data, "read_manifest", lambda *a, **k: cct)
     result = runner.invoke(app, ["study", "--shards", str(shards), "--grid", str(grid), "--out", str(tmp_path / "st")])
     line = error_line(result)
-    assert "grid.toml: row 'Orig': no preset in the grid: using 'cct', the preset of the build's dataset (cct), " \
-           "which is a fine-tuning recipe" in line, line  # fmt: skip
+    assert (
+        "grid.toml: row 'Orig': no preset in the grid: using 'cct', the preset of the build's dataset (cct), "
+        "which is a fine-tuning recipe" in line
+    ), line
     assert all(option in line for option in SCRATCH_OPTIONS) and not (tmp_path / "st").exists()
 
 
@@ -281,8 +341,15 @@ def test_a_run_from_before_from_scratch_still_evaluates_reports_and_reruns(
 
     run = tmp_path / "run"
     run.mkdir()
-    old = {**Config(shards=str(shards), out=str(run)).to_dict(), **PRESETS["in9"], "preset": "in9",
-           "arch": "resnet8", "val_split": "val", "workers": 0, "max_saliency_images": 2}  # fmt: skip
+    old = {
+        **Config(shards=str(shards), out=str(run)).to_dict(),
+        **PRESETS["in9"],
+        "preset": "in9",
+        "arch": "resnet8",
+        "val_split": "val",
+        "workers": 0,
+        "max_saliency_images": 2,
+    }
     old.pop("from_scratch", None)
     classes = train.data.read_manifest(shards)["dataset"]["classes"]
     model = build_model("resnet8", len(classes), from_checkpoint=True)
@@ -306,13 +373,30 @@ def configs(shards: Path, tmp_path: Path) -> list[Config]:
     where = dict(shards=str(shards), out=str(tmp_path / "a run"))
     return [
         Config.resolve("demo", **where),
-        Config.resolve("cct", **where, val_split="val", milestones=[], schedule="cosine", amp=False,
-                       zero_head=False, cf=["tile"], f=["shuffle"], fgsm=0.3, sal=10.0, lr=1e-4, weights="w 1.pth",
-                       crop=16, device="cuda:1", seed=2, train_fraction=0.25),
+        Config.resolve(
+            "cct",
+            **where,
+            val_split="val",
+            milestones=[],
+            schedule="cosine",
+            amp=False,
+            zero_head=False,
+            cf=["tile"],
+            f=["shuffle"],
+            fgsm=0.3,
+            sal=10.0,
+            lr=1e-4,
+            weights="w 1.pth",
+            crop=16,
+            device="cuda:1",
+            seed=2,
+            train_fraction=0.25,
+        ),
         Config.resolve("in9", **{**{k: v for k, v in OTHER.items() if k != "preset"}, **where}),
-        Config.resolve("waterbirds", **where, mixup=0.2, clip=float("inf"), epochs=1, early_stop=3, workers=0,
-                       from_scratch=True),
-    ]  # fmt: skip
+        Config.resolve(
+            "waterbirds", **where, mixup=0.2, clip=float("inf"), epochs=1, early_stop=3, workers=0, from_scratch=True
+        ),
+    ]
 
 
 def test_command_of_a_run_parses_back_to_its_config(shards: Path, tmp_path: Path, captured, monkeypatch) -> None:
@@ -346,13 +430,54 @@ def test_the_build_command_parses_back_to_the_same_build_config(tmp_path: Path, 
 
     monkeypatch.setattr(augment.build, "build", fake_build)
     for args in (
-        ["--dataset", "synthetic", "--infill", "tile", "--factual", "shuffle", "--size", "20", "--bias", "0.8",
-         "--device", "cpu", "--copies", "2", "--seed", "5", "--image-size", "32", "--shard-size", "8"],
+        [
+            "--dataset",
+            "synthetic",
+            "--infill",
+            "tile",
+            "--factual",
+            "shuffle",
+            "--size",
+            "20",
+            "--bias",
+            "0.8",
+            "--device",
+            "cpu",
+            "--copies",
+            "2",
+            "--seed",
+            "5",
+            "--image-size",
+            "32",
+            "--shard-size",
+            "8",
+        ],
         ["--dataset", "synthetic", "--infill", "grey"],  # every default, recorded too
-        ["--dataset", "coco", "--infill", "tile", "--root", str(tmp_path / "my data"), "--annotations",
-         "train=a.json", "--annotations", "val=b.json", "--label-from", "area", "--on-error", "skip",
-         "--max-image-pixels", "1000", "--batch-size", "4", "--workers", "1", "--overwrite", "-q"],
-    ):  # fmt: skip
+        [
+            "--dataset",
+            "coco",
+            "--infill",
+            "tile",
+            "--root",
+            str(tmp_path / "my data"),
+            "--annotations",
+            "train=a.json",
+            "--annotations",
+            "val=b.json",
+            "--label-from",
+            "area",
+            "--on-error",
+            "skip",
+            "--max-image-pixels",
+            "1000",
+            "--batch-size",
+            "4",
+            "--workers",
+            "1",
+            "--overwrite",
+            "-q",
+        ],
+    ):
         result = runner.invoke(augment_app, ["build", *args, "--out", str(tmp_path / "out")], prog_name="augment")
         assert result.exit_code == 0, result.output
         config, command = seen[-1]
@@ -376,8 +501,9 @@ def test_eval_loads_the_checkpoint_without_a_from_scratch_warning(shards: Path, 
     config = Config.resolve("demo", shards=str(shards), out=str(run), arch="resnet8", workers=0, max_saliency_images=2)
     classes = train.data.read_manifest(shards)["dataset"]["classes"]
     model = build_model("resnet8", len(classes), from_checkpoint=True)
-    torch.save({"model": model.state_dict(), "epoch": 0, "config": config.to_dict(), "classes": classes},
-               run / "best.pt")  # fmt: skip
+    torch.save(
+        {"model": model.state_dict(), "epoch": 0, "config": config.to_dict(), "classes": classes}, run / "best.pt"
+    )
     with caplog.at_level("INFO"):
         result = runner.invoke(app, ["eval", str(run), "--shards", str(shards)], prog_name="train")
     assert result.exit_code == 0, result.output
@@ -403,19 +529,28 @@ def test_eval_runs_on_the_gpu_by_default(shards: Path, tmp_path: Path, monkeypat
 # ---- summary columns: the declared test splits only -----------------------------------------------------------------
 
 EVALUATIONS = {  # as augment/datasets/*.py declare them in the manifest
-    "cct": {"metric": "macro one-vs-rest AUC", "cis": ["cis_val", "cis_test"], "trans": ["trans_val", "trans_test"],
-            "model_selection": "cis_val"},
-    "in9": {"bg_gap": {"same": "mixed_same", "rand": "mixed_rand"},
-            "background_reliance": {"original": "original", "shifted": "mixed_next", "background_class": "..."}},
+    "cct": {
+        "metric": "macro one-vs-rest AUC",
+        "cis": ["cis_val", "cis_test"],
+        "trans": ["trans_val", "trans_test"],
+        "model_selection": "cis_val",
+    },
+    "in9": {
+        "bg_gap": {"same": "mixed_same", "rand": "mixed_rand"},
+        "background_reliance": {"original": "original", "shifted": "mixed_next", "background_class": "..."},
+    },
     "waterbirds": {"worst_group": True, "flip": {"original": "test_original", "shifted": "test_flip"}},
-}  # fmt: skip
+}
 SPLITS = {
     "cct": (["train", "cis_val", "cis_test", "trans_val", "trans_test"], "cis_val", ["cis_test", "trans_test"]),
-    "in9": (["train", "val", "original", "mixed_same", "mixed_rand", "mixed_next", "only_fg", "no_fg", "only_bg_b"],
-            "val", ["original", "mixed_same", "mixed_rand", "mixed_next"]),
+    "in9": (
+        ["train", "val", "original", "mixed_same", "mixed_rand", "mixed_next", "only_fg", "no_fg", "only_bg_b"],
+        "val",
+        ["original", "mixed_same", "mixed_rand", "mixed_next"],
+    ),
     "waterbirds": (["train", "val", "test", "test_original", "test_flip"], "val", ["test_original", "test_flip"]),
     "folder": (["train", "val", "test"], "val", ["test"]),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("dataset", list(SPLITS))
@@ -426,8 +561,13 @@ def test_summary_columns_take_only_the_declared_test_splits(dataset: str) -> Non
     splits, val, tests = SPLITS[dataset]
     assert report.declared_test_splits(splits, val, EVALUATIONS.get(dataset)) == tests  # from the manifest
     assert report.declared_test_splits(splits, val) == tests  # by the rule, for results without the list
-    results = {"splits": {s: {"worst_group_accuracy": 0.1 if s in tests else 0.01, "saliency_aupr": 0.5 if s in tests
-                              else 0.9} for s in splits if s != "train"}}  # fmt: skip
+    results = {
+        "splits": {
+            s: {"worst_group_accuracy": 0.1 if s in tests else 0.01, "saliency_aupr": 0.5 if s in tests else 0.9}
+            for s in splits
+            if s != "train"
+        }
+    }
     assert report.worst_group(results, {"val_split": val}) == 0.1
     assert report.mean_saliency(results, {"val_split": val}) == 0.5
     results["test_splits"] = tests[:1]  # what train.evaluate writes, when it does, wins
@@ -444,8 +584,11 @@ def test_each_arch_gets_its_weights_normalisation_recorded_and_old_runs_keep_the
     assert Config.resolve("in9", shards="s", out="o", weights="w.npz").normalisation == "half"  # BiT: [-1, 1]
     chosen = Config.resolve("demo", shards="s", out="o", arch="resnet18", normalisation="half")
     assert chosen.to_dict()["normalisation"] == "half"  # written into config.json and every checkpoint
-    old = {k: v for k, v in Config.resolve("demo", shards="s", out="o", arch="resnet18").to_dict().items()
-           if k != "normalisation"}  # fmt: skip
+    old = {
+        k: v
+        for k, v in Config.resolve("demo", shards="s", out="o", arch="resnet18").to_dict().items()
+        if k != "normalisation"
+    }
     assert Config(**recorded(old)).normalisation == "half"  # what the trainer fed every model before
     with pytest.raises(ValueError, match="--normalisation: got 'bgr', expected one of half, imagenet"):
         Config.resolve("demo", shards="s", out="o", normalisation="bgr")

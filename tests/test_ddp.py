@@ -23,8 +23,16 @@ TIMEOUT = 240  # s: a hang (ranks waiting on each other) fails the test instead 
 def torchrun(*args: str, nproc: int = 2, script: str | None = None) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node N -m train ...`` (or ``script``) on a free loopback port."""
     target = [script] if script else ["-m", "train"]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-               *target, *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        *target,
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     try:
         result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
@@ -40,14 +48,36 @@ def uneven(tmp_path_factory) -> Path:
     from augment.build import BuildConfig, build
 
     out = tmp_path_factory.mktemp("ddp") / "shards"
-    config = BuildConfig(dataset="synthetic", infill=["tile"], factual=["shuffle"], image_size=24, shard_size=12,
-                         dataset_options={"size": 40})  # fmt: skip
+    config = BuildConfig(
+        dataset="synthetic",
+        infill=["tile"],
+        factual=["shuffle"],
+        image_size=24,
+        shard_size=12,
+        dataset_options={"size": 40},
+    )
     build(out, config, workers=1, progress=False)
     return out
 
 
-FIT = ["--epochs", "1", "--batch-size", "4", "--crop", "16", "--workers", "2", "--cf", "tile", "--f", "shuffle",
-       "--sal", "1", "--fgsm", "0.1"]  # fmt: skip
+FIT = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--crop",
+    "16",
+    "--workers",
+    "2",
+    "--cf",
+    "tile",
+    "--f",
+    "shuffle",
+    "--sal",
+    "1",
+    "--fgsm",
+    "0.1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +122,9 @@ def test_every_rank_and_worker_gets_equal_batches_from_uneven_shards(uneven: Pat
     assert [s["num_samples"] for s in manifest["splits"]["train"]["shards"]] == [12, 12, 12, 4]
     counts, keys = [], []
     for rank in (0, 1):
-        stream = ShardStream(uneven, manifest, "train", Fields(), train=True, crop=16, batch_size=4, rank=rank,
-                             world_size=2)  # fmt: skip
+        stream = ShardStream(
+            uneven, manifest, "train", Fields(), train=True, crop=16, batch_size=4, rank=rank, world_size=2
+        )
         stream.set_epoch(3)
         batches = list(loader(stream, 4, workers=2, drop_last=True))
         counts.append([len(b["key"]) for b in batches])

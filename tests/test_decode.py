@@ -58,10 +58,14 @@ def test_bombs_corrupt_and_foreign_bytes_are_value_errors_naming_the_problem() -
 
 
 def test_prepare_normalises_uint8_images_and_bool_masks_once_and_passes_floats_through() -> None:
-    batch = {"image": torch.tensor([0, 255, 128], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 1, 1),
-             "cf.tile": torch.full((2, 3, 1, 1), 255, dtype=torch.uint8),
-             "mask": torch.tensor([True, False]).view(2, 1, 1, 1), "label": torch.tensor([1, 2]),
-             "has_object": torch.tensor([True, False]), "key": ["a", "b"]}  # fmt: skip
+    batch = {
+        "image": torch.tensor([0, 255, 128], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 1, 1),
+        "cf.tile": torch.full((2, 3, 1, 1), 255, dtype=torch.uint8),
+        "mask": torch.tensor([True, False]).view(2, 1, 1, 1),
+        "label": torch.tensor([1, 2]),
+        "has_object": torch.tensor([True, False]),
+        "key": ["a", "b"],
+    }
     out = prepare(batch, "cpu")
     assert out["image"].dtype == torch.float32
     assert out["image"][0, :, 0, 0].tolist() == pytest.approx([-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6)

@@ -48,8 +48,23 @@ def shards(tmp_path_factory) -> Path:
 
 
 def fit(shards: Path, out: Path, *args: object):
-    return invoke(train_app, "fit", "--shards", shards, "--preset", "demo", "--epochs", 1, "--batch-size", 4,
-                  "--workers", 0, *args, "--out", out)  # fmt: skip
+    return invoke(
+        train_app,
+        "fit",
+        "--shards",
+        shards,
+        "--preset",
+        "demo",
+        "--epochs",
+        1,
+        "--batch-size",
+        4,
+        "--workers",
+        0,
+        *args,
+        "--out",
+        out,
+    )
 
 
 @pytest.fixture
@@ -83,8 +98,9 @@ def test_device_cuda_without_a_gpu_is_refused_by_build_and_fit(shards: Path, tmp
         BuildConfig(device="cuda").validate()
     for device in ("cuda", "cuda:1"):
         line = one_line_error(fit(shards, tmp_path / "r", "--device", device))
-        assert line == f"train: error: --device {device}: no such CUDA device here (0 visible); use --device cpu " \
-                       "(or auto)", line  # fmt: skip
+        assert (
+            line == f"train: error: --device {device}: no such CUDA device here (0 visible); use --device cpu (or auto)"
+        ), line
     assert not (tmp_path / "r").exists()
 
 
@@ -101,27 +117,38 @@ def test_an_unknown_device_names_the_choices(shards: Path, tmp_path: Path) -> No
 def test_fit_out_under_a_file_or_unwritable_names_out_and_the_fix(shards: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     line = one_line_error(fit(shards, tmp_path / "file/run"))
-    assert line == (f"train: error: --out {tmp_path / 'file/run'}: {tmp_path / 'file'} is a file, not a folder; "
-                    "choose a writable folder"), line  # fmt: skip
+    assert line == (
+        f"train: error: --out {tmp_path / 'file/run'}: {tmp_path / 'file'} is a file, not a folder; "
+        "choose a writable folder"
+    ), line
     line = one_line_error(fit(shards, "/proc/x/run"))
     assert line.startswith("train: error: --out /proc/x/run: cannot create or write /proc/x") and "writable" in line
     (tmp_path / "grid.toml").write_text('[defaults]\npreset = "demo"\n[[run]]\nname = "Orig"\n')
-    line = one_line_error(invoke(train_app, "study", "--shards", shards, "--grid", tmp_path / "grid.toml", "--out",
-                                 tmp_path / "file/study"))  # fmt: skip
-    assert line == (f"train: error: --out {tmp_path / 'file/study'}: {tmp_path / 'file'} is a file, not a folder; "
-                    "choose a writable folder"), line  # fmt: skip
+    line = one_line_error(
+        invoke(
+            train_app, "study", "--shards", shards, "--grid", tmp_path / "grid.toml", "--out", tmp_path / "file/study"
+        )
+    )
+    assert line == (
+        f"train: error: --out {tmp_path / 'file/study'}: {tmp_path / 'file'} is a file, not a folder; "
+        "choose a writable folder"
+    ), line
 
 
 def test_fit_and_report_out_on_a_read_only_filesystem(shards: Path, tmp_path: Path, read_only) -> None:
     line = one_line_error(fit(shards, tmp_path / "run"))
-    assert line == (f"train: error: --out {tmp_path / 'run'}: cannot write in {tmp_path / 'run'} (Read-only file "
-                    "system); choose a writable folder"), line  # fmt: skip
+    assert line == (
+        f"train: error: --out {tmp_path / 'run'}: cannot write in {tmp_path / 'run'} (Read-only file "
+        "system); choose a writable folder"
+    ), line
     runs = tmp_path / "runs/a"
     runs.mkdir(parents=True)
     (runs / "results.json").write_text(json.dumps({"method": "Orig", "splits": {"val": {"accuracy": 0.5}}}))
     line = one_line_error(invoke(train_app, "report", tmp_path / "runs", "--out", tmp_path / "rep/report.md"))
-    assert line == (f"train: error: --out {tmp_path / 'rep/report.md'}: cannot write in {tmp_path / 'rep'} (Read-only "
-                    "file system); choose a writable folder"), line  # fmt: skip
+    assert line == (
+        f"train: error: --out {tmp_path / 'rep/report.md'}: cannot write in {tmp_path / 'rep'} (Read-only "
+        "file system); choose a writable folder"
+    ), line
 
 
 def test_report_out_under_a_file_or_a_folder(tmp_path: Path) -> None:
@@ -132,8 +159,10 @@ def test_report_out_under_a_file_or_a_folder(tmp_path: Path) -> None:
     line = one_line_error(invoke(train_app, "report", tmp_path / "runs", "--out", tmp_path / "file/report.md"))
     assert f"--out {tmp_path / 'file/report.md'}: {tmp_path / 'file'} is a file, not a folder" in line, line
     line = one_line_error(invoke(train_app, "report", tmp_path / "runs", "--out", tmp_path))
-    assert line == f"train: error: --out {tmp_path} is a folder; expected the report's file name (e.g. " \
-                   f"{tmp_path / 'report.md'})", line  # fmt: skip
+    assert (
+        line == f"train: error: --out {tmp_path} is a folder; expected the report's file name (e.g. "
+        f"{tmp_path / 'report.md'})"
+    ), line
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only (0o555) folder anyway")
@@ -179,9 +208,11 @@ def test_overwrite_onto_a_users_file_names_the_file_and_the_rule(tmp_path: Path)
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     line = one_line_error(invoke(augment_app, *TINY, "--overwrite", "--out", out))
-    assert line == (f"augment: error: --out {out}: {out / 'notes.txt'} is not an augment build's file; --overwrite "
-                    "only removes what a build wrote (manifest.json, rejects.jsonl, <split>/shard-*.tar, .build/): "
-                    "move it or choose another --out"), line  # fmt: skip
+    assert line == (
+        f"augment: error: --out {out}: {out / 'notes.txt'} is not an augment build's file; --overwrite "
+        "only removes what a build wrote (manifest.json, rejects.jsonl, <split>/shard-*.tar, .build/): "
+        "move it or choose another --out"
+    ), line
     line = one_line_error(invoke(augment_app, *TINY, "--out", out))
     assert line.endswith(f"choose another folder ({out / 'notes.txt'} is not an augment build's file)"), line
     assert (out / "notes.txt").read_text() == "mine" and sorted(out.iterdir()) == [out / "notes.txt"]
@@ -290,8 +321,11 @@ def test_claims_are_checked_only_where_the_models_learnt() -> None:
         f = {"f": ["shuffle"]}
         main = [study_run("Orig", s, val, 0.2 + s / 100) for s in range(3)]
         main += [study_run("F(shuffle)", s, val, 0.3 + s / 100, **f) for s in range(3)]  # +0.1 on all the data
-        curve = main + [study_run(row, s, val, 0.2, 0.5, **(f if row != "Orig" else {}))
-                        for row in ("Orig", "F(shuffle)") for s in range(3)]  # +0 on half  # fmt: skip
+        curve = main + [
+            study_run(row, s, val, 0.2, 0.5, **(f if row != "Orig" else {}))
+            for row in ("Orig", "F(shuffle)")
+            for s in range(3)
+        ]  # +0 on half
         grid = SimpleNamespace(fractions=[0.5], curve_rows=["Orig", "F(shuffle)"])
         return {c: (v, n) for c, v, n in claims(main, ["Orig", "F(shuffle)"], ["mixed_rand"], [], curve, grid, 0.2)}
 
@@ -332,7 +366,14 @@ def test_fit_hands_its_own_progress_choice_to_the_final_evaluation(shards: Path,
     seen, original = [], evaluate.evaluate_all
     monkeypatch.setattr(evaluate, "evaluate_all", lambda *a, **k: seen.append(k.get("progress")) or original(*a, **k))
     for progress in (False, True):
-        config = Config.resolve("demo", shards=str(shards), out=str(tmp_path / str(progress)), epochs=1, workers=0,
-                                batch_size=4, max_saliency_images=0)  # fmt: skip
+        config = Config.resolve(
+            "demo",
+            shards=str(shards),
+            out=str(tmp_path / str(progress)),
+            epochs=1,
+            workers=0,
+            batch_size=4,
+            max_saliency_images=0,
+        )
         trainer.fit(config, progress=progress)
     assert seen == [False, True]  # a quiet fit() called from Python on a terminal draws no evaluation bar either

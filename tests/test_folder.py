@@ -45,8 +45,14 @@ def test_end_to_end_build_with_skips(folder, tmp_path: Path) -> None:
     (root / "train/cat/notes.txt").write_text("not an image")
     (root / "train/dog/broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 a JPEG header, then nothing")
     (root / "train/dog/text.jpg").write_text("a text file with an image suffix")
-    config = BuildConfig(dataset="folder", infill=["tile", "grey"], factual=["mixed-rand"], image_size=32,
-                         on_error="skip", dataset_options={"root": str(root), "masks": str(masks)})  # fmt: skip
+    config = BuildConfig(
+        dataset="folder",
+        infill=["tile", "grey"],
+        factual=["mixed-rand"],
+        image_size=32,
+        on_error="skip",
+        dataset_options={"root": str(root), "masks": str(masks)},
+    )
     manifest = build(tmp_path / "out", config, workers=2, progress=False)
     rejects = (tmp_path / "out/rejects.jsonl").read_text().splitlines()
     assert manifest["rejects"]["count"] == len(rejects) == 4  # + val/dog, the empty class folder

@@ -62,8 +62,17 @@ from typer.testing import CliRunner
 import train.data
 from augment.cli import app
 
-KINDS = ["flip-data", "flip-header", "truncate", "swap-members", "swap-contents", "duplicate", "rename", "drop",
-         "plant"]  # fmt: skip
+KINDS = [
+    "flip-data",
+    "flip-header",
+    "truncate",
+    "swap-members",
+    "swap-contents",
+    "duplicate",
+    "rename",
+    "drop",
+    "plant",
+]
 CASES = 24  # per kind and reader: 216 mutated builds, each read by the 3 readers (the trainer twice)
 GUARD_S = 20.0  # one reader run on one case; the slowest takes well under a second
 BLOCK = 512
@@ -189,8 +198,14 @@ def mutate(kind: str, index: int, build: Build) -> Case:
     if kind == "swap-members":
         j = rng.choice([j for j in range(len(members)) if j != i])
         members[i], members[j] = members[j], members[i]
-        return finish(kind, index, rel, f"members {i} ({name}) and {j} ({members[i].info.name}) swap places",
-                      join(members, trailer), raw)  # fmt: skip
+        return finish(
+            kind,
+            index,
+            rel,
+            f"members {i} ({name}) and {j} ({members[i].info.name}) swap places",
+            join(members, trailer),
+            raw,
+        )
     if kind == "swap-contents":
         j = rng.choice([j for j in range(len(members)) if j != i])
         a, b = members[i], members[j]
@@ -286,8 +301,18 @@ def read_verify(build: Build, case: Case) -> str | None:
 def read_preview(build: Build, case: Case) -> str | None:
     split = build.split_of(case.shard)
     build.png.unlink(missing_ok=True)
-    args = ["preview", str(build.root), "--out", str(build.png), "--split", split,
-            "--rows", str(build.num_samples(split)), "--cell", "16"]  # fmt: skip  # rows: every record is read
+    args = [
+        "preview",
+        str(build.root),
+        "--out",
+        str(build.png),
+        "--split",
+        split,
+        "--rows",
+        str(build.num_samples(split)),
+        "--cell",
+        "16",
+    ]  # rows: every record is read
     result = runner.invoke(app, args, prog_name="augment")
     problem = judge_cli(result, case, [str(build.root)], must_fail=None)
     if problem is None and result.exit_code == 0 and not build.png.is_file():
@@ -366,8 +391,26 @@ TRAINER_READY = hasattr(train.data, "DataError")  # the trainer's integrity chec
 def build(tmp_path_factory) -> Build:
     base = tmp_path_factory.mktemp("fuzz")
     built = base / "built"
-    args = ["build", "--dataset", "synthetic", "--size", "30", "--image-size", "32", "--infill", "tile",
-            "--factual", "shuffle", "--shard-size", "4", "--workers", "1", "--out", str(built), "-q"]  # fmt: skip
+    args = [
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        "30",
+        "--image-size",
+        "32",
+        "--infill",
+        "tile",
+        "--factual",
+        "shuffle",
+        "--shard-size",
+        "4",
+        "--workers",
+        "1",
+        "--out",
+        str(built),
+        "-q",
+    ]
     result = runner.invoke(app, args, prog_name="augment")
     assert result.exit_code == 0, result.output
     root = base / "work"
@@ -488,8 +531,18 @@ def manifest_case(kind: str, index: int, rng: random.Random, manifest: dict[str,
     n = info["num_samples"]
     choice = index % 6  # every way in turn; the rng draws the values
     if choice == 0:
-        size = rng.choice([rng.randint(6325, 10**9), 0, -rng.randint(1, 99), rng.randint(33, 6324),
-                           rng.randint(1, 31), "32", 32.0, True])  # fmt: skip
+        size = rng.choice(
+            [
+                rng.randint(6325, 10**9),
+                0,
+                -rng.randint(1, 99),
+                rng.randint(33, 6324),
+                rng.randint(1, 31),
+                "32",
+                32.0,
+                True,
+            ]
+        )
         what, edit = f"image_size {size!r}", lambda m: m.update(image_size=size)
     elif choice == 1:
         count = rng.choice([n // 2, n * 10 ** rng.randint(1, 12), 0])
@@ -503,9 +556,15 @@ def manifest_case(kind: str, index: int, rng: random.Random, manifest: dict[str,
 
         what = f"shard {j} of {split} listed twice"
     elif choice == 3:
-        section = rng.choice([[], "x", {"variants": {}, "skipped": {}, "pairs": {split: {"original": split}}},
-                              {"variants": 1, "skipped": {}, "pairs": {}},
-                              {"variants": {}, "skipped": {}, "pairs": {"nope": {}}}])  # fmt: skip
+        section = rng.choice(
+            [
+                [],
+                "x",
+                {"variants": {}, "skipped": {}, "pairs": {split: {"original": split}}},
+                {"variants": 1, "skipped": {}, "pairs": {}},
+                {"variants": {}, "skipped": {}, "pairs": {"nope": {}}},
+            ]
+        )
         what, edit = f"shifted_tests {section!r}", lambda m: m.update(shifted_tests=section)
     elif choice == 4:
         value = rng.choice([[], "x", {"bg_gap": ["a"]}, {"flip": {"original": 1, "shifted": "x"}}])
@@ -540,8 +599,15 @@ def record_case(kind: str, index: int, rng: random.Random, build: Build, rel: st
     meta, label = json.loads(record["json"]), int(record["cls"])
     choice = index % 8
     if choice == 0:
-        record["cls"] = rng.choice([f"0_{label}", f"+{label}", f"{label}.0", f" {label}x",
-                                    str(label + len(build.manifest["dataset"]["classes"]))]).encode()  # fmt: skip
+        record["cls"] = rng.choice(
+            [
+                f"0_{label}",
+                f"+{label}",
+                f"{label}.0",
+                f" {label}x",
+                str(label + len(build.manifest["dataset"]["classes"])),
+            ]
+        ).encode()
         what = f"{key}.cls {record['cls']!r}"
     elif choice == 1:
         meta["group"] = rng.choice([10 ** rng.randint(10, 40), -rng.randint(2, 9), 1.5, "3", True, [1]])
@@ -638,8 +704,15 @@ def judge_hostile(build: Build, root: Path, case: Hostile, reader: str) -> str |
             manifest = train.data.read_manifest(root)
             from train.ledger import Ledger
 
-            stream_ = train.data.ShardStream(root, manifest, case.split, trainer_fields(case.split), train=False,
-                                             crop=28, ledger=Ledger(allowed=allowed, root=str(root)))  # fmt: skip
+            stream_ = train.data.ShardStream(
+                root,
+                manifest,
+                case.split,
+                trainer_fields(case.split),
+                train=False,
+                crop=28,
+                ledger=Ledger(allowed=allowed, root=str(root)),
+            )
             for _ in stream_:
                 got += 1
         except (ValueError, FileNotFoundError) as e:  # DataError is a ValueError: the CLI's one line

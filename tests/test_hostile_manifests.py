@@ -38,8 +38,14 @@ def good(tmp_path_factory) -> Path:
     from augment.build import BuildConfig, build
 
     out = tmp_path_factory.mktemp("hostile") / "shards"
-    config = BuildConfig(dataset="synthetic", infill=["tile"], factual=["shuffle"], image_size=24, shard_size=16,
-                         dataset_options={"size": 40})  # fmt: skip
+    config = BuildConfig(
+        dataset="synthetic",
+        infill=["tile"],
+        factual=["shuffle"],
+        image_size=24,
+        shard_size=16,
+        dataset_options={"size": 40},
+    )
     build(out, config, workers=1, progress=False)
     return out
 
@@ -95,8 +101,9 @@ def changed(record: dict[str, bytes], **meta: Any) -> dict[str, bytes]:
 
 
 def val_stream(root: Path, allowed: int = 0) -> ShardStream:
-    return ShardStream(root, read_manifest(root), "val", Fields(), train=False, crop=16,
-                       ledger=Ledger(allowed, str(root)))  # fmt: skip
+    return ShardStream(
+        root, read_manifest(root), "val", Fields(), train=False, crop=16, ledger=Ledger(allowed, str(root))
+    )
 
 
 def augment(*args: object):
@@ -159,8 +166,10 @@ def test_an_image_size_unlike_the_images_stops_verify_and_the_trainer_before_any
 
 def test_a_crop_larger_than_the_stored_images_is_refused(good: Path, tmp_path: Path) -> None:
     line = one_line(train("fit", "--shards", good, "--out", tmp_path / "run", *FIT[:4], "--crop", "64"), 2)
-    assert line == ("train: error: --crop 64: larger than the build's images (24 px, its image_size), so every "
-                    "image would be padded to it; pass --crop 24 or less")  # fmt: skip
+    assert line == (
+        "train: error: --crop 64: larger than the build's images (24 px, its image_size), so every "
+        "image would be padded to it; pass --crop 24 or less"
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -190,15 +199,26 @@ def test_shard_counts_unlike_their_shards_stop_the_first_epoch(good, tmp_path, s
 
     edit_manifest(root, scaled)
     manifest = read_manifest(root)
-    stream = ShardStream(root, manifest, "train", Fields(cf=["tile"], f=["shuffle"]), train=True, crop=16,
-                         batch_size=8, ledger=Ledger(allowed, str(root)))  # fmt: skip
+    stream = ShardStream(
+        root,
+        manifest,
+        "train",
+        Fields(cf=["tile"], f=["shuffle"]),
+        train=True,
+        crop=16,
+        batch_size=8,
+        ledger=Ledger(allowed, str(root)),
+    )
     with guard(), pytest.raises(DataError) as stopped:
         for _ in stream:  # not list(): it would size itself by len(), the inflated count
             pass
     message = str(stopped.value)
     assert "\n" not in message and f"{root}/train/shard-00000" in message
-    assert ("samples; the manifest says" in message or "samples read, its manifest entry says" in message
-            or "bad samples, over --max-bad-samples" in message), message  # fmt: skip
+    assert (
+        "samples; the manifest says" in message
+        or "samples read, its manifest entry says" in message
+        or "bad samples, over --max-bad-samples" in message
+    ), message
 
 
 def test_a_group_past_int32_is_refused_by_verify_and_names_the_sample_in_the_trainer(good, tmp_path) -> None:
@@ -222,8 +242,11 @@ def test_a_group_past_int32_is_refused_by_verify_and_names_the_sample_in_the_tra
 
 
 def wrong_shifted_tests(manifest: dict[str, Any]) -> None:
-    manifest["shifted_tests"] = {"variants": {"only_fg": "the object on black"}, "skipped": {},
-                                 "pairs": {"val": {"original": "val", "variants": ["val"], "bg_gap": 3}}}  # fmt: skip
+    manifest["shifted_tests"] = {
+        "variants": {"only_fg": "the object on black"},
+        "skipped": {},
+        "pairs": {"val": {"original": "val", "variants": ["val"], "bg_gap": 3}},
+    }
 
 
 def test_a_wrongly_typed_shifted_tests_section_is_one_line_in_every_reader(good, tmp_path) -> None:
@@ -348,20 +371,28 @@ def larger(record: dict[str, bytes], size: int) -> dict[str, bytes]:
 
 CASES: dict[str, tuple[Callable[[list[dict[str, bytes]]], list[dict[str, bytes]]], str, str]] = {
     # name: (change to the val records, what verify says, what the trainer says)
-    "cls 0_1": (lambda rs: [{**rs[1], "cls": b"0_1"}, *rs[:1], *rs[2:]],
-                "cls holds b'0_1', expected a class index in ASCII digits",
-                "cls holds b'0_1', expected a class index in ASCII digits"),
-    "duplicate key": (lambda rs: [*rs[:3], {**changed(rs[3], key=rs[0]["__key__"]), "__key__": rs[0]["__key__"]},
-                                  *rs[4:]],
-                      "appears more than once in the build", "appears more than once in split val"),
-    "zTXt of 50 MB": (lambda rs: [{**rs[2], "mask.png": ztxt_png(rs[2]["mask.png"], 50_000_000)}, *rs[:2], *rs[3:]],
-                      "field 'mask.png': PNG 'zTXt' metadata decompresses to over 1048576 bytes",
-                      "field 'mask.png': PNG 'zTXt' metadata decompresses to over 1048576 bytes"),
-    "images of 48 px": (lambda rs: [larger(rs[0], 48), *rs[1:]], "json says 48 x 48 pixels; the build's image_size "
-                        "is 24", "json says 48 x 48 pixels; the build's image_size is 24"),
-    "a stray field": (lambda rs: [{**rs[0], "npy": b"\x93NUMPY"}, *rs[1:]], "unexpected ['npy']",
-                      "unexpected ['npy']"),
-}  # fmt: skip
+    "cls 0_1": (
+        lambda rs: [{**rs[1], "cls": b"0_1"}, *rs[:1], *rs[2:]],
+        "cls holds b'0_1', expected a class index in ASCII digits",
+        "cls holds b'0_1', expected a class index in ASCII digits",
+    ),
+    "duplicate key": (
+        lambda rs: [*rs[:3], {**changed(rs[3], key=rs[0]["__key__"]), "__key__": rs[0]["__key__"]}, *rs[4:]],
+        "appears more than once in the build",
+        "appears more than once in split val",
+    ),
+    "zTXt of 50 MB": (
+        lambda rs: [{**rs[2], "mask.png": ztxt_png(rs[2]["mask.png"], 50_000_000)}, *rs[:2], *rs[3:]],
+        "field 'mask.png': PNG 'zTXt' metadata decompresses to over 1048576 bytes",
+        "field 'mask.png': PNG 'zTXt' metadata decompresses to over 1048576 bytes",
+    ),
+    "images of 48 px": (
+        lambda rs: [larger(rs[0], 48), *rs[1:]],
+        "json says 48 x 48 pixels; the build's image_size is 24",
+        "json says 48 x 48 pixels; the build's image_size is 24",
+    ),
+    "a stray field": (lambda rs: [{**rs[0], "npy": b"\x93NUMPY"}, *rs[1:]], "unexpected ['npy']", "unexpected ['npy']"),
+}
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -79,8 +79,13 @@ def test_object_from_no_fg_needs_black_and_different() -> None:
 
 def test_end_to_end_build_verifies(in9, tmp_path: Path) -> None:
     root, _ = in9
-    config = BuildConfig(dataset="in9", infill=["tile"], factual=["shuffle", "mixed-rand"], image_size=32,
-                         dataset_options={"root": str(root)})  # fmt: skip
+    config = BuildConfig(
+        dataset="in9",
+        infill=["tile"],
+        factual=["shuffle", "mixed-rand"],
+        image_size=32,
+        dataset_options={"root": str(root)},
+    )
     manifest = build(tmp_path / "out", config, workers=2, progress=False)
     assert manifest["splits"]["train"]["num_samples"] == 6 and manifest["splits"]["mixed_next"]["num_samples"] == 3
     assert manifest["splits"]["train"]["per_class"] == {"dog": 2, "bird": 2, "wheeled vehicle": 2}
@@ -117,8 +122,14 @@ def release_reliance(tmp_path: Path, remove_original: str | None = None) -> tupl
     root = tmp_path / "bg_challenge"
     stems = make_in9_release(root, remove_original)
     out = tmp_path / "shards"
-    build(out, BuildConfig(dataset="in9", infill=["tile"], image_size=32, dataset_options={"root": str(root)},
-                           on_error="skip"), workers=1, progress=False)  # fmt: skip
+    build(
+        out,
+        BuildConfig(
+            dataset="in9", infill=["tile"], image_size=32, dataset_options={"root": str(root)}, on_error="skip"
+        ),
+        workers=1,
+        progress=False,
+    )
     torch.manual_seed(0)
     model = build_model("resnet8", 9, from_checkpoint=True)
     config = Config.resolve("demo", shards=str(out), out=str(tmp_path / "run"), workers=0, max_saliency_images=0)
@@ -142,10 +153,15 @@ def test_background_reliance_pairs_every_class_of_the_release_names(tmp_path: Pa
     rewritten = [k for k, r in records.items() if r["split"] == "mixed_next" and "_bg_" not in k]
     assert len(rewritten) >= 2  # the hashed keys are what broke the old key parse
     predictions = results["_predictions"]
-    logits = {s: dict(zip(predictions[f"{s}.keys"], predictions[f"{s}.logits"], strict=True))
-              for s in ("original", "mixed_next")}  # fmt: skip
-    by_source = {(s, Path(records[k]["source"]).parent.name, fg_stem(records[k]["source"])): v
-                 for s, table in logits.items() for k, v in table.items()}  # fmt: skip
+    logits = {
+        s: dict(zip(predictions[f"{s}.keys"], predictions[f"{s}.logits"], strict=True))
+        for s in ("original", "mixed_next")
+    }
+    by_source = {
+        (s, Path(records[k]["source"]).parent.name, fg_stem(records[k]["source"])): v
+        for s, table in logits.items()
+        for k, v in table.items()
+    }
     rises = []
     for c, folder in enumerate(IN9_RELEASE):
         nxt = (c + 1) % 9

@@ -33,8 +33,14 @@ FIT = ["--epochs", "2", "--batch-size", "8", "--crop", "16", "--max-saliency-ima
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("integrity") / "shards"
-    config = BuildConfig(dataset="synthetic", infill=["tile"], factual=["shuffle"], image_size=24, shard_size=16,
-                         dataset_options={"size": 40})  # fmt: skip
+    config = BuildConfig(
+        dataset="synthetic",
+        infill=["tile"],
+        factual=["shuffle"],
+        image_size=24,
+        shard_size=16,
+        dataset_options={"size": 40},
+    )
     build(out, config, workers=1, progress=False)
     return out
 
@@ -236,8 +242,10 @@ def test_shard_check_hashes_the_whole_file_and_counts_records(good) -> None:
 
 
 def test_one_line_drops_an_embedded_worker_traceback() -> None:
-    embedded = ("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-                '  File "x.py", line 1, in f\ntrain.ledger.DataError: shard.tar: truncated')  # fmt: skip
+    embedded = (
+        "Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\ntrain.ledger.DataError: shard.tar: truncated'
+    )
     assert one_line(ValueError(embedded)) == "shard.tar: truncated"
     assert str(DataError(embedded)) == "shard.tar: truncated"
     assert one_line(ValueError("plain")) == "plain"

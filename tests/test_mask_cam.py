@@ -59,8 +59,13 @@ def colour_net(classes: tuple[str, ...] = CLASSES) -> torch.nn.Module:
 
 def save_checkpoint(path: Path, classes: tuple[str, ...] = CLASSES, **changes) -> Path:
     """A checkpoint as `train fit` saves best.pt (train/train.py): model, epoch, config, classes."""
-    state = {"model": colour_net(classes).state_dict(), "epoch": 3, "classes": list(classes),
-             "config": {"arch": "resnet8", "method": "cf-f", "epochs": 4, "seed": 0}, **changes}  # fmt: skip
+    state = {
+        "model": colour_net(classes).state_dict(),
+        "epoch": 3,
+        "classes": list(classes),
+        "config": {"arch": "resnet8", "method": "cf-f", "epochs": 4, "seed": 0},
+        **changes,
+    }
     torch.save(state, path)
     return path
 
@@ -106,9 +111,29 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def build(root: Path, weights: Path, out: Path, *extra: str):  # noqa: ANN201
-    args = ["build", "--dataset", "folder", "--root", str(root), "--image-size", str(SIZE), "--infill", "tile",
-            "--masks-from", "cam", "--mask-weights", str(weights), "--device", "cpu", "--batch-size", "4",
-            "--out", str(out), "-q", *extra]  # fmt: skip
+    args = [
+        "build",
+        "--dataset",
+        "folder",
+        "--root",
+        str(root),
+        "--image-size",
+        str(SIZE),
+        "--infill",
+        "tile",
+        "--masks-from",
+        "cam",
+        "--mask-weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        "-q",
+        *extra,
+    ]
     if "--factual" not in extra:
         args += ["--factual", "shuffle"]
     if "--workers" not in extra:
@@ -149,8 +174,14 @@ def test_heatmap_of_a_hand_made_classifier_lights_the_object(tmp_path: Path) -> 
     rng_before, np_before = torch.get_rng_state(), np.random.get_state()[1].copy()
     model = cam.load(weights, "cpu")
     assert model.classes == CLASSES and model.mean == model.std == (0.5, 0.5, 0.5)
-    red, green, unknown = cam.produce([Request(image, None, 1, "red", 1), Request(image, None, 0, "green", 2),
-                                       Request(image, None, 0, "a class it does not know", 3)], model)  # fmt: skip
+    red, green, unknown = cam.produce(
+        [
+            Request(image, None, 1, "red", 1),
+            Request(image, None, 0, "green", 2),
+            Request(image, None, 0, "a class it does not know", 3),
+        ],
+        model,
+    )
     assert red.dtype == bool and red.shape == (SIZE, SIZE)
     assert (red & truth).sum() / (red | truth).sum() > 0.6
     assert green is None  # its own class, green, is nowhere: the heatmap is zero
@@ -245,8 +276,9 @@ def test_torchvision_resnet18_state_dict_uses_the_top1_class(tmp_path: Path, suf
     assert all(m is None or (m.dtype == bool and m.shape == (SIZE, SIZE)) for m in masks)
     stacked = np.stack(images)
     with torch.no_grad():
-        x = (torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255 - torch.tensor(cam.IMAGENET_MEAN)[:, None,
-             None]) / torch.tensor(cam.IMAGENET_STD)[:, None, None]  # fmt: skip
+        x = (
+            torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255 - torch.tensor(cam.IMAGENET_MEAN)[:, None, None]
+        ) / torch.tensor(cam.IMAGENET_STD)[:, None, None]
         top1 = model.net(x).argmax(1).tolist()
     assert np.array_equal(cam.heatmaps(model, stacked, [None] * 3), cam.heatmaps(model, stacked, top1))
 
@@ -257,8 +289,10 @@ def test_bit_npz_loads_with_train_models_reader(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = ResNetV2(1000)
     names = _bit_npz_names(net)
-    arrays = {names[k]: (v.numpy().transpose(2, 3, 1, 0) if v.ndim == 4 else v.numpy()).astype(np.float16)
-              for k, v in net.state_dict().items()}  # fmt: skip  # the official layout: HWIO kernels
+    arrays = {
+        names[k]: (v.numpy().transpose(2, 3, 1, 0) if v.ndim == 4 else v.numpy()).astype(np.float16)
+        for k, v in net.state_dict().items()
+    }  # the official layout: HWIO kernels
     np.savez(tmp_path / "BiT-S-R50x1.npz", **arrays)
     model = cam.load(tmp_path / "BiT-S-R50x1.npz", "cpu")
     assert model.kind == "BiT bit-s-r50x1" and model.classes is None and model.mean == model.std == cam.HALF
@@ -305,9 +339,17 @@ def bad_weights(kind: str, tmp_path: Path) -> tuple[Path, str]:
 
 @pytest.mark.parametrize(
     "kind",
-    ["missing", "wrong-shape", "pickled-code", "not-a-classifier", "not-a-resnet", "unknown-arch", "not-torch",
-     "not-bit"],
-)  # fmt: skip
+    [
+        "missing",
+        "wrong-shape",
+        "pickled-code",
+        "not-a-classifier",
+        "not-a-resnet",
+        "unknown-arch",
+        "not-torch",
+        "not-bit",
+    ],
+)
 def test_bad_weight_file_is_one_line_before_any_shard(data, tmp_path: Path, kind: str) -> None:
     path, message = bad_weights(kind, tmp_path)
     out = tmp_path / "out"

@@ -20,8 +20,10 @@ from augment.shards import iter_records
 
 runner = CliRunner()
 IMG = 128  # the tiny encoder's input size: a 32-pixel image is resized by 4
-BUILD = ("build --dataset synthetic --size 20 --image-size 32 --infill tile --factual shuffle --masks-from sam "
-         "--device cpu --batch-size 4 -q").split()  # fmt: skip
+BUILD = (
+    "build --dataset synthetic --size 20 --image-size 32 --infill tile --factual shuffle --masks-from sam "
+    "--device cpu --batch-size 4 -q"
+).split()
 
 
 def invoke(*args: object):
@@ -36,17 +38,31 @@ def tiny_sam(depth: int = 2, global_attn: tuple[int, ...] = (1,), window: int = 
         torch.manual_seed(0)
         model = Sam(
             image_encoder=ImageEncoderViT(
-                img_size=IMG, patch_size=16, embed_dim=32, depth=depth, num_heads=2, mlp_ratio=mlp_ratio,
-                out_chans=32, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
-                rel_pos_zero_init=False, window_size=window, global_attn_indexes=global_attn,
+                img_size=IMG,
+                patch_size=16,
+                embed_dim=32,
+                depth=depth,
+                num_heads=2,
+                mlp_ratio=mlp_ratio,
+                out_chans=32,
+                qkv_bias=True,
+                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                use_rel_pos=True,
+                rel_pos_zero_init=False,
+                window_size=window,
+                global_attn_indexes=global_attn,
             ),
-            prompt_encoder=PromptEncoder(embed_dim=32, image_embedding_size=(IMG // 16, IMG // 16),
-                                         input_image_size=(IMG, IMG), mask_in_chans=8),
+            prompt_encoder=PromptEncoder(
+                embed_dim=32, image_embedding_size=(IMG // 16, IMG // 16), input_image_size=(IMG, IMG), mask_in_chans=8
+            ),
             mask_decoder=MaskDecoder(
-                num_multimask_outputs=3, transformer_dim=32, iou_head_depth=3, iou_head_hidden_dim=32,
+                num_multimask_outputs=3,
+                transformer_dim=32,
+                iou_head_depth=3,
+                iou_head_hidden_dim=32,
                 transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=8),
             ),
-        )  # fmt: skip
+        )
     return model.eval()
 
 
@@ -76,10 +92,13 @@ def built(weights: Path, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("kind", [
-    {},  # windowed blocks over SAM's 14, as in vit_b/l/h
-    {"depth": 3, "global_attn": (0, 2), "window": 4, "mlp_ratio": 2.0},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind",
+    [
+        {},  # windowed blocks over SAM's 14, as in vit_b/l/h
+        {"depth": 3, "global_attn": (0, 2), "window": 4, "mlp_ratio": 2.0},
+    ],
+)
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_load_rebuilds_the_architecture_from_the_shapes(tmp_path: Path, kind: dict, suffix: str) -> None:
     original = tiny_sam(**kind).state_dict()
@@ -241,16 +260,25 @@ def bad_files(tmp: Path) -> list[tuple[str, Path, list[str]]]:
     reshaped = {**good, "mask_decoder.iou_token.weight": torch.zeros(1, 33)}
     return [
         ("missing", tmp / "nope.pth", ["nope.pth: no such file", "sam_vit_b_01ec64.pth", "segment-anything"]),
-        ("shape", save(reshaped, tmp / "shape.pth"), ["mask_decoder.iou_token.weight has shape [1, 33], expected "
-                                                      "[1, 32]"]),
-        ("code", save({"model": Code()}, tmp / "code.pth"), ["pickled objects (test_mask_sam.Code), not a plain "
-                                                            "state dict", "torch.save(model.state_dict()"]),
+        (
+            "shape",
+            save(reshaped, tmp / "shape.pth"),
+            ["mask_decoder.iou_token.weight has shape [1, 33], expected [1, 32]"],
+        ),
+        (
+            "code",
+            save({"model": Code()}, tmp / "code.pth"),
+            ["pickled objects (test_mask_sam.Code), not a plain state dict", "torch.save(model.state_dict()"],
+        ),
         ("instance", save(Code(), tmp / "instance.pth"), ["pickled objects (test_mask_sam.Code)"]),
-        ("not sam", save({"foo": torch.zeros(2)}, tmp / "foo.pth"), ["not a SAM state dict", "tensors (foo)",
-                                                                     "sam_vit_b_01ec64.pth"]),
+        (
+            "not sam",
+            save({"foo": torch.zeros(2)}, tmp / "foo.pth"),
+            ["not a SAM state dict", "tensors (foo)", "sam_vit_b_01ec64.pth"],
+        ),
         ("wrapped", save({"model": good}, tmp / "wrapped.pth"), ["wrapped under the key 'model'"]),
         ("garbage", tmp / "garbage.pth", ["not a torch checkpoint (Unsupported operand"]),
-    ]  # fmt: skip
+    ]
 
 
 def test_bad_weight_files_exit_2_in_one_line_before_any_shard(tmp_path: Path) -> None:
@@ -270,8 +298,10 @@ def test_bad_weight_files_exit_2_in_one_line_before_any_shard(tmp_path: Path) ->
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_masks_match_the_cpu_ones(weights: Path) -> None:
     rng = np.random.default_rng(0)
-    requests = [Request(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), np.array([[4, 5, 20, 30]]), 0, "a", 1)
-                for _ in range(4)]  # fmt: skip
+    requests = [
+        Request(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), np.array([[4, 5, 20, 30]]), 0, "a", 1)
+        for _ in range(4)
+    ]
     cpu = sam.produce(requests, sam.load(weights, "cpu"))
     gpu = sam.produce(requests, sam.load(weights, "cuda"))
     for a, b in zip(cpu, gpu, strict=True):

@@ -184,8 +184,23 @@ def read_split(out: Path, split: str) -> dict[str, dict[str, bytes]]:
 def test_grabcut_masks_from_the_boxes_of_photographs_reach_the_shards_and_the_manifest(tmp_path: Path) -> None:
     truth = photo_folder(tmp_path / "data")
     out = tmp_path / "out"
-    build(out, "--dataset", "folder", "--root", str(tmp_path / "data"), "--image-size", "64", "--infill", "tile",
-          "--factual", "shuffle", "--masks-from", "grabcut", "--workers", "1")  # fmt: skip
+    build(
+        out,
+        "--dataset",
+        "folder",
+        "--root",
+        str(tmp_path / "data"),
+        "--image-size",
+        "64",
+        "--infill",
+        "tile",
+        "--factual",
+        "shuffle",
+        "--masks-from",
+        "grabcut",
+        "--workers",
+        "1",
+    )
     manifest = schema.read_manifest(out)
     assert manifest["masks"]["source"] == "grabcut" and manifest["masks"]["gate"] == GATE
     assert manifest["masks"]["params"]["iterations"] == 5 and "--masks-from grabcut" in manifest["command"]
@@ -215,14 +230,30 @@ def test_grabcut_masks_from_the_boxes_of_photographs_reach_the_shards_and_the_ma
 
 
 def test_a_grabcut_build_is_byte_identical_whatever_the_workers(tmp_path: Path) -> None:
-    args = ["--dataset", "synthetic", "--size", "40", "--image-size", "32", "--shard-size", "10", "--infill", "tile",
-            "--factual", "shuffle", "--masks-from", "grabcut"]  # fmt: skip
+    args = [
+        "--dataset",
+        "synthetic",
+        "--size",
+        "40",
+        "--image-size",
+        "32",
+        "--shard-size",
+        "10",
+        "--infill",
+        "tile",
+        "--factual",
+        "shuffle",
+        "--masks-from",
+        "grabcut",
+    ]
     build(tmp_path / "a", *args, "--workers", "1")
     build(tmp_path / "b", *args, "--workers", "2")
 
     def digests(out: Path) -> dict[str, str]:
-        return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(out.rglob("*.tar"))}  # fmt: skip
+        return {
+            p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*.tar"))
+        }
 
     a = digests(tmp_path / "a")
     assert a == digests(tmp_path / "b") and len(a) == 9  # 4 train shards, 1 per other split
@@ -231,8 +262,21 @@ def test_a_grabcut_build_is_byte_identical_whatever_the_workers(tmp_path: Path) 
 
 
 def test_box_builds_f_images_that_replace_all_outside_the_box(tmp_path: Path) -> None:
-    build(tmp_path / "o", "--dataset", "synthetic", "--size", "10", "--image-size", "32", "--factual", "shuffle",
-          "--masks-from", "box", "--workers", "1")  # fmt: skip
+    build(
+        tmp_path / "o",
+        "--dataset",
+        "synthetic",
+        "--size",
+        "10",
+        "--image-size",
+        "32",
+        "--factual",
+        "shuffle",
+        "--masks-from",
+        "box",
+        "--workers",
+        "1",
+    )
     for fields in read_split(tmp_path / "o", "train").values():
         meta = json.loads(fields["json"])
         box = masks.boxes_to_mask(np.array(meta["boxes"]), (32, 32))
@@ -260,8 +304,9 @@ def test_a_png_mask_is_read_back_as_stored() -> None:  # the shard's mask field 
 def test_a_model_source_without_weights_names_the_file_it_needs(tmp_path: Path, name: str) -> None:
     bad = runner.invoke(app, ["build", "--masks-from", name, "--out", str(tmp_path / "o")])
     assert bad.exit_code == 2 and "--mask-weights" in bad.output and len(bad.output.strip().splitlines()) == 1
-    missing = runner.invoke(app, ["build", "--masks-from", name, "--mask-weights", str(tmp_path / "no.pth"),
-                                  "--out", str(tmp_path / "o")])  # fmt: skip
+    missing = runner.invoke(
+        app, ["build", "--masks-from", name, "--mask-weights", str(tmp_path / "no.pth"), "--out", str(tmp_path / "o")]
+    )
     assert missing.exit_code == 2 and "no.pth: no such file" in missing.output and not (tmp_path / "o").exists()
 
 
@@ -292,8 +337,15 @@ def test_every_adapter_builds_with_masks_from_its_boxes(tmp_path: Path, name: st
 
     dataset, options = upstream_dataset(name, tmp_path)
     on_error = options.pop("on_error", "fail")
-    config = BuildConfig(dataset=dataset, infill=["tile"], factual=["shuffle"], image_size=32, on_error=on_error,
-                         dataset_options=options, masks_from=source)  # fmt: skip
+    config = BuildConfig(
+        dataset=dataset,
+        infill=["tile"],
+        factual=["shuffle"],
+        image_size=32,
+        on_error=on_error,
+        dataset_options=options,
+        masks_from=source,
+    )
     manifest = run_build(tmp_path / "out", config, workers=1, progress=False)
     assert manifest["masks"]["source"] == source
     seen = set()

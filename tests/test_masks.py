@@ -25,8 +25,9 @@ def test_f_hole_is_everything_outside_the_exact_object() -> None:
     mask[1:3, 2:5] = True
     mask[2, 2] = False
     np.testing.assert_array_equal(masks.f_hole(mask, np.array([[0, 0, 6, 6]]), (6, 6)), ~mask)  # mask beats boxes
-    np.testing.assert_array_equal(masks.f_hole(None, np.array([[1, 1, 3, 4]]), (6, 6)),
-                                  ~masks.boxes_to_mask(np.array([[1, 1, 3, 4]]), (6, 6)))  # fmt: skip
+    np.testing.assert_array_equal(
+        masks.f_hole(None, np.array([[1, 1, 3, 4]]), (6, 6)), ~masks.boxes_to_mask(np.array([[1, 1, 3, 4]]), (6, 6))
+    )
 
 
 def test_no_annotation_means_no_hole() -> None:

@@ -43,8 +43,22 @@ def one_line_error(result, code: int) -> str:
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("messages") / "build"
-    result = invoke("build", "--dataset", "synthetic", "--size", 40, "--image-size", 32, "--infill", "tile",
-                    "--workers", 1, "-q", "--out", out)  # fmt: skip
+    result = invoke(
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        40,
+        "--image-size",
+        32,
+        "--infill",
+        "tile",
+        "--workers",
+        1,
+        "-q",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -135,8 +149,22 @@ def test_cagan_train_on_a_bomb_or_a_link_says_which_sample(build: Path, tmp_path
     victim = keys(build)[2]
     bad = (f"{victim}.jpg", png_declaring(5000, 5000)) if kind == "bomb" else link(f"{victim}.jpg")
     shard = hostile(build, tmp_path / "b", replaced(val_members(build), f"{victim}.jpg", bad))
-    result = invoke("cagan", "train", "--shards", tmp_path / "b", "--out", tmp_path / "w.safetensors", "--preset",
-                    "tiny", "--steps", 1, "--run-dir", tmp_path / "run", "--device", "cpu")  # fmt: skip
+    result = invoke(
+        "cagan",
+        "train",
+        "--shards",
+        tmp_path / "b",
+        "--out",
+        tmp_path / "w.safetensors",
+        "--preset",
+        "tiny",
+        "--steps",
+        1,
+        "--run-dir",
+        tmp_path / "run",
+        "--device",
+        "cpu",
+    )
     line = one_line_error(result, 1)
     assert f"{shard} (sample {victim!r})" in line and f"augment verify {tmp_path / 'b'}" in line, line
     assert ("over the limit" in line) if kind == "bomb" else ("unexpected tar entry" in line), line
@@ -151,8 +179,10 @@ TINY = ["build", "--dataset", "synthetic", "--size", 5, "--image-size", 32, "--i
 def test_out_under_a_file_or_in_proc_names_out_and_the_fix(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     line = one_line_error(invoke(*TINY, "--out", tmp_path / "file/sub"), 2)
-    assert line == (f"augment: error: --out {tmp_path / 'file/sub'}: {tmp_path / 'file'} is a file, not a folder; "
-                    "choose a writable folder"), line  # fmt: skip
+    assert line == (
+        f"augment: error: --out {tmp_path / 'file/sub'}: {tmp_path / 'file'} is a file, not a folder; "
+        "choose a writable folder"
+    ), line
     line = one_line_error(invoke(*TINY, "--out", "/proc/x"), 2)
     assert line.startswith("augment: error: --out /proc/x: cannot create or write /proc/x") and "writable" in line
 
@@ -201,11 +231,14 @@ def test_verify_reports_every_bad_sample_and_the_checksum(build: Path, tmp_path:
 # ---- 6: a method given to the option of the other role ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args,hint", [
-    (["--infill", "mixed-rand"], "mixed-rand is an F method: use --factual mixed-rand"),
-    (["--factual", "tile"], "tile is a CF method: use --infill tile"),
-    (["--infill", "blur"], "'blur' is not one of 'grey', 'random', 'shuffle', 'shuffle-image', 'tile'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args,hint",
+    [
+        (["--infill", "mixed-rand"], "mixed-rand is an F method: use --factual mixed-rand"),
+        (["--factual", "tile"], "tile is a CF method: use --infill tile"),
+        (["--infill", "blur"], "'blur' is not one of 'grey', 'random', 'shuffle', 'shuffle-image', 'tile'"),
+    ],
+)
 def test_a_method_of_the_other_role_names_the_right_option(tmp_path: Path, args: list[str], hint: str) -> None:
     line = one_line_error(invoke("build", "--out", tmp_path / "x", *args), 2)
     assert line.startswith("augment build: error: Invalid value for") and hint in line, line
@@ -228,11 +261,17 @@ def test_paths_that_are_not_a_build_exit_2_saying_what_to_pass(tmp_path: Path, c
     assert f"{tmp_path / 'nowhere'}: no such folder" in line
 
 
-@pytest.mark.parametrize("manifest,message", [
-    (b"{not json", "not valid JSON"), (b"[" * 50_000, "not valid JSON"), (b"[1, 2]", "format 'list', expected"),
-    (None, "methods.cf is missing or not a list"), (None, "image_size is missing or not an int"),
-    (None, "splits is empty"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "manifest,message",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[" * 50_000, "not valid JSON"),
+        (b"[1, 2]", "format 'list', expected"),
+        (None, "methods.cf is missing or not a list"),
+        (None, "image_size is missing or not an int"),
+        (None, "splits is empty"),
+    ],
+)
 @pytest.mark.parametrize("command", ["info", "verify", "preview"])
 def test_a_damaged_manifest_exits_1_naming_it(build, tmp_path, command, manifest, message) -> None:
     copy = tmp_path / "b"
@@ -281,10 +320,30 @@ def test_the_exit_code_rule_is_in_the_help_and_kept(build: Path, tmp_path: Path)
 
 def test_ctrl_c_during_a_build_prints_one_line_and_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "augment", "build", "--dataset", "synthetic", "--size", "2000", "--infill",
-               "tile", "--workers", "1", "-q", "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "augment",
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        "2000",
+        "--infill",
+        "tile",
+        "--workers",
+        "1",
+        "-q",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     # (SIGINT as a terminal delivers it: a shell without job control starts background jobs with it ignored)
     deadline = time.monotonic() + 60
     while not out.is_dir() and proc.poll() is None and time.monotonic() < deadline:

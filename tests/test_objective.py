@@ -48,8 +48,9 @@ def one_at_a_time(model, x, y, background) -> tuple[torch.Tensor, list[torch.Ten
         penalty = saliency_penalty(alone(leaf), leaf, y[i : i + 1], background[i : i + 1])
         penalties.append(penalty.detach())
         grads.append(torch.autograd.grad(penalty, list(alone.parameters()), allow_unused=True))
-    mean_grads = [sum(g[k] for g in grads) / len(grads) if grads[0][k] is not None else None
-                  for k in range(len(grads[0]))]  # fmt: skip
+    mean_grads = [
+        sum(g[k] for g in grads) / len(grads) if grads[0][k] is not None else None for k in range(len(grads[0]))
+    ]
     return torch.stack(penalties).mean(), mean_grads
 
 

@@ -84,8 +84,9 @@ def test_the_order_is_seeded_per_split_and_a_permutation() -> None:
     assert not np.array_equal(a, build_order(1, "train", 50)) and not np.array_equal(a, build_order(0, "val", 50))
 
 
-def test_permuted_shards_are_the_same_bytes_whatever_the_workers_or_slices(in9_root: Path, in9_build,
-                                                                            tmp_path: Path) -> None:  # fmt: skip
+def test_permuted_shards_are_the_same_bytes_whatever_the_workers_or_slices(
+    in9_root: Path, in9_build, tmp_path: Path
+) -> None:
     _, reference = in9_build
     config = dict(**IN9, dataset_options={"root": str(in9_root)})
     one = build(tmp_path / "one", BuildConfig(**config), workers=1, progress=False)
@@ -94,14 +95,17 @@ def test_permuted_shards_are_the_same_bytes_whatever_the_workers_or_slices(in9_r
     build(sliced, BuildConfig(**config), shard_range="4:", workers=2, progress=False)
     build(sliced, BuildConfig(**config), shard_range="0:4", progress=False)
     merged = merge(sliced)
-    hashes = [[(s["path"], s["sha256"]) for split in m["splits"].values() for s in split["shards"]]
-              for m in (reference, one, merged)]  # fmt: skip
+    hashes = [
+        [(s["path"], s["sha256"]) for split in m["splits"].values() for s in split["shards"]]
+        for m in (reference, one, merged)
+    ]
     assert len(hashes[0]) == total and hashes[0] == hashes[1] == hashes[2]
     assert reference == one == merged  # the manifests too
 
 
-def test_version_1_builds_are_still_read_but_not_resumed_as_version_3(in9_root: Path, in9_build,
-                                                                       tmp_path: Path) -> None:  # fmt: skip
+def test_version_1_builds_are_still_read_but_not_resumed_as_version_3(
+    in9_root: Path, in9_build, tmp_path: Path
+) -> None:
     from train.data import read_manifest
 
     src, _ = in9_build
@@ -141,11 +145,24 @@ def write_build(root: Path, shards: list[list[Sample]], image_size: int) -> dict
         per_class.update(s.class_name for s in samples)
     n = sum(map(len, shards))
     classes = sorted({s.class_name for samples in shards for s in samples})
-    train = {"augmented": False, "num_samples": n, "per_class": per_class, "fields": list(schema.BASE_FIELDS),
-             "shards": entries}  # fmt: skip
-    manifest = {"format": schema.FORMAT, "format_version": 1, "seed": 0, "options": {}, "image_size": image_size,
-                "methods": {"cf": [], "f": [], "copies": 1}, "dataset": {"name": "hand", "classes": classes},
-                "num_samples": n, "splits": {"train": train}}  # fmt: skip
+    train = {
+        "augmented": False,
+        "num_samples": n,
+        "per_class": per_class,
+        "fields": list(schema.BASE_FIELDS),
+        "shards": entries,
+    }
+    manifest = {
+        "format": schema.FORMAT,
+        "format_version": 1,
+        "seed": 0,
+        "options": {},
+        "image_size": image_size,
+        "methods": {"cf": [], "f": [], "copies": 1},
+        "dataset": {"name": "hand", "classes": classes},
+        "num_samples": n,
+        "splits": {"train": train},
+    }
     schema.write_manifest(root, manifest)
     return manifest
 
@@ -170,8 +187,17 @@ def random_draw_classes(counts: list[int], b: int) -> float:
 def batches_of(root: Path, epoch: int = 0) -> list[tuple[list[str], list[int]]]:
     from train.data import Fields, ShardStream, loader, read_manifest
 
-    stream = ShardStream(root, read_manifest(root), "train", Fields(), train=True, crop=8, seed=0,
-                         shuffle_buffer=BUFFER, batch_size=BATCH)  # fmt: skip
+    stream = ShardStream(
+        root,
+        read_manifest(root),
+        "train",
+        Fields(),
+        train=True,
+        crop=8,
+        seed=0,
+        shuffle_buffer=BUFFER,
+        batch_size=BATCH,
+    )
     stream.set_epoch(epoch)
     return [(b["key"], b["label"].tolist()) for b in loader(stream, BATCH, workers=2, drop_last=True)]
 
@@ -194,8 +220,9 @@ def before_issue_12(root: Path) -> list[int]:
 
 
 @pytest.mark.parametrize("shard_size", [PER, 100, 25], ids=["9-class-pure", "23-class-runs", "90-whole-shards"])
-def test_batches_from_class_ordered_shards_hold_as_many_classes_as_random_draws(tmp_path: Path,
-                                                                               shard_size: int) -> None:  # fmt: skip
+def test_batches_from_class_ordered_shards_hold_as_many_classes_as_random_draws(
+    tmp_path: Path, shard_size: int
+) -> None:
     """9 shards of one class each, or 23 shards of 100 holding runs of one or two classes, as a version 1 build cuts
     them (every worker reads every shard, keeping its share), or 90 shards of 25 (45 whole shards per worker, 32 of
     them open at once).

@@ -25,8 +25,15 @@ SUMMARY = re.compile(r"epoch (\d+): \{")
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pictures") / "shards"
-    config = BuildConfig(dataset="synthetic", infill=["tile"], factual=["shuffle"], copies=2, image_size=24,
-                         shard_size=16, dataset_options={"size": 40})  # fmt: skip
+    config = BuildConfig(
+        dataset="synthetic",
+        infill=["tile"],
+        factual=["shuffle"],
+        copies=2,
+        image_size=24,
+        shard_size=16,
+        dataset_options={"size": 40},
+    )
     build(out, config, workers=1, progress=False)
     return out
 
@@ -35,16 +42,38 @@ def shards(tmp_path_factory) -> Path:
 def fitted(shards: Path, tmp_path_factory) -> tuple[Path, str]:
     """A 2-epoch CF(tile)+F(shuffle) run by `train fit` in a process of its own (stderr a pipe): its folder, stderr."""
     out = tmp_path_factory.mktemp("pictures-runs") / "cf-f"
-    args = ["fit", "--shards", str(shards), "--out", str(out), "--epochs", "2", "--batch-size", "8", "--crop", "16",
-            "--workers", "0", "--cf", "tile", "--f", "shuffle", "--max-saliency-images", "8"]  # fmt: skip
+    args = [
+        "fit",
+        "--shards",
+        str(shards),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--crop",
+        "16",
+        "--workers",
+        "0",
+        "--cf",
+        "tile",
+        "--f",
+        "shuffle",
+        "--max-saliency-images",
+        "8",
+    ]
     done = subprocess.run([sys.executable, "-m", "train", *args], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return out, done.stderr
 
 
 def loaded(folder: Path) -> dict:
-    return {"folder": folder, "results": json.loads((folder / "results.json").read_text()),
-            "config": json.loads((folder / "config.json").read_text())}  # fmt: skip
+    return {
+        "folder": folder,
+        "results": json.loads((folder / "results.json").read_text()),
+        "config": json.loads((folder / "config.json").read_text()),
+    }
 
 
 def figure_texts(fig) -> list[str]:
@@ -73,8 +102,9 @@ def test_fit_output_has_one_summary_line_per_epoch_and_one_no_weights_line(fitte
     assert "UserWarning" not in stderr and "build_model(" not in stderr  # no warnings.warn source line
 
 
-def test_fit_on_a_terminal_draws_a_bar_per_epoch_and_keeps_the_summary_lines(shards: Path, tmp_path: Path, capsys,
-                                                                          caplog, monkeypatch) -> None:  # fmt: skip
+def test_fit_on_a_terminal_draws_a_bar_per_epoch_and_keeps_the_summary_lines(
+    shards: Path, tmp_path: Path, capsys, caplog, monkeypatch
+) -> None:
     from train.train import Progress, fit
 
     postfixes: list[tuple[int, int, str]] = []  # (epoch's step, of steps, the bar's postfix) after every step
@@ -85,8 +115,16 @@ def test_fit_on_a_terminal_draws_a_bar_per_epoch_and_keeps_the_summary_lines(sha
         postfixes.append((self.bar.n, self.bar.total, self.bar.postfix))
 
     monkeypatch.setattr(Progress, "step", recording)
-    config = Config.resolve("demo", shards=str(shards), out=str(tmp_path / "run"), workers=0, batch_size=8, crop=16,
-                            epochs=2, max_saliency_images=0)  # fmt: skip
+    config = Config.resolve(
+        "demo",
+        shards=str(shards),
+        out=str(tmp_path / "run"),
+        workers=0,
+        batch_size=8,
+        crop=16,
+        epochs=2,
+        max_saliency_images=0,
+    )
     with caplog.at_level("INFO", logger="train"):
         assert fit(config, progress=True)
     messages = [r.getMessage() for r in caplog.records]
@@ -123,8 +161,16 @@ def fake_run(folder: Path, method: str, config: dict, losses: list[float], val_k
         writer = csv.DictWriter(fh, fieldnames=["epoch", "loss", "lr", val_key, "img_per_s", "data_wait_fraction"])
         writer.writeheader()
         for epoch, loss in enumerate(losses):
-            writer.writerow({"epoch": epoch, "loss": loss, "lr": 0.1, val_key: 0.5 + epoch / 10, "img_per_s": 100,
-                             "data_wait_fraction": 0.1})  # fmt: skip
+            writer.writerow(
+                {
+                    "epoch": epoch,
+                    "loss": loss,
+                    "lr": 0.1,
+                    val_key: 0.5 + epoch / 10,
+                    "img_per_s": 100,
+                    "data_wait_fraction": 0.1,
+                }
+            )
     return {"folder": folder, "results": {"method": method, "splits": {}}, "config": {"val_split": "val", **config}}
 
 
@@ -145,8 +191,10 @@ def test_curves_have_axis_labels_the_metric_and_a_legend_in_both_panels(tmp_path
     import matplotlib.pyplot as plt
 
     both = {"cf": ["tile"], "f": ["shuffle"]}
-    runs = [fake_run(tmp_path / "a", "Orig", {}, [1.6, 1.4, 1.3]),
-            fake_run(tmp_path / "b", "CF(tile)+F(shuffle)", both, [1.2, 1.1, 1.0])]  # fmt: skip
+    runs = [
+        fake_run(tmp_path / "a", "Orig", {}, [1.6, 1.4, 1.3]),
+        fake_run(tmp_path / "b", "CF(tile)+F(shuffle)", both, [1.2, 1.1, 1.0]),
+    ]
     fig = report.curves_figure(runs, report.method_colours(runs, plt), plt)
     ax_loss, ax_val = fig.axes
     assert ax_loss.get_ylabel() and ax_val.get_ylabel() == "accuracy on val" and "accuracy" in ax_val.get_title()
@@ -224,9 +272,14 @@ def test_saliency_sheet_uses_the_labels_and_logits_an_examples_file_holds(tmp_pa
     rng = np.random.default_rng(0)
     masks = np.zeros((3, 8, 8), bool)
     masks[:, 2:6, 2:6] = True
-    np.savez(folder / "saliency_examples.npz", images=rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8),
-             masks=masks, scores=rng.random((3, 8, 8)), labels=np.array([0, 1, 2]),
-             logits=np.array([[5.0, 0, 0], [5.0, 0, 0], [0, 0, 5.0]]))  # fmt: skip
+    np.savez(
+        folder / "saliency_examples.npz",
+        images=rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8),
+        masks=masks,
+        scores=rng.random((3, 8, 8)),
+        labels=np.array([0, 1, 2]),
+        logits=np.array([[5.0, 0, 0], [5.0, 0, 0], [0, 0, 5.0]]),
+    )
     run = {"folder": folder, "results": {"method": "Orig", "splits": {}}, "config": {}}
     _, rows, _ = sheet_texts([run])
     assert rows == [["true: 0", "true: 1", "true: 2"], ["pred: 0 ✓", "pred: 0 ✗", "pred: 2 ✓"]]

@@ -28,9 +28,29 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 # 6000 samples in 60 shards: about 4 s of work for two workers (2.4 s with half of it once raced the test's wait for
 # the first finished shard on a busy machine), so the build is still running when signalled.
 # --out is relative, so builds in different folders write the same manifest bytes.
-COMMAND = [sys.executable, "-m", "augment", "build", "--dataset", "synthetic", "--size", "3000", "--image-size", "32",
-           "--infill", "tile", "--factual", "shuffle", "--shard-size", "100", "--workers", "2", "-q", "--out",
-           "shards"]  # fmt: skip
+COMMAND = [
+    sys.executable,
+    "-m",
+    "augment",
+    "build",
+    "--dataset",
+    "synthetic",
+    "--size",
+    "3000",
+    "--image-size",
+    "32",
+    "--infill",
+    "tile",
+    "--factual",
+    "shuffle",
+    "--shard-size",
+    "100",
+    "--workers",
+    "2",
+    "-q",
+    "--out",
+    "shards",
+]
 # the manifest records the checkout's commit, and a plan of another commit is not resumed: no commit, so that one
 # made in this checkout while the test runs changes nothing
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GIT_DIR": os.devnull}
@@ -52,8 +72,11 @@ def default_sigint() -> None:
 
 def tree(out: Path) -> dict[str, str]:
     """The sha256 of every file of a build, by relative path."""
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*"))
-            if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
 
 
 def running(procs: list) -> list:
@@ -86,8 +109,9 @@ def test_a_killed_build_leaves_no_worker_and_resumes_to_identical_bytes(
     out, expected = tmp_path / "shards", tree(reference)
     shards = sum(1 for name in expected if name.endswith(".tar"))
     with open(tmp_path / "stderr", "w") as err:
-        main = subprocess.Popen(COMMAND, cwd=tmp_path, env=ENV, stderr=err, start_new_session=True,
-                                preexec_fn=default_sigint)  # fmt: skip
+        main = subprocess.Popen(
+            COMMAND, cwd=tmp_path, env=ENV, stderr=err, start_new_session=True, preexec_fn=default_sigint
+        )
     try:
         deadline, workers, records = time.monotonic() + 120, [], out / journal.JOURNAL / journal.DONE
         while time.monotonic() < deadline:
@@ -120,8 +144,9 @@ def test_a_killed_build_leaves_no_worker_and_resumes_to_identical_bytes(
 
     again = subprocess.run(COMMAND, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    said = re.search(rf"^augment build: resuming {re.escape(str(out))}: (\d+) of (\d+) shards kept$", again.stderr,
-                     re.MULTILINE)  # fmt: skip
+    said = re.search(
+        rf"^augment build: resuming {re.escape(str(out))}: (\d+) of (\d+) shards kept$", again.stderr, re.MULTILINE
+    )
     assert said and int(said[1]) >= 1 and int(said[2]) == shards, again.stderr
     manifest, want = (json.loads((o / schema.MANIFEST).read_text()) for o in (out, reference))
     assert manifest["splits"] == want["splits"]  # every shard entry: path, count, bytes, sha256
@@ -145,8 +170,10 @@ def test_quiet_resume_says_on_stderr_how_many_shards_were_kept(tmp_path: Path, c
 def test_exit_with_ends_a_process_once_the_process_it_watches_is_gone() -> None:
     """The watchdog of a process whose watched one is not its parent (checked by PID), and a no-op on itself."""
     watched = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    code = f"import os, time; from augment import orphans; orphans.exit_with(os.getpid()); orphans.exit_with(" \
-           f"{watched.pid}); time.sleep(120)"  # fmt: skip
+    code = (
+        f"import os, time; from augment import orphans; orphans.exit_with(os.getpid()); orphans.exit_with("
+        f"{watched.pid}); time.sleep(120)"
+    )
     watcher = subprocess.Popen([sys.executable, "-c", code], env=ENV)
     try:
         time.sleep(1.5)

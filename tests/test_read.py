@@ -38,13 +38,16 @@ def test_missing_truncated_and_non_image_files_are_named(tmp_path: Path) -> None
         read_image(tmp_path / "notes.png")
 
 
-@pytest.mark.parametrize("mode,expected", [
-    ("L", (90, 90, 90)),
-    ("P", (200, 10, 30)),
-    ("CMYK", None),
-    ("RGBA", (200, 10, 30)),
-    ("I;16", (128, 128, 128)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "mode,expected",
+    [
+        ("L", (90, 90, 90)),
+        ("P", (200, 10, 30)),
+        ("CMYK", None),
+        ("RGBA", (200, 10, 30)),
+        ("I;16", (128, 128, 128)),
+    ],
+)
 def test_every_mode_becomes_rgb(tmp_path: Path, mode: str, expected) -> None:
     if mode == "L":
         img = Image.new("L", (8, 6), 90)
@@ -158,7 +161,10 @@ def test_soft_mask_files_give_object_and_extent_on_the_upright_image(tmp_path: P
 
 def test_check_boxes_clips_what_sticks_out_and_refuses_the_rest() -> None:
     np.testing.assert_array_equal(check_boxes("f", np.array([[-5, 2, 50, 8]]), (40, 30)), [[0, 2, 40, 8]])
-    for box, message in (([np.nan, 1, 2, 3], "not a number"), ([5, 5, 5, 9], "negative or zero size"),
-                         ([45, 1, 60, 9], "lies outside the 40x30 image")):  # fmt: skip
+    for box, message in (
+        ([np.nan, 1, 2, 3], "not a number"),
+        ([5, 5, 5, 9], "negative or zero size"),
+        ([45, 1, 60, 9], "lies outside the 40x30 image"),
+    ):
         with pytest.raises(SourceError, match=message):
             check_boxes("f", np.array([box]), (40, 30))

@@ -65,8 +65,20 @@ def snippet(needle: str) -> str:
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("readme") / "shards"
-    args = ["build", "--dataset", "synthetic", "--size", "20", "--image-size", str(IMAGE_SIZE), "--infill", "tile",
-            "--out", str(out), "-q"]  # fmt: skip
+    args = [
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        "20",
+        "--image-size",
+        str(IMAGE_SIZE),
+        "--infill",
+        "tile",
+        "--out",
+        str(out),
+        "-q",
+    ]
     result = CliRunner().invoke(app, args, prog_name="augment")
     assert result.exit_code == 0, result.output
     return out

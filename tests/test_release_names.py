@@ -59,8 +59,16 @@ EXPECTED_KEYS = {  # readable release names keep their readable keys (a change w
 @cache
 def photographs() -> tuple[np.ndarray, ...]:
     data = pytest.importorskip("skimage.data")
-    return (data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.immunohistochemistry(),
-            data.hubble_deep_field(), data.retina(), data.cat())  # fmt: skip
+    return (
+        data.astronaut(),
+        data.coffee(),
+        data.chelsea(),
+        data.rocket(),
+        data.immunohistochemistry(),
+        data.hubble_deep_field(),
+        data.retina(),
+        data.cat(),
+    )
 
 
 def photo(seed: int, w: int = W, h: int = H) -> np.ndarray:
@@ -147,8 +155,13 @@ def make_waterbirds(base: Path) -> Release:
 
 
 CCT_DECLARED = (2048, 1536)  # the JSONs' full resolution; the files are 64 x 48: boxes scale by 1/32
-CCT_CATEGORIES = [{"id": 1, "name": "opossum"}, {"id": 3, "name": "raccoon"}, {"id": 30, "name": "empty"},
-                  {"id": 34, "name": "deer"}, {"id": 51, "name": "Rüppell's fox"}]  # fmt: skip
+CCT_CATEGORIES = [
+    {"id": 1, "name": "opossum"},
+    {"id": 3, "name": "raccoon"},
+    {"id": 30, "name": "empty"},
+    {"id": 34, "name": "deer"},
+    {"id": 51, "name": "Rüppell's fox"},
+]
 LONG_ID = "loc_0033_seq_6f2161b4-5567-11e8-a7e1-dca9047ef277_frame_000{}_of_0003_cam_north-east"
 CCT_IMAGES = {  # split -> image id -> [(category id, [x, y, w, h] in declared pixels, or None)]
     "train": {
@@ -193,10 +206,20 @@ def make_cct(root: Path) -> Release:
             seed += 1
             file_name = f"{image_id}.jpg"
             save(root / "eccv_18_all_images_sm" / file_name, photo(seed, 64, 48))
-            data["images"].append({"id": image_id, "file_name": file_name, "width": CCT_DECLARED[0],
-                                   "height": CCT_DECLARED[1], "location": 33 + seed % 3, "seq_id": f"seq-{seed}",
-                                   "frame_num": 1, "seq_num_frames": 1, "date_captured": "2013-01-02 03:04:05",
-                                   "rights_holder": "Justin Brown"})  # fmt: skip
+            data["images"].append(
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "width": CCT_DECLARED[0],
+                    "height": CCT_DECLARED[1],
+                    "location": 33 + seed % 3,
+                    "seq_id": f"seq-{seed}",
+                    "frame_num": 1,
+                    "seq_num_frames": 1,
+                    "date_captured": "2013-01-02 03:04:05",
+                    "rights_holder": "Justin Brown",
+                }
+            )
             for n, (cat, bbox) in enumerate(anns):
                 ann = {"id": f"{image_id}-{n}", "image_id": image_id, "category_id": cat}
                 data["annotations"].append(ann | ({"bbox": bbox} if bbox else {}))
@@ -210,16 +233,20 @@ def make_cct(root: Path) -> Release:
                     truth[split][(f"eccv_18_all_images_sm/{file_name}", names[cat])] = region
         write_json(root / "eccv_18_annotation_files" / f"{split}_annotations.json", data)
     folder = "eccv_18_all_images_sm/"
-    alike = [{("train", f"{folder}{n}.jpg") for n in ("a b", "a-b", "a.b", "a_b")},
-             {("train", f"{folder}{LONG_ID.format(i)}.jpg") for i in (1, 2)}]  # fmt: skip
+    alike = [
+        {("train", f"{folder}{n}.jpg") for n in ("a b", "a-b", "a.b", "a_b")},
+        {("train", f"{folder}{LONG_ID.format(i)}.jpg") for i in (1, 2)},
+    ]
     # boxes only: --masks-from grabcut outlines the objects, so that the test splits are bases of --shifted-tests
     return Release("cct", {"root": str(root)}, ["--root", str(root), "--masks-from", "grabcut"], truth, alike, 48)
 
 
-COCO_CATEGORIES = [{"supercategory": "person", "id": 1, "name": "person"},
-                   {"supercategory": "animal", "id": 17, "name": "cat"},
-                   {"supercategory": "animal", "id": 18, "name": "dog"},
-                   {"supercategory": "food", "id": 61, "name": "café crème"}]  # fmt: skip
+COCO_CATEGORIES = [
+    {"supercategory": "person", "id": 1, "name": "person"},
+    {"supercategory": "animal", "id": 17, "name": "cat"},
+    {"supercategory": "animal", "id": 18, "name": "dog"},
+    {"supercategory": "food", "id": 61, "name": "café crème"},
+]
 COCO_IMAGES = [  # id, file_name, category ids of its annotations (the first is the largest)
     (391895, "000000391895.jpg", [1, 18]),
     (522418, "000000522418.jpg", [17]),
@@ -237,11 +264,17 @@ COCO_IMAGES = [  # id, file_name, category ids of its annotations (the first is 
     ("a-b", "export/a-b.jpg", [18]),
     ("a.b", "export/a.b.jpg", [1]),
     ("a_b", "export/a_b.jpg", [61]),
-    ("IMG_20190704_Rüppell's warbler, Kibale National Park (Uganda) 0001.JPG",
-     "export/Rüppell's warbler/IMG_20190704_Rüppell's warbler, Kibale National Park (Uganda) 0001.JPG", [1]),
-    ("IMG_20190704_Rüppell's warbler, Kibale National Park (Uganda) 0002.JPG",
-     "export/Rüppell's warbler/IMG_20190704_Rüppell's warbler, Kibale National Park (Uganda) 0002.JPG", [17]),
-]  # fmt: skip
+    (
+        "IMG_20190704_Rüppell's warbler, Kibale National Park (Uganda) 0001.JPG",
+        "export/Rüppell's warbler/IMG_20190704_Rüppell's warbler, Kibale National Park (Uganda) 0001.JPG",
+        [1],
+    ),
+    (
+        "IMG_20190704_Rüppell's warbler, Kibale National Park (Uganda) 0002.JPG",
+        "export/Rüppell's warbler/IMG_20190704_Rüppell's warbler, Kibale National Park (Uganda) 0002.JPG",
+        [17],
+    ),
+]
 COCO_VAL_FRACTION = 0.4
 
 
@@ -257,25 +290,47 @@ def make_coco(base: Path) -> Release:
     truth: dict[str, dict] = {}
     for n, (image_id, file_name, cats) in enumerate(COCO_IMAGES):
         save(root / file_name, photo(n))
-        data["images"].append({"id": image_id, "file_name": file_name, "width": W, "height": H, "license": 1,
-                               "coco_url": f"http://images.cocodataset.org/val2017/{file_name}",
-                               "date_captured": "2013-11-14 17:02:52"})  # fmt: skip
+        data["images"].append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "width": W,
+                "height": H,
+                "license": 1,
+                "coco_url": f"http://images.cocodataset.org/val2017/{file_name}",
+                "date_captured": "2013-11-14 17:02:52",
+            }
+        )
         objects = []
         for k, cat in enumerate(cats):
             region = ellipse(n + 3 * k, scale=1.0 - 0.4 * k)  # the first annotation is the largest
             ys, xs = np.nonzero(region)
             x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
             polygon = [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
-            data["annotations"].append({"id": 1000 * n + k, "image_id": image_id, "category_id": cat,
-                                        "segmentation": [polygon], "area": float((x1 - x0) * (y1 - y0)),
-                                        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                                        "iscrowd": 0})  # fmt: skip
+            data["annotations"].append(
+                {
+                    "id": 1000 * n + k,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "segmentation": [polygon],
+                    "area": float((x1 - x0) * (y1 - y0)),
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                    "iscrowd": 0,
+                }
+            )
             if cat == cats[0]:
                 objects.append(coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects([polygon], H, W))).astype(bool))
         split = "val" if held_out(0, image_id, COCO_VAL_FRACTION) else "train"
         truth.setdefault(split, {})[(file_name, names[cats[0]])] = np.logical_or.reduce(objects)
-    crowd = {"id": 99, "image_id": 391895, "category_id": 1, "iscrowd": 1, "area": 20.0, "bbox": [0, 0, 5, 4],
-             "segmentation": {"size": [H, W], "counts": [0, 4, 36, 4, 36, 4, 36, 4, 36, 4, H * W - 164]}}  # fmt: skip
+    crowd = {
+        "id": 99,
+        "image_id": 391895,
+        "category_id": 1,
+        "iscrowd": 1,
+        "area": 20.0,
+        "bbox": [0, 0, 5, 4],
+        "segmentation": {"size": [H, W], "counts": [0, 4, 36, 4, 36, 4, 36, 4, 36, 4, H * W - 164]},
+    }
     data["annotations"].append(crowd)  # a crowd region: never the label, and part of the object
     truth["train" if not held_out(0, 391895, COCO_VAL_FRACTION) else "val"][("000000391895.jpg", "person")][:4, :5] = 1
     annotations = base / "annotations" / "instances_val2017.json"
@@ -289,17 +344,24 @@ def make_coco(base: Path) -> Release:
 
 ALBATROSS, SPARROW = "Black_Footed_Albatross", "Nelson_Sharp_Tailed_Sparrow"
 FOLDER_FILES = {  # class -> {split: [file names]}: CUB as an ImageFolder tree, and worse
-    "001.Black_footed_Albatross": {"train": [f"{ALBATROSS}_0046_18.jpg", f"{ALBATROSS}_0009_34.jpg"],
-                                   "val": [f"{ALBATROSS}_0002_55.jpg"],
-                                   "test": [f"{ALBATROSS}_0076_417.jpg", f"{ALBATROSS}_0031_100.jpg"]},
-    "126.Nelson_Sharp_tailed_Sparrow": {"train": [f"{SPARROW}_0001_796906.jpg", f"{SPARROW}_0002_796913.jpg"],
-                                        "test": [f"{SPARROW}_0003_796920.jpg"]},
-    "Rüppell's warbler": {"train": ["Rüppell's warbler 01.jpg", "Rüppell's warbler 02.JPEG"],
-                          "val": ["crème, brûlée.jpg"], "test": ["Rüppell's warbler 03.png"]},
+    "001.Black_footed_Albatross": {
+        "train": [f"{ALBATROSS}_0046_18.jpg", f"{ALBATROSS}_0009_34.jpg"],
+        "val": [f"{ALBATROSS}_0002_55.jpg"],
+        "test": [f"{ALBATROSS}_0076_417.jpg", f"{ALBATROSS}_0031_100.jpg"],
+    },
+    "126.Nelson_Sharp_tailed_Sparrow": {
+        "train": [f"{SPARROW}_0001_796906.jpg", f"{SPARROW}_0002_796913.jpg"],
+        "test": [f"{SPARROW}_0003_796920.jpg"],
+    },
+    "Rüppell's warbler": {
+        "train": ["Rüppell's warbler 01.jpg", "Rüppell's warbler 02.JPEG"],
+        "val": ["crème, brûlée.jpg"],
+        "test": ["Rüppell's warbler 03.png"],
+    },
     "café": {"train": ["a b.jpg", "a-b.jpg", "a.b.jpg", "a_b.jpg", "x.jpg", "x.JPG"], "test": ["café.jpg"]},
     "sea": {"train": ["lion_0001.jpg"], "test": ["lion_0002.jpg"]},  # sea/lion_0001.jpg and sea_lion/0001.jpg
     "sea_lion": {"train": ["0001.jpg"], "test": ["0002.jpg"]},
-}  # fmt: skip
+}
 FOLDER_BOXES = {"val/Rüppell's warbler/crème, brûlée.jpg"}  # boxes.csv only, no mask: a box-only sample
 
 
@@ -330,14 +392,19 @@ def make_folder(base: Path) -> Release:
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows([["path", "x0", "y0", "x1", "y1"], *rows])
     (root / "boxes.csv").write_text(text.getvalue(), encoding="utf-8")
-    alike = [{("train", f"train/café/{n}") for n in ("a b.jpg", "a-b.jpg", "a.b.jpg", "a_b.jpg")},
-             {("train", "train/café/x.jpg"), ("train", "train/café/x.JPG")},
-             {("train", "train/sea/lion_0001.jpg"), ("train", "train/sea_lion/0001.jpg")},
-             {("test", "test/sea/lion_0002.jpg"), ("test", "test/sea_lion/0002.jpg")},
-             {("train", f"train/126.Nelson_Sharp_tailed_Sparrow/{name}")
-              for name in FOLDER_FILES["126.Nelson_Sharp_tailed_Sparrow"]["train"]}]  # fmt: skip
-    return Release("folder", {"root": str(root), "masks": str(masks)}, ["--root", str(root), "--masks", str(masks)],
-                   truth, alike)  # fmt: skip
+    alike = [
+        {("train", f"train/café/{n}") for n in ("a b.jpg", "a-b.jpg", "a.b.jpg", "a_b.jpg")},
+        {("train", "train/café/x.jpg"), ("train", "train/café/x.JPG")},
+        {("train", "train/sea/lion_0001.jpg"), ("train", "train/sea_lion/0001.jpg")},
+        {("test", "test/sea/lion_0002.jpg"), ("test", "test/sea_lion/0002.jpg")},
+        {
+            ("train", f"train/126.Nelson_Sharp_tailed_Sparrow/{name}")
+            for name in FOLDER_FILES["126.Nelson_Sharp_tailed_Sparrow"]["train"]
+        },
+    ]
+    return Release(
+        "folder", {"root": str(root), "masks": str(masks)}, ["--root", str(root), "--masks", str(masks)], truth, alike
+    )
 
 
 IN9_OWN_TESTS = ("original", "mixed_same", "mixed_rand", "mixed_next")  # the variants the release fixture writes
@@ -373,17 +440,39 @@ def make_in9(base: Path) -> Release:
     return Release("in9", {"root": str(root)}, ["--root", str(root)], truth, alike=[], objects=stems)
 
 
-MAKERS: dict[str, Callable[[Path], Release]] = {"waterbirds": make_waterbirds, "cct": make_cct, "coco": make_coco,
-                                                "folder": make_folder, "in9": make_in9}  # fmt: skip
+MAKERS: dict[str, Callable[[Path], Release]] = {
+    "waterbirds": make_waterbirds,
+    "cct": make_cct,
+    "coco": make_coco,
+    "folder": make_folder,
+    "in9": make_in9,
+}
 
 
 # ---- builds -------------------------------------------------------------------------------------------------------
 
 
 def build(release: Release, out: Path, workers: int) -> None:
-    args = ["build", "--dataset", release.name, *release.args, "--image-size", str(SIZE), "--infill", "tile",
-            "--factual", "mixed-rand", "--shifted-tests", "--shard-size", "3", "--workers", str(workers),
-            "--out", str(out), "-q"]  # fmt: skip
+    args = [
+        "build",
+        "--dataset",
+        release.name,
+        *release.args,
+        "--image-size",
+        str(SIZE),
+        "--infill",
+        "tile",
+        "--factual",
+        "mixed-rand",
+        "--shifted-tests",
+        "--shard-size",
+        "3",
+        "--workers",
+        str(workers),
+        "--out",
+        str(out),
+        "-q",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
 
@@ -455,8 +544,17 @@ def test_keys_are_valid_unique_and_every_name_is_read_with_its_label_and_object(
 
 def test_names_that_sanitise_or_join_alike_get_distinct_keys() -> None:
     # the last: Latin-1 bytes, as Python reads a file name that is not UTF-8
-    names = ["a b.jpg", "a-b.jpg", "a.b.jpg", "a_b.jpg", "a b-jpg", "a/b.jpg", "café.jpg", "cafe\u0301.jpg",
-             "caf\udce9.jpg"]  # fmt: skip
+    names = [
+        "a b.jpg",
+        "a-b.jpg",
+        "a.b.jpg",
+        "a_b.jpg",
+        "a b-jpg",
+        "a/b.jpg",
+        "café.jpg",
+        "cafe\u0301.jpg",
+        "caf\udce9.jpg",
+    ]
     keys = [safe_key("train", "café", n) for n in names]
     assert len(set(keys)) == len(keys) and all(KEY.fullmatch(k) for k in keys)
     joined = [("train", "sea_lion", "0001.jpg"), ("train", "sea", "lion_0001.jpg"), ("train_sea", "lion", "0001.jpg")]
@@ -472,8 +570,9 @@ def test_names_that_sanitise_or_join_alike_get_distinct_keys() -> None:
 
 
 def digests(out: Path) -> dict[str, str]:
-    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*.tar"))}  # fmt: skip
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*.tar"))
+    }
 
 
 def test_build_verifies_stores_every_key_and_two_workers_give_the_same_bytes(built, tmp_path: Path) -> None:
@@ -519,9 +618,30 @@ def test_train_fit_on_a_fraction_predicts_every_key_of_every_split(builds, tmp_p
 
     _, out = builds("folder")
     run = tmp_path / "run"
-    result = runner.invoke(train_app, ["fit", "--shards", str(out), "--preset", "demo", "--arch", "resnet8",
-                                       "--epochs", "1", "--batch-size", "2", "--train-fraction", "0.5",
-                                       "--max-saliency-images", "0", "--workers", "0", "--out", str(run)])  # fmt: skip
+    result = runner.invoke(
+        train_app,
+        [
+            "fit",
+            "--shards",
+            str(out),
+            "--preset",
+            "demo",
+            "--arch",
+            "resnet8",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--train-fraction",
+            "0.5",
+            "--max-saliency-images",
+            "0",
+            "--workers",
+            "0",
+            "--out",
+            str(run),
+        ],
+    )
     assert result.exit_code == 0, result.output
     predictions = np.load(run / "predictions.npz")
     splits = [s for s in schema.read_manifest(out)["splits"] if s != "train"]
@@ -567,8 +687,10 @@ def test_the_saliency_subset_picks_the_same_images_by_key_in_any_order(built) ->
         return int.from_bytes(hashlib.blake2b(f"saliency:{key}".encode(), digest_size=8).digest(), "big"), key
 
     per_class = -(-budget // classes)
-    ranked = {c: sorted((k for k, label in masked.items() if label == c), key=priority)[:per_class]
-              for c in sorted(set(masked.values()))}  # fmt: skip
+    ranked = {
+        c: sorted((k for k, label in masked.items() if label == c), key=priority)[:per_class]
+        for c in sorted(set(masked.values()))
+    }
     expected = [ranked[c][r] for r in range(per_class) for c in ranked if r < len(ranked[c])][:budget]
     assert chosen(batches) == chosen(batches[::-1]) == expected
 
@@ -580,9 +702,13 @@ def test_every_shifted_record_pairs_with_a_base_record_of_its_split(built) -> No
     release, out = built
     manifest = schema.read_manifest(out)
     pairs = manifest["shifted_tests"]["pairs"]
-    expected_bases = {"waterbirds": {"val", "test", "test_original", "test_flip"}, "folder": {"val", "test"},
-                      "coco": {"val"}, "cct": {"cis_val", "cis_test", "trans_val", "trans_test"},
-                      "in9": {"original"}}  # fmt: skip
+    expected_bases = {
+        "waterbirds": {"val", "test", "test_original", "test_flip"},
+        "folder": {"val", "test"},
+        "coco": {"val"},
+        "cct": {"cis_val", "cis_test", "trans_val", "trans_test"},
+        "in9": {"original"},
+    }
     assert set(pairs) == expected_bases[release.name], manifest["shifted_tests"]
     for base, pair in pairs.items():
         base_records = {k: json.loads(f["json"]) for k, f in read_split(out, base).items()}

@@ -23,8 +23,14 @@ def build(tmp_path_factory) -> Path:
     from augment.build import BuildConfig, build
 
     out = tmp_path_factory.mktemp("remote") / "site" / "builds" / "tiny"
-    config = BuildConfig(dataset="synthetic", infill=["tile"], factual=["shuffle"], image_size=24, shard_size=16,
-                         dataset_options={"size": 40})  # fmt: skip
+    config = BuildConfig(
+        dataset="synthetic",
+        infill=["tile"],
+        factual=["shuffle"],
+        image_size=24,
+        shard_size=16,
+        dataset_options={"size": 40},
+    )
     build(out, config, workers=1, progress=False)
     return out
 
@@ -46,8 +52,18 @@ def server(build: Path) -> Iterator[str]:
 
 
 def config(shards: str, out: Path) -> Config:
-    return Config.resolve("demo", shards=shards, out=str(out), workers=2, batch_size=8, crop=16, epochs=1,
-                          cf=["tile"], f=["shuffle"], max_saliency_images=8)  # fmt: skip
+    return Config.resolve(
+        "demo",
+        shards=shards,
+        out=str(out),
+        workers=2,
+        batch_size=8,
+        crop=16,
+        epochs=1,
+        cf=["tile"],
+        f=["shuffle"],
+        max_saliency_images=8,
+    )
 
 
 def test_fit_and_eval_from_http_equal_the_local_folder(build: Path, server: str, tmp_path: Path) -> None:

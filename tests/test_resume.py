@@ -21,8 +21,13 @@ from augment.build import BuildConfig, BuildError, build, merge
 from augment.cli import app
 from augment.shards import iter_records
 
-SYNTHETIC = dict(dataset="synthetic", infill=["tile", "shuffle"], factual=["shuffle", "mixed-rand"],
-                 dataset_options={"size": 40}, shard_size=8)  # fmt: skip
+SYNTHETIC = dict(
+    dataset="synthetic",
+    infill=["tile", "shuffle"],
+    factual=["shuffle", "mixed-rand"],
+    dataset_options={"size": 40},
+    shard_size=8,
+)
 
 
 CLI = [
@@ -59,9 +64,32 @@ def reference(tmp_path_factory) -> dict[str, bytes]:
 
 def cli_build(cwd: Path, *extra: str) -> list[str]:
     """The same `augment build` command line in any folder: --out is relative, so the manifests can be equal."""
-    return [sys.executable, "-m", "augment", "build", "--dataset", "synthetic", "--size", "600", "--image-size", "48",
-            "--infill", "tile", "--infill", "shuffle", "--factual", "shuffle", "--factual", "mixed-rand",
-            "--shard-size", "12", "--out", "shards", "-q", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "augment",
+        "build",
+        "--dataset",
+        "synthetic",
+        "--size",
+        "600",
+        "--image-size",
+        "48",
+        "--infill",
+        "tile",
+        "--infill",
+        "shuffle",
+        "--factual",
+        "shuffle",
+        "--factual",
+        "mixed-rand",
+        "--shard-size",
+        "12",
+        "--out",
+        "shards",
+        "-q",
+        *extra,
+    ]
 
 
 def test_sigkill_mid_build_then_the_same_command_resumes_to_identical_bytes(tmp_path: Path) -> None:
@@ -91,8 +119,9 @@ def test_sigkill_mid_build_then_the_same_command_resumes_to_identical_bytes(tmp_
 
     subprocess.run(cli_build(killed, "--workers", "2"), cwd=killed, env=env, check=True)
     assert tree(out) == expected  # shards, manifest, and no journal or temp file left
-    assert all((out / json.loads(json.dumps(r))["shard"]["path"]).stat().st_ino == kept[n] for n, r in
-               finished.items())  # fmt: skip  # the finished shards were kept, not rebuilt
+    assert all(
+        (out / json.loads(json.dumps(r))["shard"]["path"]).stat().st_ino == kept[n] for n, r in finished.items()
+    )  # the finished shards were kept, not rebuilt
 
 
 def test_a_damaged_shard_of_a_finished_build_is_rebuilt_by_the_same_command(tmp_path: Path, reference) -> None:
@@ -143,11 +172,18 @@ def test_merge_refuses_shards_built_with_other_encoder_versions(tmp_path: Path) 
 
 def test_a_dask_cluster_builds_the_same_bytes_as_local_processes(tmp_path: Path, reference) -> None:
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, worker_dashboard_address=None) as cluster:  # fmt: skip
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        worker_dashboard_address=None,
+    ) as cluster:
         build(tmp_path / "out", BuildConfig(**SYNTHETIC), scheduler=cluster.scheduler_address, progress=False)
-        result = CliRunner().invoke(app, [*CLI, "--out", str(tmp_path / "cli"), "--scheduler",
-                                          cluster.scheduler_address])  # fmt: skip
+        result = CliRunner().invoke(
+            app, [*CLI, "--out", str(tmp_path / "cli"), "--scheduler", cluster.scheduler_address]
+        )
     assert tree(tmp_path / "out") == reference
     assert result.exit_code == 0 and "wrote 80 samples in 10 shards" in result.output, result.output
     shards = {k: v for k, v in tree(tmp_path / "cli").items() if k.endswith(".tar")}
@@ -179,8 +215,12 @@ def test_info_diff_says_same_or_lists_the_differences(tmp_path: Path, reference)
     assert same.exit_code == 0 and "the builds are the same" in same.output
     other = runner.invoke(app, ["info", "--diff", str(a), str(c)])
     assert other.exit_code == 1, other.output
-    for line in ('options.seed: 0 -> 3', 'options.infill: ["tile", "shuffle"] -> ["tile"]', "dataset.fingerprint: ",
-                 "splits.train.shards: 0 identical, 5 of A's 5 differ"):  # fmt: skip
+    for line in (
+        "options.seed: 0 -> 3",
+        'options.infill: ["tile", "shuffle"] -> ["tile"]',
+        "dataset.fingerprint: ",
+        "splits.train.shards: 0 identical, 5 of A's 5 differ",
+    ):
         assert line in other.output, other.output
 
 

@@ -73,8 +73,9 @@ def build(out: Path, *args: str) -> str:
 
 def digests(out: Path) -> dict[str, str]:
     """The sha256 of every shard of a build, by relative path."""
-    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*.tar"))}  # fmt: skip
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*.tar"))
+    }
 
 
 def read_split(out: Path, split: str) -> dict[str, dict[str, bytes]]:
@@ -85,8 +86,22 @@ def read_split(out: Path, split: str) -> dict[str, dict[str, bytes]]:
 
 
 def folder_args(root: Path) -> list[str]:
-    return ["--dataset", "folder", "--root", str(root / "data"), "--masks", str(root / "masks"), "--image-size", "48",
-            "--infill", "tile", "--factual", "mixed-rand", "--workers", "1"]  # fmt: skip
+    return [
+        "--dataset",
+        "folder",
+        "--root",
+        str(root / "data"),
+        "--masks",
+        str(root / "masks"),
+        "--image-size",
+        "48",
+        "--infill",
+        "tile",
+        "--factual",
+        "mixed-rand",
+        "--workers",
+        "1",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +181,10 @@ def test_synthetic_variants_have_the_class_relations_of_its_native_splits(tmp_pa
     assert not any(s.startswith("mixed_") and "." in s for s in manifest["splits"])
     family = {k: json.loads(f["json"])["meta"]["background"] for k, f in read_split(out, "original").items()}
     for variant in ("mixed_same", "mixed_rand", "mixed_next"):
-        native = {json.loads(f["json"])["key"].split("_")[-1]: json.loads(f["json"])
-                  for f in read_split(out, variant).values()}  # fmt: skip
+        native = {
+            json.loads(f["json"])["key"].split("_")[-1]: json.loads(f["json"])
+            for f in read_split(out, variant).values()
+        }
         for fields in read_split(out, f"original.{variant}").values():
             meta = json.loads(fields["json"])
             donor_family = family[meta["shifted"]["donor_key"]]  # original samples sit on their class's family
@@ -187,8 +204,19 @@ def test_the_class_ordered_photo_tree_builds_the_same_bytes_with_either_executor
     scatter) with tile and mixed-rand: one process, and two workers forked or spawned by loky, write the same
     shards."""
     photo_tree(tmp_path / "tree")
-    args = [*folder_args(tmp_path / "tree")[:-2], "--infill", "random", "--infill", "shuffle", "--factual", "random",
-            "--factual", "shuffle", "--shard-size", "4"]  # fmt: skip
+    args = [
+        *folder_args(tmp_path / "tree")[:-2],
+        "--infill",
+        "random",
+        "--infill",
+        "shuffle",
+        "--factual",
+        "random",
+        "--factual",
+        "shuffle",
+        "--shard-size",
+        "4",
+    ]
     monkeypatch.setattr(executors, "forking_is_safe", lambda: executor == "forked")
 
     build(tmp_path / "one", *args, "--workers", "1")
@@ -213,8 +241,9 @@ def test_splits_without_masks_are_skipped_and_said_so(tmp_path: Path) -> None:
     with open(tmp_path / "data" / "boxes.csv", "a") as fh:  # and test's unannotated image gets a box, no mask
         fh.write("test/ball/999.png,4,4,30,30\n")
     said = build(tmp_path / "o", *folder_args(tmp_path))
-    assert ("--shifted-tests: no variants of val: its samples have boxes but no object masks; pass --masks-from "
-            "grabcut") in said  # fmt: skip
+    assert (
+        "--shifted-tests: no variants of val: its samples have boxes but no object masks; pass --masks-from grabcut"
+    ) in said
     manifest = schema.read_manifest(tmp_path / "o")
     assert list(manifest["shifted_tests"]["pairs"]) == ["test"] and "val" in manifest["shifted_tests"]["skipped"]
     assert "in test, 1 of its 6 samples have boxes but no object masks and get no variants" in said
@@ -241,8 +270,9 @@ def test_a_split_without_any_annotation_is_skipped(tmp_path: Path) -> None:
     from upstream import make_in9
 
     make_in9(tmp_path / "bg")
-    said = build(tmp_path / "o", "--dataset", "in9", "--root", str(tmp_path / "bg"), "--image-size", "32",
-                 "--workers", "1")  # fmt: skip
+    said = build(
+        tmp_path / "o", "--dataset", "in9", "--root", str(tmp_path / "bg"), "--image-size", "32", "--workers", "1"
+    )
     manifest = schema.read_manifest(tmp_path / "o")
     assert list(manifest["shifted_tests"]["pairs"]) == ["original"]  # IN-9's own variants are no bases
     assert "original.mixed_rand" in manifest["splits"] and "mixed_rand.only_fg" not in manifest["splits"]
@@ -257,29 +287,45 @@ def test_bg_gap_and_reliance_from_recorded_donors_by_hand() -> None:
     from train.evaluate import recorded_reliance, shifted_test_metrics
 
     log = np.log
-    original = {"pair_keys": ["a", "b", "c"], "logits": log(np.array([[0.5, 0.3, 0.2], [0.6, 0.2, 0.2],
-                                                                      [0.2, 0.2, 0.6]]))}  # fmt: skip
-    mixed = {"pair_keys": ["b", "a", "z"], "donor_labels": np.array([1, 2, 0]),
-             "logits": log(np.array([[0.1, 0.7, 0.2], [0.2, 0.3, 0.5], [1 / 3, 1 / 3, 1 / 3]]))}  # fmt: skip
+    original = {
+        "pair_keys": ["a", "b", "c"],
+        "logits": log(np.array([[0.5, 0.3, 0.2], [0.6, 0.2, 0.2], [0.2, 0.2, 0.6]])),
+    }
+    mixed = {
+        "pair_keys": ["b", "a", "z"],
+        "donor_labels": np.array([1, 2, 0]),
+        "logits": log(np.array([[0.1, 0.7, 0.2], [0.2, 0.3, 0.5], [1 / 3, 1 / 3, 1 / 3]])),
+    }
     # a: p(donor 2) 0.2 -> 0.5 (+0.3); b: p(donor 1) 0.2 -> 0.7 (+0.5); z pairs with nothing
     paired = recorded_reliance(original, mixed)
     assert (paired.value, paired.pairs, paired.unpaired) == (pytest.approx(0.4), 2, 1)
     unknown = {**mixed, "donor_labels": np.array([-1, 2, -1])}  # a record without a donor does not count
     paired = recorded_reliance(original, unknown)
     assert (paired.value, paired.pairs, paired.unpaired) == (pytest.approx(0.3), 1, 2)
-    section = {"pairs": {b: {"variants": {v: f"{b}.{v}" for v in VARIANTS},
-                             "bg_gap": {"same": f"{b}.mixed_same", "rand": f"{b}.mixed_rand"},
-                             "background_reliance": {"original": b, "shifted": [f"{b}.mixed_next", f"{b}.mixed_rand"]}}
-                         for b in ("val", "test")}}  # fmt: skip
+    section = {
+        "pairs": {
+            b: {
+                "variants": {v: f"{b}.{v}" for v in VARIANTS},
+                "bg_gap": {"same": f"{b}.mixed_same", "rand": f"{b}.mixed_rand"},
+                "background_reliance": {"original": b, "shifted": [f"{b}.mixed_next", f"{b}.mixed_rand"]},
+            }
+            for b in ("val", "test")
+        }
+    }
     predictions = {"val": original, "test": original, "test.mixed_next": mixed, "test.mixed_rand": unknown}
-    splits = {"test.mixed_same": {"accuracy": 0.75}, "test.mixed_rand": {"accuracy": 0.25},
-              "test.mixed_next": {"accuracy": 0.5}}  # fmt: skip
+    splits = {
+        "test.mixed_same": {"accuracy": 0.75},
+        "test.mixed_rand": {"accuracy": 0.25},
+        "test.mixed_next": {"accuracy": 0.5},
+    }
     result = shifted_test_metrics(predictions, splits, section, "val")
     test = result["bases"]["test"]
     assert result["headline"] == "test" and test["bg_gap"] == pytest.approx(0.5)
     assert test["background_reliance"] == pytest.approx({"test.mixed_next": 0.4, "test.mixed_rand": 0.3})
-    assert test["reliance_pairs"] == {"test.mixed_next": {"pairs": 2, "unpaired": 1},
-                                      "test.mixed_rand": {"pairs": 1, "unpaired": 2}}  # fmt: skip
+    assert test["reliance_pairs"] == {
+        "test.mixed_next": {"pairs": 2, "unpaired": 1},
+        "test.mixed_rand": {"pairs": 1, "unpaired": 2},
+    }
     assert test["accuracy"] == {"mixed_same": 0.75, "mixed_rand": 0.25, "mixed_next": 0.5}
     assert "bg_gap" not in result["bases"]["val"] and result["bases"]["val"]["background_reliance"] == {}
 
@@ -289,8 +335,24 @@ def test_train_fit_reports_the_shifted_metrics_that_its_predictions_and_the_shar
 
     _, out = photos
     run = tmp_path / "run"
-    result = CliRunner().invoke(train_app, ["fit", "--shards", str(out), "--preset", "demo", "--epochs", "1",
-                                            "--crop", "48", "--batch-size", "4", "--out", str(run)])  # fmt: skip
+    result = CliRunner().invoke(
+        train_app,
+        [
+            "fit",
+            "--shards",
+            str(out),
+            "--preset",
+            "demo",
+            "--epochs",
+            "1",
+            "--crop",
+            "48",
+            "--batch-size",
+            "4",
+            "--out",
+            str(run),
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = json.loads((run / "results.json").read_text())
     test = results["shifted_tests"]["bases"]["test"]
@@ -308,8 +370,10 @@ def test_train_fit_reports_the_shifted_metrics_that_its_predictions_and_the_shar
     original = probs("test")
     for split in ("test.mixed_next", "test.mixed_rand"):
         donors = {k: json.loads(f["json"])["shifted"] for k, f in read_split(out, split).items()}
-        rises = [p[donors[k]["donor_label"]] - original[donors[k]["base_key"]][donors[k]["donor_label"]]
-                 for k, p in probs(split).items()]  # fmt: skip
+        rises = [
+            p[donors[k]["donor_label"]] - original[donors[k]["base_key"]][donors[k]["donor_label"]]
+            for k, p in probs(split).items()
+        ]
         assert test["background_reliance"][split] == pytest.approx(np.mean(rises), abs=1e-5)
     assert results["background_reliance"] == test["background_reliance"]["test.mixed_next"]
     tsv = (run / "results.tsv").read_text()
@@ -318,8 +382,9 @@ def test_train_fit_reports_the_shifted_metrics_that_its_predictions_and_the_shar
 
 def test_preview_shifted_draws_each_variant_beside_its_original(photos, tmp_path: Path) -> None:
     _, out = photos
-    sheet = runner.invoke(app, ["preview", str(out), "--shifted", "--rows", "3", "--cell", "32",
-                                "--out", str(tmp_path / "s.png")])  # fmt: skip
+    sheet = runner.invoke(
+        app, ["preview", str(out), "--shifted", "--rows", "3", "--cell", "32", "--out", str(tmp_path / "s.png")]
+    )
     assert sheet.exit_code == 0, sheet.output
     width, _ = Image.open(tmp_path / "s.png").size
     assert width == 96 + 32 * (1 + len(VARIANTS))  # the caption column, then original | each variant
@@ -334,12 +399,25 @@ def test_a_coco_release_gets_variants_of_its_segmented_images_and_names_the_box_
 
     images, _ = make_coco(tmp_path)
     data = json.loads((tmp_path / "instances.json").read_text())
-    box_only = {a["image_id"] for a in data["annotations"]} - {a["image_id"] for a in data["annotations"]
-                                                                if a.get("segmentation")}  # fmt: skip
+    box_only = {a["image_id"] for a in data["annotations"]} - {
+        a["image_id"] for a in data["annotations"] if a.get("segmentation")
+    }
     assert box_only == {4}
-    said = build(tmp_path / "o", "--dataset", "coco", "--root", str(images), "--annotations",
-                 str(tmp_path / "instances.json"), "--val-fraction", "0.99", "--image-size", "32",
-                 "--workers", "1")  # fmt: skip
+    said = build(
+        tmp_path / "o",
+        "--dataset",
+        "coco",
+        "--root",
+        str(images),
+        "--annotations",
+        str(tmp_path / "instances.json"),
+        "--val-fraction",
+        "0.99",
+        "--image-size",
+        "32",
+        "--workers",
+        "1",
+    )
     manifest = schema.read_manifest(tmp_path / "o")
     assert list(manifest["shifted_tests"]["pairs"]) == ["val"] and "in val, 1 of its 4 samples" in said
     keys = {json.loads(f["json"])["shifted"]["base_key"] for f in read_split(tmp_path / "o", "val.mixed_rand").values()}

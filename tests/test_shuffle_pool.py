@@ -74,8 +74,11 @@ def test_a_build_without_shuffle_records_no_pool(tmp_path: Path) -> None:
 
 
 def test_the_trainer_refuses_the_per_image_shuffle_of_older_builds() -> None:
-    manifest = {"format_version": 2, "splits": {"train": {"fields": ["jpg", "f.shuffle.0.jpg"]}, "val": {}},
-                "methods": {"cf": [], "f": ["shuffle"], "copies": 1}}  # fmt: skip
+    manifest = {
+        "format_version": 2,
+        "splits": {"train": {"fields": ["jpg", "f.shuffle.0.jpg"]}, "val": {}},
+        "methods": {"cf": [], "f": ["shuffle"], "copies": 1},
+    }
     config = Config.resolve(preset="demo", shards="s", out="o", f=["shuffle"], val_split="val")
     with pytest.raises(ValueError, match="per-image variant .*shuffle-image"):
         config.check_build(manifest)
@@ -140,11 +143,18 @@ def test_pooled_shuffle_backgrounds_do_not_tell_the_class_where_per_image_ones_d
     F(shuffle) 0.275. Bounds: pooled below 0.40 (4.4 binomial standard errors above chance at n = 160), per-image
     and real above 0.70."""
     root, masks = photo_folder(tmp_path / "photos")
-    config = BuildConfig(dataset="folder", factual=["shuffle", "shuffle-image"], shard_size=40,
-                         dataset_options={"root": str(root), "masks": str(masks)}, image_size=SIZE)  # fmt: skip
+    config = BuildConfig(
+        dataset="folder",
+        factual=["shuffle", "shuffle-image"],
+        shard_size=40,
+        dataset_options={"root": str(root), "masks": str(masks)},
+        image_size=SIZE,
+    )
     build(tmp_path / "out", config, workers=2, progress=False)
-    scores = {field: nearest_centroid_accuracy(*background_features(tmp_path / "out", field))
-              for field in ("jpg", "f.shuffle.0.jpg", "f.shuffle-image.0.jpg")}  # fmt: skip
+    scores = {
+        field: nearest_centroid_accuracy(*background_features(tmp_path / "out", field))
+        for field in ("jpg", "f.shuffle.0.jpg", "f.shuffle-image.0.jpg")
+    }
     assert scores["jpg"] > 0.70 and scores["f.shuffle-image.0.jpg"] > 0.70, scores
     assert scores["f.shuffle.0.jpg"] < 0.40, scores
 
@@ -169,8 +179,9 @@ def test_the_manifest_lists_the_pool_members_used_not_those_left_out(tmp_path: P
     root, masks = make_folder(tmp_path / "data")
     (root / "train/dog/broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 a JPEG header, then nothing")
     options = {"root": str(root), "masks": str(masks)}
-    config = BuildConfig(dataset="folder", factual=["shuffle"], image_size=24, shard_size=2, on_error="skip",
-                         dataset_options=options)  # fmt: skip
+    config = BuildConfig(
+        dataset="folder", factual=["shuffle"], image_size=24, shard_size=2, on_error="skip", dataset_options=options
+    )
     manifests = [build(tmp_path / f"out{workers}", config, workers=workers, progress=False) for workers in (1, 2)]
     assert manifests[0] == manifests[1]
     drawn = [ref.key for ref in get_dataset("folder", on_error="skip", **options).splits()["train"].refs]  # 4 < 64
@@ -187,8 +198,11 @@ def test_shards_built_from_different_pools_stop_the_manifest() -> None:
     header = {"methods": {"pool": {"members": {"train": ["a", "b"]}}}}
     plan = journal.Plan(header, [journal.Task("train", i, 2 * i, 2 * i + 2) for i in range(2)], {}, [])
     records = {"train-000000": {"pool_left_out": [[1, "corrupt"]]}, "train-000001": {"pool_left_out": []}}
-    with pytest.raises(BuildError, match=r"shard-000001.tar: its shuffle pool left out members \[\] .*other train "
-                       r"shards \[\[1, 'corrupt'\]\]: the source changed during the build"):  # fmt: skip
+    with pytest.raises(
+        BuildError,
+        match=r"shard-000001.tar: its shuffle pool left out members \[\] .*other train "
+        r"shards \[\[1, 'corrupt'\]\]: the source changed during the build",
+    ):
         journal.with_used_pool(plan, records)
     records["train-000001"] = records["train-000000"]
     expected = {"members": {"train": ["a"]}, "left_out": {"train": {"b": "corrupt"}}}

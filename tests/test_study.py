@@ -44,8 +44,9 @@ rows = ["Orig", "CF+F"]
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("study") / "shards"
-    config = BuildConfig(dataset="synthetic", infill=["tile", "grey"], factual=["shuffle"], image_size=24,
-                         dataset_options={"size": 48})  # fmt: skip
+    config = BuildConfig(
+        dataset="synthetic", infill=["tile", "grey"], factual=["shuffle"], image_size=24, dataset_options={"size": 48}
+    )
     build(out, config, progress=False)
     return out
 
@@ -54,8 +55,19 @@ def shards(tmp_path_factory) -> Path:
 def study(shards: Path, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("study")
     (folder / "grid.toml").write_text(GRID)
-    args = ["study", "--shards", str(shards), "--grid", str(folder / "grid.toml"), "--seeds", "2", "--out",
-            str(folder / "out"), "--jobs", "2"]  # fmt: skip
+    args = [
+        "study",
+        "--shards",
+        str(shards),
+        "--grid",
+        str(folder / "grid.toml"),
+        "--seeds",
+        "2",
+        "--out",
+        str(folder / "out"),
+        "--jobs",
+        "2",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return folder / "out"
@@ -63,9 +75,24 @@ def study(shards: Path, tmp_path_factory) -> Path:
 
 def test_the_study_trains_every_row_seed_and_fraction_once(study: Path) -> None:
     runs = sorted(str(p.parent.relative_to(study / "runs")) for p in (study / "runs").rglob("results.json"))
-    assert runs == sorted(["CF_grey/s0", "CF_grey/s1", "CF_tile/s0", "CF_tile/s1", "CF+F/s0", "CF+F/s0-f0.5",
-                    "CF+F/s1", "CF+F/s1-f0.5", "F_shuffle/s0", "F_shuffle/s1", "Orig/s0", "Orig/s0-f0.5",
-                           "Orig/s1", "Orig/s1-f0.5"])  # fmt: skip
+    assert runs == sorted(
+        [
+            "CF_grey/s0",
+            "CF_grey/s1",
+            "CF_tile/s0",
+            "CF_tile/s1",
+            "CF+F/s0",
+            "CF+F/s0-f0.5",
+            "CF+F/s1",
+            "CF+F/s1-f0.5",
+            "F_shuffle/s0",
+            "F_shuffle/s1",
+            "Orig/s0",
+            "Orig/s0-f0.5",
+            "Orig/s1",
+            "Orig/s1-f0.5",
+        ]
+    )
     config = json.loads((study / "runs/CF+F/s1-f0.5/config.json").read_text())
     assert config["seed"] == 1 and config["train_fraction"] == 0.5 and config["f"] == ["shuffle"]
     assert config["cf"] in (["tile"], ["grey"])  # the best CF by val accuracy
@@ -73,9 +100,17 @@ def test_the_study_trains_every_row_seed_and_fraction_once(study: Path) -> None:
 
 def test_the_report_has_the_tables_figures_claims_and_provenance(study: Path, shards: Path) -> None:
     report = (study / "REPORT.md").read_text()
-    for needle in ("## Table 1: accuracy per test split", "## Table 2: saliency AUPR", "## Table 3: background",
-                   "![saliency AUPR vs accuracy", "![gain over Orig", "## The paper's claims on this data",
-                   "manifest sha256", "--train-fraction 0.5", "Best single methods by mean val accuracy"):  # fmt: skip
+    for needle in (
+        "## Table 1: accuracy per test split",
+        "## Table 2: saliency AUPR",
+        "## Table 3: background",
+        "![saliency AUPR vs accuracy",
+        "![gain over Orig",
+        "## The paper's claims on this data",
+        "manifest sha256",
+        "--train-fraction 0.5",
+        "Best single methods by mean val accuracy",
+    ):
         assert needle in report, needle
     for row in ("| Orig |", "| CF(tile) |", "| CF(grey) |", "| F(shuffle) |", "| CF+F |"):
         assert row in report
@@ -93,8 +128,9 @@ def test_a_rerun_reuses_finished_runs_and_resumes_an_interrupted_one(study: Path
     interrupted = study / "runs/Orig/s1/results.json"
     interrupted.unlink()  # as if killed after the last checkpoint, before the evaluation
     grid = study.parent / "grid.toml"
-    result = CliRunner().invoke(app, ["study", "--shards", str(shards), "--grid", str(grid), "--seeds", "2",
-                                      "--out", str(study)])  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["study", "--shards", str(shards), "--grid", str(grid), "--seeds", "2", "--out", str(study)]
+    )
     assert result.exit_code == 0, result.output
     again = {p: p.stat().st_mtime_ns for p in (study / "runs").rglob("results.json")}
     assert {p for p in again if again[p] != results.get(p)} == {interrupted}

@@ -21,8 +21,15 @@ from train.losses import cf_loss, fgsm_background, saliency_penalty
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train") / "shards"
-    config = BuildConfig(dataset="synthetic", infill=["tile"], factual=["shuffle"], copies=2, image_size=24,
-                         shard_size=16, dataset_options={"size": 40})  # fmt: skip
+    config = BuildConfig(
+        dataset="synthetic",
+        infill=["tile"],
+        factual=["shuffle"],
+        copies=2,
+        image_size=24,
+        shard_size=16,
+        dataset_options={"size": 40},
+    )
     build(out, config, workers=1, progress=False)
     return out
 
@@ -155,8 +162,9 @@ def test_a_shard_with_pickled_payloads_executes_nothing(shards: Path, tmp_path: 
 def run_fit(shards: Path, out: Path, **kw):
     from train.train import fit
 
-    config = Config.resolve("demo", shards=str(shards), out=str(out), workers=0, batch_size=16, crop=16,
-                            max_saliency_images=8, **kw)  # fmt: skip
+    config = Config.resolve(
+        "demo", shards=str(shards), out=str(out), workers=0, batch_size=16, crop=16, max_saliency_images=8, **kw
+    )
     return fit(config, resume=kw.pop("resume", False) if "resume" in kw else False)
 
 
@@ -186,8 +194,18 @@ def test_fit_writes_results_and_resume_reproduces_an_uninterrupted_run(shards: P
     from train.train import fit
 
     def config(out: Path, epochs: int) -> Config:
-        return Config.resolve("demo", shards=str(shards), out=str(out), workers=0, batch_size=16, crop=16,
-                              epochs=epochs, cf=["tile"], f=["shuffle"], max_saliency_images=8)  # fmt: skip
+        return Config.resolve(
+            "demo",
+            shards=str(shards),
+            out=str(out),
+            workers=0,
+            batch_size=16,
+            crop=16,
+            epochs=epochs,
+            cf=["tile"],
+            f=["shuffle"],
+            max_saliency_images=8,
+        )
 
     straight = fit(config(tmp_path / "straight", 2))
     assert fit(config(tmp_path / "resumed", 2), stop_after=0) == {}  # interrupted after epoch 0's checkpoint
@@ -212,9 +230,27 @@ def test_cli_fit_eval_report(shards: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     runs = tmp_path / "runs"
     for seed in (0, 1):
-        result = runner.invoke(app, ["fit", "--shards", str(shards), "--out", str(runs / f"orig-s{seed}"), "--epochs",
-                                     "1", "--batch-size", "16", "--crop", "16", "--workers", "0", "--seed", str(seed)],
-                               prog_name="train")  # fmt: skip
+        result = runner.invoke(
+            app,
+            [
+                "fit",
+                "--shards",
+                str(shards),
+                "--out",
+                str(runs / f"orig-s{seed}"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--crop",
+                "16",
+                "--workers",
+                "0",
+                "--seed",
+                str(seed),
+            ],
+            prog_name="train",
+        )
         assert result.exit_code == 0, result.output
         assert "mixed_next" in result.output
     result = runner.invoke(app, ["eval", str(runs / "orig-s0"), "--shards", str(shards), "--workers", "0"])
@@ -224,11 +260,15 @@ def test_cli_fit_eval_report(shards: Path, tmp_path: Path) -> None:
     report = (runs / "report.md").read_text()
     assert "| Orig | 2 |" in report and "±" in report and "train fit --shards" in report
     assert (runs / "saliency_vs_accuracy.png").is_file() and (runs / "curves.png").is_file()
-    bad = runner.invoke(app, ["fit", "--shards", str(shards), "--out", str(tmp_path / "x"), "--cf", "grey"],
-                        prog_name="train")  # fmt: skip
+    bad = runner.invoke(
+        app, ["fit", "--shards", str(shards), "--out", str(tmp_path / "x"), "--cf", "grey"], prog_name="train"
+    )
     assert bad.exit_code == 2 and "--cf grey: the shards hold no cf.grey images; built with ['tile']" in bad.output
-    bad = runner.invoke(app, ["fit", "--shards", str(shards), "--out", str(tmp_path / "x"), "--cf", "tile",
-                              "--mixup", "0.2"], prog_name="train")  # fmt: skip
+    bad = runner.invoke(
+        app,
+        ["fit", "--shards", str(shards), "--out", str(tmp_path / "x"), "--cf", "tile", "--mixup", "0.2"],
+        prog_name="train",
+    )
     assert bad.exit_code == 2 and "baselines" in bad.output
 
 
@@ -276,8 +316,9 @@ def test_deepliftshap_baselines_are_the_split_s_own_images(shards: Path) -> None
 
     torch.manual_seed(0)
     model = build_model("resnet8", 5, from_checkpoint=True).eval()
-    config = Config.resolve("demo", shards=str(shards), out="unused", workers=0, saliency="deepliftshap",
-                            max_saliency_images=10)  # fmt: skip
+    config = Config.resolve(
+        "demo", shards=str(shards), out="unused", workers=0, saliency="deepliftshap", max_saliency_images=10
+    )
     p = evaluate.predict(model, shards, read_manifest(shards), "original", 16, config, "cpu")
     images = torch.from_numpy(p["images"]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     labels = torch.from_numpy(p["saliency_labels"])
@@ -299,8 +340,18 @@ def test_the_plateau_schedule_steps_on_validation_loss(shards: Path, tmp_path: P
         return {"accuracy": 0.2 + 0.1 * epoch, "loss": 1.0 + epoch, "macro_auc": None}
 
     monkeypatch.setattr(evaluate, "split_metrics", rising_accuracy_and_loss)
-    config = Config.resolve("demo", shards=str(shards), out=str(tmp_path / "run"), workers=0, batch_size=16, crop=16,
-                            epochs=4, schedule="plateau", lr=0.1, max_saliency_images=0)  # fmt: skip
+    config = Config.resolve(
+        "demo",
+        shards=str(shards),
+        out=str(tmp_path / "run"),
+        workers=0,
+        batch_size=16,
+        crop=16,
+        epochs=4,
+        schedule="plateau",
+        lr=0.1,
+        max_saliency_images=0,
+    )
     fit(config)
     rows = (tmp_path / "run/log.csv").read_text().splitlines()
     header = rows[0].split(",")

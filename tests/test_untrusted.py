@@ -60,9 +60,19 @@ def hostile(build: Path, out: Path, entries: list[tuple[str, bytes] | tarfile.Ta
     shard = out / "val/shard-000000.tar"
     shard.write_bytes(buf.getvalue())
     manifest = read_manifest(build)
-    manifest["splits"] = {"val": {**manifest["splits"]["val"], "shards": [
-        {"path": "val/shard-000000.tar", "num_samples": 8, "bytes": shard.stat().st_size,
-         "sha256": shards.sha256_file(shard)}]}}  # fmt: skip
+    manifest["splits"] = {
+        "val": {
+            **manifest["splits"]["val"],
+            "shards": [
+                {
+                    "path": "val/shard-000000.tar",
+                    "num_samples": 8,
+                    "bytes": shard.stat().st_size,
+                    "sha256": shards.sha256_file(shard),
+                }
+            ],
+        }
+    }
     (out / "manifest.json").write_text(json.dumps(manifest))
     return shard
 
@@ -92,8 +102,9 @@ def jpeg_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize("make,size", [(png_declaring, (5000, 5000)), (jpeg_declaring, (4000, 3000)),
-                                       (jpeg_declaring, (60000, 60000))])  # fmt: skip
+@pytest.mark.parametrize(
+    "make,size", [(png_declaring, (5000, 5000)), (jpeg_declaring, (4000, 3000)), (jpeg_declaring, (60000, 60000))]
+)
 def test_image_headers_declaring_huge_sizes_are_refused_before_decoding(build, tmp_path, caplog, make, size) -> None:
     entries = members(build)
     victim = entries[1][0].split(".")[0]
@@ -120,8 +131,11 @@ def test_an_oversized_member_is_skipped_unread_and_the_rest_of_its_shard_reads_o
     huge = tarfile.TarInfo("val_huge.jpg")
     huge.size = 1 << 40  # 1 TiB declared, none of it present: reading it would fail as truncated, or exhaust memory
     shard = hostile(build, tmp_path / "huge", [*entries[:12], huge])
-    with pytest.raises(ShardError, match=r"'val_huge.jpg' declares 1099511627776 bytes, over the limit of 67108864 "
-                                         r"and past the end of the shard"):  # fmt: skip
+    with pytest.raises(
+        ShardError,
+        match=r"'val_huge.jpg' declares 1099511627776 bytes, over the limit of 67108864 "
+        r"and past the end of the shard",
+    ):
         list(iter_records(shard))  # it cannot be skipped: the file ends inside it
     victim = entries[4][0].split(".")[0]  # the second record's jpg becomes 200 kB, over the bound of 24 px images
     big = hostile(build, tmp_path / "big", [(n, b"x" * 200_000 if n == f"{victim}.jpg" else d) for n, d in entries])
@@ -170,8 +184,10 @@ def test_pickles_are_never_unpickled(build: Path, tmp_path: Path) -> None:
     payload = pickle.dumps(Evil())
     entries = members(build)
     key = entries[0][0].split(".")[0]
-    entries = [(n, payload if n == f"{key}.json" else d) for n, d in entries] + [("val_x.pickle", payload),
-                                                                               ("val_x.pyd", payload)]  # fmt: skip
+    entries = [(n, payload if n == f"{key}.json" else d) for n, d in entries] + [
+        ("val_x.pickle", payload),
+        ("val_x.pyd", payload),
+    ]
     shard = hostile(build, tmp_path / "pickle", entries)
     records = dict(iter_records(shard))  # augment's reader: every member as bytes
     assert records["val_x"] == {"pickle": payload, "pyd": payload}
@@ -179,10 +195,19 @@ def test_pickles_are_never_unpickled(build: Path, tmp_path: Path) -> None:
     assert len(samples) == 7 and key not in {s["key"] for s in samples} and not marker.exists()
 
 
-@pytest.mark.parametrize("field,value", [
-    ("json", b"[" * 50_000), ("json", b"[1, 2]"), ("json", b'{"has_object": 1}'), ("json", b"\xff\xfe{"),
-    ("cls", b"7"), ("cls", b"-1"), ("cls", b"1e9"), ("json", b"{" + b" " * 4000 + b"}"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("json", b"[" * 50_000),
+        ("json", b"[1, 2]"),
+        ("json", b'{"has_object": 1}'),
+        ("json", b"\xff\xfe{"),
+        ("cls", b"7"),
+        ("cls", b"-1"),
+        ("cls", b"1e9"),
+        ("json", b"{" + b" " * 4000 + b"}"),
+    ],
+)
 def test_malformed_json_and_labels_are_skipped_not_crashing(build, tmp_path, caplog, field, value) -> None:
     entries = members(build)
     key = entries[0][0].split(".")[0]

@@ -53,8 +53,12 @@ def test_splits_labels_groups_and_masks(wb) -> None:
     data = native(root)
     plans = data.splits()
     assert {s: len(p.refs) for s, p in plans.items()} == {
-        "train": 4, "val": 2, "test": 2, "test_original": 1, "test_flip": 1
-    }  # fmt: skip
+        "train": 4,
+        "val": 2,
+        "test": 2,
+        "test_original": 1,
+        "test_flip": 1,
+    }
     for split, items in data.items.items():
         for i, item in enumerate(items):
             _, _, y, _, place = WATERBIRDS_ROWS[img_id(item.key) - 1]
@@ -96,15 +100,23 @@ def test_f_images_replace_every_ring_pixel(wb, monkeypatch: pytest.MonkeyPatch) 
 
 def test_end_to_end_build_verifies(wb, tmp_path: Path) -> None:
     root, truth = wb
-    config = BuildConfig(dataset="waterbirds", infill=["grey"], factual=["random"], image_size=30,
-                         dataset_options={"root": str(root), "resize": "short"})  # fmt: skip
+    config = BuildConfig(
+        dataset="waterbirds",
+        infill=["grey"],
+        factual=["random"],
+        image_size=30,
+        dataset_options={"root": str(root), "resize": "short"},
+    )
     manifest = build(tmp_path / "out", config, workers=1, progress=False)
     assert manifest["splits"]["train"]["per_class"] == {"landbird": 2, "waterbird": 2}
     assert manifest["dataset"]["params"]["groups"]["1"] == "landbird on water"
     assert manifest["dataset"]["params"]["mask_threshold"] == SOFT_MASK_RULE
     assert verify(tmp_path / "out", progress=False)[0] == []
-    stored = {key: encode.decode_mask(fields[schema.MASK]) for shard in manifest["splits"]["train"]["shards"]
-              for key, fields in iter_records(tmp_path / "out" / shard["path"], {schema.MASK})}  # fmt: skip
+    stored = {
+        key: encode.decode_mask(fields[schema.MASK])
+        for shard in manifest["splits"]["train"]["shards"]
+        for key, fields in iter_records(tmp_path / "out" / shard["path"], {schema.MASK})
+    }
     assert len(stored) == 4
     for key, mask in stored.items():
         np.testing.assert_array_equal(mask, bird(truth[img_id(key)]), err_msg=key)  # mask.png: Sal and FGSM

@@ -151,11 +151,16 @@ def make_cct(root: Path) -> Path:
     folder = root / "eccv_18_annotation_files"
     write_json(folder / "train_annotations.json", train)
     for split, image_id, seed in (("cis_val", "e-cis", 11), ("trans_test", "f-trans", 12)):
-        write_json(folder / f"{split}_annotations.json", {
-            "images": [cct_image(root, image_id, seed)],
-            "annotations": [{"id": f"{image_id}1", "image_id": image_id, "category_id": 5, "bbox": [20, 20, 60, 60]}],
-            "categories": cats,
-        })  # fmt: skip
+        write_json(
+            folder / f"{split}_annotations.json",
+            {
+                "images": [cct_image(root, image_id, seed)],
+                "annotations": [
+                    {"id": f"{image_id}1", "image_id": image_id, "category_id": 5, "bbox": [20, 20, 60, 60]}
+                ],
+                "categories": cats,
+            },
+        )
     return root
 
 
@@ -178,21 +183,52 @@ def make_coco(root: Path) -> tuple[Path, dict[int, np.ndarray]]:
     truth[3] = square
     uncompressed = {"size": [40, 50], "counts": [int(v) for v in _runs(square)]}
     annotations = [
-        {"id": 1, "image_id": 1, "category_id": 3, "segmentation": [[10, 10, 30, 10, 30, 20, 10, 20]],
-         "area": 200, "bbox": [10, 10, 20, 10], "iscrowd": 0},
-        {"id": 2, "image_id": 1, "category_id": 7, "segmentation": [], "area": 20, "bbox": [40, 30, 5, 4],
-         "iscrowd": 0},
-        {"id": 3, "image_id": 2, "category_id": 7, "segmentation": coco_rle(ellipse), "area": float(ellipse.sum()),
-         "bbox": [10, 10, 30, 20], "iscrowd": 0},
-        {"id": 4, "image_id": 3, "category_id": 3, "segmentation": uncompressed, "area": 150,
-         "bbox": [30, 5, 15, 10], "iscrowd": 0},
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 3,
+            "segmentation": [[10, 10, 30, 10, 30, 20, 10, 20]],
+            "area": 200,
+            "bbox": [10, 10, 20, 10],
+            "iscrowd": 0,
+        },
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 7,
+            "segmentation": [],
+            "area": 20,
+            "bbox": [40, 30, 5, 4],
+            "iscrowd": 0,
+        },
+        {
+            "id": 3,
+            "image_id": 2,
+            "category_id": 7,
+            "segmentation": coco_rle(ellipse),
+            "area": float(ellipse.sum()),
+            "bbox": [10, 10, 30, 20],
+            "iscrowd": 0,
+        },
+        {
+            "id": 4,
+            "image_id": 3,
+            "category_id": 3,
+            "segmentation": uncompressed,
+            "area": 150,
+            "bbox": [30, 5, 15, 10],
+            "iscrowd": 0,
+        },
         {"id": 5, "image_id": 4, "category_id": 7, "area": 80, "bbox": [2, 3, 10, 8], "iscrowd": 0},
-    ]  # fmt: skip
-    write_json(root / "instances.json", {
-        "images": [{"id": i, "file_name": f"{i:012d}.jpg", "width": 50, "height": 40} for i in range(1, 6)],
-        "annotations": annotations,
-        "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
-    })  # fmt: skip
+    ]
+    write_json(
+        root / "instances.json",
+        {
+            "images": [{"id": i, "file_name": f"{i:012d}.jpg", "width": 50, "height": 40} for i in range(1, 6)],
+            "annotations": annotations,
+            "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+        },
+    )
     return images, truth
 
 
@@ -228,10 +264,16 @@ def make_folder(root: Path) -> tuple[Path, Path]:
 
 # The release's nine class folders (two with a space), a real WordNet id per class for its wnid-style file stems.
 IN9_RELEASE = {
-    "00_dog": "n02085620", "01_bird": "n01530575", "02_wheeled vehicle": "n02814533", "03_reptile": "n01641577",
-    "04_carnivore": "n02120079", "05_insect": "n02165456", "06_musical instrument": "n02672831",
-    "07_primate": "n02480495", "08_fish": "n01440764",
-}  # fmt: skip
+    "00_dog": "n02085620",
+    "01_bird": "n01530575",
+    "02_wheeled vehicle": "n02814533",
+    "03_reptile": "n01641577",
+    "04_carnivore": "n02120079",
+    "05_insect": "n02165456",
+    "06_musical instrument": "n02672831",
+    "07_primate": "n02480495",
+    "08_fish": "n01440764",
+}
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "immunohistochemistry")
 
 
@@ -279,11 +321,15 @@ def make_in9_release(root: Path, remove_original: str | None = None) -> dict[str
         names = {
             "original": (f"{stem}.JPEG", background),
             "mixed_same": (f"fg_{stem}_bg_{wnid}_{2718 + c}.JPEG", np.roll(background, 9, axis=0)),
-            "mixed_rand": (f"fg_{stem}_bg_{IN9_RELEASE[folders[other]]}_{1618 + c}.JPEG",
-                           photo_background(PHOTOS[other], h, w)),
-            "mixed_next": (f"fg_{stem}_bg_{IN9_RELEASE[folders[nxt]]}_{1414 + c}.JPEG",
-                           photo_background(PHOTOS[nxt], h, w)),
-        }  # fmt: skip
+            "mixed_rand": (
+                f"fg_{stem}_bg_{IN9_RELEASE[folders[other]]}_{1618 + c}.JPEG",
+                photo_background(PHOTOS[other], h, w),
+            ),
+            "mixed_next": (
+                f"fg_{stem}_bg_{IN9_RELEASE[folders[nxt]]}_{1414 + c}.JPEG",
+                photo_background(PHOTOS[nxt], h, w),
+            ),
+        }
         for variant, (name, bg) in names.items():
             if not (variant == "original" and folder == remove_original):
                 save_jpeg(root / "test" / variant / "val" / folder / name, with_object(bg))

@@ -65,7 +65,7 @@ app = typer.Typer(
     + EXIT_CODES.replace(
         "verify found problems, a build met bad data, --diff found differences",
         "the build's shards are not what its manifest says: run `augment verify`",
-    ),  # fmt: skip
+    ),
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -42,17 +42,44 @@ SELECT = ("accuracy", "auc")
 SALIENCY = ("gradient", "deepliftshap")
 
 # The hyper-parameters a preset sets, all of them in every preset (tests/test_config.py checks it).
-PRESET_KEYS = ("arch", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-               "milestones", "zero_head", "clip", "select", "val_split", "early_stop", "amp")  # fmt: skip
+PRESET_KEYS = (
+    "arch",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "milestones",
+    "zero_head",
+    "clip",
+    "select",
+    "val_split",
+    "early_stop",
+    "amp",
+)
 
 # The demo: the embedded synthetic data (32 px) on a CPU in minutes, a CIFAR-style ResNet-8 from scratch (resnet18's
 # stride-4 stem leaves 8 px of a 28 px crop, and costs 3-4x the time). Its model and length are set here and nowhere
 # else (the dataclass defaults below are these values).
 DEMO: dict[str, Any] = dict(
-    arch="resnet8", epochs=16, batch_size=32, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
-    schedule="cosine", milestones=[], zero_head=False, clip=1.0, select="accuracy", val_split="val", early_stop=0,
+    arch="resnet8",
+    epochs=16,
+    batch_size=32,
+    optimizer="sgd",
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=5e-4,
+    schedule="cosine",
+    milestones=[],
+    zero_head=False,
+    clip=1.0,
+    select="accuracy",
+    val_split="val",
+    early_stop=0,
     amp=False,
-)  # fmt: skip
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's code (Table 8), per dataset: BiT-S-R50x1 with all layers fine-tuned, gradients clipped at 1.0,
@@ -60,17 +87,59 @@ PRESETS: dict[str, dict[str, Any]] = {
     # "Early stopping" there is model selection: the checkpoint of the best val epoch is the one evaluated (best.pt);
     # training runs all the epochs, since the paper gives no patience (early_stop = 0, off).
     # Waterbirds' plateau schedule has patience 1 (train.train.make_scheduler).
-    "in9": dict(arch="bit-s-r50x1", epochs=25, batch_size=32, optimizer="sgd", lr=0.05, momentum=0.9,
-                weight_decay=1e-4, schedule="step", milestones=[6, 12, 18], zero_head=False, clip=1.0,
-                select="accuracy", val_split="val", early_stop=0, amp=True),
-    "waterbirds": dict(arch="bit-s-r50x1", epochs=40, batch_size=32, optimizer="sgd", lr=8e-4, momentum=0.9,
-                       weight_decay=1e-4, schedule="plateau", milestones=[], zero_head=False, clip=1.0,
-                       select="accuracy", val_split="val", early_stop=0, amp=True),
-    "cct": dict(arch="bit-s-r50x1", epochs=50, batch_size=64, optimizer="rmsprop", lr=3e-3, momentum=0.9,
-                weight_decay=0.0, schedule="step", milestones=[15, 30, 45], zero_head=True, clip=1.0,
-                select="auc", val_split="cis_val", early_stop=0, amp=True),
+    "in9": dict(
+        arch="bit-s-r50x1",
+        epochs=25,
+        batch_size=32,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="step",
+        milestones=[6, 12, 18],
+        zero_head=False,
+        clip=1.0,
+        select="accuracy",
+        val_split="val",
+        early_stop=0,
+        amp=True,
+    ),
+    "waterbirds": dict(
+        arch="bit-s-r50x1",
+        epochs=40,
+        batch_size=32,
+        optimizer="sgd",
+        lr=8e-4,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="plateau",
+        milestones=[],
+        zero_head=False,
+        clip=1.0,
+        select="accuracy",
+        val_split="val",
+        early_stop=0,
+        amp=True,
+    ),
+    "cct": dict(
+        arch="bit-s-r50x1",
+        epochs=50,
+        batch_size=64,
+        optimizer="rmsprop",
+        lr=3e-3,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="step",
+        milestones=[15, 30, 45],
+        zero_head=True,
+        clip=1.0,
+        select="auc",
+        val_split="cis_val",
+        early_stop=0,
+        amp=True,
+    ),
     "demo": DEMO,
-}  # fmt: skip
+}
 
 # The presets that fine-tune pretrained weights (their lr, schedule and length assume them): a run of one of them
 # needs --weights, or --from-scratch to run it from random weights on purpose (Config.check). demo trains from scratch.
@@ -148,8 +217,9 @@ class Config:
             if value is None:
                 continue
             if not conforms(value, hints[key]):
-                raise ValueError(f"{flag(key)}: got {value!r} ({type(value).__name__}), expected "
-                                 f"{type_name(hints[key])}")  # fmt: skip
+                raise ValueError(
+                    f"{flag(key)}: got {value!r} ({type(value).__name__}), expected {type_name(hints[key])}"
+                )
             values[key] = float(value) if hints[key] is float else list(value) if isinstance(value, list) else value
         config = cls(**values, preset=preset)
         config.check(chosen)
@@ -165,9 +235,16 @@ class Config:
 
         Only ``resolve`` checks: a config read back from a run (``train eval``'s checkpoint) is taken as it was.
         """
-        for key, valid in (("preset", PRESETS), ("arch", ARCHS), ("normalisation", NORMALISATIONS),
-                           ("cf_loss", CF_LOSSES), ("optimizer", OPTIMIZERS),
-                           ("schedule", SCHEDULES), ("select", SELECT), ("saliency", SALIENCY)):  # fmt: skip
+        for key, valid in (
+            ("preset", PRESETS),
+            ("arch", ARCHS),
+            ("normalisation", NORMALISATIONS),
+            ("cf_loss", CF_LOSSES),
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("select", SELECT),
+            ("saliency", SALIENCY),
+        ):
             if getattr(self, key) not in valid:
                 raise ValueError(f"{flag(key)}: got {getattr(self, key)!r}, expected one of {', '.join(valid)}")
         for key, (low, high) in RANGES.items():
@@ -186,8 +263,10 @@ class Config:
         if self.mixup and self.label_smoothing:
             raise ValueError("--mixup and --label-smoothing are separate baselines: pick one")
         if self.from_scratch and self.weights is not None:
-            raise ValueError("--from-scratch and --weights contradict each other: --weights FILE fine-tunes FILE, "
-                             "--from-scratch starts from random weights; pass one")  # fmt: skip
+            raise ValueError(
+                "--from-scratch and --weights contradict each other: --weights FILE fine-tunes FILE, "
+                "--from-scratch starts from random weights; pass one"
+            )
         if self.preset in FINE_TUNING_PRESETS and self.weights is None and not self.from_scratch:
             raise ValueError(without_weights(self.preset, chosen))
 
@@ -198,16 +277,20 @@ class Config:
 
         size = manifest.get("image_size")  # an int in every manifest read (augment.schema.check_structure)
         if self.crop is not None and isinstance(size, int) and self.crop > size:
-            raise ValueError(f"--crop {self.crop}: larger than the build's images ({size} px, its image_size), so "
-                             f"every image would be padded to it; pass --crop {size} or less")  # fmt: skip
+            raise ValueError(
+                f"--crop {self.crop}: larger than the build's images ({size} px, its image_size), so "
+                f"every image would be padded to it; pass --crop {size} or less"
+            )
 
         if self.val_split not in manifest["splits"] or self.val_split == "train":
             splits = ", ".join(s for s in manifest["splits"] if s != "train")
             whose = f"the preset's ({self.preset})" if self.val_split == PRESETS[self.preset]["val_split"] else "the"
             own = preset_of_build(manifest)
             hint = f" or --preset {own}, the preset of its dataset" if own != self.preset else ""
-            raise ValueError(f"{whose} val_split {self.val_split!r} is not a split of this build (splits: {splits}); "
-                             f"pass --val-split SPLIT{hint}")  # fmt: skip
+            raise ValueError(
+                f"{whose} val_split {self.val_split!r} is not a split of this build (splits: {splits}); "
+                f"pass --val-split SPLIT{hint}"
+            )
         check_fields(manifest, Fields(cf=self.cf, f=self.f))
         from augment.schema import POOLED_SHUFFLE_SINCE
 
@@ -255,9 +338,11 @@ def without_weights(preset: str, chosen: str = "") -> str:
     """The one-line refusal of fine-tuning preset ``preset`` without weights; ``chosen`` says why it was chosen when
     the user named no preset."""
     what = f"{chosen}, which is" if chosen else f"--preset {preset} is"
-    return (f"{what} a fine-tuning recipe (the paper's hyper-parameters for pretrained weights) and no --weights "
-            "were given: pass --weights FILE, or train from scratch with --preset demo (any --arch) or with "
-            "--from-scratch (this recipe, from random weights)")  # fmt: skip
+    return (
+        f"{what} a fine-tuning recipe (the paper's hyper-parameters for pretrained weights) and no --weights "
+        "were given: pass --weights FILE, or train from scratch with --preset demo (any --arch) or with "
+        "--from-scratch (this recipe, from random weights)"
+    )
 
 
 def recorded(config: dict[str, Any]) -> dict[str, Any]:
@@ -278,11 +363,24 @@ def recorded(config: dict[str, Any]) -> dict[str, Any]:
 
 # Closed ranges [low, high] (high None: unbounded) of the numeric fields; train_fraction and clip are checked apart.
 RANGES: dict[str, tuple[float, float | None]] = {
-    "cf_weight": (0, None), "fgsm": (0, 1), "fgsm_steps": (1, None), "sal": (0, None), "mixup": (0, None),
-    "label_smoothing": (0, 1), "epochs": (1, None), "batch_size": (1, None), "lr": (0, None), "momentum": (0, None),
-    "weight_decay": (0, None), "crop": (8, None), "early_stop": (0, None), "seed": (0, None), "workers": (0, None),
-    "max_saliency_images": (0, None), "max_bad_samples": (0, None),
-}  # fmt: skip
+    "cf_weight": (0, None),
+    "fgsm": (0, 1),
+    "fgsm_steps": (1, None),
+    "sal": (0, None),
+    "mixup": (0, None),
+    "label_smoothing": (0, 1),
+    "epochs": (1, None),
+    "batch_size": (1, None),
+    "lr": (0, None),
+    "momentum": (0, None),
+    "weight_decay": (0, None),
+    "crop": (8, None),
+    "early_stop": (0, None),
+    "seed": (0, None),
+    "workers": (0, None),
+    "max_saliency_images": (0, None),
+    "max_bad_samples": (0, None),
+}
 
 
 def default_crop(image_size: int) -> int:

@@ -155,10 +155,21 @@ class ShardStream(IterableDataset):
     """
 
     def __init__(
-        self, root: str | Path, manifest: dict[str, Any], split: str, fields: Fields, train: bool, crop: int,
-        seed: int = 0, shuffle_buffer: int = 1000, batch_size: int = 1, rank: int = 0, world_size: int = 1,
-        fraction: float = 1.0, ledger: Ledger | None = None,
-    ):  # fmt: skip
+        self,
+        root: str | Path,
+        manifest: dict[str, Any],
+        split: str,
+        fields: Fields,
+        train: bool,
+        crop: int,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
+        batch_size: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+        fraction: float = 1.0,
+        ledger: Ledger | None = None,
+    ):
         self.split, self.train, self.crop = split, train, crop
         self.fields = replace(fields, stored=tuple(manifest["splits"][split]["fields"]))
         self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
@@ -222,8 +233,10 @@ class ShardStream(IterableDataset):
                     self.ledger.record(ShardError(sample["__url__"], problem, key=sample["__key__"]))
                     failed += 1
                     if self.train and failed > self.num_samples:  # a whole pass over this slot's share, none good
-                        raise DataError(f"{self.split}: no sample of {len(self.urls)} shard(s) decodes; the last: "
-                                        f"{sample['__key__']} in {sample['__url__']}") from e  # fmt: skip
+                        raise DataError(
+                            f"{self.split}: no sample of {len(self.urls)} shard(s) decodes; the last: "
+                            f"{sample['__key__']} in {sample['__url__']}"
+                        ) from e
                     continue
                 made, failed = made + 1, 0
                 yield decoded
@@ -324,8 +337,9 @@ class ShardStream(IterableDataset):
         try:
             # every field is read, for RecordCheck to check each image header as augment verify does; only those
             # this run decodes are kept
-            for key, fields in shards.iter_records(url, None, self.limits, on_error=note, check_images=False,
-                                                   check=check, inside=self.inside):  # fmt: skip
+            for key, fields in shards.iter_records(
+                url, None, self.limits, on_error=note, check_images=False, check=check, inside=self.inside
+            ):
                 subset = self.fraction == 1.0 or in_subset(key, self.fraction)
                 mine = subset and index % every == offset
                 index += subset
@@ -349,8 +363,10 @@ class ShardStream(IterableDataset):
             if reports:
                 self.ledger.record(e, samples=max(0, check.num_samples - good), counted=False)
         if reports and good > check.num_samples:
-            raise DataError(f"{url}: {good} samples read, its manifest entry says {check.num_samples}: the manifest "
-                            f"does not describe this shard; {verify_hint(self.root)}")  # fmt: skip
+            raise DataError(
+                f"{url}: {good} samples read, its manifest entry says {check.num_samples}: the manifest "
+                f"does not describe this shard; {verify_hint(self.root)}"
+            )
         if reports and good < check.num_samples:
             lost = check.num_samples - good
             self.ledger.record(ShardError(url, f"{lost} of its {check.num_samples} samples unusable"), samples=lost)
@@ -495,9 +511,13 @@ def prepare(batch: dict[str, Any], device: torch.device | str, non_blocking: boo
 
 def loader(stream: ShardStream, batch_size: int, workers: int, drop_last: bool) -> DataLoader:
     return DataLoader(
-        stream, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last, persistent_workers=False,
-    )  # fmt: skip
+        stream,
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        persistent_workers=False,
+    )
 
 
 def batches(data: DataLoader, ledger: Ledger) -> Iterator[dict[str, Any]]:
@@ -554,8 +574,10 @@ def check_counts(root: str | Path, manifest: dict[str, Any]) -> None:
     for split, info in manifest["splits"].items():
         listed = sum(s["num_samples"] for s in info["shards"])
         if info["num_samples"] != listed:
-            raise DataError(f"{where}: splits.{split}.num_samples is {info['num_samples']}, but its shards list "
-                            f"{listed} samples; the manifest changed after the build: {verify_hint(root)}")  # fmt: skip
+            raise DataError(
+                f"{where}: splits.{split}.num_samples is {info['num_samples']}, but its shards list "
+                f"{listed} samples; the manifest changed after the build: {verify_hint(root)}"
+            )
 
 
 def verify_local(root: str | Path) -> list[str]:

@@ -32,8 +32,18 @@ log = logging.getLogger("train")
 
 
 @torch.no_grad()
-def predict(model, root: str | Path, manifest: dict, split: str, crop: int, config, device,
-            saliency_images: int | None = None, ledger: Ledger | None = None, bar=None) -> dict[str, Any]:  # fmt: skip
+def predict(
+    model,
+    root: str | Path,
+    manifest: dict,
+    split: str,
+    crop: int,
+    config,
+    device,
+    saliency_images: int | None = None,
+    ledger: Ledger | None = None,
+    bar=None,
+) -> dict[str, Any]:
     """Logits, labels, groups and keys of a split, plus saliency scores and masks of up to ``saliency_images``
     images with an object mask (default: the config's ``max_saliency_images``; 0 = no saliency pass), chosen by
     :class:`SaliencySubset` (class-balanced, the same for every run). What cannot be read goes to ``ledger``
@@ -42,8 +52,15 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
     ledger = Ledger(config.max_bad_samples, root=str(root)) if ledger is None else ledger
     stream = ShardStream(root, manifest, split, Fields(), train=False, crop=crop, seed=config.seed, ledger=ledger)
     model.eval()
-    out: dict[str, list] = {"logits": [], "labels": [], "groups": [], "keys": [], "pair_keys": [], "donor_labels": [],
-                            "object_ids": []}  # fmt: skip
+    out: dict[str, list] = {
+        "logits": [],
+        "labels": [],
+        "groups": [],
+        "keys": [],
+        "pair_keys": [],
+        "donor_labels": [],
+        "object_ids": [],
+    }
     budget = config.max_saliency_images if saliency_images is None else saliency_images
     subset = SaliencySubset(budget, len(manifest["dataset"]["classes"]))
     phase(bar, f"evaluating {split}", manifest["splits"][split].get("num_samples"))
@@ -65,15 +82,19 @@ def predict(model, root: str | Path, manifest: dict, split: str, crop: int, conf
     images, masks, labels = subset.chosen()
     result["split"] = split
     result["saliency_labels"] = labels.numpy()
-    result["saliency_logits"] = (model(images[:EXAMPLES].to(device)).float().cpu().numpy() if len(images)
-                                 else np.zeros((0, len(manifest["dataset"]["classes"])), np.float32))  # fmt: skip
+    result["saliency_logits"] = (
+        model(images[:EXAMPLES].to(device)).float().cpu().numpy()
+        if len(images)
+        else np.zeros((0, len(manifest["dataset"]["classes"])), np.float32)
+    )
     baselines = images[:BASELINES].to(device)
     scores = []
     if len(images):
         phase(bar, f"saliency ({config.saliency}) of {split}", len(images))
     for i in range(0, len(images), 64):
-        scores.append(saliency(model, images[i : i + 64].to(device), labels[i : i + 64].to(device), config,
-                               baselines).cpu())  # fmt: skip
+        scores.append(
+            saliency(model, images[i : i + 64].to(device), labels[i : i + 64].to(device), config, baselines).cpu()
+        )
         if bar is not None:
             bar.update(len(scores[-1]))
     result["scores"] = torch.cat(scores).numpy() if scores else np.zeros((0,))
@@ -92,8 +113,9 @@ def progress_bar(enabled: bool | None) -> Any:
         from train.train import show_progress
 
         enabled = show_progress()
-    return tqdm(desc="evaluating", total=0, unit="img", leave=False, dynamic_ncols=True, file=sys.stderr,
-                disable=not enabled)  # fmt: skip
+    return tqdm(
+        desc="evaluating", total=0, unit="img", leave=False, dynamic_ncols=True, file=sys.stderr, disable=not enabled
+    )
 
 
 def phase(bar: Any, description: str, total: int | None) -> None:
@@ -137,8 +159,11 @@ class SaliencySubset:
         order = order[: self.budget]
         if not order:
             return torch.zeros(0, 3, 1, 1), torch.zeros(0, 1, 1, dtype=torch.bool), torch.zeros(0, dtype=torch.long)
-        return (torch.stack([o[2] for o in order]), torch.stack([o[3] for o in order]),
-                torch.tensor([o[4] for o in order]))  # fmt: skip
+        return (
+            torch.stack([o[2] for o in order]),
+            torch.stack([o[3] for o in order]),
+            torch.tensor([o[4] for o in order]),
+        )
 
 
 def saliency(
@@ -161,8 +186,9 @@ def saliency(
     return metrics.input_gradient_saliency(model, x, target)
 
 
-def split_metrics(model, root: str | Path, manifest: dict, split: str, crop: int, config, device,
-                  ledger: Ledger | None = None) -> dict[str, Any]:  # fmt: skip
+def split_metrics(
+    model, root: str | Path, manifest: dict, split: str, crop: int, config, device, ledger: Ledger | None = None
+) -> dict[str, Any]:
     """Metrics of one split without the saliency pass: what model selection needs each epoch."""
     return summarize(predict(model, root, manifest, split, crop, config, device, saliency_images=0, ledger=ledger))
 
@@ -176,41 +202,56 @@ def summarize(p: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def evaluate_all(model, root: str | Path, manifest: dict, crop: int, config, device,
-                 ledger: Ledger | None = None, progress: bool | None = None) -> dict[str, Any]:  # fmt: skip
+def evaluate_all(
+    model,
+    root: str | Path,
+    manifest: dict,
+    crop: int,
+    config,
+    device,
+    ledger: Ledger | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Metrics on every split but train, plus the paired metrics the manifest names, and ``bad_samples``: what
     could not be read (of these splits, and of whatever else ``ledger`` saw, e.g. the training run's). ``progress``:
     a bar over each split's images and saliency scoring (None: where `train fit` draws bars, ``progress_bar``)."""
     ledger = Ledger(config.max_bad_samples, root=str(root)) if ledger is None else ledger
     with progress_bar(progress) as bar:
-        predictions = {s: predict(model, root, manifest, s, crop, config, device, ledger=ledger, bar=bar)
-                       for s in manifest["splits"] if s != "train"}  # fmt: skip
+        predictions = {
+            s: predict(model, root, manifest, s, crop, config, device, ledger=ledger, bar=bar)
+            for s in manifest["splits"]
+            if s != "train"
+        }
     results: dict[str, Any] = {"splits": {s: summarize(p) for s, p in predictions.items()}}
     results["bad_samples"] = ledger.summary()
     shown = next((p for s, p in predictions.items() if s != config.val_split and len(p["scores"])), None)
     if shown is not None:  # a few test images with their saliency, for `train report`'s overlay sheet
         results["_examples"] = {k: shown[k][:EXAMPLES] for k in ("images", "masks", "scores")}
         results["_examples"] |= {"labels": shown["saliency_labels"][:EXAMPLES], "logits": shown["saliency_logits"]}
-    results["_predictions"] = {f"{s}.{k}": np.asarray(p[k]) for s, p in predictions.items()
-                               for k in ("keys", "labels", "logits")}  # fmt: skip  # per sample: Fig. 6 of a study
+    results["_predictions"] = {
+        f"{s}.{k}": np.asarray(p[k]) for s, p in predictions.items() for k in ("keys", "labels", "logits")
+    }  # per sample: Fig. 6 of a study
     evaluation = manifest["dataset"]["params"].get("evaluation", {})
     own = [s for s in predictions if s not in generated_splits(manifest.get("shifted_tests"))]
     results["test_splits"] = declared_test_splits(own, config.val_split, evaluation)  # the summary columns'
     gap = evaluation.get("bg_gap")
     if gap and gap["same"] in predictions and gap["rand"] in predictions:
-        results["bg_gap"] = metrics.bg_gap(results["splits"][gap["same"]]["accuracy"],
-                                           results["splits"][gap["rand"]]["accuracy"])  # fmt: skip
+        results["bg_gap"] = metrics.bg_gap(
+            results["splits"][gap["same"]]["accuracy"], results["splits"][gap["rand"]]["accuracy"]
+        )
     reliance = evaluation.get("background_reliance")
     if reliance and reliance["original"] in predictions and reliance["shifted"] in predictions:
         paired = background_reliance(predictions, reliance, len(manifest["dataset"]["classes"]))
         results["background_reliance"], results["background_reliance_pairs"] = paired.value, paired.counts()
     flip = evaluation.get("flip")
     if flip and flip["original"] in predictions and flip["shifted"] in predictions:
-        results["flip_gap"] = (results["splits"][flip["original"]]["accuracy"]
-                               - results["splits"][flip["shifted"]]["accuracy"])  # fmt: skip
+        results["flip_gap"] = (
+            results["splits"][flip["original"]]["accuracy"] - results["splits"][flip["shifted"]]["accuracy"]
+        )
     if "shifted_tests" in manifest:
-        results["shifted_tests"] = shifted_test_metrics(predictions, results["splits"], manifest["shifted_tests"],
-                                                        config.val_split)  # fmt: skip
+        results["shifted_tests"] = shifted_test_metrics(
+            predictions, results["splits"], manifest["shifted_tests"], config.val_split
+        )
         headline = results["shifted_tests"]["headline"]
         if headline is not None:  # the dataset's own pairs, when it has them (IN-9, synthetic), come first
             base = results["shifted_tests"]["bases"][headline]
@@ -232,14 +273,16 @@ def shifted_test_metrics(predictions: dict, splits: dict, section: dict, val_spl
     for base, pair in section["pairs"].items():
         if base not in predictions:
             continue
-        entry: dict[str, Any] = {"accuracy": {v: splits[s]["accuracy"] for v, s in pair["variants"].items()
-                                              if s in splits}}  # fmt: skip
+        entry: dict[str, Any] = {
+            "accuracy": {v: splits[s]["accuracy"] for v, s in pair["variants"].items() if s in splits}
+        }
         gap = pair["bg_gap"]
         if gap["same"] in splits and gap["rand"] in splits:
             entry["bg_gap"] = metrics.bg_gap(splits[gap["same"]]["accuracy"], splits[gap["rand"]]["accuracy"])
         reliance = pair["background_reliance"]
-        paired = {s: recorded_reliance(predictions[base], predictions[s]) for s in reliance["shifted"]
-                  if s in predictions}  # fmt: skip
+        paired = {
+            s: recorded_reliance(predictions[base], predictions[s]) for s in reliance["shifted"] if s in predictions
+        }
         entry["background_reliance"] = {s: p.value for s, p in paired.items()}
         entry["reliance_pairs"] = {s: p.counts() for s, p in paired.items()}
         entry["reliance_split"] = reliance["shifted"][0]  # mixed_next, the paper's
@@ -273,12 +316,18 @@ def background_reliance(predictions: dict, pair: dict, num_classes: int) -> Pair
     """Delta p of the pasted background's class (label + 1 mod K) from original to shifted, over the images paired
     by the object the adapter recorded for each (``object_id``: IN-9's class folder and foreground stem)."""
     orig, shifted = predictions[pair["original"]], predictions[pair["shifted"]]
-    return paired_reliance(orig, shifted, orig["object_ids"], shifted["object_ids"],
-                           (shifted["labels"] + 1) % num_classes)  # fmt: skip
+    return paired_reliance(
+        orig, shifted, orig["object_ids"], shifted["object_ids"], (shifted["labels"] + 1) % num_classes
+    )
 
 
-def paired_reliance(original: dict[str, Any], shifted: dict[str, Any], original_keys: list[str],
-                    shifted_keys: list[str], background: np.ndarray) -> Paired:  # fmt: skip
+def paired_reliance(
+    original: dict[str, Any],
+    shifted: dict[str, Any],
+    original_keys: list[str],
+    shifted_keys: list[str],
+    background: np.ndarray,
+) -> Paired:
     """The mean rise of the probability of class ``background[j]`` from the original image paired with shifted
     image j (equal, non-empty keys) to image j. Shifted images without a pair or with background -1 do not count:
     they are counted as unpaired, and a warning on stderr names how many and an example."""
@@ -291,8 +340,13 @@ def paired_reliance(original: dict[str, Any], shifted: dict[str, Any], original_
             lost.append(j)
     if lost:
         split, example = shifted.get("split"), shifted.get("keys", shifted_keys)[lost[0]]
-        log.warning("background reliance%s: %d of %d image(s) have no original to pair with and are left out "
-                    "(e.g. %s)", f" on {split}" if split else "", len(lost), len(shifted_keys), example)  # fmt: skip
+        log.warning(
+            "background reliance%s: %d of %d image(s) have no original to pair with and are left out (e.g. %s)",
+            f" on {split}" if split else "",
+            len(lost),
+            len(shifted_keys),
+            example,
+        )
     if not rows:
         return Paired(None, 0, len(lost))
     oi, si = np.array(rows).T

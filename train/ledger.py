@@ -52,8 +52,10 @@ def verify_hint(root: str | Path = "") -> str:
     if not root:
         return "check it with `augment verify`"
     if is_url(root):
-        return (f"check the build with `train fit --shards {root} --verify` (checksums), or copy it to a folder and "
-                "run `augment verify FOLDER` (every sample)")  # fmt: skip
+        return (
+            f"check the build with `train fit --shards {root} --verify` (checksums), or copy it to a folder and "
+            "run `augment verify FOLDER` (every sample)"
+        )
     return f"check the build with `augment verify {root}`"
 
 
@@ -110,8 +112,10 @@ class Ledger:
 
     def check(self, last: BaseException | str = "") -> None:
         if self.count > self.allowed:
-            raise DataError(f"{self.count} bad samples, over --max-bad-samples {self.allowed}; the last: {last}; "
-                            f"{verify_hint(self.root)}")  # fmt: skip
+            raise DataError(
+                f"{self.count} bad samples, over --max-bad-samples {self.allowed}; the last: {last}; "
+                f"{verify_hint(self.root)}"
+            )
 
     def stop(self, error: DataError) -> None:
         """In a DataLoader worker: leave ``error`` for the main process to raise (the first one stays)."""

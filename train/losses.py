@@ -95,9 +95,15 @@ def running_statistics(model: nn.Module) -> Iterator[None]:
 
 @torch.enable_grad()
 def fgsm_background(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, background: torch.Tensor, eps: float,
-    steps: int = 1, alpha: float | None = None, generator: torch.Generator | None = None,
-) -> torch.Tensor:  # fmt: skip
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    background: torch.Tensor,
+    eps: float,
+    steps: int = 1,
+    alpha: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Factual images by attacking the background only (docs/METHOD.md, Loss), FGSM for one step, PGD for more.
 
     ``eps`` is on the [-1, 1] scale. delta starts uniform in [-eps, eps] on the background, then each step

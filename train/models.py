@@ -233,8 +233,11 @@ class SmallResNet(nn.Module):
         blocks, width = [], widths[0]
         for i, out in enumerate(widths):
             stride = 1 if i == 0 else 2
-            down = None if stride == 1 and out == width else nn.Sequential(
-                nn.Conv2d(width, out, 1, stride, bias=False), nn.BatchNorm2d(out))  # fmt: skip
+            down = (
+                None
+                if stride == 1 and out == width
+                else nn.Sequential(nn.Conv2d(width, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+            )
             blocks.append(BasicBlock(width, out, stride, down))
             width = out
         self.layers = nn.Sequential(*blocks)
@@ -266,9 +269,13 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def build_model(
-    arch: str, num_classes: int, weights: str | Path | None = None, zero_head: bool = False,
-    from_checkpoint: bool = False, normalisation: str | None = None,
-) -> nn.Module:  # fmt: skip
+    arch: str,
+    num_classes: int,
+    weights: str | Path | None = None,
+    zero_head: bool = False,
+    from_checkpoint: bool = False,
+    normalisation: str | None = None,
+) -> nn.Module:
     """Build ``arch`` with a classifier for ``num_classes`` classes, optionally loading local weights.
 
     Args:

@@ -117,12 +117,20 @@ def write_report(root: Path, out: Path) -> Path:
     splits = [s for s in runs[0]["results"]["splits"] if s not in generated]  # shifted tests: in the shift metrics
     shifts = [m for m in SHIFT_METRICS if any(r["results"].get(m) is not None for r in runs)]
     header = ["method", "seeds", *[f"acc {s}" for s in splits], "worst-group", *shifts, "saliency AUPR"]
-    lines = ["# Results", "", f"Runs under `{root}`, mean ± sd over seeds.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
+    lines = [
+        "# Results",
+        "",
+        f"Runs under `{root}`, mean ± sd over seeds.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for method, group in by_method.items():
         row = [method, str(len(group))]
-        row += [mean_sd([r["results"]["splits"][s]["accuracy"] for r in group if s in r["results"]["splits"]])
-                for s in splits]  # fmt: skip
+        row += [
+            mean_sd([r["results"]["splits"][s]["accuracy"] for r in group if s in r["results"]["splits"]])
+            for s in splits
+        ]
         row.append(mean_sd([worst_group(r["results"], r["config"]) for r in group]))
         row += [mean_sd([r["results"].get(m) for r in group]) for m in shifts]
         row.append(mean_sd([mean_saliency(r["results"], r["config"]) for r in group]))
@@ -169,9 +177,11 @@ def draw_plots(runs: list[dict[str, Any]], folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     colours = method_colours(runs, plt)
-    figures = [("saliency_vs_accuracy.png", accuracy_figure(runs, colours, plt), 110),
-               ("curves.png", curves_figure(runs, colours, plt), 110),
-               ("saliency_sheet.png", saliency_sheet_figure(runs, plt), 100)]  # fmt: skip
+    figures = [
+        ("saliency_vs_accuracy.png", accuracy_figure(runs, colours, plt), 110),
+        ("curves.png", curves_figure(runs, colours, plt), 110),
+        ("saliency_sheet.png", saliency_sheet_figure(runs, plt), 100),
+    ]
     paths = []
     for name, fig, dpi in figures:
         if fig is None:
@@ -196,8 +206,13 @@ def accuracy_figure(runs: list[dict[str, Any]], colours: dict[str, Any], plt):
         for i, split in enumerate(splits):
             m = run["results"]["splits"].get(split, {})
             if m.get("saliency_aupr") is not None:
-                ax.scatter(m["saliency_aupr"], m["accuracy"], color=colours[run["results"].get("method", "?")],
-                           marker=markers[i % len(markers)], s=30)  # fmt: skip
+                ax.scatter(
+                    m["saliency_aupr"],
+                    m["accuracy"],
+                    color=colours[run["results"].get("method", "?")],
+                    marker=markers[i % len(markers)],
+                    s=30,
+                )
     for method, colour in colours.items():
         ax.scatter([], [], color=colour, label=method)
     for i, split in enumerate(splits):
@@ -210,8 +225,11 @@ def accuracy_figure(runs: list[dict[str, Any]], colours: dict[str, Any], plt):
     return fig
 
 
-CF_LOSS_NAMES = {"logp": "-log(1 - p_y)", "uniform": "CE to the uniform distribution",
-                 "uniform-others": "CE to the uniform distribution over the other classes"}  # fmt: skip
+CF_LOSS_NAMES = {
+    "logp": "-log(1 - p_y)",
+    "uniform": "CE to the uniform distribution",
+    "uniform-others": "CE to the uniform distribution over the other classes",
+}
 
 
 def objective_label(config: dict[str, Any]) -> str:
@@ -340,8 +358,9 @@ def saliency_sheet_figure(runs: list[dict[str, Any]], plt):
         return classes[index] if index < len(classes) else str(index)
 
     n = len(images)
-    fig, axes = plt.subplots(len(data) + 1, n, figsize=(1.7 * n + 1.2, 1.95 * (len(data) + 1) + 0.9),
-                             squeeze=False, layout="constrained")  # fmt: skip
+    fig, axes = plt.subplots(
+        len(data) + 1, n, figsize=(1.7 * n + 1.2, 1.95 * (len(data) + 1) + 0.9), squeeze=False, layout="constrained"
+    )
     for j in range(n):
         axes[0, j].imshow(images[j])
         axes[0, j].set_xlabel(f"true: {name(labels[j])}", fontsize=8)
@@ -371,7 +390,9 @@ def saliency_sheet_figure(runs: list[dict[str, Any]], plt):
     first = next(iter(firsts.values()))
     how = first["config"].get("saliency", "gradient")
     split = examples_split(first)
-    fig.suptitle(f"Saliency of the true class ({'input gradient' if how == 'gradient' else how}) on "
-                 f"{f'{split!r}' if split else 'test'} images, with each model's top prediction",
-                 fontsize=10)  # fmt: skip
+    fig.suptitle(
+        f"Saliency of the true class ({'input gradient' if how == 'gradient' else how}) on "
+        f"{f'{split!r}' if split else 'test'} images, with each model's top prediction",
+        fontsize=10,
+    )
     return fig

@@ -66,8 +66,13 @@ log = logging.getLogger("train")
 LOG_EVERY = 20  # steps
 
 
-def fit(config: Config, resume: bool = False, verify: bool = False, stop_after: int | None = None,
-        progress: bool | None = None) -> dict[str, Any]:  # fmt: skip
+def fit(
+    config: Config,
+    resume: bool = False,
+    verify: bool = False,
+    stop_after: int | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Train, select on val, evaluate every split; ``stop_after`` ends the call after that epoch's checkpoint
     (what an interruption looks like, for tests of ``resume``). ``progress``: a tqdm bar per epoch on rank 0 instead
     of the per-step log lines (None: ``show_progress()``). Returns the results on rank 0, {} elsewhere."""
@@ -142,8 +147,16 @@ class Progress:
         self.bar.set_postfix_str(text)
 
 
-def run(config: Config, rank: int, world_size: int, device: torch.device, resume: bool, verify: bool,
-        stop_after: int | None, bar: Progress | None = None) -> dict[str, Any]:  # fmt: skip
+def run(
+    config: Config,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    resume: bool,
+    verify: bool,
+    stop_after: int | None,
+    bar: Progress | None = None,
+) -> dict[str, Any]:
     # ---- config ------------------------------------------------------------------------------------------------
     main = rank == 0  # writes the run folder and evaluates
     tag = run_tag(config)
@@ -167,20 +180,39 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
     ledger = Ledger(config.max_bad_samples, root=config.shards)
     fields = Fields(cf=config.cf, f=config.f)
     crop = config.crop_size(manifest["image_size"])
-    train_stream = ShardStream(config.shards, manifest, "train", fields, train=True, crop=crop, seed=config.seed,
-                               batch_size=config.batch_size, rank=rank, world_size=world_size,
-                               fraction=config.train_fraction, ledger=ledger)  # fmt: skip
+    train_stream = ShardStream(
+        config.shards,
+        manifest,
+        "train",
+        fields,
+        train=True,
+        crop=crop,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        rank=rank,
+        world_size=world_size,
+        fraction=config.train_fraction,
+        ledger=ledger,
+    )
     train_loader = loader(train_stream, config.batch_size, config.workers, drop_last=True)
     steps_per_epoch = train_stream.steps  # the same on every rank
     if steps_per_epoch == 0:
-        raise ValueError(f"{config.shards}: {train_stream.num_samples} train samples make no full batch of "
-                         f"{config.batch_size} for each of {world_size} process(es); lower --batch-size")  # fmt: skip
+        raise ValueError(
+            f"{config.shards}: {train_stream.num_samples} train samples make no full batch of "
+            f"{config.batch_size} for each of {world_size} process(es); lower --batch-size"
+        )
 
     # ---- model -------------------------------------------------------------------------------------------------
     # DDP broadcasts rank 0's weights to the others, whose own random initialisation is never used: only rank 0
     # says that the run trains from scratch
-    module = build_model(config.arch, len(classes), config.weights, zero_head=config.zero_head,
-                         from_checkpoint=not main, normalisation=config.normalisation).to(device)  # fmt: skip
+    module = build_model(
+        config.arch,
+        len(classes),
+        config.weights,
+        zero_head=config.zero_head,
+        from_checkpoint=not main,
+        normalisation=config.normalisation,
+    ).to(device)
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
     model = module
@@ -189,11 +221,13 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
 
     # ---- optimizer and schedule --------------------------------------------------------------------------------
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)  # fmt: skip
+        optimizer = torch.optim.SGD(
+            module.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     else:
-        optimizer = torch.optim.RMSprop(module.parameters(), lr=config.lr, momentum=config.momentum,
-                                        weight_decay=config.weight_decay)  # fmt: skip
+        optimizer = torch.optim.RMSprop(
+            module.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     scheduler = make_scheduler(config, optimizer)
     amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -229,8 +263,7 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
         for step, batch in enumerate(batches(train_loader, ledger)):
             loaded = time.perf_counter()
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                loss, rows = objective(model, batch, config, len(classes), device, epoch * steps_per_epoch + step,
-                                       rank)  # fmt: skip
+                loss, rows = objective(model, batch, config, len(classes), device, epoch * steps_per_epoch + step, rank)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -246,9 +279,18 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
             if bar is not None:  # the epoch's running mean loss and throughput
                 bar.step(totals["loss"] / totals["steps"], totals["rows"] / (totals["data_s"] + totals["step_s"]))
             elif step % LOG_EVERY == 0:
-                log.info("%sepoch %d step %d/%d loss %.4f lr %.2e %.0f img/s data %.3fs step %.3fs", tag, epoch, step,
-                         steps_per_epoch, loss.item(), optimizer.param_groups[0]["lr"], rows / (done - tick),
-                         loaded - tick, done - loaded)  # fmt: skip
+                log.info(
+                    "%sepoch %d step %d/%d loss %.4f lr %.2e %.0f img/s data %.3fs step %.3fs",
+                    tag,
+                    epoch,
+                    step,
+                    steps_per_epoch,
+                    loss.item(),
+                    optimizer.param_groups[0]["lr"],
+                    rows / (done - tick),
+                    loaded - tick,
+                    done - loaded,
+                )
             tick = time.perf_counter()
         ledger.collect()  # what this rank's workers skipped, against --max-bad-samples
         if world_size > 1 and ledger.allowed:  # and every other rank's: the bound is the run's
@@ -258,8 +300,10 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
                 ledger.add(item)
             ledger.check(f"rank {rank}, epoch {epoch}")
         if totals["steps"] != steps_per_epoch:
-            raise DataError(f"epoch {epoch} read {totals['steps']} of its {steps_per_epoch} batches from "
-                            f"{config.shards}; {verify_hint(config.shards)}")  # fmt: skip
+            raise DataError(
+                f"epoch {epoch} read {totals['steps']} of its {steps_per_epoch} batches from "
+                f"{config.shards}; {verify_hint(config.shards)}"
+            )
         if world_size > 1:  # the epoch's loss and rows over all ranks; BatchNorm statistics as on rank 0
             summed = torch.tensor([totals["loss"], totals["rows"], totals["steps"]], dtype=torch.float64, device=device)
             dist.all_reduce(summed)
@@ -272,8 +316,9 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
         if bar is not None:
             bar.note(f"loss {totals['loss'] / max(totals['steps'], 1):.4f}, evaluating {config.val_split}")
         if main:
-            val = evaluate.split_metrics(module, config.shards, manifest, config.val_split, crop, config, device,
-                                         ledger)  # fmt: skip
+            val = evaluate.split_metrics(
+                module, config.shards, manifest, config.val_split, crop, config, device, ledger
+            )
             score = val["accuracy"] if config.select == "accuracy" else (val.get("macro_auc") or 0.0)
             val_loss = val["loss"]
         if world_size > 1:
@@ -286,19 +331,35 @@ def run(config: Config, rank: int, world_size: int, device: torch.device, resume
         best, stale = (score, 0) if improved else (best, stale + 1)
         if main:
             seconds = max(totals["data_s"] + totals["step_s"], 1e-9)
-            row = {"epoch": epoch, "loss": totals["loss"] / totals["steps"], "lr": optimizer.param_groups[0]["lr"],
-                   f"val_{config.select}": score, "val_loss": val_loss, "img_per_s": totals["rows"] / seconds,
-                   "data_wait_fraction": totals["data_s"] / seconds}  # fmt: skip
+            row = {
+                "epoch": epoch,
+                "loss": totals["loss"] / totals["steps"],
+                "lr": optimizer.param_groups[0]["lr"],
+                f"val_{config.select}": score,
+                "val_loss": val_loss,
+                "img_per_s": totals["rows"] / seconds,
+                "data_wait_fraction": totals["data_s"] / seconds,
+            }
             append_csv(rows_csv, row)
             log.info("%sepoch %d: %s", tag, epoch, json.dumps({k: round(v, 4) for k, v in row.items()}))
-            state = {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "stale": stale,
-                     "rng": rng_state(), "config": config.to_dict(), "classes": classes,
-                     "manifest_sha256": built}  # fmt: skip
+            state = {
+                "model": module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "best": best,
+                "stale": stale,
+                "rng": rng_state(),
+                "config": config.to_dict(),
+                "classes": classes,
+                "manifest_sha256": built,
+            }
             atomic_save(state, out / "last.pt")
             if improved:
-                atomic_save({"model": module.state_dict(), "epoch": epoch, "config": config.to_dict(),
-                             "classes": classes}, out / "best.pt")  # fmt: skip
+                atomic_save(
+                    {"model": module.state_dict(), "epoch": epoch, "config": config.to_dict(), "classes": classes},
+                    out / "best.pt",
+                )
         if config.early_stop and stale >= config.early_stop:
             log.info("%searly stop: no %s gain for %d epochs", tag, config.select, stale)
             break
@@ -343,8 +404,9 @@ def objective(model, batch: dict[str, Any], config: Config, num_classes: int, de
             kinds.append(role)
     if config.fgsm and has.any():
         eps = 2 * config.fgsm  # fraction of the pixel range -> the [-1, 1] scale
-        extra_x.append(fgsm_background(net, x[has], y[has], background[has], eps, config.fgsm_steps,
-                                       generator=generator))  # fmt: skip
+        extra_x.append(
+            fgsm_background(net, x[has], y[has], background[has], eps, config.fgsm_steps, generator=generator)
+        )
         extra_y.append(y[has])
         kinds.append("f")
 

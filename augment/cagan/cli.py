@@ -47,8 +47,10 @@ def import_(
     except (WeightsError, BundleError) as e:
         fail(str(e), 2)
     save(out, state, source=f"{kind}:{src.name}")
-    typer.echo(f"wrote {len(state)} tensors ({sum(t.numel() for t in state.values()):,} parameters) from {src} "
-               f"to {out} (sha256 {sha256_file(out)[:12]})")  # fmt: skip
+    typer.echo(
+        f"wrote {len(state)} tensors ({sum(t.numel() for t in state.values()):,} parameters) from {src} "
+        f"to {out} (sha256 {sha256_file(out)[:12]})"
+    )
 
 
 @app.command()
@@ -78,15 +80,24 @@ def train(
     if init is not None and config.cnum != 32:
         config.cnum = 32  # imported weights are the official width
     try:
-        result = run(shards, out, config, run_dir=run_dir or Path("runs/cagan") / out.stem, init=init,
-                     resume=resume, device=device.value)  # fmt: skip
+        result = run(
+            shards,
+            out,
+            config,
+            run_dir=run_dir or Path("runs/cagan") / out.stem,
+            init=init,
+            resume=resume,
+            device=device.value,
+        )
     except ShardError as e:  # bad data in the build: a failed check
         fail(f"{e} (run `augment verify {shards}` to list every problem, then rebuild)", 1)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e), 2)
     final = result["final"]
-    typer.echo(f"wrote {out}; masked L1 on {config.eval_holes} held-out holes: cagan {final['cagan_l1']:.4f}, "
-               f"tile {final['tile_l1']:.4f}")  # fmt: skip
+    typer.echo(
+        f"wrote {out}; masked L1 on {config.eval_holes} held-out holes: cagan {final['cagan_l1']:.4f}, "
+        f"tile {final['tile_l1']:.4f}"
+    )
     typer.echo(json.dumps(final))
 
 

@@ -43,35 +43,61 @@ class Layer:
 def _layers() -> dict[str, list[Layer]]:
     """The official layer table (CAGAN.md section 1); channel counts in multiples of cnum."""
     coarse = [
-        Layer("conv1", 5, 1, 1, -5, 1), Layer("conv2_downsample", 3, 2, 1, 1, 2), Layer("conv3", 3, 1, 1, 2, 2),
-        Layer("conv4_downsample", 3, 2, 1, 2, 4), Layer("conv5", 3, 1, 1, 4, 4), Layer("conv6", 3, 1, 1, 4, 4),
-        Layer("conv7_atrous", 3, 1, 2, 4, 4), Layer("conv8_atrous", 3, 1, 4, 4, 4),
-        Layer("conv9_atrous", 3, 1, 8, 4, 4), Layer("conv10_atrous", 3, 1, 16, 4, 4),
-        Layer("conv11", 3, 1, 1, 4, 4), Layer("conv12", 3, 1, 1, 4, 4),
-        Layer("conv13_upsample", 3, 1, 1, 4, 2, upsample=True), Layer("conv14", 3, 1, 1, 2, 2),
-        Layer("conv15_upsample", 3, 1, 1, 2, 1, upsample=True), Layer("conv16", 3, 1, 1, 1, 0.5),
+        Layer("conv1", 5, 1, 1, -5, 1),
+        Layer("conv2_downsample", 3, 2, 1, 1, 2),
+        Layer("conv3", 3, 1, 1, 2, 2),
+        Layer("conv4_downsample", 3, 2, 1, 2, 4),
+        Layer("conv5", 3, 1, 1, 4, 4),
+        Layer("conv6", 3, 1, 1, 4, 4),
+        Layer("conv7_atrous", 3, 1, 2, 4, 4),
+        Layer("conv8_atrous", 3, 1, 4, 4, 4),
+        Layer("conv9_atrous", 3, 1, 8, 4, 4),
+        Layer("conv10_atrous", 3, 1, 16, 4, 4),
+        Layer("conv11", 3, 1, 1, 4, 4),
+        Layer("conv12", 3, 1, 1, 4, 4),
+        Layer("conv13_upsample", 3, 1, 1, 4, 2, upsample=True),
+        Layer("conv14", 3, 1, 1, 2, 2),
+        Layer("conv15_upsample", 3, 1, 1, 2, 1, upsample=True),
+        Layer("conv16", 3, 1, 1, 1, 0.5),
         Layer("conv17", 3, 1, 1, 0.5, -3, act="none"),
-    ]  # fmt: skip
+    ]
     hallu = [
-        Layer("xconv1", 5, 1, 1, -5, 1), Layer("xconv2_downsample", 3, 2, 1, 1, 1), Layer("xconv3", 3, 1, 1, 1, 2),
-        Layer("xconv4_downsample", 3, 2, 1, 2, 2), Layer("xconv5", 3, 1, 1, 2, 4), Layer("xconv6", 3, 1, 1, 4, 4),
-        Layer("xconv7_atrous", 3, 1, 2, 4, 4), Layer("xconv8_atrous", 3, 1, 4, 4, 4),
-        Layer("xconv9_atrous", 3, 1, 8, 4, 4), Layer("xconv10_atrous", 3, 1, 16, 4, 4),
-    ]  # fmt: skip
+        Layer("xconv1", 5, 1, 1, -5, 1),
+        Layer("xconv2_downsample", 3, 2, 1, 1, 1),
+        Layer("xconv3", 3, 1, 1, 1, 2),
+        Layer("xconv4_downsample", 3, 2, 1, 2, 2),
+        Layer("xconv5", 3, 1, 1, 2, 4),
+        Layer("xconv6", 3, 1, 1, 4, 4),
+        Layer("xconv7_atrous", 3, 1, 2, 4, 4),
+        Layer("xconv8_atrous", 3, 1, 4, 4, 4),
+        Layer("xconv9_atrous", 3, 1, 8, 4, 4),
+        Layer("xconv10_atrous", 3, 1, 16, 4, 4),
+    ]
     attention_in = [
-        Layer("pmconv1", 5, 1, 1, -5, 1), Layer("pmconv2_downsample", 3, 2, 1, 1, 1), Layer("pmconv3", 3, 1, 1, 1, 2),
-        Layer("pmconv4_downsample", 3, 2, 1, 2, 4), Layer("pmconv5", 3, 1, 1, 4, 4),
+        Layer("pmconv1", 5, 1, 1, -5, 1),
+        Layer("pmconv2_downsample", 3, 2, 1, 1, 1),
+        Layer("pmconv3", 3, 1, 1, 1, 2),
+        Layer("pmconv4_downsample", 3, 2, 1, 2, 4),
+        Layer("pmconv5", 3, 1, 1, 4, 4),
         Layer("pmconv6", 3, 1, 1, 4, 4, act="relu"),
-    ]  # fmt: skip
+    ]
     attention_out = [Layer("pmconv9", 3, 1, 1, 4, 4), Layer("pmconv10", 3, 1, 1, 4, 4)]
     merge = [
-        Layer("allconv11", 3, 1, 1, 8, 4), Layer("allconv12", 3, 1, 1, 4, 4),
-        Layer("allconv13_upsample", 3, 1, 1, 4, 2, upsample=True), Layer("allconv14", 3, 1, 1, 2, 2),
-        Layer("allconv15_upsample", 3, 1, 1, 2, 1, upsample=True), Layer("allconv16", 3, 1, 1, 1, 0.5),
+        Layer("allconv11", 3, 1, 1, 8, 4),
+        Layer("allconv12", 3, 1, 1, 4, 4),
+        Layer("allconv13_upsample", 3, 1, 1, 4, 2, upsample=True),
+        Layer("allconv14", 3, 1, 1, 2, 2),
+        Layer("allconv15_upsample", 3, 1, 1, 2, 1, upsample=True),
+        Layer("allconv16", 3, 1, 1, 1, 0.5),
         Layer("allconv17", 3, 1, 1, 0.5, -3, act="none"),
-    ]  # fmt: skip
-    return {"coarse": coarse, "hallu": hallu, "attention_in": attention_in, "attention_out": attention_out,
-            "merge": merge}  # fmt: skip
+    ]
+    return {
+        "coarse": coarse,
+        "hallu": hallu,
+        "attention_in": attention_in,
+        "attention_out": attention_out,
+        "merge": merge,
+    }
 
 
 LAYERS = _layers()
@@ -93,8 +119,9 @@ class Conv(nn.Conv2d):
     """``gen_conv``: a TF-'SAME' convolution with bias, then the layer's activation (optionally after x2 upsampling)."""
 
     def __init__(self, layer: Layer, cnum: int) -> None:
-        super().__init__(channels(layer.cin, cnum), channels(layer.cout, cnum), layer.k, layer.stride,
-                         dilation=layer.rate)  # fmt: skip
+        super().__init__(
+            channels(layer.cin, cnum), channels(layer.cout, cnum), layer.k, layer.stride, dilation=layer.rate
+        )
         self.layer = layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,9 +174,14 @@ def _diagonal_sum(scores: torch.Tensor) -> torch.Tensor:
 
 
 def contextual_attention(
-    f: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, ksize: int = 3, rate: int = 2, fuse_k: int = 3,
+    f: torch.Tensor,
+    b: torch.Tensor,
+    mask: torch.Tensor,
+    ksize: int = 3,
+    rate: int = 2,
+    fuse_k: int = 3,
     softmax_scale: float = 10.0,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Fill the hole's features of ``f`` with softly attended patches of ``b`` (the official layer, stride 1, fuse).
 
     ``mask`` ([N, 1, h, w] at f's resolution, 1 = hole) marks the background patches that may not be used. The

@@ -17,16 +17,18 @@ from augment.preview import draw_sheet, pick_records
 COLUMNS = ("original", "hole", "cagan", "tile")
 
 
-def preview(weights: Path, shards: Path, dest: Path, split: str = "val", rows: int = 8, cell: int = 128,
-            device: str = "auto") -> Path:  # fmt: skip
+def preview(
+    weights: Path, shards: Path, dest: Path, split: str = "val", rows: int = 8, cell: int = 128, device: str = "auto"
+) -> Path:
     """Draw the sheet into ``dest``; ``split`` is a split of the build (held out from training by default)."""
     from augment.cagan.inpaint import cached
 
     manifest = schema.read_manifest(shards)
     if split not in manifest["splits"]:
         raise ValueError(f"--split {split!r}: not in {shards}; valid choices: {', '.join(manifest['splits'])}")
-    records = pick_records(shards, manifest["splits"][split]["shards"], rows, len(manifest["dataset"]["classes"]),
-                           manifest["image_size"])  # fmt: skip
+    records = pick_records(
+        shards, manifest["splits"][split]["shards"], rows, len(manifest["dataset"]["classes"]), manifest["image_size"]
+    )
     if not records:
         raise ValueError(f"{shards}/{split}: no annotated samples to preview")
     images, holes, names = [], [], []
@@ -46,6 +48,8 @@ def preview(weights: Path, shards: Path, dest: Path, split: str = "val", rows: i
         )
         for image, hole, done, name in zip(images, holes, filled, names, strict=True)
     ]
-    title = (f"augment cagan preview of {shards}: split {split!r}, the CF hole (grey) filled by CAGAN "
-             f"({Path(weights).name}) and by tile")  # fmt: skip
+    title = (
+        f"augment cagan preview of {shards}: split {split!r}, the CF hole (grey) filled by CAGAN "
+        f"({Path(weights).name}) and by tile"
+    )
     return draw_sheet(list(COLUMNS), sheet_rows, dest, cell, title=title)

@@ -38,9 +38,21 @@ FOOTER_SIZE = 48
 DT_STRING = 7
 # tensorflow/core/framework/types.proto -> numpy; DT_BFLOAT16 (14) has no numpy dtype
 DTYPES = {
-    1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8, 8: np.complex64, 9: np.int64,
-    10: np.bool_, 17: np.uint16, 18: np.complex128, 19: np.float16, 22: np.uint32, 23: np.uint64,
-}  # fmt: skip
+    1: np.float32,
+    2: np.float64,
+    3: np.int32,
+    4: np.uint8,
+    5: np.int16,
+    6: np.int8,
+    8: np.complex64,
+    9: np.int64,
+    10: np.bool_,
+    17: np.uint16,
+    18: np.complex128,
+    19: np.float16,
+    22: np.uint32,
+    23: np.uint64,
+}
 EXPECTED = (
     "expected a TensorFlow checkpoint: the release_imagenet_256/ folder with checkpoint, snap-0.index and "
     "snap-0.data-00000-of-00001, or the snap-0 prefix inside it"

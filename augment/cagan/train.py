@@ -73,15 +73,35 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(size=32, batch_size=2, steps=3, cnum=8, critic_cnum=8, critic_steps=2, eval_holes=4, eval_every=3,
-                 checkpoint_every=2, max_images=16),
+    "tiny": dict(
+        size=32,
+        batch_size=2,
+        steps=3,
+        cnum=8,
+        critic_cnum=8,
+        critic_steps=2,
+        eval_holes=4,
+        eval_every=3,
+        checkpoint_every=2,
+        max_images=16,
+    ),
     # from scratch on CPU in minutes: a narrow network and a 5x larger step than the release's 1e-4 (measured on
     # the demo shards, synthetic v4: CAGAN ties tile's masked L1 at 2000 steps and is 10% below it at 3000); one
     # critic update per step, where upstream does 5
-    "demo": dict(batch_size=8, steps=3000, lr=5e-4, cnum=16, critic_cnum=16, critic_steps=1, eval_holes=200,
-                 eval_every=500, checkpoint_every=100, max_images=2000),
+    "demo": dict(
+        batch_size=8,
+        steps=3000,
+        lr=5e-4,
+        cnum=16,
+        critic_cnum=16,
+        critic_steps=1,
+        eval_holes=200,
+        eval_every=500,
+        checkpoint_every=100,
+        max_images=2000,
+    ),
     "full": dict(size=DEFAULT_SIZE, batch_size=16, steps=20000),
-}  # fmt: skip
+}
 
 
 # -- data: backgrounds and holes that avoid the object ------------------------------------------------------------
@@ -258,8 +278,16 @@ def evaluate(model: Generator, held_out: Draw, side: int, device: torch.device) 
 # -- the loop ------------------------------------------------------------------------------------------------------
 
 
-def train(shards: Path, out: Path, config: TrainConfig, *, run_dir: Path, init: Path | None = None,
-          resume: bool = False, device: str = "auto") -> dict[str, Any]:  # fmt: skip
+def train(
+    shards: Path,
+    out: Path,
+    config: TrainConfig,
+    *,
+    run_dir: Path,
+    init: Path | None = None,
+    resume: bool = False,
+    device: str = "auto",
+) -> dict[str, Any]:
     """Train, checkpoint, evaluate, and write the generator to ``out``; returns the final evaluation."""
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
@@ -302,8 +330,13 @@ def train(shards: Path, out: Path, config: TrainConfig, *, run_dir: Path, init: 
         if not state_path.is_file():
             raise FileNotFoundError(f"--resume: no {state_path}; start without --resume")
         state = torch.load(state_path, map_location=dev, weights_only=True)
-        for module, key in ((generator, "generator"), (critic_g, "critic_global"), (critic_l, "critic_local"),
-                            (opt_g, "opt_g"), (opt_d, "opt_d")):  # fmt: skip
+        for module, key in (
+            (generator, "generator"),
+            (critic_g, "critic_global"),
+            (critic_l, "critic_local"),
+            (opt_g, "opt_g"),
+            (opt_d, "opt_d"),
+        ):
             module.load_state_dict(state[key])
         step, history = int(state["step"]), json.loads(state["history"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])
@@ -311,10 +344,17 @@ def train(shards: Path, out: Path, config: TrainConfig, *, run_dir: Path, init: 
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
     def checkpoint() -> None:
-        state = {"generator": generator.state_dict(), "critic_global": critic_g.state_dict(),
-                 "critic_local": critic_l.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                 "step": step, "history": json.dumps(history), "numpy_rng": json.dumps(rng.bit_generator.state),
-                 "torch_rng": gp_rng.get_state()}  # fmt: skip
+        state = {
+            "generator": generator.state_dict(),
+            "critic_global": critic_g.state_dict(),
+            "critic_local": critic_l.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "step": step,
+            "history": json.dumps(history),
+            "numpy_rng": json.dumps(rng.bit_generator.state),
+            "torch_rng": gp_rng.get_state(),
+        }
         tmp = state_path.with_name(state_path.name + ".tmp")
         torch.save(state, tmp)
         tmp.replace(state_path)
@@ -333,8 +373,9 @@ def train(shards: Path, out: Path, config: TrainConfig, *, run_dir: Path, init: 
     def critic_step(real_g, fake_g, real_l, fake_l, m) -> torch.Tensor:  # noqa: ANN001
         """One WGAN-GP update of both critics; the global penalty counts gradients on hole pixels (upstream)."""
         d_loss = critic_g(fake_g).mean() - critic_g(real_g).mean() + critic_l(fake_l).mean() - critic_l(real_l).mean()
-        d_loss = d_loss + config.gp_lambda * (gradient_penalty(critic_g, real_g, fake_g, gp_rng, m)
-                                              + gradient_penalty(critic_l, real_l, fake_l, gp_rng))  # fmt: skip
+        d_loss = d_loss + config.gp_lambda * (
+            gradient_penalty(critic_g, real_g, fake_g, gp_rng, m) + gradient_penalty(critic_l, real_l, fake_l, gp_rng)
+        )
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
@@ -373,21 +414,40 @@ def train(shards: Path, out: Path, config: TrainConfig, *, run_dir: Path, init: 
             generator.eval()
             scores = evaluate(generator, held_out, side, dev)
             generator.train()
-            history.append({"step": done, "l1": round(l1.item(), 5), "d_loss": round(d_loss.item(), 5), **scores,
-                            "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
-            log.info("step %d: masked L1 on held-out holes: cagan %.4f, tile %.4f", done, scores["cagan_l1"],
-                     scores["tile_l1"])  # fmt: skip
+            history.append(
+                {
+                    "step": done,
+                    "l1": round(l1.item(), 5),
+                    "d_loss": round(d_loss.item(), 5),
+                    **scores,
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            )
+            log.info(
+                "step %d: masked L1 on held-out holes: cagan %.4f, tile %.4f",
+                done,
+                scores["cagan_l1"],
+                scores["tile_l1"],
+            )
         if done % config.checkpoint_every == 0 or done == config.steps:
             step = done
             checkpoint()
     step = config.steps
 
     generator.eval()
-    final = history[-1] if history and history[-1]["step"] == config.steps else {
-        "step": config.steps, **evaluate(generator, held_out, side, dev)}  # fmt: skip
-    save(out, generator.state_dict(), cnum=config.cnum, size=side, source=f"augment cagan train on {shards}",
-         extra={"steps": str(config.steps), "config": json.dumps(asdict(config))})  # fmt: skip
-    result = {"weights": str(out), "final": final, "history": history, "config": asdict(config),
-              "shards": str(shards)}  # fmt: skip
+    final = (
+        history[-1]
+        if history and history[-1]["step"] == config.steps
+        else {"step": config.steps, **evaluate(generator, held_out, side, dev)}
+    )
+    save(
+        out,
+        generator.state_dict(),
+        cnum=config.cnum,
+        size=side,
+        source=f"augment cagan train on {shards}",
+        extra={"steps": str(config.steps), "config": json.dumps(asdict(config))},
+    )
+    result = {"weights": str(out), "final": final, "history": history, "config": asdict(config), "shards": str(shards)}
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     return result

@@ -71,12 +71,16 @@ def check_strict(state: dict[str, torch.Tensor], source: str, cnum: int = 32) ->
     expected = expected_shapes(cnum)
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
-    wrong = [f"{k}: {tuple(state[k].shape)} != {expected[k]}" for k in expected if k in state
-             and tuple(state[k].shape) != expected[k]]  # fmt: skip
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} != {expected[k]}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != expected[k]
+    ]
     if missing or extra or wrong:
         lines = [f"{source}: not a complete DeepFill v1 generator (cnum={cnum})"]
-        lines += [_listing(t, items) for t, items in (("missing", missing), ("extra", extra), ("wrong shape", wrong))
-                  if items]  # fmt: skip
+        lines += [
+            _listing(t, items) for t, items in (("missing", missing), ("extra", extra), ("wrong shape", wrong)) if items
+        ]
         first = state.get("refine.xconv1.weight")
         if first is not None and first.ndim == 4 and first.shape[1] == 3:
             lines.append("  (xconv1 takes 3 input channels: a DeepFill v2 checkpoint? CAGAN is DeepFill v1)")
@@ -142,8 +146,15 @@ def import_weights(src: Path) -> tuple[dict[str, torch.Tensor], str]:
     return from_torch_conversion(src), "torch-conversion"
 
 
-def save(path: Path, state: dict[str, torch.Tensor], *, cnum: int = 32, size: int = DEFAULT_SIZE, source: str = "",
-         extra: dict[str, str] | None = None) -> None:  # fmt: skip
+def save(
+    path: Path,
+    state: dict[str, torch.Tensor],
+    *,
+    cnum: int = 32,
+    size: int = DEFAULT_SIZE,
+    source: str = "",
+    extra: dict[str, str] | None = None,
+) -> None:
     """Write ``state`` as safetensors (temp name, then rename) with the metadata :func:`load` needs."""
     from safetensors.torch import save_file
 

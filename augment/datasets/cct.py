@@ -71,9 +71,9 @@ def scan(root: Path, rejects: Rejects) -> tuple[list[dict], dict[str, list[Item]
             if cat not in label_of:
                 continue  # "empty"
             bbox = ann.get("bbox")
-            if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(
-                isinstance(v, (int, float)) for v in bbox
-            )):  # fmt: skip
+            if bbox is not None and not (
+                isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
+            ):
                 rejects.add(path, f"annotation {ann.get('id')!r}: bbox {bbox!r} is not [x, y, w, h]", split)
                 continue
             per_image.setdefault((image_id, cat), []).append(bbox)
@@ -84,19 +84,21 @@ def scan(root: Path, rejects: Rejects) -> tuple[list[dict], dict[str, list[Item]
             img = images[image_id]
             if not isinstance(img.get("file_name"), str) or not all(
                 isinstance(img.get(k), int) and img[k] > 0 for k in ("width", "height")
-            ):  # fmt: skip
+            ):
                 rejects.add(path, f"image {image_id!r}: expected file_name and positive integer width/height", split)
                 continue
             boxes = [[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b in bboxes if b is not None]
-            rows.append(Item(
-                key=safe_key(split, image_id, cat),
-                label=label_of[cat],
-                path=f"{IMAGES}/{img['file_name']}",
-                group=group_of[str(img.get("location"))],
-                boxes=boxes or None,
-                box_space=(int(img["width"]), int(img["height"])) if boxes else None,
-                meta={"image_id": image_id, "category_id": cat, "location": img.get("location")},
-            ))  # fmt: skip
+            rows.append(
+                Item(
+                    key=safe_key(split, image_id, cat),
+                    label=label_of[cat],
+                    path=f"{IMAGES}/{img['file_name']}",
+                    group=group_of[str(img.get("location"))],
+                    boxes=boxes or None,
+                    box_space=(int(img["width"]), int(img["height"])) if boxes else None,
+                    meta={"image_id": image_id, "category_id": cat, "location": img.get("location")},
+                )
+            )
     params = {
         "label_map": {str(c): {"label": label_of[c], "name": categories[c]} for c in kept},
         "locations": locations,
@@ -107,16 +109,21 @@ def scan(root: Path, rejects: Rejects) -> tuple[list[dict], dict[str, list[Item]
             "cis": ["cis_val", "cis_test"],
             "trans": ["trans_val", "trans_test"],
             "model_selection": "cis_val",
-        },  # fmt: skip
+        },
     }
     return [{"id": c, "name": categories[c]} for c in kept], items, params
 
 
 @register("cct", "Caltech Camera Traps ECCV'18 (COCO-Camera-Traps JSONs): boxes rescaled, 'empty' dropped")
 def make_cct(
-    *, seed: int = 0, image_size: int | None = None, on_error: str = "fail", root: str | None = None,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, resize: str = "squash",
-) -> FileDataset:  # fmt: skip
+    *,
+    seed: int = 0,
+    image_size: int | None = None,
+    on_error: str = "fail",
+    root: str | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    resize: str = "squash",
+) -> FileDataset:
     root_path = file_options(root, "cct")
     rejects = Rejects(on_error)
     categories, items, params = scan(root_path, rejects)

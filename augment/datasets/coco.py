@@ -135,8 +135,9 @@ def scan(files: dict[str, Path], rule: str, val_fraction: float, seed: int, reje
                 rejects.add(path, f"annotation {ann.get('id')!r} references unknown image_id {ann.get('image_id')!r}")
                 continue
             if ann.get("category_id") not in categories:
-                rejects.add(path, f"annotation {ann.get('id')!r} references unknown category_id "
-                            f"{ann.get('category_id')!r}")  # fmt: skip
+                rejects.add(
+                    path, f"annotation {ann.get('id')!r} references unknown category_id {ann.get('category_id')!r}"
+                )
                 continue
             bbox = ann.get("bbox")
             if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
@@ -151,24 +152,32 @@ def scan(files: dict[str, Path], rule: str, val_fraction: float, seed: int, reje
                 continue
             if not isinstance(img.get("file_name"), str) or not all(
                 isinstance(img.get(k), int) and img[k] > 0 for k in ("width", "height")
-            ):  # fmt: skip
+            ):
                 rejects.add(path, f"image {image_id!r}: expected file_name and positive integer width/height")
                 continue
             cat = choose_label(labelled, rule)
             mine = [a for a in anns if a["category_id"] == cat]
             size = (img["width"], img["height"])
             name = split or ("val" if held_out(seed, image_id, val_fraction) else "train")
-            items.setdefault(name, []).append(Item(
-                key=safe_key(name, image_id),
-                label=label_of[cat],
-                path=img["file_name"],
-                mask=CocoMask(str(path), tuple(a.get("segmentation") or None for a in mine),
-                              tuple(tuple(a["bbox"]) for a in mine), size),
-                boxes=[[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                       for a in mine],
-                box_space=size,
-                meta={"image_id": image_id, "category_id": cat},
-            ))  # fmt: skip
+            items.setdefault(name, []).append(
+                Item(
+                    key=safe_key(name, image_id),
+                    label=label_of[cat],
+                    path=img["file_name"],
+                    mask=CocoMask(
+                        str(path),
+                        tuple(a.get("segmentation") or None for a in mine),
+                        tuple(tuple(a["bbox"]) for a in mine),
+                        size,
+                    ),
+                    boxes=[
+                        [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                        for a in mine
+                    ],
+                    box_space=size,
+                    meta={"image_id": image_id, "category_id": cat},
+                )
+            )
     if not items:
         raise ValueError(f"{', '.join(map(str, files.values()))}: no image has a usable annotation")
     params = {
@@ -182,10 +191,17 @@ def scan(files: dict[str, Path], rule: str, val_fraction: float, seed: int, reje
 
 @register("coco", "any COCO instances JSON + image folder: polygon/RLE masks, label from the main category")
 def make_coco(
-    *, seed: int = 0, image_size: int | None = None, on_error: str = "fail", root: str | None = None,
-    annotations: list[str] | None = None, label_from: str = "largest", val_fraction: float = 0.0,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, resize: str = "squash",
-) -> FileDataset:  # fmt: skip
+    *,
+    seed: int = 0,
+    image_size: int | None = None,
+    on_error: str = "fail",
+    root: str | None = None,
+    annotations: list[str] | None = None,
+    label_from: str = "largest",
+    val_fraction: float = 0.0,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    resize: str = "squash",
+) -> FileDataset:
     root_path = file_options(root, "coco")
     if label_from not in LABEL_RULES:
         raise ValueError(f"--label-from: got {label_from!r}, expected one of {', '.join(LABEL_RULES)}")

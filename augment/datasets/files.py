@@ -238,8 +238,17 @@ class FileDataset:
             for item in items:
                 files = [str(Path(self.root) / item.path), *(item.mask.files() if item.mask else [])]
                 sizes = [os.stat(f).st_size if os.path.exists(f) else -1 for f in files]
-                row = [split, item.key, item.label, item.path, item.group, item.boxes, item.box_space, sizes,
-                       repr(item.mask)]  # fmt: skip
+                row = [
+                    split,
+                    item.key,
+                    item.label,
+                    item.path,
+                    item.group,
+                    item.boxes,
+                    item.box_space,
+                    sizes,
+                    repr(item.mask),
+                ]
                 digest.update(json.dumps(row, default=str).encode())
         return digest.hexdigest()
 

@@ -53,8 +53,10 @@ def read_boxes(path: Path, known: set[str], rejects: Rejects) -> dict[str, list[
 
 def scan(root: Path, masks: Path | None, boxes_csv: Path | None, rejects: Rejects):
     not_splits = {masks.resolve()} if masks else set()  # a mask tree kept inside the root is not a split
-    splits = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                     and p.resolve() not in not_splits), key=lambda p: (p.name != "train", p.name))  # fmt: skip
+    splits = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.resolve() not in not_splits),
+        key=lambda p: (p.name != "train", p.name),
+    )
     classes = sorted({c.name for s in splits for c in s.iterdir() if c.is_dir() and not c.name.startswith(".")})
     if not classes:
         raise FileNotFoundError(f"--root {root}: no <split>/<class>/ folders (expected e.g. train/cat/001.jpg)")
@@ -65,8 +67,11 @@ def scan(root: Path, masks: Path | None, boxes_csv: Path | None, rejects: Reject
             class_dir = split_dir / name
             if not class_dir.is_dir():
                 continue
-            others = [p for p in class_dir.iterdir() if not p.name.startswith(".")
-                      and (p.is_dir() or p.suffix.lower() not in IMAGE_SUFFIXES)]  # fmt: skip
+            others = [
+                p
+                for p in class_dir.iterdir()
+                if not p.name.startswith(".") and (p.is_dir() or p.suffix.lower() not in IMAGE_SUFFIXES)
+            ]
             for p in sorted(others):
                 reason = (
                     "a folder inside a class folder is not read (expected <root>/<split>/<class>/<image>)"
@@ -91,16 +96,29 @@ def scan(root: Path, masks: Path | None, boxes_csv: Path | None, rejects: Reject
             plain += mask is None and not item_boxes
             key = safe_key(split, classes[label], path.name, free=True)  # folder names may hold "_" themselves
             items.setdefault(split, []).append(Item(key, label, rel, mask=mask, boxes=item_boxes))
-    return tuple(classes), items, {"plain_samples": plain, "masks": str(masks) if masks else None,
-                                   "boxes": str(boxes_csv) if boxes_csv else None}  # fmt: skip
+    return (
+        tuple(classes),
+        items,
+        {
+            "plain_samples": plain,
+            "masks": str(masks) if masks else None,
+            "boxes": str(boxes_csv) if boxes_csv else None,
+        },
+    )
 
 
 @register("folder", "ImageFolder tree <root>/<split>/<class>/ + mask tree (--masks) and/or boxes CSV (--boxes)")
 def make_folder(
-    *, seed: int = 0, image_size: int | None = None, on_error: str = "fail", root: str | None = None,
-    masks: str | None = None, boxes: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    *,
+    seed: int = 0,
+    image_size: int | None = None,
+    on_error: str = "fail",
+    root: str | None = None,
+    masks: str | None = None,
+    boxes: str | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     resize: str = "squash",
-) -> FileDataset:  # fmt: skip
+) -> FileDataset:
     root_path = file_options(root, "folder")
     mask_root = Path(masks) if masks else None
     if mask_root is not None and not mask_root.is_dir():

@@ -95,8 +95,15 @@ def scan(root: Path, rejects: Rejects) -> tuple[list[str], dict[str, list[Item]]
                 mask = mask_for(folder, path)
                 if mask is False:
                     continue
-                rows.append(Item(safe_key(split, folder, path.stem), label, str(path.relative_to(root)), mask=mask,
-                                 object_id=f"{folder}/{fg_stem(path.name)}"))  # fmt: skip
+                rows.append(
+                    Item(
+                        safe_key(split, folder, path.stem),
+                        label,
+                        str(path.relative_to(root)),
+                        mask=mask,
+                        object_id=f"{folder}/{fg_stem(path.name)}",
+                    )
+                )
 
     def no_fg_mask(subset: str):
         def find(folder: str, path: Path):
@@ -138,9 +145,14 @@ def scan(root: Path, rejects: Rejects) -> tuple[list[str], dict[str, list[Item]]
 
 @register("in9", "IN-9 Backgrounds Challenge (bg_challenge/ folder): train masks from no_fg, test variants as splits")
 def make_in9(
-    *, seed: int = 0, image_size: int | None = None, on_error: str = "fail", root: str | None = None,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, resize: str = "squash",
-) -> FileDataset:  # fmt: skip
+    *,
+    seed: int = 0,
+    image_size: int | None = None,
+    on_error: str = "fail",
+    root: str | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    resize: str = "squash",
+) -> FileDataset:
     root_path = file_options(root, "in9")
     rejects = Rejects(on_error)
     folders, items, missing = scan(root_path, rejects)

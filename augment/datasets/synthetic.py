@@ -103,8 +103,9 @@ def shape_mask(label: int, size: int, rng: np.random.Generator, scale: tuple[flo
         angles, radii = np.arange(3) * 2 * np.pi / 3, np.full(3, radius)
     elif kind == "cross":  # a plus sign: 12 corners
         w = 0.33
-        pts = np.array([(w, 1), (w, w), (1, w), (1, -w), (w, -w), (w, -1),
-                        (-w, -1), (-w, -w), (-1, -w), (-1, w), (-w, w), (-w, 1)])  # fmt: skip
+        pts = np.array(
+            [(w, 1), (w, w), (1, w), (1, -w), (w, -w), (w, -1), (-w, -1), (-w, -w), (-1, -w), (-1, w), (-w, w), (-w, 1)]
+        )
         angles, radii = np.arctan2(pts[:, 1], pts[:, 0]), np.hypot(pts[:, 0], pts[:, 1]) * radius / np.sqrt(2) * 1.2
     else:  # star: 5 points
         angles = np.arange(10) * np.pi / 5
@@ -203,9 +204,13 @@ class Synthetic:
 
 @register("synthetic", "embedded: 5 shapes on 5 background families with a tunable spurious correlation (--bias)")
 def make_synthetic(
-    *, seed: int = 0, image_size: int | None = None, on_error: str = "fail", size: int | None = None,
+    *,
+    seed: int = 0,
+    image_size: int | None = None,
+    on_error: str = "fail",
+    size: int | None = None,
     bias: float | None = None,
-) -> Synthetic:  # fmt: skip
+) -> Synthetic:
     """``on_error`` is accepted for a uniform interface; generated samples have no bad inputs."""
     return Synthetic(
         size=Synthetic.size if size is None else size,

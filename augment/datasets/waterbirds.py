@@ -52,8 +52,9 @@ def scan(root: Path, masks: Path, rejects: Rejects) -> dict[str, list[Item]]:
             if not (row.get("img_filename") or "").strip():
                 raise ValueError("img_filename is empty")
         except (TypeError, ValueError) as e:
-            rejects.add(metadata, f"line {line}: {e} (got y={row['y']!r}, split={row['split']!r}, "
-                        f"place={row['place']!r})")  # fmt: skip
+            rejects.add(
+                metadata, f"line {line}: {e} (got y={row['y']!r}, split={row['split']!r}, place={row['place']!r})"
+            )
             continue
         filename = row["img_filename"]
         mask = MaskFile(str(masks / Path(filename).with_suffix(".png")), soft=True)
@@ -68,9 +69,15 @@ def scan(root: Path, masks: Path, rejects: Rejects) -> dict[str, list[Item]]:
 
 @register("waterbirds", "Waterbirds (metadata.csv + CUB segmentations): groups (y, place), test_original/test_flip")
 def make_waterbirds(
-    *, seed: int = 0, image_size: int | None = None, on_error: str = "fail", root: str | None = None,
-    masks: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, resize: str = "squash",
-) -> FileDataset:  # fmt: skip
+    *,
+    seed: int = 0,
+    image_size: int | None = None,
+    on_error: str = "fail",
+    root: str | None = None,
+    masks: str | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    resize: str = "squash",
+) -> FileDataset:
     root_path = file_options(root, "waterbirds")
     mask_root = Path(masks) if masks else root_path.parent / "segmentations"
     if not mask_root.is_dir():
@@ -89,6 +96,6 @@ def make_waterbirds(
             "mask_threshold": SOFT_MASK_RULE,
             "groups": GROUPS,
             "evaluation": {"worst_group": True, "flip": {"original": "test_original", "shifted": "test_flip"}},
-        },  # fmt: skip
+        },
         rejects=rejects.items,
     )

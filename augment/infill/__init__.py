@@ -60,9 +60,15 @@ INFILLS: dict[str, Infill] = {}
 
 
 def register(
-    name: str, *, roles: tuple[str, ...], stochastic: bool, summary: str, needs_donor: bool = False,
-    needs_pool: bool = False, batch: Callable[..., list[np.ndarray]] | None = None,
-) -> Callable[[InfillFn], InfillFn]:  # fmt: skip
+    name: str,
+    *,
+    roles: tuple[str, ...],
+    stochastic: bool,
+    summary: str,
+    needs_donor: bool = False,
+    needs_pool: bool = False,
+    batch: Callable[..., list[np.ndarray]] | None = None,
+) -> Callable[[InfillFn], InfillFn]:
     """Register ``fn`` under ``name``; registering a name twice is an error."""
     bad = set(roles) - set(ROLES)
     if bad:
@@ -71,8 +77,9 @@ def register(
     def deco(fn: InfillFn) -> InfillFn:
         if name in INFILLS:
             raise ValueError(f"infill {name!r} registered twice ({INFILLS[name].fill.__module__}, {fn.__module__})")
-        INFILLS[name] = Infill(name, fn, frozenset(roles), stochastic, summary, needs_donor, batch is not None,
-                               needs_pool, batch)  # fmt: skip
+        INFILLS[name] = Infill(
+            name, fn, frozenset(roles), stochastic, summary, needs_donor, batch is not None, needs_pool, batch
+        )
         return fn
 
     return deco
@@ -111,8 +118,9 @@ def check_inputs(image: np.ndarray, hole: np.ndarray) -> None:
         raise ValueError(f"hole: got {hole.dtype} {hole.shape}, expected bool {image.shape[:2]}")
 
 
-def bounds(hole: np.ndarray, rows_hit: np.ndarray | None = None, cols_hit: np.ndarray | None = None
-           ) -> tuple[slice, slice] | None:  # fmt: skip
+def bounds(
+    hole: np.ndarray, rows_hit: np.ndarray | None = None, cols_hit: np.ndarray | None = None
+) -> tuple[slice, slice] | None:
     """The rows and columns of the hole's bounding rectangle, or None for an empty hole. A method that computes its
     fill only there saves the work outside it (a CF hole is a rectangle or a union of boxes). ``rows_hit`` and
     ``cols_hit`` are ``hole.any(axis=1)`` and ``hole.any(axis=0)``, for a caller that has them already."""

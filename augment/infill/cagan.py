@@ -19,8 +19,13 @@ def fill_batch(images: list[np.ndarray], holes: list[np.ndarray], *, inpainter) 
     return inpainter(images, holes)
 
 
-@register("cagan", roles=(CF,), stochastic=False, summary="CAGAN (DeepFill v1) inpainting, batched; needs weights",
-          batch=fill_batch)  # fmt: skip
+@register(
+    "cagan",
+    roles=(CF,),
+    stochastic=False,
+    summary="CAGAN (DeepFill v1) inpainting, batched; needs weights",
+    batch=fill_batch,
+)
 def cagan(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator, *, inpainter) -> np.ndarray:  # noqa: ANN001
     """One image: ``fill_batch`` of a batch of one (``rng`` is unused: the model is deterministic)."""
     return fill_batch([image], [hole], inpainter=inpainter)[0]

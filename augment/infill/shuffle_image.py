@@ -12,8 +12,12 @@ import numpy as np
 from augment.infill import CF, F, check_inputs, register, scatter
 
 
-@register("shuffle-image", roles=(CF, F), stochastic=True,
-          summary="a random permutation of the image's own values (keeps its colour histogram)")  # fmt: skip
+@register(
+    "shuffle-image",
+    roles=(CF, F),
+    stochastic=True,
+    summary="a random permutation of the image's own values (keeps its colour histogram)",
+)
 def fill(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Fill the hole with the hole pixels of a randomly permuted copy of the image."""
     check_inputs(image, hole)

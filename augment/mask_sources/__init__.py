@@ -173,8 +173,10 @@ def refine(samples: list[Any], config: Any) -> list[Any]:
     """``samples`` (``augment.datasets.Sample``) with the masks of the build's ``--masks-from``: new samples, with
     ``mask``, ``boxes``, ``mask_source`` and ``mask_gate`` set (``config``: the ``BuildConfig``)."""
     outcomes = resolve(config.masks_from, samples, config.seed, config.mask_weights, config.device)
-    return [replace(s, mask=o.mask, boxes=o.boxes, mask_source=o.source, mask_gate=o.gate)
-            for s, o in zip(samples, outcomes, strict=True)]  # fmt: skip
+    return [
+        replace(s, mask=o.mask, boxes=o.boxes, mask_source=o.source, mask_gate=o.gate)
+        for s, o in zip(samples, outcomes, strict=True)
+    ]
 
 
 def describe(name: str, weights: str | None, device: str, batch_size: int) -> dict[str, Any]:

@@ -111,13 +111,22 @@ def _load_strict(net: Any, state: dict[str, Any], path: Path, what: str) -> None
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [str(k) for k in state if k not in own]
-    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in state.items()
-             if k in own and tuple(v.shape) != tuple(own[k].shape)]  # fmt: skip
+    wrong = [
+        f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or wrong:
-        found = "; ".join(f"{name} {_short(keys)}" for name, keys in (("missing keys", missing),
-                          ("unexpected keys", unexpected), ("wrong shapes", wrong)) if keys)  # fmt: skip
-        raise _fail(path, f"the weights do not fit {what}: {found}",
-                    f"pass the checkpoint of the network it names, unchanged; {WEIGHTS_HELP}")  # fmt: skip
+        found = "; ".join(
+            f"{name} {_short(keys)}"
+            for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong))
+            if keys
+        )
+        raise _fail(
+            path,
+            f"the weights do not fit {what}: {found}",
+            f"pass the checkpoint of the network it names, unchanged; {WEIGHTS_HELP}",
+        )
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:  # e.g. a dtype torch cannot copy
@@ -134,11 +143,15 @@ def _train_fit(obj: dict[str, Any], path: Path) -> tuple[Any, str, tuple[str, ..
     config, classes, state = obj.get("config"), obj.get("classes"), obj.get("model")
     arch = config.get("arch") if isinstance(config, dict) else None
     if arch not in ARCHS:
-        raise _fail(path, f"a `train fit` checkpoint whose config names arch {arch!r}, expected one of "
-                    f"{', '.join(ARCHS)}")  # fmt: skip
+        raise _fail(
+            path, f"a `train fit` checkpoint whose config names arch {arch!r}, expected one of {', '.join(ARCHS)}"
+        )
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise _fail(path, f"a `train fit` checkpoint whose 'classes' is {type(classes).__name__}, expected the "
-                    "list of class names `train fit` saves")  # fmt: skip
+        raise _fail(
+            path,
+            f"a `train fit` checkpoint whose 'classes' is {type(classes).__name__}, expected the "
+            "list of class names `train fit` saves",
+        )
     if not _is_state_dict(state):
         raise _fail(path, "a `train fit` checkpoint whose 'model' is not a state dict of tensors")
     # the model normalises its [-1, 1] inputs as it was trained to (checkpoints before it was recorded: none)
@@ -154,14 +167,20 @@ def _torchvision(state: dict[str, Any], path: Path) -> tuple[Any, str, None, tup
     import torchvision
 
     if not {"conv1.weight", "fc.weight"} <= set(state) or not any(k.startswith("layer4.") for k in state):
-        raise _fail(path, f"a state dict of {len(state)} tensors ({_short([str(k) for k in state])}) that is not "
-                    "a torchvision ResNet's (conv1.weight, layer1-4, fc.weight)")  # fmt: skip
+        raise _fail(
+            path,
+            f"a state dict of {len(state)} tensors ({_short([str(k) for k in state])}) that is not "
+            "a torchvision ResNet's (conv1.weight, layer1-4, fc.weight)",
+        )
     block = "bottleneck" if any(k.endswith(".conv3.weight") for k in state) else "basic"
     counts = tuple(len({k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}) for i in range(1, 5))
     arch = TORCHVISION.get((block, counts))
     if arch is None:
-        raise _fail(path, f"a torchvision-style ResNet with {block} blocks {list(counts)} per stage, expected one of "
-                    + ", ".join(f"{a} ({b} {list(c)})" for (b, c), a in TORCHVISION.items()))  # fmt: skip
+        raise _fail(
+            path,
+            f"a torchvision-style ResNet with {block} blocks {list(counts)} per stage, expected one of "
+            + ", ".join(f"{a} ({b} {list(c)})" for (b, c), a in TORCHVISION.items()),
+        )
     num_classes = int(state["fc.weight"].shape[0])
     with torch.random.fork_rng(devices=[]):
         net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
@@ -181,8 +200,9 @@ def _bit(path: Path) -> tuple[Any, str, None, tuple[float, ...]]:
     except (OSError, zipfile.BadZipFile, ValueError, AttributeError) as err:  # AttributeError: a single .npy
         raise _fail(path, f"not an .npz archive of plain arrays ({type(err).__name__})") from err
     if head is None:
-        raise _fail(path, f"an .npz of {len(names)} arrays without {BIT_HEAD}, expected the official BiT-S-R50x1 "
-                    "layout")  # fmt: skip
+        raise _fail(
+            path, f"an .npz of {len(names)} arrays without {BIT_HEAD}, expected the official BiT-S-R50x1 layout"
+        )
     num_classes = int(head[-1])
     try:
         with torch.random.fork_rng(devices=[]):
@@ -213,8 +233,11 @@ def read(path: Path) -> tuple[Any, str, tuple[str, ...] | None, tuple[float, ...
             if _is_state_dict(obj.get(wrapper)):
                 return _torchvision(obj[wrapper], path)
         keys = _short([repr(k) for k in obj])
-        raise _fail(path, f"a dict with keys {keys or '(none)'}, neither a `train fit` checkpoint ('model', 'config', "
-                    "'classes') nor a torchvision ResNet state dict")  # fmt: skip
+        raise _fail(
+            path,
+            f"a dict with keys {keys or '(none)'}, neither a `train fit` checkpoint ('model', 'config', "
+            "'classes') nor a torchvision ResNet state dict",
+        )
     if not isinstance(obj, dict):
         raise _fail(path, f"a {type(obj).__name__}, expected a `train fit` checkpoint or a state dict")
     return _torchvision(obj, path)

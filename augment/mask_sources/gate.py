@@ -31,8 +31,7 @@ def gate(mask: np.ndarray | None, boxes: np.ndarray | None, shape: tuple[int, in
     if boxes is None:
         share = area / mask.size
         if not GATE["image_cover_min"] <= share <= GATE["image_cover_max"]:
-            return (f"covers {share:.2f} of the image, outside [{GATE['image_cover_min']}, "
-                    f"{GATE['image_cover_max']}]")  # fmt: skip
+            return f"covers {share:.2f} of the image, outside [{GATE['image_cover_min']}, {GATE['image_cover_max']}]"
         return None
     box = masks.boxes_to_mask(boxes, shape)
     inside = int((mask & box).sum())

@@ -28,8 +28,15 @@ def grabcut(image: np.ndarray, boxes: np.ndarray, seed: int) -> np.ndarray | Non
     background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(seed)
     try:
-        cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), labels, None, background, foreground, ITERATIONS,
-                    cv2.GC_INIT_WITH_MASK)  # fmt: skip
+        cv2.grabCut(
+            np.ascontiguousarray(image[..., ::-1]),
+            labels,
+            None,
+            background,
+            foreground,
+            ITERATIONS,
+            cv2.GC_INIT_WITH_MASK,
+        )
     except cv2.error:  # e.g. too few distinct colours to fit the mixtures
         return None
     return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)

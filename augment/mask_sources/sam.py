@@ -71,29 +71,37 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         except pickle.UnpicklingError as e:
             refused = re.search(r"Unsupported (?:global: GLOBAL|class) (\S+)", str(e))
             if refused:  # weights_only met a class or function: code that a full unpickling would run
-                raise ValueError(f"{where}: holds pickled objects ({refused[1]}), not a plain state dict of tensors, "
-                                 f"and is not loaded (that would run their code); {RESAVE}") from None  # fmt: skip
+                raise ValueError(
+                    f"{where}: holds pickled objects ({refused[1]}), not a plain state dict of tensors, "
+                    f"and is not loaded (that would run their code); {RESAVE}"
+                ) from None
             raise ValueError(f"{where}: not a torch checkpoint ({unpickler_error(e)}); {WEIGHTS_HELP}") from None
         except (RuntimeError, OSError, EOFError, ValueError) as e:
             raise ValueError(f"{where}: not a torch checkpoint ({first_line(e)}); {WEIGHTS_HELP}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise ValueError(f"{where}: holds a {type(state).__name__}, expected a state dict (names to tensors); "
-                         f"{WEIGHTS_HELP}")  # fmt: skip
+        raise ValueError(
+            f"{where}: holds a {type(state).__name__}, expected a state dict (names to tensors); {WEIGHTS_HELP}"
+        )
     for inner in ("model", "state_dict"):
         if isinstance(state.get(inner), dict) and REQUIRED[0] in state[inner]:
             fix = RESAVE.replace("model.state_dict()", f"checkpoint[{inner!r}]")
-            raise ValueError(f"{where}: the SAM state dict is wrapped under the key {inner!r}, expected it at the "
-                             f"top level; {fix}")  # fmt: skip
+            raise ValueError(
+                f"{where}: the SAM state dict is wrapped under the key {inner!r}, expected it at the top level; {fix}"
+            )
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         odd = next(k for k, v in state.items() if not isinstance(v, torch.Tensor))
-        raise ValueError(f"{where}: {odd!r} holds a {type(state[odd]).__name__}, expected only tensors (a plain "
-                         f"state dict); {RESAVE}")  # fmt: skip
+        raise ValueError(
+            f"{where}: {odd!r} holds a {type(state[odd]).__name__}, expected only tensors (a plain "
+            f"state dict); {RESAVE}"
+        )
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         found = ", ".join(list(state)[:3]) + (", ..." if len(state) > 3 else "") or "nothing"
-        raise ValueError(f"{where}: not a SAM state dict: no {missing[0]!r} among its {len(state)} tensors "
-                         f"({found}); expected the image_encoder/prompt_encoder/mask_decoder tensors of a "
-                         f"segment-anything checkpoint; {WEIGHTS_HELP}")  # fmt: skip
+        raise ValueError(
+            f"{where}: not a SAM state dict: no {missing[0]!r} among its {len(state)} tensors "
+            f"({found}); expected the image_encoder/prompt_encoder/mask_decoder tensors of a "
+            f"segment-anything checkpoint; {WEIGHTS_HELP}"
+        )
     return state
 
 
@@ -114,8 +122,11 @@ def first_line(error: BaseException) -> str:
 
 def count(state: dict[str, Any], prefix: str) -> int:
     """How many numbered modules ``prefix.N.`` the state dict holds (0 ..)."""
-    found = {int(k[len(prefix) :].split(".", 1)[0]) for k in state if k.startswith(prefix)
-             and k[len(prefix) :].split(".", 1)[0].isdigit()}  # fmt: skip
+    found = {
+        int(k[len(prefix) :].split(".", 1)[0])
+        for k in state
+        if k.startswith(prefix) and k[len(prefix) :].split(".", 1)[0].isdigit()
+    }
     return max(found) + 1 if found else 0
 
 
@@ -154,10 +165,15 @@ def architecture(state: dict[str, torch.Tensor], path: Path) -> dict[str, Any]:
         else:
             windows.add(size)
     if len(windows) > 1 or embed_dim % head_dim:
-        raise bad(f"encoder windows {sorted(windows)} and head dim {head_dim} for embed dim {embed_dim}",
-                  "one window size and a head dim dividing the embed dim")  # fmt: skip
-    mlp_hidden = shape("image_encoder.blocks.0.mlp.lin1.weight")[0] if "image_encoder.blocks.0.mlp.lin1.weight" in \
-        state else 4 * embed_dim  # fmt: skip
+        raise bad(
+            f"encoder windows {sorted(windows)} and head dim {head_dim} for embed dim {embed_dim}",
+            "one window size and a head dim dividing the embed dim",
+        )
+    mlp_hidden = (
+        shape("image_encoder.blocks.0.mlp.lin1.weight")[0]
+        if "image_encoder.blocks.0.mlp.lin1.weight" in state
+        else 4 * embed_dim
+    )
     prompt_dim = shape("image_encoder.neck.0.weight")[0]
     decoder_dim = shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[1]
     q_dim = shape("mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight")[0]
@@ -242,21 +258,27 @@ def matched(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Any]:
         with torch.device("meta"):
             skeleton = build(arch)
     except (AssertionError, ValueError, RuntimeError, ZeroDivisionError) as e:
-        raise ValueError(f"{where}: its tensor shapes give a SAM architecture that cannot be built ({arch}: "
-                         f"{first_line(e)}); {WEIGHTS_HELP}") from None  # fmt: skip
+        raise ValueError(
+            f"{where}: its tensor shapes give a SAM architecture that cannot be built ({arch}: "
+            f"{first_line(e)}); {WEIGHTS_HELP}"
+        ) from None
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
     if wrong:
         k = wrong[0]
-        raise ValueError(f"{where}: {k} has shape {list(state[k].shape)}, expected {list(expected[k])} for the "
-                         f"architecture its other tensors give ({len(wrong)} tensors differ); "
-                         f"{WEIGHTS_HELP}")  # fmt: skip
+        raise ValueError(
+            f"{where}: {k} has shape {list(state[k].shape)}, expected {list(expected[k])} for the "
+            f"architecture its other tensors give ({len(wrong)} tensors differ); "
+            f"{WEIGHTS_HELP}"
+        )
     if missing or unexpected:
         what = f"no {missing[0]!r}" if missing else f"an unexpected {unexpected[0]!r}"
-        raise ValueError(f"{where}: {what} ({len(missing)} missing, {len(unexpected)} unexpected tensors), expected "
-                         f"exactly the tensors of segment-anything's Sam; {WEIGHTS_HELP}")  # fmt: skip
+        raise ValueError(
+            f"{where}: {what} ({len(missing)} missing, {len(unexpected)} unexpected tensors), expected "
+            f"exactly the tensors of segment-anything's Sam; {WEIGHTS_HELP}"
+        )
     return state, arch, skeleton
 
 
@@ -299,11 +321,13 @@ def produce(requests: list[Request], model: Any) -> list[np.ndarray | None]:
         size = tuple(r.image.shape[:2])
         image = transform.apply_image(np.ascontiguousarray(r.image, dtype=np.uint8))
         boxes = torch.as_tensor(np.asarray(r.boxes, dtype=np.float32).reshape(-1, 4), device=device)
-        batch.append({
-            "image": torch.as_tensor(image, device=device).permute(2, 0, 1).contiguous(),
-            "original_size": size,
-            "boxes": transform.apply_boxes_torch(boxes, size),
-        })  # fmt: skip
+        batch.append(
+            {
+                "image": torch.as_tensor(image, device=device).permute(2, 0, 1).contiguous(),
+                "original_size": size,
+                "boxes": transform.apply_boxes_torch(boxes, size),
+            }
+        )
     if not batch:
         return []
     with torch.inference_mode():
@@ -323,6 +347,17 @@ PARAMS = {
     "pixel_mean": PIXEL_MEAN,
     "pixel_std": PIXEL_STD,
 }
-register(MaskSource("sam", "Segment Anything prompted with each box (--mask-weights: a local SAM checkpoint)",
-                    produce, needs_box=True, needs_weights=True, batched=True, load=load, check=check, params=PARAMS,
-                    weights_help=WEIGHTS_HELP))  # fmt: skip
+register(
+    MaskSource(
+        "sam",
+        "Segment Anything prompted with each box (--mask-weights: a local SAM checkpoint)",
+        produce,
+        needs_box=True,
+        needs_weights=True,
+        batched=True,
+        load=load,
+        check=check,
+        params=PARAMS,
+        weights_help=WEIGHTS_HELP,
+    )
+)

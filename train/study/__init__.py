@@ -23,8 +23,23 @@ from train.study.grid import BEST, Grid, Row, load_grid, row_name
 from train.study.running import Tally, finished, run, run_all, start_worker
 from train.study.specs import RunSpec, make_spec, pick_best, slug
 
-__all__ = ["BEST", "Grid", "Row", "RunSpec", "Tally", "finished", "load_grid", "make_spec", "pick_best", "row_name",
-           "run", "run_all", "slug", "start_worker", "study"]  # fmt: skip
+__all__ = [
+    "BEST",
+    "Grid",
+    "Row",
+    "RunSpec",
+    "Tally",
+    "finished",
+    "load_grid",
+    "make_spec",
+    "pick_best",
+    "row_name",
+    "run",
+    "run_all",
+    "slug",
+    "start_worker",
+    "study",
+]
 
 log = logging.getLogger("train")
 
@@ -57,11 +72,17 @@ def study(shards: str, grid_path: Path, seeds: int, out: Path, jobs: int = 1) ->
         if row.needs_best():
             for key in ("cf", "f"):
                 if row.settings.get(key) == BEST and key not in best:
-                    raise ValueError(f"{grid.path}: row {row.name!r} wants the best {key.upper()} method, but no row "
-                                     f"trains a single {key.upper()} method alone")  # fmt: skip
+                    raise ValueError(
+                        f"{grid.path}: row {row.name!r} wants the best {key.upper()} method, but no row "
+                        f"trains a single {key.upper()} method alone"
+                    )
             later += [make_spec(grid, row, s, 1.0, shards, out, best, preset, dataset) for s in range(seeds)]
     by_name = {r.name: r for r in grid.rows}
-    later += [make_spec(grid, by_name[name], s, fraction, shards, out, best, preset, dataset)
-              for name in grid.curve_rows for fraction in grid.fractions for s in range(seeds)]  # fmt: skip
+    later += [
+        make_spec(grid, by_name[name], s, fraction, shards, out, best, preset, dataset)
+        for name in grid.curve_rows
+        for fraction in grid.fractions
+        for s in range(seeds)
+    ]
     run_all(later, jobs, tally)
     return write_study_report(out, grid, specs + later, best, shards, seeds, jobs)

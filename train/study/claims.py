@@ -48,8 +48,15 @@ def unlearnt(runs: list[Run], chance: float | None) -> dict[str, float]:
     return {name: a for name, a in accuracy.items() if a < chance + LEARNT_MARGIN}
 
 
-def claims(main: list[Run], rows: list[str], tests: list[str], against: list[str], curve: list[Run],
-           grid, chance: float | None = None) -> list[tuple[str, str, str]]:  # fmt: skip
+def claims(
+    main: list[Run],
+    rows: list[str],
+    tests: list[str],
+    against: list[str],
+    curve: list[Run],
+    grid,
+    chance: float | None = None,
+) -> list[tuple[str, str, str]]:
     """The paper's qualitative claims, each checked on these runs: (claim, verdict, numbers).
 
     A difference counts when it is over two standard errors across seeds; smaller ones are called noise. With
@@ -66,14 +73,23 @@ def claims(main: list[Run], rows: list[str], tests: list[str], against: list[str
         low = unlearnt(runs, chance)
         if low:
             verdict = AT_CHANCE
-            numbers = ("mean val accuracy " + ", ".join(f"{n} {a:.3f}" for n, a in low.items())
-                       + f"; chance {chance:.3f}, a model learnt from {chance + LEARNT_MARGIN:.3f}")  # fmt: skip
+            numbers = (
+                "mean val accuracy "
+                + ", ".join(f"{n} {a:.3f}" for n, a in low.items())
+                + f"; chance {chance:.3f}, a model learnt from {chance + LEARNT_MARGIN:.3f}"
+            )
         out.append((claim, verdict, numbers))
 
     def single(role: str) -> list[str]:
         other = "f" if role == "cf" else "cf"
-        return [n for n in rows if by[n] and len(by[n][0].config[role]) == 1 and not by[n][0].config[other]
-                and not (by[n][0].config["sal"] or by[n][0].config["fgsm"])]  # fmt: skip
+        return [
+            n
+            for n in rows
+            if by[n]
+            and len(by[n][0].config[role]) == 1
+            and not by[n][0].config[other]
+            and not (by[n][0].config["sal"] or by[n][0].config["fgsm"])
+        ]
 
     def versus(a: list[float], b: list[float]) -> tuple[str, str]:
         diff, se = compare(a, b)
@@ -83,10 +99,12 @@ def claims(main: list[Run], rows: list[str], tests: list[str], against: list[str
         orig = per_seed(by["Orig"], splits)
         results = {n: versus(per_seed(by[n], splits), orig) for n in single("cf") + single("f")}
         if results:
-            add("CF and F each improve accuracy where the background contradicts the label",
+            add(
+                "CF and F each improve accuracy where the background contradicts the label",
                 tally([d for d, _ in results.values()]),
                 "vs Orig: " + ", ".join(f"{n} {t}" for n, (_, t) in results.items()) + f" ({on})",
-                by["Orig"] + [r for n in results for r in by[n]])  # fmt: skip
+                by["Orig"] + [r for n in results for r in by[n]],
+            )
         shuffle = next((n for n in single("f") if by[n][0].config["f"] == ["shuffle"]), None)
         if shuffle:
             per_split = {s: versus(per_seed(by[shuffle], [s]), per_seed(by["Orig"], [s])) for s in tests}
@@ -98,16 +116,24 @@ def claims(main: list[Run], rows: list[str], tests: list[str], against: list[str
             )
     for combo in [n for n in rows if by[n] and by[n][0].config["cf"] and by[n][0].config["f"]]:
         c = by[combo][0].config
-        parts = [n for n in single("cf") + single("f")
-                 if by[n][0].config["cf"] in ([], c["cf"]) and by[n][0].config["f"] in ([], c["f"])]  # fmt: skip
+        parts = [
+            n
+            for n in single("cf") + single("f")
+            if by[n][0].config["cf"] in ([], c["cf"]) and by[n][0].config["f"] in ([], c["f"])
+        ]
         if parts:
             best = max(parts, key=lambda n: np.mean(per_seed(by[n], splits)))
             d, text = versus(per_seed(by[combo], splits), per_seed(by[best], splits))
-            add(f"{combo} beats each of its parts alone", {"up": "yes", "down": "no"}.get(d, "within noise"),
+            add(
+                f"{combo} beats each of its parts alone",
+                {"up": "yes", "down": "no"}.get(d, "within noise"),
                 f"{combo} {np.mean(per_seed(by[combo], splits)):.3f} vs its best part {best} "
-                f"{np.mean(per_seed(by[best], splits)):.3f}: {text} ({on})", by[combo] + by[best])  # fmt: skip
-    sal_rows = [n for n in rows if by[n] and by[n][0].config["sal"] and not by[n][0].config["cf"]
-                and not by[n][0].config["f"]]  # fmt: skip
+                f"{np.mean(per_seed(by[best], splits)):.3f}: {text} ({on})",
+                by[combo] + by[best],
+            )
+    sal_rows = [
+        n for n in rows if by[n] and by[n][0].config["sal"] and not by[n][0].config["cf"] and not by[n][0].config["f"]
+    ]
     if sal_rows and by.get("Orig"):
         n = max(sal_rows, key=lambda x: by[x][0].config["sal"])
         d, focus = versus(per_seed(by[n], tests, "saliency_aupr"), per_seed(by["Orig"], tests, "saliency_aupr"))
@@ -123,9 +149,12 @@ def claims(main: list[Run], rows: list[str], tests: list[str], against: list[str
     known = [v for v in r.values() if v is not None]
     if known:
         weak = sum(abs(v) < 0.5 for v in known)
-        add("saliency AUPR correlates only weakly with accuracy (abs(r) < 0.5)",
+        add(
+            "saliency AUPR correlates only weakly with accuracy (abs(r) < 0.5)",
             "yes" if weak == len(known) else "no" if weak == 0 else f"partly ({weak} of {len(known)})",
-            ", ".join(f"{s} r = {v:+.2f}" for s, v in r.items() if v is not None), main)  # fmt: skip
+            ", ".join(f"{s} r = {v:+.2f}" for s, v in r.items() if v is not None),
+            main,
+        )
     if grid.fractions and curve and "Orig" in grid.curve_rows:
         fractions = sorted({*grid.fractions, 1.0})
         for name in [n for n in grid.curve_rows if n != "Orig"]:
@@ -136,9 +165,11 @@ def claims(main: list[Run], rows: list[str], tests: list[str], against: list[str
                 gains[f] = [mine[s] - base[s] for s in sorted(mine) if s in base]
             if all(gains.values()):
                 d, text = versus(gains[fractions[-1]], gains[fractions[0]])
-                add(f"the gain of {name} over Orig grows with more data",
+                add(
+                    f"the gain of {name} over Orig grows with more data",
                     {"up": "yes", "down": "no"}.get(d, "within noise"),
                     ", ".join(f"{f:g}: {np.mean(g):+.3f}" for f, g in gains.items())
                     + f"; {fractions[-1]:g} vs {fractions[0]:g}: {text} ({on})",
-                    [x for x in curve if x.row in (name, "Orig") and x.fraction in fractions])  # fmt: skip
+                    [x for x in curve if x.row in (name, "Orig") and x.fraction in fractions],
+                )
     return out

@@ -60,8 +60,9 @@ def gain_curve(curve: list[Run], grid, splits: list[str], path: Path):  # noqa: 
             base = accuracy_on([r for r in curve if r.row == orig and r.fraction == f], splits) if orig else 0.0
             ys.append(None if mine is None or base is None else mine - base)
         ax.plot(fractions, [np.nan if y is None else y for y in ys], marker="o", label=name)
-        lines.append(f"{name}: " + ", ".join(f"{f:g} -> {y:+.3f}" for f, y in zip(fractions, ys, strict=True)
-                                             if y is not None))  # fmt: skip
+        lines.append(
+            f"{name}: " + ", ".join(f"{f:g} -> {y:+.3f}" for f, y in zip(fractions, ys, strict=True) if y is not None)
+        )
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("fraction of the training set")
     ax.set_ylabel(f"accuracy gain over Orig ({', '.join(splits)})" if orig else "accuracy", fontsize=8)
@@ -69,8 +70,9 @@ def gain_curve(curve: list[Run], grid, splits: list[str], path: Path):  # noqa: 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return path, (f"Mean accuracy on {', '.join(splits)} minus Orig's, per training-set fraction: " + "; ".join(lines)
-                  + ".")  # fmt: skip
+    return path, (
+        f"Mean accuracy on {', '.join(splits)} minus Orig's, per training-set fraction: " + "; ".join(lines) + "."
+    )
 
 
 def contact_sheet(runs: list[Run], rows: list[str], splits: list[str], shards: str, manifest, path: Path):  # noqa: ANN001, ANN201
@@ -82,8 +84,11 @@ def contact_sheet(runs: list[Run], rows: list[str], splits: list[str], shards: s
         return None
     best = max(others, key=lambda n: accuracy_on([r for r in runs if r.row == n], splits) or 0.0)
     first = {n: min((r for r in runs if r.row == n), key=lambda r: r.seed) for n in ("Orig", best)}
-    preds = {n: np.load(r.folder / "predictions.npz", allow_pickle=False) for n, r in first.items()
-             if (r.folder / "predictions.npz").is_file()}  # fmt: skip
+    preds = {
+        n: np.load(r.folder / "predictions.npz", allow_pickle=False)
+        for n, r in first.items()
+        if (r.folder / "predictions.npz").is_file()
+    }
     if len(preds) < 2:
         return None
     classes = manifest["dataset"]["classes"]
@@ -121,8 +126,10 @@ def contact_sheet(runs: list[Run], rows: list[str], splits: list[str], shards: s
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return path, (f"{len(chosen)} test images (seed 0) that {best} classifies right and Orig wrong, with each "
-                  f"model's top-{TOP} classes and probabilities.")  # fmt: skip
+    return path, (
+        f"{len(chosen)} test images (seed 0) that {best} classifies right and Orig wrong, with each "
+        f"model's top-{TOP} classes and probabilities."
+    )
 
 
 def top(p: np.ndarray, classes: list[str]) -> str:

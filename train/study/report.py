@@ -19,8 +19,11 @@ from train.study.results import correlations, load, metric
 def contradicting_splits(manifest: dict[str, Any]) -> list[str]:
     """Test splits whose background belongs to another class than the object (from the manifest's evaluation)."""
     evaluation = manifest["dataset"]["params"].get("evaluation", {})
-    names = [evaluation.get("bg_gap", {}).get("rand"), evaluation.get("background_reliance", {}).get("shifted"),
-             evaluation.get("flip", {}).get("shifted")]  # fmt: skip
+    names = [
+        evaluation.get("bg_gap", {}).get("rand"),
+        evaluation.get("background_reliance", {}).get("shifted"),
+        evaluation.get("flip", {}).get("shifted"),
+    ]
     return [n for n in dict.fromkeys(names) if n in manifest["splits"]]
 
 
@@ -55,13 +58,21 @@ def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str
             + ", ".join(f"{k.upper()} = `{v}`" for k, v in best.items())
             + "."
         )
-    b.code(f"train study --shards {shards} --grid {grid.path} --seeds {seeds} --out {out}"
-           + (f" --jobs {jobs}" if jobs > 1 else ""))  # fmt: skip
+    b.code(
+        f"train study --shards {shards} --grid {grid.path} --seeds {seeds} --out {out}"
+        + (f" --jobs {jobs}" if jobs > 1 else "")
+    )
 
     b.h("Table 1: accuracy per test split")
     shift_cols = [k for k in ("bg_gap", "flip_gap") if any(r.results.get(k) is not None for r in main)]
-    table = [[name, *[cell([metric(r, s, "accuracy") for r in by_row[name]]) for s in tests],
-              *[cell([r.results.get(k) for r in by_row[name]]) for k in shift_cols]] for name in rows]  # fmt: skip
+    table = [
+        [
+            name,
+            *[cell([metric(r, s, "accuracy") for r in by_row[name]]) for s in tests],
+            *[cell([r.results.get(k) for r in by_row[name]]) for k in shift_cols],
+        ]
+        for name in rows
+    ]
     b.table(["method", *tests, *[k.replace("_", "-") for k in shift_cols]], bold_best(table, len(tests)))
     b.p(
         "Splits where the background contradicts the label: "
@@ -70,22 +81,29 @@ def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str
     )
 
     b.h("Table 2: saliency AUPR (does the attribution pick out the object?)")
-    b.table(["method", *tests], [[name, *[cell([metric(r, s, "saliency_aupr") for r in by_row[name]]) for s in tests]]
-                                 for name in rows])  # fmt: skip
+    b.table(
+        ["method", *tests],
+        [[name, *[cell([metric(r, s, "saliency_aupr") for r in by_row[name]]) for s in tests]] for name in rows],
+    )
     if any(r.results.get("background_reliance") is not None for r in main):
         b.h("Table 3: background reliance")
         b.p(
             "Mean rise of the probability of the class whose background was pasted in (original -> shifted); lower "
             "is better."
         )
-        b.table(["method", "background reliance"], [[n, cell([r.results.get("background_reliance") for r in
-                                                                by_row[n]])] for n in rows])  # fmt: skip
+        b.table(
+            ["method", "background reliance"],
+            [[n, cell([r.results.get("background_reliance") for r in by_row[n]])] for n in rows],
+        )
 
     b.h("Fig. 4: saliency AUPR against accuracy")
     b.img(scatter(main, tests, out / "fig4_saliency_vs_accuracy.png"), "saliency AUPR vs accuracy per test split")
     r = correlations(main, tests)
-    b.p("Pearson r between saliency AUPR and accuracy over all runs: "
-        + ", ".join(f"{s} {v:+.2f}" if v is not None else f"{s} -" for s, v in r.items()) + ".")  # fmt: skip
+    b.p(
+        "Pearson r between saliency AUPR and accuracy over all runs: "
+        + ", ".join(f"{s} {v:+.2f}" if v is not None else f"{s} -" for s, v in r.items())
+        + "."
+    )
 
     curve = [r for r in runs if r.row in grid.curve_rows]
     if grid.fractions and curve:
@@ -104,15 +122,19 @@ def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str
 
     b.h("The paper's claims on this data")
     chance = 1 / len(manifest["dataset"]["classes"])
-    b.p(f"A claim is checked only where every model it compares learnt: a mean accuracy on the val split of at least "
+    b.p(
+        f"A claim is checked only where every model it compares learnt: a mean accuracy on the val split of at least "
         f"chance (1/{len(manifest['dataset']['classes'])} classes = {chance:.3f}) + {LEARNT_MARGIN:g}. A difference "
-        "counts when it is over two standard errors across seeds.")  # fmt: skip
+        "counts when it is over two standard errors across seeds."
+    )
     checked = claims(main, rows, tests, against, curve, grid, chance)
     b.table(["claim", "holds?", "numbers"], [list(c) for c in checked])
 
     b.h("Runs")
-    b.table(["row", "seed", "fraction", "command"],
-            [[r.row, str(r.seed), f"{r.fraction:g}", f"`{command_of(r.config)}`"] for r in runs])  # fmt: skip
+    b.table(
+        ["row", "seed", "fraction", "command"],
+        [[r.row, str(r.seed), f"{r.fraction:g}", f"`{command_of(r.config)}`"] for r in runs],
+    )
     b.p(f"Every run trained on the shards whose manifest sha256 is `{sha}`.")
 
     (out / "REPORT.md").write_text(b.markdown())

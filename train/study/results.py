@@ -24,8 +24,11 @@ def load(specs) -> list[Run]:  # noqa: ANN001
     runs = []
     for s in specs:
         folder = Path(s.config.out)
-        runs.append(Run(s.row, s.seed, s.fraction, folder, s.config.to_dict(),
-                        json.loads((folder / "results.json").read_text())))  # fmt: skip
+        runs.append(
+            Run(
+                s.row, s.seed, s.fraction, folder, s.config.to_dict(), json.loads((folder / "results.json").read_text())
+            )
+        )
     return runs
 
 

@@ -45,8 +45,10 @@ def run(spec: RunSpec) -> None:
         if recorded(json.loads((folder / "config.json").read_text())) != spec.config.to_dict():
             raise ValueError(f"{folder}: holds a run of another config; delete it or choose another --out")
         if (folder / "results.json").is_file():  # finished, but not on this build (else finished() was true)
-            raise ValueError(f"{folder}: holds a run on another build of {spec.config.shards} (its manifest sha256 "
-                             "differs); delete the study folder or choose another --out")  # fmt: skip
+            raise ValueError(
+                f"{folder}: holds a run on another build of {spec.config.shards} (its manifest sha256 "
+                "differs); delete the study folder or choose another --out"
+            )
     fit(spec.config, resume=resume)
 
 
@@ -74,8 +76,7 @@ class Tally:
         self.started += 1
         self.running[self.started] = time.monotonic()
         how = "resuming" if (Path(spec.config.out) / "last.pt").is_file() else "training"
-        log.info("study: run %d of %d: %s: %s in %s", self.started, self.total, self.label(spec), how,
-                 spec.config.out)  # fmt: skip
+        log.info("study: run %d of %d: %s: %s in %s", self.started, self.total, self.label(spec), how, spec.config.out)
         return self.started
 
     def done(self, number: int, spec: RunSpec) -> None:
@@ -83,9 +84,14 @@ class Tally:
         self.took.append(now - self.running.pop(number))
         self.ended += 1
         left = self.left(now)
-        log.info("study: run %d of %d done in %s: %s%s", number, self.total, duration(self.took[-1]), self.label(spec),
-                 f"; {self.total - self.ended} to go, about {duration(left)} left" if self.ended < self.total else
-                 "")  # fmt: skip
+        log.info(
+            "study: run %d of %d done in %s: %s%s",
+            number,
+            self.total,
+            duration(self.took[-1]),
+            self.label(spec),
+            f"; {self.total - self.ended} to go, about {duration(left)} left" if self.ended < self.total else "",
+        )
 
     def left(self, now: float) -> float:
         """Seconds until the last run ends: the runs not started, and the rest of those running, ``jobs`` at a time

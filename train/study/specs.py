@@ -26,9 +26,16 @@ class RunSpec:
 
 
 def make_spec(
-    grid: Grid, row: Row, index: int, fraction: float, shards: str, out: Path, best: dict[str, str],
-    build_preset: str = "demo", dataset: str = "",
-) -> RunSpec:  # fmt: skip
+    grid: Grid,
+    row: Row,
+    index: int,
+    fraction: float,
+    shards: str,
+    out: Path,
+    best: dict[str, str],
+    build_preset: str = "demo",
+    dataset: str = "",
+) -> RunSpec:
     """Run ``index`` (0, 1, ...) of ``row`` on ``fraction`` of the train split, its seed the row's ``seed`` (0 by
     default) + ``index``; ``build_preset`` is the preset when neither the row nor [defaults] names one: that of the
     build's ``dataset``. A config the checks refuse is an error that names the grid and the row."""
@@ -47,7 +54,8 @@ def make_spec(
     if preset is None:
         preset = build_preset
         chosen = f"no preset in the grid: using {preset!r}, the preset of the build's dataset" + (
-            f" ({dataset})" if dataset else "")  # fmt: skip
+            f" ({dataset})" if dataset else ""
+        )
     try:
         config = Config.resolve(preset, chosen=chosen, **values)
     except ValueError as e:
