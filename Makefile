@@ -65,7 +65,7 @@ reproduce: install $(REPRO)/manifest.json
 	cp $(STUDY)/fig*.png docs/results-synthetic/
 	sed 's|](fig|](results-synthetic/fig|' $(STUDY)/REPORT.md > docs/results-synthetic.md
 
-# The README's 3-seed table: make train's two methods over seeds 0, 1, 2 (9 min 12 s at 72e2138, the last 2.5 min on busy cores).
+# docs/training.md's 3-seed table: make train's two methods over seeds 0, 1, 2 (9 min 12 s on quiet cores at 72e2138).
 reproduce-small: demo-shards
 	@$(call set_aside,$(RUNS)-3seeds,make reproduce-small trains anew)
 	$(DEMO_STUDY) --seeds 3 --out $(RUNS)-3seeds
