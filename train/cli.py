@@ -100,7 +100,7 @@ def fit(
     out: Path = typer.Option(..., help="Run folder: config.json, log.csv, last.pt, best.pt, results.json/.tsv."),
     preset: Preset | None = option(
         "preset",
-        "Hyper-parameters of the paper's code per dataset (README: Training): every setting marked "
+        "Hyper-parameters of the paper's code per dataset (README: Presets): every setting marked "
         "[default: the preset's]. in9, waterbirds and cct fine-tune --weights (or --from-scratch); demo trains any "
         "--arch from scratch.",
         "the preset of the build's dataset: cct, in9, waterbirds, else demo",
@@ -253,38 +253,6 @@ def parse_milestones(text: str) -> list[int]:
         return [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
         raise ValueError(f"--milestones: got {text!r}, expected comma-separated epochs such as 6,12,18") from None
-
-
-def fit_args(config: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The `train fit` arguments that give back ``config`` (a Config as a dict): --shards, --preset, then every field
-    whose value differs from the preset's (and always --epochs and --seed), then --out.
-
-    Lists repeat their flag (``--cf tile --cf grey``), milestones are comma-separated, bools are ``--x``/``--no-x``.
-    Also returns ``key=value`` notes for keys that are no config field (a run of an older version); a run of an
-    older version that ran a fine-tuning preset without weights gets ``--from-scratch`` (``recorded``)."""
-    from train.config import ARCH_NORMALISATION, preset_values, recorded
-
-    config = recorded(config)
-    preset = config.get("preset", "demo")
-    base = Config(shards="", out="", preset=preset, **preset_values(preset)).to_dict()  # unchecked: no weights
-    base["normalisation"] = ARCH_NORMALISATION.get(config.get("arch"))  # what resolve() gives without the flag
-    args, notes = ["--shards", str(config.get("shards")), "--preset", preset], []
-    for key, value in config.items():
-        if key not in base:
-            notes.append(f"{key}={value}")
-            continue
-        same = value == base[key] and key not in ("epochs", "seed")
-        if key in ("shards", "out", "preset") or same or value is None:  # None: weights, crop (no preset sets them)
-            continue
-        if isinstance(value, bool):
-            args.append(flag(key) if value else f"--no-{flag(key)[2:]}")
-        elif key == "milestones":
-            args += [flag(key), ",".join(str(m) for m in value)]
-        elif isinstance(value, list):
-            args += [a for v in value for a in (flag(key), str(v))]
-        else:
-            args += [flag(key), str(value)]
-    return [*args, "--out", str(config.get("out"))], notes
 
 
 @app.command("eval")

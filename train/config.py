@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from train.losses import CF_LOSSES
+from train.terms import BASELINES, METHODS, OPTIONAL, Term, on
 
 ARCHS = ("resnet18", "resnet50", "bit-s-r50x1", "resnet8")
 # What a model does to its inputs, which the trainer hands it on the pixel scale [-1, 1] (train.models,
@@ -258,10 +259,11 @@ class Config:
             raise ValueError(f"--clip: got {self.clip}, expected a gradient norm > 0 (inf: no clipping)")
         if any(m < 1 for m in self.milestones):
             raise ValueError(f"--milestones: got {self.milestones}, expected epochs >= 1")
-        if (self.mixup or self.label_smoothing) and (self.cf or self.f or self.sal or self.fgsm):
-            raise ValueError("--mixup and --label-smoothing are baselines: use them without --cf, --f, --fgsm, --sal")
-        if self.mixup and self.label_smoothing:
-            raise ValueError("--mixup and --label-smoothing are separate baselines: pick one")
+        baselines = " and ".join(flag(t.field) for t in BASELINES)
+        if any(on(t, self) for t in BASELINES) and any(on(t, self) for t in METHODS):
+            raise ValueError(f"{baselines} are baselines: use them without {', '.join(flag(t.field) for t in METHODS)}")
+        if sum(on(t, self) for t in BASELINES) > 1:
+            raise ValueError(f"{baselines} are separate baselines: pick one")
         if self.from_scratch and self.weights is not None:
             raise ValueError(
                 "--from-scratch and --weights contradict each other: --weights FILE fine-tunes FILE, "
@@ -310,21 +312,30 @@ class Config:
         return asdict(self)
 
     def method_name(self) -> str:
-        """A row label for tables: Orig, CF(tile)+F(shuffle)+Sal(10), Mixup(0.2), ..."""
+        """A row label for tables: Orig, CF(tile)+F(shuffle)+Sal(10), Mixup(0.2), ...: each term of
+        ``train.terms.TERMS`` that is on, by its name; a term ``within`` another is one of its methods
+        (``F(shuffle,fgsm0.3)``)."""
         parts = []
-        if self.cf:  # the CF objective where it is not the default: CF(tile:logp×1)
-            loss = "" if self.cf_loss == Config.cf_loss else self.cf_loss
-            weight = "" if self.cf_weight == Config.cf_weight else f"×{self.cf_weight:g}"
-            parts.append(f"CF({','.join(self.cf)}{':' if loss or weight else ''}{loss}{weight})")
-        if self.f or self.fgsm:
-            parts.append(f"F({','.join(self.f + ([f'fgsm{self.fgsm:g}'] if self.fgsm else []))})")
-        if self.sal:
-            parts.append(f"Sal({self.sal:g})")
-        if self.mixup:
-            parts.append(f"Mixup({self.mixup:g})")
-        if self.label_smoothing:
-            parts.append(f"LS({self.label_smoothing:g})")
+        for term in (t for t in OPTIONAL if not t.within):
+            setting = getattr(self, term.field)
+            if not isinstance(setting, list):  # a number: Sal(10)
+                parts += [f"{term.name}({setting:g})"] if setting else []
+                continue
+            inner = [t for t in OPTIONAL if t.within == term.field and on(t, self)]
+            methods = setting + [f"{t.field}{getattr(self, t.field):g}" for t in inner]
+            if methods:
+                parts.append(f"{term.name}({','.join(methods)}{self.qualifier(term)})")
         return "+".join(parts) or "Orig"
+
+    def qualifier(self, term: Term) -> str:
+        """``term``'s loss kind and weight where they are not the defaults, as in ``CF(tile:logp×1)``; "" when both
+        are."""
+        changed = [
+            (key, text)
+            for key, text in ((term.loss, "{}"), (term.weight, "×{:g}"))
+            if key and getattr(self, key) != getattr(Config, key)
+        ]
+        return ":" + "".join(text.format(getattr(self, key)) for key, text in changed) if changed else ""
 
 
 def preset_values(preset: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import torch
 from train import metrics
 from train.data import Fields, ShardStream, batches, loader, prepare
 from train.ledger import Ledger
-from train.report import declared_test_splits, generated_splits
+from train.splits import declared_test_splits, generated_splits
 
 EXAMPLES = 6  # images per run in the saliency overlay sheet
 BASELINES = 8  # evaluation images DeepLiftShap averages over (its baselines)
@@ -105,12 +105,12 @@ def predict(
 
 def progress_bar(enabled: bool | None) -> Any:
     """The bar of a final evaluation on stderr, one phase after another (``phase``): each split's images, then its
-    saliency scoring. ``enabled`` None: where `train fit` draws its bars (``train.train.show_progress``: on a
+    saliency scoring. ``enabled`` None: where `train fit` draws its bars (``train.progress.show_progress``: on a
     terminal, for a run alone); a disabled bar draws nothing."""
     from tqdm import tqdm
 
     if enabled is None:
-        from train.train import show_progress
+        from train.progress import show_progress
 
         enabled = show_progress()
     return tqdm(

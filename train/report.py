@@ -14,11 +14,14 @@ import contextlib
 import csv
 import json
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from train.commands import command_of
+from train.splits import declared_test_splits, generated_splits
+from train.terms import CE, LOSS_NAMES, TERMS, on, used, value
 
 SHIFT_METRICS = ("bg_gap", "background_reliance", "flip_gap")
 
@@ -41,63 +44,6 @@ def mean_sd(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
-
-
-def command_of(config: dict[str, Any]) -> str:
-    """The `train fit` command that reproduces a run, serialised from its resolved config (``train.cli.fit_args``):
-    every setting that differs from its preset's value, as a flag; keys that are no setting any more (a run of an
-    older version) follow as a note."""
-    import shlex
-
-    from train.cli import fit_args
-
-    args, notes = fit_args(config)
-    return shlex.join(["train", "fit", *args]) + (f"  # not settings any more: {', '.join(notes)}" if notes else "")
-
-
-# The test splits of each dataset's build, by the split names its reader writes (augment/datasets/*.py), for runs
-# whose results.json does not list them: the summary columns average over these and nothing else.
-TEST_SPLIT_RULES = (
-    ("in9, synthetic", ("original", "mixed_same", "mixed_rand", "mixed_next")),  # only_fg, no_fg, only_bg_*: probes
-    ("waterbirds", ("test_original", "test_flip")),  # their union is `test`, counted once through them
-    ("cct", ("cis_test", "trans_test")),  # cis_val, trans_val: validation sets
-)
-
-
-def declared_test_splits(
-    splits: Iterable[str], val_split: str = "val", evaluation: dict[str, Any] | None = None
-) -> list[str]:
-    """The build's test splits, in build order: the splits the summary columns (worst group, mean saliency) average.
-
-    Args:
-        splits: the split names of the build (or of a run's results).
-        val_split: the run's model-selection split, never a test split.
-        evaluation: the manifest's ``dataset.params.evaluation``. The splits it pairs up (IN-9's and synthetic's
-            ``bg_gap`` and ``background_reliance``, Waterbirds' ``flip``) or lists (CCT's ``cis``/``trans``, less
-            its ``*_val`` sets) are the test splits. Without it, or when it names none of ``splits``, the first
-            rule of ``TEST_SPLIT_RULES`` that matches a split name applies; else every split but train, val,
-            ``val_split`` and ``*_val``.
-    """
-    splits = list(splits)
-    named: list[str] = []
-    for value in (evaluation or {}).values():
-        if isinstance(value, dict):
-            named += [v for k, v in value.items() if k in ("same", "rand", "original", "shifted")]
-        elif isinstance(value, list):
-            named += value
-    chosen = [s for s in splits if s in named and s != val_split and not s.endswith("_val")]
-    for _, names in TEST_SPLIT_RULES:
-        if chosen:
-            break
-        chosen = [s for s in splits if s in names]
-    return chosen or [s for s in splits if s not in ("train", "val", val_split) and not s.endswith("_val")]
-
-
-def generated_splits(section: dict[str, Any] | None) -> set[str]:
-    """The shifted test splits of ``augment build --shifted-tests``, from a manifest's ``shifted_tests`` (its
-    ``pairs``) or a run's results (its ``bases``): reported in their own section, not as the dataset's splits."""
-    entries = (section or {}).get("pairs") or (section or {}).get("bases") or {}
-    return {split for entry in entries.values() for split in entry.get("variants", {}).values()}
 
 
 def run_test_splits(results: dict[str, Any], config: dict[str, Any] | None = None) -> list[str]:
@@ -225,45 +171,31 @@ def accuracy_figure(runs: list[dict[str, Any]], colours: dict[str, Any], plt):
     return fig
 
 
-CF_LOSS_NAMES = {
-    "logp": "-log(1 - p_y)",
-    "uniform": "CE to the uniform distribution",
-    "uniform-others": "CE to the uniform distribution over the other classes",
-}
-
-
 def objective_label(config: dict[str, Any]) -> str:
-    """What a run's logged training loss is (train.train.objective): its terms, summed over the batch's rows and
-    divided by their number, e.g. ``CE + CF + F per row`` or ``CE per row + 10·Sal``."""
-    if config.get("mixup"):
-        return f"soft-label CE of mixup({config['mixup']:g}) images, per image"
-    terms = ["CE" if not config.get("label_smoothing") else f"CE (smoothing {config['label_smoothing']:g})"]
-    if config.get("cf"):
-        weight = config.get("cf_weight", 1.0)
-        terms.append("CF" if weight == 1 else f"{weight:g}·CF")
-    if config.get("f"):
-        terms.append("F")
-    if config.get("fgsm"):
-        terms.append("FGSM")
-    label = " + ".join(terms) + " per row"
-    return label + (f" + {config['sal']:g}·Sal" if config.get("sal") else "")
+    """What a run's logged training loss is (train.train.objective): its terms (train.terms.TERMS), summed over the
+    batch's rows and divided by their number, e.g. ``CE + CF + F per row`` or ``CE per row + 10·Sal``."""
+    terms = used(config)
+    whole = next((t for t in terms if t.whole), None)
+    if whole is not None:  # mixup: its soft-label CE is the whole objective
+        return whole.legend.format(value=value(config, whole.field))
+    ce = next((t for t in terms if t.baseline), CE)  # label smoothing: the CE on the originals, smoothed
+    parts = [ce.legend.format(value=value(config, ce.field))]
+    for term in (t for t in terms if t.rows and t is not CE):
+        weight = value(config, term.weight, 1.0) if term.weight else 1
+        parts.append(term.legend if weight == 1 else f"{weight:g}·{term.legend}")
+    penalties = [t.legend.format(value=value(config, t.field)) for t in terms if not t.rows and not t.baseline]
+    return " + ".join(parts) + " per row" + "".join(f" + {p}" for p in penalties)
 
 
 def objective_key(configs: list[dict[str, Any]]) -> str:
     """The terms of ``objective_label`` that ``configs`` use, spelt out (the caption under the loss curves)."""
-    used = {t for c in configs for t in ("cf", "f", "fgsm", "sal", "mixup") if c.get(t)}
-    parts = ["CE: cross-entropy on the original images"]
-    if "cf" in used:
-        kinds = sorted({c.get("cf_loss", "logp") for c in configs if c.get("cf")})
-        parts.append(f"CF: {' or '.join(CF_LOSS_NAMES.get(k, k) for k in kinds)} on the counterfactual images")
-    if "f" in used:
-        parts.append("F: cross-entropy on the factual images")
-    if "fgsm" in used:
-        parts.append("FGSM: cross-entropy on background-attacked images")
-    if "sal" in used:
-        parts.append("Sal: the GradMask penalty")
-    kinds = ["originals"] + [t.upper() for t in ("cf", "f", "fgsm") if t in used]
-    rows = f"rows: every image of the batch ({' + '.join(kinds)})"
+    terms = [t for t in TERMS if t is CE or any(on(t, c) for c in configs)]
+    parts = []
+    for term in (t for t in terms if t.caption):
+        kinds = sorted({value(c, term.loss, "logp") for c in configs if on(term, c)}) if term.loss else []
+        loss = " or ".join(LOSS_NAMES.get(k, k) for k in kinds)  # a run from before --cf-loss: logp
+        parts.append(f"{term.name}: {term.caption.format(loss=loss)}")
+    rows = f"rows: every image of the batch ({' + '.join(t.rows for t in terms if t.rows)})"
     note = "curves of different objectives are not comparable"
     return "; ".join(parts) + f".\nEach sum is divided by the batch's {rows}; the epoch's mean is shown; {note}."
 

@@ -28,7 +28,6 @@ selects, schedules and stops alike; ``--resume`` reads ``<out>/last.pt`` on ever
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime
 import json
@@ -36,9 +35,7 @@ import logging
 import math
 import os
 import random
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +58,8 @@ from train.losses import (
     saliency_penalty,
 )
 from train.models import build_model
+from train.progress import Progress, run_tag, show_progress
+from train.terms import FGSM, TERMS
 
 log = logging.getLogger("train")
 LOG_EVERY = 20  # steps
@@ -85,66 +84,6 @@ def fit(
         torch.set_num_threads(threads)
         if world_size > 1:
             dist.destroy_process_group()
-
-
-def show_progress() -> bool:
-    """Whether ``fit`` draws a bar: only on a terminal, and only for a run that has it alone. ``train study --jobs N``
-    trains each run in a worker process of its own, all writing to one terminal, where bars would overwrite each
-    other's lines: those runs log lines (``run_tag`` says whose)."""
-    import multiprocessing
-
-    return sys.stderr.isatty() and multiprocessing.parent_process() is None
-
-
-def run_tag(config: Config) -> str:
-    """The prefix of a run's log lines: none for a run on its own; ``<method> <folder>: `` (e.g. ``Orig s0: ``) in
-    a worker process of ``train study --jobs N``, whose lines interleave with other runs'."""
-    import multiprocessing
-
-    return "" if multiprocessing.parent_process() is None else f"{config.method_name()} {Path(config.out).name}: "
-
-
-class Progress:
-    """One tqdm bar for the run on stderr, started anew at every epoch (so its rate and ETA are the epoch's); log
-    lines print above it meanwhile. It is cleared when the run ends, however it ends: the epoch lines stay."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None  # made at the first epoch: nothing is drawn while the run reads its build and model
-
-    @classmethod
-    @contextlib.contextmanager
-    def on(cls, enabled: bool) -> Iterator[Progress | None]:
-        if not enabled:
-            yield None
-            return
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        progress = cls()
-        try:
-            with logging_redirect_tqdm():
-                yield progress
-        finally:
-            if progress.bar is not None:
-                progress.bar.close()
-
-    def epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=steps, unit="step", leave=False, dynamic_ncols=True, file=sys.stderr)
-        self.bar.reset(total=steps)
-        self.bar.set_postfix_str("", refresh=False)
-        self.bar.set_description(f"epoch {epoch}/{epochs - 1}", refresh=False)
-
-    def step(self, loss: float, images_per_s: float) -> None:
-        self.bar.set_postfix_str(f"loss {loss:.4f}, {images_per_s:.0f} img/s", refresh=False)
-        self.bar.update()
-
-    def note(self, text: str, description: str | None = None) -> None:
-        """``text`` after the bar's figures (e.g. what the run does between epochs' steps)."""
-        if description is not None:
-            self.bar.set_description(description, refresh=False)
-        self.bar.set_postfix_str(text)
 
 
 def run(
@@ -396,19 +335,20 @@ def objective(model, batch: dict[str, Any], config: Config, num_classes: int, de
         mixed, soft = mixup(x, y, lam, num_classes, generator)
         return torch.sum(-soft * F.log_softmax(model(mixed), dim=1), dim=1).mean(), x.shape[0]
 
-    extra_x, extra_y, kinds = [], [], []
-    for role, methods in (("cf", config.cf), ("f", config.f)):
-        for m in methods:
-            extra_x.append(batch[f"{role}.{m}"][has])
+    # the rows that join the originals, in the order of TERMS: the stored images of each CF and F method, then FGSM's
+    extra_x, extra_y, terms = [], [], []
+    for term in (t for t in TERMS if t.stored):
+        for m in getattr(config, term.field):
+            extra_x.append(batch[f"{term.field}.{m}"][has])
             extra_y.append(y[has])
-            kinds.append(role)
+            terms.append(term)
     if config.fgsm and has.any():
         eps = 2 * config.fgsm  # fraction of the pixel range -> the [-1, 1] scale
         extra_x.append(
             fgsm_background(net, x[has], y[has], background[has], eps, config.fgsm_steps, generator=generator)
         )
         extra_y.append(y[has])
-        kinds.append("f")
+        terms.append(FGSM)
 
     # Sal: each image's gradient must be its own. Without batch statistics (BiT's GroupNorm) and in fp32 the rows
     # of the joint forward are independent, so the penalty comes from it; otherwise (BatchNorm, or --amp) from a
@@ -427,13 +367,14 @@ def objective(model, batch: dict[str, Any], config: Config, num_classes: int, de
 
     total = F.cross_entropy(logits_x, y, label_smoothing=config.label_smoothing, reduction="sum")
     offset = 0
-    for part_x, part_y, kind in zip(extra_x, extra_y, kinds, strict=True):
+    for part_x, part_y, term in zip(extra_x, extra_y, terms, strict=True):
         part = logits_extra[offset : offset + part_x.shape[0]]
         offset += part_x.shape[0]
-        if kind == "cf":
-            total = total + config.cf_weight * cf_loss(part, part_y, config.cf_loss).sum()
+        if term.loss:  # "not y", of its kind (--cf-loss)
+            loss = cf_loss(part, part_y, getattr(config, term.loss)).sum()
         else:
-            total = total + F.cross_entropy(part, part_y, reduction="sum")
+            loss = F.cross_entropy(part, part_y, reduction="sum")
+        total = total + (getattr(config, term.weight) * loss if term.weight else loss)
     rows = x.shape[0] + sum(p.shape[0] for p in extra_x)
     return total / rows + config.sal * penalty, rows
 

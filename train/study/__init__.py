@@ -22,6 +22,7 @@ from train.report import writable
 from train.study.grid import BEST, Grid, Row, load_grid, row_name
 from train.study.running import Tally, finished, run, run_all, start_worker
 from train.study.specs import RunSpec, make_spec, pick_best, slug
+from train.terms import BEST_ROLES
 
 __all__ = [
     "BEST",
@@ -70,7 +71,7 @@ def study(shards: str, grid_path: Path, seeds: int, out: Path, jobs: int = 1) ->
     later = []
     for row in grid.rows:
         if row.needs_best():
-            for key in ("cf", "f"):
+            for key in BEST_ROLES:
                 if row.settings.get(key) == BEST and key not in best:
                     raise ValueError(
                         f"{grid.path}: row {row.name!r} wants the best {key.upper()} method, but no row "

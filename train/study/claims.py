@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from train.study.results import Run, correlations, metric, per_seed
+from train.terms import single_method
 
 
 def compare(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -80,16 +81,8 @@ def claims(
             )
         out.append((claim, verdict, numbers))
 
-    def single(role: str) -> list[str]:
-        other = "f" if role == "cf" else "cf"
-        return [
-            n
-            for n in rows
-            if by[n]
-            and len(by[n][0].config[role]) == 1
-            and not by[n][0].config[other]
-            and not (by[n][0].config["sal"] or by[n][0].config["fgsm"])
-        ]
+    def single(role: str) -> list[str]:  # the rows that train one method of role and no other term
+        return [n for n in rows if by[n] and single_method(by[n][0].config, role) is not None]
 
     def versus(a: list[float], b: list[float]) -> tuple[str, str]:
         diff, se = compare(a, b)

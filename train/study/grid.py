@@ -29,6 +29,7 @@ from typing import Any
 import tomllib
 
 from train.config import Config
+from train.terms import BEST_ROLES, TERMS
 
 BEST = "best"
 
@@ -41,7 +42,7 @@ class Row:
     settings: dict[str, Any]
 
     def needs_best(self) -> bool:
-        return BEST in (self.settings.get("cf"), self.settings.get("f"))
+        return any(self.settings.get(role) == BEST for role in BEST_ROLES)
 
 
 @dataclass
@@ -119,8 +120,8 @@ def load_grid(path: Path) -> Grid:
 
 def row_name(defaults: dict[str, Any], settings: dict[str, Any]) -> str:
     """The method name `train report` would show, e.g. CF(tile)+F(shuffle)+Sal(10)."""
-    if BEST in (settings.get("cf"), settings.get("f")):
-        parts = [f"CF({BEST})" if settings.get("cf") == BEST else "", f"F({BEST})" if settings.get("f") == BEST else ""]
-        rest = Config(shards="", out="", **{k: v for k, v in settings.items() if k not in ("cf", "f")}).method_name()
-        return "+".join(p for p in [*parts, "" if rest == "Orig" else rest] if p)
+    best = [t for t in TERMS if t.best and settings.get(t.field) == BEST]  # CF(best)+F(best), then the rest
+    if best:
+        rest = Config(shards="", out="", **{k: v for k, v in settings.items() if k not in BEST_ROLES}).method_name()
+        return "+".join([*(f"{t.name}({BEST})" for t in best), *([] if rest == "Orig" else [rest])])
     return Config(shards="", out="", **{**defaults, **settings}).method_name()

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from train.commands import command_of
 from train.data import manifest_sha256
-from train.report import command_of, declared_test_splits, generated_splits
 from train.report import mean_sd as cell  # "mean ± sd" over seeds, "-" when none
+from train.splits import declared_test_splits, generated_splits
 from train.study.blocks import Blocks
 from train.study.claims import LEARNT_MARGIN, claims
 from train.study.figures import contact_sheet, gain_curve, scatter

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from train.config import Config
 from train.study.grid import BEST, Grid, Row
+from train.terms import BEST_ROLES, OPTIONAL, on, single_method
 
 
 def slug(name: str) -> str:
@@ -40,7 +41,7 @@ def make_spec(
     default) + ``index``; ``build_preset`` is the preset when neither the row nor [defaults] names one: that of the
     build's ``dataset``. A config the checks refuse is an error that names the grid and the row."""
     settings = dict(row.settings)
-    for key in ("cf", "f"):
+    for key in BEST_ROLES:
         if settings.get(key) == BEST:
             settings[key] = [best[key]]
     values = {**grid.defaults, **settings}
@@ -64,20 +65,20 @@ def make_spec(
 
 
 def pick_best(grid: Grid, specs: list[RunSpec]) -> dict[str, str]:
-    """The CF and the F method whose single-method rows have the best mean accuracy on ``grid.best_by``."""
-    scores: dict[str, dict[str, list[float]]] = {"cf": {}, "f": {}}
+    """The CF and the F method (``BEST_ROLES``) whose single-method rows (``single_method``: that method and no
+    other term of the objective) have the best mean accuracy on ``grid.best_by``."""
+    scores: dict[str, dict[str, list[float]]] = {role: {} for role in BEST_ROLES}
     for spec in specs:
         c = spec.config
-        if spec.fraction != 1.0 or c.sal or c.fgsm or c.mixup or c.label_smoothing:
+        if spec.fraction != 1.0 or any(on(t, c) for t in OPTIONAL if not t.best):
             continue
         results = json.loads((Path(c.out) / "results.json").read_text())
         accuracy = results["splits"].get(grid.best_by, {}).get("accuracy")
         if accuracy is None:
             raise ValueError(f"{grid.path}: [select] best_by = {grid.best_by!r} is not a split of the build")
-        if len(c.cf) == 1 and not c.f:
-            scores["cf"].setdefault(c.cf[0], []).append(accuracy)
-        if len(c.f) == 1 and not c.cf:
-            scores["f"].setdefault(c.f[0], []).append(accuracy)
+        for role in BEST_ROLES:
+            if (method := single_method(c, role)) is not None:
+                scores[role].setdefault(method, []).append(accuracy)
     best = {}
     for role, by_method in scores.items():
         if by_method:

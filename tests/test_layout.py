@@ -1,0 +1,106 @@
+"""The layout of the ``train`` package: who imports whom.
+
+``train.cli`` is the front end: it imports the trainer, the evaluation and both report builders (``train report``,
+``train study``); nothing imports it back. The check reads every ``import`` of the package, at module level and
+inside functions (a deferred import still ties two modules together), so a circle cannot hide in a function body.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "train"
+
+
+def module_name(path: Path, package: Path) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Each module of ``package`` -> the modules of the package it imports, anywhere in its body.
+
+    ``from train.x import name`` is an import of ``train.x.name`` when that is a module, else of ``train.x``. The
+    package ``__init__`` that Python runs before a submodule is not counted: a package that imports its own
+    submodules (``train.study``) is not a circle.
+    """
+    root = package.name
+    modules = {module_name(p, package): p for p in sorted(package.rglob("*.py"))}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package of this module, up level - 1
+                    anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names
+                ]
+            else:
+                continue
+            edges |= {t for t in targets if t.split(".")[0] == root and t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: one per strongly connected component of more than one module (Tarjan's),
+    each as its modules in order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_train_package_import_graph_has_no_cycle() -> None:
+    graph = import_graph()
+    assert {"train.cli", "train.report", "train.evaluate", "train.study.report"} <= set(graph)  # the graph is read
+    assert "train.report" in graph["train.cli"] and "train.train" in graph["train.cli"]  # deferred imports count
+    assert cycles(graph) == [], "\n".join(" <-> ".join(c) for c in cycles(graph))
+
+
+def test_nothing_imports_the_front_end() -> None:
+    graph = import_graph()
+    assert [m for m, edges in graph.items() if "train.cli" in edges and m != "train.__main__"] == []
+
+
+def test_the_cycle_check_sees_a_circle(tmp_path: Path) -> None:
+    package = tmp_path / "train"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from train.sub import b\n")
+    (package / "sub" / "__init__.py").write_text("from train.sub.b import g\n")
+    (package / "sub" / "b.py").write_text("from train import a\n\ndef g():\n    pass\n")
+    graph = import_graph(package)
+    assert graph["train.a"] == {"train.sub.b"} and graph["train.sub.b"] == {"train.a"}
+    assert cycles(graph) == [["train.a", "train.sub.b"]]

@@ -1,0 +1,52 @@
+"""Which splits of a build are its test splits: the ones the summary columns of every report average (worst group,
+mean saliency), which train.evaluate records in a run's results (``test_splits``), and the shifted test splits of
+``augment build --shifted-tests``, which the reports show in a section of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+# The test splits of each dataset's build, by the split names its reader writes (augment/datasets/*.py), for runs
+# whose results.json does not list them: the summary columns average over these and nothing else.
+TEST_SPLIT_RULES = (
+    ("in9, synthetic", ("original", "mixed_same", "mixed_rand", "mixed_next")),  # only_fg, no_fg, only_bg_*: probes
+    ("waterbirds", ("test_original", "test_flip")),  # their union is `test`, counted once through them
+    ("cct", ("cis_test", "trans_test")),  # cis_val, trans_val: validation sets
+)
+
+
+def declared_test_splits(
+    splits: Iterable[str], val_split: str = "val", evaluation: dict[str, Any] | None = None
+) -> list[str]:
+    """The build's test splits, in build order: the splits the summary columns (worst group, mean saliency) average.
+
+    Args:
+        splits: the split names of the build (or of a run's results).
+        val_split: the run's model-selection split, never a test split.
+        evaluation: the manifest's ``dataset.params.evaluation``. The splits it pairs up (IN-9's and synthetic's
+            ``bg_gap`` and ``background_reliance``, Waterbirds' ``flip``) or lists (CCT's ``cis``/``trans``, less
+            its ``*_val`` sets) are the test splits. Without it, or when it names none of ``splits``, the first
+            rule of ``TEST_SPLIT_RULES`` that matches a split name applies; else every split but train, val,
+            ``val_split`` and ``*_val``.
+    """
+    splits = list(splits)
+    named: list[str] = []
+    for value in (evaluation or {}).values():
+        if isinstance(value, dict):
+            named += [v for k, v in value.items() if k in ("same", "rand", "original", "shifted")]
+        elif isinstance(value, list):
+            named += value
+    chosen = [s for s in splits if s in named and s != val_split and not s.endswith("_val")]
+    for _, names in TEST_SPLIT_RULES:
+        if chosen:
+            break
+        chosen = [s for s in splits if s in names]
+    return chosen or [s for s in splits if s not in ("train", "val", val_split) and not s.endswith("_val")]
+
+
+def generated_splits(section: dict[str, Any] | None) -> set[str]:
+    """The shifted test splits of ``augment build --shifted-tests``, from a manifest's ``shifted_tests`` (its
+    ``pairs``) or a run's results (its ``bases``): reported in their own section, not as the dataset's splits."""
+    entries = (section or {}).get("pairs") or (section or {}).get("bases") or {}
+    return {split for entry in entries.values() for split in entry.get("variants", {}).values()}
