@@ -17,8 +17,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from augment import journal, schema
+from augment import journal
 from augment.config import DEVICES, BuildConfig
+from augment.contract import schema
 from augment.dataset_cache import cached_dataset, open_dataset
 from augment.datasets import DATASETS
 from augment.donors import MAX_DONOR_DRAWS, Donors, load_donor

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from augment import cli_errors, infill, schema
-from augment.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors, out_problem, shown, shown_all
+from augment import infill
+from augment.contract import cli_errors, schema
+from augment.contract.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors, out_problem, shown, shown_all
 from augment.datasets import DATASETS
 from augment.datasets.files import ON_ERROR
 from augment.datasets.synthetic import Synthetic
@@ -101,7 +102,7 @@ def build_command(config: BuildConfig, out: Path) -> str:
     return shlex.join([*args, "--out", str(out)])
 
 
-fail = partial(cli_errors.fail, "augment")  # one line on stderr, then exit (see augment.cli_errors)
+fail = partial(cli_errors.fail, "augment")  # one line on stderr, then exit (see augment.contract.cli_errors)
 
 
 def open_build(out: Path, flag: str = "") -> dict:
@@ -488,9 +489,9 @@ def preview(
     ),
 ) -> None:
     """Contact sheet: rows = samples, columns = original | mask | each CF | each F (or, --shifted, each variant)."""
+    from augment.contract.shards import ShardError
     from augment.preview import preview as run_preview
     from augment.preview import shifted_preview
-    from augment.shards import ShardError
 
     open_build(out)
     try:

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from augment import pool, schema
+from augment import pool
+from augment.contract import schema
+from augment.contract.shards import sha256_file
 from augment.errors import BuildError
-from augment.shards import sha256_file
 
 JOURNAL = ".build"
 PLAN = "plan.json"

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 import augment
-from augment import journal, mask_sources, pool, schema, shifted_tests
+from augment import infill, journal, mask_sources, pool, shifted_tests
 from augment.config import BuildConfig
+from augment.contract import schema
 from augment.datasets import Dataset
 from augment.errors import BuildError
 from augment.provenance import git_sha, model_provenance
@@ -83,7 +84,7 @@ def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Pl
     for split, plan in plans.items():
         for index, start in enumerate(range(0, len(plan.refs), config.shard_size)):
             tasks.append(journal.Task(split, index, start, min(start + config.shard_size, len(plan.refs))))
-        fields = schema.record_fields(True, plan.augment, config.infill, config.factual, config.copies)
+        fields = record_fields(True, plan.augment, config.infill, config.factual, config.copies)
         splits[split] = {"augmented": plan.augment, "fields": fields}
     rejects = list(getattr(dataset, "rejects", []))  # found while scanning the source
     return journal.Plan(json.loads(json.dumps(header)), tasks, splits, rejects)
@@ -114,3 +115,18 @@ def parse_shard_range(text: str | None, total: int) -> tuple[int, int] | None:
             "expected 0 <= START < STOP <= that"
         )
     return start, stop
+
+
+def augment_fields(cf: list[str], f: list[str], copies: int) -> list[str]:
+    """The CF/F fields of an annotated record in an augmented split, e.g. ``cf.tile.jpg``, ``f.shuffle.0.jpg``."""
+    return [n for m in cf for n in infill.field_names(m, infill.CF, copies)] + [
+        n for m in f for n in infill.field_names(m, infill.F, copies)
+    ]
+
+
+def record_fields(has_object: bool, augmented: bool, cf: list[str], f: list[str], copies: int) -> list[str]:
+    """Exactly the fields one record must carry: what the manifest lists as a split's ``fields`` (those of a record
+    with an object), from which every reader takes them (``schema.RecordCheck``)."""
+    if not has_object:
+        return list(schema.BASE_FIELDS)
+    return [*schema.BASE_FIELDS, schema.MASK, *(augment_fields(cf, f, copies) if augmented else [])]

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from augment import encode, schema
-from augment.shards import Limits, ShardError, iter_records, parse_json
+from augment.contract import encode, schema
+from augment.contract.shards import Limits, ShardError, iter_records, parse_json
 
 LABEL_HEIGHT = 14
 CAPTION_WIDTH = 96

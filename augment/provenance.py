@@ -8,7 +8,7 @@ from typing import Any
 
 import augment
 from augment.config import BuildConfig
-from augment.shards import sha256_file
+from augment.contract.shards import sha256_file
 
 
 def git_sha() -> str | None:

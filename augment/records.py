@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from augment import encode, infill, mask_sources, masks, schema
+from augment import infill, mask_sources, masks
 from augment.config import BuildConfig
+from augment.contract import encode, schema
 from augment.datasets import Dataset, Sample
 from augment.donors import Donors, load_donor
 from augment.pool import ValuePool

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from augment import journal, pool, schema
+from augment import journal, pool
+from augment.contract import schema
 from augment.diff import diff_dicts
 from augment.errors import OutFolderError
 

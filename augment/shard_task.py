@@ -13,14 +13,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from augment import journal, mask_sources, schema, shifted_tests
+from augment import journal, mask_sources, shifted_tests
 from augment.config import BuildConfig
+from augment.contract import schema
+from augment.contract.shards import write_shard
 from augment.dataset_cache import DatasetCache, cached_dataset
 from augment.datasets import Dataset, Sample
 from augment.errors import BuildError
 from augment.read import SourceError
 from augment.records import Holes, donor_masks, fill_models, make_record
-from augment.shards import write_shard
 
 
 def build_shard(

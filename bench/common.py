@@ -135,8 +135,8 @@ def write_folder_tree(root: Path, n: int, width: int = 500, height: int = 375) -
     The layout is the ``folder`` dataset's (docs/DATASETS.md); the default size is a typical ImageNet / IN-9
     JPEG, so a build does the decode and resize work of a real dataset. Kept between runs (``done-N`` marker).
     """
+    from augment.contract.encode import encode_jpeg, encode_mask
     from augment.datasets import get_dataset
-    from augment.encode import encode_jpeg, encode_mask
 
     imgs, masks, marker = root / "imgs", root / "masks", root / f"done-{n}-{width}x{height}"
     if marker.exists():

@@ -131,7 +131,7 @@ class OnlineF:
         import numpy as np
         import torch
 
-        from augment import encode
+        from augment.contract import encode
         from augment.infill import INFILLS
         from augment.infill.mixed_rand import Donor
         from augment.pool import make_pool
@@ -185,11 +185,11 @@ def train_one(row: Row, seed: int, shards: str, out: str, epochs: int, arch: str
 
     import torch
 
+    from augment.zoo.models import build_model
     from train import evaluate
     from train import train as trainer
     from train.config import Config
     from train.data import read_manifest
-    from train.models import build_model
 
     logging.getLogger("train").setLevel(logging.WARNING)
     shutil.rmtree(out, ignore_errors=True)

@@ -57,9 +57,9 @@ import numpy as np
 from common import OUT, OtherLoad, cli, git, machine
 from PIL import Image
 
+from augment.contract.encode import decode_image, decode_mask
+from augment.contract.shards import iter_records
 from augment.datasets.synthetic import shape_mask as synthetic_shape_mask
-from augment.encode import decode_image, decode_mask
-from augment.shards import iter_records
 
 FIXTURE_VERSION = 1  # bump whenever the fixture's pixels for the same parameters change
 # (class-folder name, file in skimage's data folder): the photo that is class c's background

@@ -13,10 +13,11 @@ import pytest
 import webdataset as wds
 from conftest import index_value
 
-from augment import encode, executors, journal, schema
+from augment import executors, journal, plan
 from augment.build import BuildConfig, BuildError, Donors, build, build_order
+from augment.contract import encode, schema
+from augment.contract.shards import iter_records, write_shard
 from augment.masks import mask_to_box
-from augment.shards import iter_records, write_shard
 from augment.verify import verify
 
 CONFIG = dict(dataset="indexed", infill=["tile", "grey", "shuffle"], factual=["mixed-rand", "random"], copies=2)
@@ -79,7 +80,7 @@ def test_plain_webdataset_reads_every_key_once_with_its_label_and_fields(built) 
         meta = sample["json"]
         assert meta["label"] == index % 3 == int(sample["cls"]) and meta["key"] == key
         assert abs(level(sample["jpg"]) - index_value(index)) <= 3  # the pixels prove which sample this is
-        expected = set(schema.record_fields(index % 4 != 3, True, CONFIG["infill"], CONFIG["factual"], 2))
+        expected = set(plan.record_fields(index % 4 != 3, True, CONFIG["infill"], CONFIG["factual"], 2))
         assert {k for k in sample if not k.startswith("__")} == expected
         if index % 4 != 3:
             assert sample["cf.tile.jpg"].shape == (24, 24, 3)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from augment.cagan import net, weights
 from augment.cagan.inpaint import Inpainter
 from augment.cli import app
-from augment.shards import sha256_file
+from augment.contract.shards import sha256_file
 
 # The official checkpoint's generator, as listed in the DeepFill v1 release (TF kernels are HWIO).
 _C = 128
@@ -401,7 +401,7 @@ def test_build_with_cagan_is_batched_deterministic_and_recorded(tmp_path: Path) 
 
     import webdataset as wds
 
-    from augment import encode
+    from augment.contract import encode
 
     shard = tmp_path / "a" / a["splits"]["train"]["shards"][0]["path"]
     for sample in wds.WebDataset(str(shard), shardshuffle=False):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from augment import encode
-from augment.shards import Limits
+from augment.contract import encode
+from augment.contract.shards import Limits
 from train.data import ShardStream, prepare
 
 

@@ -239,7 +239,7 @@ def test_info_prints_a_strangers_manifest_strings_escaped(shards: Path, tmp_path
 
 
 def test_shown_escapes_what_a_terminal_obeys_and_keeps_printable_text() -> None:
-    from augment.cli_errors import shown
+    from augment.contract.cli_errors import shown
 
     assert shown("tab\there é ± \u202e") == "tab\\there é ± \\u202e"
     assert shown(HOSTILE) == "\\x1b[2K\\rOK: 0 problems\\x1b]52;c;ZWNobyBwd25lZA==\\x07\\n"
@@ -281,10 +281,10 @@ def test_a_study_says_run_k_of_n_and_the_time_left(tmp_path: Path, monkeypatch, 
 
 
 def test_the_final_evaluation_draws_a_bar_over_images_and_saliency(shards: Path, capsys) -> None:
+    from augment.zoo.models import build_model
     from train import evaluate
     from train.config import Config
     from train.data import read_manifest
-    from train.models import build_model
 
     manifest = read_manifest(str(shards))
     config = Config.resolve("demo", shards=str(shards), out="o", workers=0, max_saliency_images=4)

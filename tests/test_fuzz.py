@@ -589,8 +589,8 @@ def zTXt(png: bytes, text_bytes: int) -> bytes:
 
 
 def record_case(kind: str, index: int, rng: random.Random, build: Build, rel: str) -> Hostile:
-    from augment import encode
-    from augment.shards import iter_records
+    from augment.contract import encode
+    from augment.contract.shards import iter_records
 
     split = build.split_of(rel)
     records = [{"__key__": k, **f} for k, f in iter_records(build.root / rel)]  # as built: run_case restores it
@@ -640,7 +640,7 @@ def record_case(kind: str, index: int, rng: random.Random, build: Build, rel: st
     records[i] = record
 
     def apply(root: Path) -> None:
-        from augment.shards import write_shard
+        from augment.contract.shards import write_shard
 
         info = write_shard(root / rel, records)
         edit_manifest(root, lambda m: next(s for s in m["splits"][split]["shards"] if s["path"] == rel).update(info))

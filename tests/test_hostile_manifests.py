@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from augment import encode, schema, shards
-from augment.shards import ShardError, iter_records
+from augment.contract import encode, schema, shards
+from augment.contract.shards import ShardError, iter_records
 from train.data import Fields, ShardStream, read_manifest
 from train.ledger import DataError, Ledger
 

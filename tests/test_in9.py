@@ -114,10 +114,10 @@ def release_reliance(tmp_path: Path, remove_original: str | None = None) -> tupl
     test objects' stems by class folder)."""
     import torch
 
+    from augment.zoo.models import build_model
     from train import evaluate
     from train.config import Config
     from train.data import read_manifest
-    from train.models import build_model
 
     root = tmp_path / "bg_challenge"
     stems = make_in9_release(root, remove_original)

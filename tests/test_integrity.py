@@ -20,9 +20,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from augment import shards
 from augment.build import BuildConfig, build
-from augment.shards import ShardCheck, ShardError, iter_records
+from augment.contract import shards
+from augment.contract.shards import ShardCheck, ShardError, iter_records
 from train.cli import app
 from train.data import Fields, ShardStream, read_manifest
 from train.ledger import DataError, Ledger, one_line

@@ -104,3 +104,65 @@ def test_the_cycle_check_sees_a_circle(tmp_path: Path) -> None:
     graph = import_graph(package)
     assert graph["train.a"] == {"train.sub.b"} and graph["train.sub.b"] == {"train.a"}
     assert cycles(graph) == [["train.a", "train.sub.b"]]
+
+
+# ---- the contract between the stages: what ``train`` may import of ``augment``, and what the contract imports -------
+
+ROOT = PACKAGE.parent
+PROJECT = ("augment", "train", "bench")
+
+
+def project_imports(folder: Path) -> dict[str, set[str]]:
+    """Each module under ``folder`` -> the project modules or names it imports (``augment.x.name`` for ``from
+    augment.x import name``), at module level and inside functions."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(folder.rglob("*.py")):
+        name = module_name(path, ROOT / path.relative_to(ROOT).parts[0])
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                targets |= {f"{base}.{alias.name}" for alias in node.names}
+        found[name] = {t for t in targets if t.split(".")[0] in PROJECT}
+    return found
+
+
+def outside(folder: Path, allowed: tuple[str, ...], of: tuple[str, ...] = PROJECT) -> list[str]:
+    """``module -> import`` for each import under ``folder`` of a package in ``of`` that is not within ``allowed``."""
+    return sorted(
+        f"{module} -> {target}"
+        for module, targets in project_imports(folder).items()
+        for target in targets
+        if target.split(".")[0] in of and not any(target == a or target.startswith(f"{a}.") for a in allowed)
+    )
+
+
+def test_train_imports_of_augment_only_the_contract_and_the_zoo() -> None:
+    assert "train.data -> augment.contract.schema" in {
+        f"{m} -> {t}" for m, ts in project_imports(ROOT / "train").items() for t in ts
+    }  # the imports are read
+    assert outside(ROOT / "train", ("augment.contract", "augment.zoo"), of=("augment",)) == []
+
+
+def test_the_contract_and_the_zoo_import_nothing_else_of_the_project() -> None:
+    assert outside(ROOT / "augment" / "contract", ("augment.contract",)) == []
+    assert outside(ROOT / "augment" / "zoo", ("augment.zoo",)) == []
+
+
+def test_augment_does_not_import_train() -> None:
+    assert outside(ROOT / "augment", ("augment",)) == []
+
+
+def test_the_contract_knows_the_methods_augment_registers() -> None:
+    """``train fit --cf/--f`` offer the contract's method names: they are augment's registered ones."""
+    from augment import infill
+    from augment.contract import schema
+
+    assert list(schema.CF_METHODS) == infill.names(infill.CF)
+    assert list(schema.F_METHODS) == infill.names(infill.F)

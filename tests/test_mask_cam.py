@@ -35,7 +35,7 @@ def colour_net(classes: tuple[str, ...] = CLASSES) -> torch.nn.Module:
     """resnet8 whose last stage's channel 0 is relu(R - G - B - 1) and channel 1 relu(G - R - B - 1) (inputs in
     [-1, 1]) at 1/4 resolution, every block's residual branch zero, and the class named "red" scoring channel 0,
     "green" channel 1."""
-    from train.models import build_model
+    from augment.zoo.models import build_model
 
     torch.manual_seed(0)
     net = build_model("resnet8", len(classes), None, from_checkpoint=True)
@@ -284,7 +284,7 @@ def test_torchvision_resnet18_state_dict_uses_the_top1_class(tmp_path: Path, suf
 
 
 def test_bit_npz_loads_with_train_models_reader(tmp_path: Path) -> None:
-    from train.models import ResNetV2, _bit_npz_names
+    from augment.zoo.models import ResNetV2, _bit_npz_names
 
     torch.manual_seed(0)
     net = ResNetV2(1000)
@@ -379,7 +379,7 @@ def test_a_train_fit_checkpoint_is_read_with_the_normalisation_it_trained_with(t
     (a resnet18 fine-tuned from ImageNet weights: ImageNet's mean and std), and a checkpoint from before the
     normalisation was recorded was trained on [-1, 1]."""
     from augment.mask_sources.cam import read
-    from train.models import build_model, normalisation_of
+    from augment.zoo.models import build_model, normalisation_of
 
     torch.manual_seed(0)
     state = build_model("resnet18", 2, from_checkpoint=True).state_dict()

@@ -13,10 +13,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from augment import encode, masks
+from augment import masks
 from augment.cli import app
+from augment.contract import encode
+from augment.contract.shards import iter_records
 from augment.mask_sources import Request, sam
-from augment.shards import iter_records
 
 runner = CliRunner()
 IMG = 128  # the tiny encoder's input size: a 32-pixel image is resized by 4

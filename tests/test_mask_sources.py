@@ -16,13 +16,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from augment import encode, masks, schema
+from augment import masks
 from augment.cli import app
+from augment.contract import encode, schema
+from augment.contract.shards import iter_records
 from augment.datasets import Sample, get_dataset
 from augment.mask_sources import MASK_SOURCES, Outcome, refine, resolve
 from augment.mask_sources.gate import GATE, gate
 from augment.mask_sources.grabcut import grabcut
-from augment.shards import iter_records
 
 runner = CliRunner()
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from augment import shards
 from augment.cli import app
-from augment.cli_errors import EXIT_CODES, OneLineErrors
-from augment.shards import iter_records
+from augment.contract import shards
+from augment.contract.cli_errors import EXIT_CODES, OneLineErrors
+from augment.contract.shards import iter_records
 
 runner = CliRunner()
 VAL = "val/shard-000000.tar"

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from train.models import (
+from augment.zoo.models import (
     ARCHS,
     ResNetV2,
     StdConv2d,

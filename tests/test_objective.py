@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
+from augment.zoo.models import build_model
 from train.config import Config
 from train.losses import has_batch_statistics, mixup, per_image_saliency_penalty, saliency_penalty
-from train.models import build_model
 from train.train import objective
 
 

@@ -16,10 +16,10 @@ import pytest
 import torch
 from upstream import make_in9
 
-from augment import schema
 from augment.build import BuildConfig, BuildError, build, build_order, make_record, merge
+from augment.contract import schema
+from augment.contract.shards import iter_records, write_shard
 from augment.datasets import Sample, get_dataset
-from augment.shards import iter_records, write_shard
 from augment.verify import verify
 
 PER_CLASS = 60  # IN-9 train images per class: 3 classes x 60, listed class by class as IN-9's folders are

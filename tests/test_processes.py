@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from augment import journal, orphans, schema
+from augment import journal, orphans
 from augment.build import BuildConfig, build
+from augment.contract import schema
 
 psutil = pytest.importorskip("psutil")  # installed with distributed
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

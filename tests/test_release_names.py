@@ -26,13 +26,13 @@ from PIL import Image
 from typer.testing import CliRunner
 from upstream import IN9_RELEASE, make_in9_release
 
-from augment import schema
 from augment.cli import app
+from augment.contract import schema
+from augment.contract.shards import iter_records
 from augment.datasets import get_dataset
 from augment.datasets.files import MAX_KEY, safe_key
 from augment.datasets.in9 import TEST_VARIANTS
 from augment.masks import mask_to_box
-from augment.shards import iter_records
 from augment.shifted_tests import variant_key
 from train.data import Fields, ShardStream, in_subset, loader, prepare
 from train.evaluate import SaliencySubset

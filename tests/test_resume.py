@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from augment import journal, schema
+from augment import journal
 from augment.build import BuildConfig, BuildError, build, merge
 from augment.cli import app
-from augment.shards import iter_records
+from augment.contract import schema
+from augment.contract.shards import iter_records
 
 SYNTHETIC = dict(
     dataset="synthetic",

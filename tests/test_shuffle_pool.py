@@ -17,8 +17,9 @@ from conftest import index_value, make_image, rect_hole
 from PIL import Image
 from upstream import make_folder
 
-from augment import encode, journal, pool
+from augment import journal, pool
 from augment.build import BuildConfig, BuildError, build
+from augment.contract import encode
 from augment.dataset_cache import cached_dataset
 from augment.datasets import DATASETS, get_dataset
 from augment.infill import shuffle, shuffle_image

@@ -12,7 +12,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from augment.build import BuildConfig, build
-from augment.shards import iter_records, write_shard
+from augment.contract.shards import iter_records, write_shard
 from train.config import Config
 from train.data import Fields, ShardStream, read_manifest
 from train.losses import cf_loss, fgsm_background, saliency_penalty
@@ -169,7 +169,7 @@ def run_fit(shards: Path, out: Path, **kw):
 
 
 def test_loss_decreases_over_a_few_steps(shards: Path) -> None:
-    from train.models import build_model
+    from augment.zoo.models import build_model
     from train.train import objective
 
     torch.manual_seed(0)
@@ -296,8 +296,8 @@ def test_a_corrupt_sample_stops_the_stream_or_is_skipped_with_its_key_and_shard_
 
 
 def test_deepliftshap_saliency_through_the_evaluation_path() -> None:
+    from augment.zoo.models import build_model
     from train import evaluate
-    from train.models import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet18", 5).eval()
@@ -310,9 +310,9 @@ def test_deepliftshap_saliency_through_the_evaluation_path() -> None:
 def test_deepliftshap_baselines_are_the_split_s_own_images(shards: Path) -> None:
     """As the official code, DeepLiftShap attributes against real evaluation images: the first BASELINES images of
     the split's saliency subset, not noise."""
+    from augment.zoo.models import build_model, unshare_relus
     from train import evaluate
     from train.metrics import deepliftshap_saliency
-    from train.models import build_model, unshare_relus
 
     torch.manual_seed(0)
     model = build_model("resnet8", 5, from_checkpoint=True).eval()

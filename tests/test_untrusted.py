@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from augment import encode, shards
-from augment.shards import Limits, ShardError, iter_records, write_shard
+from augment.contract import encode, shards
+from augment.contract.shards import Limits, ShardError, iter_records, write_shard
 from train.data import Fields, ShardStream, read_manifest
 from train.ledger import DataError, Ledger
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from upstream import WATERBIRDS_ROWS, make_waterbirds
 
-from augment import encode, masks, schema
+from augment import masks
 from augment.build import BuildConfig, build, make_record
+from augment.contract import encode, schema
+from augment.contract.shards import iter_records
 from augment.datasets import get_dataset
 from augment.read import SOFT_MASK_RULE, SourceError
-from augment.shards import iter_records
 from augment.verify import verify
 
 

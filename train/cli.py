@@ -19,8 +19,8 @@ from typing import Any
 
 import typer
 
-from augment import cli_errors, infill
-from augment.cli_errors import EXIT_CODES, USAGE, OneLineErrors, out_problem, unwritable
+from augment.contract import cli_errors, schema
+from augment.contract.cli_errors import EXIT_CODES, USAGE, OneLineErrors, out_problem, unwritable
 from train.config import (
     ARCHS,
     NORMALISATIONS,
@@ -43,8 +43,8 @@ def choices(name: str, values: tuple[str, ...] | list[str] | dict[str, Any]) -> 
 Preset = choices("Preset", PRESETS)
 Arch = choices("Arch", ARCHS)
 Normalisation = choices("Normalisation", NORMALISATIONS)
-CfMethod = choices("CfMethod", infill.names(infill.CF))
-FMethod = choices("FMethod", infill.names(infill.F))
+CfMethod = choices("CfMethod", schema.CF_METHODS)
+FMethod = choices("FMethod", schema.F_METHODS)
 CfLoss = choices("CfLoss", CF_LOSSES)
 Optimizer = choices("Optimizer", OPTIMIZERS)
 Schedule = choices("Schedule", SCHEDULES)
@@ -268,11 +268,11 @@ def evaluate_cmd(
     """Re-evaluate a run's best checkpoint on every split of a build; rewrites the run's results.json/.tsv."""
     import torch
 
+    from augment.zoo.models import build_model
     from train import evaluate
     from train.config import recorded
     from train.data import read_manifest
     from train.ledger import DataError, Ledger, one_line
-    from train.models import build_model
 
     checkpoint = run / "best.pt"
     if not checkpoint.is_file():

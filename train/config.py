@@ -23,19 +23,10 @@ import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from augment.zoo import ARCH_NORMALISATION, ARCHS, NORMALISATIONS  # the classifier zoo's choices
 from train.losses import CF_LOSSES
 from train.terms import BASELINES, METHODS, OPTIONAL, Term, on
 
-ARCHS = ("resnet18", "resnet50", "bit-s-r50x1", "resnet8")
-# What a model does to its inputs, which the trainer hands it on the pixel scale [-1, 1] (train.models,
-# InputNormalisation): mean and std per RGB channel on the [0, 1] scale. "half" (BiT's convention, mean = std = 0.5)
-# is [-1, 1] itself; torchvision's ImageNet weights expect ImageNet's mean and std.
-NORMALISATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-# Each architecture's: the normalisation of the weights it is loaded from (resnet8 only ever trains from scratch).
-ARCH_NORMALISATION = {"resnet18": "imagenet", "resnet50": "imagenet", "bit-s-r50x1": "half", "resnet8": "half"}
 OPTIMIZERS = ("sgd", "rmsprop")
 CROP_SHARE = 7 / 8  # the default crop, as a share of the stored image size: 224 of 256
 SCHEDULES = ("step", "plateau", "cosine")
@@ -277,7 +268,7 @@ class Config:
         at least as large as ``--crop`` (a larger crop would pad every image to it)."""
         from train.data import Fields, check_fields
 
-        size = manifest.get("image_size")  # an int in every manifest read (augment.schema.check_structure)
+        size = manifest.get("image_size")  # an int in every manifest read (augment.contract.schema.check_structure)
         if self.crop is not None and isinstance(size, int) and self.crop > size:
             raise ValueError(
                 f"--crop {self.crop}: larger than the build's images ({size} px, its image_size), so "
@@ -294,7 +285,7 @@ class Config:
                 f"pass --val-split SPLIT{hint}"
             )
         check_fields(manifest, Fields(cf=self.cf, f=self.f))
-        from augment.schema import POOLED_SHUFFLE_SINCE
+        from augment.contract.schema import POOLED_SHUFFLE_SINCE
 
         version = manifest.get("format_version")
         if "shuffle" in (*self.cf, *self.f) and isinstance(version, int) and version < POOLED_SHUFFLE_SINCE:

@@ -1,13 +1,14 @@
 """Stream ``augment build`` shards into training and evaluation batches, from a local folder or any fsspec URL.
 
-The trainer knows only the shard schema (``augment.schema``) and treats shards and manifests as untrusted: it reads
-the manifest within ``schema.MAX_MANIFEST_BYTES`` and checks its structure and that each split's count is its
-shards' (``read_manifest``); it reads shards with ``augment.shards.iter_records`` (regular files inside the build
-only, bounded members, nothing unpickled, never past a shard's size in the manifest), checks every record with
-``augment.schema.RecordCheck``, the validator of ``augment verify`` (labels, fields, groups, image headers against
-the build's image_size), keeps only the fields it decodes (images, the PNG mask, json, cls), hashes each shard as it
-streams and compares its size, sha256 and record count with the manifest at its end; what it cannot use goes to the
-run's ``train.ledger.Ledger``, which stops the run or, within ``--max-bad-samples``, counts and lists it.
+The trainer knows only the shard schema (``augment.contract.schema``) and treats shards and manifests as untrusted:
+it reads the manifest within ``schema.MAX_MANIFEST_BYTES`` and checks its structure and that each split's count is
+its shards' (``read_manifest``); it reads shards with ``augment.contract.shards.iter_records`` (regular files inside
+the build only, bounded members, nothing unpickled, never past a shard's size in the manifest), checks every record
+with ``augment.contract.schema.RecordCheck``, the validator of ``augment verify`` (labels, fields, groups, image
+headers against the build's image_size), keeps only the fields it decodes (images, the PNG mask, json, cls), hashes
+each shard as it streams and compares its size, sha256 and record count with the manifest at its end; what it cannot
+use goes to the run's ``train.ledger.Ledger``, which stops the run or, within ``--max-bad-samples``, counts and lists
+it.
 
 The original, its CF and F images and its mask get the **same** random crop and flip: one draw per sample
 (``draw_view``) applied to every view by slicing (``apply_view``); evaluation takes the centre crop. Stochastic
@@ -68,8 +69,8 @@ from torchcodec.decoders import decode_jpeg, decode_png
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from augment import encode, schema, shards
-from augment.shards import Limits, ShardCheck, ShardError
+from augment.contract import encode, schema, shards
+from augment.contract.shards import Limits, ShardCheck, ShardError
 from train.ledger import DataError, Ledger, verify_hint
 
 log = logging.getLogger(__name__)
@@ -581,7 +582,7 @@ def check_counts(root: str | Path, manifest: dict[str, Any]) -> None:
 
 
 def verify_local(root: str | Path) -> list[str]:
-    from augment.verify import verify as run_verify
+    from augment.contract.verify import verify as run_verify
 
     return run_verify(Path(root), progress=False)[0]
 

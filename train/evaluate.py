@@ -174,7 +174,7 @@ def saliency(
     every run); with fewer than 2 of them, two seeded uniform-noise images instead (an all-grey baseline gives NaN
     attributions through a freshly initialised BiT, whose GroupNorms then see zero variance everywhere)."""
     if config.saliency == "deepliftshap":
-        from train.models import unshare_relus
+        from augment.zoo.models import unshare_relus
 
         if baselines is None or len(baselines) < 2:
             noise = torch.Generator().manual_seed(config.seed)

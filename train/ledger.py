@@ -1,7 +1,7 @@
 """What a run could not read from its build, and when that stops the run.
 
 The trainer reads shards it did not write. Each shard is hashed while it streams and compared with its manifest
-entry at its end (``augment.shards.ShardCheck``), so a flipped byte, a truncation or a missing sample is found
+entry at its end (``augment.contract.shards.ShardCheck``), so a flipped byte, a truncation or a missing sample is found
 without a second pass. What happens then is the :class:`Ledger`'s decision:
 
 - ``allowed == 0`` (the default): the first bad sample, short shard or changed shard stops the run with a
@@ -30,7 +30,7 @@ from typing import Any
 
 from torch.utils.data import get_worker_info
 
-from augment.shards import ShardError, is_url
+from augment.contract.shards import ShardError, is_url
 
 log = logging.getLogger(__name__)
 TRACEBACK_MARK = "Original Traceback"  # how torch's DataLoader embeds a worker's traceback in the error it re-raises

@@ -94,7 +94,7 @@ def write_report(root: Path, out: Path) -> Path:
 def writable(folder: Path, option: str) -> None:
     """Make ``folder``, or raise the one-line ValueError saying why it cannot be written into, before the work;
     ``option`` is what the user passed (``--out runs/report.md``)."""
-    from augment.cli_errors import unwritable
+    from augment.contract.cli_errors import unwritable
 
     if (problem := unwritable(folder)) is not None:
         raise ValueError(f"{option}: {problem}; choose a writable folder")

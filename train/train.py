@@ -45,6 +45,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from augment.zoo.models import build_model
 from train import evaluate
 from train.config import Config
 from train.data import Fields, ShardStream, batches, loader, manifest_sha256, prepare, read_manifest
@@ -57,7 +58,6 @@ from train.losses import (
     per_image_saliency_penalty,
     saliency_penalty,
 )
-from train.models import build_model
 from train.progress import Progress, run_tag, show_progress
 from train.terms import FGSM, TERMS
 

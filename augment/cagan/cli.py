@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from augment import cli_errors
+from augment.contract import cli_errors
 
 app = typer.Typer(
     help="CAGAN (DeepFill v1) for --infill cagan: import the official weights, train them, look at the results.",
@@ -40,7 +40,7 @@ def import_(
     """Convert upstream DeepFill v1 weights to our safetensors layout (strict: every tensor, right shapes)."""
     from augment.cagan.tfbundle import BundleError
     from augment.cagan.weights import WeightsError, import_weights, save
-    from augment.shards import sha256_file
+    from augment.contract.shards import sha256_file
 
     try:
         state, kind = import_weights(src)
@@ -72,7 +72,7 @@ def train(
     """Self-supervised training on the build's backgrounds: holes that avoid the objects, DeepFill v1 losses."""
     from augment.cagan.train import PRESETS, TrainConfig
     from augment.cagan.train import train as run
-    from augment.shards import ShardError
+    from augment.contract.shards import ShardError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     given = {"steps": steps, "batch_size": batch_size, "size": size, "hole_min": hole_min, "hole_max": hole_max}
@@ -113,7 +113,7 @@ def preview(
     """A sheet of original | hole (the object's rectangle) | CAGAN | tile, to judge the inpainting by eye."""
     from augment.cagan.preview import preview as draw
     from augment.cagan.weights import WeightsError, default_weights
-    from augment.shards import ShardError
+    from augment.contract.shards import ShardError
 
     try:
         dest = draw(weights or default_weights(), shards, out, split=split, rows=rows, device=device.value)

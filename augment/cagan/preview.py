@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from augment import encode, masks, schema
+from augment import masks
+from augment.contract import encode, schema
 from augment.infill import get_infill
 from augment.preview import draw_sheet, pick_records
 

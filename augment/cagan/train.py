@@ -36,12 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augment import encode, masks, schema
+from augment import masks
 from augment.cagan.inpaint import Inpainter, resolve_device, to_model
 from augment.cagan.net import Generator, conv_same
 from augment.cagan.weights import DEFAULT_SIZE, save
+from augment.contract import encode, schema
+from augment.contract.shards import Limits, ShardError, iter_records
 from augment.infill import get_infill
-from augment.shards import Limits, ShardError, iter_records
 
 log = logging.getLogger("augment.cagan")
 

@@ -182,7 +182,7 @@ def refine(samples: list[Any], config: Any) -> list[Any]:
 def describe(name: str, weights: str | None, device: str, batch_size: int) -> dict[str, Any]:
     """The manifest's record of where the build's masks came from: the source, its settings, the gate's bounds
     and, for model sources, the weights' sha256."""
-    from augment.shards import sha256_file
+    from augment.contract.shards import sha256_file
 
     source = get_source(name)
     out: dict[str, Any] = {"source": name, "params": source.params}

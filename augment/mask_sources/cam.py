@@ -15,11 +15,11 @@ Weights (``--mask-weights``), read with ``torch.load(weights_only=True)``, safet
 so no code is ever unpickled:
 
 - a ``train fit`` checkpoint (``best.pt``/``last.pt``: ``model``, ``config`` with ``arch``, ``classes``), built with
-  ``train.models.build_model`` with the normalisation it was trained with, and loaded strictly; inputs on the
-  trainer's [-1, 1] scale, which that model maps to its weights' normalisation itself (``train.models``);
+  ``augment.zoo.models.build_model`` with the normalisation it was trained with, and loaded strictly; inputs on the
+  trainer's [-1, 1] scale, which that model maps to its weights' normalisation itself (``augment.zoo.models``);
 - a torchvision ResNet state dict (``.pth``/``.pt``/``.safetensors``; ResNet-18/34/50/101/152, told apart by their
   keys and shapes, e.g. the ImageNet weights), with the ImageNet mean and std;
-- the official BiT-S-R50x1 ``.npz``, read by ``train.models``' own loader, inputs in [-1, 1] as BiT expects.
+- the official BiT-S-R50x1 ``.npz``, read by ``augment.zoo.models``' own loader, inputs in [-1, 1] as BiT expects.
 
 The image goes in at its stored size, a batch of requests (grouped by image size) in one forward and backward pass
 on ``--device``. Nothing is drawn: the mask of an image depends on the weights and its pixels only.
@@ -136,9 +136,10 @@ def _load_strict(net: Any, state: dict[str, Any], path: Path, what: str) -> None
 def _train_fit(obj: dict[str, Any], path: Path) -> tuple[Any, str, tuple[str, ...] | None, tuple[float, ...]]:
     import torch
 
-    # The one place augment imports train: a `train fit` checkpoint holds weights only, and the classifier it
-    # belongs to (resnet8, BiT, ...) is defined in train.models, so it is built there rather than copied here.
-    from train.models import ARCHS, build_model
+    # a `train fit` checkpoint holds weights only; the classifier it belongs to (resnet8, BiT, ...) is defined in
+    # the zoo the trainer builds it from, so it is built there rather than copied here
+    from augment.zoo import ARCHS
+    from augment.zoo.models import build_model
 
     config, classes, state = obj.get("config"), obj.get("classes"), obj.get("model")
     arch = config.get("arch") if isinstance(config, dict) else None
@@ -191,7 +192,9 @@ def _torchvision(state: dict[str, Any], path: Path) -> tuple[Any, str, None, tup
 def _bit(path: Path) -> tuple[Any, str, None, tuple[float, ...]]:
     import torch
 
-    from train.models import build_model  # BiT is defined, and its .npz read, in train.models (see _train_fit)
+    from augment.zoo.models import (
+        build_model,  # BiT is defined, and its .npz read, in augment.zoo.models (see _train_fit)
+    )
 
     try:
         with np.load(path, allow_pickle=False) as arrays:

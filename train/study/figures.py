@@ -139,7 +139,7 @@ def top(p: np.ndarray, classes: list[str]) -> str:
 
 def read_images(root: str, manifest, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:  # noqa: ANN001
     """The stored originals of the wanted (split, key) pairs, read as the trainer reads shards (untrusted)."""
-    from augment import encode, schema, shards
+    from augment.contract import encode, schema, shards
 
     limits = shards.Limits.for_image_size(manifest["image_size"])
     found = {}

@@ -20,7 +20,7 @@ Four architectures (``ARCHS``):
 
 Input convention: every model takes images on the trainer's pixel scale, [-1, 1] (``train.data.to_input``), and
 maps them to the normalisation its weights expect in a forward pre-hook (:class:`InputNormalisation`): torchvision's
-ImageNet weights get ImageNet's mean and std, BiT keeps [-1, 1] (``config.NORMALISATIONS``). The hook sits on the
+ImageNet weights get ImageNet's mean and std, BiT keeps [-1, 1] (``augment.zoo.NORMALISATIONS``). The hook sits on the
 first convolution, not on the model, so that hooks of the model itself (captum's DeepLift concatenates inputs and
 baselines in one) see the model's plain inputs. Training, evaluation, FGSM (whose epsilon is a share of the pixel
 range), Sal, DeepLiftShap and Grad-CAM all go through the model, so each of them sees the weights' own
@@ -53,9 +53,9 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from train.config import ARCH_NORMALISATION, ARCHS, NORMALISATIONS  # the choices live with the config
+from augment.zoo import ARCH_NORMALISATION, ARCHS, NORMALISATIONS  # the choices, without torch
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("augment.zoo.models")  # the trainer's log, where its warnings have always gone
 
 WEIGHT_FORMATS = {
     ".pth": "a torchvision-style state dict saved with torch.save(model.state_dict(), path)",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from augment import encode, infill
+from augment.contract import encode
 
 FORMAT = "cfaug-shards"
 FORMAT_VERSION = 3  # what this tool writes; 3: shuffle draws from the split's value pool (augment.pool)
@@ -26,6 +26,11 @@ REJECTS = "rejects.jsonl"  # one JSON object per skipped source input: split, pa
 MAX_MANIFEST_BYTES = 64 << 20  # any manifest.json, local or remote, checked before it is read (verify, info, train)
 MAX_IMAGE_SIZE = math.isqrt(encode.MAX_PIXELS)  # 6324: an image_size whose square is over MAX_PIXELS holds no image
 MAX_GROUP = 2**31 - 1  # a record's group: an int32 in every batch and metric
+# The method names a build may list in methods.cf and methods.f: the choices of `train fit --cf/--f`. augment.infill
+# registers the methods themselves (tests/test_layout.py checks that the two agree); a record's fields come from the
+# manifest (splits.<split>.fields), never from these names.
+CF_METHODS = ("grey", "random", "shuffle", "shuffle-image", "tile", "cagan")
+F_METHODS = ("random", "shuffle", "shuffle-image", "mixed-rand")
 
 # Fields of every record.
 IMAGE = "jpg"  # the original image, RGB JPEG at the stored size
@@ -70,20 +75,6 @@ def shard_path(split: str, index: int) -> str:
     return f"{split}/shard-{index:06d}.tar"
 
 
-def augment_fields(cf: list[str], f: list[str], copies: int) -> list[str]:
-    """The CF/F fields of an annotated record in an augmented split, e.g. ``cf.tile.jpg``, ``f.shuffle.0.jpg``."""
-    return [n for m in cf for n in infill.field_names(m, infill.CF, copies)] + [
-        n for m in f for n in infill.field_names(m, infill.F, copies)
-    ]
-
-
-def record_fields(has_object: bool, augmented: bool, cf: list[str], f: list[str], copies: int) -> list[str]:
-    """Exactly the fields one record must carry."""
-    if not has_object:
-        return list(BASE_FIELDS)
-    return [*BASE_FIELDS, MASK, *(augment_fields(cf, f, copies) if augmented else [])]
-
-
 def encoding() -> dict[str, Any]:
     """The fixed encoder settings, recorded in the manifest."""
     return {
@@ -115,7 +106,7 @@ def write_rejects(out: Path, rejects: list[dict[str, str]]) -> Path:
 def read_manifest(out: Path) -> dict[str, Any]:
     """Load and check ``<out>/manifest.json``; errors name the file and what was expected. Only a regular file
     inside ``out`` of at most ``MAX_MANIFEST_BYTES`` is read (its size checked before reading)."""
-    from augment.shards import UnsafeFile, read_bytes
+    from augment.contract.shards import UnsafeFile, read_bytes
 
     path = Path(out) / MANIFEST
     try:
@@ -324,7 +315,7 @@ class RecordCheck:
 
     ``cls`` is ASCII digits and agrees with json's ``label`` and ``class_name``; json's ``key`` and ``split`` are the
     record's; the record holds exactly the fields of the schema (its json's ``has_object``, the split's
-    ``augmented`` and the manifest's methods); ``group`` is null or in [0, ``MAX_GROUP``]; the build's
+    ``augmented`` and CF/F ``fields`` in the manifest); ``group`` is null or in [0, ``MAX_GROUP``]; the build's
     ``image_size`` lies between ``width`` and ``height`` (a squashed image is that size, a short-side resize has it
     as its shorter side) and every image field declares that size in its header, within ``pixels`` and, for a PNG,
     with its metadata within ``encode.PNG_TEXT_BYTES``; ``shifted`` and ``object_id`` are what the trainer pairs
@@ -333,11 +324,11 @@ class RecordCheck:
     def __init__(self, manifest: dict[str, Any], split: str, pixels: int = encode.MAX_PIXELS):
         self.split, self.pixels = split, pixels
         self.classes, self.image_size = manifest["dataset"]["classes"], manifest["image_size"]
-        methods, augmented = manifest["methods"], manifest["splits"][split]["augmented"]
-        self.expected = {
-            has: frozenset(record_fields(has, augmented, methods["cf"], methods["f"], methods["copies"]))
-            for has in (False, True)
-        }
+        # a record without an object holds the base fields; one with an object also its mask and, in an augmented
+        # split, the CF/F fields its split lists in the manifest
+        info = manifest["splits"][split]
+        made = [n for n in info["fields"] if n.startswith(("cf.", "f."))] if info["augmented"] else []
+        self.expected = {False: frozenset(BASE_FIELDS), True: frozenset([*BASE_FIELDS, MASK, *made])}
 
     def inspect(self, key: str, fields: Mapping[str, bytes], names: Collection[str] | None = None) -> Inspection:
         """The problems of record ``key`` (messages without the file or key), given the bytes of the fields read

@@ -34,8 +34,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from augment import schema
-from augment.encode import MAX_PIXELS, Refused, check_header
+from augment.contract import schema
+from augment.contract.encode import MAX_PIXELS, Refused, check_header
 
 
 class ShardError(Exception):
@@ -392,13 +392,13 @@ def iter_records(
     Members whose field is not in ``fields`` (default: all) are skipped unread; ``RecordFields.names`` lists them
     too. Refused, before reading: a member over its bound (``limits.of``), a name with '/', '..' or no field, a
     link, folder or device, a field twice, and an image whose header declares over ``limits.pixels`` pixels or PNG
-    metadata over its bound (``augment.encode.check_header``). An oversized member is skipped and its sample dropped
+    metadata over its bound (``encode.check_header``). An oversized member is skipped and its sample dropped
     when the shard's size is known (``end``, ``check`` or a local file's) and the member fits in it; otherwise the
     rest of the shard is left unread. Raises ``ShardError`` naming the shard (and the sample key when known) on the
     first problem; with ``on_error``, a problem of one sample goes to it instead and the sample is dropped, and only
     problems of the shard itself (missing, unreadable, truncated, corrupt header, a member that cannot be skipped)
     raise. ``check_images=False`` leaves the image header check to a caller that checks every image it keeps with
-    ``check_header`` (the trainer, through ``augment.schema.RecordCheck``): one header parse, not two.
+    ``check_header`` (the trainer, through ``augment.contract.schema.RecordCheck``): one header parse, not two.
     With ``check`` (a :class:`ShardCheck`), every byte is hashed as it is read and the shard is read to its end;
     after the last record, a size, sha256 or record count that differs from ``check``'s raises ``ShardError``.
     ``end`` (default: ``check.bytes``) is the size the manifest gives the shard: nothing past it is read.
