@@ -12,24 +12,24 @@ import enum
 import json
 import os
 import shlex
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
+import click
 import typer
 
 from augment import infill
+from augment.config import BuildConfig
 from augment.contract import cli_errors, schema
 from augment.contract.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors, out_problem, shown, shown_all
-from augment.datasets import DATASETS
+from augment.datasets import DATASETS, option_default, option_names
 from augment.datasets.files import ON_ERROR
 from augment.datasets.synthetic import Synthetic
 from augment.mask_sources import MASK_SOURCES
 from augment.read import RESIZE_MODES
-
-if TYPE_CHECKING:
-    from augment.build import BuildConfig
+from augment.zoo.devices import DEVICES
 
 # Choices are built from the registries, so a new method or dataset appears here by registering itself.
 DatasetName = enum.Enum("DatasetName", {n: n for n in DATASETS}, type=str)
@@ -72,7 +72,29 @@ app = typer.Typer(
 LabelFrom = enum.Enum("LabelFrom", {"largest": "largest", "area": "area"}, type=str)
 ResizeMode = enum.Enum("ResizeMode", {m: m for m in RESIZE_MODES}, type=str)
 OnError = enum.Enum("OnError", {m: m for m in ON_ERROR}, type=str)
-Device = enum.Enum("Device", {m: m for m in ("auto", "cpu", "cuda")}, type=str)
+Device = enum.Enum("Device", {m: m for m in DEVICES}, type=str)
+
+
+def default(key: str) -> Any:
+    """The default of ``BuildConfig`` field ``key``: `augment build` shows and uses it, never a copy of it (one home
+    for every build setting; tests/test_settings.py checks that no option of a field types its own)."""
+    spec = BuildConfig.__dataclass_fields__[key]
+    return spec.default_factory() if spec.default is MISSING else spec.default
+
+
+def given_dataset_options(ctx: click.Context) -> dict[str, Any]:
+    """The dataset options given to `augment build`, in the order of its flags: each of its parameters that is an
+    option of a registered adapter (``augment.datasets.option_names``, from the adapters' signatures), when set,
+    as the adapter takes it (a choice as its value, a path as a string)."""
+    adapters = set(option_names())
+    options = {}
+    for param in ctx.command.params:
+        value = ctx.params[param.name]
+        if param.name in adapters and value not in (None, [], ()):
+            options[param.name] = (
+                value.value if isinstance(value, enum.Enum) else str(value) if isinstance(value, Path) else value
+            )
+    return options
 
 
 def option_args(key: str, value: object) -> list[str]:
@@ -129,26 +151,29 @@ def open_build(out: Path, flag: str = "") -> dict:
 
 @app.command()
 def build(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Output folder: <out>/<split>/shard-NNNNNN.tar and manifest.json."),
-    dataset: DatasetName = typer.Option("synthetic", help="Source dataset (see `augment datasets`)."),
+    dataset: DatasetName = typer.Option(default("dataset"), help="Source dataset (see `augment datasets`)."),
     infill_: list[str] = typer.Option(
-        [],
+        default("infill"),
         "--infill",
         parser=method_parser(infill.CF, "--factual"),
         metavar=method_metavar(infill.CF),
         help="CF method: remove the object, fill its rectangle. Repeat for several.",
     ),
     factual: list[str] = typer.Option(
-        [],
+        default("factual"),
         "--factual",
         parser=method_parser(infill.F, "--infill"),
         metavar=method_metavar(infill.F),
         help="F method: keep the object, replace the background. Repeat for several.",
     ),
-    copies: int = typer.Option(1, min=1, help="Independent draws stored per stochastic method (random, shuffle, ...)."),
-    seed: int = typer.Option(0, help="Build seed: same command + same seed = byte-identical shards."),
+    copies: int = typer.Option(
+        default("copies"), min=1, help="Independent draws stored per stochastic method (random, shuffle, ...)."
+    ),
+    seed: int = typer.Option(default("seed"), help="Build seed: same command + same seed = byte-identical shards."),
     image_size: int | None = typer.Option(
-        None, min=16, help="Stored image size in pixels [default: the dataset's, 64 for synthetic]."
+        default("image_size"), min=16, help="Stored image size in pixels [default: the dataset's, 64 for synthetic]."
     ),
     size: int | None = typer.Option(
         None, min=1, help=f"synthetic: training images (val and each test split get 1/5) [default: {Synthetic.size}]."
@@ -174,38 +199,45 @@ def build(
         None, min=0.0, max=1.0, help="coco with one JSON: fraction of images held out as val (seeded)."
     ),
     resize: ResizeMode | None = typer.Option(
-        None, help="File datasets: squash to SIZE x SIZE, or short side to SIZE keeping the aspect [default: squash]."
+        None,
+        help="File datasets: squash to SIZE x SIZE, or short side to SIZE keeping the aspect "
+        f"[default: {option_default('resize')}].",
     ),
     max_image_pixels: int | None = typer.Option(
-        None, min=1, help="Refuse larger images as decompression bombs [default: PIL's 89478485]."
+        None,
+        min=1,
+        help=f"Refuse larger images as decompression bombs [default: PIL's {option_default('max_image_pixels')}].",
     ),
     on_error: OnError = typer.Option(
-        "fail", help="Bad source input: stop, or skip it and record it in <out>/rejects.jsonl."
+        default("on_error"), help="Bad source input: stop, or skip it and record it in <out>/rejects.jsonl."
     ),
     cagan_weights: Path | None = typer.Option(
-        None, help="--infill cagan: our safetensors weights [default: the only file in cagan_weights/]."
+        default("cagan_weights"),
+        help="--infill cagan: our safetensors weights [default: the only file in cagan_weights/].",
     ),
     masks_from: MasksFrom = typer.Option(
-        "annotation",
+        default("masks_from"),
         help="Where object masks come from: "
         + "; ".join(f"{n}: {s.summary}" for n, s in MASK_SOURCES.items())
         + ". A produced mask outside the quality gate falls back to the box (docs/METHOD.md, Masks).",
     ),
     mask_weights: Path | None = typer.Option(
-        None,
+        default("mask_weights"),
         help="--masks-from sam: a local SAM checkpoint (.pth); cam: a `train fit` checkpoint or classifier weights.",
     ),
     shifted_tests: bool = typer.Option(
-        False,
+        default("shifted_tests"),
         help="Also write the Backgrounds Challenge variants of every test split whose samples have object masks, "
         "each as its own split: <split>.only_fg, .no_fg, .only_bg_t, .mixed_same, .mixed_rand, .mixed_next; each "
         "mixed record names its donor; `train fit` then reports BG-gap and background reliance (docs/METHOD.md).",
     ),
     device: Device = typer.Option(
-        Device.auto, help="Where models (cagan, --masks-from sam/cam) run: auto = CUDA when present."
+        default("device"), help="Where models (cagan, --masks-from sam/cam) run: auto = CUDA when present."
     ),
-    batch_size: int = typer.Option(16, min=1, help="Images per model call (cagan, --masks-from sam/cam)."),
-    shard_size: int = typer.Option(1000, min=1, help="Samples per shard."),
+    batch_size: int = typer.Option(
+        default("batch_size"), min=1, help="Images per model call (cagan, --masks-from sam/cam)."
+    ),
+    shard_size: int = typer.Option(default("shard_size"), min=1, help="Samples per shard."),
     workers: int | None = typer.Option(None, min=1, help="Parallel worker processes [default: all cores]."),
     scheduler: str | None = typer.Option(
         None,
@@ -227,27 +259,11 @@ def build(
     Re-running the same command resumes an interrupted build (even one killed with SIGKILL): it keeps every shard
     whose sha256 matches its record and rebuilds the rest, ending byte-identical to an uninterrupted build.
     """
-    from augment.build import BuildConfig, BuildError, OutFolderError
+    from augment.build import BuildError, OutFolderError
     from augment.build import build as run_build
     from augment.read import SourceError
 
-    given = {
-        "size": size,
-        "bias": bias,
-        "root": root,
-        "masks": masks,
-        "annotations": annotations or None,
-        "boxes": boxes,
-        "label_from": label_from,
-        "val_fraction": val_fraction,
-        "resize": resize,
-        "max_image_pixels": max_image_pixels,
-    }
-    options = {
-        k: (v.value if isinstance(v, enum.Enum) else str(v) if isinstance(v, Path) else v)
-        for k, v in given.items()
-        if v is not None
-    }
+    options = given_dataset_options(ctx)  # the adapter options above: --size ... --max-image-pixels
     if dataset.value == Synthetic.name:  # the recorded command names the size and bias it was built with
         options = {"size": Synthetic.size, "bias": Synthetic.bias, **options}
     config = BuildConfig(

@@ -9,7 +9,7 @@ from typing import Any
 
 from augment import infill
 from augment.datasets.files import ON_ERROR
-from augment.devices import DEVICES
+from augment.zoo.devices import DEVICES
 
 
 @dataclass
@@ -68,7 +68,7 @@ class BuildConfig:
         if self.device not in DEVICES:
             raise ValueError(f"--device: got {self.device!r}, expected one of {', '.join(DEVICES)}")
         if self.device.startswith("cuda"):  # refused even where no model runs: the build would record it
-            from augment.devices import resolve_device
+            from augment.zoo.devices import resolve_device
 
             resolve_device(self.device)
         if self.model_methods():
@@ -86,7 +86,7 @@ class BuildConfig:
 
         source = self.mask_source()
         if source.batched:
-            from augment.devices import resolve_device
+            from augment.zoo.devices import resolve_device
 
             resolve_device(self.device)  # asking for CUDA without one fails here, before any work
         check_weights(self.masks_from, self.mask_weights)
@@ -94,7 +94,7 @@ class BuildConfig:
     def check_model_options(self) -> None:
         """Resolve the default weights and check the device and the weights file, before any work."""
         from augment.cagan.weights import default_weights, read_metadata
-        from augment.devices import resolve_device
+        from augment.zoo.devices import resolve_device
 
         if self.cagan_weights is None:
             self.cagan_weights = str(default_weights())

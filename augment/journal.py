@@ -18,7 +18,6 @@ the records in task order, so it is the same bytes however the work was cut or s
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 from augment import pool
 from augment.contract import schema
+from augment.contract.files import write_text_atomic
 from augment.contract.shards import sha256_file
 from augment.errors import BuildError
 
@@ -92,12 +92,7 @@ def journal(out: Path) -> Path:
 def atomic_json(path: Path, data: Any) -> None:
     """Write JSON via a temp name unique to this process, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(data, indent=1) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n", fsync=True, unique=True)
 
 
 def write_plan(out: Path, plan: Plan) -> None:

@@ -26,7 +26,7 @@ def model_provenance(config: BuildConfig) -> dict[str, Any]:
     if not config.model_methods():
         return {}
     from augment.cagan.weights import read_metadata
-    from augment.devices import resolve_device
+    from augment.zoo.devices import resolve_device
 
     weights = Path(config.cagan_weights)
     return {

@@ -90,11 +90,13 @@ def read_only(monkeypatch) -> None:
 
 def test_device_cuda_without_a_gpu_is_refused_by_build_and_fit(shards: Path, tmp_path: Path, no_cuda) -> None:
     line = one_line_error(invoke(augment_app, *TINY, "--device", "cuda", "--out", tmp_path / "b"))
-    assert line == "augment: error: --device cuda: no CUDA device here; use --device cpu (or auto)", line
+    # one resolver (augment.zoo.devices) for both stages: the same words as train's below
+    assert line == "augment: error: --device cuda: no such CUDA device here (0 visible); use --device cpu (or auto)"
     assert not (tmp_path / "b").exists()  # nothing built, no manifest recording --device cuda
     from augment.config import BuildConfig
 
-    with pytest.raises(ValueError, match="--device cuda: no CUDA device here"):  # the Python API checks it too
+    # the Python API checks it too
+    with pytest.raises(ValueError, match=r"--device cuda: no such CUDA device here \(0 visible\)"):
         BuildConfig(device="cuda").validate()
     for device in ("cuda", "cuda:1"):
         line = one_line_error(fit(shards, tmp_path / "r", "--device", device))

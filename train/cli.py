@@ -21,6 +21,7 @@ import typer
 
 from augment.contract import cli_errors, schema
 from augment.contract.cli_errors import EXIT_CODES, USAGE, OneLineErrors, out_problem, unwritable
+from augment.zoo.devices import resolve_device
 from train.config import (
     ARCHS,
     NORMALISATIONS,
@@ -206,7 +207,7 @@ def fit(
         manifest = read_manifest(shards)
         config, note = fit_config(given, manifest)  # a refusal it words names the preset chosen
         config.check_build(manifest)
-        torch_device(config.device)  # cuda without a GPU, or no device at all: before any work
+        resolve_device(config.device)  # cuda without a GPU, or no device at all: before any work
         if (problem := unwritable(out)) is not None:
             fail(f"--out {out}: {problem}; choose a writable folder", USAGE)
         if note and not rank:  # after the checks: an error stays one line
@@ -283,7 +284,7 @@ def evaluate_cmd(
         config.workers = workers
     try:
         manifest = read_manifest(shards)
-        chosen = torch_device(device)
+        chosen = resolve_device(device)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e), 2)
     model = build_model(config.arch, len(state["classes"]), from_checkpoint=True, normalisation=config.normalisation)
@@ -299,29 +300,6 @@ def evaluate_cmd(
     results["method"] = config.method_name()
     evaluate.write_results(run, results)
     typer.echo((run / "results.tsv").read_text().rstrip())
-
-
-DEVICES = "auto, cpu, cuda or cuda:N"
-
-
-def torch_device(name: str):  # noqa: ANN201 (torch is imported late)
-    """``auto``: cuda when present, else cpu; ``cpu``; ``cuda`` or ``cuda:N``, checked to exist here. Anything else
-    (``tpu``, torch's other backends, which the trainer does not support) is refused naming the choices."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
-        raise ValueError(f"--device: got {name!r}, expected {DEVICES}")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if device.type == "cuda" and (device.index or 0) >= count:
-        fix = f"cuda:0 to cuda:{count - 1}" if count else "use --device cpu (or auto)"
-        raise ValueError(f"--device {name}: no such CUDA device here ({count} visible); {fix}")
-    return device
 
 
 @app.command()

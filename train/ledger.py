@@ -30,6 +30,7 @@ from typing import Any
 
 from torch.utils.data import get_worker_info
 
+from augment.contract.files import write_atomic
 from augment.contract.shards import ShardError, is_url
 
 log = logging.getLogger(__name__)
@@ -119,11 +120,9 @@ class Ledger:
 
     def stop(self, error: DataError) -> None:
         """In a DataLoader worker: leave ``error`` for the main process to raise (the first one stays)."""
-        tmp = self.folder / f"stop-{os.getpid()}.tmp"
-        tmp.write_text(str(error))
-        if not (self.folder / "stop").exists():
-            os.replace(tmp, self.folder / "stop")
-        tmp.unlink(missing_ok=True)
+        stop = self.folder / "stop"
+        if not stop.exists():
+            write_atomic(stop, lambda tmp: tmp.write_text(str(error)), tmp=self.folder / f"stop-{os.getpid()}.tmp")
 
     def stopped(self) -> str | None:
         """Why a worker stopped the run, or None: one stat per call, cheap enough for every batch."""

@@ -45,6 +45,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from augment.contract.files import write_atomic
+from augment.zoo.devices import resolve_device
 from augment.zoo.models import build_model
 from train import evaluate
 from train.config import Config
@@ -392,9 +394,7 @@ def start_processes(device: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this joins the process group: nccl with one
     GPU per process (cuda:LOCAL_RANK) when the device is CUDA, else gloo on the CPU."""
     world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    chosen = torch.device(device)
+    chosen = resolve_device(device)
     if world_size > 1:
         if chosen.type == "cuda":
             chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -438,9 +438,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temp name, then rename: a crash never leaves a truncated checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def append_csv(path: Path, row: dict[str, Any]) -> None:

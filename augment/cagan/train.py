@@ -41,6 +41,7 @@ from augment.cagan.inpaint import Inpainter, resolve_device, to_model
 from augment.cagan.net import Generator, conv_same
 from augment.cagan.weights import DEFAULT_SIZE, save
 from augment.contract import encode, schema
+from augment.contract.files import write_atomic
 from augment.contract.shards import Limits, ShardError, iter_records
 from augment.infill import get_infill
 
@@ -356,9 +357,7 @@ def train(
             "numpy_rng": json.dumps(rng.bit_generator.state),
             "torch_rng": gp_rng.get_state(),
         }
-        tmp = state_path.with_name(state_path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(state_path)
+        write_atomic(state_path, lambda tmp: torch.save(state, tmp))
 
     def forward(draw: Draw) -> tuple[torch.Tensor, ...]:
         """Generator outputs for a batch, and what the critics compare (object rectangle blanked in both)."""

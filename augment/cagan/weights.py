@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from augment.cagan.net import LAYERS, Generator, expected_shapes
+from augment.contract.files import write_atomic
 
 FORMAT = "cagan-v1"
 DEFAULT_SIZE = 256  # the official model was trained at 256 x 256
@@ -162,9 +163,8 @@ def save(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "cnum": str(cnum), "size": str(size), "source": source, **(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    tensors = {k: v.detach().float().contiguous().cpu() for k, v in state.items()}
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def read_metadata(path: Path) -> dict[str, str]:

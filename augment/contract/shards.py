@@ -36,6 +36,7 @@ import numpy as np
 
 from augment.contract import schema
 from augment.contract.encode import MAX_PIXELS, Refused, check_header
+from augment.contract.files import write_atomic
 
 
 class ShardError(Exception):
@@ -102,20 +103,16 @@ def write_shard(path: Path, records: Iterable[dict[str, bytes]]) -> dict[str, in
     A crash leaves at most a ``.tmp`` file, never a truncated shard under its final name.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    count = 0
-    try:
-        with open(tmp, "wb") as fh:
-            with tarfile.open(fileobj=fh, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-                for record in records:
-                    add_record(tar, record)
-                    count += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> int:
+        count = 0
+        with open(tmp, "wb") as fh, tarfile.open(fileobj=fh, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+            for record in records:
+                add_record(tar, record)
+                count += 1
+        return count
+
+    count = write_atomic(path, write, fsync=True)
     return {"num_samples": count, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 

@@ -98,13 +98,39 @@ def register(name: str, summary: str) -> Callable[[Callable[..., Dataset]], Call
     return deco
 
 
+BUILD_KEYWORDS = ("seed", "image_size", "on_error")  # every factory's; given by the build, not dataset options
+
+
+def adapter_options(entry: DatasetEntry) -> dict[str, inspect.Parameter]:
+    """The options of one adapter: the keyword-only parameters of its factory, less the build's own."""
+    params = inspect.signature(entry.factory).parameters
+    return {p: v for p, v in params.items() if p not in BUILD_KEYWORDS and v.kind == v.KEYWORD_ONLY}
+
+
+def option_names() -> list[str]:
+    """Every dataset option of the registered adapters (``--size``, ``--root``, ...), each once: the `augment build`
+    flags that go into ``BuildConfig.dataset_options``."""
+    return list(dict.fromkeys(k for entry in DATASETS.values() for k in adapter_options(entry)))
+
+
+def option_default(key: str) -> Any:
+    """The default of the dataset option ``key`` in the adapters' signatures, for the help text (one value: the
+    adapters that take ``key`` agree on it, tests/test_settings.py checks it)."""
+    defaults = {
+        repr(v.default): v.default for e in DATASETS.values() for k, v in adapter_options(e).items() if k == key
+    }
+    if len(defaults) != 1:
+        raise ValueError(f"dataset option {key!r}: defaults {', '.join(defaults) or 'none'} (expected one)")
+    return next(iter(defaults.values()))
+
+
 def get_dataset(name: str, **options: Any) -> Dataset:
     """Instantiate a registered dataset; the error lists the valid names."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
     factory = DATASETS[name].factory
     params = inspect.signature(factory).parameters
-    takes = [p for p, v in params.items() if p not in ("seed", "image_size", "on_error") and v.kind == v.KEYWORD_ONLY]
+    takes = list(adapter_options(DATASETS[name]))
     open_ended = any(v.kind == v.VAR_KEYWORD for v in params.values())
     unexpected = [] if open_ended else [k for k in options if k not in params]
     if unexpected:  # an option this adapter does not take is an error, never silently dropped

@@ -252,7 +252,7 @@ def check(path: Path) -> None:
 
 
 def load(weights: Path, device: str) -> Classifier:
-    from augment.devices import resolve_device
+    from augment.zoo.devices import resolve_device
 
     net, arch, classes, mean = read(weights)
     chosen = resolve_device(device)

@@ -1,7 +1,8 @@
 """The classifier zoo: the architectures ``train fit`` builds and fine-tunes, and whose checkpoints augment's
 ``--masks-from cam`` loads (``augment.zoo.models``). Here the names and normalisations, which need no torch; the
-models in ``augment.zoo.models``. Neither imports anything else of the project (tests/test_layout.py checks it), so
-that ``train`` and ``augment`` may both use the zoo without ``augment`` importing ``train``.
+models in ``augment.zoo.models``; where models run (``--device``, both stages) in ``augment.zoo.devices``. None
+imports anything else of the project (tests/test_layout.py checks it), so that ``train`` and ``augment`` may both
+use the zoo without ``augment`` importing ``train``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,168 @@
+"""Every setting has one home (issue #30): `augment build` takes its defaults from ``BuildConfig`` and its dataset
+options from the adapters' signatures; one resolver of ``--device`` for both stages; one temp-file-then-rename
+writer for both stages."""
+
+from __future__ import annotations
+
+import ast
+import enum
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import typer.main
+
+from augment.config import BuildConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = ROOT / "augment" / "cli.py"
+
+
+def function(path: Path, name: str) -> ast.FunctionDef:
+    return next(n for n in ast.walk(ast.parse(path.read_text(), str(path))) if getattr(n, "name", None) == name)
+
+
+def build_params() -> dict[str, object]:
+    """`augment build`'s click parameters by name (``infill_`` as ``infill``)."""
+    from augment.cli import app
+
+    command = typer.main.get_command(app).commands["build"]
+    return {p.name.rstrip("_"): p for p in command.params}
+
+
+def config_default(key: str) -> object:
+    spec = BuildConfig.__dataclass_fields__[key]
+    return spec.default_factory() if spec.default is MISSING else spec.default
+
+
+# ---- augment build: every default from BuildConfig, every dataset option from the adapters --------------------------
+
+
+def test_build_takes_every_default_from_build_config() -> None:
+    """No option of a BuildConfig field types its own default: it is ``default("<field>")``, so that changing the
+    dataclass changes the CLI, and the two cannot disagree."""
+    keys = {f.name for f in fields(BuildConfig)}
+    typed = []
+    node = function(CLI, "build")
+    for arg, value in zip(
+        node.args.args[len(node.args.args) - len(node.args.defaults) :], node.args.defaults, strict=True
+    ):
+        key = arg.arg.rstrip("_")
+        if key not in keys:
+            continue
+        first = value.args[0] if isinstance(value, ast.Call) and value.args else None
+        ok = (
+            isinstance(first, ast.Call)
+            and getattr(first.func, "id", None) == "default"
+            and [a.value for a in first.args if isinstance(a, ast.Constant)] == [key]
+        )
+        if not ok:
+            typed.append(f"--{key.replace('_', '-')}: {ast.unparse(first) if first is not None else 'no default'}")
+    assert typed == [], f"augment build types BuildConfig defaults itself: {typed}"
+
+
+def test_build_shows_and_uses_the_build_config_defaults() -> None:
+    params = build_params()
+    flagged = [f.name for f in fields(BuildConfig) if f.name in params]
+    assert len(flagged) == len(fields(BuildConfig)) - 1  # every field but dataset_options (the adapters' flags)
+    for key in flagged:
+        shown = params[key].default
+        shown = shown.value if isinstance(shown, enum.Enum) else shown
+        assert shown == config_default(key), key
+
+
+def test_the_dataset_options_are_the_adapters_keywords() -> None:
+    """One flag per keyword of a registered adapter factory (beyond seed, image_size, on_error), and no other
+    dataset option: an adapter gaining a keyword fails here until `augment build` offers it."""
+    from augment.datasets import BUILD_KEYWORDS, DATASETS, adapter_options, option_default
+
+    params = build_params()
+    keys = {f.name for f in fields(BuildConfig)}
+    cli_only = {"out", "workers", "scheduler", "shard_range", "overwrite", "quiet"}  # leave the bytes alone
+    shipped = [e for e in DATASETS.values() if e.factory.__module__.startswith("augment.datasets.")]  # not tests'
+    names = {k for e in shipped for k in adapter_options(e)}
+    assert len(shipped) == 6 and set(params) - keys - cli_only == names
+    assert not set(BUILD_KEYWORDS) - keys
+    for key in names:
+        option_default(key)  # the adapters that take it agree on its default
+        assert params[key].default in (None, []), key  # unset: the adapter's own default applies
+
+
+# ---- one --device resolver ------------------------------------------------------------------------------------------
+
+
+def calls(folder: Path, attribute: str) -> set[str]:
+    """``path:function`` of every call of ``<x>.<attribute>(...)`` under ``folder``."""
+    found = set()
+    for path in sorted(folder.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == attribute:
+                    found.add(f"{path.relative_to(ROOT)}:{fn.name}")
+    return found
+
+
+def test_one_device_resolver() -> None:
+    """``--device auto`` (CUDA when present) is decided in one place, ``augment.zoo.devices.resolve_device``, for
+    both stages; CUDA's presence is otherwise only asked where no device is chosen (pinned memory, RNG state)."""
+    found = calls(ROOT / "augment", "is_available") | calls(ROOT / "train", "is_available")
+    assert found == {
+        "augment/zoo/devices.py:resolve_device",
+        "train/data.py:loader",
+        "train/train.py:rng_state",
+        "train/train.py:set_rng_state",
+    }
+
+
+# ---- one atomic writer -----------------------------------------------------------------------------------------------
+
+WRITER = "augment/contract/files.py"
+# augment/contract/schema.py (write_manifest, write_rejects) is being changed by another hand: it moves to
+# augment.contract.files in its own change; then this entry goes.
+PENDING = {"augment/contract/schema.py"}
+
+
+def renames(folder: Path) -> set[str]:
+    """``path:line`` of every rename: ``os.replace``/``os.rename``, ``Path.rename``, ``Path.replace(target)`` (one
+    argument: ``str.replace`` takes two)."""
+    found = set()
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            name, owner = node.func.attr, node.func.value
+            if (
+                (name in ("replace", "rename") and getattr(owner, "id", None) == "os")
+                or name == "rename"
+                or (name == "replace" and len(node.args) == 1 and not node.keywords)
+            ):
+                found.add(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_one_temp_file_then_rename_writer() -> None:
+    """Every file written to a temp name and renamed goes through ``augment.contract.files.write_atomic``."""
+    found = renames(ROOT / "augment") | renames(ROOT / "train")
+    others = sorted(f for f in found if f.split(":")[0] not in {WRITER, *PENDING})
+    assert others == [], f"temp-then-rename outside {WRITER}: {others}"
+    assert any(f.startswith(WRITER) for f in found)
+
+
+def test_the_atomic_writer(tmp_path: Path) -> None:
+    from augment.contract.files import write_atomic, write_text_atomic
+
+    path = tmp_path / "a.json"
+    assert write_text_atomic(path, "old\n", fsync=True) == path and path.read_text() == "old\n"
+
+    def half(tmp: Path) -> None:
+        tmp.write_text("ne")
+        raise OSError("disk full")
+
+    try:
+        write_atomic(path, half)
+    except OSError:
+        pass
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    assert write_atomic(path, lambda tmp: tmp.write_text("new\n"), unique=True) == 4 and path.read_text() == "new\n"
