@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from augment.contract import schema
 from train import metrics
 from train.data import Fields, ShardStream, batches, loader, prepare
 from train.ledger import Ledger
@@ -231,23 +232,21 @@ def evaluate_all(
     results["_predictions"] = {
         f"{s}.{k}": np.asarray(p[k]) for s, p in predictions.items() for k in ("keys", "labels", "logits")
     }  # per sample: Fig. 6 of a study
-    evaluation = manifest["dataset"]["params"].get("evaluation", {})
+    evaluation = schema.parse_evaluation(manifest)
     own = [s for s in predictions if s not in generated_splits(manifest.get("shifted_tests"))]
     results["test_splits"] = declared_test_splits(own, config.val_split, evaluation)  # the summary columns'
-    gap = evaluation.get("bg_gap")
-    if gap and gap["same"] in predictions and gap["rand"] in predictions:
+    gap = evaluation.bg_gap
+    if gap and gap.same in predictions and gap.rand in predictions:
         results["bg_gap"] = metrics.bg_gap(
-            results["splits"][gap["same"]]["accuracy"], results["splits"][gap["rand"]]["accuracy"]
+            results["splits"][gap.same]["accuracy"], results["splits"][gap.rand]["accuracy"]
         )
-    reliance = evaluation.get("background_reliance")
-    if reliance and reliance["original"] in predictions and reliance["shifted"] in predictions:
+    reliance = evaluation.background_reliance
+    if reliance and reliance.original in predictions and reliance.shifted in predictions:
         paired = background_reliance(predictions, reliance, len(manifest["dataset"]["classes"]))
         results["background_reliance"], results["background_reliance_pairs"] = paired.value, paired.counts()
-    flip = evaluation.get("flip")
-    if flip and flip["original"] in predictions and flip["shifted"] in predictions:
-        results["flip_gap"] = (
-            results["splits"][flip["original"]]["accuracy"] - results["splits"][flip["shifted"]]["accuracy"]
-        )
+    flip = evaluation.flip
+    if flip and flip.original in predictions and flip.shifted in predictions:
+        results["flip_gap"] = results["splits"][flip.original]["accuracy"] - results["splits"][flip.shifted]["accuracy"]
     if "shifted_tests" in manifest:
         results["shifted_tests"] = shifted_test_metrics(
             predictions, results["splits"], manifest["shifted_tests"], config.val_split
@@ -312,10 +311,10 @@ def recorded_reliance(original: dict[str, Any], shifted: dict[str, Any]) -> Pair
     return paired_reliance(original, shifted, original["pair_keys"], shifted["pair_keys"], shifted["donor_labels"])
 
 
-def background_reliance(predictions: dict, pair: dict, num_classes: int) -> Paired:
+def background_reliance(predictions: dict, pair: schema.SplitPair, num_classes: int) -> Paired:
     """Delta p of the pasted background's class (label + 1 mod K) from original to shifted, over the images paired
     by the object the adapter recorded for each (``object_id``: IN-9's class folder and foreground stem)."""
-    orig, shifted = predictions[pair["original"]], predictions[pair["shifted"]]
+    orig, shifted = predictions[pair.original], predictions[pair.shifted]
     return paired_reliance(
         orig, shifted, orig["object_ids"], shifted["object_ids"], (shifted["labels"] + 1) % num_classes
     )

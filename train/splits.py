@@ -4,8 +4,10 @@ mean saliency), which train.evaluate records in a run's results (``test_splits``
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from augment.contract.schema import Evaluation, evaluation_of
 
 # The test splits of each dataset's build, by the split names its reader writes (augment/datasets/*.py), for runs
 # whose results.json does not list them: the summary columns average over these and nothing else.
@@ -17,26 +19,22 @@ TEST_SPLIT_RULES = (
 
 
 def declared_test_splits(
-    splits: Iterable[str], val_split: str = "val", evaluation: dict[str, Any] | None = None
+    splits: Iterable[str], val_split: str = "val", evaluation: Evaluation | Mapping[str, Any] | None = None
 ) -> list[str]:
     """The build's test splits, in build order: the splits the summary columns (worst group, mean saliency) average.
 
     Args:
         splits: the split names of the build (or of a run's results).
         val_split: the run's model-selection split, never a test split.
-        evaluation: the manifest's ``dataset.params.evaluation``. The splits it pairs up (IN-9's and synthetic's
-            ``bg_gap`` and ``background_reliance``, Waterbirds' ``flip``) or lists (CCT's ``cis``/``trans``, less
-            its ``*_val`` sets) are the test splits. Without it, or when it names none of ``splits``, the first
-            rule of ``TEST_SPLIT_RULES`` that matches a split name applies; else every split but train, val,
-            ``val_split`` and ``*_val``.
+        evaluation: the manifest's ``dataset.params.evaluation``, parsed (``schema.parse_evaluation``) or as the
+            manifest holds it (then parsed here, by the contract's parser). The splits it pairs up (IN-9's and
+            synthetic's ``bg_gap`` and ``background_reliance``, Waterbirds' ``flip``) or lists (CCT's
+            ``cis``/``trans``, less its ``*_val`` sets) are the test splits (``Evaluation.named_splits``). Without
+            it, or when it names none of ``splits``, the first rule of ``TEST_SPLIT_RULES`` that matches a split
+            name applies; else every split but train, val, ``val_split`` and ``*_val``.
     """
     splits = list(splits)
-    named: list[str] = []
-    for value in (evaluation or {}).values():
-        if isinstance(value, dict):
-            named += [v for k, v in value.items() if k in ("same", "rand", "original", "shifted")]
-        elif isinstance(value, list):
-            named += value
+    named = evaluation_of(evaluation).named_splits()
     chosen = [s for s in splits if s in named and s != val_split and not s.endswith("_val")]
     for _, names in TEST_SPLIT_RULES:
         if chosen:

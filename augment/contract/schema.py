@@ -242,29 +242,147 @@ def check_shifted_tests(path: Path | str, manifest: dict[str, Any]) -> None:
 
 
 def check_evaluation(path: Path | str, manifest: dict[str, Any]) -> None:
-    """``dataset.params.evaluation`` (the dataset's own paired splits, read by the trainer), when present: each of
-    ``bg_gap``, ``background_reliance`` and ``flip`` an object of split names."""
-    params = manifest["dataset"].get("params") or {}
-    evaluation = (params.get("evaluation") or {}) if isinstance(params, dict) else None
-    if not isinstance(evaluation, dict):
-        raise ValueError(f"{path}: dataset.params.evaluation: expected an object")
-    for name, sides in (
-        ("bg_gap", ("same", "rand")),
-        ("background_reliance", ("original", "shifted")),
-        ("flip", ("original", "shifted")),
-    ):
-        entry = evaluation.get(name)
-        if entry is not None and not (isinstance(entry, dict) and all(isinstance(entry.get(s), str) for s in sides)):
-            raise ValueError(
-                f"{path}: dataset.params.evaluation.{name}: expected an object with the split names "
-                f"{' and '.join(sides)}"
-            )
+    """``dataset.params.evaluation`` (the dataset's own paired splits, read by the trainer), when present: the shape
+    ``Evaluation`` declares, each of ``bg_gap``, ``background_reliance`` and ``flip`` an object of split names
+    (``parse_evaluation``, the one parser)."""
+    parse_evaluation(manifest, path)
 
 
 def brief(value: Any, limit: int = 60) -> str:
     """``repr(value)``, cut to ``limit`` characters: a stranger's value in a one-line message."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---- dataset.params.evaluation: the dataset's own test splits, declared once for every reader ------------------
+
+
+@dataclass(frozen=True)
+class BgGap:
+    """``bg_gap``: BG-gap = acc(``same``) - acc(``rand``), the object on a background of its own class and of a
+    random one (IN-9's and synthetic's mixed_same, mixed_rand)."""
+
+    same: str
+    rand: str
+
+
+@dataclass(frozen=True)
+class SplitPair:
+    """``background_reliance`` or ``flip``: the split of the ``original`` images and the split that shows them on a
+    ``shifted`` background (IN-9's original/mixed_next, Waterbirds' test_original/test_flip). ``background_class``:
+    how the shifted background's class follows from the label (IN-9's and synthetic's "label + 1 mod K"), when the
+    adapter recorded it."""
+
+    original: str
+    shifted: str
+    background_class: str | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The typed ``dataset.params.evaluation`` of a manifest (``parse_evaluation``): what each adapter declares about
+    its own test splits, every key optional (a dataset without the section has the empty one). Keys other than these
+    are kept in the manifest and read by nobody.
+
+    - ``bg_gap`` (IN-9, synthetic) and ``background_reliance`` (IN-9, synthetic), ``flip`` (Waterbirds);
+    - ``worst_group`` (Waterbirds): worst-group accuracy is the dataset's headline metric;
+    - ``cis``, ``trans`` (CCT): the splits of seen and unseen camera locations, ``model_selection`` the split that
+      picks the model, ``metric`` the dataset's headline metric in words.
+    """
+
+    bg_gap: BgGap | None = None
+    background_reliance: SplitPair | None = None
+    flip: SplitPair | None = None
+    worst_group: bool = False
+    cis: tuple[str, ...] = ()
+    trans: tuple[str, ...] = ()
+    model_selection: str | None = None
+    metric: str | None = None
+
+    def named_splits(self) -> list[str]:
+        """Every split the section pairs up or lists (not ``model_selection``), in declaration order, once each: the
+        candidates for the build's test splits (``train.splits.declared_test_splits``)."""
+        names: list[str] = []
+        if self.bg_gap is not None:
+            names += [self.bg_gap.same, self.bg_gap.rand]
+        for pair in (self.background_reliance, self.flip):
+            if pair is not None:
+                names += [pair.original, pair.shifted]
+        return list(dict.fromkeys([*names, *self.cis, *self.trans]))
+
+    def contradicting_splits(self) -> list[str]:
+        """The splits whose background belongs to another class than the object: ``bg_gap.rand``,
+        ``background_reliance.shifted`` and ``flip.shifted``, once each."""
+        names = [
+            self.bg_gap.rand if self.bg_gap else None,
+            self.background_reliance.shifted if self.background_reliance else None,
+            self.flip.shifted if self.flip else None,
+        ]
+        return [n for n in dict.fromkeys(names) if n is not None]
+
+
+EVALUATION_KEY = "dataset.params.evaluation"
+_PAIRS = (
+    ("bg_gap", ("same", "rand")),
+    ("background_reliance", ("original", "shifted")),
+    ("flip", ("original", "shifted")),
+)
+
+
+def parse_evaluation(manifest: Mapping[str, Any], path: Path | str = MANIFEST) -> Evaluation:
+    """The manifest's ``dataset.params.evaluation``, checked and typed; the empty ``Evaluation`` when the manifest
+    has none (or an empty one). ValueError, one line naming ``path`` and the key, on any other shape."""
+    dataset = manifest.get("dataset")
+    params = (dataset.get("params") if isinstance(dataset, Mapping) else None) or {}
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{path}: {EVALUATION_KEY}: expected an object")
+    return evaluation_of(params.get("evaluation") or {}, path)
+
+
+def evaluation_of(section: Evaluation | Mapping[str, Any] | None, path: Path | str = MANIFEST) -> Evaluation:
+    """``section`` as an ``Evaluation``: one as is, None (or an empty value) as the empty one, a raw
+    ``dataset.params.evaluation`` object parsed (``parse_evaluation``'s checks and messages)."""
+    if isinstance(section, Evaluation):
+        return section
+    if not section:
+        return Evaluation()
+    if not isinstance(section, Mapping):
+        raise ValueError(f"{path}: {EVALUATION_KEY}: expected an object")
+    found: dict[str, Any] = {}
+    for name, sides in _PAIRS:
+        entry = section.get(name)
+        if entry is None:
+            continue
+        if not (isinstance(entry, Mapping) and all(isinstance(entry.get(s), str) for s in sides)):
+            raise ValueError(
+                f"{path}: {EVALUATION_KEY}.{name}: expected an object with the split names {' and '.join(sides)}"
+            )
+        if name == "bg_gap":
+            found[name] = BgGap(entry["same"], entry["rand"])
+        else:
+            background = entry.get("background_class")
+            if background is not None and not isinstance(background, str):
+                raise ValueError(f"{path}: {EVALUATION_KEY}.{name}.background_class {brief(background)}: expected text")
+            found[name] = SplitPair(entry["original"], entry["shifted"], background)
+    for name in ("cis", "trans"):
+        names = section.get(name)
+        if names is None:
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{path}: {EVALUATION_KEY}.{name} {brief(names)}: expected a list of split names")
+        found[name] = tuple(names)
+    for name, kind, expected in (
+        ("worst_group", bool, "true or false"),
+        ("model_selection", str, "a split name"),
+        ("metric", str, "text"),
+    ):
+        value = section.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, kind):
+            raise ValueError(f"{path}: {EVALUATION_KEY}.{name} {brief(value)}: expected {expected}")
+        found[name] = value
+    return Evaluation(**found)
 
 
 # ---- the rules of a record, for every reader -------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from augment.contract.schema import parse_evaluation
 from train.commands import command_of
 from train.data import manifest_sha256
 from train.report import mean_sd as cell  # "mean ± sd" over seeds, "-" when none
@@ -19,13 +20,7 @@ from train.study.results import correlations, load, metric
 
 def contradicting_splits(manifest: dict[str, Any]) -> list[str]:
     """Test splits whose background belongs to another class than the object (from the manifest's evaluation)."""
-    evaluation = manifest["dataset"]["params"].get("evaluation", {})
-    names = [
-        evaluation.get("bg_gap", {}).get("rand"),
-        evaluation.get("background_reliance", {}).get("shifted"),
-        evaluation.get("flip", {}).get("shifted"),
-    ]
-    return [n for n in dict.fromkeys(names) if n in manifest["splits"]]
+    return [n for n in parse_evaluation(manifest).contradicting_splits() if n in manifest["splits"]]
 
 
 def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str, seeds: int, jobs: int = 1) -> Path:  # noqa: ANN001
@@ -36,7 +31,7 @@ def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str
     main = [r for r in runs if r.fraction == 1.0]
     rows = list(dict.fromkeys(r.row for r in main))
     by_row = {name: [r for r in main if r.row == name] for name in rows}
-    evaluation = manifest["dataset"]["params"].get("evaluation")
+    evaluation = parse_evaluation(manifest)
     own = [s for s in manifest["splits"] if s not in generated_splits(manifest.get("shifted_tests"))]
     tests = declared_test_splits(own, grid.defaults.get("val_split", "val"), evaluation)
     against = contradicting_splits(manifest)
