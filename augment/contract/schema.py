@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from augment.contract import encode
+from augment.contract.files import write_text_atomic
 
 FORMAT = "cfaug-shards"
 FORMAT_VERSION = 3  # what this tool writes; 3: shuffle draws from the split's value pool (augment.pool)
@@ -86,21 +87,13 @@ def encoding() -> dict[str, Any]:
 
 def write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
     """Write ``<out>/manifest.json`` atomically (temp name, then rename)."""
-    path = out / MANIFEST
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")  # insertion order: splits as built
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")  # insertion order: splits as built
 
 
 def write_rejects(out: Path, rejects: list[dict[str, str]]) -> Path:
     """Write ``<out>/rejects.jsonl`` atomically, sorted so that the file is the same for every worker count."""
-    path = out / REJECTS
-    tmp = path.with_name(path.name + ".tmp")
     rows = sorted(rejects, key=lambda r: (r.get("split", ""), r["path"], r["reason"]))
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(out / REJECTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
 def read_manifest(out: Path) -> dict[str, Any]:
