@@ -4,8 +4,8 @@ Either way a task's result is the same bytes, so the executor only decides speed
 
 Local workers are forked from the build's process where that is safe (Linux, and torch not imported: no CUDA
 context or torch thread pool to inherit): a forked worker starts in milliseconds with the parent's imports, where
-a fresh interpreter (joblib's loky backend, used everywhere else) spends about 0.4 s spawning and importing NumPy,
-OpenCV and augment, 12% of a 2-worker build of a few seconds.
+a fresh interpreter (joblib's loky backend, used everywhere else) spends a noticeable share of a short build
+spawning and importing NumPy, OpenCV and augment (docs/benchmarks.md, section 5).
 """
 
 from __future__ import annotations

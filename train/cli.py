@@ -194,7 +194,47 @@ def fit(
 
     Under `torchrun --nproc-per-node N -m train fit ...` it trains with DDP (gloo on the CPU, nccl on GPUs); rank 0
     evaluates and writes the run folder."""
-    given = dict(locals())  # the options as parsed; must stay the first statement
+    # every Config setting as parsed (None: not given); --resume and --verify are how to run, not settings
+    given = {
+        "shards": shards,
+        "out": out,
+        "preset": preset,
+        "arch": arch,
+        "weights": weights,
+        "from_scratch": from_scratch,
+        "normalisation": normalisation,
+        "zero_head": zero_head,
+        "cf": cf,
+        "cf_loss": cf_loss,
+        "cf_weight": cf_weight,
+        "f": f,
+        "fgsm": fgsm,
+        "fgsm_steps": fgsm_steps,
+        "sal": sal,
+        "mixup": mixup,
+        "label_smoothing": label_smoothing,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "schedule": schedule,
+        "milestones": milestones,
+        "select": select,
+        "val_split": val_split,
+        "crop": crop,
+        "clip": clip,
+        "early_stop": early_stop,
+        "seed": seed,
+        "train_fraction": train_fraction,
+        "workers": workers,
+        "device": device,
+        "amp": amp,
+        "saliency": saliency,
+        "max_saliency_images": max_saliency_images,
+        "max_bad_samples": max_bad_samples,
+    }
     from train.data import read_manifest
     from train.ledger import DataError, one_line
     from train.train import fit as run_fit
@@ -228,8 +268,9 @@ def fit(
 
 
 def fit_config(options: dict[str, Any], manifest: dict[str, Any]) -> tuple[Config, str]:
-    """The Config of `train fit`'s parsed ``options`` (None = not given), through ``Config.resolve`` as a study row
-    goes; and, when no --preset was given, the line saying which preset the build's dataset chose."""
+    """The Config of `train fit`'s parsed ``options`` (a value for every Config field; None = not given), through
+    ``Config.resolve`` as a study row goes; and, when no --preset was given, the line saying which preset the build's
+    dataset chose."""
     from train.config import preset_of_build
 
     def plain(value: Any) -> Any:
@@ -239,10 +280,10 @@ def fit_config(options: dict[str, Any], manifest: dict[str, Any]) -> tuple[Confi
             return [plain(v) for v in value]
         return str(value) if isinstance(value, Path) else value
 
-    overrides = {f.name: plain(options.get(f.name)) for f in fields(Config) if f.name != "preset"}
+    overrides = {f.name: plain(options[f.name]) for f in fields(Config) if f.name != "preset"}
     if overrides["milestones"] is not None:
         overrides["milestones"] = parse_milestones(overrides["milestones"])
-    preset, note = plain(options.get("preset")), ""
+    preset, note = plain(options["preset"]), ""
     if preset is None:
         preset = preset_of_build(manifest)
         note = f"no --preset: using {preset!r}, the preset of the build's dataset ({manifest['dataset']['name']})"

@@ -23,9 +23,9 @@ epoch every shard's record count was compared with the manifest: a count that is
 then (more records than the manifest gives stop it whatever ``--max-bad-samples``), rather than train on part of
 the split, or cycle it, for as long as the manifest says.
 
-Mixing does not trust the writer: builds before format v2, and other tools, store samples in source order, which
-lists them class by class, so a shard may hold a class or two (issue #12). A DataLoader batch comes whole from one
-worker, so each slot's own stream must be a random draw of the split:
+Mixing does not trust the writer: a build of shard format 1, or another tool's, stores samples in source order,
+which lists them class by class, so a shard may hold a class or two. A DataLoader batch comes whole from one worker,
+so each slot's own stream must be a random draw of the split:
 
 - the shard order is shuffled per epoch (and per pass over the split), the same order on every slot;
 - a slot reads up to ``POOL`` of its shards at once and draws each sample from one of them at random (weighted by
@@ -38,9 +38,9 @@ worker, so each slot's own stream must be a random draw of the split:
   avoid it).
 
 The pool mixes shards, not the samples inside one (only the shuffle buffer does): a build of a few shards that each
-hold long runs of many classes stays poorly mixed (3 shards of 3 classes, each run 5 times the shuffle buffer: 3.8
-classes per batch of 32 instead of 8.8). ``augment build`` writes each split in a seeded random order since format
-v2, so its shards are mixed already.
+hold long runs of many classes, each run longer than the shuffle buffer, stays poorly mixed: its batches hold
+fewer classes than a random draw of the split would. ``augment build`` writes each split in a seeded random order
+(docs/FORMAT.md, "Sample order"), so its shards are mixed already.
 
 Every random draw is seeded by (seed, epoch, rank, worker), so an epoch's data is the same after ``--resume``.
 Evaluation reads every sample once, shards split over workers whole (or per sample when there are fewer shards
@@ -80,13 +80,12 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     torch.frombuffer(b"\0", dtype=torch.uint8)
 MAX_MANIFEST_BYTES = schema.MAX_MANIFEST_BYTES  # one bound for every reader of a manifest
-# Shards a training slot reads at once. With class-pure shards (a v1 build of a class-ordered source) the pool's
-# classes are those of POOL random shards: simulating IN-9's 9 classes in 45 class-pure shards of 1000, 4 slots, a
-# 1000-sample shuffle buffer and batches of 32, a batch holds 0.83 (pool 8), 0.89 (16), 0.97 (32) and 1.00 (all 45)
-# of the distinct classes of a random draw (8.79; means over a pass and 3 seeds), against 0.40 for whole shards read
-# one after another (the loader before issue #12). An open shard costs a file handle (or a streaming connection, for
-# URLs) and one record's bytes. POOL is also the least number of shards per slot for whole-shard assignment: from
-# there a slot's own shards fill its pool, so it mixes as well as reading every shard would, at 1/slots of the reads.
+# Shards a training slot reads at once. With class-pure shards (a format-1 build of a class-ordered source) the
+# pool's classes are those of POOL random shards: large enough that a batch holds nearly as many distinct classes as
+# a random draw of the split (for IN-9's 9 classes in 45 shards), where whole shards read one after another give a
+# batch less than half of them. An open shard costs a file handle (or a streaming connection, for URLs) and one
+# record's bytes. POOL is also the least number of shards per slot for whole-shard assignment: from there a slot's
+# own shards fill its pool, so it mixes as well as reading every shard would, at 1/slots of the reads.
 POOL = 32
 # what json, int() and PIL raise on bad bytes (PIL: SyntaxError, EOFError and struct.error from some decoders)
 DECODE_ERRORS = (OSError, ValueError, KeyError, RecursionError, EOFError, SyntaxError, struct.error)
@@ -479,7 +478,7 @@ def centre_view(h: int, w: int, size: int) -> View:
 
 def apply_view(x: torch.Tensor, view: View) -> torch.Tensor:
     """The view of a [C, H, W] tensor: the same pixels for the image, its CF/F images and its mask. Plain slicing,
-    which costs microseconds where transforms v2 on tv_tensors cost about 0.2 ms per sample and view."""
+    far cheaper per sample and view than transforms v2 on tv_tensors."""
     if view.pad_h or view.pad_w:
         x = F.pad(x, (view.pad_w, view.pad_w, view.pad_h, view.pad_h))
     x = x[:, view.top : view.top + view.size, view.left : view.left + view.size]

@@ -13,7 +13,7 @@ without a second pass. What happens then is the :class:`Ledger`'s decision:
 DataLoader workers are other processes: each appends what it records to a file in the ledger's folder, and the
 main process merges them (:meth:`Ledger.collect`) after each pass. A sample skipped in every epoch counts once. A
 worker that must stop the run does not raise through the DataLoader (whose re-raised error embeds the worker's
-traceback, and whose workers then took 5 s each to shut down): it writes the reason (:meth:`Ledger.stop`) and ends
+traceback, and whose workers are then slow to shut down): it writes the reason (:meth:`Ledger.stop`) and ends
 its stream, and ``train.data.batches`` raises it in the main process after the batch in hand.
 """
 

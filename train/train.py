@@ -106,9 +106,9 @@ def run(
         raise ValueError(f"--out {out}: holds a run already; pass --resume to continue it, or choose another --out")
     seed_everything(config.seed)
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # leave a core to each DataLoader worker: on 2 cores with 2 workers, 1 intra-op thread trained the demo at
-        # 1148 img/s against 679 with 2 (and 15-35x faster while other jobs ran); never more threads than the caller
-        # set (train study sets each run's share)
+        # leave a core to each DataLoader worker: intra-op threads that compete with the workers for the cores slow
+        # training down (docs/benchmarks.md, section 7); never more threads than the caller set (train study sets
+        # each run's share)
         torch.set_num_threads(min(torch.get_num_threads(), max(1, (os.cpu_count() or 1) - config.workers)))
 
     # ---- data --------------------------------------------------------------------------------------------------

@@ -87,9 +87,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         checkpoint_every=2,
         max_images=16,
     ),
-    # from scratch on CPU in minutes: a narrow network and a 5x larger step than the release's 1e-4 (measured on
-    # the demo shards, synthetic v4: CAGAN ties tile's masked L1 at 2000 steps and is 10% below it at 3000); one
-    # critic update per step, where upstream does 5
+    # from scratch on CPU in minutes: a narrow network and a 5x larger step than the release's 1e-4, and enough
+    # steps to reach tile's masked L1 on the demo shards (docs/cagan.md); one critic update per step, where
+    # upstream does 5
     "demo": dict(
         batch_size=8,
         steps=3000,

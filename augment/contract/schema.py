@@ -21,7 +21,7 @@ from augment.contract.files import write_text_atomic
 FORMAT = "cfaug-shards"
 FORMAT_VERSION = 3  # what this tool writes; 3: shuffle draws from the split's value pool (augment.pool)
 READ_VERSIONS = (1, 2, 3)  # 2: samples in a seeded random order (1: source order); 1 and 2: shuffle was per-image
-POOLED_SHUFFLE_SINCE = 3  # before, the fields named ``shuffle`` hold what is now ``shuffle-image``
+POOLED_SHUFFLE_SINCE = 3  # first format whose ``shuffle`` fields are pooled; an older build's hold ``shuffle-image``
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"  # one JSON object per skipped source input: split, path, reason
 MAX_MANIFEST_BYTES = 64 << 20  # any manifest.json, local or remote, checked before it is read (verify, info, train)

@@ -1,9 +1,9 @@
 """Write and read shard files in webdataset's tar layout: deterministic headers, temp name then rename.
 
 Writing uses the standard library's ``tarfile`` with the conventions of webdataset's ``TarWriter`` (USTAR,
-``<key>.<field>`` members, fields of a record in sorted order). Importing webdataset itself would import torch,
-about 650 MB and 1.7 s in every build worker, for 20 lines of tar writing. `tests/test_build.py` reads the shards
-with webdataset.
+``<key>.<field>`` members, fields of a record in sorted order). Importing webdataset itself would import torch
+into every build worker, a large and slow import, for a few lines of tar writing. `tests/test_build.py` reads the
+shards with webdataset.
 
 Reading treats a shard as untrusted, for augment (verify, preview, cagan train) and the trainer alike: one small
 streaming tar reader that returns bytes only (nothing is unpickled, extracted or executed), refuses a member over a

@@ -135,8 +135,8 @@ def bounds(
 def paste(image: np.ndarray, hole: np.ndarray, filled: np.ndarray | int) -> np.ndarray:
     """A new image: ``filled`` (a full [H, W, 3] image or a scalar) inside the hole, ``image`` outside.
 
-    A masked copy in OpenCV (``cv2.copyTo``), which is ~30x faster than ``np.where`` over the image; a scalar fill
-    of a rectangular hole is a slice assignment."""
+    A masked copy in OpenCV (``cv2.copyTo``), much faster than ``np.where`` over the image (docs/benchmarks.md,
+    section 2); a scalar fill of a rectangular hole is a slice assignment."""
     out = image.copy()
     if np.isscalar(filled) or np.ndim(filled) == 0:
         rect = bounds(hole)
@@ -159,8 +159,8 @@ def paste_block(image: np.ndarray, hole: np.ndarray, rect: tuple[slice, slice], 
 def scatter(image: np.ndarray, hole: np.ndarray, values: np.ndarray) -> np.ndarray:
     """A copy of ``image`` whose hole pixels, in row-major order, become ``values`` ([n_hole, 3])."""
     # np.place fills the True positions of a mask in order. Placing whole pixels packed as uint32 (RGBA, one
-    # OpenCV pass each way) is ~3x faster than placing the bytes under a 3x repeated mask, and ~5x faster than
-    # boolean indexing.
+    # OpenCV pass each way) is faster than placing the bytes under a 3x repeated mask, or than boolean indexing
+    # (docs/benchmarks.md, section 2).
     if not hole.any():
         return image.copy()
     rgba = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
@@ -171,7 +171,8 @@ def scatter(image: np.ndarray, hole: np.ndarray, values: np.ndarray) -> np.ndarr
 
 def to_uint8(scaled: np.ndarray) -> np.ndarray:
     """``np.clip(np.rint(scaled), 0, 255).astype(np.uint8)`` for float32 values on the [0, 255] scale, in one OpenCV
-    pass (~3x faster): adding 0 is exact, and OpenCV's saturating cast rounds half to even, as ``np.rint`` does."""
+    pass instead of three: adding 0 is exact, and OpenCV's saturating cast rounds half to even, as ``np.rint``
+    does."""
     return cv2.add(scaled, 0.0, dtype=cv2.CV_8U)
 
 

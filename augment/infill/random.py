@@ -19,8 +19,9 @@ def fill(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.nd
     if values.size == 0:
         return image.copy()
     values *= SIGMA
-    # + colour on a (n, 3) array broadcasts a 3-long inner loop, ~15x slower in NumPy than OpenCV's per-channel
-    # scalar add on the same values seen as a 3-channel image; both add in float32, so the sums are the same.
+    # + colour on a (n, 3) array broadcasts a 3-long inner loop, much slower in NumPy than OpenCV's per-channel
+    # scalar add on the same values seen as a 3-channel image (docs/benchmarks.md, section 2); both add in float32,
+    # so the sums are the same.
     cv2.add(values.reshape(-1, 1, 3), tuple(float(c) for c in colour) + (0.0,), dst=values.reshape(-1, 1, 3))
     values *= 255.0  # clip to [0, 1] then * 255 is the same as * 255 then the saturating cast in to_uint8
     return scatter(image, hole, to_uint8(values))
