@@ -111,7 +111,7 @@ def build_command(config: BuildConfig, out: Path) -> str:
     set, in field order (the resolved --cagan-weights included), each adapter option as its own flag, then --out.
 
     Every value is written, defaults too, so the command builds the same shards under a version with other
-    defaults; re-parsed by this CLI it gives back ``config`` (tests/test_config.py). The options that leave the
+    defaults; re-parsed by this CLI it gives back ``config`` (tests/train/test_config.py). The options that leave the
     bytes alone (--workers, --scheduler, --shard-range, --overwrite, -q) are not part of it: the slices of one build
     record one command."""
     args = ["augment", "build"]

@@ -33,7 +33,7 @@ SCHEDULES = ("step", "plateau", "cosine")
 SELECT = ("accuracy", "auc")
 SALIENCY = ("gradient", "deepliftshap")
 
-# The hyper-parameters a preset sets, all of them in every preset (tests/test_config.py checks it).
+# The hyper-parameters a preset sets, all of them in every preset (tests/train/test_config.py checks it).
 PRESET_KEYS = (
     "arch",
     "epochs",

@@ -3,7 +3,7 @@ background reliance, and saliency focus (AUPR of a saliency map against the obje
 
 Scores come from scikit-learn, so the numbers match what everyone else computes. Arrays are numpy on the
 host; the two saliency functions take a model and tensors and return tensors on the input's device.
-Run the tests with ``python -m pytest -q tests/test_metrics.py``.
+Run the tests with ``python -m pytest -q tests/train/test_metrics.py``.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Everything that names, checks or sums the terms reads this table: ``train.train.
 batch, and each one's loss and weight), ``Config.check`` (the baselines are exclusive), ``Config.method_name`` (the
 row label, ``CF(tile)+F(shuffle)+Sal(10)``), ``train.report.objective_label`` / ``objective_key`` (the loss legend
 and its caption) and ``single_method`` (the rows that ``train study`` picks its "best" methods from).
-tests/test_terms.py checks each of those places against every term of the table, so a term added here and forgotten
-in one of them fails.
+tests/train/test_terms.py checks each of those places against every term of the table, so a term added here and
+forgotten in one of them fails.
 
 A term is on when its config field is: a non-empty list of methods, or a non-zero number. A config is read as a
 ``Config`` or as its dict (a run's recorded config.json, where an absent key is off).

@@ -2,8 +2,8 @@
 
 Writing uses the standard library's ``tarfile`` with the conventions of webdataset's ``TarWriter`` (USTAR,
 ``<key>.<field>`` members, fields of a record in sorted order). Importing webdataset itself would import torch
-into every build worker, a large and slow import, for a few lines of tar writing. `tests/test_build.py` reads the
-shards with webdataset.
+into every build worker, a large and slow import, for a few lines of tar writing.
+`tests/augment/test_build.py` reads the shards with webdataset.
 
 Reading treats a shard as untrusted, for augment (verify, preview, cagan train) and the trainer alike: one small
 streaming tar reader that returns bytes only (nothing is unpickled, extracted or executed), refuses a member over a

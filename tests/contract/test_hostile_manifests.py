@@ -437,7 +437,7 @@ def test_the_trainer_advises_a_check_that_works_for_a_url() -> None:
 
 
 def test_the_format_page_states_the_bounds_the_code_applies() -> None:
-    text = " ".join((Path(__file__).parents[1] / "docs/FORMAT.md").read_text().split())
+    text = " ".join((Path(__file__).parents[2] / "docs/FORMAT.md").read_text().split())
     assert shards.MAX_JSON_BYTES == 1 << 20 and "1 MiB for `json`/`cls`, whatever the image bound" in text
     assert schema.MAX_MANIFEST_BYTES == 64 << 20 and "`manifest.json` of at most 64 MiB" in text
     assert f"image_size at most {schema.MAX_IMAGE_SIZE}" in text

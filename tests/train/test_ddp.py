@@ -1,6 +1,6 @@
 """DDP: two CPU processes (gloo) under the real torchrun train in lockstep; every rank gets the same number of batches.
 
-Run as a script under torchrun (``torchrun tests/test_ddp.py fit ...``), this file is `train fit` itself plus a
+Run as a script under torchrun (``torchrun tests/train/test_ddp.py fit ...``), this file is `train fit` itself plus a
 per-rank dump of the final weights and the number of steps, which the tests compare across ranks.
 """
 
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 240  # s: a hang (ranks waiting on each other) fails the test instead of blocking the suite
 
 

@@ -1,7 +1,7 @@
 """The classifiers: logits shapes, BiT's arithmetic, the three weight formats, and the DeepLift-ready copy.
 
 CPU only, small inputs, no downloads: every weight file is written by the test from a model it built itself.
-Run: ``.venv/bin/python -m pytest -q tests/test_models.py``.
+Run: ``.venv/bin/python -m pytest -q tests/train/test_models.py``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from upstream import make_cct, make_coco, make_folder, make_in9, make_waterbirds
 from augment.contract import schema
 from augment.datasets import DATASETS, get_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def adapter(name: str, tmp_path: Path):  # noqa: ANN201

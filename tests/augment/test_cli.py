@@ -70,7 +70,7 @@ def test_preview_draws_one_column_per_field(demo: Path, tmp_path: Path) -> None:
     result = invoke("preview", demo, "--out", dest, "--rows", "5", "--cell", "40")
     assert result.exit_code == 0, result.output
     with Image.open(dest) as img:
-        # original, mask, 2 CF, 2 F; one row per class, between the title and the legend (tests/test_pictures.py)
+        # original, mask, 2 CF, 2 F; one row per class, between the title and the legend (tests/train/test_pictures.py)
         assert img.size[0] == 96 + 40 * 6 and img.size[1] > 14 + 40 * 5
     assert invoke("preview", demo, "--split", "nope", "--out", dest).exit_code == 2
 
