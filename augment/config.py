@@ -25,7 +25,9 @@ class BuildConfig:
     shard_size: int = 1000  # samples per shard
     on_error: str = "fail"  # bad source inputs: "fail" stops the build, "skip" records them in rejects.jsonl
     dataset_options: dict[str, Any] = field(default_factory=dict)  # adapter options (--size, --bias, ...)
-    cagan_weights: str | None = None  # for --infill cagan: None = the only file in cagan_weights/
+    # Model infills' weights, one field per ModelInfill.option: None = the method's default (cagan: the only file in
+    # cagan_weights/).
+    cagan_weights: str | None = None
     device: str = "auto"  # where model infills run: auto | cpu | cuda
     batch_size: int = 16  # images per model call (model infills and model mask sources)
     masks_from: str = "annotation"  # where object masks come from (augment.mask_sources)
@@ -92,16 +94,18 @@ class BuildConfig:
         check_weights(self.masks_from, self.mask_weights)
 
     def check_model_options(self) -> None:
-        """Resolve the default weights and check the device and the weights file, before any work."""
-        from augment.cagan.weights import default_weights, read_metadata
+        """Resolve the default weights and check the device and each model's weights file, before any work."""
         from augment.zoo.devices import resolve_device
 
-        if self.cagan_weights is None:
-            self.cagan_weights = str(default_weights())
+        for name in self.model_methods():
+            model = infill.INFILLS[name].model
+            if getattr(self, model.option, None) is None:
+                setattr(self, model.option, str(model.default_weights()))
         resolve_device(self.device)  # asking for CUDA without one fails here, before any work
-        weights = Path(self.cagan_weights)
-        if not weights.is_file():
-            from augment.cagan.weights import HOW_TO_GET, WeightsError
+        for name in self.model_methods():
+            model = infill.INFILLS[name].model
+            model.check(self.model_weights(name))
 
-            raise WeightsError(f"--cagan-weights {weights}: no such file; {HOW_TO_GET}")
-        read_metadata(weights)
+    def model_weights(self, name: str) -> Path:
+        """The weights file of model method ``name``, from the option its ``ModelInfill`` declares."""
+        return Path(getattr(self, infill.INFILLS[name].model.option))

@@ -22,19 +22,20 @@ def git_sha() -> str | None:
 
 
 def model_provenance(config: BuildConfig) -> dict[str, Any]:
-    """What a model infill ran with: weights file, its sha256 and metadata, device (bytes depend on all three)."""
+    """What each model infill ran with: weights file, its sha256 and metadata, device (bytes depend on all three)."""
     if not config.model_methods():
         return {}
-    from augment.cagan.weights import read_metadata
+    from augment import infill
     from augment.zoo.devices import resolve_device
 
-    weights = Path(config.cagan_weights)
-    return {
-        "cagan": {
+    out: dict[str, Any] = {}
+    for name in config.model_methods():
+        weights = config.model_weights(name)
+        out[name] = {
             "weights": str(weights),
             "sha256": sha256_file(weights),
-            "metadata": read_metadata(weights),
+            "metadata": infill.INFILLS[name].model.metadata(weights),
             "device": str(resolve_device(config.device)),
             "batch_size": config.batch_size,
         }
-    }
+    return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,7 +87,7 @@ def make_record(
 ) -> dict[str, bytes]:
     """One shard record: the original, its mask and metadata, and every requested CF/F image.
 
-    ``model_fills`` holds the images of model methods (cagan), already filled in a batch by :func:`fill_models`;
+    ``model_fills`` holds the images of model methods, already filled in a batch by :func:`fill_models`;
     ``values`` is the split's value pool (``augment.pool``) for the methods that draw from it (shuffle); ``holes``
     are the sample's (computed here when not given).
     """
@@ -121,18 +120,17 @@ def make_record(
 
 
 def fill_models(samples: list[Sample], holes: list[Holes], config: BuildConfig) -> dict[str, dict[str, np.ndarray]]:
-    """{sample key: {method: filled image}} for every model method (cagan), one batched call per method over the
+    """{sample key: {method: filled image}} for every model method, one batched call per method over the
     samples with an object; ``holes[i]`` are ``samples[i]``'s."""
     methods = config.model_methods()
     todo = [(sample, h.cf) for sample, h in zip(samples, holes, strict=True) if h.has_object]
     if not methods or not todo:
         return {}
-    from augment.cagan.inpaint import cached
-
-    inpainter = cached(Path(config.cagan_weights), config.device, config.batch_size)
     fills: dict[str, dict[str, np.ndarray]] = {s.key: {} for s, _ in todo}
     for name in methods:
-        images = infill.INFILLS[name].batch([s.image for s, _ in todo], [h for _, h in todo], inpainter=inpainter)
+        method = infill.INFILLS[name]
+        inpainter = method.model.runner(config.model_weights(name), config.device, config.batch_size)
+        images = method.batch([s.image for s, _ in todo], [h for _, h in todo], inpainter=inpainter)
         for (sample, _), image in zip(todo, images, strict=True):
             fills[sample.key][name] = image
     return fills

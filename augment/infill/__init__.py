@@ -17,8 +17,10 @@ registered with ``@register(name, roles=..., stochastic=..., summary=...)``. Met
 (``mixed-rand``) declare ``needs_donor=True`` and take it as the keyword argument ``donor``; methods that draw from
 the split's value pool (``shuffle``, see ``augment.pool``) declare ``needs_pool=True`` and take it as ``pool``.
 Methods that run a model (``cagan``) also register ``batch=``, the same method over lists of images that the build
-uses to fill a batch at once; they take the loaded model as the keyword argument ``inpainter`` and count as
-``needs_model``.
+uses to fill a batch at once, and ``model=``, a :class:`ModelInfill` that owns their weights option, its check,
+their provenance and their batched runner; they take the loaded model as the keyword argument ``inpainter`` and
+count as ``needs_model``. Adding a model method is its own file plus its import below (and, for its weights
+option, a ``BuildConfig`` field and CLI flag of the name it declares).
 The registry name is also the CLI value and the shard field name (``cf.tile.jpg``). A method never mutates
 its input and draws all its randomness from ``rng``.
 
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -39,6 +43,26 @@ InfillFn = Callable[..., np.ndarray]
 CF = "cf"  # counterfactual: remove the object, fill its rectangle
 F = "f"  # factual: keep the object, replace the background
 ROLES = (CF, F)
+
+
+@dataclass(frozen=True)
+class ModelInfill:
+    """What the build needs to run one model method; the build names no model itself.
+
+    ``option`` is the ``BuildConfig`` field holding the weights path (its flag is ``--`` + option with dashes);
+    ``default_weights()`` resolves it when not given; ``check(weights)`` refuses an unusable file before any work;
+    ``metadata(weights)`` is what the manifest records of it besides path, sha256 and device; ``runner(weights,
+    device, batch_size)`` returns the loaded model that ``batch`` takes as ``inpainter``."""
+
+    option: str
+    default_weights: Callable[[], Path]
+    check: Callable[[Path], None]
+    metadata: Callable[[Path], dict[str, Any]]
+    runner: Callable[[Path, str, int], Any]
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.option.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -54,6 +78,7 @@ class Infill:
     needs_model: bool = False
     needs_pool: bool = False  # takes the split's ValuePool as ``pool``
     batch: Callable[..., list[np.ndarray]] | None = None  # fill_batch(images, holes, *, inpainter) for model methods
+    model: ModelInfill | None = None  # how the build loads and records the model (model methods)
 
 
 INFILLS: dict[str, Infill] = {}
@@ -68,17 +93,20 @@ def register(
     needs_donor: bool = False,
     needs_pool: bool = False,
     batch: Callable[..., list[np.ndarray]] | None = None,
+    model: ModelInfill | None = None,
 ) -> Callable[[InfillFn], InfillFn]:
     """Register ``fn`` under ``name``; registering a name twice is an error."""
     bad = set(roles) - set(ROLES)
     if bad:
         raise ValueError(f"infill {name!r}: unknown roles {sorted(bad)}, expected a subset of {list(ROLES)}")
+    if (batch is None) != (model is None):
+        raise ValueError(f"infill {name!r}: a model method registers both batch= and model=")
 
     def deco(fn: InfillFn) -> InfillFn:
         if name in INFILLS:
             raise ValueError(f"infill {name!r} registered twice ({INFILLS[name].fill.__module__}, {fn.__module__})")
         INFILLS[name] = Infill(
-            name, fn, frozenset(roles), stochastic, summary, needs_donor, batch is not None, needs_pool, batch
+            name, fn, frozenset(roles), stochastic, summary, needs_donor, model is not None, needs_pool, batch, model
         )
         return fn
 

@@ -1,0 +1,66 @@
+"""The model-infill seam: a second model method needs only its own registration (``augment.infill.ModelInfill``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from augment import infill
+from augment.config import BuildConfig
+from augment.datasets import Sample
+from augment.provenance import model_provenance
+from augment.records import Holes, fill_models
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fake_model(tmp_path: Path, calls: list) -> infill.Infill:
+    def check(weights: Path) -> None:
+        if not weights.is_file():
+            raise ValueError(f"--fake-weights {weights}: no such file")
+
+    def runner(weights: Path, device: str, batch_size: int) -> int:
+        calls.append((weights, device, batch_size))
+        return 7
+
+    def batch(images: list[np.ndarray], holes: list[np.ndarray], *, inpainter: int) -> list[np.ndarray]:
+        return [infill.paste(image, hole, inpainter) for image, hole in zip(images, holes, strict=True)]
+
+    model = infill.ModelInfill(
+        "fake_weights", lambda: tmp_path / "default.bin", check, lambda w: {"kind": "fake"}, runner
+    )
+    template = infill.INFILLS["cagan"]
+    return replace(template, name="fake", fill=lambda *a, **k: None, summary="fake", batch=batch, model=model)
+
+
+def test_a_second_model_infill_plugs_in_through_its_registration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list = []
+    monkeypatch.setitem(infill.INFILLS, "fake", fake_model(tmp_path, calls))
+    assert infill.INFILLS["fake"].model.flag == "--fake-weights"
+    config = BuildConfig(infill=["fake"], device="cpu", batch_size=3)
+    with pytest.raises(ValueError, match="--fake-weights .*default.bin: no such file"):
+        config.validate()  # the default was resolved through the seam, then checked
+    (tmp_path / "default.bin").write_bytes(b"weights")
+    config.validate()
+    assert config.model_weights("fake") == tmp_path / "default.bin"
+    entry = model_provenance(config)["fake"]
+    assert entry["weights"] == str(tmp_path / "default.bin") and entry["metadata"] == {"kind": "fake"}
+    assert entry["device"] == "cpu" and entry["batch_size"] == 3 and len(entry["sha256"]) == 64
+
+    image = np.full((8, 8, 3), 100, np.uint8)
+    sample = Sample("k0", image, 0, "c", "train", "test", boxes=np.array([[2, 2, 6, 6]]))
+    fills = fill_models([sample], [Holes.of(sample)], config)
+    assert calls == [(tmp_path / "default.bin", "cpu", 3)]
+    assert fills["k0"]["fake"][3, 3].tolist() == [7, 7, 7] and fills["k0"]["fake"][0, 0].tolist() == [100, 100, 100]
+
+
+def test_the_build_modules_name_no_model() -> None:
+    for module in ("records", "provenance", "shard_task", "build", "plan"):
+        assert "cagan" not in (ROOT / "augment" / f"{module}.py").read_text(), module
+    lines = [line for line in (ROOT / "augment" / "config.py").read_text().splitlines() if "cagan" in line]
+    assert all(line.lstrip().startswith(("#", "cagan_weights: str | None = None")) for line in lines), lines
