@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from train.commands import command_of
+from train.config import recorded
 from train.splits import declared_test_splits, generated_splits
 from train.terms import CE, LOSS_NAMES, TERMS, on, used, value
 
@@ -174,6 +175,7 @@ def accuracy_figure(runs: list[dict[str, Any]], colours: dict[str, Any], plt):
 def objective_label(config: dict[str, Any]) -> str:
     """What a run's logged training loss is (train.train.objective): its terms (train.terms.TERMS), summed over the
     batch's rows and divided by their number, e.g. ``CE + CF + F per row`` or ``CE per row + 10·Sal``."""
+    config = recorded(config)  # a run from before a setting existed: what it trained with
     terms = used(config)
     whole = next((t for t in terms if t.whole), None)
     if whole is not None:  # mixup: its soft-label CE is the whole objective
@@ -181,7 +183,7 @@ def objective_label(config: dict[str, Any]) -> str:
     ce = next((t for t in terms if t.baseline), CE)  # label smoothing: the CE on the originals, smoothed
     parts = [ce.legend.format(value=value(config, ce.field))]
     for term in (t for t in terms if t.rows and t is not CE):
-        weight = value(config, term.weight, 1.0) if term.weight else 1
+        weight = value(config, term.weight) if term.weight else 1
         parts.append(term.legend if weight == 1 else f"{weight:g}·{term.legend}")
     penalties = [t.legend.format(value=value(config, t.field)) for t in terms if not t.rows and not t.baseline]
     return " + ".join(parts) + " per row" + "".join(f" + {p}" for p in penalties)
@@ -189,11 +191,12 @@ def objective_label(config: dict[str, Any]) -> str:
 
 def objective_key(configs: list[dict[str, Any]]) -> str:
     """The terms of ``objective_label`` that ``configs`` use, spelt out (the caption under the loss curves)."""
+    configs = [recorded(c) for c in configs]  # a run from before a setting existed: what it trained with
     terms = [t for t in TERMS if t is CE or any(on(t, c) for c in configs)]
     parts = []
     for term in (t for t in terms if t.caption):
-        kinds = sorted({value(c, term.loss, "logp") for c in configs if on(term, c)}) if term.loss else []
-        loss = " or ".join(LOSS_NAMES.get(k, k) for k in kinds)  # a run from before --cf-loss: logp
+        kinds = sorted({value(c, term.loss) for c in configs if on(term, c)}) if term.loss else []
+        loss = " or ".join(LOSS_NAMES.get(k, k) for k in kinds)
         parts.append(f"{term.name}: {term.caption.format(loss=loss)}")
     rows = f"rows: every image of the batch ({' + '.join(t.rows for t in terms if t.rows)})"
     note = "curves of different objectives are not comparable"
