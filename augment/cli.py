@@ -20,12 +20,11 @@ from typing import Any
 import click
 import typer
 
-from augment import infill
-from augment.config import BuildConfig
+from augment import infill, options
+from augment.config import ON_ERROR, BuildConfig
 from augment.contract import cli_errors, schema
 from augment.contract.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors, out_problem, shown, shown_all
 from augment.datasets import DATASETS, option_default, option_names
-from augment.datasets.files import ON_ERROR
 from augment.datasets.synthetic import Synthetic
 from augment.mask_sources import MASK_SOURCES
 from augment.read import RESIZE_MODES
@@ -259,13 +258,13 @@ def build(
     Re-running the same command resumes an interrupted build (even one killed with SIGKILL): it keeps every shard
     whose sha256 matches its record and rebuilds the rest, ending byte-identical to an uninterrupted build.
     """
-    from augment.build import BuildError, OutFolderError
-    from augment.build import build as run_build
+    from augment.errors import BuildError, OutFolderError
     from augment.read import SourceError
+    from augment.runner.build import build as run_build
 
-    options = given_dataset_options(ctx)  # the adapter options above: --size ... --max-image-pixels
+    adapter_options = given_dataset_options(ctx)  # the adapter options above: --size ... --max-image-pixels
     if dataset.value == Synthetic.name:  # the recorded command names the size and bias it was built with
-        options = {"size": Synthetic.size, "bias": Synthetic.bias, **options}
+        adapter_options = {"size": Synthetic.size, "bias": Synthetic.bias, **adapter_options}
     config = BuildConfig(
         dataset=dataset.value,
         infill=list(infill_),
@@ -275,7 +274,7 @@ def build(
         image_size=image_size,
         shard_size=shard_size,
         on_error=on_error.value,
-        dataset_options=options,
+        dataset_options=adapter_options,
         cagan_weights=str(cagan_weights) if cagan_weights else None,
         device=device.value,
         batch_size=batch_size,
@@ -284,7 +283,7 @@ def build(
         shifted_tests=shifted_tests,
     )
     try:
-        config.validate()
+        options.check(config)
     except ValueError as e:
         fail(str(e), USAGE)
     try:
@@ -335,9 +334,9 @@ def merge(
     ),
 ) -> None:
     """Write the manifest of a build made in slices, once every slice is done (else name the missing ranges)."""
-    from augment import journal
-    from augment.build import BuildError
-    from augment.build import merge as run_merge
+    from augment.errors import BuildError
+    from augment.runner import journal
+    from augment.runner.build import merge as run_merge
 
     if not out.is_dir():
         fail(
@@ -382,7 +381,7 @@ def info(
             return
         # every string of a manifest is a stranger's: printed escaped, none can move the cursor or write the clipboard
         if other is not None:
-            from augment.diff import diff_builds
+            from augment.runner.diff import diff_builds
 
             lines = [shown(line) for line in diff_builds(other, manifest)]
             text = "\n".join(lines) if lines else "the builds are the same: same options, source, tool and shards"

@@ -9,7 +9,7 @@ from typing import Any
 from augment import infill
 from augment.contract import verify as contract
 from augment.contract.verify import REBUILD, check_record, file_problems
-from augment.plan import record_fields
+from augment.runner.plan import record_fields
 
 __all__ = ["REBUILD", "check_record", "fields_problem", "file_problems", "shape_problem", "verify"]
 

@@ -49,13 +49,13 @@ def build(size: int, out: str, *extra: object, monitor: bool = False) -> tuple[f
 
 STARTUP = """
 import os, time
-import augment.shard_task  # what the build's process has imported when it starts its workers
-from augment import executors
+import augment.runner.task  # what the build's process has imported when it starts its workers
+from augment.runner import executors
 from joblib import Parallel, delayed
 def pid():
     return os.getpid()
 def load():
-    import augment.shard_task
+    import augment.runner.task
     return os.getpid()
 t0 = time.perf_counter()
 assert executors.forking_is_safe()

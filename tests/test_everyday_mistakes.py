@@ -93,11 +93,12 @@ def test_device_cuda_without_a_gpu_is_refused_by_build_and_fit(shards: Path, tmp
     # one resolver (augment.zoo.devices) for both stages: the same words as train's below
     assert line == "augment: error: --device cuda: no such CUDA device here (0 visible); use --device cpu (or auto)"
     assert not (tmp_path / "b").exists()  # nothing built, no manifest recording --device cuda
+    from augment import options
     from augment.config import BuildConfig
 
     # the Python API checks it too
     with pytest.raises(ValueError, match=r"--device cuda: no such CUDA device here \(0 visible\)"):
-        BuildConfig(device="cuda").validate()
+        options.check(BuildConfig(device="cuda"))
     for device in ("cuda", "cuda:1"):
         line = one_line_error(fit(shards, tmp_path / "r", "--device", device))
         assert (

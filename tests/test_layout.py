@@ -166,3 +166,27 @@ def test_the_contract_knows_the_methods_augment_registers() -> None:
 
     assert list(schema.CF_METHODS) == infill.names(infill.CF)
     assert list(schema.F_METHODS) == infill.names(infill.F)
+
+
+# ---- augment: the options a leaf, one sample's pipeline apart from the runner that drives it ------------------------
+
+
+def test_the_build_options_are_a_leaf() -> None:
+    """``BuildConfig`` holds values only: every stage and the CLI can read it without pulling in the registries."""
+    imports = project_imports(ROOT / "augment")
+    assert "augment.options" in imports and "augment.config.BuildConfig" in imports["augment.options"]  # read
+    assert imports["augment.config"] == set()
+
+
+def test_only_the_front_ends_import_the_runner() -> None:
+    """The stages and the per-sample pipeline know nothing of shards, workers or resuming; the CLI and ``verify``
+    (which asks the plan which fields a split's records carry) drive the runner."""
+    graph = import_graph(ROOT / "augment")
+    assert "augment.runner.task" in graph and "augment.pipeline" in graph["augment.runner.task"]
+    users = {
+        m
+        for m, edges in graph.items()
+        if not m.startswith("augment.runner") and any(e.startswith("augment.runner") for e in edges)
+    }
+    assert users == {"augment.cli", "augment.verify"}
+    assert [c for c in cycles(graph) if any(m.startswith(("augment.runner", "augment.pipeline")) for m in c)] == []

@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from augment.config import ON_ERROR
 from augment.datasets import Ref, Sample, SplitPlan
 from augment.masks import mask_to_box
 from augment.read import (
@@ -39,7 +40,6 @@ from augment.read import (
     upright_boxes,
 )
 
-ON_ERROR = ("fail", "skip")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 

@@ -10,10 +10,13 @@ import pytest
 from PIL import Image
 from upstream import make_coco, make_folder, make_in9, write_json
 
-from augment.build import BuildConfig, BuildError, build, check_unique_keys
+from augment.config import BuildConfig
 from augment.datasets import Ref, SplitPlan, get_dataset
 from augment.datasets.files import safe_key
+from augment.errors import BuildError
 from augment.read import SourceError
+from augment.runner.build import build
+from augment.runner.plan import check_unique_keys
 
 
 def test_keys_that_sanitise_alike_stay_distinct() -> None:

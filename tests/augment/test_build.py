@@ -13,11 +13,15 @@ import pytest
 import webdataset as wds
 from conftest import index_value
 
-from augment import executors, journal, plan
-from augment.build import BuildConfig, BuildError, Donors, build, build_order
+from augment.config import BuildConfig
 from augment.contract import encode, schema
 from augment.contract.shards import iter_records, write_shard
+from augment.donors import Donors
+from augment.errors import BuildError
 from augment.masks import mask_to_box
+from augment.runner import executors, journal, plan
+from augment.runner.build import build
+from augment.runner.plan import build_order
 from augment.verify import verify
 
 CONFIG = dict(dataset="indexed", infill=["tile", "grey", "shuffle"], factual=["mixed-rand", "random"], copies=2)
@@ -265,7 +269,9 @@ def test_bad_configs_are_rejected_with_the_valid_choices(tmp_path: Path) -> None
 
 def test_the_augment_modules_do_not_import_torch() -> None:
     """Heavy imports stay deferred: a build worker must not pay torch's ~650 MB and ~1.7 s."""
-    code = "import sys, augment.cli, augment.build, augment.verify, augment.preview; print('torch' in sys.modules)"
+    code = (
+        "import sys, augment.cli, augment.runner.build, augment.verify, augment.preview; print('torch' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 

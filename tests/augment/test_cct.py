@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from upstream import make_cct
 
-from augment.build import BuildConfig, build
+from augment.config import BuildConfig
 from augment.datasets import get_dataset
 from augment.read import SourceError
+from augment.runner.build import build
 from augment.verify import verify
 
 TRAIN_JSON = "eccv_18_annotation_files/train_annotations.json"

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from upstream import make_coco
 
-from augment.build import BuildConfig, build
+from augment.config import BuildConfig
 from augment.datasets import get_dataset
 from augment.read import SourceError
+from augment.runner.build import build
 from augment.verify import verify
 
 

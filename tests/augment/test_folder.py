@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from upstream import make_folder
 
-from augment.build import BuildConfig, build
+from augment.config import BuildConfig
 from augment.datasets import get_dataset
 from augment.read import SourceError
+from augment.runner.build import build
 from augment.verify import verify
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from upstream import IN9_CLASSES, IN9_RELEASE, make_in9, make_in9_release
 
-from augment.build import BuildConfig, build
+from augment.config import BuildConfig
 from augment.datasets import get_dataset
 from augment.datasets.in9 import fg_stem, object_from_no_fg
 from augment.read import SourceError, read_image
+from augment.runner.build import build
 from augment.verify import verify
 
 

@@ -333,8 +333,8 @@ def upstream_dataset(name: str, tmp_path: Path) -> tuple[str, dict]:
 @pytest.mark.parametrize("name", ["in9", "waterbirds", "cct", "coco", "folder"])
 @pytest.mark.parametrize("source", ["grabcut", "box"])
 def test_every_adapter_builds_with_masks_from_its_boxes(tmp_path: Path, name: str, source: str) -> None:
-    from augment.build import BuildConfig
-    from augment.build import build as run_build
+    from augment.config import BuildConfig
+    from augment.runner.build import build as run_build
 
     dataset, options = upstream_dataset(name, tmp_path)
     on_error = options.pop("on_error", "fail")

@@ -16,10 +16,14 @@ import pytest
 import torch
 from upstream import make_in9
 
-from augment.build import BuildConfig, BuildError, build, build_order, make_record, merge
+from augment.config import BuildConfig
 from augment.contract import schema
 from augment.contract.shards import iter_records, write_shard
 from augment.datasets import Sample, get_dataset
+from augment.errors import BuildError
+from augment.pipeline import make_record
+from augment.runner.build import build, merge
+from augment.runner.plan import build_order
 from augment.verify import verify
 
 PER_CLASS = 60  # IN-9 train images per class: 3 classes x 60, listed class by class as IN-9's folders are

@@ -1,8 +1,8 @@
 """The processes of a local build: killed (SIGKILL) or interrupted (SIGINT, Ctrl-C), `augment build` leaves no worker
 running and no partial shard under a final name, and the same command resumes to the bytes of an uninterrupted build.
 
-Each build runs as a real `augment build` process with two workers forked from it (augment.executors); the workers are
-found as its descendants with its command line.
+Each build runs as a real `augment build` process with two workers forked from it (augment.runner.executors); the
+workers are found as its descendants with its command line.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from augment import journal, orphans
-from augment.build import BuildConfig, build
+from augment.config import BuildConfig
 from augment.contract import schema
+from augment.runner import journal, orphans
+from augment.runner.build import build
 
 psutil = pytest.importorskip("psutil")  # installed with distributed
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -172,7 +173,7 @@ def test_exit_with_ends_a_process_once_the_process_it_watches_is_gone() -> None:
     """The watchdog of a process whose watched one is not its parent (checked by PID), and a no-op on itself."""
     watched = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     code = (
-        f"import os, time; from augment import orphans; orphans.exit_with(os.getpid()); orphans.exit_with("
+        f"import os, time; from augment.runner import orphans; orphans.exit_with(os.getpid()); orphans.exit_with("
         f"{watched.pid}); time.sleep(120)"
     )
     watcher = subprocess.Popen([sys.executable, "-c", code], env=ENV)

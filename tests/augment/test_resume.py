@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from augment import journal
-from augment.build import BuildConfig, BuildError, build, merge
 from augment.cli import app
+from augment.config import BuildConfig
 from augment.contract import schema
 from augment.contract.shards import iter_records
+from augment.errors import BuildError
+from augment.runner import journal
+from augment.runner.build import build, merge
 
 SYNTHETIC = dict(
     dataset="synthetic",
@@ -238,7 +240,7 @@ def test_array_job_slices_started_together_into_one_folder_merge_cleanly(tmp_pat
 def test_build_files_are_recognised_by_name_even_once_another_slice_renamed_them(tmp_path: Path) -> None:
     """claim_out judges each listed file by its name: a slice's temp plan renamed by the time it is judged (the race
     that made one of three slices started together refuse the folder as "not empty") still counts as a build's."""
-    from augment.resume import is_ours
+    from augment.runner.resume import is_ours
 
     out = tmp_path / "out"
     gone = [out / ".build" / "plan.json.tmp", out / "train" / "shard-000003.tar.tmp", out / "manifest.json.tmp"]

@@ -13,12 +13,12 @@ from conftest import tiled_background
 from PIL import Image
 from typer.testing import CliRunner
 
-from augment import executors
 from augment.cli import app
 from augment.contract import encode, schema
 from augment.contract.shards import iter_records
 from augment.datasets import get_dataset
 from augment.masks import cf_hole, mask_to_box
+from augment.runner import executors
 from augment.shifted_tests import VARIANTS
 
 runner = CliRunner()

@@ -17,12 +17,15 @@ from conftest import index_value, make_image, rect_hole
 from PIL import Image
 from upstream import make_folder
 
-from augment import journal, pool
-from augment.build import BuildConfig, BuildError, build
+from augment import pool
+from augment.config import BuildConfig
 from augment.contract import encode
-from augment.dataset_cache import cached_dataset
 from augment.datasets import DATASETS, get_dataset
+from augment.errors import BuildError
 from augment.infill import shuffle, shuffle_image
+from augment.runner import journal
+from augment.runner.build import build
+from augment.runner.cache import cached_dataset
 from train.config import Config
 
 

@@ -9,11 +9,13 @@ import pytest
 from upstream import WATERBIRDS_ROWS, make_waterbirds
 
 from augment import masks
-from augment.build import BuildConfig, build, make_record
+from augment.config import BuildConfig
 from augment.contract import encode, schema
 from augment.contract.shards import iter_records
 from augment.datasets import get_dataset
+from augment.pipeline import make_record
 from augment.read import SOFT_MASK_RULE, SourceError
+from augment.runner.build import build
 from augment.verify import verify
 
 

@@ -54,7 +54,7 @@ def raw(evaluation: schema.Evaluation) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_every_adapters_evaluation_section_parses_and_round_trips(name: str, tmp_path: Path) -> None:
-    params = adapter(name, tmp_path).describe()  # the manifest's dataset.params (augment.plan)
+    params = adapter(name, tmp_path).describe()  # the manifest's dataset.params (augment.runner.plan)
     section = params.get("evaluation", {})
     parsed = schema.parse_evaluation({"dataset": {"params": params}})
     assert raw(parsed) == section

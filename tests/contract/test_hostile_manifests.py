@@ -35,7 +35,8 @@ GUARD_S = 30.0  # a reader that blocks or spins fails the test instead of hangin
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> Path:
-    from augment.build import BuildConfig, build
+    from augment.config import BuildConfig
+    from augment.runner.build import build
 
     out = tmp_path_factory.mktemp("hostile") / "shards"
     config = BuildConfig(

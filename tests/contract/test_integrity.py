@@ -20,9 +20,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from augment.build import BuildConfig, build
+from augment.config import BuildConfig
 from augment.contract import shards
 from augment.contract.shards import ShardCheck, ShardError, iter_records
+from augment.runner.build import build
 from train.cli import app
 from train.data import Fields, ShardStream, read_manifest
 from train.ledger import DataError, Ledger, one_line

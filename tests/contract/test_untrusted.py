@@ -26,7 +26,8 @@ from train.ledger import DataError, Ledger
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
-    from augment.build import BuildConfig, build
+    from augment.config import BuildConfig
+    from augment.runner.build import build
 
     out = tmp_path_factory.mktemp("untrusted") / "shards"
     config = BuildConfig(dataset="synthetic", infill=["tile"], image_size=24, dataset_options={"size": 40})

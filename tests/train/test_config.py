@@ -13,10 +13,11 @@ import pytest
 import torch
 from typer.testing import CliRunner, Result
 
-import augment.build
+import augment.runner.build
 import train.data
 import train.train
-from augment.build import BuildConfig, build
+from augment.config import BuildConfig
+from augment.runner.build import build
 from train import report
 from train.cli import app
 from train.config import DEMO, PRESET_KEYS, PRESETS, Config, preset_of_build
@@ -428,7 +429,7 @@ def test_the_build_command_parses_back_to_the_same_build_config(tmp_path: Path, 
         seen.append((copy.deepcopy(config), command))
         return {"num_samples": 0, "splits": {}, "rejects": {"count": 0}}
 
-    monkeypatch.setattr(augment.build, "build", fake_build)
+    monkeypatch.setattr(augment.runner.build, "build", fake_build)
     for args in (
         [
             "--dataset",

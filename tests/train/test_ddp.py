@@ -45,7 +45,8 @@ def torchrun(*args: str, nproc: int = 2, script: str | None = None) -> subproces
 @pytest.fixture(scope="module")
 def uneven(tmp_path_factory) -> Path:
     """40 training images in 4 shards of 12, 12, 12 and 4: the short shard's slot must cycle."""
-    from augment.build import BuildConfig, build
+    from augment.config import BuildConfig
+    from augment.runner.build import build
 
     out = tmp_path_factory.mktemp("ddp") / "shards"
     config = BuildConfig(

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import ImageDraw
 
-from augment.build import BuildConfig, build
+from augment.config import BuildConfig
+from augment.runner.build import build
 from train import report
 from train.config import Config
 

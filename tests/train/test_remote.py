@@ -20,7 +20,8 @@ from train.data import Fields, ShardStream, read_manifest
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
-    from augment.build import BuildConfig, build
+    from augment.config import BuildConfig
+    from augment.runner.build import build
 
     out = tmp_path_factory.mktemp("remote") / "site" / "builds" / "tiny"
     config = BuildConfig(

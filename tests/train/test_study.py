@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from augment.build import BuildConfig, build
+from augment.config import BuildConfig
+from augment.runner.build import build
 from train.cli import app
 from train.config import Config
 from train.data import in_subset, manifest_sha256

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from augment.build import BuildConfig, build
+from augment.config import BuildConfig
 from augment.contract.shards import iter_records, write_shard
+from augment.runner.build import build
 from train.config import Config
 from train.data import Fields, ShardStream, read_manifest
 from train.losses import cf_loss, fgsm_background, saliency_penalty

@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from augment import pool
+from augment import options, pool
 from augment.config import BuildConfig
 from augment.datasets import Dataset, get_dataset
 from augment.donors import Donors
 from augment.errors import BuildError
-from augment.plan import build_order
 from augment.pool import ValuePool
 from augment.read import SourceError
+from augment.runner.plan import build_order
 from augment.shifted_tests import Generated
 
 
@@ -38,7 +38,7 @@ class DatasetCache:
 
     def pool(self, split: str) -> ValuePool | None:
         """The split's value pool, or None when no requested method uses one."""
-        if not self.config.needs_pool():
+        if not options.needs_pool(self.config):
             return None
         if split not in self.pools:
             n = len(self.orders[split])  # the split's size, without scanning its plan again
@@ -83,7 +83,7 @@ def cached_dataset(
         _CACHE.clear()
         dataset = dataset or open_dataset(config, factory)
         donors, orders = {}, {}
-        every = config.splits(dataset)
+        every = options.splits(config, dataset)
         bases = set(every.bases())
         for split, plan in every.plans.items():
             orders[split] = build_order(config.seed, split, len(plan.refs))
@@ -91,7 +91,7 @@ def cached_dataset(
                 continue  # its donors are its base split's
             labels = np.array([r.label for r in plan.refs], dtype=np.int64)
             annotated = np.array([r.annotated for r in plan.refs], dtype=bool)
-            if not config.mask_source().needs_box:  # cam finds objects in samples of labels only
+            if not options.mask_source(config).needs_box:  # cam finds objects in samples of labels only
                 annotated[:] = True
             # donors (mixed-rand's, the mixed shifted tests') must have an object rectangle to tile over, or their
             # object would leak in

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import augment
+from augment import infill, options
 from augment.config import BuildConfig
 from augment.contract.shards import sha256_file
+from augment.zoo.devices import resolve_device
 
 
 def git_sha() -> str | None:
@@ -23,14 +25,11 @@ def git_sha() -> str | None:
 
 def model_provenance(config: BuildConfig) -> dict[str, Any]:
     """What each model infill ran with: weights file, its sha256 and metadata, device (bytes depend on all three)."""
-    if not config.model_methods():
+    if not options.model_methods(config):
         return {}
-    from augment import infill
-    from augment.zoo.devices import resolve_device
-
     out: dict[str, Any] = {}
-    for name in config.model_methods():
-        weights = config.model_weights(name)
+    for name in options.model_methods(config):
+        weights = options.model_weights(config, name)
         out[name] = {
             "weights": str(weights),
             "sha256": sha256_file(weights),

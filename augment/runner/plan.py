@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 import augment
-from augment import infill, journal, mask_sources, pool, shifted_tests
+from augment import infill, mask_sources, options, pool, shifted_tests
 from augment.config import BuildConfig
 from augment.contract import schema
 from augment.datasets import Dataset
 from augment.errors import BuildError
-from augment.provenance import git_sha, model_provenance
 from augment.rng import sample_rng
+from augment.runner import journal
+from augment.runner.provenance import git_sha, model_provenance
 
 
 def build_order(seed: int, split: str, n: int) -> np.ndarray:
@@ -51,7 +52,7 @@ def check_unique_keys(plans: dict) -> None:
 def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Plan:
     """The manifest header and one task per shard, in split order, then shard order; a task's ``start:stop`` are
     positions in the split's build order (:func:`build_order`), not source indices."""
-    every = config.splits(dataset)
+    every = options.splits(config, dataset)
     plans = every.plans
     check_unique_keys(plans)
     header = {
@@ -72,7 +73,7 @@ def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Pl
             "cf": config.infill,
             "f": config.factual,
             "copies": config.copies,
-            **({"pool": pool_header(config, plans)} if config.needs_pool() else {}),
+            **({"pool": pool_header(config, plans)} if options.needs_pool(config) else {}),
         },
         "encoding": schema.encoding(),
         "environment": schema.environment(),

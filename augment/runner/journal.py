@@ -8,7 +8,7 @@
 
 Re-running the same command keeps every shard whose file matches its record and rebuilds the rest, so a build
 killed at any moment (SIGKILL included) ends byte-identical to an uninterrupted one; local workers exit with the
-main process (``augment.orphans``), so a re-run never races a worker of the killed run, and it removes the temp
+main process (``augment.runner.orphans``), so a re-run never races a worker of the killed run, and it removes the temp
 files that workers stopped mid-shard left (:func:`remove_temp_files`). ``--shard-range`` builds a slice of the
 tasks; ``augment merge`` writes the manifest once every slice is done. The manifest is assembled from the header and
 the records in task order, so it is the same bytes however the work was cut or scheduled. Once it is written,
@@ -37,8 +37,8 @@ DONE = "done"
 
 @dataclass(frozen=True)
 class Task:
-    """One shard: positions ``start:stop`` of ``split`` in its build order (``augment.plan.build_order``, a seeded
-    permutation of the source order), stored as shard number ``index`` of that split."""
+    """One shard: positions ``start:stop`` of ``split`` in its build order (``augment.runner.plan.build_order``, a
+    seeded permutation of the source order), stored as shard number ``index`` of that split."""
 
     split: str
     index: int
@@ -77,7 +77,7 @@ class Plan:
 
     def same_as(self, other: Plan) -> list[str]:
         """How ``other`` differs from this plan (empty: the same build)."""
-        from augment.diff import diff_dicts
+        from augment.runner.diff import diff_dicts
 
         changes = diff_dicts(self.header, other.header)
         if not changes and self.to_json() != other.to_json():

@@ -5,8 +5,8 @@ loky's) outlive it: blocked on a result pipe nobody reads, or still building que
 re-run. So each local worker polls whether the process that submitted its task is still its parent, and ``os._exit``s
 when it is not. Polling ``os.getppid()`` is used rather than ``prctl(PR_SET_PDEATHSIG)``, which fires when the parent
 *thread* that forked exits (loky starts workers from a helper thread) and exists on Linux only. Its temp files are
-left to the re-run, which removes them before it builds (``augment.journal.remove_temp_files``); a final name is only
-ever given to a whole shard, by an atomic rename.
+left to the re-run, which removes them before it builds (``augment.runner.journal.remove_temp_files``); a final name
+is only ever given to a whole shard, by an atomic rename.
 """
 
 from __future__ import annotations

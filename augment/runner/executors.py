@@ -22,8 +22,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from augment import orphans
 from augment.errors import BuildError
+from augment.runner import orphans
 
 
 def run_tasks(
@@ -32,9 +32,9 @@ def run_tasks(
     """Run ``fn(*args)`` for every args tuple, yielding results as they finish: on ``workers`` local processes, or on
     the dask.distributed cluster of ``client`` (from :func:`connect`).
 
-    A local worker exits when this process dies, even by SIGKILL (``augment.orphans``): left running, it would go on
-    building shards nobody collects, into the folder a re-run is using. Dask workers are left alone: they may be on
-    other machines, and outlive a client by design.
+    A local worker exits when this process dies, even by SIGKILL (``augment.runner.orphans``): left running, it would
+    go on building shards nobody collects, into the folder a re-run is using. Dask workers are left alone: they may be
+    on other machines, and outlive a client by design.
     """
     if client is None:
         if workers == 1 or len(calls) <= 1:

@@ -1,11 +1,12 @@
 """``augment build``: read -> mask -> infill -> encode -> write, one shard per task, in parallel.
 
-The pipeline: fix the plan (``augment.plan``: the manifest header and one task per shard of each split's seeded
-build order), prepare ``--out`` (``augment.resume``: start, resume or refuse), run the tasks that are left
-(``augment.shard_task`` on the executors of ``augment.executors``), check what came back, and write the manifest
-last: a folder without one is an unfinished build, and running the same command again resumes it
-(``augment.journal``). Randomness is per sample (``augment.rng``), so the shards are byte-identical whatever runs
-them: one process, ``workers`` local processes, a dask cluster, or slices (``shard_range``) merged later.
+The run: fix the plan (``augment.runner.plan``: the manifest header and one task per shard of each split's seeded
+build order), prepare ``--out`` (``augment.runner.resume``: start, resume or refuse), run the tasks that are left
+(``augment.runner.task``, each running its samples through ``augment.pipeline``, on the executors of
+``augment.runner.executors``), check what came back, and write the manifest last: a folder without one is an
+unfinished build, and running the same command again resumes it (``augment.runner.journal``). Randomness is per
+sample (``augment.rng``), so the shards are byte-identical whatever runs them: one process, ``workers`` local
+processes, a dask cluster, or slices (``shard_range``) merged later.
 """
 
 from __future__ import annotations
@@ -17,36 +18,17 @@ from typing import Any
 
 from tqdm import tqdm
 
-from augment import journal
-from augment.config import DEVICES, BuildConfig
+from augment import options
+from augment.config import BuildConfig
 from augment.contract import schema
-from augment.dataset_cache import cached_dataset, open_dataset
 from augment.datasets import DATASETS
-from augment.donors import MAX_DONOR_DRAWS, Donors, load_donor
-from augment.errors import BuildError, OutFolderError
-from augment.executors import connect, run_tasks
-from augment.plan import build_order, check_unique_keys, make_plan, parse_shard_range
-from augment.records import fill_models, make_record, sample_json
-from augment.resume import Resume, prepare_out
-from augment.shard_task import build_shard
-
-__all__ = [  # the names callers import from here; each is defined in the module named above
-    "DEVICES",
-    "MAX_DONOR_DRAWS",
-    "BuildConfig",
-    "BuildError",
-    "Donors",
-    "OutFolderError",
-    "build",
-    "build_order",
-    "check_unique_keys",
-    "fill_models",
-    "load_donor",
-    "make_plan",
-    "make_record",
-    "merge",
-    "sample_json",
-]
+from augment.errors import BuildError
+from augment.runner import journal
+from augment.runner.cache import cached_dataset, open_dataset
+from augment.runner.executors import connect, run_tasks
+from augment.runner.plan import make_plan, parse_shard_range
+from augment.runner.resume import Resume, prepare_out
+from augment.runner.task import build_shard
 
 
 def build(
@@ -62,9 +44,9 @@ def build(
 ) -> dict[str, Any]:
     """Run a build into ``out`` and return its manifest (for a ``shard_range`` slice: a summary of the slice).
 
-    Resumable: a build of the same plan found in ``out`` keeps its intact shards (see :mod:`augment.journal`).
+    Resumable: a build of the same plan found in ``out`` keeps its intact shards (see :mod:`augment.runner.journal`).
     """
-    config.validate()
+    options.check(config)
     out = Path(out).absolute()  # dask workers may run elsewhere: they need the shared path, not ours
     dataset = open_dataset(config)  # an unknown name or option fails here, listing the valid ones
     factory = DATASETS[config.dataset].factory

@@ -1,7 +1,7 @@
 """The ``--out`` folder: start a build in it, resume the same build found there, or refuse to touch it.
 
 Only a folder holding nothing but files of a build is ever changed. A build of the same plan keeps every shard
-whose file matches its record (``augment.journal``) and rebuilds the rest; a build of another command is refused
+whose file matches its record (``augment.runner.journal``) and rebuilds the rest; a build of another command is refused
 unless ``--overwrite`` replaces it.
 """
 
@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from augment import journal, pool
+from augment import pool
 from augment.contract import schema
-from augment.diff import diff_dicts
 from augment.errors import OutFolderError
+from augment.runner import journal
+from augment.runner.diff import diff_dicts
 
 OURS = f"{schema.MANIFEST}, {schema.REJECTS}, <split>/shard-*.tar, {journal.JOURNAL}/"  # what is_ours accepts
 

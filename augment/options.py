@@ -1,0 +1,83 @@
+"""What a build's options ask for, read through the registries: its model methods and their weights, its mask
+source, the splits it writes, and the check of every option before any work.
+
+``BuildConfig`` (``augment.config``) only holds the values; this module knows what they mean.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from augment import infill, mask_sources
+from augment.config import BuildConfig
+from augment.mask_sources import MaskSource
+from augment.shifted_tests import ShiftedPlans, plan_splits
+from augment.zoo.devices import DEVICES, resolve_device
+
+if TYPE_CHECKING:
+    from augment.datasets import Dataset
+
+
+def check(config: BuildConfig) -> None:
+    """Refuse a bad option with a ValueError naming its flag, before any work; fills in the default weights of the
+    model methods asked for."""
+    for name in config.infill:
+        infill.get_infill(name, infill.CF)
+    for name in config.factual:
+        infill.get_infill(name, infill.F)
+    for flag, names in (("--infill", config.infill), ("--factual", config.factual)):
+        dup = [n for n, c in Counter(names).items() if c > 1]
+        if dup:
+            raise ValueError(f"{flag} {dup[0]!r} given twice; each method is stored once (use --copies for more)")
+    config.check_values()
+    if config.device not in DEVICES:
+        raise ValueError(f"--device: got {config.device!r}, expected one of {', '.join(DEVICES)}")
+    if config.device.startswith("cuda"):  # refused even where no model runs: the build would record it
+        resolve_device(config.device)
+    if model_methods(config):
+        check_model_options(config)
+    check_mask_source(config)
+
+
+def model_methods(config: BuildConfig) -> list[str]:
+    """The CF methods that run a model (batched, on ``--device``)."""
+    return [n for n in config.infill if infill.INFILLS[n].needs_model]
+
+
+def model_weights(config: BuildConfig, name: str) -> Path:
+    """The weights file of model method ``name``, from the option its ``ModelInfill`` declares."""
+    return Path(getattr(config, infill.INFILLS[name].model.option))
+
+
+def needs_pool(config: BuildConfig) -> bool:
+    """Whether a requested method (``shuffle``) fills from the split's value pool."""
+    return any(infill.INFILLS[n].needs_pool for n in (*config.infill, *config.factual))
+
+
+def mask_source(config: BuildConfig) -> MaskSource:
+    return mask_sources.get_source(config.masks_from)
+
+
+def splits(config: BuildConfig, dataset: Dataset) -> ShiftedPlans:
+    """Every split the build writes: the dataset's own and, with ``shifted_tests``, the generated variants."""
+    return plan_splits(dataset, config.shifted_tests, mask_source(config))
+
+
+def check_mask_source(config: BuildConfig) -> None:
+    """A known --masks-from, with the weight file a model source needs, loadable safely; before any work."""
+    if mask_source(config).batched:
+        resolve_device(config.device)  # asking for CUDA without one fails here, before any work
+    mask_sources.check_weights(config.masks_from, config.mask_weights)
+
+
+def check_model_options(config: BuildConfig) -> None:
+    """Resolve the default weights and check the device and each model's weights file, before any work."""
+    for name in model_methods(config):
+        model = infill.INFILLS[name].model
+        if getattr(config, model.option, None) is None:
+            setattr(config, model.option, str(model.default_weights()))
+    resolve_device(config.device)  # asking for CUDA without one fails here, before any work
+    for name in model_methods(config):
+        infill.INFILLS[name].model.check(model_weights(config, name))
