@@ -35,7 +35,7 @@ DatasetName = enum.Enum("DatasetName", {n: n for n in DATASETS}, type=str)
 MasksFrom = enum.Enum("MasksFrom", {n: n for n in MASK_SOURCES}, type=str)
 
 
-def method_parser(role: str, other_flag: str):  # noqa: ANN201 - a typer parser
+def method_parser(role: str, other_flag: str):
     """A parser for a ``--infill`` (``role`` CF) or ``--factual`` (F) value: a method of the other role is refused
     naming the option that takes it (``--infill mixed-rand``: use ``--factual mixed-rand``). The `train` CLI's
     --cf/--f can use it too."""

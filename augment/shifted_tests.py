@@ -206,7 +206,7 @@ def make_variant(
     )
 
 
-def donor_pick(variant: str, label: int, index: int, donors: Donors | None):  # noqa: ANN201
+def donor_pick(variant: str, label: int, index: int, donors: Donors | None):
     """How a mixed variant of base sample ``index`` (of ``label``) draws its donor's base index, or None without
     donors: another sample of the class (``index`` only when it is the class's one sample), a sample of another
     class, or of the next class."""

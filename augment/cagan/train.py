@@ -370,7 +370,7 @@ def train(
         real_l, fake_l = local_patches(x, draw, keep, local), local_patches(complete, draw, keep, local)
         return x, m, weights, coarse, refined, x * keep, complete * keep, real_l, fake_l
 
-    def critic_step(real_g, fake_g, real_l, fake_l, m) -> torch.Tensor:  # noqa: ANN001
+    def critic_step(real_g, fake_g, real_l, fake_l, m) -> torch.Tensor:
         """One WGAN-GP update of both critics; the global penalty counts gradients on hole pixels (upstream)."""
         d_loss = critic_g(fake_g).mean() - critic_g(real_g).mean() + critic_l(fake_l).mean() - critic_l(real_l).mean()
         d_loss = d_loss + config.gp_lambda * (

@@ -30,7 +30,7 @@ class OneLineErrors(TyperGroup):
 
     interrupted_message = "interrupted; run the same command again to resume"
 
-    def invoke(self, ctx):  # noqa: ANN001, ANN201
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
@@ -41,7 +41,7 @@ class OneLineErrors(TyperGroup):
         typer.echo(self.interrupted_message, err=True)
         raise typer.Exit(INTERRUPTED) from None
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         kwargs = dict(args=args, prog_name=prog_name, complete_var=complete_var, **extra)
         if not standalone_mode:
             return super().main(standalone_mode=False, **kwargs)

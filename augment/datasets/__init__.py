@@ -14,6 +14,7 @@ An adapter is a picklable object (it travels to the build's worker processes) wi
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,9 +144,5 @@ def get_dataset(name: str, **options: Any) -> Dataset:
 
 
 # Import every adapter so that it registers itself; this order is the order of `augment datasets`.
-from augment.datasets import synthetic  # noqa: E402, F401, I001  # isort: skip
-from augment.datasets import in9  # noqa: E402, F401  # isort: skip
-from augment.datasets import waterbirds  # noqa: E402, F401  # isort: skip
-from augment.datasets import cct  # noqa: E402, F401  # isort: skip
-from augment.datasets import coco  # noqa: E402, F401  # isort: skip
-from augment.datasets import folder  # noqa: E402, F401  # isort: skip
+for _adapter in ("synthetic", "in9", "waterbirds", "cct", "coco", "folder"):
+    importlib.import_module(f"augment.datasets.{_adapter}")

@@ -61,8 +61,8 @@ class CocoMask:
                     mask[
                         max(int(y), 0) : max(int(np.ceil(y + bh)), 0), max(int(x), 0) : max(int(np.ceil(x + bw)), 0)
                     ] = True
-            except Exception as e:  # noqa: BLE001 - pycocotools raises bare Exception on malformed polygons
-                raise SourceError(self.json_path, f"unreadable segmentation for {image_path.name} ({e})") from None
+            except Exception as e:  # pycocotools raises a bare Exception on a malformed polygon
+                raise SourceError(self.json_path, f"unreadable segmentation for {image_path.name} ({e})") from e
         return fit_mask(self.json_path, mask.astype(np.uint8), decoded, rescale=True).astype(bool)
 
     def files(self) -> list[str]:

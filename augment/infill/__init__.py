@@ -30,6 +30,7 @@ of this file.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,4 +206,5 @@ def to_uint8(scaled: np.ndarray) -> np.ndarray:
 
 
 # Import every method so that it registers itself (order = order in `augment datasets` and the CLI enums).
-from augment.infill import grey, random, shuffle, shuffle_image, tile, mixed_rand, cagan  # noqa: E402, F401, I001
+for _method in ("grey", "random", "shuffle", "shuffle_image", "tile", "mixed_rand", "cagan"):
+    importlib.import_module(f"augment.infill.{_method}")

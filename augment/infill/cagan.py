@@ -51,7 +51,7 @@ def runner(weights: Path, device: str, batch_size: int) -> Inpainter:
 MODEL = ModelInfill("cagan_weights", default_weights, check, metadata, runner)
 
 
-def fill_batch(images: list[np.ndarray], holes: list[np.ndarray], *, inpainter) -> list[np.ndarray]:  # noqa: ANN001
+def fill_batch(images: list[np.ndarray], holes: list[np.ndarray], *, inpainter) -> list[np.ndarray]:
     """Inpaint every image's hole with one batched pass of the model (see ``augment.cagan.inpaint``)."""
     for image, hole in zip(images, holes, strict=True):
         check_inputs(image, hole)
@@ -66,6 +66,6 @@ def fill_batch(images: list[np.ndarray], holes: list[np.ndarray], *, inpainter) 
     batch=fill_batch,
     model=MODEL,
 )
-def cagan(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator, *, inpainter) -> np.ndarray:  # noqa: ANN001
+def cagan(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator, *, inpainter) -> np.ndarray:
     """One image: ``fill_batch`` of a batch of one (``rng`` is unused: the model is deterministic)."""
     return fill_batch([image], [hole], inpainter=inpainter)[0]

@@ -22,6 +22,7 @@ workers.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -148,7 +149,7 @@ def resolve(name: str, samples: list[Any], seed: int, weights: str | None = None
             boxes = sample_boxes(s.mask, s.boxes)
             outs.append(Outcome(None, boxes, BOX if boxes is not None else None))
         return outs
-    outs: list[Outcome | None] = [None] * len(samples)
+    outs: dict[int, Outcome] = {}  # by sample position, every one filled below
     todo, requests = [], []
     for i, s in enumerate(samples):
         boxes = sample_boxes(s.mask, s.boxes)
@@ -166,7 +167,7 @@ def resolve(name: str, samples: list[Any], seed: int, weights: str | None = None
             outs[i] = Outcome(mask, boxes, name)
         else:  # fall back to the boxes; without any, the sample has no object
             outs[i] = Outcome(None, boxes, BOX if boxes is not None else None, reason)
-    return outs  # type: ignore[return-value]
+    return [outs[i] for i in range(len(samples))]
 
 
 def refine(samples: list[Any], config: Any) -> list[Any]:
@@ -197,7 +198,5 @@ def describe(name: str, weights: str | None, device: str, batch_size: int) -> di
 
 
 # Import every source so that it registers itself; this order is the order of --help.
-from augment.mask_sources import annotation  # noqa: E402, F401, I001  # isort: skip
-from augment.mask_sources import grabcut  # noqa: E402, F401  # isort: skip
-from augment.mask_sources import sam  # noqa: E402, F401  # isort: skip
-from augment.mask_sources import cam  # noqa: E402, F401  # isort: skip
+for _source in ("annotation", "grabcut", "sam", "cam"):
+    importlib.import_module(f"augment.mask_sources.{_source}")

@@ -114,7 +114,7 @@ def forked(fn: Callable[..., dict[str, Any]], calls: list[tuple], workers: int) 
             f"a worker process died mid-task (killed: out of memory?); try fewer than --workers {workers}"
         ) from None
     finally:
-        processes = list((pool._processes or {}).values())  # noqa: SLF001 (3.14 has pool.terminate_workers())
+        processes = list((pool._processes or {}).values())  # private: Python 3.14 has pool.terminate_workers()
         pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.terminate()  # an unfinished task's shard is left as a temp file, which the caller removes
@@ -133,7 +133,7 @@ def run_inherited(i: int) -> dict[str, Any]:
     return orphans.child_task(parent, fn, *calls[i])
 
 
-class deferred_sigint:  # noqa: N801 (used as a function)
+class deferred_sigint:  # lower case: it is used as a function
     """Ctrl-C noted, to be raised where the caller checks (``interrupted()``), not inside concurrent.futures: a
     KeyboardInterrupt raised while ``wait`` holds the futures' locks would leave one held, and the executor's thread
     would then block on it forever, and with it this process's exit. Only in the main thread (signals go there)."""
@@ -143,7 +143,7 @@ class deferred_sigint:  # noqa: N801 (used as a function)
         if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
             self.previous = signal.signal(signal.SIGINT, self.note)
 
-    def note(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+    def note(self, signum: int, frame: Any) -> None:
         self.seen = True
 
     def __call__(self) -> bool:

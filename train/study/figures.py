@@ -41,7 +41,7 @@ def scatter(runs: list[Run], tests: list[str], path: Path) -> Path:
     return path
 
 
-def gain_curve(curve: list[Run], grid, splits: list[str], path: Path):  # noqa: ANN001, ANN201
+def gain_curve(curve: list[Run], grid, splits: list[str], path: Path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +75,7 @@ def gain_curve(curve: list[Run], grid, splits: list[str], path: Path):  # noqa: 
     )
 
 
-def contact_sheet(runs: list[Run], rows: list[str], splits: list[str], shards: str, manifest, path: Path):  # noqa: ANN001, ANN201
+def contact_sheet(runs: list[Run], rows: list[str], splits: list[str], shards: str, manifest, path: Path):
     """Test images (seed 0) where the best row is right and Orig wrong, with both models' top-3 predictions."""
     if "Orig" not in rows:
         return None
@@ -137,7 +137,7 @@ def top(p: np.ndarray, classes: list[str]) -> str:
     return " ".join(f"{classes[i][:8]} {p[i]:.2f}" for i in order)
 
 
-def read_images(root: str, manifest, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:  # noqa: ANN001
+def read_images(root: str, manifest, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:
     """The stored originals of the wanted (split, key) pairs, read as the trainer reads shards (untrusted)."""
     from augment.contract import encode, schema, shards
 

@@ -23,7 +23,7 @@ def contradicting_splits(manifest: dict[str, Any]) -> list[str]:
     return [n for n in parse_evaluation(manifest).contradicting_splits() if n in manifest["splits"]]
 
 
-def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str, seeds: int, jobs: int = 1) -> Path:  # noqa: ANN001
+def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str, seeds: int, jobs: int = 1) -> Path:
     from train.data import read_manifest
 
     manifest = read_manifest(shards)

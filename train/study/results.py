@@ -20,7 +20,7 @@ class Run:
     results: dict[str, Any]
 
 
-def load(specs) -> list[Run]:  # noqa: ANN001
+def load(specs) -> list[Run]:
     runs = []
     for s in specs:
         folder = Path(s.config.out)
