@@ -23,7 +23,7 @@ SPANNING = {
     "test_rooms.py",
     "test_settings.py",
 }
-HELPERS = {"conftest.py", "upstream.py", "tf_checkpoint.py"}
+HELPERS = {"conftest.py", "upstream.py", "tf_checkpoint.py", "bit_reference.py"}
 
 
 def test_every_test_file_lives_in_its_room() -> None:

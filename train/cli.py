@@ -21,10 +21,10 @@ import typer
 
 from augment.contract import cli_errors, schema
 from augment.contract.cli_errors import EXIT_CODES, USAGE, OneLineErrors, out_problem, unwritable
+from augment.zoo import ARCHS, NORMALISATION_FORM
 from augment.zoo.devices import resolve_device
 from train.config import (
-    ARCHS,
-    NORMALISATIONS,
+    CHANNELS_LAST,
     OPTIMIZERS,
     PRESET_KEYS,
     PRESETS,
@@ -42,8 +42,6 @@ def choices(name: str, values: tuple[str, ...] | list[str] | dict[str, Any]) -> 
 
 
 Preset = choices("Preset", PRESETS)
-Arch = choices("Arch", ARCHS)
-Normalisation = choices("Normalisation", NORMALISATIONS)
 CfMethod = choices("CfMethod", schema.CF_METHODS)
 FMethod = choices("FMethod", schema.F_METHODS)
 CfLoss = choices("CfLoss", CF_LOSSES)
@@ -51,6 +49,7 @@ Optimizer = choices("Optimizer", OPTIMIZERS)
 Schedule = choices("Schedule", SCHEDULES)
 Select = choices("Select", SELECT)
 Saliency = choices("Saliency", SALIENCY)
+ChannelsLast = choices("ChannelsLast", CHANNELS_LAST)
 
 
 class TrainErrors(OneLineErrors):
@@ -106,10 +105,15 @@ def fit(
         "--arch from scratch.",
         "the preset of the build's dataset: cct, in9, waterbirds, else demo",
     ),
-    arch: Arch | None = option("arch", "Model (the paper's presets: bit-s-r50x1, all layers fine-tuned)."),
+    arch: str | None = option(
+        "arch",
+        f"Model: {', '.join(ARCHS)}, or any timm model name (timm.list_models(): convnext_tiny, "
+        "vit_small_patch16_224, efficientnet_b0, ...). The paper's presets: bit-s-r50x1, all layers fine-tuned.",
+    ),
     weights: Path | None = option(
         "weights",
-        "Pretrained weights: torchvision .pth, .safetensors or BiT .npz.",
+        "Pretrained weights, a local file or folder (nothing is downloaded): .safetensors, a .pth/.pt/.bin state dict, "
+        "BiT's .npz, or a model folder as timm or the Hugging Face hub save one (config.json + model.safetensors).",
         "none: from scratch, with a warning; the fine-tuning presets need them, or --from-scratch",
     ),
     from_scratch: bool | None = option(
@@ -117,11 +121,13 @@ def fit(
         "Run a fine-tuning preset (in9, waterbirds, cct) from random weights, on purpose: without --weights they are "
         "refused. The demo preset is the recipe from scratch (any --arch).",
     ),
-    normalisation: Normalisation | None = option(
+    normalisation: str | None = option(
         "normalisation",
         "What the model does to its inputs: half keeps [-1, 1] (mean = std = 0.5, BiT's weights), imagenet "
-        "normalises with ImageNet's mean and std (torchvision's weights). Recorded in config.json and checkpoints.",
-        "the --arch weights': imagenet for resnet18/50, half for bit-s-r50x1 and resnet8",
+        "normalises with ImageNet's mean and std (torchvision's weights); or any mean/std "
+        f"({NORMALISATION_FORM}). Recorded in config.json and checkpoints.",
+        "the weights': their folder's config.json, else the --arch's pretrained configuration (imagenet for "
+        "resnet18/50, half for bit-s-r50x1 and resnet8)",
     ),
     zero_head: bool | None = option("zero_head", "Zero-initialise the classifier (the CCT preset)."),
     cf: list[CfMethod] | None = option("cf", "CF images to train as 'not y' (repeat for several)."),
@@ -170,6 +176,17 @@ def fit(
     ),
     amp: bool | None = option(
         "amp", "Mixed precision on CUDA (bf16 where supported, else fp16); a CPU run stays fp32."
+    ),
+    channels_last: ChannelsLast | None = option(
+        "channels_last",
+        "The model's memory layout: channels_last (NHWC), which pays for convolutions on CUDA. auto: on for CUDA, "
+        "off on the CPU.",
+    ),
+    compile: bool | None = option(
+        "compile",
+        "torch.compile the training step's model (its forward and backward; evaluation, FGSM's attack and Sal's "
+        "double backward stay uncompiled). The first steps compile it (tens of seconds for resnet8 on 2 CPU cores, "
+        "longer for larger models): for long GPU runs (make bench-gpu measures it per model family).",
     ),
     saliency: Saliency | None = option("saliency", "Attribution for the saliency AUPR."),
     max_saliency_images: int | None = option(
@@ -231,6 +248,8 @@ def fit(
         "workers": workers,
         "device": device,
         "amp": amp,
+        "channels_last": channels_last,
+        "compile": compile,
         "saliency": saliency,
         "max_saliency_images": max_saliency_images,
         "max_bad_samples": max_bad_samples,
@@ -310,7 +329,7 @@ def evaluate_cmd(
     """Re-evaluate a run's best checkpoint on every split of a build; rewrites the run's results.json/.tsv."""
     import torch
 
-    from augment.zoo.models import build_model
+    from augment.zoo.models import build_model, checkpoint_state
     from train import evaluate
     from train.config import recorded
     from train.data import read_manifest
@@ -328,10 +347,16 @@ def evaluate_cmd(
         chosen = resolve_device(device)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e), 2)
-    model = build_model(config.arch, len(state["classes"]), from_checkpoint=True, normalisation=config.normalisation)
-    model.load_state_dict(state["model"])
-    model.to(chosen)
     crop = config.crop_size(manifest["image_size"])
+    model = build_model(
+        config.arch,
+        len(state["classes"]),
+        from_checkpoint=True,
+        normalisation=config.normalisation,
+        input_size=state.get("input_size", crop),  # as trained: a model of fixed input size (ViT) was built for it
+    )
+    model.load_state_dict(checkpoint_state(config.arch, state["model"]))
+    model.to(chosen)
     try:
         results = evaluate.evaluate_all(model, shards, manifest, crop, config, chosen, Ledger(max_bad_samples, shards))
     except DataError as e:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from train.config import ARCH_NORMALISATION, Config, flag, preset_values, recorded
+from augment.zoo import default_normalisation, folder_normalisation
+from train.config import Config, flag, preset_values, recorded
 
 
 def command_of(config: dict[str, Any]) -> str:
@@ -27,7 +28,8 @@ def fit_args(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     config = recorded(config)
     preset = config.get("preset", "demo")
     base = Config(shards="", out="", preset=preset, **preset_values(preset)).to_dict()  # unchecked: no weights
-    base["normalisation"] = ARCH_NORMALISATION.get(config.get("arch"))  # what resolve() gives without the flag
+    # what resolve() gives without the flag
+    base["normalisation"] = folder_normalisation(config.get("weights")) or default_normalisation(config.get("arch"))
     args, notes = ["--shards", str(config.get("shards")), "--preset", preset], []
     for key, value in config.items():
         if key not in base:

@@ -23,7 +23,12 @@ import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from augment.zoo import ARCH_NORMALISATION, ARCHS, NORMALISATIONS  # the classifier zoo's choices
+from augment.zoo import (  # the classifier zoo's choices, without torch
+    check_arch,
+    default_normalisation,
+    folder_normalisation,
+    normalisation_values,
+)
 from train.losses import CF_LOSSES
 from train.terms import BASELINES, METHODS, OPTIONAL, Term, on
 
@@ -32,6 +37,7 @@ CROP_SHARE = 7 / 8  # the default crop, as a share of the stored image size: 224
 SCHEDULES = ("step", "plateau", "cosine")
 SELECT = ("accuracy", "auc")
 SALIENCY = ("gradient", "deepliftshap")
+CHANNELS_LAST = ("auto", "on", "off")
 
 # The hyper-parameters a preset sets, all of them in every preset (tests/train/test_config.py checks it).
 PRESET_KEYS = (
@@ -155,8 +161,9 @@ class Config:
     weights: str | None = None  # a local file; None = from scratch (with a warning)
     from_scratch: bool = False  # a fine-tuning preset from random weights, on purpose (else it needs weights)
     zero_head: bool = DEMO["zero_head"]
-    # the model's input normalisation, a name of NORMALISATIONS; None: its arch's weights' (ARCH_NORMALISATION),
-    # written in when the config is made, so that config.json and every checkpoint record it
+    # the model's input normalisation (augment.zoo.normalisation_values); None: its weights' (their folder's
+    # config.json, else the arch's pretrained configuration), written in when the config is made, so that
+    # config.json and every checkpoint record it
     normalisation: str | None = None
     cf: list[str] = field(default_factory=list)  # CF methods read from the shards
     # the CF objective: uniform-others at half weight, measured ahead of the paper's logp at 1 (docs/METHOD.md, "Which
@@ -187,6 +194,12 @@ class Config:
     workers: int = 2
     device: str = "auto"
     amp: bool = DEMO["amp"]  # mixed precision on CUDA (bf16 where supported, else fp16); a CPU run stays fp32
+    # the model's memory layout: channels_last (NHWC) convolutions pay on CUDA (tensor cores); auto: on for CUDA, off
+    # on the CPU, where every recorded result ran without it (train.train.uses_channels_last)
+    channels_last: str = "auto"
+    # torch.compile the model of the training step (its one joint forward and backward); FGSM's attack, Sal's double
+    # backward and evaluation run the plain module, and checkpoints hold the plain module's state dict
+    compile: bool = False
     saliency: str = "gradient"  # gradient | deepliftshap (captum)
     max_saliency_images: int = 256  # per test split, for the saliency AUPR
     max_bad_samples: int = 0  # unreadable samples of the build a run skips (listed in results.json); more stop it
@@ -218,8 +231,8 @@ class Config:
         return config
 
     def __post_init__(self) -> None:
-        if self.normalisation is None:  # the arch's weights' own; an unknown arch is refused by check()
-            self.normalisation = ARCH_NORMALISATION.get(self.arch)
+        if self.normalisation is None:  # the weights' own; an unknown arch is refused by check()
+            self.normalisation = folder_normalisation(self.weights) or default_normalisation(self.arch)
 
     def check(self, chosen: str = "") -> None:
         """Choices, ranges and exclusive options, and weights for a fine-tuning preset; raises ValueError naming the
@@ -229,16 +242,20 @@ class Config:
         """
         for key, valid in (
             ("preset", PRESETS),
-            ("arch", ARCHS),
-            ("normalisation", NORMALISATIONS),
             ("cf_loss", CF_LOSSES),
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("select", SELECT),
             ("saliency", SALIENCY),
+            ("channels_last", CHANNELS_LAST),
         ):
             if getattr(self, key) not in valid:
                 raise ValueError(f"{flag(key)}: got {getattr(self, key)!r}, expected one of {', '.join(valid)}")
+        check_arch(self.arch)
+        try:
+            normalisation_values(self.normalisation)
+        except ValueError as e:
+            raise ValueError(f"--normalisation: {e}") from None
         for key, (low, high) in RANGES.items():
             value = getattr(self, key)
             if value is not None and (value < low or (high is not None and value > high)):
@@ -348,11 +365,12 @@ def without_weights(preset: str, chosen: str = "") -> str:
 
 
 def recorded(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's recorded config (config.json, a checkpoint's ``config``) with the keys of this version that it lacks
-    and that mean something else than their default: a run from before ``from_scratch`` existed that had a
+    """A run's recorded config (config.json, a checkpoint's ``config``) with the keys of this version that it lacks:
+    those that mean something else than their default (a run from before ``from_scratch`` existed that had a
     fine-tuning preset and no weights ran it from scratch; a run from before ``normalisation`` fed its model
     [-1, 1] (``half``); a config without the CF objective is from before uniform-others at 0.5 was the default, when
-    it was the paper's logp at 1."""
+    it was the paper's logp at 1), and the speed settings ``channels_last`` and ``compile`` at their defaults, which
+    are how a run from before them ran (a study compares configs to reuse its runs)."""
     config = dict(config)
     if "from_scratch" not in config:
         config["from_scratch"] = config.get("preset") in FINE_TUNING_PRESETS and config.get("weights") is None
@@ -360,6 +378,8 @@ def recorded(config: dict[str, Any]) -> dict[str, Any]:
     config.setdefault("normalisation", "half")
     config.setdefault("cf_loss", "logp")
     config.setdefault("cf_weight", 1.0)
+    for key in ("channels_last", "compile"):
+        config.setdefault(key, getattr(Config, key))
     return config
 
 

@@ -175,16 +175,42 @@ def saliency(
     every run); with fewer than 2 of them, two seeded uniform-noise images instead (an all-grey baseline gives NaN
     attributions through a freshly initialised BiT, whose GroupNorms then see zero variance everywhere)."""
     if config.saliency == "deepliftshap":
-        from augment.zoo.models import unshare_relus
-
         if baselines is None or len(baselines) < 2:
             noise = torch.Generator().manual_seed(config.seed)
             baselines = (torch.rand((2, *x.shape[1:]), generator=noise) * 2 - 1).to(x.device)
-        scores, delta = metrics.deepliftshap_saliency(unshare_relus(model).eval(), x, target, baselines)
+        scores, delta = metrics.deepliftshap_saliency(deeplift_ready(model, x.shape[-1]), x, target, baselines)
         if delta.abs().max() > 0.05:  # attributions should add up to the change in output
             log.warning("DeepLiftShap convergence delta up to %.3g", delta.abs().max())
         return scores
     return metrics.input_gradient_saliency(model, x, target)
+
+
+def deeplift_ready(model, input_size: int = 64):
+    """The copy of ``model`` that captum's DeepLift needs (``augment.zoo.models.unshare_relus``: one module per use
+    of each nonlinearity, none in-place), in eval mode; a model it cannot attribute is a ValueError of one line
+    naming ``--saliency gradient``.
+
+    Per family (``metrics.deeplift_refusal`` says why): torchvision's and timm's ResNets and resnet8 (BatchNorm,
+    ReLU, max pool) and BiT (GroupNorm, ReLU: the paper's) are attributed; ViTs and ConvNeXts (GELU, attention),
+    EfficientNets and RegNets (SiLU), MobileNets (Hardswish, ReLU6) are refused, since captum would treat their
+    activations as linear; so is a model that calls one nonlinearity module twice in a way unshare_relus cannot
+    undo. ``input_size``: the side of the images, for unshare_relus's check forward.
+    """
+    from augment.zoo.models import unshare_relus
+
+    reason = metrics.deeplift_refusal(model)  # before the copy: the refusal needs no forward
+    if reason is not None:
+        raise ValueError(f"--saliency deepliftshap: {reason}; use --saliency gradient for it")
+    try:
+        return unshare_relus(model, input_size).eval()
+    except TypeError as err:
+        raise ValueError(f"--saliency deepliftshap: {' '.join(str(err).split())}") from err
+
+
+def check_saliency(model, config, input_size: int = 64) -> None:
+    """Refuse, before any training, a ``--saliency`` the model cannot be evaluated with (``deeplift_ready``)."""
+    if config.saliency == "deepliftshap":
+        deeplift_ready(model, input_size)
 
 
 def split_metrics(

@@ -7,11 +7,12 @@ object, broadcastable to the images. Every function is pure: it returns tensors 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 CF_LOSSES = ("logp", "uniform", "uniform-others")
 
@@ -68,9 +69,16 @@ def per_image_saliency_penalty(
     it is unstable). The trainer's backward through the penalty then replays those fp32 ops.
     """
     leaf = images.detach().float().requires_grad_(True)
-    with running_statistics(model), torch.autocast(images.device.type, enabled=False):
+    with running_statistics(model), torch.autocast(images.device.type, enabled=False), twice_differentiable():
         logits = model(leaf)
         return saliency_penalty(logits, leaf, labels, background.float())
+
+
+def twice_differentiable() -> AbstractContextManager:
+    """Within the block, attention runs on PyTorch's math kernel of ``scaled_dot_product_attention``: the fused
+    kernels (flash, memory-efficient; what timm's ViTs call) have no double backward, which the saliency penalty
+    takes. Models without attention are unaffected."""
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def has_batch_statistics(model: nn.Module) -> bool:

@@ -144,6 +144,52 @@ def input_gradient_saliency(model: torch.nn.Module, x: torch.Tensor, target: tor
     return grad.pow(2).sum(dim=1)
 
 
+# The modules that define nonlinearities (torch's and timm's activation modules): captum's DeepLift has a rule for
+# some of them (``SUPPORTED_NON_LINEAR``, matched by exact type); any other it silently treats as linear.
+_ACTIVATION_MODULES = ("torch.nn.modules.activation", "timm.layers.activations", "timm.layers.activations_me")
+# captum 0.7-0.9's SUPPORTED_NON_LINEAR, for a captum that no longer exposes it
+_CAPTUM_RULES = ("ReLU", "ELU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "MaxPool1d", "MaxPool2d", "MaxPool3d")
+
+
+def _deeplift_rules() -> tuple[type, ...]:
+    try:
+        from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
+    except ImportError:  # a private name: fall back to the rules of the captum versions this was written for
+        return (*(getattr(torch.nn, name) for name in _CAPTUM_RULES), torch.nn.Softmax)
+    return tuple(SUPPORTED_NON_LINEAR)
+
+
+def deeplift_refusal(model: torch.nn.Module) -> str | None:
+    """Why captum's DeepLift(Shap) would give ``model`` wrong numbers without saying so, or None where it applies.
+
+    captum overrides the gradient of each nonlinearity *module* whose exact type it has a rule for (``nn.ReLU``,
+    ``nn.ELU``, ``nn.LeakyReLU``, ``nn.Sigmoid``, ``nn.Tanh``, ``nn.Softplus``, ``nn.Softmax``, the max pools);
+    every other operation keeps its plain gradient, i.e. is treated as linear. That is right for convolutions,
+    linear layers and BatchNorm in eval mode (affine), and an approximation the paper itself made for BiT's
+    GroupNorm (LayerNorm is the same kind), whose size the convergence delta shows. It is not right for an
+    activation module captum has no rule for, which would pass for linear everywhere: GELU (ViT, ConvNeXt), SiLU
+    (EfficientNet, timm's RegNets), Hardswish and ReLU6 (MobileNets), Mish, PReLU, timm's own GELU/Sigmoid/Tanh
+    classes... nor for attention (a product of two functions of the input, and a functional softmax). Those are
+    refused here, naming the module types. A module called more than once per forward is ``unshare_relus``'s
+    refusal (``augment.zoo.models``).
+    """
+    rules = _deeplift_rules()
+    unsupported: dict[str, list[str]] = {}
+    for name, module in model.named_modules():
+        kind = type(module)
+        activation = kind.__module__ in _ACTIVATION_MODULES and kind is not torch.nn.MultiheadAttention
+        attention = "attention" in kind.__name__.lower() or kind.__name__.lower().endswith("attn")
+        if (activation and kind not in rules) or attention:
+            unsupported.setdefault(kind.__name__, []).append(name)
+    if not unsupported:
+        return None
+    found = ", ".join(f"{kind} (e.g. {names[0]})" for kind, names in sorted(unsupported.items()))
+    return (
+        f"captum's DeepLift has no rule for {found} in {type(model).__name__}, and would treat it as linear: "
+        "the attributions would be wrong"
+    )
+
+
 def deepliftshap_saliency(
     model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, baselines: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,13 +202,28 @@ def deepliftshap_saliency(
     ``F.relu``): captum's DeepLift rules hook modules, so it raises on a module used twice and gives a
     functional ReLU plain gradients (attributions then stop adding up, and the delta shows it).
     ``baselines`` is [B, C, H, W] with B >= 2 (e.g. a few background images); the model runs in eval mode.
+
+    Raises:
+        ValueError: a model DeepLift cannot attribute (``deeplift_refusal``, or a module captum finds called more
+            than once), in one line naming ``--saliency gradient``.
     """
     from captum.attr import DeepLiftShap  # deferred: only saliency evaluation needs captum
 
+    reason = deeplift_refusal(model)
+    if reason is not None:
+        raise ValueError(f"--saliency deepliftshap: {reason}; use --saliency gradient for it")
     with _eval_mode(model):
-        attributions, delta = DeepLiftShap(model).attribute(
-            x, baselines=baselines, target=target, return_convergence_delta=True
-        )
+        try:
+            attributions, delta = DeepLiftShap(model).attribute(
+                x, baselines=baselines, target=target, return_convergence_delta=True
+            )
+        except RuntimeError as err:
+            if "more than once" not in str(err):
+                raise
+            found = " ".join(str(err).split())
+            raise ValueError(
+                f"--saliency deepliftshap: captum refused the model ({found}); use --saliency gradient"
+            ) from err
     return attributions.detach().pow(2).sum(dim=1), delta.detach()
 
 

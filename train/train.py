@@ -24,6 +24,11 @@ its double backward in fp32 (see ``losses.per_image_saliency_penalty``): in the 
 statistics mix the other images into each image's gradient, and half precision is unstable in the double backward.
 Rank 0 evaluates, writes the run folder and sends its validation score (and loss) to the others, so that every rank
 selects, schedules and stops alike; ``--resume`` reads ``<out>/last.pt`` on every rank (a folder they all see).
+
+Speed: ``--channels-last`` (auto: on CUDA only) puts the model in the NHWC layout; ``--compile`` runs the step's
+forward and backward through ``torch.compile`` of the wrapped model (DDP inside it, as torch documents). Evaluation,
+FGSM's attack and Sal's double backward use the plain module, and checkpoints hold its state dict (no ``_orig_mod.``
+prefix), so a compiled run's checkpoints load into any model.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +53,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from augment.contract.files import write_atomic
 from augment.zoo.devices import resolve_device
-from augment.zoo.models import build_model
+from augment.zoo.models import build_model, checkpoint_state
 from train import evaluate
 from train.config import Config
 from train.data import Fields, ShardStream, batches, loader, manifest_sha256, prepare, read_manifest
@@ -59,6 +65,7 @@ from train.losses import (
     mixup,
     per_image_saliency_penalty,
     saliency_penalty,
+    twice_differentiable,
 )
 from train.progress import Progress, run_tag, show_progress
 from train.terms import FGSM, TERMS
@@ -153,12 +160,16 @@ def run(
         zero_head=config.zero_head,
         from_checkpoint=not main,
         normalisation=config.normalisation,
+        input_size=crop,  # a model of fixed input size (ViT) is built for the crop
     ).to(device)
-    if device.type == "cuda":
+    evaluate.check_saliency(module, config, crop)  # a --saliency the model cannot take stops here, not after training
+    if uses_channels_last(config.channels_last, device):
         module = module.to(memory_format=torch.channels_last)
-    model = module
+    model = module  # the training step's; ``module`` stays the plain model that is evaluated and saved
     if world_size > 1:  # broadcasts rank 0's weights now, averages gradients in every backward
         model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:  # around DDP, as torch documents it: TorchDynamo splits the graph at DDP's gradient buckets
+        model = torch.compile(model)
 
     # ---- optimizer and schedule --------------------------------------------------------------------------------
     if config.optimizer == "sgd":
@@ -182,7 +193,7 @@ def run(
                 f"--resume: {out / 'last.pt'} was trained on another build of --shards (manifest sha256 "
                 f"{state['manifest_sha256'][:12]}..., now {built[:12]}...); choose another --out"
             )
-        module.load_state_dict(state["model"])
+        module.load_state_dict(checkpoint_state(config.arch, state["model"]))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best, stale = state["epoch"] + 1, state["best"], state["stale"]
@@ -293,12 +304,19 @@ def run(
                 "rng": rng_state(),
                 "config": config.to_dict(),
                 "classes": classes,
+                "input_size": crop,
                 "manifest_sha256": built,
             }
             atomic_save(state, out / "last.pt")
             if improved:
                 atomic_save(
-                    {"model": module.state_dict(), "epoch": epoch, "config": config.to_dict(), "classes": classes},
+                    {
+                        "model": module.state_dict(),
+                        "epoch": epoch,
+                        "config": config.to_dict(),
+                        "classes": classes,
+                        "input_size": crop,
+                    },
                     out / "best.pt",
                 )
         if config.early_stop and stale >= config.early_stop:
@@ -324,13 +342,17 @@ def run(
 
 def objective(model, batch: dict[str, Any], config: Config, num_classes: int, device, step: int, rank: int = 0):
     """The batch loss and its number of rows (see the module docstring). ``model`` may be DDP-wrapped: it then
-    runs exactly one forward, and the FGSM attack runs on the unwrapped module outside DDP's bookkeeping."""
+    runs exactly one forward, and the FGSM attack runs on the unwrapped module outside DDP's bookkeeping. ``model``
+    may be compiled (``--compile``): the joint forward runs compiled, except where Sal takes its double backward
+    through it (a compiled graph's backward is not differentiable again); FGSM's attack (in eval mode) and the
+    per-image Sal forward run the plain module."""
     batch = prepare(batch, device, non_blocking=True)  # uint8 from the loader, normalised here, on the device
     x, y, has = batch["image"], batch["label"], batch["has_object"]
     background = (1.0 - batch["mask"]) * has[:, None, None, None]  # 0 on the object and without a mask
     draws = random.Random(f"{config.seed}:{step}:{rank}")  # every random draw of the step comes from here
     generator = torch.Generator(device=device).manual_seed(draws.getrandbits(63))
-    net = model.module if isinstance(model, DistributedDataParallel) else model
+    plain = getattr(model, "_orig_mod", model)  # what torch.compile wrapped, if it did
+    net = plain.module if isinstance(plain, DistributedDataParallel) else plain
 
     if config.mixup:
         lam = draws.betavariate(config.mixup, config.mixup)
@@ -359,7 +381,8 @@ def objective(model, batch: dict[str, Any], config: Config, num_classes: int, de
     joint_sal = sal and not has_batch_statistics(net) and not torch.is_autocast_enabled(device.type)
     if joint_sal:
         x = x.detach().requires_grad_(True)  # a leaf, so that the saliency gradient can be taken w.r.t. it
-    logits = model(torch.cat([x, *extra_x]))  # the one forward of the wrapped model
+    with twice_differentiable() if joint_sal else nullcontext():  # the penalty's double backward runs through it
+        logits = (plain if joint_sal else model)(torch.cat([x, *extra_x]))  # the one forward of the wrapped model
     logits_x, logits_extra = logits[: x.shape[0]], logits[x.shape[0] :]
     penalty = x.new_zeros(())
     if joint_sal:  # mean over the images that have a mask
@@ -379,6 +402,12 @@ def objective(model, batch: dict[str, Any], config: Config, num_classes: int, de
         total = total + (getattr(config, term.weight) * loss if term.weight else loss)
     rows = x.shape[0] + sum(p.shape[0] for p in extra_x)
     return total / rows + config.sal * penalty, rows
+
+
+def uses_channels_last(setting: str, device: torch.device) -> bool:
+    """Whether the model runs in channels_last (``--channels-last``): on, off, or auto: on CUDA only, where NHWC
+    convolutions pay (cuDNN's tensor-core kernels); a CPU run keeps the layout of every result recorded on one."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def make_scheduler(config: Config, optimizer):

@@ -283,21 +283,138 @@ def test_torchvision_resnet18_state_dict_uses_the_top1_class(tmp_path: Path, suf
     assert np.array_equal(cam.heatmaps(model, stacked, [None] * 3), cam.heatmaps(model, stacked, top1))
 
 
-def test_bit_npz_loads_with_train_models_reader(tmp_path: Path) -> None:
-    from augment.zoo.models import ResNetV2, _bit_npz_names
+def test_bit_npz_loads_with_the_zoo_reader(tmp_path: Path) -> None:
+    """The official layout (HWIO kernels; here in float16, as a converted file may hold them), read by the zoo into
+    timm's BiT; Grad-CAM on its forward_features, the map after the final GroupNorm and ReLU."""
+    from bit_reference import random_npz
 
-    torch.manual_seed(0)
-    net = ResNetV2(1000)
-    names = _bit_npz_names(net)
-    arrays = {
-        names[k]: (v.numpy().transpose(2, 3, 1, 0) if v.ndim == 4 else v.numpy()).astype(np.float16)
-        for k, v in net.state_dict().items()
-    }  # the official layout: HWIO kernels
-    np.savez(tmp_path / "BiT-S-R50x1.npz", **arrays)
+    path = random_npz(tmp_path / "random.npz")
+    with np.load(path) as arrays:
+        np.savez(tmp_path / "BiT-S-R50x1.npz", **{k: v.astype(np.float16) for k, v in arrays.items()})
     model = cam.load(tmp_path / "BiT-S-R50x1.npz", "cpu")
     assert model.kind == "BiT bit-s-r50x1" and model.classes is None and model.mean == model.std == cam.HALF
-    (mask,) = cam.produce([Request(photo("coffee", 100, 200), None, 0, "cup", 0)], model)
+    image = photo("coffee", 100, 200)
+    assert np.allclose(cam.heatmaps(model, image[None], [3])[0], grad_cam_by_hand(model.net, image, 3), atol=1e-4)
+    (mask,) = cam.produce([Request(image, None, 0, "cup", 0)], model)
     assert mask is None or (mask.dtype == bool and mask.shape == (SIZE, SIZE))
+
+
+def grad_cam_by_hand(net: torch.nn.Module, image: np.ndarray, target: int) -> np.ndarray:
+    """Grad-CAM of a timm model written out: the map A = forward_features(x) (a ViT: the patch tokens entering its last
+    block, on their grid), weights = the target logit's gradient averaged over the map, ReLU(sum_c w_c A_c),
+    upsampled bilinearly to the image, divided by its maximum."""
+    from augment.zoo.models import input_size_of
+
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    side = input_size_of(net)
+    if side:
+        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    x.requires_grad_(True)  # the loaded network's parameters do not need gradients; the map's must flow
+    seen = {}
+    if hasattr(net, "blocks"):  # tokens [1, prefix + h * w, C]
+        handle = net.blocks[-1].register_forward_pre_hook(lambda m, args: seen.setdefault("a", args[0]))
+        logits = net(x)
+        handle.remove()
+        tokens = seen["a"]
+        (grad,) = torch.autograd.grad(logits[0, target], tokens)
+        n = tokens.shape[1] - net.num_prefix_tokens
+        h = int(n**0.5)
+        a, g = (t[0, net.num_prefix_tokens :].T.reshape(-1, h, h) for t in (tokens, grad))
+    else:
+        features = net.forward_features(x)
+        (grad,) = torch.autograd.grad(net.forward_head(features)[0, target], features)
+        a, g = features[0], grad[0]
+    heat = (g.mean((1, 2))[:, None, None] * a).sum(0)
+    heat = torch.nn.functional.interpolate(heat[None, None], size=image.shape[:2], mode="bilinear")[0, 0].relu()
+    return (heat / heat.max()).detach().numpy() if heat.max() > 0 else heat.detach().numpy()
+
+
+def timm_checkpoint(path: Path, arch: str, input_size: int = 48, **changes) -> Path:
+    """A `train fit` checkpoint of a tiny timm model as train/train.py saves best.pt: model, epoch, config (with the
+    normalisation it trained with), classes, and the crop it was built for (``input_size``)."""
+    from augment.zoo.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model(arch, len(CLASSES), from_checkpoint=True, input_size=input_size)
+    config = {"arch": arch, "method": "cf-f", "epochs": 1, "seed": 0, "normalisation": "half"}
+    state = {
+        "model": net.state_dict(),
+        "epoch": 0,
+        "config": config,
+        "classes": list(CLASSES),
+        "input_size": input_size,
+    }
+    torch.save({**state, **changes}, path)
+    return path
+
+
+@pytest.mark.parametrize("arch", ["test_resnet", "test_vit"])
+def test_a_timm_checkpoint_gives_the_grad_cam_of_its_feature_map(tmp_path: Path, arch: str) -> None:
+    """Any --arch's `train fit` checkpoint loads (a ViT built for the crop it trained on, 48 px, takes the 64 px
+    images resized to it), and its heatmap is Grad-CAM written out by hand on forward_features (the ViT: on the patch
+    tokens entering its last block)."""
+    path = timm_checkpoint(tmp_path / "best.pt", arch)
+    cam.check(path)
+    model = cam.load(path, "cpu")
+    assert model.kind == f"train fit {arch}" and model.classes == CLASSES
+    assert model.input_size == (48 if arch == "test_vit" else None)
+    images = [photo("chelsea", 60, 120), photo("coffee", 100, 200), photo("rocket", 200, 300)]
+    peaks = []
+    for image in images:
+        for target in (0, 1):
+            got = cam.heatmaps(model, image[None], [target])[0]
+            assert got.shape == (SIZE, SIZE)
+            np.testing.assert_allclose(got, grad_cam_by_hand(model.net, image, target), atol=1e-4)
+            peaks.append(got.max())
+    assert sum(peak == pytest.approx(1.0) for peak in peaks) >= 4  # maps to threshold (a random net's may be <= 0)
+    masks = cam.produce([Request(im, None, 0, "red", 0) for im in images], model)
+    assert any(m is not None for m in masks)
+    assert all(m is None or (m.dtype == bool and m.shape == (SIZE, SIZE)) for m in masks)
+
+
+def test_a_class_token_vit_s_last_tokens_do_not_reach_its_logits(tmp_path: Path) -> None:
+    """Why a ViT's map is taken where its tokens enter the last block: after it, the logits read the class token
+    only, and Grad-CAM on the final patch tokens would be zero everywhere."""
+    from augment.zoo.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("test_vit", 2, from_checkpoint=True, input_size=48).eval()
+    assert net.global_pool == "token"
+    tokens = net.forward_features(torch.rand(1, 3, 48, 48) * 2 - 1)
+    (grad,) = torch.autograd.grad(net.forward_head(tokens)[0, 0], tokens)
+    assert not grad[0, net.num_prefix_tokens :].any() and grad[0, 0].any()
+
+
+def test_a_model_without_a_spatial_map_is_refused_in_one_line(data, tmp_path: Path, monkeypatch) -> None:
+    """A timm model whose forward_features gives pooled features [N, C] has no map for Grad-CAM: refused before the
+    build writes anything, in one line."""
+    import timm.models.resnet
+
+    path = timm_checkpoint(tmp_path / "best.pt", "test_resnet")
+    original = timm.models.resnet.ResNet.forward_features
+    monkeypatch.setattr(timm.models.resnet.ResNet, "forward_features", lambda self, x: original(self, x).mean((2, 3)))
+    monkeypatch.setattr(timm.models.resnet.ResNet, "forward_head", lambda self, x: self.fc(x))
+    out = tmp_path / "out"
+    result = build(data[0], path, out)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"augment: error: --mask-weights {path}: a `train fit` checkpoint of test_resnet, ")
+    assert "features ((1, 96)) are not a spatial map for Grad-CAM" in result.output
+    assert "--masks-from cam needs a convolutional or patch-token classifier" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_an_old_bit_checkpoint_loads_through_checkpoint_state(tmp_path: Path) -> None:
+    """A bit-s-r50x1 run from before timm (the hand-written BiT's names, tests/bit_reference.py) still gives masks."""
+    from bit_reference import ResNetV2
+
+    torch.manual_seed(0)
+    state = ResNetV2(2).state_dict()
+    path = tmp_path / "best.pt"
+    torch.save({"model": state, "epoch": 0, "config": {"arch": "bit-s-r50x1"}, "classes": list(CLASSES)}, path)
+    model = cam.load(path, "cpu")
+    assert model.kind == "train fit bit-s-r50x1"
+    (mask,) = cam.produce([Request(photo("coffee", 100, 200), None, 0, "red", 0)], model)
+    assert mask is None or mask.shape == (SIZE, SIZE)
 
 
 class Payload:
@@ -324,9 +441,12 @@ def bad_weights(kind: str, tmp_path: Path) -> tuple[Path, str]:
     if kind == "not-a-resnet":
         torch.save(torch.nn.Linear(4, 2).state_dict(), path)
         return path, "that is not a torchvision ResNet's"
-    if kind == "unknown-arch":
-        save_checkpoint(path, config={"arch": "vgg16"})
-        return path, "config names arch 'vgg16', expected one of"
+    if kind == "unknown-arch":  # neither a named arch nor a timm model (vgg16 is one of timm's)
+        save_checkpoint(path, config={"arch": "vgg-sixteen"})
+        return (
+            path,
+            "config names arch 'vgg-sixteen', expected one of resnet18, resnet50, bit-s-r50x1, resnet8 or a timm",
+        )
     if kind == "not-torch":
         path.write_text("not a checkpoint")
         return path, "not a readable torch.save file"

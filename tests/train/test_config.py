@@ -146,6 +146,8 @@ OTHER = dict(
     saliency="deepliftshap",
     max_saliency_images=4,
     max_bad_samples=5,
+    channels_last="on",
+    compile=True,
 )
 
 
@@ -591,7 +593,7 @@ def test_each_arch_gets_its_weights_normalisation_recorded_and_old_runs_keep_the
         if k != "normalisation"
     }
     assert Config(**recorded(old)).normalisation == "half"  # what the trainer fed every model before
-    with pytest.raises(ValueError, match="--normalisation: got 'bgr', expected one of half, imagenet"):
+    with pytest.raises(ValueError, match=r"--normalisation: got 'bgr', expected a name \(half, imagenet\) or mean/std"):
         Config.resolve("demo", shards="s", out="o", normalisation="bgr")
 
 

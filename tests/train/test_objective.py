@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 
 import pytest
@@ -10,7 +11,13 @@ import torch
 
 from augment.zoo.models import build_model
 from train.config import Config
-from train.losses import has_batch_statistics, mixup, per_image_saliency_penalty, saliency_penalty
+from train.losses import (
+    has_batch_statistics,
+    mixup,
+    per_image_saliency_penalty,
+    saliency_penalty,
+    twice_differentiable,
+)
 from train.train import objective
 
 
@@ -93,6 +100,82 @@ def test_the_objective_takes_sal_per_image_on_batchnorm_models() -> None:
         model(x)
     expected, _ = one_at_a_time(model, x, y, background)
     torch.testing.assert_close(loss_sal - loss_plain, 10.0 * expected, rtol=1e-3, atol=1e-7)
+
+
+# one model per kind of normalisation: (arch, what normalises it)
+FAMILIES = [
+    ("resnet8", "BatchNorm"),
+    ("test_resnet", "BatchNorm"),  # timm's BatchNormAct2d-free ResNet: nn.BatchNorm2d
+    ("test_efficientnet_gn", "GroupNorm"),
+    ("test_efficientnet_ln", "LayerNorm"),  # LayerNorm2d over channels, per position
+    ("test_convnext", "LayerNorm"),
+    ("test_vit", "LayerNorm"),  # over the tokens' features; attention mixes tokens of one image only
+]
+
+
+def family_model(arch: str, size: int = 32) -> torch.nn.Module:
+    """A seeded model in train mode, its BatchNorm running statistics moved by a few batches, every head nonzero."""
+    torch.manual_seed(0)
+    model = build_model(arch, 4, from_checkpoint=True, input_size=size)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)  # timm zero-initialises some heads (ViT): a penalty to compare
+        model.train()
+        for _ in range(3):
+            model(torch.rand(8, 3, size, size) * 2 - 1)
+    return model
+
+
+@pytest.mark.parametrize(("arch", "norm"), FAMILIES)
+def test_each_image_s_sal_penalty_is_its_own_for_every_normalisation(arch: str, norm: str) -> None:
+    """Issue #31, item 4: the step's Sal term is the mean of each image's own penalty, computed alone, whatever
+    normalises the model. BatchNorm in train mode mixes the batch (its statistics are the batch's), so the trainer
+    takes Sal from a second forward on the running statistics (``per_image_saliency_penalty``); GroupNorm and
+    LayerNorm normalise each image by its own statistics, so the trainer keeps the joint train-mode forward, whose
+    penalty is already per image. Through ``train.train.objective``, as the trainer runs it."""
+    model = family_model(arch)
+    assert has_batch_statistics(model) == (norm == "BatchNorm")
+    x, y, background = batch(4, 32)
+    data = {"image": x, "label": y, "has_object": torch.ones(len(y), dtype=torch.bool), "mask": 1.0 - background}
+    stepped = copy.deepcopy(model)
+    with torch.no_grad():  # the step's joint forward comes first and moves BatchNorm's running statistics
+        stepped(x)
+    with twice_differentiable():  # the reference's double backward through a ViT's attention (test_sal_trains_a_vit)
+        expected, _ = one_at_a_time(stepped, x, y, background)
+    assert expected > 0
+    weight = 10.0 ** -math.floor(math.log10(expected.item()))  # sal x penalty in [1, 10): above the losses' rounding
+    with_sal = Config.resolve("demo", shards="", out="", sal=weight)
+    without = Config.resolve("demo", shards="", out="")
+    torch.manual_seed(0)
+    loss_sal, _ = objective(copy.deepcopy(model), data, with_sal, 4, torch.device("cpu"), 0)
+    loss_plain, _ = objective(copy.deepcopy(model), data, without, 4, torch.device("cpu"), 0)
+    torch.testing.assert_close(loss_sal - loss_plain, weight * expected, rtol=1e-4, atol=0)
+    model = stepped
+
+    leaf = x.clone().requires_grad_(True)  # the joint train-mode forward: per image unless BatchNorm mixes it
+    joint = saliency_penalty(model(leaf), leaf, y, background).detach()
+    if norm == "BatchNorm":
+        assert abs(joint.item() - expected.item()) > 0.01 * expected.item()  # the test can fail
+    else:
+        torch.testing.assert_close(joint, expected, rtol=1e-4, atol=1e-12)
+
+
+def test_sal_trains_a_vit() -> None:
+    """Sal's penalty is an input gradient, trained through a second backward: PyTorch's fused attention kernels,
+    which timm's ViTs call, have none ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is
+    not implemented"); the trainer's ``twice_differentiable`` runs attention on the math kernel, same numbers."""
+    model = family_model("test_vit")
+    x, y, background = batch(2, 32)
+    leaf = x.clone().requires_grad_(True)
+    fused = saliency_penalty(model(leaf), leaf, y, background)
+    with pytest.raises(RuntimeError, match="_scaled_dot_product_.*backward is not implemented"):
+        fused.backward()
+    leaf = x.clone().requires_grad_(True)
+    with twice_differentiable():
+        explicit = saliency_penalty(model(leaf), leaf, y, background)
+    torch.testing.assert_close(explicit, fused.detach(), rtol=1e-4, atol=0)
+    explicit.backward()
+    assert all(p.grad is not None for p in model.blocks[-1].attn.parameters())
 
 
 def test_models_without_batch_statistics_keep_the_joint_forward() -> None:
