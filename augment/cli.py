@@ -214,6 +214,16 @@ def build(
         default("cagan_weights"),
         help="--infill cagan: our safetensors weights [default: the only file in cagan_weights/].",
     ),
+    lama_weights: Path | None = typer.Option(
+        default("lama_weights"),
+        help="--infill lama: a local big-lama.pt, LaMa's TorchScript release (required with it; nothing is "
+        "downloaded). A TorchScript file is a program: load only one you trust (docs/infills.md).",
+    ),
+    migan_weights: Path | None = typer.Option(
+        default("migan_weights"),
+        help="--infill migan: a local migan_pipeline_v2.onnx, MI-GAN's ONNX pipeline, or any ONNX inpainter of its "
+        "signature (required with it; nothing is downloaded; docs/infills.md).",
+    ),
     masks_from: MasksFrom = typer.Option(
         default("masks_from"),
         help="Where object masks come from: "
@@ -231,10 +241,10 @@ def build(
         "mixed record names its donor; `train fit` then reports BG-gap and background reliance (docs/METHOD.md).",
     ),
     device: Device = typer.Option(
-        default("device"), help="Where models (cagan, --masks-from sam/cam) run: auto = CUDA when present."
+        default("device"), help="Where models (cagan, lama, migan, --masks-from sam/cam) run: auto = CUDA when present."
     ),
     batch_size: int = typer.Option(
-        default("batch_size"), min=1, help="Images per model call (cagan, --masks-from sam/cam)."
+        default("batch_size"), min=1, help="Images per model call (cagan, lama, migan, --masks-from sam/cam)."
     ),
     shard_size: int = typer.Option(default("shard_size"), min=1, help="Samples per shard."),
     workers: int | None = typer.Option(None, min=1, help="Parallel worker processes [default: all cores]."),
@@ -276,6 +286,8 @@ def build(
         on_error=on_error.value,
         dataset_options=adapter_options,
         cagan_weights=str(cagan_weights) if cagan_weights else None,
+        lama_weights=str(lama_weights) if lama_weights else None,
+        migan_weights=str(migan_weights) if migan_weights else None,
         device=device.value,
         batch_size=batch_size,
         masks_from=masks_from.value,

@@ -9,8 +9,8 @@ and the paper's online augmentation, 3 seeds each:
    photographs as backgrounds, class c on photo c with probability 0.8 in train and val, the class is the object's
    shape), with IN-9's release folder names (``02_wheeled vehicle``...) for its class folders; ``--objects shape``
    paints each object in one colour, ``--objects texture`` fills it with a crop of its class's texture photo. Built
-   with ``augment build --dataset in9 --infill tile --factual shuffle --factual random --factual mixed-rand`` at
-   ``--image-size``.
+   with ``augment build --dataset in9 --infill tile --infill telea --infill grey --factual shuffle --factual random
+   --factual mixed-rand`` at ``--image-size``.
 2. **Rows** (every one through ``train.train.fit``, ``--preset demo``):
 
    - ``stored``: the build's images, copy ``epoch % K`` (the product);
@@ -81,6 +81,8 @@ class Row:
     cf_loss: str = "logp"  # train fit --cf-loss
 
 
+SHIPPED = {"cf_loss": "uniform-others", "cf_weight": 0.5}  # train fit's default CF objective
+CF_FILLS = ("tile", "telea", "grey")  # the CF fields of the build
 ROWS = (
     Row("Orig"),
     Row("F(shuffle) stored", f=("shuffle",)),
@@ -109,6 +111,11 @@ ROWS = (
         cf_weight=0.5,
     ),
     Row("CF(tile)+F(mixed-rand) stored", cf=("tile",), f=("mixed-rand",)),
+    # which CF fill (issue #32): the shipped objective, the same F
+    *(
+        Row(f"CF({fill})+F(shuffle) stored, CF loss uniform-others, weight 0.5", cf=(fill,), f=("shuffle",), **SHIPPED)
+        for fill in ("telea", "grey")
+    ),
 )
 
 
@@ -303,8 +310,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         root,
         "--image-size",
         args.image_size,
-        "--infill",
-        "tile",
+        *[x for m in CF_FILLS for x in ("--infill", m)],
         *factual,
         "--copies",
         args.copies,

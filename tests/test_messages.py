@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from augment import infill
 from augment.cli import app
 from augment.contract import shards
 from augment.contract.cli_errors import EXIT_CODES, OneLineErrors
@@ -244,7 +245,9 @@ def test_a_method_of_the_other_role_names_the_right_option(tmp_path: Path, args:
     assert line.startswith("augment build: error: Invalid value for") and hint in line, line
     assert not (tmp_path / "x").exists()
     help_text = invoke("build", "--help").output
-    assert "<grey|random|shuffle|shuffle-image|tile|cagan>" in help_text and "<random|shuffle|" in help_text
+    cf_choices = "|".join(infill.names(infill.CF))  # the registry's order, every CF method
+    assert f"<{cf_choices}>" in help_text and "<random|shuffle|" in help_text
+    assert cf_choices.startswith("grey|random|shuffle|shuffle-image|tile|telea|cagan")
 
 
 # ---- 7, 8 and other bad folders: not a build, a file, no folder, a damaged manifest ---------------------------------

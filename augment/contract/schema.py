@@ -30,7 +30,7 @@ MAX_GROUP = 2**31 - 1  # a record's group: an int32 in every batch and metric
 # The method names a build may list in methods.cf and methods.f: the choices of `train fit --cf/--f`. augment.infill
 # registers the methods themselves (tests/test_layout.py checks that the two agree); a record's fields come from the
 # manifest (splits.<split>.fields), never from these names.
-CF_METHODS = ("grey", "random", "shuffle", "shuffle-image", "tile", "cagan")
+CF_METHODS = ("grey", "random", "shuffle", "shuffle-image", "tile", "telea", "cagan", "lama", "migan")
 F_METHODS = ("random", "shuffle", "shuffle-image", "mixed-rand")
 
 # Fields of every record.

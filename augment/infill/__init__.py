@@ -206,5 +206,5 @@ def to_uint8(scaled: np.ndarray) -> np.ndarray:
 
 
 # Import every method so that it registers itself (order = order in `augment datasets` and the CLI enums).
-for _method in ("grey", "random", "shuffle", "shuffle_image", "tile", "mixed_rand", "cagan"):
+for _method in ("grey", "random", "shuffle", "shuffle_image", "tile", "telea", "mixed_rand", "cagan", "lama", "migan"):
     importlib.import_module(f"augment.infill.{_method}")

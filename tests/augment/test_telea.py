@@ -1,0 +1,89 @@
+"""CF telea (OpenCV's Telea inpainting): a build on every adapter's release layout, byte-identical across workers,
+and what it does to a hole: the border carried in, the rest untouched.
+
+The registry-wide properties (shape, dtype, the outside unchanged, same seed same bytes, empty and full holes) are
+tests/augment/test_infill_properties.py's, which run over every registered method, telea included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from upstream import make_cct, make_coco, make_folder, make_in9, make_waterbirds, photo_background
+
+from augment import infill
+from augment.config import BuildConfig
+from augment.contract import schema
+from augment.contract.shards import iter_records
+from augment.runner.build import build
+from augment.verify import verify
+
+
+def adapter_options(name: str, tmp_path: Path) -> dict:
+    """The dataset options of a tiny fixture in ``name``'s release layout (tests/upstream.py)."""
+    if name == "synthetic":
+        return {"size": 20}
+    if name == "in9":
+        make_in9(tmp_path / "in9")
+        return {"root": str(tmp_path / "in9")}
+    if name == "waterbirds":
+        root, _ = make_waterbirds(tmp_path)
+        return {"root": str(root)}
+    if name == "cct":
+        return {"root": str(make_cct(tmp_path / "cct"))}
+    if name == "coco":
+        images, _ = make_coco(tmp_path)
+        return {"root": str(images), "annotations": [str(tmp_path / "instances.json")]}
+    root, masks = make_folder(tmp_path / "data")
+    return {"root": str(root), "masks": str(masks)}
+
+
+def shard_digests(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*.tar"))}
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "in9", "waterbirds", "cct", "coco", "folder"])
+def test_telea_builds_on_every_adapter_byte_identical_across_workers(dataset: str, tmp_path: Path) -> None:
+    options = adapter_options(dataset, tmp_path / "src")
+    # on_error skip: the folder fixture holds an empty class folder and files that are no images, on purpose
+    config = BuildConfig(dataset=dataset, infill=["telea"], image_size=32, on_error="skip", dataset_options=options)
+    build(tmp_path / "one", config, workers=1, progress=False)
+    manifest = build(tmp_path / "two", config, workers=2, progress=False)
+    assert verify(tmp_path / "two", progress=False)[0] == []
+    assert shard_digests(tmp_path / "one") == shard_digests(tmp_path / "two")
+    train = tmp_path / "two" / manifest["splits"]["train"]["shards"][0]["path"]
+    records = [fields for _, fields in iter_records(train) if "cf.telea.jpg" in fields]
+    assert records, f"{dataset}: no train sample got a CF image"
+    for record in records:
+        assert record["cf.telea.jpg"] != record[schema.IMAGE]  # the object's rectangle was filled
+
+
+def test_the_hole_takes_the_colours_around_it_and_nothing_else_changes() -> None:
+    """On a photo, a hole inside a uniform band is filled with that band's colour; outside it, bit for bit."""
+    image = photo_background("astronaut", 64, 64).copy()
+    image[16:48, 16:48] = (200, 40, 40)  # a red band around the hole
+    hole = np.zeros((64, 64), bool)
+    hole[24:40, 24:40] = True
+    filled = infill.INFILLS["telea"].fill(image, hole, np.random.default_rng(0))
+    assert np.array_equal(filled[~hole], image[~hole])
+    assert np.abs(filled[hole].astype(int) - (200, 40, 40)).max() <= 4  # Telea extrapolates gradients: a few levels
+
+
+def test_a_large_hole_is_smeared_not_textured() -> None:
+    """What docs/METHOD.md says of a large hole: the border is carried inwards as a blur, so the middle of the hole
+    has far less detail than the photo it replaced (tile keeps texture there)."""
+    image = photo_background("chelsea", 96, 96)
+    hole = np.zeros((96, 96), bool)
+    hole[8:88, 8:88] = True
+
+    def detail(x: np.ndarray) -> float:
+        grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(float)[32:64, 32:64]
+        return float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean())
+
+    rng = np.random.default_rng(0)
+    telea, tile = (infill.INFILLS[name].fill(image, hole, rng) for name in ("telea", "tile"))
+    assert detail(telea) < 0.5 * detail(image) and detail(tile) > detail(telea)
