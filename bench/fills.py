@@ -16,6 +16,11 @@
    A fill that leaves the object's colours in the hole would be caught by the error; none of them reads the object.
 3. **Speed** at 224 px: images per second of each fill alone (one process, one thread, median of rounds), beside
    the JPEG encode of one image (the floor every stored image pays).
+4. **The networks' runners, batch 1 against batched** (``--networks``; CPU, 2 threads): no LaMa or MI-GAN weights
+   ship, so stand-ins of their signatures run through ``augment.inpainters``: a TorchScript network of six 3x3
+   convolutions of 64 channels (LaMa's signature) and an ONNX graph of the same convolutions with uint8 input and
+   output (MI-GAN's); 32 images at 224 px, ``--batch-size`` 1 against 8. It measures what batching buys the runner
+   (padding, transfers, one call per batch), not the real networks' speed.
 
 Writes ``<out>/fills.json`` (default bench/out/) and prints both tables. ``--preview PNG`` also builds bench/photos.py's
 IN-9-layout fixture (textured objects) at 128 px with every weight-free CF fill and draws ``augment preview`` of it:
@@ -158,6 +163,115 @@ def preview(png: Path, work: Path) -> None:
     cli("augment", "preview", shards, "--rows", 5, "--cell", 96, "--out", png)
 
 
+class ConvStandIn:
+    """Six 3x3 convolutions of 64 channels with seeded weights, ReLU between, and a sigmoid: a compute-bound stand-in
+    for an inpainting network (its output is not an inpainting)."""
+
+    WIDTH, DEPTH = 64, 6
+
+    @classmethod
+    def weights(cls) -> list[tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng(SEED)
+        chans = [3, *[cls.WIDTH] * (cls.DEPTH - 1), 3]
+        return [
+            (
+                (rng.standard_normal((o, i, 3, 3)) * np.sqrt(2 / (9 * i))).astype(np.float32),
+                np.zeros(o, np.float32),
+            )
+            for i, o in zip(chans, chans[1:], strict=False)
+        ]
+
+    @classmethod
+    def torchscript(cls, path: Path) -> Path:
+        import warnings
+
+        import torch
+
+        class Net(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.convs = torch.nn.ModuleList()
+                for w, b in cls.weights():
+                    conv = torch.nn.Conv2d(w.shape[1], w.shape[0], 3, padding=1)
+                    conv.weight.data, conv.bias.data = torch.from_numpy(w), torch.from_numpy(b)
+                    self.convs.append(conv)
+
+            def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                x = image
+                for i, conv in enumerate(self.convs):
+                    x = conv(x)
+                    if i < len(self.convs) - 1:
+                        x = torch.relu(x)
+                return image * (1 - mask) + torch.sigmoid(x) * mask
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, not gone
+            torch.jit.script(Net()).save(str(path))
+        return path
+
+    @classmethod
+    def onnx(cls, path: Path) -> Path:
+        from onnx import TensorProto, helper, numpy_helper
+
+        nodes = [
+            helper.make_node("Cast", ["image"], ["x0"], to=TensorProto.FLOAT),
+            helper.make_node("Div", ["x0", "c255"], ["h0"]),
+        ]
+        inits = [numpy_helper.from_array(np.array(255, np.float32), "c255")]
+        weights = cls.weights()
+        for k, (w, b) in enumerate(weights):
+            inits += [numpy_helper.from_array(w, f"w{k}"), numpy_helper.from_array(b, f"b{k}")]
+            nodes.append(helper.make_node("Conv", [f"h{k}", f"w{k}", f"b{k}"], [f"c{k}"], pads=[1, 1, 1, 1]))
+            act = "Relu" if k < len(weights) - 1 else "Sigmoid"
+            nodes.append(helper.make_node(act, [f"c{k}"], [f"h{k + 1}"]))
+        nodes += [
+            helper.make_node("Mul", [f"h{len(weights)}", "c255"], ["y"]),
+            helper.make_node("Round", ["y"], ["r"]),
+            helper.make_node("Cast", ["r"], ["out"], to=TensorProto.UINT8),
+        ]
+        dims = ["n", 3, "h", "w"]
+        graph = helper.make_graph(
+            nodes,
+            "conv-stand-in",
+            [
+                helper.make_tensor_value_info("image", TensorProto.UINT8, dims),
+                helper.make_tensor_value_info("mask", TensorProto.UINT8, ["n", 1, "h", "w"]),
+            ],
+            [helper.make_tensor_value_info("out", TensorProto.UINT8, dims)],
+            inits,
+        )
+        path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+        return path
+
+
+def measure_networks(work: Path, rounds: int) -> dict[str, dict[str, Any]]:
+    """img/s of each network runner at --batch-size 1 and 8 on 32 images of 224 px (median of ``rounds``), and
+    whether the ONNX runner batched (its probe checks that a batch gives the bytes of each image alone)."""
+    import torch
+
+    from augment.inpainters import lama, migan
+
+    torch.set_num_threads(2)
+    work.mkdir(parents=True, exist_ok=True)
+    data = fixture(32, 224)
+    images, holes = [im for im, _, _ in data], [hole for _, _, hole in data]
+    files = {"lama": ConvStandIn.torchscript(work / "stand-in.pt"), "migan": ConvStandIn.onnx(work / "stand-in.onnx")}
+    table: dict[str, dict[str, Any]] = {}
+    for name, module in (("lama", lama), ("migan", migan)):
+        table[name] = {}
+        for batch in (1, 8):
+            runner = module.runner(files[name], "cpu", batch)
+            runner(images[:batch], holes[:batch])  # warm-up
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                runner(images, holes)
+                times.append(time.perf_counter() - start)
+            table[name][str(batch)] = len(images) / statistics.median(times)
+        table[name]["batched"] = getattr(module.runner(files[name], "cpu", 8), "batched", True)
+    return table
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=200, help="fixture images per size")
@@ -166,6 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 images, 1 round")
     parser.add_argument("--preview", type=Path, help="also draw the fills side by side into this PNG")
+    parser.add_argument("--networks", action="store_true", help="also time the network runners, batch 1 and 8")
     args = parser.parse_args(argv)
     n, rounds = (8, 1) if args.quick else (args.images, args.rounds)
     report = {
@@ -189,6 +304,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, rate in report["speed_224"].items():
         print(f"| {name} | {rate:.0f} | {rate / floor:.2f} |")
     print(f"\n{report['machine']}; commit {report['commit']}; wrote {args.out / 'fills.json'}")
+    if args.networks:
+        report["networks"] = measure_networks(args.out / "fills", rounds)
+        (args.out / "fills.json").write_text(json.dumps(report, indent=1))
+        print("\nnetwork runners on stand-ins, 32 images at 224 px, CPU, 2 threads (img/s)")
+        print("| runner | --batch-size 1 | --batch-size 8 | 8 / 1 |\n|---|---|---|---|")
+        for name, row in report["networks"].items():
+            note = "" if row["batched"] else " (probe: one image per call)"
+            print(f"| {name}{note} | {row['1']:.1f} | {row['8']:.1f} | {row['8'] / row['1']:.2f} |")
     if args.preview:
         preview(args.preview, args.out / "fills")
         print(f"drew {args.preview}")
