@@ -76,8 +76,8 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 # Every benchmark of docs/benchmarks.md, each measured side by side in one run (14 min 52 s at 8a74ce7 on 2 cores of an
-# AMD EPYC, about 5 of them in bench/parity.py, which trains six small models; bench/zoo.py, added since, takes about
-# 2 more); `make bench QUICK=1` only checks that they run (1-3 minutes). Outputs go to bench/out/.
+# AMD EPYC, about 5 of them in bench/parity.py, which trains six small models; bench/zoo.py and bench/fills.py, added
+# since, take about 3 more); `make bench QUICK=1` only checks that they run (1-3 minutes). Outputs go to bench/out/.
 bench: install
 	$(PY) bench/common.py
 	$(PY) bench/build.py $(if $(QUICK),--quick)
@@ -87,6 +87,7 @@ bench: install
 	$(PY) bench/trainer.py $(if $(QUICK),--quick)
 	$(PY) bench/parity.py $(if $(QUICK),--quick)
 	$(PY) bench/zoo.py $(if $(QUICK),--quick)
+	$(PY) bench/fills.py --networks $(if $(QUICK),--quick)
 	$(PY) bench/cagan.py --batch-sizes 1 8 $(if $(QUICK),--quick)
 
 # The GPU benchmark and checks for a device machine (bench/gpu.py, not run on a GPU yet; sized for under 8 minutes on

@@ -288,3 +288,20 @@ def test_paired_differences_pair_seeds_and_mark_two_standard_errors(bench_path: 
     assert lines[0].startswith("| A − B (3 seeds) | best | +0.000 ± 0.000 | **+0.097 ± 0.003** |"), lines[0]
     with pytest.raises(SystemExit, match="no row 'C'"):
         paired.main([str(path), "C", str(path), "B"])
+
+
+def test_fills_benchmark_measures_every_weight_free_cf_fill(bench_path: None, tmp_path: Path) -> None:
+    """bench/fills.py --quick: every weight-free CF method is scored against the hidden background and timed beside
+    the JPEG encode; on photographs telea comes closer to the truth than tile, and grey has the least detail."""
+    import fills
+
+    from augment import infill
+
+    report = fills.main(["--quick", "--sizes", "64", "--out", str(tmp_path)])
+    table = report["errors"]["64"]
+    weight_free = {n for n in infill.names(infill.CF) if not infill.INFILLS[n].needs_model}
+    assert set(table) == weight_free | {fills.NAVIER_STOKES}
+    assert table["telea"]["mae"] < table["tile"]["mae"] < table["grey"]["mae"]
+    assert table["grey"]["energy"] < 1 < table["shuffle"]["energy"]
+    assert set(report["speed_224"]) == set(table) | {"JPEG encode (floor)"}
+    assert json.loads((tmp_path / "fills.json").read_text())["errors"] == report["errors"]
