@@ -21,7 +21,7 @@ import click
 import typer
 
 from augment import infill, options
-from augment.config import ON_ERROR, BuildConfig
+from augment.config import BACKGROUND_RULES, BANK_FROM_DATASET, ON_ERROR, BuildConfig
 from augment.contract import cli_errors, schema
 from augment.contract.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors, out_problem, shown, shown_all
 from augment.datasets import DATASETS, option_default, option_names
@@ -72,6 +72,7 @@ LabelFrom = enum.Enum("LabelFrom", {"largest": "largest", "area": "area"}, type=
 ResizeMode = enum.Enum("ResizeMode", {m: m for m in RESIZE_MODES}, type=str)
 OnError = enum.Enum("OnError", {m: m for m in ON_ERROR}, type=str)
 Device = enum.Enum("Device", {m: m for m in DEVICES}, type=str)
+BackgroundRule = enum.Enum("BackgroundRule", {m: m for m in BACKGROUND_RULES}, type=str)
 
 
 def default(key: str) -> Any:
@@ -240,6 +241,17 @@ def build(
         "each as its own split: <split>.only_fg, .no_fg, .only_bg_t, .mixed_same, .mixed_rand, .mixed_next; each "
         "mixed record names its donor; `train fit` then reports BG-gap and background reliance (docs/METHOD.md).",
     ),
+    backgrounds: str | None = typer.Option(
+        default("backgrounds"),
+        metavar=f"<FOLDER|{BANK_FROM_DATASET}>",
+        help="--factual bank: a folder of background photos (searched recursively; each record names its photo and "
+        f"sha256), or {BANK_FROM_DATASET}: the dataset's own object-free images of the split (cct's empty frames).",
+    ),
+    background_rule: BackgroundRule = typer.Option(
+        default("background_rule"),
+        help="--factual bank: any (uniformly from the bank), or same-class-location (with --backgrounds dataset: an "
+        "empty frame of another training location where the object's class occurs; Gao et al., ICML 2023).",
+    ),
     device: Device = typer.Option(
         default("device"), help="Where models (cagan, lama, migan, --masks-from sam/cam) run: auto = CUDA when present."
     ),
@@ -293,6 +305,8 @@ def build(
         masks_from=masks_from.value,
         mask_weights=str(mask_weights) if mask_weights else None,
         shifted_tests=shifted_tests,
+        backgrounds=backgrounds,
+        background_rule=background_rule.value,
     )
     try:
         options.check(config)
@@ -425,6 +439,7 @@ def describe(out: Path, manifest: dict) -> str:
         ),
         *mask_lines(manifest),
         *shifted_lines(manifest),
+        *bank_lines(manifest),
         "",
         f"{'split':<{width}}{'samples':>8}{'shards':>7}{'MB':>8}  {'CF/F':<5}"
         + "".join(f"{c[:9]:>10}" for c in classes),
@@ -480,6 +495,25 @@ def shifted_lines(manifest: dict) -> list[str]:
         *[f"          not of {split}: {why}" for split, why in section["skipped"].items()],
         *[f"          in {split}: {which}" for split, which in section.get("left_out", {}).items()],
     ]
+
+
+def bank_lines(manifest: dict) -> list[str]:
+    """The background bank of ``--factual bank``: its source, size, fingerprint and rule, and per split how many
+    backgrounds each kind of draw gave."""
+    bank = manifest.get("backgrounds")
+    if bank is None:
+        return []
+    width = split_width(manifest)
+    head = (
+        f"bank:     {bank['source']} {bank['root']}: {bank['files']} files (fingerprint {bank['fingerprint'][:16]}),"
+        f" rule {bank['rule']}"
+    )
+    counts = [
+        f"          {split:<{width}}" + ", ".join(f"{n} {how}" for how, n in s["background_draws"].items())
+        for split, s in manifest["splits"].items()
+        if s.get("background_draws")
+    ]
+    return [head + ("; draws per kind:" if counts else ""), *counts]
 
 
 @app.command()

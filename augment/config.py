@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ON_ERROR = ("fail", "skip")  # --on-error: a bad source input stops the build, or is skipped and recorded
+# --background-rule: how --factual bank draws a background (augment.backgrounds): uniformly from the bank, or an empty
+# frame of another training location where the object's class occurs (Gao et al., ICML 2023, "Copy-Paste, Same Y")
+BACKGROUND_RULES = ("any", "same-class-location")
+BANK_FROM_DATASET = "dataset"  # --backgrounds dataset: the dataset's own object-free images (CCT's empty frames)
 
 
 @dataclass
@@ -36,6 +40,8 @@ class BuildConfig:
     masks_from: str = "annotation"  # where object masks come from (augment.mask_sources)
     mask_weights: str | None = None  # --masks-from sam / cam: the model's local weight file
     shifted_tests: bool = False  # also write the Backgrounds Challenge variants of the test splits (shifted_tests)
+    backgrounds: str | None = None  # --factual bank: a folder of background photos, or "dataset" (BANK_FROM_DATASET)
+    background_rule: str = "any"  # --factual bank: how a background is drawn (BACKGROUND_RULES)
 
     def check_values(self) -> None:
         """Refuse a value out of its range with a ValueError naming its flag; the registries' checks (methods,
@@ -50,3 +56,7 @@ class BuildConfig:
             raise ValueError(f"--shard-size: got {self.shard_size}, expected at least 1 sample per shard")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size: got {self.batch_size}, expected at least 1")
+        if self.background_rule not in BACKGROUND_RULES:
+            raise ValueError(
+                f"--background-rule: got {self.background_rule!r}, expected one of {', '.join(BACKGROUND_RULES)}"
+            )

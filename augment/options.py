@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from augment import infill, mask_sources
-from augment.config import BuildConfig
+from augment.config import BACKGROUND_RULES, BANK_FROM_DATASET, BuildConfig
 from augment.mask_sources import MaskSource
 from augment.shifted_tests import ShiftedPlans, plan_splits
 from augment.zoo.devices import DEVICES, resolve_device
@@ -39,6 +39,7 @@ def check(config: BuildConfig) -> None:
     if model_methods(config):
         check_model_options(config)
     check_mask_source(config)
+    check_backgrounds(config)
 
 
 def model_methods(config: BuildConfig) -> list[str]:
@@ -81,3 +82,35 @@ def check_model_options(config: BuildConfig) -> None:
     resolve_device(config.device)  # asking for CUDA without one fails here, before any work
     for name in model_methods(config):
         infill.INFILLS[name].model.check(model_weights(config, name))
+
+
+def needs_backgrounds(config: BuildConfig) -> bool:
+    """Whether a requested method (``bank``) pastes a background drawn from ``--backgrounds``."""
+    return any(infill.INFILLS[n].needs_background for n in config.factual)
+
+
+def check_backgrounds(config: BuildConfig) -> None:
+    """``--backgrounds`` and ``--background-rule`` go with ``--factual bank`` and with each other, before any work;
+    what only the dataset can tell (its empty frames, its locations) is ``augment.backgrounds.open_banks``'."""
+    bank = ", ".join(n for n in config.factual if infill.INFILLS[n].needs_background) or "bank"
+    if not needs_backgrounds(config):
+        if config.backgrounds is not None or config.background_rule != BACKGROUND_RULES[0]:
+            flag = "--backgrounds" if config.backgrounds is not None else "--background-rule"
+            raise ValueError(f"{flag} is for --factual bank, which this build does not ask for; add --factual bank")
+        return
+    if config.backgrounds is None:
+        raise ValueError(
+            f"--factual {bank} needs --backgrounds: a folder of background photos, or {BANK_FROM_DATASET} for the "
+            "dataset's own empty frames (cct)"
+        )
+    if config.backgrounds != BANK_FROM_DATASET and not Path(config.backgrounds).is_dir():
+        what = "is a file" if Path(config.backgrounds).exists() else "no such folder"
+        raise ValueError(
+            f"--backgrounds {config.backgrounds}: {what}; pass a folder of background photos, or "
+            f"{BANK_FROM_DATASET} for the dataset's own empty frames"
+        )
+    if config.background_rule == "same-class-location" and config.backgrounds != BANK_FROM_DATASET:
+        raise ValueError(
+            "--background-rule same-class-location draws empty frames by camera location, which a folder of photos "
+            f"has none of; pass --backgrounds {BANK_FROM_DATASET} (cct), or --background-rule any"
+        )

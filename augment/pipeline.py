@@ -9,8 +9,10 @@ in build order, the split's donors and value pool) and yields the samples' shard
 3. **variant**: for a shifted test split, the Backgrounds Challenge variant of the sample (``augment.shifted_tests``);
 4. **holes**: its CF hole and F hole (``augment.masks``), computed once and shared by every fill;
 5. **fills**: the model infills, batched (:func:`fill_models`), then each per-sample CF/F method (:func:`make_record`),
-   every draw from the sample's own generator (``augment.rng``);
-6. **record**: the encoded original, label, metadata, mask and CF/F images (``augment.contract.encode``).
+   every draw from the sample's own generator (``augment.rng``): donors, pool values and the bank's backgrounds
+   (``augment.backgrounds``) too;
+6. **record**: the encoded original, label, metadata (naming each bank background drawn), mask and CF/F images
+   (``augment.contract.encode``).
 
 A bad source input is skipped (``--on-error skip``, noted in ``rejects``) or stops the build naming the sample.
 """
@@ -26,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from augment import infill, mask_sources, masks, options, shifted_tests
+from augment.backgrounds import Bank, Draws
 from augment.config import BuildConfig
 from augment.contract import encode, schema
 from augment.datasets import Dataset, Sample
@@ -40,7 +43,8 @@ T = TypeVar("T")
 
 class Pipeline:
     """The records of one run of samples of a split, in the given order; counts their labels and mask sources, and
-    notes the inputs skipped as bad."""
+    notes the inputs skipped as bad; ``bank`` is the split's background bank (``--factual bank``), whose draws it
+    counts (``draws``)."""
 
     def __init__(
         self,
@@ -53,8 +57,10 @@ class Pipeline:
         donors: Donors | None,
         values: ValuePool | None = None,
         generated: shifted_tests.Generated | None = None,
+        bank: Bank | None = None,
     ) -> None:
         self.config, self.dataset, self.split, self.indices = config, dataset, split, indices
+        self.draws = Draws(bank, config.on_error) if bank is not None and augmented else None
         self.augmented, self.donors, self.values = augmented, donors, values
         self.generated = generated  # a shifted test split: its samples are its base split's variants
         self.labels: Counter[int] = Counter()
@@ -87,6 +93,7 @@ class Pipeline:
                     fills.get(sample.key),
                     self.values,
                     sample_holes,
+                    self.draws,
                 )
                 if record is None:
                     continue
@@ -202,25 +209,44 @@ def make_record(
     model_fills: dict[str, np.ndarray] | None = None,
     values: ValuePool | None = None,
     holes: Holes | None = None,
+    draws: Draws | None = None,
 ) -> dict[str, bytes]:
     """One shard record: the original, its mask and metadata, and every requested CF/F image.
 
     ``model_fills`` holds the images of model methods, already filled in a batch by :func:`fill_models`;
     ``values`` is the split's value pool (``augment.pool``) for the methods that draw from it (shuffle); ``holes``
-    are the sample's (computed here when not given).
+    are the sample's (computed here when not given); ``draws`` draws the backgrounds of ``bank`` from the split's
+    bank, each named in the metadata.
     """
     holes = Holes.of(sample) if holes is None else holes
     record: dict[str, Any] = {
         "__key__": sample.key,
         schema.IMAGE: encode.encode_jpeg(sample.image),
         schema.LABEL: str(sample.label).encode(),
-        schema.META: sample_json(sample, holes.has_object),
     }
-    if not holes.has_object:
-        return record
-    record[schema.MASK] = encode.encode_mask(holes.object_mask())
-    if not augmented:
-        return record
+    backgrounds: dict[str, dict[str, Any]] = {}  # f.bank field -> the background drawn for it
+    if holes.has_object:
+        record[schema.MASK] = encode.encode_mask(holes.object_mask())
+        if augmented:
+            record |= make_fills(sample, dataset, config, donors, model_fills, values, holes, draws, backgrounds)
+    record[schema.META] = sample_json(sample, holes.has_object, backgrounds)
+    return record
+
+
+def make_fills(
+    sample: Sample,
+    dataset: Dataset,
+    config: BuildConfig,
+    donors: Donors | None,
+    model_fills: dict[str, np.ndarray] | None,
+    values: ValuePool | None,
+    holes: Holes,
+    draws: Draws | None,
+    backgrounds: dict[str, dict[str, Any]],
+) -> dict[str, bytes]:
+    """The encoded CF/F images of a sample with an object; each bank background drawn is noted in
+    ``backgrounds``."""
+    record: dict[str, bytes] = {}
     for role, names, hole in ((infill.CF, config.infill, holes.cf), (infill.F, config.factual, holes.f)):
         for name in names:
             method = infill.INFILLS[name]
@@ -233,12 +259,18 @@ def make_record(
                 kwargs: dict[str, Any] = {"pool": values} if method.needs_pool else {}
                 if method.needs_donor:
                     kwargs["donor"] = load_donor(sample, dataset, donors, rng, config.on_error, donor_masks(config))
+                if method.needs_background:
+                    if draws is None:
+                        raise BuildError(f"--factual {name}: the build opened no background bank for {sample.split}")
+                    kwargs["background"], backgrounds[field_name] = draws.draw(sample, rng)
                 record[field_name] = encode.encode_jpeg(method.fill(sample.image, hole, rng, **kwargs))
     return record
 
 
-def sample_json(sample: Sample, has_object: bool) -> bytes:
-    """The record's metadata (``schema.META``): where the sample came from and what the build made of it."""
+def sample_json(sample: Sample, has_object: bool, backgrounds: dict[str, dict[str, Any]] | None = None) -> bytes:
+    """The record's metadata (``schema.META``): where the sample came from and what the build made of it; ``bank``
+    names the background of each f.bank image, in records that have them only (so a build without them writes the
+    bytes it wrote before the bank existed)."""
     boxes = [] if sample.boxes is None else np.asarray(sample.boxes).reshape(-1, 4).tolist()
     meta = {
         "key": sample.key,
@@ -258,6 +290,8 @@ def sample_json(sample: Sample, has_object: bool) -> bytes:
         "object_id": sample.object_id,
         "meta": sample.meta,
     }
+    if backgrounds:
+        meta["bank"] = backgrounds
     return json.dumps(meta, sort_keys=True).encode()
 
 

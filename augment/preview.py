@@ -1,7 +1,8 @@
 """``augment preview``: a contact sheet of a build, for looking rather than reading.
 
 Rows are samples (one per class first, then more), columns are original | mask | each CF field | each F field.
-The mask column shows the object in white and its boxes (the CF hole) in red. A title names the build and split, a
+The mask column shows the object in white and its boxes (the CF hole) in red; under a key, the background of its
+first f.bank image is named (``bg:``, the bank's file or frame). A title names the build and split, a
 legend under the grid says what the red box and a field's copy suffix (``f.shuffle.0``) are.
 """
 
@@ -22,6 +23,7 @@ LABEL_HEIGHT = 14
 CAPTION_WIDTH = 96
 LINE_HEIGHT = 14  # a line of title or legend text
 BOX_COLOUR = (255, 0, 0)
+BANK_NAME = 14  # characters of a bank background's name under a key
 Record = tuple[str, str, dict[str, bytes]]  # (shard path, key, fields)
 
 
@@ -105,7 +107,23 @@ def cells_of(record: Record, columns: list[str], pixels: int) -> tuple[str, list
             what = f"{name!r} and json boxes" if name == schema.MASK else repr(name)
             raise ShardError(path, f"field {what} cannot be drawn ({type(e).__name__}: {e})", key=key) from None
     source = meta.get("mask_source")  # builds before --masks-from have none
-    return f"{key}\n{meta.get('class_name', '?')}" + (f"\nmask: {source}" if source else ""), cells
+    caption = f"{key}\n{meta.get('class_name', '?')}" + (f"\nmask: {source}" if source else "")
+    return caption + "".join(f"\nbg: {name}" for name in bank_donors(meta, columns)[:1]), cells
+
+
+def bank_donors(meta: dict, columns: list[str]) -> list[str]:
+    """The backgrounds of the record's f.bank columns, in column order, each as its file name (or frame key) cut to
+    fit the caption; [] for a record without them."""
+    bank = meta.get("bank")
+    if not isinstance(bank, dict):
+        return []
+    names = []
+    for column in columns:
+        donor = bank.get(column)
+        if isinstance(donor, dict):
+            name = str(donor.get("key") or donor.get("path") or "?").rsplit("/", 1)[-1]
+            names.append(name if len(name) <= BANK_NAME else "..." + name[3 - BANK_NAME :])
+    return names
 
 
 def preview(out: Path, dest: Path, split: str | None = None, rows: int = 8, cell: int = 128) -> Path:
@@ -204,6 +222,16 @@ def sheet_legend(titles: list[str], copies: int) -> list[tuple[tuple[int, int, i
                 None,
                 "mask: under each key, where its mask came from (augment build --masks-from; box = the "
                 "F hole is everything outside the box)",
+            )
+        )
+    bank = [t for t in titles if t.startswith("f.bank")]
+    if bank:
+        legend.append(
+            (
+                None,
+                f"{bank[0]}: the object on a background from the bank (augment build --backgrounds); bg: under each "
+                "key names the background of the first f.bank column (its json's bank names each one, with its sha256 "
+                "or frame key, and the crop)",
             )
         )
     suffixed = [t for t in titles if re.fullmatch(r".+\.\d+", t)]

@@ -10,7 +10,8 @@ and the paper's online augmentation, 3 seeds each:
    shape), with IN-9's release folder names (``02_wheeled vehicle``...) for its class folders; ``--objects shape``
    paints each object in one colour, ``--objects texture`` fills it with a crop of its class's texture photo. Built
    with ``augment build --dataset in9 --infill tile --infill telea --infill grey --factual shuffle --factual random
-   --factual mixed-rand`` at ``--image-size``.
+   --factual mixed-rand --factual bank --backgrounds BANK`` at ``--image-size``, BANK holding scikit-image's photos
+   that are no class's background (``write_bank``).
 2. **Rows** (every one through ``train.train.fit``, ``--preset demo``):
 
    - ``stored``: the build's images, copy ``epoch % K`` (the product);
@@ -111,6 +112,8 @@ ROWS = (
         cf_weight=0.5,
     ),
     Row("CF(tile)+F(mixed-rand) stored", cf=("tile",), f=("mixed-rand",)),
+    # F on real backgrounds (issue #33): a bank of the photos that are no class's background
+    Row("F(bank) stored", f=("bank",)),
     # which CF fill (issue #32): the shipped objective, the same F
     *(
         Row(f"CF({fill})+F(shuffle) stored, CF loss uniform-others, weight 0.5", cf=(fill,), f=("shuffle",), **SHIPPED)
@@ -300,7 +303,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         root, args.size, args.test_size, args.source_size, args.data_seed, args.classes, args.objects
     )
     shards = work / f"shards-c{args.copies}"
-    factual = [x for m in ("shuffle", "random", "mixed-rand") for x in ("--factual", m)]
+    factual = [x for m in ("shuffle", "random", "mixed-rand", "bank") for x in ("--factual", m)]
+    bank = write_bank(work / "bank", args.classes)
     build_s, _ = cli(
         "augment",
         "build",
@@ -312,6 +316,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.image_size,
         *[x for m in CF_FILLS for x in ("--infill", m)],
         *factual,
+        "--backgrounds",
+        bank,
         "--copies",
         args.copies,
         "--seed",
@@ -368,6 +374,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
     return report
+
+
+def write_bank(folder: Path, classes: int) -> Path:
+    """F(bank)'s background folder: scikit-image's photos that are no class's background in the fixture (those after
+    the first ``classes`` of ``photos.PHOTOS``), as PNG files named as the photos."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = photos.PHOTOS[classes:]
+    for (name, _), image in zip(names, photos.load_photos(len(names), tuple(f for _, f in names)), strict=True):
+        path = folder / f"{name}.png"
+        if not path.exists():
+            photos.Image.fromarray(image).save(path)
+    return folder
 
 
 def slug(name: str) -> str:

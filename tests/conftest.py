@@ -48,7 +48,9 @@ def tiny_inpainter(size: int = 16):  # noqa: ANN201
 
 
 def method_kwargs(method, h: int = 12, w: int = 16) -> dict:  # noqa: ANN001
-    """What the build passes to a method besides (image, hole, rng): a donor, a value pool or a loaded model."""
+    """What the build passes to a method besides (image, hole, rng): a donor, a value pool, a background of the bank
+    (larger than the image and of another aspect, cropped off the corner) or a loaded model."""
+    from augment.infill.bank import Background
     from augment.infill.mixed_rand import Donor
     from augment.pool import make_pool
 
@@ -56,6 +58,8 @@ def method_kwargs(method, h: int = 12, w: int = 16) -> dict:  # noqa: ANN001
         return {"pool": make_pool(0, [(f"k{i}", make_image(h, w, seed=50 + i)) for i in range(3)])}
     if method.needs_donor:
         return {"donor": Donor(make_image(h, w, seed=99), rect_hole(h, w, 2, 6, 3, 9))}
+    if method.needs_background:
+        return {"background": Background(make_image(2 * h, 3 * w, seed=98), (1, 0))}
     if method.needs_model:
         return {"inpainter": tiny_inpainter()}
     return {}

@@ -305,3 +305,35 @@ def test_fills_benchmark_measures_every_weight_free_cf_fill(bench_path: None, tm
     assert table["grey"]["energy"] < 1 < table["shuffle"]["energy"]
     assert set(report["speed_224"]) == set(table) | {"JPEG encode (floor)"}
     assert json.loads((tmp_path / "fills.json").read_text())["errors"] == report["errors"]
+
+
+def test_bank_fixture_reads_as_cct_with_locations_and_empty_frames(bench_path: None, tmp_path: Path) -> None:
+    import argparse
+
+    import bank
+
+    from augment.datasets import get_dataset
+
+    args = argparse.Namespace(
+        source_size=32,
+        classes=3,
+        cis_locations=4,
+        trans_locations=2,
+        class_locations=2,
+        per_location=6,
+        eval_per_location=2,
+        empty=3,
+        data_seed=0,
+    )
+    counts = bank.write_fixture(tmp_path / "cct", args)
+    data = get_dataset("cct", root=str(tmp_path / "cct"), image_size=16)
+    assert data.classes == ("circle", "square", "triangle")
+    assert counts["class_locations"] == {"circle": [0, 1], "square": [1, 2], "triangle": [2, 3]}
+    refs = data.splits()["train"].refs
+    assert len(refs) == 24 and {r.location for r in refs} == {"0", "1", "2", "3"}
+    for ref in refs:  # a class only where it occurs
+        assert int(ref.location) in counts["class_locations"][data.classes[ref.label]]
+    frames = data.empty_frames("train")
+    assert len(frames) == 12 and sorted({f.location for f in frames}) == ["0", "1", "2", "3"]
+    assert {r.location for r in data.splits()["trans_test"].refs} == {"4", "5"}  # held-out locations
+    assert data.describe()["evaluation"]["trans"] == ["trans_val", "trans_test"]

@@ -164,6 +164,61 @@ def make_cct(root: Path) -> Path:
     return root
 
 
+# A camera-trap release with locations and empty frames, in the COCO Camera Traps layout of make_cct: per split, the
+# images as (image id, location, category id), category 30 "empty". Each location's frames show its own background
+# (``trap_background``); an animal is a bright box on it. In train (locations 10, 20, 30, 40): deer at 10, 20 and 40,
+# fox at 20 and 30, bobcat only at 30; empty frames at 10 (two), 20 and 30 (two), none at 40. cis_val (location 10)
+# and trans_test (location 50, a location train never has) hold an animal and an empty frame each.
+CCT_TRAPS = {
+    "train": [
+        ("deer-10a", 10, 1),
+        ("deer-10b", 10, 1),
+        ("deer-20", 20, 1),
+        ("deer-40", 40, 1),
+        ("fox-20", 20, 5),
+        ("fox-30", 30, 5),
+        ("bobcat-30", 30, 7),
+        ("empty-10a", 10, 30),
+        ("empty-10b", 10, 30),
+        ("empty-20", 20, 30),
+        ("empty-30a", 30, 30),
+        ("empty-30b", 30, 30),
+    ],
+    "cis_val": [("deer-10c", 10, 1), ("empty-10c", 10, 30)],
+    "trans_test": [("fox-50", 50, 5), ("empty-50", 50, 30)],
+}
+CCT_TRAP_CATEGORIES = [{"id": 1, "name": "deer"}, {"id": 5, "name": "fox"}, {"id": 7, "name": "bobcat"}]
+CCT_TRAP_BOX = [64, 48, 96, 72]  # [x, y, w, h] at the declared 256x192: pixels 16:40 x 12:30 of the 64x48 file
+
+
+def trap_background(location: int, n: int) -> np.ndarray:
+    """The view of camera ``location`` (its own texture), shifted a little per frame ``n``."""
+    return np.roll(textured(48, 64, 1000 + location), 2 * n, axis=1)
+
+
+def make_cct_traps(root: Path) -> Path:
+    """<root>/eccv_18_all_images_sm/ and eccv_18_annotation_files/ of ``CCT_TRAPS`` (see there)."""
+    folder = root / "eccv_18_annotation_files"
+    cats = [*CCT_TRAP_CATEGORIES, {"id": 30, "name": "empty"}]
+    for split, rows in CCT_TRAPS.items():
+        images, annotations = [], []
+        for n, (image_id, location, category) in enumerate(rows):
+            pixels = trap_background(location, n)
+            if category != 30:
+                x, y, w, h = (v // 4 for v in CCT_TRAP_BOX)
+                pixels[y : y + h, x : x + w] = (250, 200 - 40 * (category % 4), 30)
+            save_jpeg(root / "eccv_18_all_images_sm" / f"{image_id}.jpg", pixels)
+            images.append(
+                {"id": image_id, "file_name": f"{image_id}.jpg", "width": 256, "height": 192, "location": location}
+            )
+            annotation = {"id": f"a-{image_id}", "image_id": image_id, "category_id": category}
+            annotations.append(annotation if category == 30 else {**annotation, "bbox": CCT_TRAP_BOX})
+        write_json(
+            folder / f"{split}_annotations.json", {"images": images, "annotations": annotations, "categories": cats}
+        )
+    return root
+
+
 def coco_rle(mask: np.ndarray) -> dict:
     from pycocotools import mask as coco_mask
 

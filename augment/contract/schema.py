@@ -31,7 +31,7 @@ MAX_GROUP = 2**31 - 1  # a record's group: an int32 in every batch and metric
 # registers the methods themselves (tests/test_layout.py checks that the two agree); a record's fields come from the
 # manifest (splits.<split>.fields), never from these names.
 CF_METHODS = ("grey", "random", "shuffle", "shuffle-image", "tile", "telea", "cagan", "lama", "migan")
-F_METHODS = ("random", "shuffle", "shuffle-image", "mixed-rand")
+F_METHODS = ("random", "shuffle", "shuffle-image", "mixed-rand", "bank")
 
 # Fields of every record.
 IMAGE = "jpg"  # the original image, RGB JPEG at the stored size
@@ -64,6 +64,10 @@ SAMPLE_JSON = {
     "<class folder>/<stem of the foreground image>; synthetic: <index>): the background reliance pairs images on it; "
     "null where the adapter pairs nothing (builds before it lack the key)",
     "meta": "adapter-specific facts (e.g. the synthetic background family; in a shifted split, the base sample's)",
+    "bank": "in a record with f.bank fields (augment build --factual bank), per field its background: source "
+    "(folder or dataset), path and sha256 (a folder's file) or key, path and location (an empty frame of the "
+    "dataset), rule (any, same-class-location, other-location), scaled [W, H] and crop [x0, y0, x1, y1]; "
+    "records without f.bank fields lack the key",
 }
 
 TAR_MTIME = 0  # fixed tar header fields: same inputs give byte-identical shards

@@ -9,7 +9,13 @@ An adapter is a picklable object (it travels to the build's worker processes) wi
 - ``fingerprint()``: a sha256 that changes whenever the source data would;
 - ``describe()``: the resolved adapter parameters, for the manifest;
 - optionally ``shifted_splits``: the splits that show objects on changed backgrounds already (IN-9's mixed_*), which
-  ``--shifted-tests`` makes no variants of.
+  ``--shifted-tests`` makes no variants of;
+- optionally ``empty_frames(split) -> list[Frame]`` and ``load_empty(split, index) -> uint8[H, W, 3]``: the split's
+  object-free images (CCT's empty frames), which ``--factual bank --backgrounds dataset`` draws from, loaded at the
+  stored size as the samples are.
+
+A sample's ``location`` (and its ref's) is the camera location where the adapter knows one (CCT), else None:
+``--background-rule same-class-location`` draws by it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,17 @@ class Ref:
     label: int
     annotated: bool = True  # has an object annotation, so it can donate its background to mixed-rand
     segmented: bool = True  # that annotation outlines the object (a mask), not only a box: shifted tests need one
+    location: str | None = None  # the camera location (CCT), else None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """An object-free image of a split (``Dataset.empty_frames``): a background ``--backgrounds dataset`` can draw."""
+
+    key: str  # unique in the dataset, as a sample key
+    path: str  # relative to the dataset root
+    size: int  # bytes on disk, -1 when missing (the bank's fingerprint)
+    location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,7 @@ class Sample:
     # the object the image shows, the same in each of the dataset's own test variants of it (IN-9's original and
     # fg_<stem>_bg_<...> files): what paired metrics match images on, never a parse of the key
     object_id: str | None = None
+    location: str | None = None  # the camera location (CCT), else None
 
 
 class Dataset(Protocol):

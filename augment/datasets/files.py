@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from augment.config import ON_ERROR
-from augment.datasets import Ref, Sample, SplitPlan
+from augment.datasets import Frame, Ref, Sample, SplitPlan
 from augment.masks import mask_to_box
 from augment.read import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -121,6 +121,7 @@ class Item:
     box_space: tuple[int, int] | None = None  # (W, H) an annotation file declares; None = the image's own size
     meta: dict[str, Any] = field(default_factory=dict)
     object_id: str | None = None  # Sample.object_id: the object across the dataset's own test variants
+    location: str | None = None  # Sample.location: the camera location (CCT)
 
 
 MAX_KEY = 64  # a tar member name is at most 100 characters: key + ".f.mixed-rand.0.jpg" must fit
@@ -176,6 +177,7 @@ class FileDataset:
     params: dict[str, Any] = field(default_factory=dict)  # adapter facts for the manifest (label map, bg_gap, ...)
     rejects: list[dict[str, str]] = field(default_factory=list)  # skipped while scanning
     shifted_splits: tuple[str, ...] = ()  # splits whose background is changed already: no base of --shifted-tests
+    empty: dict[str, list[Item]] = field(default_factory=dict)  # object-free images per split (CCT's empty frames)
 
     default_image_size = 256
 
@@ -190,7 +192,7 @@ class FileDataset:
     def splits(self) -> dict[str, SplitPlan]:
         return {
             split: SplitPlan(
-                tuple(Ref(i.key, i.label, annotated(i), segmented(i)) for i in items),
+                tuple(Ref(i.key, i.label, annotated(i), segmented(i), i.location) for i in items),
                 augment=split in self.augmented,
             )
             for split, items in self.items.items()
@@ -225,7 +227,20 @@ class FileDataset:
             group=item.group,
             meta=item.meta,
             object_id=item.object_id,
+            location=item.location,
         )
+
+    def empty_frames(self, split: str) -> list[Frame]:
+        """The split's object-free images (``empty``), for ``--backgrounds dataset``."""
+        return [
+            Frame(i.key, i.path, file_size(Path(self.root) / i.path), i.location) for i in self.empty.get(split, [])
+        ]
+
+    def load_empty(self, split: str, index: int) -> np.ndarray:
+        """Object-free image ``index`` of the split, read and resized as the samples are (``load``)."""
+        decoded = read_image(Path(self.root) / self.empty[split][index].path, self.max_image_pixels)
+        out_size = target_size(decoded.size, self.image_size, self.resize_mode)
+        return resize(decoded.image, None, None, decoded.size, out_size)[0]
 
     def fingerprint(self) -> str:
         """sha256 over every item (key, label, annotation) and the path and size of every file it reads.
@@ -237,7 +252,7 @@ class FileDataset:
         for split, items in self.items.items():
             for item in items:
                 files = [str(Path(self.root) / item.path), *(item.mask.files() if item.mask else [])]
-                sizes = [os.stat(f).st_size if os.path.exists(f) else -1 for f in files]
+                sizes = [file_size(f) for f in files]
                 row = [
                     split,
                     item.key,
@@ -262,6 +277,11 @@ class FileDataset:
             "augmented_splits": list(self.augmented),
             **self.params,
         }
+
+
+def file_size(path: Path | str) -> int:
+    """The file's size in bytes, -1 when it is missing (what the fingerprints hash instead of contents)."""
+    return os.stat(path).st_size if os.path.exists(path) else -1
 
 
 def annotated(item: Item) -> bool:

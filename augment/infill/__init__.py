@@ -15,7 +15,9 @@ Every method is one function in its own file with the signature::
 
 registered with ``@register(name, roles=..., stochastic=..., summary=...)``. Methods that need a second image
 (``mixed-rand``) declare ``needs_donor=True`` and take it as the keyword argument ``donor``; methods that draw from
-the split's value pool (``shuffle``, see ``augment.pool``) declare ``needs_pool=True`` and take it as ``pool``.
+the split's value pool (``shuffle``, see ``augment.pool``) declare ``needs_pool=True`` and take it as ``pool``;
+methods that paste a background drawn from the build's bank (``bank``, see ``augment.backgrounds``) declare
+``needs_background=True`` and take it as ``background``.
 Methods that run a model (``cagan``) also register ``batch=``, the same method over lists of images that the build
 uses to fill a batch at once, and ``model=``, a :class:`ModelInfill` that owns their weights option, its check,
 their provenance and their batched runner; they take the loaded model as the keyword argument ``inpainter`` and
@@ -78,6 +80,7 @@ class Infill:
     needs_donor: bool = False
     needs_model: bool = False
     needs_pool: bool = False  # takes the split's ValuePool as ``pool``
+    needs_background: bool = False  # takes a background drawn from the bank as ``background`` (augment.backgrounds)
     batch: Callable[..., list[np.ndarray]] | None = None  # fill_batch(images, holes, *, inpainter) for model methods
     model: ModelInfill | None = None  # how the build loads and records the model (model methods)
 
@@ -93,6 +96,7 @@ def register(
     summary: str,
     needs_donor: bool = False,
     needs_pool: bool = False,
+    needs_background: bool = False,
     batch: Callable[..., list[np.ndarray]] | None = None,
     model: ModelInfill | None = None,
 ) -> Callable[[InfillFn], InfillFn]:
@@ -107,7 +111,17 @@ def register(
         if name in INFILLS:
             raise ValueError(f"infill {name!r} registered twice ({INFILLS[name].fill.__module__}, {fn.__module__})")
         INFILLS[name] = Infill(
-            name, fn, frozenset(roles), stochastic, summary, needs_donor, model is not None, needs_pool, batch, model
+            name,
+            fn,
+            frozenset(roles),
+            stochastic,
+            summary,
+            needs_donor,
+            model is not None,
+            needs_pool,
+            needs_background,
+            batch,
+            model,
         )
         return fn
 
@@ -206,5 +220,8 @@ def to_uint8(scaled: np.ndarray) -> np.ndarray:
 
 
 # Import every method so that it registers itself (order = order in `augment datasets` and the CLI enums).
-for _method in ("grey", "random", "shuffle", "shuffle_image", "tile", "telea", "mixed_rand", "cagan", "lama", "migan"):
+for _method in (
+    *("grey", "random", "shuffle", "shuffle_image", "tile", "telea", "mixed_rand", "bank"),
+    *("cagan", "lama", "migan"),
+):
     importlib.import_module(f"augment.infill.{_method}")

@@ -1,8 +1,8 @@
 """The build's dataset, opened once per process, with what every task of the build derives from it.
 
 A task receives only the small config; the worker opens the dataset itself and keeps it, with each split's build
-order, donor index and value pool, for the build's later tasks. Sample lists and donor arrays, which grow with the
-dataset, never cross process boundaries.
+order, donor index, value pool and background bank, for the build's later tasks. Sample lists and donor arrays,
+which grow with the dataset, never cross process boundaries.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from augment import options, pool
+from augment import backgrounds, options, pool
+from augment.backgrounds import Bank
 from augment.config import BuildConfig
 from augment.datasets import Dataset, get_dataset
 from augment.donors import Donors
@@ -27,7 +28,8 @@ from augment.shifted_tests import Generated
 @dataclass
 class DatasetCache:
     """One build's opened dataset and, per split, its donor index (over source indices), its build order and its
-    value pool (made on first use: 64 decodes); and which splits are generated shifted tests, of which base."""
+    value pool (made on first use: 64 decodes) and background bank (``--factual bank``: the listing of its files);
+    and which splits are generated shifted tests, of which base."""
 
     dataset: Dataset
     donors: dict[str, Donors | None]
@@ -35,6 +37,7 @@ class DatasetCache:
     config: BuildConfig
     generated: dict[str, Generated] = field(default_factory=dict)  # the shifted test splits, by name
     pools: dict[str, ValuePool] = field(default_factory=dict)
+    banks: dict[str, Bank] = field(default_factory=dict)  # augmented split -> its background bank
 
     def pool(self, split: str) -> ValuePool | None:
         """The split's value pool, or None when no requested method uses one."""
@@ -97,5 +100,6 @@ def cached_dataset(
             # object would leak in
             wanted = (plan.augment and config.factual) or split in bases
             donors[split] = Donors.of(labels, annotated) if wanted else None
-        _CACHE[key] = DatasetCache(dataset, donors, orders, config, every.generated)
+        banks = backgrounds.open_banks(config, dataset, every.plans)
+        _CACHE[key] = DatasetCache(dataset, donors, orders, config, every.generated, banks=banks)
     return _CACHE[key]

@@ -176,9 +176,13 @@ def assemble(
         for name, info in plan.splits.items()
     }
     rejects = list(plan.scan_rejects)
+    bank = plan.header.get("backgrounds")
+    bad: dict[str, str] = {}  # bank files left out as bad (--on-error skip), each listed once
     for task in plan.tasks:
         record = records[task.name]
         info = splits[task.split]
+        if bank is not None and "backgrounds" in record:
+            bad |= background_draws(task, record["backgrounds"], bank, info)
         info["shards"].append(record["shard"])
         info["num_samples"] += record["shard"]["num_samples"]
         for label, n in record["labels"].items():
@@ -186,9 +190,24 @@ def assemble(
         for source, n in record.get("mask_sources", {}).items():  # samples per mask_source ("none": no object)
             info["mask_sources"][source] = info["mask_sources"].get(source, 0) + n
         rejects.extend(record["rejects"])
+    rejects += [{"split": "", "path": path, "reason": why} for path, why in sorted(bad.items())]
     total = sum(s["num_samples"] for s in splits.values())
     rejects_info = {"count": len(rejects), "file": schema.REJECTS if rejects else None}
     return {**with_used_pool(plan, records), "num_samples": total, "rejects": rejects_info, "splits": splits}, rejects
+
+
+def background_draws(task: Task, done: dict[str, Any], bank: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:
+    """Add a shard's bank draws per kind to its split's ``background_draws`` and return the bank files it left out;
+    a shard whose bank differs from the plan's (the folder changed during the build) stops the assembly."""
+    if done["fingerprint"] != bank["fingerprint"]:
+        raise BuildError(
+            f"{task.path}: built from a --backgrounds bank of fingerprint {done['fingerprint'][:12]}, the build's is "
+            f"{bank['fingerprint'][:12]}: the bank changed during the build; rebuild with --overwrite"
+        )
+    counts = info.setdefault("background_draws", {})
+    for how, n in done["draws"].items():
+        counts[how] = counts.get(how, 0) + n
+    return done["left_out"]
 
 
 def with_used_pool(plan: Plan, records: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import augment
-from augment import infill, mask_sources, options, pool, shifted_tests
+from augment import backgrounds, infill, mask_sources, options, pool, shifted_tests
 from augment.config import BuildConfig
 from augment.contract import schema
 from augment.datasets import Dataset
@@ -55,6 +55,7 @@ def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Pl
     every = options.splits(config, dataset)
     plans = every.plans
     check_unique_keys(plans)
+    bank = backgrounds.manifest_section(backgrounds.open_banks(config, dataset, plans))  # refuses an unusable bank
     header = {
         "format": schema.FORMAT,
         "format_version": schema.FORMAT_VERSION,
@@ -80,6 +81,7 @@ def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Pl
         "models": model_provenance(config),
         "masks": mask_sources.describe(config.masks_from, config.mask_weights, config.device, config.batch_size),
         **({"shifted_tests": shifted_tests.manifest_section(every)} if config.shifted_tests else {}),
+        **({"backgrounds": bank} if bank is not None else {}),
     }
     tasks, splits = [], {}
     for split, plan in plans.items():

@@ -28,8 +28,8 @@ def build_shard(
     runs in a worker process (or on a dask worker). Errors name the sample by its source index.
 
     Writes the shard (temp name, then rename), then its journal record, and returns the record: the shard's manifest
-    entry plus per-label counts, skipped inputs, the shuffle pool's members left out and the encoder versions the
-    bytes came from.
+    entry plus per-label counts, skipped inputs, the shuffle pool's members left out, the background bank's draws and
+    the encoder versions the bytes came from.
     """
     cache = cached_dataset(config, factory)
     generated = cache.generated.get(task.split)
@@ -42,6 +42,7 @@ def build_shard(
         donors=cache.donors[generated.base if generated else task.split],
         values=cache.pool(task.split) if augmented else None,  # loaded before the shard file is opened
         generated=generated,
+        bank=cache.banks.get(task.split),
     )
     info = write_shard(out / task.path, samples.records())
     done = {
@@ -53,6 +54,8 @@ def build_shard(
         "shard": {"path": task.path, **info},
         "environment": schema.environment(),
     }
+    if samples.draws is not None:  # the bank's fingerprint, draws per kind and bad files (journal.assemble)
+        done["backgrounds"] = samples.draws.summary()
     if samples.values is not None:  # the pool's members left out, for the manifest (augment.pool.used_members)
         done["pool_left_out"] = [[position, why] for position, why in samples.values.left_out]
     journal.record_done(out, task, done)
