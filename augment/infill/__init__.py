@@ -21,7 +21,9 @@ methods that paste a background drawn from the build's bank (``bank``, see ``aug
 Methods that run a model (``cagan``) also register ``batch=``, the same method over lists of images that the build
 uses to fill a batch at once, and ``model=``, a :class:`ModelInfill` that owns their weights option, its check,
 their provenance and their batched runner; they take the loaded model as the keyword argument ``inpainter`` and
-count as ``needs_model``. Adding a model method is its own file plus its import below (and, for its weights
+count as ``needs_model``. An inpainting network (``lama``, ``migan``) is a loader module in ``augment.inpainters``
+(``required``, ``describe``, ``runner``) and a method file of a few lines: ``model=inpainter_model(option, module)``,
+``batch=fill_with_inpainter``. Adding a model method is its own file plus its import below (and, for its weights
 option, a ``BuildConfig`` field and CLI flag of the name it declares).
 The registry name is also the CLI value and the shard field name (``cf.tile.jpg``). A method never mutates
 its input and draws all its randomness from ``rng``.
@@ -68,6 +70,35 @@ class ModelInfill:
         return "--" + self.option.replace("_", "-")
 
 
+def inpainter_model(option: str, module: str) -> ModelInfill:
+    """The ``ModelInfill`` of an inpainting network whose loading lives in ``module`` (``augment.inpainters.lama``,
+    ...), imported only when a build uses it: its ``required()`` (no default file: a one-line error naming the
+    flag), ``describe(path)`` (the check, and the manifest's metadata) and ``runner(path, device, batch_size)``."""
+
+    describe = Deferred(module, "describe")
+    return ModelInfill(option, Deferred(module, "required"), describe, describe, Deferred(module, "runner"))
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """Function ``name`` of ``module``, imported at the first call; a plain value, so the registry pickles (build
+    workers receive it)."""
+
+    module: str
+    name: str
+
+    def __call__(self, *args: Any) -> Any:
+        return getattr(importlib.import_module(self.module), self.name)(*args)
+
+
+def fill_with_inpainter(images: list[np.ndarray], holes: list[np.ndarray], *, inpainter) -> list[np.ndarray]:
+    """A model method's ``batch``: every image's hole filled by the loaded ``inpainter`` (a runner of
+    ``augment.inpainters`` or ``augment.cagan``), which batches and pastes into the hole only."""
+    for image, hole in zip(images, holes, strict=True):
+        check_inputs(image, hole)
+    return inpainter(images, holes)
+
+
 @dataclass(frozen=True)
 class Infill:
     """A registered method: the function plus what the build needs to know about it."""
@@ -81,7 +112,7 @@ class Infill:
     needs_model: bool = False
     needs_pool: bool = False  # takes the split's ValuePool as ``pool``
     needs_background: bool = False  # takes a background drawn from the bank as ``background`` (augment.backgrounds)
-    batch: Callable[..., list[np.ndarray]] | None = None  # fill_batch(images, holes, *, inpainter) for model methods
+    batch: Callable[..., list[np.ndarray]] | None = None  # batch(images, holes, *, inpainter) for model methods
     model: ModelInfill | None = None  # how the build loads and records the model (model methods)
 
 

@@ -2,7 +2,7 @@
 
 The network, weight import and training live in :mod:`augment.cagan`; this file only plugs a loaded
 :class:`~augment.cagan.inpaint.Inpainter` into the registry. The method is deterministic: the same weights on
-the same device give the same bytes. The build fills a batch of images at once through ``fill_batch``, and loads,
+the same device give the same bytes. The build fills a batch of images at once (``fill_with_inpainter``), and loads,
 checks and records the weights (``--cagan-weights``) through :data:`MODEL`.
 """
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from augment.infill import CF, ModelInfill, check_inputs, register
+from augment.infill import CF, ModelInfill, fill_with_inpainter, register
 
 if TYPE_CHECKING:
     from augment.cagan.inpaint import Inpainter
@@ -51,21 +51,14 @@ def runner(weights: Path, device: str, batch_size: int) -> Inpainter:
 MODEL = ModelInfill("cagan_weights", default_weights, check, metadata, runner)
 
 
-def fill_batch(images: list[np.ndarray], holes: list[np.ndarray], *, inpainter) -> list[np.ndarray]:
-    """Inpaint every image's hole with one batched pass of the model (see ``augment.cagan.inpaint``)."""
-    for image, hole in zip(images, holes, strict=True):
-        check_inputs(image, hole)
-    return inpainter(images, holes)
-
-
 @register(
     "cagan",
     roles=(CF,),
     stochastic=False,
     summary="CAGAN (DeepFill v1) inpainting, batched; needs weights",
-    batch=fill_batch,
+    batch=fill_with_inpainter,
     model=MODEL,
 )
 def cagan(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator, *, inpainter) -> np.ndarray:
-    """One image: ``fill_batch`` of a batch of one (``rng`` is unused: the model is deterministic)."""
-    return fill_batch([image], [hole], inpainter=inpainter)[0]
+    """One image: a batch of one (``rng`` is unused: the model is deterministic)."""
+    return fill_with_inpainter([image], [hole], inpainter=inpainter)[0]

@@ -8,49 +8,11 @@ file on the same device with the same batch size gives the same bytes (the manif
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from augment.infill import CF, ModelInfill, check_inputs, register
+from augment.infill import CF, fill_with_inpainter, inpainter_model, register
 
-
-def default_weights() -> Path:
-    """None: ``--lama-weights`` is required (one-line error)."""
-    from augment.inpainters.lama import required
-
-    return required()
-
-
-def check(weights: Path) -> None:
-    """A file that loads as TorchScript with ``forward(image, mask)``; the error names ``--lama-weights``."""
-    from augment.inpainters.lama import describe
-
-    describe(weights)
-
-
-def metadata(weights: Path) -> dict[str, Any]:
-    from augment.inpainters.lama import describe
-
-    return describe(weights)
-
-
-def runner(weights: Path, device: str, batch_size: int) -> Any:
-    """The loaded inpainter, once per process."""
-    from augment.inpainters.lama import runner as load
-
-    return load(weights, device, batch_size)
-
-
-MODEL = ModelInfill("lama_weights", default_weights, check, metadata, runner)
-
-
-def fill_batch(images: list[np.ndarray], holes: list[np.ndarray], *, inpainter) -> list[np.ndarray]:
-    """Inpaint every image's hole, batched over images of one size (see ``augment.inpainters.lama``)."""
-    for image, hole in zip(images, holes, strict=True):
-        check_inputs(image, hole)
-    return inpainter(images, holes)
+MODEL = inpainter_model("lama_weights", "augment.inpainters.lama")
 
 
 @register(
@@ -58,9 +20,9 @@ def fill_batch(images: list[np.ndarray], holes: list[np.ndarray], *, inpainter) 
     roles=(CF,),
     stochastic=False,
     summary="LaMa inpainting (a local big-lama.pt, TorchScript), batched; needs --lama-weights",
-    batch=fill_batch,
+    batch=fill_with_inpainter,
     model=MODEL,
 )
 def lama(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator, *, inpainter) -> np.ndarray:
-    """One image: ``fill_batch`` of a batch of one (``rng`` is unused: the model is deterministic)."""
-    return fill_batch([image], [hole], inpainter=inpainter)[0]
+    """One image: a batch of one (``rng`` is unused: the model is deterministic)."""
+    return fill_with_inpainter([image], [hole], inpainter=inpainter)[0]

@@ -9,49 +9,11 @@ gives the same bytes (the manifest records all three).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from augment.infill import CF, ModelInfill, check_inputs, register
+from augment.infill import CF, fill_with_inpainter, inpainter_model, register
 
-
-def default_weights() -> Path:
-    """None: ``--migan-weights`` is required (one-line error)."""
-    from augment.inpainters.migan import required
-
-    return required()
-
-
-def check(weights: Path) -> None:
-    """A file that onnxruntime loads, of the expected signature; the error names ``--migan-weights``."""
-    from augment.inpainters.migan import describe
-
-    describe(weights)
-
-
-def metadata(weights: Path) -> dict[str, Any]:
-    from augment.inpainters.migan import describe
-
-    return describe(weights)
-
-
-def runner(weights: Path, device: str, batch_size: int) -> Any:
-    """The session, once per process."""
-    from augment.inpainters.migan import runner as load
-
-    return load(weights, device, batch_size)
-
-
-MODEL = ModelInfill("migan_weights", default_weights, check, metadata, runner)
-
-
-def fill_batch(images: list[np.ndarray], holes: list[np.ndarray], *, inpainter) -> list[np.ndarray]:
-    """Inpaint every image's hole, batched where the file allows it (see ``augment.inpainters.migan``)."""
-    for image, hole in zip(images, holes, strict=True):
-        check_inputs(image, hole)
-    return inpainter(images, holes)
+MODEL = inpainter_model("migan_weights", "augment.inpainters.migan")
 
 
 @register(
@@ -59,9 +21,9 @@ def fill_batch(images: list[np.ndarray], holes: list[np.ndarray], *, inpainter) 
     roles=(CF,),
     stochastic=False,
     summary="MI-GAN inpainting (a local ONNX pipeline, onnxruntime); needs --migan-weights",
-    batch=fill_batch,
+    batch=fill_with_inpainter,
     model=MODEL,
 )
 def migan(image: np.ndarray, hole: np.ndarray, rng: np.random.Generator, *, inpainter) -> np.ndarray:
-    """One image: ``fill_batch`` of a batch of one (``rng`` is unused: the pipeline draws no noise)."""
-    return fill_batch([image], [hole], inpainter=inpainter)[0]
+    """One image: a batch of one (``rng`` is unused: the pipeline draws no noise)."""
+    return fill_with_inpainter([image], [hole], inpainter=inpainter)[0]
