@@ -91,13 +91,14 @@ bench: install
 	$(PY) bench/cagan.py --batch-sizes 1 8 $(if $(QUICK),--quick)
 
 # The GPU benchmark and checks for a device machine (bench/gpu.py, not run on a GPU yet; sized for under 8 minutes on
-# one before the model families, whose 12 runs, 6 of them compiling, are not timed yet): CAGAN at batch 1/32/64 in
-# bf16, train fit of ResNet-50 with --amp on 224 crops with CF+F fields against the A100 anchor, train fit --amp of
-# six model families (torchvision and timm ResNet-50, ConvNeXt-T, ViT-S/16, EfficientNet-B0, BiT-S-R50x1) eager and
-# with --compile, a one-process NCCL DDP run, and pytest -m gpu. Without CUDA it runs its CPU paths at toy sizes
-# (91 s on 2 cores of an AMD EPYC, `.venv/bin/python bench/gpu.py --quick --skip-tests`).
+# one before the model families, whose 6 eager runs are not timed yet): CAGAN at batch 1/32/64 in bf16, train fit of
+# ResNet-50 with --amp on 224 crops with CF+F fields against the A100 anchor, train fit --amp of six model families
+# (torchvision and timm ResNet-50, ConvNeXt-T, ViT-S/16, EfficientNet-B0, BiT-S-R50x1), a one-process NCCL DDP run,
+# and pytest -m gpu. `make bench-gpu COMPILE=1` adds each family with --compile (6 compilations, a minute or more
+# each: more than one 10-minute device command may allow). Without CUDA it runs its CPU paths at toy sizes (91 s on 2
+# cores of an AMD EPYC, `.venv/bin/python bench/gpu.py --quick --skip-tests`).
 bench-gpu: install
-	$(PY) bench/gpu.py $(if $(QUICK),--quick)
+	$(PY) bench/gpu.py $(if $(QUICK),--quick) $(if $(COMPILE),,--no-compile)
 
 # docs/results-masks.md: IoU of --masks-from grabcut and of the box against the synthetic true masks, and F(shuffle)
 # trained on box-only vs grabcut masks over 3 seeds (2 builds of make train's size, 6 runs two at a time).
