@@ -6,8 +6,10 @@ layout, stored at 256x256, ``--workers 1`` so that it is the cost on one core):
 - *bare*: the same build with no CF/F method: read, decode, resize, mask, encode and write the original only;
 - *floor*: the bare build plus one more JPEG encoded and written per sample, with no infill (a bench-only method,
   ``copy``, that stores the original again): what any CF or F method costs at the least;
-- one build per registered heuristic method (CF grey/random/shuffle/tile, F random/shuffle/mixed-rand), which
-  adds computing and encoding one CF or F image per sample (mixed-rand also loads a donor image).
+- one build per registered method that runs without a model (CF grey/random/shuffle/tile/telea, F
+  random/shuffle/mixed-rand/bank), which adds computing and encoding one CF or F image per sample (mixed-rand also
+  loads a donor image; bank draws its background from the source photos themselves, ``--backgrounds`` the source
+  folder, and decodes one per sample).
 
 Every build runs ``augment build`` in a fresh process of this script (``--cli``), which registers ``copy`` first,
 so that all cases pay the same start-up.
@@ -41,7 +43,7 @@ def register_floor() -> None:
     """Register ``copy``: the original stored again, so its build encodes and writes one more JPEG, nothing else."""
 
     @infill.register(FLOOR, roles=(infill.CF,), stochastic=False, summary="bench only: the original, encoded again")
-    def copy(image, hole, rng):  # noqa: ANN001, ANN202, ARG001
+    def copy(image, hole, rng):
         return image
 
     del copy
@@ -61,6 +63,8 @@ def cases() -> list[tuple[str, str]]:
 
 def build(imgs: Path, masks: Path, out: Path, size: int, role: str, method: str) -> float:
     flags = {"cf": ["--infill", method], "f": ["--factual", method]}.get(role, [])
+    if method in infill.INFILLS and infill.INFILLS[method].needs_background:  # bank: the source photos as its bank
+        flags += ["--backgrounds", imgs]
     command = [
         sys.executable,
         __file__,
