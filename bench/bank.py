@@ -31,7 +31,6 @@ import argparse
 import json
 import multiprocessing
 import shutil
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import photos
-from common import OUT, OtherLoad, cli, git, machine, one_thread_worker
+from common import OUT, OtherLoad, cli, git, machine, mean_sd, one_thread_worker, slug
 
 IMAGES = "eccv_18_all_images_sm"
 ANNOTATIONS = "eccv_18_annotation_files"
@@ -274,18 +273,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
-
-
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
     """Per metric (auc, accuracy) and split: [mean, sd] over the seeds."""
     out: dict[str, dict[str, list[float]]] = {}
     for metric in ("auc", "accuracy"):
         for split in SPLITS:
-            values = [r[metric][split] for r in runs]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            out.setdefault(metric, {})[split] = [statistics.fmean(values), sd]
+            out.setdefault(metric, {})[split] = mean_sd([r[metric][split] for r in runs])
     return out
 
 

@@ -81,6 +81,16 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def mean_sd(values: list[float]) -> list[float]:
+    """[mean, sample standard deviation] of a row's values over seeds (sd 0 for one value): what the reports store."""
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+
+
+def slug(name: str) -> str:
+    """A row name as a folder name: letters and digits kept, every other character a dash."""
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+
+
 def cli(tool: str, *args: object, monitor: bool = False) -> tuple[float, float]:
     """Run ``tool args`` to completion; (wall seconds, peak RSS bytes of its process tree, or 0 unless ``monitor``)."""
     cmd = [str(BIN / tool), *map(str, args)]

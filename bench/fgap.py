@@ -45,7 +45,6 @@ import argparse
 import json
 import multiprocessing
 import shutil
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import photos
-from common import OUT, OtherLoad, cli, git, machine, one_thread_worker
+from common import OUT, OtherLoad, cli, git, machine, mean_sd, one_thread_worker, slug
 
 SPLITS = ("val", "original", "mixed_same", "mixed_rand", "mixed_next")
 IN9_FOLDERS = (
@@ -388,18 +387,12 @@ def write_bank(folder: Path, classes: int) -> Path:
     return folder
 
 
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
-
-
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
     """Per epoch choice (best, last) and split: [mean, sd] over the seeds."""
     out: dict[str, dict[str, list[float]]] = {}
     for which in ("best", "last"):
         for split in runs[0][which]:
-            values = [r[which][split] for r in runs]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            out.setdefault(which, {})[split] = [statistics.fmean(values), sd]
+            out.setdefault(which, {})[split] = mean_sd([r[which][split] for r in runs])
     return out
 
 

@@ -30,7 +30,6 @@ import argparse
 import json
 import multiprocessing
 import shutil
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -40,7 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 import photos
-from common import OUT, OtherLoad, cli, git, machine, one_thread_worker
+from common import OUT, OtherLoad, cli, git, machine, mean_sd, one_thread_worker
 from PIL import Image
 
 # (release folder, y, shape index of photos.SHAPES, texture file): CUB's species folders, in their order
@@ -158,10 +157,6 @@ def train_one(cf: list[str], f: list[str], seed: int, shards: str, out: str, arg
         "worst_group": splits["test"]["worst_group_accuracy"],
         "seconds": time.perf_counter() - start,
     }
-
-
-def mean_sd(values: list[float]) -> list[float]:
-    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
