@@ -22,7 +22,7 @@ from augment.cagan.net import Generator
 SIZE = 256
 
 
-def rate(fn, images: int, repeats: int) -> float:  # noqa: ANN001
+def rate(fn, images: int, repeats: int) -> float:
     """Images per second of ``fn`` (one warm-up call, then best of ``repeats``)."""
     fn()
     best = float("inf")

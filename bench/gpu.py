@@ -40,9 +40,7 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BIN, OUT, cli  # noqa: E402
+from common import BIN, OUT, cli  # bench/ is on sys.path: the scripts run as files
 
 # issue #31's model families: row label -> --arch (bit-s-r50x1 is timm's resnetv2_50x1_bit with BiT's epsilon)
 FAMILIES = {

@@ -48,7 +48,7 @@ from train.config import default_crop
 CF_FIELD, F_FIELD = "cf.tile.jpg", "f.shuffle.0.jpg"
 
 
-def shard_loader(shards: Path, crop: int, batch: int, workers: int, epoch: int, host: bool):  # noqa: ANN201
+def shard_loader(shards: Path, crop: int, batch: int, workers: int, epoch: int, host: bool):
     """The trainer's loader, built from train.data's public pieces as ``train fit --cf tile --f shuffle`` does: uint8
     batches, which the training step normalises on its device (``train.data.prepare``); with ``host``, normalised
     here in the main process, as the step does on a machine without a GPU."""
@@ -109,7 +109,10 @@ class FolderOnline(Dataset):
         rng = np.random.default_rng([self.epoch, i])
         cf = INFILLS["tile"].fill(image, masks.cf_hole(mask, None, mask.shape), rng)
         f = INFILLS["shuffle"].fill(image, masks.f_hole(mask, None, mask.shape), rng, pool=self.values)
-        chw = lambda a: torch.from_numpy(a).permute(2, 0, 1)  # noqa: E731
+
+        def chw(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).permute(2, 0, 1)
+
         views = {
             "image": tv_tensors.Image(chw(image)),
             "mask": tv_tensors.Mask(torch.from_numpy(mask)[None]),
@@ -142,7 +145,7 @@ class DecodeOnly(Dataset):
         return out
 
 
-def epoch_rate(make_loader) -> float:  # noqa: ANN001
+def epoch_rate(make_loader) -> float:
     """Training samples per second over one full pass, worker start-up included."""
     start = time.perf_counter()
     n = sum(len(batch["label"]) for batch in make_loader())
@@ -203,7 +206,9 @@ def compare(size: int, image_size: int, batch: int, workers: int, rounds: int) -
     crop = default_crop(image_size)  # train fit's default
 
     # the online loader's shuffle pool: made once, untimed (a training run would make it once, not per epoch)
-    member = lambda i: (samples[i][0], decode(work / "folder" / f"{samples[i][0]}.jpg"))  # noqa: E731
+    def member(i: int) -> tuple[str, np.ndarray]:
+        return samples[i][0], decode(work / "folder" / f"{samples[i][0]}.jpg")
+
     values = load_pool(0, "train", len(samples), member)
 
     def plain(dataset: Dataset) -> DataLoader:

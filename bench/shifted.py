@@ -25,13 +25,11 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BIN, OUT, OtherLoad, machine  # noqa: E402
+from common import BIN, OUT, OtherLoad, machine  # bench/ is on sys.path: the scripts run as files
 
 VARIANTS = ("mixed_same", "mixed_rand", "mixed_next")
 METHODS = {"Orig": {}, "CF(tile)+F(shuffle)": {"cf": ["tile"], "f": ["shuffle"]}}

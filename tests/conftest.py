@@ -36,7 +36,7 @@ def tiled_background(image: np.ndarray, hole: np.ndarray) -> np.ndarray | None:
     return np.tile(image[:, col0 : col0 + w], (1, -(-width // w), 1))[:, :width]
 
 
-def tiny_inpainter(size: int = 16):  # noqa: ANN201
+def tiny_inpainter(size: int = 16):
     """A CAGAN inpainter with a seeded, untrained narrow generator: for properties, not for looks."""
     import torch
 
@@ -47,7 +47,7 @@ def tiny_inpainter(size: int = 16):  # noqa: ANN201
     return Inpainter(Generator(cnum=4), size=size, batch_size=4)
 
 
-def method_kwargs(method, h: int = 12, w: int = 16) -> dict:  # noqa: ANN001
+def method_kwargs(method, h: int = 12, w: int = 16) -> dict:
     """What the build passes to a method besides (image, hole, rng): a donor, a value pool, a background of the bank
     (larger than the image and of another aspect, cropped off the corner) or a loaded model."""
     from augment.infill.bank import Background

@@ -43,7 +43,7 @@ class Plant:
     def __init__(self, marker: Path):
         self.marker = str(marker)
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return os.mkdir, (self.marker,)
 
 
@@ -112,7 +112,7 @@ def run(code: str, root: Path) -> dict:
     """Run a README snippet with its build folder replaced by ``root``; its variables after the run."""
     assert BUILD_IN_README in code
     namespace: dict = {"__name__": "readme_snippet"}
-    exec(compile(code.replace(BUILD_IN_README, str(root)), str(README), "exec"), namespace)  # noqa: S102
+    exec(compile(code.replace(BUILD_IN_README, str(root)), str(README), "exec"), namespace)
     return namespace
 
 

@@ -269,7 +269,7 @@ def test_import_is_strict_and_says_what_is_wrong(tmp_path: Path) -> None:
 
 def test_pickled_code_in_a_conversion_is_refused(tmp_path: Path) -> None:
     class Boom:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (Path.touch, (tmp_path / "executed",))
 
     torch.save({"coarse_generator.conv1.conv.weight": Boom()}, tmp_path / "evil.p")

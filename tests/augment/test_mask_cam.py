@@ -110,7 +110,7 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
     return labels_only_tree(base / "tree"), save_checkpoint(base / "best.pt")
 
 
-def build(root: Path, weights: Path, out: Path, *extra: str):  # noqa: ANN201
+def build(root: Path, weights: Path, out: Path, *extra: str):
     args = [
         "build",
         "--dataset",

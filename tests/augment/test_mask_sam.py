@@ -154,7 +154,7 @@ def ellipses(monkeypatch) -> list[np.ndarray]:
 
     forward, seen = Sam.forward, []
 
-    def fake(self, batched_input, multimask_output):  # noqa: ANN001, ANN202
+    def fake(self, batched_input, multimask_output):
         assert multimask_output is False
         prompts = []
         for item in batched_input:
@@ -167,7 +167,7 @@ def ellipses(monkeypatch) -> list[np.ndarray]:
             seen.append(boxes.round())
         real = self.postprocess_masks
 
-        def post(low_res, input_size, original_size):  # noqa: ANN001, ANN202
+        def post(low_res, input_size, original_size):
             logits = real(low_res, input_size, original_size)
             box = prompts.pop(0)
             assert logits.shape == (len(box), 1, *original_size)

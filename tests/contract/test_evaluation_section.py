@@ -18,7 +18,7 @@ from augment.datasets import DATASETS, get_dataset
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def adapter(name: str, tmp_path: Path):  # noqa: ANN201
+def adapter(name: str, tmp_path: Path):
     """The registered adapter ``name`` on a small source of its own (tests/upstream.py)."""
     if name in ("synthetic", "indexed"):  # indexed: tests/conftest.py's fixture adapter
         return get_dataset(name)

@@ -169,7 +169,7 @@ def test_the_stream_stops_on_each_fault_or_accounts_for_it_exactly(good, tmp_pat
     assert {item["shard"] for item in stream.ledger.summary()["items"]} == {str(shard)}
 
 
-def fit(root: Path, out: Path, *extra: str):  # noqa: ANN201
+def fit(root: Path, out: Path, *extra: str):
     return CliRunner().invoke(app, ["fit", "--shards", str(root), "--out", str(out), *FIT, *extra], prog_name="train")
 
 

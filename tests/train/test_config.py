@@ -427,7 +427,7 @@ def test_the_build_command_parses_back_to_the_same_build_config(tmp_path: Path, 
 
     seen: list[tuple[BuildConfig, str]] = []
 
-    def fake_build(out, config, *, command, **_):  # noqa: ANN001, ANN202
+    def fake_build(out, config, *, command, **_):
         seen.append((copy.deepcopy(config), command))
         return {"num_samples": 0, "splits": {}, "rejects": {"count": 0}}
 

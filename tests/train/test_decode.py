@@ -15,7 +15,7 @@ from augment.contract.shards import Limits
 from train.data import ShardStream, prepare
 
 
-def stream_decoder(image_size: int = 64):  # noqa: ANN201
+def stream_decoder(image_size: int = 64):
     """ShardStream.decode_image without a build: the method only needs the stream's limits."""
     stream = ShardStream.__new__(ShardStream)
     stream.limits = Limits.for_image_size(image_size)

@@ -39,7 +39,7 @@ def shards(tmp_path_factory) -> Path:
     return out
 
 
-def fit(shards: Path, out: Path, arch: str, *extra: str):  # noqa: ANN201
+def fit(shards: Path, out: Path, arch: str, *extra: str):
     from train.cli import app
 
     args = ["fit", "--shards", str(shards), "--out", str(out), "--preset", "demo", "--arch", arch, "--epochs", "1"]
