@@ -51,11 +51,6 @@ def normalisation_name(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
     return f"{','.join(f'{v:g}' for v in pair[0])}/{','.join(f'{v:g}' for v in pair[1])}"
 
 
-def is_timm(arch: str) -> bool:
-    """Whether ``arch`` names a model of timm's zoo rather than one of ``ARCHS``."""
-    return arch not in ARCHS
-
-
 def check_arch(arch: str) -> None:
     """Refuse an ``--arch`` that is neither a named architecture nor a timm model, naming both kinds."""
     if arch in ARCHS:

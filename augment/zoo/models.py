@@ -43,11 +43,10 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from augment.zoo import check_arch, default_normalisation, folder_normalisation, normalisation_values
-from augment.zoo.weights import WEIGHT_FORMATS, load_state, read_weights, upgrade_state
+from augment.zoo.weights import load_state, read_weights, upgrade_state
 
 log = logging.getLogger("augment.zoo.models")  # the trainer's log, where its warnings have always gone
 
-__all__ = ["WEIGHT_FORMATS", "build_model", "checkpoint_state", "head_parameters", "input_size_of", "unshare_relus"]
 
 BIT_WS_EPS = 1e-10  # upstream BiT (bit_pytorch and the TF2 model) standardises with this epsilon
 
