@@ -9,9 +9,11 @@ augment preview shards/demo --out preview.png
 from __future__ import annotations
 
 import enum
+import inspect
 import json
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from functools import partial
 from pathlib import Path
@@ -119,6 +121,8 @@ def build_command(config: BuildConfig, out: Path) -> str:
         value = getattr(config, spec.name)
         if spec.name == "dataset_options":
             args += [a for k, v in value.items() for a in option_args(k, v)]
+        elif spec.name == "weights":
+            args += [a for name, path in value.items() for a in (infill.weights_flag(name), path)]
         elif value is not None:
             args += option_args(spec.name, value)
     return shlex.join([*args, "--out", str(out)])
@@ -149,7 +153,38 @@ def open_build(out: Path, flag: str = "") -> dict:
     return manifest
 
 
+def weights_param(name: str) -> str:
+    """The ``build`` parameter of model method ``name``'s weights flag (``--cagan-weights``: ``cagan_weights``)."""
+    return infill.weights_flag(name).removeprefix("--").replace("-", "_")
+
+
+def weights_method(param: str) -> str:
+    return next(n for n in infill.INFILLS if weights_param(n) == param)
+
+
+def with_weights_options(command: Callable) -> Callable:
+    """``command`` with one ``--NAME-weights`` option per registered model infill (its help from the method's
+    ``ModelInfill``), placed before ``--masks-from``; the command takes them as ``**weights``. A new model method
+    brings its flag with its registration."""
+    signature = inspect.signature(command)
+    params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    at = next(i for i, p in enumerate(params) if p.name == "masks_from")
+    added = [
+        inspect.Parameter(
+            weights_param(name),
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=typer.Option(None, infill.weights_flag(name), help=method.model.help),
+            annotation=Path | None,
+        )
+        for name, method in infill.INFILLS.items()
+        if method.model is not None
+    ]
+    command.__signature__ = signature.replace(parameters=[*params[:at], *added, *params[at:]])
+    return command
+
+
 @app.command()
+@with_weights_options
 def build(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Output folder: <out>/<split>/shard-NNNNNN.tar and manifest.json."),
@@ -211,20 +246,6 @@ def build(
     on_error: OnError = typer.Option(
         default("on_error"), help="Bad source input: stop, or skip it and record it in <out>/rejects.jsonl."
     ),
-    cagan_weights: Path | None = typer.Option(
-        default("cagan_weights"),
-        help="--infill cagan: our safetensors weights [default: the only file in cagan_weights/].",
-    ),
-    lama_weights: Path | None = typer.Option(
-        default("lama_weights"),
-        help="--infill lama: a local big-lama.pt, LaMa's TorchScript release (required with it; nothing is "
-        "downloaded). A TorchScript file is a program: load only one you trust (docs/infills.md).",
-    ),
-    migan_weights: Path | None = typer.Option(
-        default("migan_weights"),
-        help="--infill migan: a local migan_pipeline_v2.onnx, MI-GAN's ONNX pipeline, or any ONNX inpainter of its "
-        "signature (required with it; nothing is downloaded; docs/infills.md).",
-    ),
     masks_from: MasksFrom = typer.Option(
         default("masks_from"),
         help="Where object masks come from: "
@@ -274,6 +295,7 @@ def build(
         False, help="Replace an earlier build of another command in --out (other files are left alone)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    **weights: Path | None,
 ) -> None:
     """Build CF/F shards of a dataset, with a manifest that makes the build reproducible and verifiable.
 
@@ -297,9 +319,7 @@ def build(
         shard_size=shard_size,
         on_error=on_error.value,
         dataset_options=adapter_options,
-        cagan_weights=str(cagan_weights) if cagan_weights else None,
-        lama_weights=str(lama_weights) if lama_weights else None,
-        migan_weights=str(migan_weights) if migan_weights else None,
+        weights={weights_method(p): str(path) for p, path in weights.items() if path is not None},
         device=device.value,
         batch_size=batch_size,
         masks_from=masks_from.value,

@@ -30,11 +30,9 @@ class BuildConfig:
     shard_size: int = 1000  # samples per shard
     on_error: str = "fail"  # bad source inputs: "fail" stops the build, "skip" records them in rejects.jsonl
     dataset_options: dict[str, Any] = field(default_factory=dict)  # adapter options (--size, --bias, ...)
-    # Model infills' weights, one field per ModelInfill.option: None = the method's default (cagan: the only file in
-    # cagan_weights/; lama and migan have none: their flag is required with them).
-    cagan_weights: str | None = None
-    lama_weights: str | None = None  # --infill lama: a local big-lama.pt (TorchScript)
-    migan_weights: str | None = None  # --infill migan: a local ONNX inpainter (migan_pipeline_v2.onnx)
+    # Model infills' weights files by method (--cagan-weights, --lama-weights, ...); a method absent here uses its
+    # default (cagan: the only file in cagan_weights/; lama and migan have none: their flag is required with them).
+    weights: dict[str, str] = field(default_factory=dict)
     device: str = "auto"  # where model infills run: auto | cpu | cuda
     batch_size: int = 16  # images per model call (model infills and model mask sources)
     masks_from: str = "annotation"  # where object masks come from (augment.mask_sources)

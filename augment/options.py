@@ -36,6 +36,7 @@ def check(config: BuildConfig) -> None:
         raise ValueError(f"--device: got {config.device!r}, expected one of {', '.join(DEVICES)}")
     if config.device.startswith("cuda"):  # refused even where no model runs: the build would record it
         resolve_device(config.device)
+    check_weights_given(config)
     if model_methods(config):
         check_model_options(config)
     check_mask_source(config)
@@ -48,8 +49,8 @@ def model_methods(config: BuildConfig) -> list[str]:
 
 
 def model_weights(config: BuildConfig, name: str) -> Path:
-    """The weights file of model method ``name``, from the option its ``ModelInfill`` declares."""
-    return Path(getattr(config, infill.INFILLS[name].model.option))
+    """The weights file of model method ``name`` (resolved by :func:`check`)."""
+    return Path(config.weights[name])
 
 
 def needs_pool(config: BuildConfig) -> bool:
@@ -73,12 +74,22 @@ def check_mask_source(config: BuildConfig) -> None:
     mask_sources.check_weights(config.masks_from, config.mask_weights)
 
 
+def check_weights_given(config: BuildConfig) -> None:
+    """A weights file goes with the model method it is for, and that method with this build."""
+    for name in config.weights:
+        flag = infill.weights_flag(name)
+        if name not in infill.INFILLS or not infill.INFILLS[name].needs_model:
+            models = ", ".join(infill.weights_flag(n) for n, m in infill.INFILLS.items() if m.needs_model)
+            raise ValueError(f"{flag}: {name!r} is not a model method; weights options: {models}")
+        if name not in config.infill:
+            raise ValueError(f"{flag} is for --infill {name}, which this build does not ask for; add --infill {name}")
+
+
 def check_model_options(config: BuildConfig) -> None:
     """Resolve the default weights and check the device and each model's weights file, before any work."""
     for name in model_methods(config):
-        model = infill.INFILLS[name].model
-        if getattr(config, model.option, None) is None:
-            setattr(config, model.option, str(model.default_weights()))
+        if name not in config.weights:
+            config.weights[name] = str(infill.INFILLS[name].model.default_weights())
     resolve_device(config.device)  # asking for CUDA without one fails here, before any work
     for name in model_methods(config):
         infill.INFILLS[name].model.check(model_weights(config, name))

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import typer.main
 
+from augment.cli import weights_param
 from augment.config import BuildConfig
+from augment.infill import INFILLS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / "augment" / "cli.py"
@@ -63,7 +65,8 @@ def test_build_takes_every_default_from_build_config() -> None:
 def test_build_shows_and_uses_the_build_config_defaults() -> None:
     params = build_params()
     flagged = [f.name for f in fields(BuildConfig) if f.name in params]
-    assert len(flagged) == len(fields(BuildConfig)) - 1  # every field but dataset_options (the adapters' flags)
+    # every field but dataset_options (the adapters' flags) and weights (the model methods' --NAME-weights)
+    assert len(flagged) == len(fields(BuildConfig)) - 2
     for key in flagged:
         shown = params[key].default
         shown = shown.value if isinstance(shown, enum.Enum) else shown
@@ -78,6 +81,7 @@ def test_the_dataset_options_are_the_adapters_keywords() -> None:
     params = build_params()
     keys = {f.name for f in fields(BuildConfig)}
     cli_only = {"out", "workers", "scheduler", "shard_range", "overwrite", "quiet"}  # leave the bytes alone
+    cli_only |= {weights_param(n) for n, m in INFILLS.items() if m.needs_model}  # BuildConfig.weights, per method
     shipped = [e for e in DATASETS.values() if e.factory.__module__.startswith("augment.datasets.")]  # not tests'
     names = {k for e in shipped for k in adapter_options(e)}
     assert len(shipped) == 6 and set(params) - keys - cli_only == names

@@ -21,10 +21,11 @@ methods that paste a background drawn from the build's bank (``bank``, see ``aug
 Methods that run a model (``cagan``) also register ``batch=``, the same method over lists of images that the build
 uses to fill a batch at once, and ``model=``, a :class:`ModelInfill` that owns their weights option, its check,
 their provenance and their batched runner; they take the loaded model as the keyword argument ``inpainter`` and
-count as ``needs_model``. An inpainting network (``lama``, ``migan``) is a loader module in ``augment.inpainters``
-(``required``, ``describe``, ``runner``) and a method file of a few lines: ``model=inpainter_model(option, module)``,
-``batch=fill_with_inpainter``. Adding a model method is its own file plus its import below (and, for its weights
-option, a ``BuildConfig`` field and CLI flag of the name it declares).
+count as ``needs_model``. Its weights file is ``BuildConfig.weights[name]``, given as ``--NAME-weights``
+(:func:`weights_flag`), a flag `augment build` makes for every registered model method. An inpainting network
+(``lama``, ``migan``) is a loader module in ``augment.inpainters`` (``required``, ``describe``, ``runner``) and a
+method file of a few lines: ``model=inpainter_model(help, module)``, ``batch=fill_with_inpainter``. Adding a model
+method is its own file plus its import below.
 The registry name is also the CLI value and the shard field name (``cf.tile.jpg``). A method never mutates
 its input and draws all its randomness from ``rng``.
 
@@ -54,29 +55,30 @@ ROLES = (CF, F)
 class ModelInfill:
     """What the build needs to run one model method; the build names no model itself.
 
-    ``option`` is the ``BuildConfig`` field holding the weights path (its flag is ``--`` + option with dashes);
-    ``default_weights()`` resolves it when not given; ``check(weights)`` refuses an unusable file before any work;
+    ``help`` is the help of its weights flag (``--NAME-weights``, :func:`weights_flag`); ``default_weights()``
+    resolves the file when the flag is not given; ``check(weights)`` refuses an unusable file before any work;
     ``metadata(weights)`` is what the manifest records of it besides path, sha256 and device; ``runner(weights,
     device, batch_size)`` returns the loaded model that ``batch`` takes as ``inpainter``."""
 
-    option: str
+    help: str
     default_weights: Callable[[], Path]
     check: Callable[[Path], None]
     metadata: Callable[[Path], dict[str, Any]]
     runner: Callable[[Path, str, int], Any]
 
-    @property
-    def flag(self) -> str:
-        return "--" + self.option.replace("_", "-")
+
+def weights_flag(name: str) -> str:
+    """The `augment build` flag of model method ``name``'s weights file: ``--cagan-weights``."""
+    return f"--{name}-weights"
 
 
-def inpainter_model(option: str, module: str) -> ModelInfill:
+def inpainter_model(help: str, module: str) -> ModelInfill:
     """The ``ModelInfill`` of an inpainting network whose loading lives in ``module`` (``augment.inpainters.lama``,
     ...), imported only when a build uses it: its ``required()`` (no default file: a one-line error naming the
     flag), ``describe(path)`` (the check, and the manifest's metadata) and ``runner(path, device, batch_size)``."""
 
     describe = Deferred(module, "describe")
-    return ModelInfill(option, Deferred(module, "required"), describe, describe, Deferred(module, "runner"))
+    return ModelInfill(help, Deferred(module, "required"), describe, describe, Deferred(module, "runner"))
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,13 @@ def runner(weights: Path, device: str, batch_size: int) -> Inpainter:
     return cached(weights, device, batch_size)
 
 
-MODEL = ModelInfill("cagan_weights", default_weights, check, metadata, runner)
+MODEL = ModelInfill(
+    "--infill cagan: our safetensors weights [default: the only file in cagan_weights/].",
+    default_weights,
+    check,
+    metadata,
+    runner,
+)
 
 
 @register(

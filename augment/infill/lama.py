@@ -12,7 +12,11 @@ import numpy as np
 
 from augment.infill import CF, fill_with_inpainter, inpainter_model, register
 
-MODEL = inpainter_model("lama_weights", "augment.inpainters.lama")
+MODEL = inpainter_model(
+    "--infill lama: a local big-lama.pt, LaMa's TorchScript release (required with it; nothing is downloaded). A "
+    "TorchScript file is a program: load only one you trust (docs/infills.md).",
+    "augment.inpainters.lama",
+)
 
 
 @register(

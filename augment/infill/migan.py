@@ -13,7 +13,11 @@ import numpy as np
 
 from augment.infill import CF, fill_with_inpainter, inpainter_model, register
 
-MODEL = inpainter_model("migan_weights", "augment.inpainters.migan")
+MODEL = inpainter_model(
+    "--infill migan: a local migan_pipeline_v2.onnx, MI-GAN's ONNX pipeline, or any ONNX inpainter of its signature "
+    "(required with it; nothing is downloaded; docs/infills.md).",
+    "augment.inpainters.migan",
+)
 
 
 @register(

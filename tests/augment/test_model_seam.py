@@ -1,4 +1,5 @@
-"""The model-infill seam: a second model method needs only its own registration (``augment.infill.ModelInfill``)."""
+"""The model-infill seam: a second model method needs only its own registration (``augment.infill.ModelInfill``),
+which brings its weights flag too."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from augment import cli as augment_cli
 from augment import infill, options
+from augment.cli import with_weights_options
 from augment.config import BuildConfig
 from augment.datasets import Sample
 from augment.pipeline import Holes, fill_models
@@ -30,7 +35,7 @@ def fake_model(tmp_path: Path, calls: list) -> infill.Infill:
         return [infill.paste(image, hole, inpainter) for image, hole in zip(images, holes, strict=True)]
 
     model = infill.ModelInfill(
-        "fake_weights", lambda: tmp_path / "default.bin", check, lambda w: {"kind": "fake"}, runner
+        "--infill fake: a fake file.", lambda: tmp_path / "default.bin", check, lambda w: {"kind": "fake"}, runner
     )
     template = infill.INFILLS["cagan"]
     return replace(template, name="fake", fill=lambda *a, **k: None, summary="fake", batch=batch, model=model)
@@ -41,13 +46,14 @@ def test_a_second_model_infill_plugs_in_through_its_registration(
 ) -> None:
     calls: list = []
     monkeypatch.setitem(infill.INFILLS, "fake", fake_model(tmp_path, calls))
-    assert infill.INFILLS["fake"].model.flag == "--fake-weights"
+    assert infill.weights_flag("fake") == "--fake-weights"
     config = BuildConfig(infill=["fake"], device="cpu", batch_size=3)
     with pytest.raises(ValueError, match="--fake-weights .*default.bin: no such file"):
         options.check(config)  # the default was resolved through the seam, then checked
     (tmp_path / "default.bin").write_bytes(b"weights")
     options.check(config)
     assert options.model_weights(config, "fake") == tmp_path / "default.bin"
+    assert config.weights == {"fake": str(tmp_path / "default.bin")}  # the manifest records the resolved file
     entry = model_provenance(config)["fake"]
     assert entry["weights"] == str(tmp_path / "default.bin") and entry["metadata"] == {"kind": "fake"}
     assert entry["device"] == "cpu" and entry["batch_size"] == 3 and len(entry["sha256"]) == 64
@@ -59,6 +65,37 @@ def test_a_second_model_infill_plugs_in_through_its_registration(
     assert fills["k0"]["fake"][3, 3].tolist() == [7, 7, 7] and fills["k0"]["fake"][0, 0].tolist() == [100, 100, 100]
 
 
+def test_a_second_model_infill_brings_its_weights_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(infill.INFILLS, "fake", fake_model(tmp_path, []))
+    seen = {}
+
+    def command(quiet: bool = False, masks_from: str = "annotation", **weights: Path | None) -> None:
+        seen.update(weights)
+
+    app = typer.Typer()
+    app.command()(with_weights_options(command))
+    result = CliRunner().invoke(app, ["--fake-weights", "f.bin", "--cagan-weights", "c.safetensors"])
+    assert result.exit_code == 0, result.output
+    assert seen["fake_weights"] == Path("f.bin") and seen["cagan_weights"] == Path("c.safetensors")
+    assert seen["lama_weights"] is None
+    usage = CliRunner().invoke(app, ["--help"]).output
+    assert "--fake-weights" in usage and "a fake file" in usage
+
+
+@pytest.mark.parametrize("name", [n for n, m in infill.INFILLS.items() if m.needs_model])
+def test_every_model_infill_has_its_weights_flag_in_build(name: str, tmp_path: Path) -> None:
+    flag = infill.weights_flag(name)
+    assert flag in CliRunner().invoke(augment_cli.app, ["build", "--help"], terminal_width=200).output
+    result = CliRunner().invoke(augment_cli.app, ["build", flag, "w.bin", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and f"{flag} is for --infill {name}" in result.output, result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_weights_for_a_method_that_is_no_model_are_refused() -> None:
+    with pytest.raises(ValueError, match="--tile-weights: 'tile' is not a model method; weights options: --cagan"):
+        options.check(BuildConfig(infill=["tile"], weights={"tile": "w.bin"}))
+
+
 def test_the_build_modules_name_no_model() -> None:
     for module in (
         "pipeline.py",
@@ -67,4 +104,4 @@ def test_the_build_modules_name_no_model() -> None:
     ):
         assert "cagan" not in (ROOT / "augment" / module).read_text(), module
     lines = [line for line in (ROOT / "augment" / "config.py").read_text().splitlines() if "cagan" in line]
-    assert all(line.lstrip().startswith(("#", "cagan_weights: str | None = None")) for line in lines), lines
+    assert all(line.lstrip().startswith("#") for line in lines), lines  # a comment's example, no field
