@@ -159,15 +159,6 @@ def test_augment_does_not_import_train() -> None:
     assert outside(ROOT / "augment", ("augment",)) == []
 
 
-def test_the_contract_knows_the_methods_augment_registers() -> None:
-    """``train fit --cf/--f`` offer the contract's method names: they are augment's registered ones."""
-    from augment import infill
-    from augment.contract import schema
-
-    assert list(schema.CF_METHODS) == infill.names(infill.CF)
-    assert list(schema.F_METHODS) == infill.names(infill.F)
-
-
 # ---- augment: the options a leaf, one sample's pipeline apart from the runner that drives it ------------------------
 
 

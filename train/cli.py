@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from augment.contract import cli_errors, schema
+from augment.contract import cli_errors
 from augment.contract.cli_errors import EXIT_CODES, USAGE, OneLineErrors, out_problem, unwritable
 from augment.zoo import ARCHS, NORMALISATION_FORM
 from augment.zoo.devices import resolve_device
@@ -42,8 +42,6 @@ def choices(name: str, values: tuple[str, ...] | list[str] | dict[str, Any]) -> 
 
 
 Preset = choices("Preset", PRESETS)
-CfMethod = choices("CfMethod", schema.CF_METHODS)
-FMethod = choices("FMethod", schema.F_METHODS)
 CfLoss = choices("CfLoss", CF_LOSSES)
 Optimizer = choices("Optimizer", OPTIMIZERS)
 Schedule = choices("Schedule", SCHEDULES)
@@ -130,10 +128,17 @@ def fit(
         "resnet18/50, half for bit-s-r50x1 and resnet8)",
     ),
     zero_head: bool | None = option("zero_head", "Zero-initialise the classifier (the CCT preset)."),
-    cf: list[CfMethod] | None = option("cf", "CF images to train as 'not y' (repeat for several)."),
+    cf: list[str] | None = option(
+        "cf",
+        "CF images to train as 'not y' (repeat for several): a method the shards were built with (tile, grey, cagan, "
+        "...; `augment info SHARDS` lists them).",
+    ),
     cf_loss: CfLoss | None = option("cf_loss", "CF loss: -log(1 - p_y), or CE to uniform (over all / other classes)."),
     cf_weight: float | None = option("cf_weight", "Weight of the CF loss."),
-    f: list[FMethod] | None = option("f", "F images to train as y (repeat for several)."),
+    f: list[str] | None = option(
+        "f",
+        "F images to train as y (repeat for several): a method the shards were built with (shuffle, mixed-rand, ...).",
+    ),
     fgsm: float | None = option(
         "fgsm",
         "Online FGSM on the background: eps as a fraction of the pixel range, in "

@@ -27,11 +27,6 @@ REJECTS = "rejects.jsonl"  # one JSON object per skipped source input: split, pa
 MAX_MANIFEST_BYTES = 64 << 20  # any manifest.json, local or remote, checked before it is read (verify, info, train)
 MAX_IMAGE_SIZE = math.isqrt(encode.MAX_PIXELS)  # 6324: an image_size whose square is over MAX_PIXELS holds no image
 MAX_GROUP = 2**31 - 1  # a record's group: an int32 in every batch and metric
-# The method names a build may list in methods.cf and methods.f: the choices of `train fit --cf/--f`. augment.infill
-# registers the methods themselves (tests/test_layout.py checks that the two agree); a record's fields come from the
-# manifest (splits.<split>.fields), never from these names.
-CF_METHODS = ("grey", "random", "shuffle", "shuffle-image", "tile", "telea", "cagan", "lama", "migan")
-F_METHODS = ("random", "shuffle", "shuffle-image", "mixed-rand", "bank")
 
 # Fields of every record.
 IMAGE = "jpg"  # the original image, RGB JPEG at the stored size

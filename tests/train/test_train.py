@@ -360,3 +360,28 @@ def test_the_plateau_schedule_steps_on_validation_loss(shards: Path, tmp_path: P
     losses = [float(r.split(",")[header.index("val_loss")]) for r in rows[1:]]
     assert losses == [1.0, 2.0, 3.0, 4.0]
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01])  # epochs 1 and 2 did not improve on epoch 0's loss
+
+
+def test_a_method_the_trainer_has_never_heard_of_trains_from_its_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train fit --cf` takes the method names a build's manifest lists, not a list of its own: shards from an augment
+    with a method this trainer does not know (here ``sketch``, registered for this test only) still train."""
+    from dataclasses import replace
+
+    from augment import infill
+    from train.cli import app
+
+    monkeypatch.setitem(infill.INFILLS, "sketch", replace(infill.INFILLS["grey"], name="sketch"))
+    out = tmp_path / "shards"
+    config = BuildConfig(infill=["sketch"], image_size=24, shard_size=16, dataset_options={"size": 20})
+    build(out, config, workers=1, progress=False)
+    assert read_manifest(out)["methods"]["cf"] == ["sketch"]
+    result = CliRunner().invoke(
+        app,
+        ["fit", "--shards", str(out), "--out", str(tmp_path / "run"), "--cf", "sketch", "--epochs", "1"]
+        + ["--batch-size", "8", "--crop", "16", "--workers", "0"],
+        prog_name="train",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["cf"] == ["sketch"]
