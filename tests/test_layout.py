@@ -181,3 +181,11 @@ def test_only_the_front_ends_import_the_runner() -> None:
     }
     assert users == {"augment.cli", "augment.verify"}
     assert [c for c in cycles(graph) if any(m.startswith(("augment.runner", "augment.pipeline")) for m in c)] == []
+
+
+def test_the_augment_package_import_graph_has_no_cycle() -> None:
+    """With ``train``'s (above) and augment never importing train, the whole project's graph has no circle: the
+    contract's schema reads a manifest through ``contract.files``, not through the shard reader that imports it."""
+    graph = import_graph(ROOT / "augment")
+    assert "augment.contract.schema" in graph["augment.contract.shards"]
+    assert cycles(graph) == [], "\n".join(" <-> ".join(c) for c in cycles(graph))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from augment.contract import encode
-from augment.contract.files import write_text_atomic
+from augment.contract.files import UnsafeFile, read_small, write_text_atomic
 
 FORMAT = "cfaug-shards"
 FORMAT_VERSION = 3  # what this tool writes; 3: shuffle draws from the split's value pool (augment.pool)
@@ -98,11 +98,9 @@ def write_rejects(out: Path, rejects: list[dict[str, str]]) -> Path:
 def read_manifest(out: Path) -> dict[str, Any]:
     """Load and check ``<out>/manifest.json``; errors name the file and what was expected. Only a regular file
     inside ``out`` of at most ``MAX_MANIFEST_BYTES`` is read (its size checked before reading)."""
-    from augment.contract.shards import UnsafeFile, read_bytes
-
     path = Path(out) / MANIFEST
     try:
-        data = read_bytes(path, MAX_MANIFEST_BYTES, inside=out)
+        data = read_small(path, MAX_MANIFEST_BYTES, inside=out)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no manifest; expected the output folder of `augment build`") from None
     except UnsafeFile as e:

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shlex
-import stat
 import subprocess
 import sys
 import tarfile
@@ -36,7 +35,7 @@ import numpy as np
 
 from augment.contract import schema
 from augment.contract.encode import MAX_PIXELS, Refused, check_header
-from augment.contract.files import write_atomic
+from augment.contract.files import UnsafeFile, open_regular, read_small, read_up_to, write_atomic
 
 
 class ShardError(Exception):
@@ -55,46 +54,6 @@ def sha256_file(path: Path, inside: Path | str | None = None) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-class UnsafeFile(ValueError):
-    """A path a reader refuses to open: not a regular file, or a link out of the folder it must stay in."""
-
-
-FILE_KINDS = {
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFDIR: "a folder",
-}
-
-
-def open_regular(path: Path | str, inside: Path | str | None = None) -> IO[bytes]:
-    """``path`` opened for reading, only when it is a regular file: a FIFO would block the reader and a device such
-    as ``/dev/zero`` never ends. With ``inside`` (a build folder), only when its real path, links resolved, lies in
-    that folder. Raises ``UnsafeFile`` (a ValueError) saying which, FileNotFoundError or OSError."""
-    path = Path(path)
-    if inside is not None:
-        try:
-            real, root = path.resolve(), Path(inside).resolve()
-        except (OSError, RuntimeError) as e:  # a loop of links
-            raise UnsafeFile(f"cannot resolve its links ({e})") from None
-        if not real.is_relative_to(root):
-            raise UnsafeFile(
-                f"a link to {real}, outside the build folder {root}; a build's files must lie inside it (copy them in)"
-            )
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # no wait for a FIFO's writer
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
-            raise UnsafeFile(f"{kind}, not a regular file; expected the file itself")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def write_shard(path: Path, records: Iterable[dict[str, bytes]]) -> dict[str, int | str]:
@@ -252,26 +211,15 @@ def because(error: BaseException) -> str:
 
 
 def read_bytes(url: str | Path, limit: int, inside: Path | str | None = None) -> bytes:
-    """The whole file at ``url``, refused when over ``limit`` bytes (a local file by its size, before reading)."""
+    """The whole file at ``url``, refused when over ``limit`` bytes (a local file by its size, before reading:
+    :func:`~augment.contract.files.read_small`)."""
+    if not is_url(url):
+        return read_small(url, limit, inside)
     with open_url(url, inside) as fh:
-        if not is_url(url) and (size := os.fstat(fh.fileno()).st_size) > limit:
-            raise ValueError(f"{url}: {size} bytes, over the limit of {limit}; expected a small file")
         data = read_up_to(fh, limit + 1)
     if len(data) > limit:
         raise ValueError(f"{url}: over the limit of {limit} bytes; expected a small file")
     return data
-
-
-def read_up_to(fh: IO[bytes], n: int) -> bytes:
-    """``n`` bytes, or fewer at the end of the stream (streams may return short reads)."""
-    parts, left = [], n
-    while left > 0:
-        part = fh.read(min(left, 1 << 20))
-        if not part:
-            break
-        parts.append(part)
-        left -= len(part)
-    return b"".join(parts)
 
 
 def parse_json(data: bytes) -> Any:

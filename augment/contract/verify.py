@@ -21,7 +21,8 @@ from typing import Any
 from tqdm import tqdm
 
 from augment.contract import encode, schema
-from augment.contract.shards import Limits, ShardError, UnsafeFile, iter_records, open_regular, sha256_file
+from augment.contract.files import UnsafeFile, open_regular
+from augment.contract.shards import Limits, ShardError, iter_records, sha256_file
 
 REBUILD = "rebuild it with `augment build` (its command with --overwrite replaces it)"
 
