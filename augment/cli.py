@@ -506,14 +506,14 @@ def mask_lines(manifest: dict) -> list[str]:
 
 def shifted_lines(manifest: dict) -> list[str]:
     """The shifted test splits (``--shifted-tests``): which base split got variants, and which none and why."""
-    section = manifest.get("shifted_tests")
+    section = schema.parse_shifted_tests(manifest)
     if section is None:
         return []
-    bases = ", ".join(section["pairs"]) or "none"
+    bases = ", ".join(section.pairs) or "none"
     return [
-        f"shifted:  variants ({', '.join(section['variants'])}) of {bases}",
-        *[f"          not of {split}: {why}" for split, why in section["skipped"].items()],
-        *[f"          in {split}: {which}" for split, which in section.get("left_out", {}).items()],
+        f"shifted:  variants ({', '.join(section.variants)}) of {bases}",
+        *[f"          not of {split}: {why}" for split, why in section.skipped.items()],
+        *[f"          in {split}: {which}" for split, which in section.left_out.items()],
     ]
 
 

@@ -165,15 +165,16 @@ def shifted_preview(out: Path, dest: Path, base: str | None = None, rows: int = 
     """The sheet of a ``--shifted-tests`` build's variants: rows = samples of ``base`` (default: the first base
     split), columns = original | each variant, each mixed column captioned with its donor's class."""
     manifest = schema.read_manifest(out)
-    pairs = manifest.get("shifted_tests", {}).get("pairs", {})
-    if not pairs:
+    shifted = schema.parse_shifted_tests(manifest)
+    if shifted is None or not shifted.pairs:
         raise ValueError(f"--shifted: {out} has no shifted test splits; build it with augment build --shifted-tests")
+    pairs = shifted.pairs
     base = next(iter(pairs)) if base is None else base
     if base not in pairs:
         raise ValueError(f"--split {base!r}: no shifted test splits of it; splits with them: {', '.join(pairs)}")
     splits, limits = manifest["splits"], Limits.for_image_size(manifest["image_size"])
     records = pick(Path(out), splits[base]["shards"], rows, len(manifest["dataset"]["classes"]), manifest["image_size"])
-    variants = pairs[base]["variants"]
+    variants = pairs[base].variants
     found: dict[str, Record] = {}
     for variant, split in variants.items():  # each variant split's shards, until they gave the chosen samples'
         wanted = {f"{key}_{variant}" for _, key, _ in records}
@@ -203,7 +204,7 @@ def shifted_preview(out: Path, dest: Path, base: str | None = None, rows: int = 
         f"augment preview --shifted of {out}: split {base!r} and its Backgrounds Challenge variants "
         f"(augment build --shifted-tests), {len(table)} samples"
     )
-    legend = [(None, f"{v}: {what}") for v, what in manifest["shifted_tests"]["variants"].items()]
+    legend = [(None, f"{v}: {what}") for v, what in shifted.variants.items()]
     legend.append((None, "under each key: the class of each mixed variant's donor (same, rand, next)"))
     return draw_sheet(titles, table, dest, cell, title=title, legend=legend)
 

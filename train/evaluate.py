@@ -258,8 +258,8 @@ def evaluate_all(
     results["_predictions"] = {
         f"{s}.{k}": np.asarray(p[k]) for s, p in predictions.items() for k in ("keys", "labels", "logits")
     }  # per sample: Fig. 6 of a study
-    evaluation = schema.parse_evaluation(manifest)
-    own = [s for s in predictions if s not in generated_splits(manifest.get("shifted_tests"))]
+    evaluation, shifted = schema.parse_evaluation(manifest), schema.parse_shifted_tests(manifest)
+    own = [s for s in predictions if s not in generated_splits(shifted)]
     results["test_splits"] = declared_test_splits(own, config.val_split, evaluation)  # the summary columns'
     gap = evaluation.bg_gap
     if gap and gap.same in predictions and gap.rand in predictions:
@@ -273,10 +273,8 @@ def evaluate_all(
     flip = evaluation.flip
     if flip and flip.original in predictions and flip.shifted in predictions:
         results["flip_gap"] = results["splits"][flip.original]["accuracy"] - results["splits"][flip.shifted]["accuracy"]
-    if "shifted_tests" in manifest:
-        results["shifted_tests"] = shifted_test_metrics(
-            predictions, results["splits"], manifest["shifted_tests"], config.val_split
-        )
+    if shifted is not None:
+        results["shifted_tests"] = shifted_test_metrics(predictions, results["splits"], shifted, config.val_split)
         headline = results["shifted_tests"]["headline"]
         if headline is not None:  # the dataset's own pairs, when it has them (IN-9, synthetic), come first
             base = results["shifted_tests"]["bases"][headline]
@@ -286,32 +284,32 @@ def evaluate_all(
     return results
 
 
-def shifted_test_metrics(predictions: dict, splits: dict, section: dict, val_split: str) -> dict[str, Any]:
+def shifted_test_metrics(
+    predictions: dict, splits: dict, section: schema.ShiftedTests, val_split: str
+) -> dict[str, Any]:
     """The metrics of the shifted test splits of ``augment build --shifted-tests`` (the manifest's
-    ``shifted_tests``), per base split: each variant's accuracy, BG-gap, and background reliance on each mixed split
-    with the background's class read from the records (``shifted.donor_label``), paired by ``shifted.base_key``.
+    ``shifted_tests``, parsed by ``schema.parse_shifted_tests``), per base split: each variant's accuracy, BG-gap, and
+    background reliance on each mixed split with the background's class read from the records
+    (``shifted.donor_label``), paired by ``shifted.base_key``. A plain dict (JSON-ready) for results.json.
 
     ``headline`` is the base whose BG-gap and reliance (on mixed_next, as IN-9's) stand for the build when the
     dataset pairs none of its own: the first base that is not ``val_split``, else the first.
     """
     bases: dict[str, Any] = {}
-    for base, pair in section["pairs"].items():
+    for base, pair in section.pairs.items():
         if base not in predictions:
             continue
-        entry: dict[str, Any] = {
-            "accuracy": {v: splits[s]["accuracy"] for v, s in pair["variants"].items() if s in splits}
-        }
-        gap = pair["bg_gap"]
-        if gap["same"] in splits and gap["rand"] in splits:
-            entry["bg_gap"] = metrics.bg_gap(splits[gap["same"]]["accuracy"], splits[gap["rand"]]["accuracy"])
-        reliance = pair["background_reliance"]
-        paired = {
-            s: recorded_reliance(predictions[base], predictions[s]) for s in reliance["shifted"] if s in predictions
-        }
+        accuracy = {v: splits[s]["accuracy"] for v, s in pair.variants.items() if s in splits}
+        entry: dict[str, Any] = {"accuracy": accuracy}
+        gap = pair.bg_gap
+        if gap.same in splits and gap.rand in splits:
+            entry["bg_gap"] = metrics.bg_gap(splits[gap.same]["accuracy"], splits[gap.rand]["accuracy"])
+        shifted = pair.background_reliance.shifted
+        paired = {s: recorded_reliance(predictions[base], predictions[s]) for s in shifted if s in predictions}
         entry["background_reliance"] = {s: p.value for s, p in paired.items()}
         entry["reliance_pairs"] = {s: p.counts() for s, p in paired.items()}
-        entry["reliance_split"] = reliance["shifted"][0]  # mixed_next, the paper's
-        entry["variants"] = pair["variants"]
+        entry["reliance_split"] = shifted[0]  # mixed_next, the paper's
+        entry["variants"] = dict(pair.variants)
         bases[base] = entry
     headline = next((b for b in bases if b != val_split), next(iter(bases), None))
     return {"bases": bases, "headline": headline}

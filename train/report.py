@@ -21,7 +21,7 @@ import numpy as np
 
 from train.commands import command_of
 from train.config import recorded
-from train.splits import declared_test_splits, generated_splits
+from train.splits import declared_test_splits, run_generated_splits
 from train.terms import CE, LOSS_NAMES, TERMS, on, used, value
 
 SHIFT_METRICS = ("bg_gap", "background_reliance", "flip_gap")
@@ -60,7 +60,7 @@ def write_report(root: Path, out: Path) -> Path:
     by_method: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         by_method[run["results"].get("method", "?")].append(run)
-    generated = generated_splits(runs[0]["results"].get("shifted_tests"))
+    generated = run_generated_splits(runs[0]["results"])
     splits = [s for s in runs[0]["results"]["splits"] if s not in generated]  # shifted tests: in the shift metrics
     shifts = [m for m in SHIFT_METRICS if any(r["results"].get(m) is not None for r in runs)]
     header = ["method", "seeds", *[f"acc {s}" for s in splits], "worst-group", *shifts, "saliency AUPR"]

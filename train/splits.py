@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from augment.contract.schema import Evaluation, evaluation_of
+from augment.contract.schema import Evaluation, ShiftedTests, evaluation_of
 
 # The test splits of each dataset's build, by the split names its reader writes (augment/datasets/*.py), for runs
 # whose results.json does not list them: the summary columns average over these and nothing else.
@@ -43,8 +43,15 @@ def declared_test_splits(
     return chosen or [s for s in splits if s not in ("train", "val", val_split) and not s.endswith("_val")]
 
 
-def generated_splits(section: dict[str, Any] | None) -> set[str]:
-    """The shifted test splits of ``augment build --shifted-tests``, from a manifest's ``shifted_tests`` (its
-    ``pairs``) or a run's results (its ``bases``): reported in their own section, not as the dataset's splits."""
-    entries = (section or {}).get("pairs") or (section or {}).get("bases") or {}
-    return {split for entry in entries.values() for split in entry.get("variants", {}).values()}
+def generated_splits(shifted: ShiftedTests | None) -> set[str]:
+    """The shifted test splits of ``augment build --shifted-tests``, from the manifest's ``shifted_tests`` parsed by
+    ``schema.parse_shifted_tests`` (None: the build has none): reported in their own section, not as the dataset's
+    splits."""
+    return set() if shifted is None else shifted.generated_splits()
+
+
+def run_generated_splits(results: Mapping[str, Any]) -> set[str]:
+    """The same splits from a run's results, for a report that reads no manifest: the variant splits of each base
+    in their ``shifted_tests.bases`` (train.evaluate's plain dict, not the manifest's section)."""
+    bases = (results.get("shifted_tests") or {}).get("bases") or {}
+    return {split for entry in bases.values() for split in entry.get("variants", {}).values()}

@@ -193,42 +193,9 @@ def strings(path: Path | str, key: str, values: list) -> None:
 
 
 def check_shifted_tests(path: Path | str, manifest: dict[str, Any]) -> None:
-    """``shifted_tests`` (``augment build --shifted-tests``), when present: the shape ``augment info``, ``preview
-    --shifted``, ``train fit`` and ``train eval`` read, every split it names a split of the build."""
-    if "shifted_tests" not in manifest:
-        return
-    section, splits = manifest["shifted_tests"], manifest["splits"]
-    expected = "expected an object of the shape `augment build --shifted-tests` writes (docs/FORMAT.md, manifest.json)"
-
-    def table(value: Any, where: str, values: type = str) -> dict:
-        if not isinstance(value, dict) or not all(isinstance(v, values) for v in value.values()):
-            raise ValueError(f"{path}: shifted_tests{where}: {expected}")
-        return value
-
-    def split_name(value: Any, where: str) -> None:
-        if not isinstance(value, str) or value not in splits:
-            raise ValueError(f"{path}: shifted_tests{where} {brief(value)}: expected a split of this build")
-
-    table(section, "", object)
-    table(section.get("variants"), ".variants")
-    table(section.get("skipped"), ".skipped")
-    table(section.get("left_out", {}), ".left_out")
-    for base, pair in table(section.get("pairs"), ".pairs", dict).items():
-        at = f".pairs.{base}"
-        split_name(base, ".pairs key")
-        split_name(pair.get("original"), f"{at}.original")
-        for variant, split in table(pair.get("variants"), f"{at}.variants").items():
-            split_name(split, f"{at}.variants.{variant}")
-        gap = table(pair.get("bg_gap"), f"{at}.bg_gap")
-        for side in ("same", "rand"):
-            split_name(gap.get(side), f"{at}.bg_gap.{side}")
-        reliance = table(pair.get("background_reliance"), f"{at}.background_reliance", object)
-        split_name(reliance.get("original"), f"{at}.background_reliance.original")
-        shifted = reliance.get("shifted")
-        if not isinstance(shifted, list) or not shifted:
-            raise ValueError(f"{path}: shifted_tests{at}.background_reliance.shifted: {expected}")
-        for i, split in enumerate(shifted):
-            split_name(split, f"{at}.background_reliance.shifted[{i}]")
+    """``shifted_tests`` (``augment build --shifted-tests``), when present: the shape ``ShiftedTests`` declares,
+    every split it names a split of the build (``parse_shifted_tests``, the one parser)."""
+    parse_shifted_tests(manifest, path)
 
 
 def check_evaluation(path: Path | str, manifest: dict[str, Any]) -> None:
@@ -373,6 +340,94 @@ def evaluation_of(section: Evaluation | Mapping[str, Any] | None, path: Path | s
             raise ValueError(f"{path}: {EVALUATION_KEY}.{name} {brief(value)}: expected {expected}")
         found[name] = value
     return Evaluation(**found)
+
+
+# ---- shifted_tests: the generated test splits of --shifted-tests, declared once for every reader ------------
+
+
+@dataclass(frozen=True)
+class ShiftedReliance:
+    """A base's ``background_reliance``: its ``original`` split and the mixed splits that show its objects on
+    another sample's background (mixed_next, then mixed_rand), the background's class read from each record's
+    ``shifted.donor_label``."""
+
+    original: str
+    shifted: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ShiftedBase:
+    """``shifted_tests.pairs.<base>``: the base's ``original`` split, its ``variants`` (variant name -> split), and
+    the splits of the two paired metrics the trainer computes from them, BG-gap (mixed_same against mixed_rand) and
+    background reliance."""
+
+    original: str
+    variants: dict[str, str]
+    bg_gap: BgGap
+    background_reliance: ShiftedReliance
+
+
+@dataclass(frozen=True)
+class ShiftedTests:
+    """The typed ``shifted_tests`` of a manifest (``parse_shifted_tests``), as ``augment build --shifted-tests``
+    writes it (``augment.shifted_tests.manifest_section``): what each variant shows (``variants``, name -> text),
+    the base splits in build order (``pairs``), the splits that got no variants and why (``skipped``), and the bases
+    whose samples with boxes only got none (``left_out``; builds before it lack the key). Keys other than these
+    (``background_reliance.background_class``) are kept in the manifest and read by nobody."""
+
+    variants: dict[str, str]
+    pairs: dict[str, ShiftedBase]
+    skipped: dict[str, str]
+    left_out: dict[str, str]
+
+    def generated_splits(self) -> set[str]:
+        """Every variant split of every base: the splits the build made, not the dataset's own."""
+        return {split for base in self.pairs.values() for split in base.variants.values()}
+
+
+def parse_shifted_tests(manifest: Mapping[str, Any], path: Path | str = MANIFEST) -> ShiftedTests | None:
+    """The manifest's ``shifted_tests``, checked and typed; None when the manifest has none. Every split it names
+    must be one of the manifest's ``splits``. ValueError, one line naming ``path`` and the key, on any other shape."""
+    if "shifted_tests" not in manifest:
+        return None
+    section, splits = manifest["shifted_tests"], manifest["splits"]
+    expected = "expected an object of the shape `augment build --shifted-tests` writes (docs/FORMAT.md, manifest.json)"
+
+    def table(value: Any, where: str, values: type = str) -> dict:
+        if not isinstance(value, dict) or not all(isinstance(v, values) for v in value.values()):
+            raise ValueError(f"{path}: shifted_tests{where}: {expected}")
+        return value
+
+    def split_name(value: Any, where: str) -> str:
+        if not isinstance(value, str) or value not in splits:
+            raise ValueError(f"{path}: shifted_tests{where} {brief(value)}: expected a split of this build")
+        return value
+
+    table(section, "", object)
+    variants = table(section.get("variants"), ".variants")
+    skipped = table(section.get("skipped"), ".skipped")
+    left_out = table(section.get("left_out", {}), ".left_out")
+    pairs: dict[str, ShiftedBase] = {}
+    for base, pair in table(section.get("pairs"), ".pairs", dict).items():
+        at = f".pairs.{base}"
+        split_name(base, ".pairs key")
+        original = split_name(pair.get("original"), f"{at}.original")
+        named = table(pair.get("variants"), f"{at}.variants")
+        for variant, split in named.items():
+            split_name(split, f"{at}.variants.{variant}")
+        gap = table(pair.get("bg_gap"), f"{at}.bg_gap")
+        same, rand = (split_name(gap.get(side), f"{at}.bg_gap.{side}") for side in ("same", "rand"))
+        reliance = table(pair.get("background_reliance"), f"{at}.background_reliance", object)
+        reliance_original = split_name(reliance.get("original"), f"{at}.background_reliance.original")
+        shifted = reliance.get("shifted")
+        if not isinstance(shifted, list) or not shifted:
+            raise ValueError(f"{path}: shifted_tests{at}.background_reliance.shifted: {expected}")
+        for i, split in enumerate(shifted):
+            split_name(split, f"{at}.background_reliance.shifted[{i}]")
+        pairs[base] = ShiftedBase(
+            original, dict(named), BgGap(same, rand), ShiftedReliance(reliance_original, tuple(shifted))
+        )
+    return ShiftedTests(dict(variants), pairs, dict(skipped), dict(left_out))
 
 
 # ---- the rules of a record, for every reader -------------------------------------------------------------------

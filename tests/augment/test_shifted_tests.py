@@ -303,16 +303,16 @@ def test_bg_gap_and_reliance_from_recorded_donors_by_hand() -> None:
     unknown = {**mixed, "donor_labels": np.array([-1, 2, -1])}  # a record without a donor does not count
     paired = recorded_reliance(original, unknown)
     assert (paired.value, paired.pairs, paired.unpaired) == (pytest.approx(0.3), 1, 2)
-    section = {
-        "pairs": {
-            b: {
-                "variants": {v: f"{b}.{v}" for v in VARIANTS},
-                "bg_gap": {"same": f"{b}.mixed_same", "rand": f"{b}.mixed_rand"},
-                "background_reliance": {"original": b, "shifted": [f"{b}.mixed_next", f"{b}.mixed_rand"]},
-            }
-            for b in ("val", "test")
-        }
+    pairs = {
+        b: schema.ShiftedBase(
+            b,
+            {v: f"{b}.{v}" for v in VARIANTS},
+            schema.BgGap(f"{b}.mixed_same", f"{b}.mixed_rand"),
+            schema.ShiftedReliance(b, (f"{b}.mixed_next", f"{b}.mixed_rand")),
+        )
+        for b in ("val", "test")
     }
+    section = schema.ShiftedTests({}, pairs, {}, {})
     predictions = {"val": original, "test": original, "test.mixed_next": mixed, "test.mixed_rand": unknown}
     splits = {
         "test.mixed_same": {"accuracy": 0.75},

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from augment.contract.schema import parse_evaluation
+from augment.contract.schema import parse_evaluation, parse_shifted_tests
 from train.commands import command_of
 from train.data import manifest_sha256
 from train.report import mean_sd as cell  # "mean ± sd" over seeds, "-" when none
@@ -32,7 +32,7 @@ def write_study_report(out: Path, grid, specs, best: dict[str, str], shards: str
     rows = list(dict.fromkeys(r.row for r in main))
     by_row = {name: [r for r in main if r.row == name] for name in rows}
     evaluation = parse_evaluation(manifest)
-    own = [s for s in manifest["splits"] if s not in generated_splits(manifest.get("shifted_tests"))]
+    own = [s for s in manifest["splits"] if s not in generated_splits(parse_shifted_tests(manifest))]
     tests = declared_test_splits(own, grid.defaults.get("val_split", "val"), evaluation)
     against = contradicting_splits(manifest)
     sha = manifest_sha256(shards)
