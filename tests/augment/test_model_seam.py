@@ -105,3 +105,32 @@ def test_the_build_modules_name_no_model() -> None:
         assert "cagan" not in (ROOT / "augment" / module).read_text(), module
     lines = [line for line in (ROOT / "augment" / "config.py").read_text().splitlines() if "cagan" in line]
     assert all(line.lstrip().startswith("#") for line in lines), lines  # a comment's example, no field
+
+
+def test_the_recorded_command_gives_back_each_models_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--NAME-weights`` is recorded in the manifest's command and parses back to the same ``BuildConfig.weights``
+    (the files are not checked here: each model's check is replaced by one that accepts any path)."""
+    import shlex
+
+    import augment.runner.build
+
+    for name in ("cagan", "lama"):
+        method = infill.INFILLS[name]
+        monkeypatch.setitem(infill.INFILLS, name, replace(method, model=replace(method.model, check=lambda w: None)))
+    seen: list = []
+
+    def fake_build(out, config, *, command, **_):
+        seen.append((config, command))
+        return {"num_samples": 0, "splits": {}, "rejects": {"count": 0}}
+
+    monkeypatch.setattr(augment.runner.build, "build", fake_build)
+    args = ["build", "--infill", "lama", "--infill", "cagan", "--lama-weights", str(tmp_path / "big lama.pt")]
+    args += ["--cagan-weights", "w.safetensors", "--device", "cpu", "--out", str(tmp_path / "out")]
+    runner = CliRunner()
+    result = runner.invoke(augment_cli.app, args, prog_name="augment")
+    assert result.exit_code == 0, result.output
+    config, command = seen[-1]
+    assert config.weights == {"cagan": "w.safetensors", "lama": str(tmp_path / "big lama.pt")}
+    assert f"--cagan-weights w.safetensors --lama-weights '{tmp_path / 'big lama.pt'}' --device cpu" in command
+    assert runner.invoke(augment_cli.app, shlex.split(command)[1:], prog_name="augment").exit_code == 0
+    assert seen[-1][0] == config and seen[-1][1] == command
