@@ -222,7 +222,7 @@ def build(
     root: Path | None = typer.Option(None, help="Dataset folder, as released upstream (see docs/DATASETS.md)."),
     masks: Path | None = typer.Option(None, help="Mask folder (waterbirds: default <root>/../segmentations; folder)."),
     annotations: list[str] = typer.Option(
-        [], help="coco: instances JSON; repeat as SPLIT=PATH for one JSON per split."
+        [], metavar="<[split=]path>", help="coco: instances JSON; repeat as SPLIT=PATH for one JSON per split."
     ),
     boxes: Path | None = typer.Option(
         None, help="folder: CSV of boxes (path,x0,y0,x1,y1) [default: <root>/boxes.csv]."

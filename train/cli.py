@@ -81,7 +81,7 @@ SHARDS_HELP = (
 fail = partial(cli_errors.fail, "train")
 
 
-def option(key: str, help: str, default: str | None = None) -> Any:
+def option(key: str, help: str, default: str | None = None, metavar: str | None = None) -> Any:
     """The `train fit` option of config field ``key``: flag ``--key-name`` (``--x/--no-x`` for a bool), default None
     (= the preset's value for ``PRESET_KEYS``, else the Config default, which the help text shows)."""
     spec = Config.__dataclass_fields__[key]
@@ -89,7 +89,7 @@ def option(key: str, help: str, default: str | None = None) -> Any:
         value = spec.default_factory() if spec.default is MISSING else spec.default
         default = "the preset's" if key in PRESET_KEYS else "none" if value in (None, []) else str(value)
     decl = f"{flag(key)}/--no-{flag(key)[2:]}" if spec.type == "bool" else flag(key)
-    return typer.Option(None, decl, help=f"{help} [default: {default}]")
+    return typer.Option(None, decl, help=f"{help} [default: {default}]", metavar=metavar)
 
 
 @app.command()
@@ -132,12 +132,14 @@ def fit(
         "cf",
         "CF images to train as 'not y' (repeat for several): a method the shards were built with (tile, grey, cagan, "
         "...; `augment info SHARDS` lists them).",
+        metavar="<method>",
     ),
     cf_loss: CfLoss | None = option("cf_loss", "CF loss: -log(1 - p_y), or CE to uniform (over all / other classes)."),
     cf_weight: float | None = option("cf_weight", "Weight of the CF loss."),
     f: list[str] | None = option(
         "f",
         "F images to train as y (repeat for several): a method the shards were built with (shuffle, mixed-rand, ...).",
+        metavar="<method>",
     ),
     fgsm: float | None = option(
         "fgsm",
