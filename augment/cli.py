@@ -26,10 +26,9 @@ from augment import infill, options
 from augment.config import BACKGROUND_RULES, BANK_FROM_DATASET, ON_ERROR, BuildConfig
 from augment.contract import cli_errors, schema
 from augment.contract.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors, out_problem, shown, shown_all
-from augment.datasets import DATASETS, option_default, option_names
+from augment.datasets import DATASETS, adapter_options, option_default, option_flag, option_names
 from augment.datasets.synthetic import Synthetic
 from augment.mask_sources import MASK_SOURCES
-from augment.read import RESIZE_MODES
 from augment.zoo.devices import DEVICES
 
 # Choices are built from the registries, so a new method or dataset appears here by registering itself.
@@ -70,8 +69,6 @@ app = typer.Typer(
 )
 
 
-LabelFrom = enum.Enum("LabelFrom", {"largest": "largest", "area": "area"}, type=str)
-ResizeMode = enum.Enum("ResizeMode", {m: m for m in RESIZE_MODES}, type=str)
 OnError = enum.Enum("OnError", {m: m for m in ON_ERROR}, type=str)
 Device = enum.Enum("Device", {m: m for m in DEVICES}, type=str)
 BackgroundRule = enum.Enum("BackgroundRule", {m: m for m in BACKGROUND_RULES}, type=str)
@@ -85,9 +82,10 @@ def default(key: str) -> Any:
 
 
 def given_dataset_options(ctx: click.Context) -> dict[str, Any]:
-    """The dataset options given to `augment build`, in the order of its flags: each of its parameters that is an
-    option of a registered adapter (``augment.datasets.option_names``, from the adapters' signatures), when set,
-    as the adapter takes it (a choice as its value, a path as a string)."""
+    """The dataset options given to `augment build`: each of its parameters that is an option of a registered adapter
+    (``augment.datasets.option_names``, from the adapters' signatures), when set, as the adapter takes it (a choice
+    as its value, a path as a string). In the order the chosen adapter's factory declares them, which the recorded
+    command keeps; an option it does not take comes after, for ``get_dataset`` to refuse."""
     adapters = set(option_names())
     options = {}
     for param in ctx.command.params:
@@ -96,7 +94,9 @@ def given_dataset_options(ctx: click.Context) -> dict[str, Any]:
             options[param.name] = (
                 value.value if isinstance(value, enum.Enum) else str(value) if isinstance(value, Path) else value
             )
-    return options
+    dataset = ctx.params.get("dataset")
+    own = list(adapter_options(DATASETS[dataset.value])) if dataset is not None else []
+    return {key: options[key] for key in [*own, *options] if key in options}
 
 
 def option_args(key: str, value: object) -> list[str]:
@@ -158,33 +158,66 @@ def weights_param(name: str) -> str:
     return infill.weights_flag(name).removeprefix("--").replace("-", "_")
 
 
-def weights_method(param: str) -> str:
-    return next(n for n in infill.INFILLS if weights_param(n) == param)
+def weights_given(registered: dict[str, Any]) -> dict[str, str]:
+    """The weights files given to `augment build`, by model method (``BuildConfig.weights``)."""
+    given = {n: registered.get(weights_param(n)) for n, m in infill.INFILLS.items() if m.needs_model}
+    return {name: str(path) for name, path in given.items() if path is not None}
 
 
-def with_weights_options(command: Callable) -> Callable:
-    """``command`` with one ``--NAME-weights`` option per registered model infill (its help from the method's
-    ``ModelInfill``), placed before ``--masks-from``; the command takes them as ``**weights``. A new model method
-    brings its flag with its registration."""
-    signature = inspect.signature(command)
-    params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    at = next(i for i, p in enumerate(params) if p.name == "masks_from")
-    added = [
-        inspect.Parameter(
-            weights_param(name),
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            default=typer.Option(None, infill.weights_flag(name), help=method.model.help),
-            annotation=Path | None,
-        )
+def weights_options() -> list[inspect.Parameter]:
+    """One ``--NAME-weights`` option per registered model infill, its help from the method's ``ModelInfill``."""
+    return [
+        keyword(weights_param(name), Path | None, typer.Option(None, infill.weights_flag(name), help=method.model.help))
         for name, method in infill.INFILLS.items()
         if method.model is not None
     ]
-    command.__signature__ = signature.replace(parameters=[*params[:at], *added, *params[at:]])
+
+
+def dataset_options() -> list[inspect.Parameter]:
+    """One option per keyword of the registered adapters (``--size`` ... ``--boxes``), as its ``Flag`` declares it
+    in the adapter's signature (``augment.datasets.Flag``); unset, the adapter's own default applies."""
+    params = []
+    for key in option_names():
+        flag = option_flag(key)
+        if flag is None:
+            continue
+        help = flag.help.replace("{default}", str(option_default(key)))
+        annotation: Any = flag.kind | None
+        if flag.choices:
+            annotation = enum.Enum(key.title().replace("_", ""), {c: c for c in flag.choices}, type=str) | None
+        elif flag.kind is list:
+            annotation = list[str]
+        option = typer.Option(
+            [] if flag.kind is list else None,
+            "--" + key.replace("_", "-"),
+            help=help,
+            min=flag.min,
+            max=flag.max,
+            metavar=flag.metavar,
+        )
+        params.append(keyword(key, annotation, option))
+    return params
+
+
+def keyword(name: str, annotation: Any, option: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=annotation)
+
+
+def with_registry_options(command: Callable) -> Callable:
+    """``command`` with the options its registries declare, so that a new adapter or model method brings its flags
+    with its registration: the dataset options before ``--on-error``, the weights options before ``--masks-from``.
+    The command takes them as keyword arguments (``**registered``)."""
+    signature = inspect.signature(command)
+    params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    for anchor, added in (("on_error", dataset_options()), ("masks_from", weights_options())):
+        at = next(i for i, p in enumerate(params) if p.name == anchor)
+        params[at:at] = added
+    command.__signature__ = signature.replace(parameters=params)
     return command
 
 
 @app.command()
-@with_weights_options
+@with_registry_options
 def build(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Output folder: <out>/<split>/shard-NNNNNN.tar and manifest.json."),
@@ -209,39 +242,6 @@ def build(
     seed: int = typer.Option(default("seed"), help="Build seed: same command + same seed = byte-identical shards."),
     image_size: int | None = typer.Option(
         default("image_size"), min=16, help="Stored image size in pixels [default: the dataset's, 64 for synthetic]."
-    ),
-    size: int | None = typer.Option(
-        None, min=1, help=f"synthetic: training images (val and each test split get 1/5) [default: {Synthetic.size}]."
-    ),
-    bias: float | None = typer.Option(
-        None,
-        min=0.0,
-        max=1.0,
-        help=f"synthetic: P(class c on background family c) in train/val [default: {Synthetic.bias}].",
-    ),
-    root: Path | None = typer.Option(None, help="Dataset folder, as released upstream (see docs/DATASETS.md)."),
-    masks: Path | None = typer.Option(None, help="Mask folder (waterbirds: default <root>/../segmentations; folder)."),
-    annotations: list[str] = typer.Option(
-        [], metavar="<[split=]path>", help="coco: instances JSON; repeat as SPLIT=PATH for one JSON per split."
-    ),
-    boxes: Path | None = typer.Option(
-        None, help="folder: CSV of boxes (path,x0,y0,x1,y1) [default: <root>/boxes.csv]."
-    ),
-    label_from: LabelFrom | None = typer.Option(
-        None, help="coco: the image label is the category of the largest annotation, or with the most total area."
-    ),
-    val_fraction: float | None = typer.Option(
-        None, min=0.0, max=1.0, help="coco with one JSON: fraction of images held out as val (seeded)."
-    ),
-    resize: ResizeMode | None = typer.Option(
-        None,
-        help="File datasets: squash to SIZE x SIZE, or short side to SIZE keeping the aspect "
-        f"[default: {option_default('resize')}].",
-    ),
-    max_image_pixels: int | None = typer.Option(
-        None,
-        min=1,
-        help=f"Refuse larger images as decompression bombs [default: PIL's {option_default('max_image_pixels')}].",
     ),
     on_error: OnError = typer.Option(
         default("on_error"), help="Bad source input: stop, or skip it and record it in <out>/rejects.jsonl."
@@ -295,7 +295,7 @@ def build(
         False, help="Replace an earlier build of another command in --out (other files are left alone)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    **weights: Path | None,
+    **registered: Any,
 ) -> None:
     """Build CF/F shards of a dataset, with a manifest that makes the build reproducible and verifiable.
 
@@ -306,7 +306,7 @@ def build(
     from augment.read import SourceError
     from augment.runner.build import build as run_build
 
-    adapter_options = given_dataset_options(ctx)  # the adapter options above: --size ... --max-image-pixels
+    adapter_options = given_dataset_options(ctx)  # the adapters' own options (--size, --root, ...), as given
     if dataset.value == Synthetic.name:  # the recorded command names the size and bias it was built with
         adapter_options = {"size": Synthetic.size, "bias": Synthetic.bias, **adapter_options}
     config = BuildConfig(
@@ -319,7 +319,7 @@ def build(
         shard_size=shard_size,
         on_error=on_error.value,
         dataset_options=adapter_options,
-        weights={weights_method(p): str(path) for p, path in weights.items() if path is not None},
+        weights=weights_given(registered),
         device=device.value,
         batch_size=batch_size,
         masks_from=masks_from.value,

@@ -75,8 +75,8 @@ def test_build_shows_and_uses_the_build_config_defaults() -> None:
 
 def test_the_dataset_options_are_the_adapters_keywords() -> None:
     """One flag per keyword of a registered adapter factory (beyond seed, image_size, on_error), and no other
-    dataset option: an adapter gaining a keyword fails here until `augment build` offers it."""
-    from augment.datasets import BUILD_KEYWORDS, DATASETS, adapter_options, option_default
+    dataset option: each comes from the ``Flag`` the adapter declares in its signature, one per keyword."""
+    from augment.datasets import BUILD_KEYWORDS, DATASETS, adapter_options, option_default, option_flag
 
     params = build_params()
     keys = {f.name for f in fields(BuildConfig)}
@@ -88,7 +88,41 @@ def test_the_dataset_options_are_the_adapters_keywords() -> None:
     assert not set(BUILD_KEYWORDS) - keys
     for key in names:
         option_default(key)  # the adapters that take it agree on its default
+        assert option_flag(key) is not None, key  # and declare one Flag for it
         assert params[key].default in (None, []), key  # unset: the adapter's own default applies
+        assert params[key].help.startswith(option_flag(key).help.split("{default}")[0]), key
+
+
+def test_a_new_adapter_brings_its_flags_with_its_registration(monkeypatch) -> None:
+    """A keyword no adapter had before becomes a `build` option, typed and bounded as its ``Flag`` says, and
+    reaches ``BuildConfig.dataset_options`` like the shipped ones (``given_dataset_options``)."""
+    from typing import Annotated
+
+    import typer
+    from typer.testing import CliRunner
+
+    from augment import datasets
+    from augment.cli import given_dataset_options, with_registry_options
+    from augment.datasets import Flag
+
+    def make_fake(*, seed: int = 0, image_size: int | None = None, on_error: str = "fail", levels: int = 3, **_):
+        raise AssertionError("not built here")
+
+    make_fake.__annotations__["levels"] = Annotated[int, Flag("fake: how many levels [default: {default}].", int, 2)]
+    monkeypatch.setitem(datasets.DATASETS, "fake", datasets.DatasetEntry("fake", make_fake, "a fake adapter"))
+    seen = {}
+
+    def command(ctx: typer.Context, on_error: str = "fail", masks_from: str = "annotation", **registered: object):
+        seen.update(given_dataset_options(ctx))
+
+    app = typer.Typer(add_completion=False, rich_markup_mode=None)
+    app.command()(with_registry_options(command))
+    runner = CliRunner()
+    assert runner.invoke(app, ["--levels", "5", "--size", "30"]).exit_code == 0
+    assert seen == {"size": 30, "levels": 5}
+    refused = runner.invoke(app, ["--levels", "1"])
+    assert refused.exit_code == 2 and "--levels" in refused.output
+    assert "fake: how many levels [default: 3]." in runner.invoke(app, ["--help"], terminal_width=200).output
 
 
 # ---- one --device resolver ------------------------------------------------------------------------------------------

@@ -16,12 +16,17 @@ An adapter is a picklable object (it travels to the build's worker processes) wi
 
 A sample's ``location`` (and its ref's) is the camera location where the adapter knows one (CCT), else None:
 ``--background-rule same-class-location`` draws by it.
+
+The registered factory takes the build's ``seed``, ``image_size`` and ``on_error`` and its own options as keywords;
+each option is annotated ``Annotated[<type>, Flag(help, ...)]``, from which `augment build` makes its flag
+(``--root``, ``--annotations``, ...). Adding an adapter is its file plus its import at the bottom of this file.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -120,6 +125,21 @@ def register(name: str, summary: str) -> Callable[[Callable[..., Dataset]], Call
 BUILD_KEYWORDS = ("seed", "image_size", "on_error")  # every factory's; given by the build, not dataset options
 
 
+@dataclass(frozen=True)
+class Flag:
+    """How `augment build` offers a dataset option, declared where the adapter takes it: a factory keyword annotated
+    ``Annotated[<type>, Flag(...)]``. ``help`` may hold ``{default}``, the keyword's default in the signatures;
+    ``kind`` is the value's type on the command line (``str``, ``Path``, ``int``, ``float``, or ``list`` for a
+    repeated option); ``min``/``max`` bound a number, ``choices`` a text."""
+
+    help: str
+    kind: type = str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+
+
 def adapter_options(entry: DatasetEntry) -> dict[str, inspect.Parameter]:
     """The options of one adapter: the keyword-only parameters of its factory, less the build's own."""
     params = inspect.signature(entry.factory).parameters
@@ -130,6 +150,21 @@ def option_names() -> list[str]:
     """Every dataset option of the registered adapters (``--size``, ``--root``, ...), each once: the `augment build`
     flags that go into ``BuildConfig.dataset_options``."""
     return list(dict.fromkeys(k for entry in DATASETS.values() for k in adapter_options(entry)))
+
+
+def option_flag(key: str) -> Flag | None:
+    """The ``Flag`` that the adapters taking dataset option ``key`` declare for it, or None when none does (an
+    adapter registered by a test or a script, set through ``get_dataset`` only). Adapters that declare two
+    different ones are an error; tests/test_settings.py checks that every shipped adapter declares one."""
+    flags: dict[Flag, str] = {}
+    for entry in DATASETS.values():
+        if key in adapter_options(entry):
+            hint = typing.get_type_hints(entry.factory, include_extras=True).get(key)
+            for flag in (m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Flag)):
+                flags.setdefault(flag, entry.name)
+    if len(flags) > 1:
+        raise ValueError(f"dataset option {key!r}: the adapters {', '.join(flags.values())} declare different Flags")
+    return next(iter(flags), None)
 
 
 def option_default(key: str) -> Any:

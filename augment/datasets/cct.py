@@ -19,10 +19,20 @@ Width, height and boxes are at the original resolution, so boxes are rescaled to
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from augment.datasets import register
-from augment.datasets.files import FileDataset, Item, Rejects, file_options, load_coco_json, safe_key
+from augment.datasets.files import (
+    MAX_IMAGE_PIXELS,
+    RESIZE,
+    ROOT,
+    FileDataset,
+    Item,
+    Rejects,
+    file_options,
+    load_coco_json,
+    safe_key,
+)
 from augment.read import DEFAULT_MAX_IMAGE_PIXELS
 
 SPLITS = ("train", "cis_val", "cis_test", "trans_val", "trans_test")
@@ -153,9 +163,9 @@ def make_cct(
     seed: int = 0,
     image_size: int | None = None,
     on_error: str = "fail",
-    root: str | None = None,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    resize: str = "squash",
+    root: Annotated[str | None, ROOT] = None,
+    resize: Annotated[str, RESIZE] = "squash",
+    max_image_pixels: Annotated[int, MAX_IMAGE_PIXELS] = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileDataset:
     root_path = file_options(root, "cct")
     rejects = Rejects(on_error)

@@ -18,15 +18,31 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
-from augment.datasets import register
-from augment.datasets.files import FileDataset, Item, Rejects, file_options, load_coco_json, safe_key
+from augment.datasets import Flag, register
+from augment.datasets.files import (
+    MAX_IMAGE_PIXELS,
+    RESIZE,
+    ROOT,
+    FileDataset,
+    Item,
+    Rejects,
+    file_options,
+    load_coco_json,
+    safe_key,
+)
 from augment.read import DEFAULT_MAX_IMAGE_PIXELS, Decoded, SourceError, fit_mask
 
 LABEL_RULES = ("largest", "area")
+ANNOTATIONS = Flag("coco: instances JSON; repeat as SPLIT=PATH for one JSON per split.", list, metavar="<[split=]path>")
+LABEL_FROM = Flag(
+    "coco: the image label is the category of the largest annotation, or with the most total area.",
+    choices=LABEL_RULES,
+)
+VAL_FRACTION = Flag("coco with one JSON: fraction of images held out as val (seeded).", float, min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)
@@ -195,12 +211,12 @@ def make_coco(
     seed: int = 0,
     image_size: int | None = None,
     on_error: str = "fail",
-    root: str | None = None,
-    annotations: list[str] | None = None,
-    label_from: str = "largest",
-    val_fraction: float = 0.0,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    resize: str = "squash",
+    root: Annotated[str | None, ROOT] = None,
+    annotations: Annotated[list[str] | None, ANNOTATIONS] = None,
+    label_from: Annotated[str, LABEL_FROM] = "largest",
+    val_fraction: Annotated[float, VAL_FRACTION] = 0.0,
+    resize: Annotated[str, RESIZE] = "squash",
+    max_image_pixels: Annotated[int, MAX_IMAGE_PIXELS] = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileDataset:
     root_path = file_options(root, "coco")
     if label_from not in LABEL_RULES:

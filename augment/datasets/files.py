@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from augment.config import ON_ERROR
-from augment.datasets import Frame, Ref, Sample, SplitPlan
+from augment.datasets import Flag, Frame, Ref, Sample, SplitPlan
 from augment.masks import mask_to_box
 from augment.read import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -41,6 +41,15 @@ from augment.read import (
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+# The options every file adapter takes, declared once (``augment.datasets.Flag``; `augment build` shows them).
+ROOT = Flag("Dataset folder, as released upstream (see docs/DATASETS.md).", Path)
+MASKS = Flag("Mask folder (waterbirds: default <root>/../segmentations; folder).", Path)
+RESIZE = Flag(
+    "File datasets: squash to SIZE x SIZE, or short side to SIZE keeping the aspect [default: {default}].",
+    choices=RESIZE_MODES,
+)
+MAX_IMAGE_PIXELS = Flag("Refuse larger images as decompression bombs [default: PIL's {default}].", int, min=1)
 
 
 class MaskSource(Protocol):

@@ -14,10 +14,15 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Annotated
 
-from augment.datasets import register
+from augment.datasets import Flag, register
 from augment.datasets.files import (
     IMAGE_SUFFIXES,
+    MASKS,
+    MAX_IMAGE_PIXELS,
+    RESIZE,
+    ROOT,
     FileDataset,
     Item,
     MaskFile,
@@ -29,6 +34,7 @@ from augment.datasets.files import (
 from augment.read import DEFAULT_MAX_IMAGE_PIXELS, read_text
 
 BOX_COLUMNS = ("path", "x0", "y0", "x1", "y1")
+BOXES = Flag("folder: CSV of boxes (path,x0,y0,x1,y1) [default: <root>/boxes.csv].", Path)
 
 
 def read_boxes(path: Path, known: set[str], rejects: Rejects) -> dict[str, list[list[float]]]:
@@ -113,11 +119,11 @@ def make_folder(
     seed: int = 0,
     image_size: int | None = None,
     on_error: str = "fail",
-    root: str | None = None,
-    masks: str | None = None,
-    boxes: str | None = None,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    resize: str = "squash",
+    root: Annotated[str | None, ROOT] = None,
+    masks: Annotated[str | None, MASKS] = None,
+    boxes: Annotated[str | None, BOXES] = None,
+    resize: Annotated[str, RESIZE] = "squash",
+    max_image_pixels: Annotated[int, MAX_IMAGE_PIXELS] = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileDataset:
     root_path = file_options(root, "folder")
     mask_root = Path(masks) if masks else None

@@ -16,12 +16,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
 
 from augment.datasets import register
-from augment.datasets.files import FileDataset, Item, MaskFile, Rejects, file_options, image_files, safe_key
+from augment.datasets.files import (
+    MAX_IMAGE_PIXELS,
+    RESIZE,
+    ROOT,
+    FileDataset,
+    Item,
+    MaskFile,
+    Rejects,
+    file_options,
+    image_files,
+    safe_key,
+)
 from augment.read import DEFAULT_MAX_IMAGE_PIXELS, Decoded, SourceError, read_image
 
 TEST_VARIANTS = ("original", "mixed_same", "mixed_rand", "mixed_next", "only_fg", "no_fg")
@@ -149,9 +161,9 @@ def make_in9(
     seed: int = 0,
     image_size: int | None = None,
     on_error: str = "fail",
-    root: str | None = None,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    resize: str = "squash",
+    root: Annotated[str | None, ROOT] = None,
+    resize: Annotated[str, RESIZE] = "squash",
+    max_image_pixels: Annotated[int, MAX_IMAGE_PIXELS] = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileDataset:
     root_path = file_options(root, "in9")
     rejects = Rejects(on_error)

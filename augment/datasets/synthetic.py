@@ -26,12 +26,12 @@ import colorsys
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
 
-from augment.datasets import Ref, Sample, SplitPlan, register
+from augment.datasets import Flag, Ref, Sample, SplitPlan, register
 from augment.masks import mask_to_box
 
 GENERATOR_VERSION = 4  # bump whenever the pixels for the same parameters change
@@ -202,14 +202,20 @@ class Synthetic:
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()
 
 
+SIZE = Flag(f"synthetic: training images (val and each test split get 1/5) [default: {Synthetic.size}].", int, min=1)
+BIAS = Flag(
+    f"synthetic: P(class c on background family c) in train/val [default: {Synthetic.bias}].", float, min=0.0, max=1.0
+)
+
+
 @register("synthetic", "embedded: 5 shapes on 5 background families with a tunable spurious correlation (--bias)")
 def make_synthetic(
     *,
     seed: int = 0,
     image_size: int | None = None,
     on_error: str = "fail",
-    size: int | None = None,
-    bias: float | None = None,
+    size: Annotated[int | None, SIZE] = None,
+    bias: Annotated[float | None, BIAS] = None,
 ) -> Synthetic:
     """``on_error`` is accepted for a uniform interface; generated samples have no bad inputs."""
     return Synthetic(

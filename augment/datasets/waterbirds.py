@@ -19,9 +19,21 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Annotated
 
 from augment.datasets import register
-from augment.datasets.files import FileDataset, Item, MaskFile, Rejects, file_options, safe_key
+from augment.datasets.files import (
+    MASKS,
+    MAX_IMAGE_PIXELS,
+    RESIZE,
+    ROOT,
+    FileDataset,
+    Item,
+    MaskFile,
+    Rejects,
+    file_options,
+    safe_key,
+)
 from augment.read import DEFAULT_MAX_IMAGE_PIXELS, SOFT_MASK_RULE, read_text
 
 COLUMNS = ("img_id", "img_filename", "y", "split", "place")
@@ -73,10 +85,10 @@ def make_waterbirds(
     seed: int = 0,
     image_size: int | None = None,
     on_error: str = "fail",
-    root: str | None = None,
-    masks: str | None = None,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    resize: str = "squash",
+    root: Annotated[str | None, ROOT] = None,
+    masks: Annotated[str | None, MASKS] = None,
+    resize: Annotated[str, RESIZE] = "squash",
+    max_image_pixels: Annotated[int, MAX_IMAGE_PIXELS] = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileDataset:
     root_path = file_options(root, "waterbirds")
     mask_root = Path(masks) if masks else root_path.parent / "segmentations"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from augment import cli as augment_cli
 from augment import infill, options
-from augment.cli import with_weights_options
+from augment.cli import with_registry_options
 from augment.config import BuildConfig
 from augment.datasets import Sample
 from augment.pipeline import Holes, fill_models
@@ -69,16 +69,16 @@ def test_a_second_model_infill_brings_its_weights_flag(tmp_path: Path, monkeypat
     monkeypatch.setitem(infill.INFILLS, "fake", fake_model(tmp_path, []))
     seen = {}
 
-    def command(quiet: bool = False, masks_from: str = "annotation", **weights: Path | None) -> None:
-        seen.update(weights)
+    def command(on_error: str = "fail", masks_from: str = "annotation", **registered: object) -> None:
+        seen.update(registered)
 
-    app = typer.Typer()
-    app.command()(with_weights_options(command))
+    app = typer.Typer(rich_markup_mode=None)
+    app.command()(with_registry_options(command))
     result = CliRunner().invoke(app, ["--fake-weights", "f.bin", "--cagan-weights", "c.safetensors"])
     assert result.exit_code == 0, result.output
     assert seen["fake_weights"] == Path("f.bin") and seen["cagan_weights"] == Path("c.safetensors")
     assert seen["lama_weights"] is None
-    usage = CliRunner().invoke(app, ["--help"]).output
+    usage = CliRunner().invoke(app, ["--help"], terminal_width=200).output
     assert "--fake-weights" in usage and "a fake file" in usage
 
 
