@@ -589,13 +589,20 @@ def preview(
 
 @app.command()
 def datasets() -> None:
-    """List the registered datasets, infill methods and mask sources."""
-    lines = ["datasets:"] + [f"  {e.name:<12} {e.summary}" for e in DATASETS.values()]
+    """List the registered datasets (with the `build` options each takes), infill methods and mask sources."""
+    width = max(len(n) for n in [*DATASETS, *infill.INFILLS, *MASK_SOURCES])
+    lines = ["datasets:"]
+    for e in DATASETS.values():
+        flags = [f"--{k.replace('_', '-')}" for k in adapter_options(e) if option_flag(k) is not None]
+        lines.append(f"  {e.name:<{width}} {e.summary}")
+        if flags:
+            lines.append(f"  {'':<{width}} options: {' '.join(flags)}")
     lines += ["", "infill methods (--infill: CF, --factual: F):"]
     for m in infill.INFILLS.values():
         roles = "/".join(r.upper() for r in infill.ROLES if r in m.roles)
-        lines.append(f"  {m.name:<12} {roles:<5} {m.summary}")
-    lines += ["", "mask sources (--masks-from):"] + [f"  {s.name:<12} {s.summary}" for s in MASK_SOURCES.values()]
+        lines.append(f"  {m.name:<{width}} {roles:<5} {m.summary}")
+    lines += ["", "mask sources (--masks-from):"]
+    lines += [f"  {s.name:<{width}} {s.summary}" for s in MASK_SOURCES.values()]
     typer.echo("\n".join(lines))
 
 

@@ -87,7 +87,13 @@ def test_preview_of_a_damaged_build_says_so_without_a_traceback(demo: Path, tmp_
 def test_datasets_lists_datasets_and_methods_with_roles() -> None:
     result = invoke("datasets")
     assert result.exit_code == 0
-    assert "synthetic" in result.output and "mixed-rand   F" in result.output and "tile         CF " in result.output
+    rows = {words[0]: words[1:] for words in map(str.split, result.output.splitlines()) if words}
+    assert rows["mixed-rand"][0] == "F" and rows["tile"][0] == "CF" and rows["shuffle-image"][0] == "CF/F"
+    methods = result.output.split("infill methods")[1].split("mask sources")[0].splitlines()[1:-1]
+    assert len({line.index(line.split()[1]) for line in methods}) == 1, methods  # one column, however long a name
+    # each dataset with the build options it takes, from its adapter's declared Flags
+    at = result.output.index("  coco ")
+    assert "options: --root --annotations --label-from --val-fraction --resize --max-image-pixels" in result.output[at:]
 
 
 @pytest.mark.parametrize(
