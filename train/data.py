@@ -123,9 +123,9 @@ def check_fields(manifest: dict[str, Any], fields: Fields, split: str = "train")
     """Refuse a run that asks for CF/F images the build did not make, naming what it has."""
     stored = replace(fields, stored=tuple(manifest["splits"][split]["fields"]))
     for role, methods in (("cf", fields.cf), ("f", fields.f)):
+        built = manifest["methods"][role]
         for m in methods:
-            if not stored.copies(role, m):
-                built = manifest["methods"][role]
+            if m not in built or not stored.copies(role, m):  # a method's name, not a field's (shuffle.0)
                 raise ValueError(f"--{role} {m}: the shards hold no {role}.{m} images; built with {built or 'none'}")
 
 

@@ -385,3 +385,13 @@ def test_a_method_the_trainer_has_never_heard_of_trains_from_its_manifest(
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["cf"] == ["sketch"]
+
+
+def test_a_field_name_is_not_a_method(shards: Path) -> None:
+    """``--f shuffle.0`` names one stored copy, not a method the build made: refused, naming what was built."""
+    from train.data import check_fields
+
+    manifest = read_manifest(shards)
+    check_fields(manifest, Fields(cf=["tile"], f=["shuffle"]))
+    with pytest.raises(ValueError, match=r"--f shuffle.0: the shards hold no f.shuffle.0 images; built with \['shuf"):
+        check_fields(manifest, Fields(f=["shuffle.0"]))
