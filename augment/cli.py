@@ -110,7 +110,8 @@ def option_args(key: str, value: object) -> list[str]:
 
 def build_command(config: BuildConfig, out: Path) -> str:
     """The canonical `augment build` command of a resolved ``config``, recorded in the manifest: every field that is
-    set, in field order (the resolved --cagan-weights included), each adapter option as its own flag, then --out.
+    set, in field order: each adapter option and each model's weights file (the resolved --cagan-weights included,
+    in registry order) as its own flag, then --out.
 
     Every value is written, defaults too, so the command builds the same shards under a version with other
     defaults; re-parsed by this CLI it gives back ``config`` (tests/train/test_config.py). The options that leave the
@@ -169,7 +170,7 @@ def weights_options() -> list[inspect.Parameter]:
     return [
         keyword(weights_param(name), Path | None, typer.Option(None, infill.weights_flag(name), help=method.model.help))
         for name, method in infill.INFILLS.items()
-        if method.model is not None
+        if method.needs_model
     ]
 
 
@@ -181,7 +182,7 @@ def dataset_options() -> list[inspect.Parameter]:
         flag = option_flag(key)
         if flag is None:
             continue
-        help = flag.help.replace("{default}", str(option_default(key)))
+        text = flag.help.replace("{default}", str(option_default(key)))
         annotation: Any = flag.kind | None
         if flag.choices:
             annotation = enum.Enum(key.title().replace("_", ""), {c: c for c in flag.choices}, type=str) | None
@@ -190,7 +191,7 @@ def dataset_options() -> list[inspect.Parameter]:
         option = typer.Option(
             [] if flag.kind is list else None,
             "--" + key.replace("_", "-"),
-            help=help,
+            help=text,
             min=flag.min,
             max=flag.max,
             metavar=flag.metavar,
@@ -210,7 +211,10 @@ def with_registry_options(command: Callable) -> Callable:
     signature = inspect.signature(command)
     params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
     for anchor, added in (("on_error", dataset_options()), ("masks_from", weights_options())):
-        at = next(i for i, p in enumerate(params) if p.name == anchor)
+        taken = [p.name for p in added if p.name in {q.name for q in params}]
+        if taken:
+            raise ValueError(f"{command.__name__}: a registered option --{taken[0].replace('_', '-')} is taken already")
+        at = [p.name for p in params].index(anchor)
         params[at:at] = added
     command.__signature__ = signature.replace(parameters=params)
     return command
@@ -306,9 +310,9 @@ def build(
     from augment.read import SourceError
     from augment.runner.build import build as run_build
 
-    adapter_options = given_dataset_options(ctx)  # the adapters' own options (--size, --root, ...), as given
+    given = given_dataset_options(ctx)  # the adapters' own options (--size, --root, ...), as given
     if dataset.value == Synthetic.name:  # the recorded command names the size and bias it was built with
-        adapter_options = {"size": Synthetic.size, "bias": Synthetic.bias, **adapter_options}
+        given = {"size": Synthetic.size, "bias": Synthetic.bias, **given}
     config = BuildConfig(
         dataset=dataset.value,
         infill=list(infill_),
@@ -318,7 +322,7 @@ def build(
         image_size=image_size,
         shard_size=shard_size,
         on_error=on_error.value,
-        dataset_options=adapter_options,
+        dataset_options=given,
         weights=weights_given(registered),
         device=device.value,
         batch_size=batch_size,

@@ -75,21 +75,21 @@ def check_mask_source(config: BuildConfig) -> None:
 
 
 def check_weights_given(config: BuildConfig) -> None:
-    """A weights file goes with the model method it is for, and that method with this build."""
+    """A weights file goes with a model method. (One for a method the build does not ask for is recorded and left
+    unused, as the recorded commands of earlier versions hold it.)"""
     for name in config.weights:
-        flag = infill.weights_flag(name)
         if name not in infill.INFILLS or not infill.INFILLS[name].needs_model:
             models = ", ".join(infill.weights_flag(n) for n, m in infill.INFILLS.items() if m.needs_model)
-            raise ValueError(f"{flag}: {name!r} is not a model method; weights options: {models}")
-        if name not in config.infill:
-            raise ValueError(f"{flag} is for --infill {name}, which this build does not ask for; add --infill {name}")
+            raise ValueError(f"{infill.weights_flag(name)}: {name!r} is not a model method; weights options: {models}")
 
 
 def check_model_options(config: BuildConfig) -> None:
     """Resolve the default weights and check the device and each model's weights file, before any work."""
+    given = {name: path for name, path in config.weights.items() if path is not None}
     for name in model_methods(config):
-        if name not in config.weights:
-            config.weights[name] = str(infill.INFILLS[name].model.default_weights())
+        if name not in given:
+            given[name] = str(infill.INFILLS[name].model.default_weights())
+    config.weights = {name: given[name] for name in infill.INFILLS if name in given}  # registry order, as the CLI
     resolve_device(config.device)  # asking for CUDA without one fails here, before any work
     for name in model_methods(config):
         infill.INFILLS[name].model.check(model_weights(config, name))

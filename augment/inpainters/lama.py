@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from augment.infill import to_uint8
+from augment.infill import to_uint8, weights_flag
 from augment.inpainters.common import (
     InpainterError,
     blank,
@@ -50,7 +50,7 @@ from augment.inpainters.common import (
 if TYPE_CHECKING:
     import torch
 
-FLAG = "--lama-weights"
+FLAG = weights_flag("lama")
 EXPECTED = "big-lama.pt, LaMa's TorchScript release: forward(Tensor image, Tensor mask) -> Tensor"
 MULTIPLE = 8  # H and W of the network's input: LaMa's pad_out_to_modulo
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from augment.infill import weights_flag
 from augment.inpainters.common import (
     InpainterError,
     blank,
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
     import onnxruntime
     import torch
 
-FLAG = "--migan-weights"
+FLAG = weights_flag("migan")
 SIGNATURE = (
     "two inputs, image uint8 [N, 3, H, W] (RGB) and mask uint8 [N, 1, H, W] (255 = keep, 0 = hole), and one output "
     "uint8 [N, 3, H, W]"

@@ -82,13 +82,36 @@ def test_a_second_model_infill_brings_its_weights_flag(tmp_path: Path, monkeypat
     assert "--fake-weights" in usage and "a fake file" in usage
 
 
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list:
+    """`augment build` runs up to the build itself, which records (config, command) here instead; every model's
+    check accepts any path and cagan's default file is ``d.safetensors``."""
+    import augment.runner.build
+
+    for name, method in list(infill.INFILLS.items()):
+        if method.needs_model:
+            model = replace(method.model, check=lambda w: None, default_weights=lambda: Path("d.safetensors"))
+            monkeypatch.setitem(infill.INFILLS, name, replace(method, model=model))
+    seen: list = []
+
+    def fake_build(out, config, *, command, **_):
+        seen.append((config, command))
+        return {"num_samples": 0, "splits": {}, "rejects": {"count": 0}}
+
+    monkeypatch.setattr(augment.runner.build, "build", fake_build)
+    return seen
+
+
 @pytest.mark.parametrize("name", [n for n, m in infill.INFILLS.items() if m.needs_model])
-def test_every_model_infill_has_its_weights_flag_in_build(name: str, tmp_path: Path) -> None:
+def test_every_model_infill_has_its_weights_flag_in_build(name: str, tmp_path: Path, recorded: list) -> None:
     flag = infill.weights_flag(name)
     assert flag in CliRunner().invoke(augment_cli.app, ["build", "--help"], terminal_width=200).output
-    result = CliRunner().invoke(augment_cli.app, ["build", flag, "w.bin", "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and f"{flag} is for --infill {name}" in result.output, result.output
-    assert not (tmp_path / "o").exists()
+    result = CliRunner().invoke(augment_cli.app, ["build", "--infill", name, flag, "w.bin", "--out", str(tmp_path)])
+    assert result.exit_code == 0 and recorded[-1][0].weights == {name: "w.bin"}, result.output
+    # given without its method, as earlier versions recorded it: kept and left unused, not refused
+    result = CliRunner().invoke(augment_cli.app, ["build", "--infill", "tile", flag, "w.bin", "--out", str(tmp_path)])
+    assert result.exit_code == 0 and recorded[-1][0].weights == {name: "w.bin"}, result.output
+    assert f"{flag} w.bin" in recorded[-1][1]
 
 
 def test_weights_for_a_method_that_is_no_model_are_refused() -> None:
@@ -107,30 +130,28 @@ def test_the_build_modules_name_no_model() -> None:
     assert all(line.lstrip().startswith("#") for line in lines), lines  # a comment's example, no field
 
 
-def test_the_recorded_command_gives_back_each_models_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--NAME-weights`` is recorded in the manifest's command and parses back to the same ``BuildConfig.weights``
-    (the files are not checked here: each model's check is replaced by one that accepts any path)."""
+def test_the_recorded_command_gives_back_each_models_weights(tmp_path: Path, recorded: list) -> None:
+    """``--NAME-weights`` is recorded in the manifest's command, in registry order whatever the order given and with
+    a default resolved, and parses back to the same ``BuildConfig.weights``."""
     import shlex
 
-    import augment.runner.build
-
-    for name in ("cagan", "lama"):
-        method = infill.INFILLS[name]
-        monkeypatch.setitem(infill.INFILLS, name, replace(method, model=replace(method.model, check=lambda w: None)))
-    seen: list = []
-
-    def fake_build(out, config, *, command, **_):
-        seen.append((config, command))
-        return {"num_samples": 0, "splits": {}, "rejects": {"count": 0}}
-
-    monkeypatch.setattr(augment.runner.build, "build", fake_build)
-    args = ["build", "--infill", "lama", "--infill", "cagan", "--lama-weights", str(tmp_path / "big lama.pt")]
-    args += ["--cagan-weights", "w.safetensors", "--device", "cpu", "--out", str(tmp_path / "out")]
     runner = CliRunner()
-    result = runner.invoke(augment_cli.app, args, prog_name="augment")
-    assert result.exit_code == 0, result.output
-    config, command = seen[-1]
-    assert config.weights == {"cagan": "w.safetensors", "lama": str(tmp_path / "big lama.pt")}
-    assert f"--cagan-weights w.safetensors --lama-weights '{tmp_path / 'big lama.pt'}' --device cpu" in command
-    assert runner.invoke(augment_cli.app, shlex.split(command)[1:], prog_name="augment").exit_code == 0
-    assert seen[-1][0] == config and seen[-1][1] == command
+    lama = str(tmp_path / "big lama.pt")
+    for given, expected in (
+        (["--lama-weights", lama, "--cagan-weights", "w.safetensors"], {"cagan": "w.safetensors", "lama": lama}),
+        (["--lama-weights", lama], {"cagan": "d.safetensors", "lama": lama}),  # cagan's default, resolved
+    ):
+        args = ["build", "--infill", "lama", "--infill", "cagan", *given, "--device", "cpu", "--out", str(tmp_path)]
+        result = runner.invoke(augment_cli.app, args, prog_name="augment")
+        assert result.exit_code == 0, result.output
+        config, command = recorded[-1]
+        assert config.weights == expected and list(config.weights) == ["cagan", "lama"]
+        assert f"--cagan-weights {expected['cagan']} --lama-weights '{lama}' --device cpu" in command
+        assert runner.invoke(augment_cli.app, shlex.split(command)[1:], prog_name="augment").exit_code == 0
+        assert recorded[-1][0] == config and recorded[-1][1] == command
+
+
+def test_a_weights_entry_of_none_is_the_default(recorded: list) -> None:
+    config = BuildConfig(infill=["cagan"], weights={"cagan": None}, device="cpu")
+    options.check(config)
+    assert config.weights == {"cagan": "d.safetensors"}
