@@ -139,6 +139,12 @@ class Flag:
     choices: tuple[str, ...] = ()
     metavar: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.choices and self.kind is not str:
+            raise ValueError(f"Flag {self.help[:40]!r}: choices are for a text option (kind str)")
+        if (self.min is not None or self.max is not None) and self.kind not in (int, float):
+            raise ValueError(f"Flag {self.help[:40]!r}: min and max are for a number (kind int or float)")
+
 
 def adapter_options(entry: DatasetEntry) -> dict[str, inspect.Parameter]:
     """The options of one adapter: the keyword-only parameters of its factory, less the build's own."""
@@ -159,7 +165,10 @@ def option_flag(key: str) -> Flag | None:
     flags: dict[Flag, str] = {}
     for entry in DATASETS.values():
         if key in adapter_options(entry):
-            hint = typing.get_type_hints(entry.factory, include_extras=True).get(key)
+            try:
+                hint = typing.get_type_hints(entry.factory, include_extras=True).get(key)
+            except (NameError, TypeError):  # annotations only a type checker resolves: no Flag to read
+                hint = None
             for flag in (m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Flag)):
                 flags.setdefault(flag, entry.name)
     if len(flags) > 1:

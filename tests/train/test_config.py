@@ -491,6 +491,9 @@ def test_the_build_command_parses_back_to_the_same_build_config(tmp_path: Path, 
     assert "--device cpu" in first and "--bias 0.8" in first and "--device auto" in second
     assert "--size 2000 --bias 0.9" in second  # the synthetic dataset's own defaults, as `augment info` shows them
     assert "--workers" not in third and "--overwrite" not in third and "--annotations train=a.json" in third
+    # the adapter's options in the order its factory declares them, whatever the order of --help or of the flags given
+    coco = "--annotations train=a.json --annotations val=b.json --label-from area --max-image-pixels 1000 --device"
+    assert f"--on-error skip --root '{tmp_path / 'my data'}' {coco}" in third, third
 
 
 # ---- `train eval`: the GPU when there is one, no from-scratch warning ----------------------------------------------
