@@ -1,5 +1,5 @@
-"""Local files, written and opened safely: the one way both stages write a file that others read, and the one way
-they open a local file they did not write.
+"""A build's files, written and opened safely: the one way both stages write a file that others read, and the one
+way they open a build's local files (manifest, shards, journal) that may come from someone else.
 
 Writing goes to a temp name beside the file, then an atomic rename. A reader (a resumed build, ``augment verify``,
 ``train eval``, another process of the build) sees the old file or the new one, never half a file; a crash leaves at
