@@ -297,7 +297,7 @@ def _timm_map(net: Any, arch: str, path: Path) -> tuple[Any, Callable[[Any], Any
     block (a forward pre-hook of that block lays the patch tokens out on their grid and back)."""
     import torch
 
-    from augment.zoo.models import input_size_of
+    from augment.zoo.models import input_size_of, probe_image
 
     if not (callable(getattr(net, "forward_features", None)) and callable(getattr(net, "forward_head", None))):
         raise _fail(path, f"a {type(net).__name__} ({arch}) without timm's forward_features and forward_head")
@@ -305,7 +305,7 @@ def _timm_map(net: Any, arch: str, path: Path) -> tuple[Any, Callable[[Any], Any
     was_training = net.training
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            features = net.eval().forward_features(torch.zeros(1, 3, side or PROBE, side or PROBE))
+            features = net.eval().forward_features(probe_image(net, PROBE))  # where load moved it: CUDA too
     except RuntimeError as err:
         found = " ".join(str(err).split())[:200]
         raise _fail(path, f"a {arch} that fails on a {side or PROBE}x{side or PROBE} image ({found})") from err

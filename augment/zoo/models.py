@@ -155,6 +155,15 @@ def input_size_of(model: nn.Module) -> int | None:
     return int(size[-1]) if size else int(cfg["input_size"][-1])
 
 
+def probe_image(model: nn.Module, side: int) -> torch.Tensor:
+    """A black image batch of one, ``side`` pixels square (the model's own side when it is fixed), on the model's
+    device and in its dtype: what a probing forward feeds a model wherever it was moved."""
+    side = input_size_of(model) or side
+    first = next(model.parameters(), None)
+    kind = {"device": first.device, "dtype": first.dtype} if first is not None else {}
+    return torch.zeros(1, 3, side, side, **kind)
+
+
 class SmallResNet(nn.Module):
     """``resnet8``: stem conv 3x3 (stride 1), stages of one BasicBlock at ``widths`` (stride 1, 2, 2), pool, ``fc``.
 
@@ -304,10 +313,7 @@ def unshare_relus(model: nn.Module, input_size: int = 64) -> nn.Module:
     ]
     try:
         with torch.no_grad():
-            side = input_size_of(model) or input_size
-            first = next(model.parameters(), None)  # on the model's device and dtype (evaluation runs on CUDA)
-            kind = {"device": first.device, "dtype": first.dtype} if first is not None else {}
-            model.eval()(torch.zeros(1, 3, side, side, **kind))
+            model.eval()(probe_image(model, input_size))  # evaluation may run on CUDA
     finally:
         for hook in hooks:
             hook.remove()

@@ -372,6 +372,15 @@ def test_a_timm_checkpoint_gives_the_grad_cam_of_its_feature_map(tmp_path: Path,
     assert all(m is None or (m.dtype == bool and m.shape == (SIZE, SIZE)) for m in masks)
 
 
+@pytest.mark.parametrize("arch", ["test_resnet", "test_vit"])
+def test_the_feature_map_is_found_wherever_load_moved_the_model(tmp_path: Path, arch: str) -> None:
+    """``load`` moves the net to --device before it looks for the feature map: the probing forward must follow the
+    net there (float64 here stands for CUDA, which a CPU-only machine lacks: both refuse a CPU float32 input)."""
+    net, found_arch, *_ = cam.read(timm_checkpoint(tmp_path / "best.pt", arch))
+    layer, _, side = cam.feature_map(net.double(), found_arch, tmp_path / "best.pt")
+    assert isinstance(layer, torch.nn.Module) and side == (48 if arch == "test_vit" else None)
+
+
 def test_a_class_token_vit_s_last_tokens_do_not_reach_its_logits(tmp_path: Path) -> None:
     """Why a ViT's map is taken where its tokens enter the last block: after it, the logits read the class token
     only, and Grad-CAM on the final patch tokens would be zero everywhere."""
