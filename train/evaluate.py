@@ -92,10 +92,10 @@ def predict(
     scores = []
     if len(images):
         phase(bar, f"saliency ({config.saliency}) of {split}", len(images))
+        scorer = saliency_model(model, config, images.shape[-1])  # DeepLift's copy made once per split
     for i in range(0, len(images), 64):
-        scores.append(
-            saliency(model, images[i : i + 64].to(device), labels[i : i + 64].to(device), config, baselines).cpu()
-        )
+        x, target = images[i : i + 64].to(device), labels[i : i + 64].to(device)
+        scores.append(attribute(scorer, x, target, config, baselines).cpu())
         if bar is not None:
             bar.update(len(scores[-1]))
     result["scores"] = torch.cat(scores).numpy() if scores else np.zeros((0,))
@@ -170,15 +170,28 @@ class SaliencySubset:
 def saliency(
     model, x: torch.Tensor, target: torch.Tensor, config, baselines: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Per-pixel saliency [N, H, W] of ``config.saliency``. DeepLiftShap's baselines are real evaluation images, as in
-    the official code: ``baselines`` (the first ``BASELINES`` images of the split's saliency subset, the same for
-    every run); with fewer than 2 of them, two seeded uniform-noise images instead (an all-grey baseline gives NaN
-    attributions through a freshly initialised BiT, whose GroupNorms then see zero variance everywhere)."""
+    """Per-pixel saliency [N, H, W] of ``config.saliency`` (``saliency_model`` then ``attribute``)."""
+    return attribute(saliency_model(model, config, x.shape[-1]), x, target, config, baselines)
+
+
+def saliency_model(model, config, input_size: int):
+    """The model ``attribute`` scores with: DeepLiftShap's copy (``deeplift_ready``), else the model itself."""
+    return deeplift_ready(model, input_size) if config.saliency == "deepliftshap" else model
+
+
+def attribute(
+    model, x: torch.Tensor, target: torch.Tensor, config, baselines: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-pixel saliency [N, H, W] of ``config.saliency`` by ``model`` as ``saliency_model`` made it.
+    DeepLiftShap's baselines are real evaluation images, as in the official code: ``baselines`` (the first
+    ``BASELINES`` images of the split's saliency subset, the same for every run); with fewer than 2 of them, two
+    seeded uniform-noise images instead (an all-grey baseline gives NaN attributions through a freshly initialised
+    BiT, whose GroupNorms then see zero variance everywhere)."""
     if config.saliency == "deepliftshap":
         if baselines is None or len(baselines) < 2:
             noise = torch.Generator().manual_seed(config.seed)
             baselines = (torch.rand((2, *x.shape[1:]), generator=noise) * 2 - 1).to(x.device)
-        scores, delta = metrics.deepliftshap_saliency(deeplift_ready(model, x.shape[-1]), x, target, baselines)
+        scores, delta = metrics.deepliftshap_saliency(model, x, target, baselines)
         if delta.abs().max() > 0.05:  # attributions should add up to the change in output
             log.warning("DeepLiftShap convergence delta up to %.3g", delta.abs().max())
         return scores
