@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from augment.zoo import default_normalisation, folder_normalisation
+from augment.zoo import weights_normalisation
 from train.config import Config, flag, preset_values, recorded
 
 
@@ -29,7 +29,7 @@ def fit_args(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     preset = config.get("preset", "demo")
     base = Config(shards="", out="", preset=preset, **preset_values(preset)).to_dict()  # unchecked: no weights
     # what resolve() gives without the flag
-    base["normalisation"] = folder_normalisation(config.get("weights")) or default_normalisation(config.get("arch"))
+    base["normalisation"] = weights_normalisation(config.get("arch"), config.get("weights"))
     args, notes = ["--shards", str(config.get("shards")), "--preset", preset], []
     for key, value in config.items():
         if key not in base:

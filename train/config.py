@@ -25,9 +25,8 @@ from typing import Any
 
 from augment.zoo import (  # the classifier zoo's choices, without torch
     check_arch,
-    default_normalisation,
-    folder_normalisation,
     normalisation_values,
+    weights_normalisation,
 )
 from train.losses import CF_LOSSES
 from train.terms import BASELINES, METHODS, OPTIONAL, Term, on
@@ -232,7 +231,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.normalisation is None:  # the weights' own; an unknown arch is refused by check()
-            self.normalisation = folder_normalisation(self.weights) or default_normalisation(self.arch)
+            self.normalisation = weights_normalisation(self.arch, self.weights)
 
     def check(self, chosen: str = "") -> None:
         """Choices, ranges and exclusive options, and weights for a fine-tuning preset; raises ValueError naming the

@@ -382,7 +382,7 @@ def objective(model, batch: dict[str, Any], config: Config, num_classes: int, de
     if joint_sal:
         x = x.detach().requires_grad_(True)  # a leaf, so that the saliency gradient can be taken w.r.t. it
     with twice_differentiable() if joint_sal else nullcontext():  # the penalty's double backward runs through it
-        logits = (plain if joint_sal else model)(torch.cat([x, *extra_x]))  # the one forward of the wrapped model
+        logits = (plain if joint_sal else model)(torch.cat([x, *extra_x]))  # one forward for the whole batch
     logits_x, logits_extra = logits[: x.shape[0]], logits[x.shape[0] :]
     penalty = x.new_zeros(())
     if joint_sal:  # mean over the images that have a mask

@@ -67,7 +67,7 @@ TORCHVISION = {
     ("bottleneck", (3, 4, 23, 3)): "resnet101",
     ("bottleneck", (3, 8, 36, 3)): "resnet152",
 }
-BIT_HEAD = "resnet/head/conv2d/kernel"
+BIT_HEAD = "resnet/head/conv2d/kernel"  # bit_npz_names()["head.fc.weight"] (tests/augment/test_mask_cam.py)
 
 WEIGHTS_HELP = (
     "--masks-from cam takes a classifier: a `train fit` checkpoint (RUN/best.pt, any --arch), a torchvision ResNet "
@@ -226,7 +226,7 @@ def _bit(path: Path) -> tuple[Any, str, None, tuple[float, ...]]:
     import torch
 
     from augment.zoo.models import (
-        build_model,  # BiT is defined, and its .npz read, in augment.zoo.models (see _train_fit)
+        build_model,  # BiT is timm's resnetv2_50x1_bit; its .npz is read in augment.zoo.weights
     )
 
     try:

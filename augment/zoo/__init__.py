@@ -83,6 +83,12 @@ def default_normalisation(arch: str | None) -> str | None:
     return normalisation_name(cfg.mean, cfg.std) if cfg is not None else "imagenet"
 
 
+def weights_normalisation(arch: str | None, weights: str | Path | None) -> str | None:
+    """The normalisation a model of ``arch`` with ``weights`` expects when none is asked for: the weights folder's
+    own (``folder_normalisation``), else the architecture's pretrained one (``default_normalisation``)."""
+    return folder_normalisation(weights) or default_normalisation(arch)
+
+
 def folder_normalisation(path: str | Path | None) -> str | None:
     """The normalisation a model folder's ``config.json`` gives its weights (its ``pretrained_cfg`` mean and std, as
     timm's ``save_for_hf`` writes it), or None: not a folder, or no such entry."""

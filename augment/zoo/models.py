@@ -42,7 +42,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from augment.zoo import check_arch, default_normalisation, folder_normalisation, normalisation_values
+from augment.zoo import check_arch, normalisation_values, weights_normalisation
 from augment.zoo.weights import load_state, read_weights, upgrade_state
 
 log = logging.getLogger("augment.zoo.models")  # the trainer's log, where its warnings have always gone
@@ -85,7 +85,7 @@ def build_model(
     """
     check_arch(arch)
     if normalisation is None:
-        normalisation = folder_normalisation(weights) or default_normalisation(arch)
+        normalisation = weights_normalisation(arch, weights)
     normalisation_values(normalisation)  # a bad one is refused before the model is built
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")

@@ -51,7 +51,7 @@ def read_weights(path: Path, model: nn.Module, arch: str) -> dict[str, torch.Ten
     if suffix == ".npz":
         if arch != "bit-s-r50x1":
             raise ValueError(f"{path}: .npz (official BiT format) fits only bit-s-r50x1, not {arch}")
-        return read_bit_npz(path, model)
+        return read_bit_npz(path)
     if suffix == ".safetensors":
         from safetensors import SafetensorError  # only needed for this format
         from safetensors.torch import load_file
@@ -129,8 +129,8 @@ def bit_npz_names() -> dict[str, str]:
     return names
 
 
-def read_bit_npz(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
-    """The official BiT arrays as a state dict of ``model``; HWIO kernels become OIHW."""
+def read_bit_npz(path: Path) -> dict[str, torch.Tensor]:
+    """The official BiT arrays as a state dict in timm's names (``bit_npz_names``); HWIO kernels become OIHW."""
     try:
         arrays = np.load(path, allow_pickle=False)
     except (OSError, zipfile.BadZipFile) as err:

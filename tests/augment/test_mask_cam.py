@@ -517,3 +517,9 @@ def test_a_train_fit_checkpoint_is_read_with_the_normalisation_it_trained_with(t
     torch.save({"model": state, "epoch": 0, "classes": ["a", "b"], "config": config}, path)
     net, arch, classes, mean = read(path)
     assert (arch, classes, normalisation_of(net)) == ("resnet18", ("a", "b"), recorded or "half")
+
+
+def test_the_bit_head_cam_looks_for_is_the_one_the_zoo_reads() -> None:
+    from augment.zoo.weights import bit_npz_names
+
+    assert cam.BIT_HEAD == bit_npz_names()["head.fc.weight"]
