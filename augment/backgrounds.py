@@ -35,17 +35,18 @@ from typing import Any
 
 import numpy as np
 
-from augment.config import BANK_FROM_DATASET, BuildConfig
+from augment import options
+from augment.config import ANY, BANK_FROM_DATASET, SAME_CLASS_LOCATION, BuildConfig
+from augment.contract.shards import sha256_file
 from augment.datasets import Dataset, Frame, Sample, SplitPlan
 from augment.datasets.files import IMAGE_SUFFIXES, file_size
 from augment.errors import BuildError
 from augment.infill.bank import RESIZE_RULE, Background, cover_size
 from augment.read import DEFAULT_MAX_IMAGE_PIXELS, SourceError, read_image
 
-METHOD = "bank"  # the F method that draws from the bank
 FOLDER = "folder"  # the source of a bank of the user's photos (the other: BANK_FROM_DATASET)
 MAX_DRAWS = 20
-ANY, SAME_CLASS_LOCATION, OTHER_LOCATION = "any", "same-class-location", "other-location"  # how a draw was made
+OTHER_LOCATION = "other-location"  # how a draw was made: ANY, SAME_CLASS_LOCATION (the rules), or this fallback
 DRAW = {
     ANY: "a background drawn uniformly among the bank's files (--backgrounds dataset: the split's empty frames)",
     SAME_CLASS_LOCATION: "an empty frame of the split, from a location drawn uniformly among its locations other "
@@ -98,7 +99,7 @@ class Bank:
         path = self.root / frame.path
         image = read_image(path, self.max_pixels).image
         if index not in self.hashes:
-            self.hashes[index] = sha256_of(path)
+            self.hashes[index] = sha256_file(path)
         return image, {"source": self.source, "path": frame.path, "sha256": self.hashes[index]}
 
 
@@ -141,14 +142,6 @@ class Draws:
         }
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(rows: list[list[Any]]) -> str:
     return hashlib.sha256(json.dumps(rows, default=str).encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -159,15 +152,10 @@ def folder_frames(root: Path) -> tuple[Frame, ...]:
     return tuple(Frame(rel, rel, file_size(p)) for rel, p in found if p.is_file())
 
 
-def wanted(config: BuildConfig) -> bool:
-    """Whether the build asks for ``--factual bank``."""
-    return METHOD in config.factual
-
-
 def open_banks(config: BuildConfig, dataset: Dataset, plans: dict[str, SplitPlan]) -> dict[str, Bank]:
     """The bank of each augmented split, or {} without ``--factual bank``; a ValueError naming the flag when the
     bank is empty or the rule cannot be kept (before any work)."""
-    if not wanted(config):
+    if not options.needs_backgrounds(config):
         return {}
     augmented = [split for split, plan in plans.items() if plan.augment]
     max_pixels = int(config.dataset_options.get("max_image_pixels") or DEFAULT_MAX_IMAGE_PIXELS)
@@ -192,7 +180,7 @@ def open_banks(config: BuildConfig, dataset: Dataset, plans: dict[str, SplitPlan
         source = BANK_FROM_DATASET if config.backgrounds == BANK_FROM_DATASET else FOLDER
         bank = Bank(source, root, split, frames[split], config.background_rule, print_, max_pixels, load_empty)
         if config.background_rule == SAME_CLASS_LOCATION:
-            check_locations(config, dataset, bank, plans[split])
+            check_locations(dataset, bank, plans[split])
         banks[split] = bank
     return banks
 
@@ -208,7 +196,7 @@ def dataset_frames(dataset: Dataset, split: str) -> list[Frame]:
     return frames
 
 
-def check_locations(config: BuildConfig, dataset: Dataset, bank: Bank, plan: SplitPlan) -> None:
+def check_locations(dataset: Dataset, bank: Bank, plan: SplitPlan) -> None:
     """Fill in the bank's locations for ``same-class-location``, or refuse (one line) a dataset without locations and
     a bank whose frames cannot keep a sample off its own location."""
     flag = f"--background-rule {SAME_CLASS_LOCATION}"

@@ -13,7 +13,8 @@ from typing import Any
 ON_ERROR = ("fail", "skip")  # --on-error: a bad source input stops the build, or is skipped and recorded
 # --background-rule: how --factual bank draws a background (augment.backgrounds): uniformly from the bank, or an empty
 # frame of another training location where the object's class occurs (Gao et al., ICML 2023, "Copy-Paste, Same Y")
-BACKGROUND_RULES = ("any", "same-class-location")
+ANY, SAME_CLASS_LOCATION = "any", "same-class-location"
+BACKGROUND_RULES = (ANY, SAME_CLASS_LOCATION)
 BANK_FROM_DATASET = "dataset"  # --backgrounds dataset: the dataset's own object-free images (CCT's empty frames)
 
 
@@ -39,7 +40,7 @@ class BuildConfig:
     mask_weights: str | None = None  # --masks-from sam / cam: the model's local weight file
     shifted_tests: bool = False  # also write the Backgrounds Challenge variants of the test splits (shifted_tests)
     backgrounds: str | None = None  # --factual bank: a folder of background photos, or "dataset" (BANK_FROM_DATASET)
-    background_rule: str = "any"  # --factual bank: how a background is drawn (BACKGROUND_RULES)
+    background_rule: str = ANY  # --factual bank: how a background is drawn (BACKGROUND_RULES)
 
     def check_values(self) -> None:
         """Refuse a value out of its range with a ValueError naming its flag; the registries' checks (methods,

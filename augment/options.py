@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from augment import infill, mask_sources
-from augment.config import BACKGROUND_RULES, BANK_FROM_DATASET, BuildConfig
+from augment.config import ANY, BANK_FROM_DATASET, SAME_CLASS_LOCATION, BuildConfig
 from augment.mask_sources import MaskSource
 from augment.shifted_tests import ShiftedPlans, plan_splits
 from augment.zoo.devices import DEVICES, resolve_device
@@ -105,7 +105,7 @@ def check_backgrounds(config: BuildConfig) -> None:
     what only the dataset can tell (its empty frames, its locations) is ``augment.backgrounds.open_banks``'."""
     bank = ", ".join(n for n in config.factual if infill.INFILLS[n].needs_background) or "bank"
     if not needs_backgrounds(config):
-        if config.backgrounds is not None or config.background_rule != BACKGROUND_RULES[0]:
+        if config.backgrounds is not None or config.background_rule != ANY:
             flag = "--backgrounds" if config.backgrounds is not None else "--background-rule"
             raise ValueError(f"{flag} is for --factual bank, which this build does not ask for; add --factual bank")
         return
@@ -120,7 +120,7 @@ def check_backgrounds(config: BuildConfig) -> None:
             f"--backgrounds {config.backgrounds}: {what}; pass a folder of background photos, or "
             f"{BANK_FROM_DATASET} for the dataset's own empty frames"
         )
-    if config.background_rule == "same-class-location" and config.backgrounds != BANK_FROM_DATASET:
+    if config.background_rule == SAME_CLASS_LOCATION and config.backgrounds != BANK_FROM_DATASET:
         raise ValueError(
             "--background-rule same-class-location draws empty frames by camera location, which a folder of photos "
             f"has none of; pass --backgrounds {BANK_FROM_DATASET} (cct), or --background-rule any"

@@ -1,7 +1,7 @@
 """The build runner: everything around the per-sample pipeline (``augment.pipeline``) that makes a build fast,
 resumable and verifiable.
 
-- ``build``: ``augment build`` and ``--merge``, start to manifest;
+- ``build``: ``augment build`` and ``augment merge``, start to manifest;
 - ``plan``: what is fixed before the first pixel (the manifest header, one task per shard, each split's order);
 - ``journal``: ``<out>/.build/``, what makes a build resumable, sliceable and mergeable;
 - ``resume``: start, resume or refuse the ``--out`` folder;
