@@ -117,7 +117,8 @@ photos: install
 
 # docs/results-fgap.md: where the factual images' effect goes, stored F against the same F computed online, one factor
 # at a time (bench/fgap.py: two photo fixtures with IN-9's release folder names, objects of one colour and textured
-# objects, 3 seeds per row, two runs at a time; about 45 minutes on 2 cores for the two, from the sections' times).
+# objects, 3 seeds per row, two runs at a time; about 45 minutes on 2 cores for the two, from the sections' times,
+# before the F(bank), CF(telea)+F(shuffle) and CF(grey)+F(shuffle) rows: they add 9 runs a fixture, not re-timed).
 fgap: install
 	$(PY) bench/fgap.py $(if $(QUICK),--quick)
 	$(PY) bench/fgap.py --objects texture --name fgap-texture $(if $(QUICK),--quick)

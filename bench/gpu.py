@@ -23,7 +23,7 @@ Without CUDA it runs the same steps on the CPU at toy sizes (a check that the sc
 model families without their ``--compile`` rows (a first compilation takes 30 s to minutes per model on a CPU), and
 says which figures need a GPU. Outputs go to bench/out/gpu/.
 
-    make bench-gpu                       # .venv/bin/python bench/gpu.py
+    make bench-gpu                       # .venv/bin/python bench/gpu.py --no-compile (COMPILE=1: with --compile)
     .venv/bin/python bench/gpu.py --quick
     .venv/bin/python bench/gpu.py --families convnext_tiny vit_small_patch16_224 --no-compile --skip-tests
 """
