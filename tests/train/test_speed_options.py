@@ -45,9 +45,18 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def aot_eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch.compile with the aot_eager backend, for the trainer's own call (see the module docstring)."""
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+def aot_eager(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """torch.compile with the aot_eager backend, for the trainer's own call (see the module docstring); the list
+    names the modules it compiled."""
+    compiled: list[str] = []
+    compile_ = functools.partial(torch.compile, backend="aot_eager")
+
+    def counted(model, *args, **kwargs):
+        compiled.append(type(model).__name__)
+        return compile_(model, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", counted)
+    return compiled
 
 
 def test_the_defaults_keep_the_cpu_path_and_bad_values_name_the_flag() -> None:
@@ -76,7 +85,7 @@ def test_the_flags_reach_the_config_and_the_command_line_and_old_runs_read_as_th
 
 
 def test_a_compiled_fit_saves_plain_keys_and_trains_as_the_plain_one(
-    shards: Path, tmp_path: Path, aot_eager: None
+    shards: Path, tmp_path: Path, aot_eager: list[str]
 ) -> None:
     def run(name: str, compile: bool) -> tuple[list[str], dict[str, torch.Tensor]]:
         config = Config.resolve(
@@ -98,7 +107,9 @@ def test_a_compiled_fit_saves_plain_keys_and_trains_as_the_plain_one(
         return [line.split(",")[1] for line in log], torch.load(tmp_path / name / "last.pt", weights_only=True)
 
     plain_losses, plain = run("plain", False)
+    assert aot_eager == []
     losses, state = run("compiled", True)
+    assert len(aot_eager) == 1  # the compiled run did compile its model, once
     torch.testing.assert_close(torch.tensor([float(v) for v in losses]), torch.tensor([float(v) for v in plain_losses]))
     best = torch.load(tmp_path / "compiled" / "best.pt", weights_only=True)
     assert list(state["model"]) == list(plain["model"]) == list(best["model"])  # no _orig_mod. prefix

@@ -377,6 +377,7 @@ def test_a_method_the_trainer_has_never_heard_of_trains_from_its_manifest(
     config = BuildConfig(infill=["sketch"], image_size=24, shard_size=16, dataset_options={"size": 20})
     build(out, config, workers=1, progress=False)
     assert read_manifest(out)["methods"]["cf"] == ["sketch"]
+    monkeypatch.delitem(infill.INFILLS, "sketch")  # the trainer must find it in the manifest, not in augment
     result = CliRunner().invoke(
         app,
         ["fit", "--shards", str(out), "--out", str(tmp_path / "run"), "--cf", "sketch", "--epochs", "1"]
