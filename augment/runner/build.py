@@ -50,9 +50,9 @@ def build(
     out = Path(out).absolute()  # dask workers may run elsewhere: they need the shared path, not ours
     dataset = open_dataset(config)  # an unknown name or option fails here, listing the valid ones
     factory = DATASETS[config.dataset].factory
-    plan = make_plan(config, dataset, command)
+    cache = cached_dataset(config, factory, dataset)  # this process's tasks (workers=1) reuse the dataset scanned here
+    plan = make_plan(config, dataset, command, cache.banks)
     say_shifted_tests(plan.header.get("shifted_tests"))
-    cached_dataset(config, factory, dataset)  # this process's tasks (workers=1) reuse the dataset scanned above
     selected = parse_shard_range(shard_range, len(plan.tasks)) or (0, len(plan.tasks))
     mine, sliced = plan.tasks[selected[0] : selected[1]], shard_range is not None
     with connect(scheduler) as client:  # a --scheduler that does not answer fails here, before --out is touched

@@ -16,6 +16,7 @@ import numpy as np
 
 import augment
 from augment import backgrounds, infill, mask_sources, options, pool, shifted_tests
+from augment.backgrounds import Bank
 from augment.config import BuildConfig
 from augment.contract import schema
 from augment.datasets import Dataset
@@ -49,13 +50,14 @@ def check_unique_keys(plans: dict) -> None:
             seen[ref.key] = split
 
 
-def make_plan(config: BuildConfig, dataset: Dataset, command: str) -> journal.Plan:
+def make_plan(config: BuildConfig, dataset: Dataset, command: str, banks: dict[str, Bank]) -> journal.Plan:
     """The manifest header and one task per shard, in split order, then shard order; a task's ``start:stop`` are
-    positions in the split's build order (:func:`build_order`), not source indices."""
+    positions in the split's build order (:func:`build_order`), not source indices. ``banks``: the background bank
+    of each augmented split (``backgrounds.open_banks``, opened once with the process's dataset cache)."""
     every = options.splits(config, dataset)
     plans = every.plans
     check_unique_keys(plans)
-    bank = backgrounds.manifest_section(backgrounds.open_banks(config, dataset, plans))  # refuses an unusable bank
+    bank = backgrounds.manifest_section(banks)
     header = {
         "format": schema.FORMAT,
         "format_version": schema.FORMAT_VERSION,
