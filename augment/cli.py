@@ -26,10 +26,10 @@ from augment import infill, options
 from augment.config import BACKGROUND_RULES, BANK_FROM_DATASET, ON_ERROR, BuildConfig
 from augment.contract import cli_errors, schema
 from augment.contract.cli_errors import CHECK_FAILED, EXIT_CODES, USAGE, OneLineErrors, out_problem, shown, shown_all
+from augment.contract.zoo.devices import DEVICES
 from augment.datasets import DATASETS, adapter_options, option_default, option_flag, option_names
 from augment.datasets.synthetic import Synthetic
 from augment.mask_sources import MASK_SOURCES
-from augment.zoo.devices import DEVICES
 
 # Choices are built from the registries, so a new method or dataset appears here by registering itself.
 DatasetName = enum.Enum("DatasetName", {n: n for n in DATASETS}, type=str)

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 from augment import infill, mask_sources
 from augment.config import ANY, BANK_FROM_DATASET, SAME_CLASS_LOCATION, BuildConfig
+from augment.contract.zoo.devices import DEVICES, resolve_device
 from augment.mask_sources import MaskSource
 from augment.shifted_tests import ShiftedPlans, plan_splits
-from augment.zoo.devices import DEVICES, resolve_device
 
 if TYPE_CHECKING:
     from augment.datasets import Dataset

@@ -194,7 +194,7 @@ def train_one(row: Row, seed: int, shards: str, out: str, epochs: int, arch: str
 
     import torch
 
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
     from train import evaluate
     from train import train as trainer
     from train.config import Config

@@ -60,10 +60,10 @@ from common import OUT, OtherLoad, cli, git, machine
 from PIL import Image
 
 from augment import masks
+from augment.contract.zoo.models import build_model
 from augment.datasets.synthetic import GENERATOR_VERSION, SHAPES, Synthetic
 from augment.infill import INFILLS
 from augment.pool import make_pool
-from augment.zoo.models import build_model
 from train import evaluate
 from train.config import Config, default_crop
 from train.train import fit
@@ -389,7 +389,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--image-size", type=int, default=32, help="augment build --image-size (crop: 7/8)")
     parser.add_argument("--source-size", type=int, default=64, help="side of the written IN-9 JPEGs")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--arch", default="resnet8", help="augment.zoo.models arch (make reproduce's at 32 px)")
+    parser.add_argument(
+        "--arch", default="resnet8", help="augment.contract.zoo.models arch (make reproduce's at 32 px)"
+    )
     parser.add_argument("--workers", type=int, default=None, help="train fit's DataLoader workers [its default]")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads, both sides (see the docs)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (train fit's --seed), both sides")

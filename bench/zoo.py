@@ -1,8 +1,8 @@
 """Benchmark 8: torchvision's ResNet-50 against timm's on the CPU (issue #31), the two ``train fit --arch resnet50``
 and ``--arch resnet50.a1_in1k`` build.
 
-Both are built by ``augment.zoo.models.build_model`` as the trainer builds them (random initialisation, 9 classes,
-ImageNet's normalisation in the first convolution's pre-hook) and measured in this one process, at one
+Both are built by ``augment.contract.zoo.models.build_model`` as the trainer builds them (random initialisation, 9
+classes, ImageNet's normalisation in the first convolution's pre-hook) and measured in this one process, at one
 ``torch.set_num_threads`` (2 by default, the machine's cores):
 
 - **train step**: forward, cross-entropy, backward and an SGD step (momentum 0.9, as the presets) on a batch of
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from common import OtherLoad, machine, median
 
-from augment.zoo.models import build_model
+from augment.contract.zoo.models import build_model
 
 MODELS = {"torchvision resnet50": "resnet50", "timm resnet50": "resnet50.a1_in1k"}
 CLASSES = 9  # IN-9's
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     if args.quick:
         args.size, args.batch, args.rounds, args.steps = 64, 2, 1, 1
     torch.set_num_threads(args.threads)
-    logging.getLogger("augment.zoo.models").setLevel(logging.ERROR)  # "from scratch" is the point here
+    logging.getLogger("augment.contract.zoo.models").setLevel(logging.ERROR)  # "from scratch" is the point here
     other = OtherLoad()
     print(
         f"\n[8] torchvision resnet50 against timm resnet50 (resnet50.a1_in1k, random init), CPU, "

@@ -90,7 +90,7 @@ def read_only(monkeypatch) -> None:
 
 def test_device_cuda_without_a_gpu_is_refused_by_build_and_fit(shards: Path, tmp_path: Path, no_cuda) -> None:
     line = one_line_error(invoke(augment_app, *TINY, "--device", "cuda", "--out", tmp_path / "b"))
-    # one resolver (augment.zoo.devices) for both stages: the same words as train's below
+    # one resolver (augment.contract.zoo.devices) for both stages: the same words as train's below
     assert line == "augment: error: --device cuda: no such CUDA device here (0 visible); use --device cpu (or auto)"
     assert not (tmp_path / "b").exists()  # nothing built, no manifest recording --device cuda
     from augment import options
@@ -284,7 +284,7 @@ def test_a_study_says_run_k_of_n_and_the_time_left(tmp_path: Path, monkeypatch, 
 
 
 def test_the_final_evaluation_draws_a_bar_over_images_and_saliency(shards: Path, capsys) -> None:
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
     from train import evaluate
     from train.config import Config
     from train.data import read_manifest

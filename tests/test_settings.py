@@ -170,11 +170,11 @@ def calls(folder: Path, attribute: str) -> set[str]:
 
 
 def test_one_device_resolver() -> None:
-    """``--device auto`` (CUDA when present) is decided in one place, ``augment.zoo.devices.resolve_device``, for
-    both stages; CUDA's presence is otherwise only asked where no device is chosen (pinned memory, RNG state)."""
+    """``--device auto`` (CUDA when present) is decided in one place, ``augment.contract.zoo.devices.resolve_device``,
+    for both stages; CUDA's presence is otherwise only asked where no device is chosen (pinned memory, RNG state)."""
     found = calls(ROOT / "augment", "is_available") | calls(ROOT / "train", "is_available")
     assert found == {
-        "augment/zoo/devices.py:resolve_device",
+        "augment/contract/zoo/devices.py:resolve_device",
         "train/data.py:loader",
         "train/train.py:rng_state",
         "train/train.py:set_rng_state",

@@ -21,8 +21,8 @@ import typer
 
 from augment.contract import cli_errors
 from augment.contract.cli_errors import EXIT_CODES, USAGE, OneLineErrors, out_problem, unwritable
-from augment.zoo import ARCHS, NORMALISATION_FORM
-from augment.zoo.devices import resolve_device
+from augment.contract.zoo import ARCHS, NORMALISATION_FORM
+from augment.contract.zoo.devices import resolve_device
 from train.config import (
     CHANNELS_LAST,
     OPTIMIZERS,
@@ -336,7 +336,7 @@ def evaluate_cmd(
     """Re-evaluate a run's best checkpoint on every split of a build; rewrites the run's results.json/.tsv."""
     import torch
 
-    from augment.zoo.models import build_model, checkpoint_state
+    from augment.contract.zoo.models import build_model, checkpoint_state
     from train import evaluate
     from train.config import recorded
     from train.data import read_manifest

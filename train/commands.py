@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from augment.zoo import weights_normalisation
+from augment.contract.zoo import weights_normalisation
 from train.config import Config, flag, preset_values, recorded
 
 

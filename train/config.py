@@ -23,7 +23,7 @@ import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from augment.zoo import (  # the classifier zoo's choices, without torch
+from augment.contract.zoo import (  # the classifier zoo's choices, without torch
     check_arch,
     normalisation_values,
     weights_normalisation,
@@ -160,7 +160,7 @@ class Config:
     weights: str | None = None  # a local file; None = from scratch (with a warning)
     from_scratch: bool = False  # a fine-tuning preset from random weights, on purpose (else it needs weights)
     zero_head: bool = DEMO["zero_head"]
-    # the model's input normalisation (augment.zoo.normalisation_values); None: its weights' (their folder's
+    # the model's input normalisation (augment.contract.zoo.normalisation_values); None: its weights' (their folder's
     # config.json, else the arch's pretrained configuration), written in when the config is made, so that
     # config.json and every checkpoint record it
     normalisation: str | None = None

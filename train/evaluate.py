@@ -199,7 +199,7 @@ def attribute(
 
 
 def deeplift_ready(model, input_size: int = 64):
-    """The copy of ``model`` that captum's DeepLift needs (``augment.zoo.models.unshare_relus``: one module per use
+    """The copy of ``model`` that captum's DeepLift needs (``zoo.models.unshare_relus``: one module per use
     of each nonlinearity, none in-place), in eval mode; a model it cannot attribute is a ValueError of one line
     naming ``--saliency gradient``.
 
@@ -209,7 +209,7 @@ def deeplift_ready(model, input_size: int = 64):
     activations as linear; so is a model that calls one nonlinearity module twice in a way unshare_relus cannot
     undo. ``input_size``: the side of the images, for unshare_relus's check forward.
     """
-    from augment.zoo.models import unshare_relus
+    from augment.contract.zoo.models import unshare_relus
 
     reason = metrics.deeplift_refusal(model)  # before the copy: the refusal needs no forward
     if reason is not None:

@@ -171,7 +171,7 @@ def deeplift_refusal(model: torch.nn.Module) -> str | None:
     (EfficientNet, timm's RegNets), Hardswish and ReLU6 (MobileNets), Mish, PReLU, timm's own GELU/Sigmoid/Tanh
     classes... nor for attention (a product of two functions of the input, and a functional softmax). Those are
     refused here, naming the module types. A module called more than once per forward is ``unshare_relus``'s
-    refusal (``augment.zoo.models``).
+    refusal (``augment.contract.zoo.models``).
     """
     rules = _deeplift_rules()
     unsupported: dict[str, list[str]] = {}

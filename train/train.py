@@ -52,8 +52,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from augment.contract.files import write_atomic
-from augment.zoo.devices import resolve_device
-from augment.zoo.models import build_model, checkpoint_state
+from augment.contract.zoo.devices import resolve_device
+from augment.contract.zoo.models import build_model, checkpoint_state
 from train import evaluate
 from train.config import Config
 from train.data import Fields, ShardStream, batches, loader, manifest_sha256, prepare, read_manifest

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from augment.cagan.net import Generator
+from augment.contract.zoo.devices import resolve_device
 from augment.infill import paste
-from augment.zoo.devices import resolve_device
 
 
 def to_model(images: list[np.ndarray], holes: list[np.ndarray], size: int) -> tuple[torch.Tensor, torch.Tensor]:

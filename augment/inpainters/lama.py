@@ -149,7 +149,7 @@ class LamaInpainter:
 
 def runner(weights: Path, device: str, batch_size: int) -> LamaInpainter:
     """The loaded inpainter, once per (file, device, batch size) per process."""
-    from augment.zoo.devices import resolve_device
+    from augment.contract.zoo.devices import resolve_device
 
     def make() -> LamaInpainter:
         dev = resolve_device(device)

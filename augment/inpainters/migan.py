@@ -250,7 +250,7 @@ class OnnxInpainter:
 
 def runner(weights: Path, device: str, batch_size: int) -> OnnxInpainter:
     """The session and how to run it, once per (file, device, batch size) per process."""
-    from augment.zoo.devices import resolve_device
+    from augment.contract.zoo.devices import resolve_device
 
     def make() -> OnnxInpainter:
         session, signature = open_session(weights, resolve_device(device))

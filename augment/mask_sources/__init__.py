@@ -191,7 +191,7 @@ def describe(name: str, weights: str | None, device: str, batch_size: int) -> di
         out["gate"] = GATE
     if source.needs_weights and weights is not None:
         out["weights"] = {"path": str(weights), "sha256": sha256_file(Path(weights))}
-        from augment.zoo.devices import resolve_device
+        from augment.contract.zoo.devices import resolve_device
 
         out["device"], out["batch_size"] = str(resolve_device(device)), batch_size
     return out

@@ -21,13 +21,13 @@ Weights (``--mask-weights``), read with ``torch.load(weights_only=True)``, safet
 so no code is ever unpickled:
 
 - a ``train fit`` checkpoint (``best.pt``/``last.pt``: ``model``, ``config`` with ``arch``, ``classes``) of any
-  ``--arch`` (a named one or a timm model), built with ``augment.zoo.models.build_model`` with the normalisation and
-  input size it was trained with, and loaded strictly (a BiT checkpoint from before timm through
+  ``--arch`` (a named one or a timm model), built with ``augment.contract.zoo.models.build_model`` with the
+  normalisation and input size it was trained with, and loaded strictly (a BiT checkpoint from before timm through
   ``checkpoint_state``); inputs on the trainer's [-1, 1] scale, which that model maps to its weights' normalisation
-  itself (``augment.zoo.models``);
+  itself (``augment.contract.zoo.models``);
 - a torchvision ResNet state dict (``.pth``/``.pt``/``.safetensors``; ResNet-18/34/50/101/152, told apart by their
   keys and shapes, e.g. the ImageNet weights), with the ImageNet mean and std;
-- the official BiT-S-R50x1 ``.npz``, read by ``augment.zoo``'s own loader, inputs in [-1, 1] as BiT expects.
+- the official BiT-S-R50x1 ``.npz``, read by ``augment.contract.zoo``'s own loader, inputs in [-1, 1] as BiT expects.
 
 The image goes in at its stored size (a model of fixed input size, a ViT, takes it resized to that size, bilinear),
 a batch of requests (grouped by image size) in one forward and backward pass on ``--device``. Nothing is drawn: the
@@ -156,8 +156,8 @@ def _train_fit(obj: dict[str, Any], path: Path) -> tuple[Any, str, tuple[str, ..
 
     # a `train fit` checkpoint holds weights only; the classifier it belongs to (resnet8, BiT, a timm model...) is
     # defined in the zoo the trainer builds it from, so it is built there rather than copied here
-    from augment.zoo import ARCHS, check_arch
-    from augment.zoo.models import build_model, checkpoint_state
+    from augment.contract.zoo import ARCHS, check_arch
+    from augment.contract.zoo.models import build_model, checkpoint_state
 
     config, classes, state = obj.get("config"), obj.get("classes"), obj.get("model")
     arch = config.get("arch") if isinstance(config, dict) else None
@@ -225,8 +225,8 @@ def _torchvision(state: dict[str, Any], path: Path) -> tuple[Any, str, None, tup
 def _bit(path: Path) -> tuple[Any, str, None, tuple[float, ...]]:
     import torch
 
-    from augment.zoo.models import (
-        build_model,  # BiT is timm's resnetv2_50x1_bit; its .npz is read in augment.zoo.weights
+    from augment.contract.zoo.models import (
+        build_model,  # BiT is timm's resnetv2_50x1_bit; its .npz is read in augment.contract.zoo.weights
     )
 
     try:
@@ -297,7 +297,7 @@ def _timm_map(net: Any, arch: str, path: Path) -> tuple[Any, Callable[[Any], Any
     block (a forward pre-hook of that block lays the patch tokens out on their grid and back)."""
     import torch
 
-    from augment.zoo.models import input_size_of, probe_image
+    from augment.contract.zoo.models import input_size_of, probe_image
 
     if not (callable(getattr(net, "forward_features", None)) and callable(getattr(net, "forward_head", None))):
         raise _fail(path, f"a {type(net).__name__} ({arch}) without timm's forward_features and forward_head")
@@ -359,7 +359,7 @@ def check(path: Path) -> None:
 
 
 def load(weights: Path, device: str) -> Classifier:
-    from augment.zoo.devices import resolve_device
+    from augment.contract.zoo.devices import resolve_device
 
     net, arch, classes, mean = read(weights)
     chosen = resolve_device(device)

@@ -295,7 +295,7 @@ def load(weights: Path, device: str) -> Any:
     random initialisation is computed; the pixel mean and std (not in a state dict) are then set to SAM's."""
     import torch
 
-    from augment.zoo.devices import resolve_device
+    from augment.contract.zoo.devices import resolve_device
 
     state, _, sam = matched(Path(weights))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

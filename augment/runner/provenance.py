@@ -10,7 +10,7 @@ import augment
 from augment import infill, options
 from augment.config import BuildConfig
 from augment.contract.shards import sha256_file
-from augment.zoo.devices import resolve_device
+from augment.contract.zoo.devices import resolve_device
 
 
 def git_sha() -> str | None:

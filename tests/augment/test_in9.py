@@ -115,7 +115,7 @@ def release_reliance(tmp_path: Path, remove_original: str | None = None) -> tupl
     test objects' stems by class folder)."""
     import torch
 
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
     from train import evaluate
     from train.config import Config
     from train.data import read_manifest

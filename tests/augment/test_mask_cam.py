@@ -35,7 +35,7 @@ def colour_net(classes: tuple[str, ...] = CLASSES) -> torch.nn.Module:
     """resnet8 whose last stage's channel 0 is relu(R - G - B - 1) and channel 1 relu(G - R - B - 1) (inputs in
     [-1, 1]) at 1/4 resolution, every block's residual branch zero, and the class named "red" scoring channel 0,
     "green" channel 1."""
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
 
     torch.manual_seed(0)
     net = build_model("resnet8", len(classes), None, from_checkpoint=True)
@@ -303,7 +303,7 @@ def grad_cam_by_hand(net: torch.nn.Module, image: np.ndarray, target: int) -> np
     """Grad-CAM of a timm model written out: the map A = forward_features(x) (a ViT: the patch tokens entering its last
     block, on their grid), weights = the target logit's gradient averaged over the map, ReLU(sum_c w_c A_c),
     upsampled bilinearly to the image, divided by its maximum."""
-    from augment.zoo.models import input_size_of
+    from augment.contract.zoo.models import input_size_of
 
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
     side = input_size_of(net)
@@ -332,7 +332,7 @@ def grad_cam_by_hand(net: torch.nn.Module, image: np.ndarray, target: int) -> np
 def timm_checkpoint(path: Path, arch: str, input_size: int = 48, **changes) -> Path:
     """A `train fit` checkpoint of a tiny timm model as train/train.py saves best.pt: model, epoch, config (with the
     normalisation it trained with), classes, and the crop it was built for (``input_size``)."""
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
 
     torch.manual_seed(0)
     net = build_model(arch, len(CLASSES), from_checkpoint=True, input_size=input_size)
@@ -384,7 +384,7 @@ def test_the_feature_map_is_found_wherever_load_moved_the_model(tmp_path: Path, 
 def test_a_class_token_vit_s_last_tokens_do_not_reach_its_logits(tmp_path: Path) -> None:
     """Why a ViT's map is taken where its tokens enter the last block: after it, the logits read the class token
     only, and Grad-CAM on the final patch tokens would be zero everywhere."""
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
 
     torch.manual_seed(0)
     net = build_model("test_vit", 2, from_checkpoint=True, input_size=48).eval()
@@ -507,8 +507,8 @@ def test_a_train_fit_checkpoint_is_read_with_the_normalisation_it_trained_with(t
     """Grad-CAM feeds a `train fit` model the trainer's [-1, 1] scale; the model itself normalises as it was trained
     (a resnet18 fine-tuned from ImageNet weights: ImageNet's mean and std), and a checkpoint from before the
     normalisation was recorded was trained on [-1, 1]."""
+    from augment.contract.zoo.models import build_model, normalisation_of
     from augment.mask_sources.cam import read
-    from augment.zoo.models import build_model, normalisation_of
 
     torch.manual_seed(0)
     state = build_model("resnet18", 2, from_checkpoint=True).state_dict()
@@ -520,6 +520,6 @@ def test_a_train_fit_checkpoint_is_read_with_the_normalisation_it_trained_with(t
 
 
 def test_the_bit_head_cam_looks_for_is_the_one_the_zoo_reads() -> None:
-    from augment.zoo.weights import bit_npz_names
+    from augment.contract.zoo.weights import bit_npz_names
 
     assert cam.BIT_HEAD == bit_npz_names()["head.fc.weight"]

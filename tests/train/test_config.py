@@ -338,7 +338,7 @@ def test_a_run_from_before_from_scratch_still_evaluates_reports_and_reruns(
 ) -> None:
     """A run of the in9 recipe from random weights, written before --from-scratch existed: its config has no such
     key. `train eval` evaluates it, its recorded command reruns it, and a study that asks for it reuses it."""
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
     from train.study import finished
     from train.study.specs import RunSpec
 
@@ -500,7 +500,7 @@ def test_the_build_command_parses_back_to_the_same_build_config(tmp_path: Path, 
 
 
 def test_eval_loads_the_checkpoint_without_a_from_scratch_warning(shards: Path, tmp_path: Path, caplog) -> None:
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
 
     run = tmp_path / "run"
     run.mkdir()
@@ -513,7 +513,9 @@ def test_eval_loads_the_checkpoint_without_a_from_scratch_warning(shards: Path, 
     with caplog.at_level("INFO"):
         result = runner.invoke(app, ["eval", str(run), "--shards", str(shards)], prog_name="train")
     assert result.exit_code == 0, result.output
-    assert "from scratch" not in caplog.text  # the warning is logged (augment.zoo.models) when a run has no weights
+    assert (
+        "from scratch" not in caplog.text
+    )  # the warning is logged (augment.contract.zoo.models) when a run has no weights
     assert "mixed_next" in result.output and (run / "results.json").is_file()
     if not torch.cuda.is_available():
         result = runner.invoke(app, ["eval", str(run), "--shards", str(shards), "--device", "cuda"])

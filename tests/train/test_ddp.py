@@ -90,7 +90,7 @@ def ddp_run(uneven: Path, tmp_path_factory) -> Path:
 
 def test_two_gloo_ranks_end_with_identical_weights_on_uneven_shards(ddp_run: Path) -> None:
     """CF + F + Sal + FGSM, 2 ranks x 2 workers, shards of unequal sizes: 40 // (4 x 2) = 5 steps on each rank."""
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
     from train.config import DEMO
 
     dumps = [torch.load(ddp_run / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

@@ -21,8 +21,8 @@ from bit_reference import ResNetV2, load_npz, random_npz
 from safetensors.torch import save_file
 from torch import nn
 
-from augment.zoo import ARCHS
-from augment.zoo.models import (
+from augment.contract.zoo import ARCHS
+from augment.contract.zoo.models import (
     BIT_WS_EPS,
     build_model,
     checkpoint_state,
@@ -31,7 +31,7 @@ from augment.zoo.models import (
     normalisation_of,
     unshare_relus,
 )
-from augment.zoo.weights import bit_npz_names
+from augment.contract.zoo.weights import bit_npz_names
 
 # Models built without weights log that they train from scratch; test_no_weights_warns_and_weights_do_not checks it.
 
@@ -251,7 +251,7 @@ def logits64(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_zoo_bit_agrees_with_the_reference_and_timm_on_the_official_npz(official: Path, reference: nn.Module) -> None:
     """Issue #31, item 3. The same random official-layout .npz, read three ways: by the independent reference
     (tests/bit_reference.py, its own reader and arithmetic), by the zoo (build_model(weights=npz):
-    augment.zoo.weights.read_bit_npz into timm's resnetv2_50x1_bit, standardisation epsilon 1e-10), and by timm's own
+    zoo.weights.read_bit_npz into timm's resnetv2_50x1_bit, standardisation epsilon 1e-10), and by timm's own
     npz loader (``load_pretrained``; epsilon set to 1e-10 by hand). Same two 64x64 images.
 
     Measured (CPU, logits of max |z| ~1.28): float64, zoo vs reference 1.8e-14 absolute; float32 4.8e-6 absolute,

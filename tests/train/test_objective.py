@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from augment.zoo.models import build_model
+from augment.contract.zoo.models import build_model
 from train.config import Config
 from train.losses import (
     has_batch_statistics,

@@ -243,7 +243,7 @@ def test_the_examples_file_holds_the_models_logits_and_the_true_labels(fitted: t
     input), ``labels`` are the split's labels of those images (found by their pixels in the split's shards)."""
     import torch
 
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
 
     run = loaded(fitted[0])
     data = np.load(run["folder"] / "saliency_examples.npz", allow_pickle=False)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from augment.zoo.models import build_model
+from augment.contract.zoo.models import build_model
 from train import evaluate
 from train.config import Config
 from train.metrics import deeplift_refusal, deepliftshap_saliency, input_gradient_saliency

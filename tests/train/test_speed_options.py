@@ -21,8 +21,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from augment.config import BuildConfig
+from augment.contract.zoo.models import build_model
 from augment.runner.build import build
-from augment.zoo.models import build_model
 from train.cli import ChannelsLast, fit_config
 from train.commands import command_of
 from train.config import Config, recorded

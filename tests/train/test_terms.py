@@ -127,7 +127,7 @@ def tiny_batch() -> dict[str, torch.Tensor]:
 
 
 def test_the_objective_sums_every_term() -> None:
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
     from train.train import objective
 
     torch.manual_seed(0)

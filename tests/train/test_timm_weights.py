@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from augment.zoo.models import build_model, head_keys, normalisation_of
+from augment.contract.zoo.models import build_model, head_keys, normalisation_of
 
 ARCH = "test_efficientnet_gn"  # GroupNorm, SiLU, squeeze-excitation: 0.1M parameters
 HEAD = ("classifier.weight", "classifier.bias")
@@ -168,7 +168,7 @@ def test_a_model_folder_s_config_gives_the_normalisation(tmp_path: Path) -> None
 
 def test_the_folder_normalisation_is_applied_to_the_inputs(tmp_path: Path) -> None:
     """The model built from an ImageNet-normalised folder sees (x01 - mean) / std at its first convolution."""
-    from augment.zoo.models import first_conv
+    from augment.contract.zoo.models import first_conv
 
     folder = save_kind(source(), "folder", tmp_path)
     config = json.loads((folder / "config.json").read_text())

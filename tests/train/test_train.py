@@ -170,7 +170,7 @@ def run_fit(shards: Path, out: Path, **kw):
 
 
 def test_loss_decreases_over_a_few_steps(shards: Path) -> None:
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
     from train.train import objective
 
     torch.manual_seed(0)
@@ -297,7 +297,7 @@ def test_a_corrupt_sample_stops_the_stream_or_is_skipped_with_its_key_and_shard_
 
 
 def test_deepliftshap_saliency_through_the_evaluation_path() -> None:
-    from augment.zoo.models import build_model
+    from augment.contract.zoo.models import build_model
     from train import evaluate
 
     torch.manual_seed(0)
@@ -311,7 +311,7 @@ def test_deepliftshap_saliency_through_the_evaluation_path() -> None:
 def test_deepliftshap_baselines_are_the_split_s_own_images(shards: Path) -> None:
     """As the official code, DeepLiftShap attributes against real evaluation images: the first BASELINES images of
     the split's saliency subset, not noise."""
-    from augment.zoo.models import build_model, unshare_relus
+    from augment.contract.zoo.models import build_model, unshare_relus
     from train import evaluate
     from train.metrics import deepliftshap_saliency
 

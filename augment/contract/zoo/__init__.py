@@ -1,8 +1,9 @@
-"""The classifier zoo: the architectures ``train fit`` builds and fine-tunes, and whose checkpoints augment's
-``--masks-from cam`` loads (``augment.zoo.models``). Here the names and normalisations, which need no torch; the
-models in ``augment.zoo.models``, their weight files in ``augment.zoo.weights``; where models run (``--device``, both
-stages) in ``augment.zoo.devices``. None imports anything else of the project (tests/test_layout.py checks it), so
-that ``train`` and ``augment`` may both use the zoo without ``augment`` importing ``train``.
+"""The classifier zoo: the architectures ``train fit`` builds, fine-tunes and writes checkpoints of, and whose
+checkpoints augment's ``--masks-from cam`` loads: the second file both stages share, after the build. Here the names
+and normalisations, which need no torch; the models in ``models``, their weight files in ``weights``; where models
+run (``--device``, both stages) in ``devices``. Part of the contract, it imports nothing else of the project
+(tests/test_layout.py checks it), so that ``train`` and ``augment`` both build the same classifier without
+``augment`` importing ``train``.
 
 ``--arch`` is one of the named architectures below or any model name of timm's zoo (``timm.list_models()``, e.g.
 ``convnext_tiny``, ``vit_small_patch16_224``, ``efficientnet_b0``, ``resnet50.a1_in1k``).
@@ -16,7 +17,7 @@ from pathlib import Path
 # The named architectures: torchvision's ResNets, the paper's BiT-S-R50x1 (timm's resnetv2_50x1_bit with upstream
 # BiT's standardisation epsilon) and a CIFAR-style ResNet-8 for small images.
 ARCHS = ("resnet18", "resnet50", "bit-s-r50x1", "resnet8")
-# What a model does to its inputs, which the trainer hands it on the pixel scale [-1, 1] (augment.zoo.models,
+# What a model does to its inputs, which the trainer hands it on the pixel scale [-1, 1] (augment.contract.zoo.models,
 # InputNormalisation): mean and std per RGB channel on the [0, 1] scale. "half" (BiT's convention, mean = std = 0.5)
 # is [-1, 1] itself; torchvision's ImageNet weights expect ImageNet's mean and std. Any other pair is written
 # "m,m,m/s,s,s" (normalisation_name), as a timm model's pretrained configuration may give it.
@@ -70,7 +71,7 @@ def check_arch(arch: str) -> None:
 def default_normalisation(arch: str | None) -> str | None:
     """The normalisation ``arch``'s pretrained weights expect: ``ARCH_NORMALISATION`` for a named one, the pretrained
     configuration's mean and std for a timm model (a weights folder's own ``config.json`` may say otherwise:
-    ``augment.zoo.weights.folder_normalisation``); None for an unknown name."""
+    ``augment.contract.zoo.weights.folder_normalisation``); None for an unknown name."""
     if not isinstance(arch, str):  # a record without an arch (an old results.json)
         return None
     if arch in ARCHS:

@@ -1,13 +1,13 @@
 """The classifiers the trainer can fine-tune: built by name, fitted with local weights, fed on one pixel scale.
 
-``build_model(arch, num_classes, weights)`` takes a named architecture (``augment.zoo.ARCHS``) or any timm model name:
+``build_model(arch, num_classes, weights)`` takes a named architecture (``zoo.ARCHS``) or any timm model name:
 
 - ``resnet18``, ``resnet50``: torchvision's ResNets, with ``fc`` sized to the number of classes.
 - ``resnet8``: a CIFAR-style ResNet for small images (a 3x3 stem without downsampling, then one torchvision
   BasicBlock per stage at widths 16, 32, 64; 78k parameters): what the embedded study trains, many times, on a CPU.
 - ``bit-s-r50x1``: BiT-S-R50x1, the paper's classifier: timm's ``resnetv2_50x1_bit`` (ResNetV2-50 with pre-activation
   bottlenecks, weight-standardised convolutions and GroupNorm) with upstream BiT's standardisation epsilon, 1e-10
-  (timm's is 1e-8). Its official ``.npz`` is read by ``augment.zoo.weights.read_bit_npz``.
+  (timm's is 1e-8). Its official ``.npz`` is read by ``zoo.weights.read_bit_npz``.
 - any other name: ``timm.create_model(name, pretrained=False)``, then the local weights. A model whose pretrained
   configuration fixes its input size (ViTs) is built for the crop it will see; weights made for another size are
   refused naming the size they expect.
@@ -15,7 +15,7 @@
 Input convention: every model takes images on the trainer's pixel scale, [-1, 1] (``train.data.to_input``), and
 maps them to the normalisation its weights expect in a forward pre-hook (:class:`InputNormalisation`): torchvision's
 ImageNet weights get ImageNet's mean and std, BiT keeps [-1, 1], a timm model gets its pretrained configuration's
-(``augment.zoo.default_normalisation``) or its weights folder's. The hook sits on the first convolution, not on the
+(``zoo.default_normalisation``) or its weights folder's. The hook sits on the first convolution, not on the
 model, so that hooks of the model itself (captum's DeepLift concatenates inputs and baselines in one) see the model's
 plain inputs. Training, evaluation, FGSM (whose epsilon is a share of the pixel range), Sal, DeepLiftShap and
 Grad-CAM all go through the model, so each of them sees the weights' own normalisation. The state dict is unchanged
@@ -42,10 +42,10 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from augment.zoo import check_arch, normalisation_values, weights_normalisation
-from augment.zoo.weights import load_state, read_weights, upgrade_state
+from augment.contract.zoo import check_arch, normalisation_values, weights_normalisation
+from augment.contract.zoo.weights import load_state, read_weights, upgrade_state
 
-log = logging.getLogger("augment.zoo.models")  # the trainer's log, where its warnings have always gone
+log = logging.getLogger("augment.contract.zoo")  # one logger for the zoo; the running command prints it
 
 
 BIT_WS_EPS = 1e-10  # upstream BiT (bit_pytorch and the TF2 model) standardises with this epsilon
@@ -74,7 +74,7 @@ def build_model(
         zero_head: zero the classifier's weight and bias after loading (the CCT preset).
         from_checkpoint: the caller loads a trained state dict into the model next (``train eval`` reads
             ``best.pt``), so the random initialisation is never used: no from-scratch warning.
-        normalisation: what the model does to its [-1, 1] inputs (``augment.zoo.normalisation_values``); None: its
+        normalisation: what the model does to its [-1, 1] inputs (``zoo.normalisation_values``); None: its
             weights' own (a model folder's ``config.json``, else ``default_normalisation``). A checkpoint's model is
             built with the one it was trained with.
         input_size: the side of the images it will see (the crop); a model of fixed input size (ViT) is built for it.

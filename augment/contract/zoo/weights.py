@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-log = logging.getLogger("augment.zoo.models")  # the trainer's log, where its warnings have always gone
+log = logging.getLogger("augment.contract.zoo")  # one logger for the zoo; the running command prints it
 
 WEIGHT_FORMATS = {
     ".pth": "a state dict saved with torch.save(model.state_dict(), path) (also under 'state_dict' or 'model')",
