@@ -52,7 +52,7 @@ def build(
     factory = DATASETS[config.dataset].factory
     cache = cached_dataset(config, factory, dataset)  # this process's tasks (workers=1) reuse the dataset scanned here
     plan = make_plan(config, dataset, command, cache.banks)
-    say_shifted_tests(plan.header.get("shifted_tests"))
+    say_shifted_tests(schema.parse_shifted_tests({**plan.header, "splits": plan.splits}))  # the readers' parser
     selected = parse_shard_range(shard_range, len(plan.tasks)) or (0, len(plan.tasks))
     mine, sliced = plan.tasks[selected[0] : selected[1]], shard_range is not None
     with connect(scheduler) as client:  # a --scheduler that does not answer fails here, before --out is touched
@@ -97,16 +97,16 @@ def build_into(
     return journal.finish(out, plan, records)
 
 
-def say_shifted_tests(section: dict[str, Any] | None) -> None:
+def say_shifted_tests(section: schema.ShiftedTests | None) -> None:
     """One line on stderr per test split that --shifted-tests makes no variants of, and why, and per base split
     whose samples with boxes only it leaves out."""
     if section is None:
         return
-    for split, why in section["skipped"].items():
+    for split, why in section.skipped.items():
         print(f"augment build: --shifted-tests: no variants of {split}: {why}", file=sys.stderr, flush=True)
-    for split, which in section.get("left_out", {}).items():
+    for split, which in section.left_out.items():
         print(f"augment build: --shifted-tests: in {split}, {which}", file=sys.stderr, flush=True)
-    if not section["pairs"]:
+    if not section.pairs:
         print(
             "augment build: --shifted-tests: no test split has object masks, so no shifted test split is written",
             file=sys.stderr,

@@ -114,21 +114,28 @@ def test_a_section_that_is_no_object_is_refused(manifest: dict[str, Any]) -> Non
 
 
 def indexed_section(tree: ast.AST) -> list[int]:
-    """The lines where a ``manifest`` is read at ``shifted_tests`` by hand: ``manifest["shifted_tests"]`` or
-    ``manifest.get("shifted_tests")``."""
+    """The lines where anything is read at ``shifted_tests`` by hand (``x["shifted_tests"]``,
+    ``x.y.get("shifted_tests")``...), but the trainer's own ``results`` (results.json, not a manifest)."""
 
     def is_key(node: ast.AST) -> bool:
         return isinstance(node, ast.Constant) and node.value == "shifted_tests"
 
+    def is_results(owner: ast.AST) -> bool:
+        return isinstance(owner, ast.Name) and owner.id == "results"
+
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "manifest":
-            found += [node.lineno] if is_key(node.slice) else []
+        if isinstance(node, ast.Subscript) and is_key(node.slice) and not is_results(node.value):
+            found.append(node.lineno)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
-            owner = node.func.value
-            if isinstance(owner, ast.Name) and owner.id == "manifest" and node.args and is_key(node.args[0]):
+            if node.args and is_key(node.args[0]) and not is_results(node.func.value):
                 found.append(node.lineno)
     return found
+
+
+def test_the_guard_sees_a_read_by_key_on_any_name() -> None:
+    code = 'a = plan.header.get("shifted_tests")\nb = header["shifted_tests"]\nc = results["shifted_tests"]\n'
+    assert indexed_section(ast.parse(code)) == [1, 2]
 
 
 def test_the_readers_reach_the_section_only_through_the_contracts_parser() -> None:
