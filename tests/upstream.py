@@ -317,6 +317,28 @@ def make_folder(root: Path) -> tuple[Path, Path]:
     return root, masks
 
 
+def release_options(name: str, tmp: Path) -> dict:
+    """The dataset options of adapter ``name`` on a tiny release in its upstream layout, written under ``tmp``
+    (``synthetic``: a small size). The folder release holds an empty class folder and files that are no images, on
+    purpose: build it with ``on_error="skip"``."""
+    if name == "synthetic":
+        return {"size": 20}
+    if name == "in9":
+        make_in9(tmp / "in9")
+        return {"root": str(tmp / "in9")}
+    if name == "waterbirds":
+        return {"root": str(make_waterbirds(tmp / "waterbirds")[0])}
+    if name == "cct":
+        return {"root": str(make_cct(tmp / "cct"))}
+    if name == "coco":
+        images, _ = make_coco(tmp / "coco")
+        return {"root": str(images), "annotations": [str(tmp / "coco" / "instances.json")]}
+    if name == "folder":
+        root, masks = make_folder(tmp / "folder" / "images")
+        return {"root": str(root), "masks": str(masks)}
+    raise ValueError(f"no tiny release of adapter {name!r} in tests/upstream.py: add one to release_options")
+
+
 # The release's nine class folders (two with a space), a real WordNet id per class for its wnid-style file stems.
 IN9_RELEASE = {
     "00_dog": "n02085620",

@@ -15,13 +15,9 @@ from PIL import Image
 from typer.testing import CliRunner
 from upstream import (
     CCT_TRAPS,
-    make_cct,
     make_cct_traps,
-    make_coco,
-    make_folder,
-    make_in9,
-    make_waterbirds,
     photo_background,
+    release_options,
     save_jpeg,
     textured,
 )
@@ -59,24 +55,6 @@ def photos(tmp_path_factory) -> Path:
     Image.fromarray(textured(30, 30, 4)).convert("P").save(root / "palette.png")
     (root / "notes.txt").write_text("not an image: not in the bank")
     return root
-
-
-def source(name: str, tmp: Path) -> dict:
-    """The dataset options of a tiny release of adapter ``name``, written under ``tmp``."""
-    if name == "synthetic":
-        return {"size": 20}
-    if name == "in9":
-        make_in9(tmp / "in9")
-        return {"root": str(tmp / "in9")}
-    if name == "waterbirds":
-        return {"root": str(make_waterbirds(tmp / "wb")[0])}
-    if name == "cct":
-        return {"root": str(make_cct(tmp / "cct"))}
-    if name == "coco":
-        images, _ = make_coco(tmp / "coco")
-        return {"root": str(images), "annotations": [str(tmp / "coco" / "instances.json")]}
-    root, masks = make_folder(tmp / "folder" / "imgs")
-    return {"root": str(root), "masks": str(masks)}
 
 
 def records(out: Path, split: str) -> list[tuple[str, dict[str, bytes], dict]]:
@@ -138,7 +116,7 @@ def test_every_adapter_builds_on_a_folder_of_photos_each_image_remade_from_its_r
         copies=2,
         image_size=32,
         backgrounds=str(photos),
-        dataset_options=source(name, tmp_path),
+        dataset_options=release_options(name, tmp_path),
         on_error="skip" if name == "folder" else "fail",  # its fixture has an empty class folder
     )
     manifest = build(tmp_path / "out", config, workers=1, progress=False)

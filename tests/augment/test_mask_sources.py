@@ -311,39 +311,21 @@ def test_a_model_source_without_weights_names_the_file_it_needs(tmp_path: Path, 
     assert missing.exit_code == 2 and "no.pth: no such file" in missing.output and not (tmp_path / "o").exists()
 
 
-def upstream_dataset(name: str, tmp_path: Path) -> tuple[str, dict]:
-    """A tiny copy of ``name`` in its upstream layout (tests/upstream.py) and the adapter options that read it."""
-    import upstream
-
-    if name == "in9":
-        upstream.make_in9(tmp_path / "bg")
-        return "in9", {"root": str(tmp_path / "bg")}
-    if name == "waterbirds":
-        root, _ = upstream.make_waterbirds(tmp_path)
-        return "waterbirds", {"root": str(root), "resize": "short"}
-    if name == "cct":
-        return "cct", {"root": str(upstream.make_cct(tmp_path / "cct"))}
-    if name == "coco":
-        images, _ = upstream.make_coco(tmp_path)
-        return "coco", {"root": str(images), "annotations": [str(tmp_path / "instances.json")]}
-    root, masks_root = upstream.make_folder(tmp_path / "data")
-    return "folder", {"root": str(root), "masks": str(masks_root), "on_error": "skip"}
-
-
 @pytest.mark.parametrize("name", ["in9", "waterbirds", "cct", "coco", "folder"])
 @pytest.mark.parametrize("source", ["grabcut", "box"])
 def test_every_adapter_builds_with_masks_from_its_boxes(tmp_path: Path, name: str, source: str) -> None:
+    from upstream import release_options
+
     from augment.config import BuildConfig
     from augment.runner.build import build as run_build
 
-    dataset, options = upstream_dataset(name, tmp_path)
-    on_error = options.pop("on_error", "fail")
+    options = release_options(name, tmp_path) | ({"resize": "short"} if name == "waterbirds" else {})
     config = BuildConfig(
-        dataset=dataset,
+        dataset=name,
         infill=["tile"],
         factual=["shuffle"],
         image_size=32,
-        on_error=on_error,
+        on_error="skip" if name == "folder" else "fail",
         dataset_options=options,
         masks_from=source,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from upstream import make_cct, make_coco, make_folder, make_in9, make_waterbirds, photo_background
+from upstream import photo_background, release_options
 
 from augment import infill
 from augment.config import BuildConfig
@@ -23,36 +23,21 @@ from augment.runner.build import build
 from augment.verify import verify
 
 
-def adapter_options(name: str, tmp_path: Path) -> dict:
-    """The dataset options of a tiny fixture in ``name``'s release layout (tests/upstream.py)."""
-    if name == "synthetic":
-        return {"size": 20}
-    if name == "in9":
-        make_in9(tmp_path / "in9")
-        return {"root": str(tmp_path / "in9")}
-    if name == "waterbirds":
-        root, _ = make_waterbirds(tmp_path)
-        return {"root": str(root)}
-    if name == "cct":
-        return {"root": str(make_cct(tmp_path / "cct"))}
-    if name == "coco":
-        images, _ = make_coco(tmp_path)
-        return {"root": str(images), "annotations": [str(tmp_path / "instances.json")]}
-    root, masks = make_folder(tmp_path / "data")
-    return {"root": str(root), "masks": str(masks)}
-
-
 def shard_digests(out: Path) -> dict[str, str]:
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*.tar"))}
 
 
 @pytest.mark.parametrize("dataset", ["synthetic", "in9", "waterbirds", "cct", "coco", "folder"])
 def test_telea_builds_on_every_adapter_byte_identical_across_workers(dataset: str, tmp_path: Path) -> None:
-    options = adapter_options(dataset, tmp_path / "src")
+    options = release_options(dataset, tmp_path / "src")
     # on_error skip: the folder fixture holds an empty class folder and files that are no images, on purpose
-    config = BuildConfig(dataset=dataset, infill=["telea"], image_size=32, on_error="skip", dataset_options=options)
+    # shard_size 2: several shards per split, so the two workers share each split's tasks
+    config = BuildConfig(
+        dataset=dataset, infill=["telea"], image_size=32, on_error="skip", dataset_options=options, shard_size=2
+    )
     build(tmp_path / "one", config, workers=1, progress=False)
     manifest = build(tmp_path / "two", config, workers=2, progress=False)
+    assert len(manifest["splits"]["train"]["shards"]) > 1
     assert verify(tmp_path / "two", progress=False)[0] == []
     assert shard_digests(tmp_path / "one") == shard_digests(tmp_path / "two")
     train = tmp_path / "two" / manifest["splits"]["train"]["shards"][0]["path"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from upstream import make_cct, make_coco, make_folder, make_in9, make_waterbirds
+from upstream import release_options
 
 from augment.contract import schema
 from augment.datasets import DATASETS, get_dataset
@@ -20,23 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def adapter(name: str, tmp_path: Path):
     """The registered adapter ``name`` on a small source of its own (tests/upstream.py)."""
-    if name in ("synthetic", "indexed"):  # indexed: tests/conftest.py's fixture adapter
+    if name == "indexed":  # tests/conftest.py's fixture adapter
         return get_dataset(name)
-    if name == "in9":
-        make_in9(tmp_path / "bg_challenge")
-        return get_dataset("in9", root=str(tmp_path / "bg_challenge"))
-    if name == "waterbirds":
-        root, _ = make_waterbirds(tmp_path)
-        return get_dataset("waterbirds", root=str(root))
-    if name == "cct":
-        return get_dataset("cct", root=str(make_cct(tmp_path / "cct")))
-    if name == "coco":
-        images, _ = make_coco(tmp_path)
-        return get_dataset("coco", root=str(images), annotations=[str(tmp_path / "instances.json")])
-    if name == "folder":
-        root, masks = make_folder(tmp_path / "data")
-        return get_dataset("folder", root=str(root), masks=str(masks), on_error="skip")
-    raise AssertionError(f"adapter {name!r}: add it here, with the evaluation section its manifest holds")
+    return get_dataset(name, **release_options(name, tmp_path), **({"on_error": "skip"} if name == "folder" else {}))
 
 
 def raw(evaluation: schema.Evaluation) -> dict[str, Any]:
