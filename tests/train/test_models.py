@@ -85,15 +85,15 @@ def test_unknown_arch_lists_the_choices() -> None:
 
 
 def test_no_weights_warns_and_weights_do_not(tmp_path: Path, caplog) -> None:
-    with caplog.at_level("WARNING", logger="train"):
+    with caplog.at_level("WARNING", logger="augment.contract.zoo"):
         model = build_model("resnet18", 3)
-    assert [r.getMessage() for r in caplog.records] == [
-        "resnet18: no weights given, training from scratch (random initialisation)"
-    ]  # a log line of the `train` logger: no UserWarning with its source line
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("augment.contract.zoo", "resnet18: no weights given, training from scratch (random initialisation)")
+    ]  # a log line of the zoo's logger: no UserWarning with its source line
     path = tmp_path / "r18.pth"
     torch.save(model.state_dict(), path)
     caplog.clear()
-    with caplog.at_level("WARNING", logger="train"), warnings.catch_warnings():
+    with caplog.at_level("WARNING", logger="augment.contract.zoo"), warnings.catch_warnings():
         warnings.simplefilter("error")
         build_model("resnet18", 3, weights=path)
         build_model("resnet18", 3, from_checkpoint=True)  # `train eval` loads best.pt into it next

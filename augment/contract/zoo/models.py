@@ -98,8 +98,8 @@ def build_model(
     if weights is not None:
         load_state(model, read_weights(Path(weights), model, arch), Path(weights), head_keys(model), _size_hint(model))
     elif not from_checkpoint:
-        # a log line of the `train` logger (this module's parent), once per model built: not a UserWarning, whose
-        # source line means nothing to a user and which Python shows once per process, not per run
+        # a log line, once per model built: not a UserWarning, whose source line means nothing to a user and which
+        # Python shows once per process, not per run
         log.warning("%s: no weights given, training from scratch (random initialisation)", arch)
     if zero_head:
         with torch.no_grad():
