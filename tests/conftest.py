@@ -47,6 +47,25 @@ def tiny_inpainter(size: int = 16):
     return Inpainter(Generator(cnum=4), size=size, batch_size=4)
 
 
+def warmed_model(arch: str, num_classes: int, size: int, batches: int):
+    """A seeded zoo model in train mode, every parameter nudged (timm zero-initialises some heads: every logit then
+    depends on the image) and its BatchNorm running statistics moved by ``batches`` random batches, as after some
+    training rather than the initial 0 / 1."""
+    import torch
+
+    from augment.contract.zoo.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes, from_checkpoint=True, input_size=size)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        model.train()
+        for _ in range(batches):
+            model(torch.rand(8, 3, size, size) * 2 - 1)
+    return model
+
+
 def method_kwargs(method, h: int = 12, w: int = 16) -> dict:
     """What the build passes to a method besides (image, hole, rng): a donor, a value pool, a background of the bank
     (larger than the image and of another aspect, cropped off the corner) or a loaded model."""

@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch
+from conftest import warmed_model
 
 from augment.contract.zoo.models import build_model
 from train.config import Config
@@ -115,15 +116,7 @@ FAMILIES = [
 
 def family_model(arch: str, size: int = 32) -> torch.nn.Module:
     """A seeded model in train mode, its BatchNorm running statistics moved by a few batches, every head nonzero."""
-    torch.manual_seed(0)
-    model = build_model(arch, 4, from_checkpoint=True, input_size=size)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)  # timm zero-initialises some heads (ViT): a penalty to compare
-        model.train()
-        for _ in range(3):
-            model(torch.rand(8, 3, size, size) * 2 - 1)
-    return model
+    return warmed_model(arch, 4, size, batches=3)
 
 
 @pytest.mark.parametrize(("arch", "norm"), FAMILIES)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from conftest import warmed_model
 from torch import nn
 
 from augment.contract.zoo.models import build_model
@@ -40,15 +41,7 @@ def one_thread() -> Iterator[None]:
 
 def model_of(arch: str, num_classes: int = 4) -> nn.Module:
     """A seeded model whose BatchNorm running statistics are those of some training, not the initial 0 / 1."""
-    torch.manual_seed(0)
-    model = build_model(arch, num_classes, from_checkpoint=True, input_size=SIZE)
-    with torch.no_grad():
-        for p in model.parameters():  # timm zero-initialises some heads: make every logit depend on the image
-            p.add_(torch.randn_like(p) * 0.02)
-        model.train()
-        for _ in range(2):
-            model(torch.rand(8, 3, SIZE, SIZE) * 2 - 1)
-    return model
+    return warmed_model(arch, num_classes, SIZE, batches=2)
 
 
 def batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
