@@ -29,17 +29,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import photos
-from common import OUT, OtherLoad, cli, git, machine, mean_sd, one_thread_worker, slug
+from common import OUT, OtherLoad, cli, git, machine, mean_sd, quiet_fit, slug, spawned
 
 IMAGES = "eccv_18_all_images_sm"
 ANNOTATIONS = "eccv_18_annotation_files"
@@ -171,14 +169,8 @@ def build(root: Path, shards: Path, rule: str, args: argparse.Namespace) -> floa
 
 def train_one(f: tuple[str, ...], seed: int, shards: str, out: str, epochs: int, arch: str) -> dict[str, Any]:
     """Train F methods ``f`` (none: Orig) with ``seed``; macro AUC and accuracy of the best cis_val epoch."""
-    import logging
-    import warnings
-
-    from train import train as trainer
     from train.config import Config
 
-    logging.getLogger("train").setLevel(logging.WARNING)
-    shutil.rmtree(out, ignore_errors=True)
     config = Config.resolve(
         "demo",
         shards=shards,
@@ -191,15 +183,12 @@ def train_one(f: tuple[str, ...], seed: int, shards: str, out: str, epochs: int,
         max_saliency_images=0,
         val_split="cis_val",
     )
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        results = trainer.fit(config, progress=False)
+    results, seconds = quiet_fit(config)
     splits = results["splits"]
     return {
         "auc": {s: splits[s]["macro_auc"] for s in SPLITS},
         "accuracy": {s: splits[s]["accuracy"] for s in SPLITS},
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
     }
 
 
@@ -242,17 +231,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     jobs = [(row, s) for row in ROWS for s in range(args.seeds)]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in ROWS}
-    context = multiprocessing.get_context("spawn")
     train_start = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=one_thread_worker) as pool:
-        futures = {
-            pool.submit(
-                train_one, f, s, str(shards[rule]), str(work / "runs" / slug(name) / f"s{s}"), args.epochs, args.arch
-            ): (name, s)
-            for (name, f, rule), s in jobs
-        }
-        for future, (name, seed) in futures.items():
-            results[name].append({"seed": seed, **future.result()})
+    calls = [
+        (train_one, (f, s, str(shards[rule]), str(work / "runs" / slug(name) / f"s{s}"), args.epochs, args.arch))
+        for (name, f, rule), s in jobs
+    ]
+    for ((name, _, _), seed), result in zip(jobs, spawned(args.jobs, calls), strict=True):
+        results[name].append({"seed": seed, **result})
     report = {
         "machine": machine(),
         "git_log": git("log", "--oneline", "-3"),

@@ -6,6 +6,7 @@ what a user runs and do not depend on internal function signatures.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import resource
 import shutil
@@ -14,7 +15,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -75,6 +79,33 @@ def one_thread_worker() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     torch.set_num_threads(1)
+
+
+def spawned(jobs: int, calls: list[tuple[Callable[..., Any], tuple]]) -> list[Any]:
+    """Each ``(function, args)`` of ``calls`` run in a pool of ``jobs`` spawned one-thread workers
+    (:func:`one_thread_worker`); their results in the order of ``calls``. Spawned, not forked: a forked child
+    inherits the parent's torch threads in a state it cannot use."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=one_thread_worker) as pool:
+        futures = [pool.submit(function, *args) for function, args in calls]
+        return [future.result() for future in futures]
+
+
+def quiet_fit(config: Any) -> tuple[dict[str, Any], float]:
+    """``train fit`` of ``config`` (a ``train.config.Config``) into a fresh ``config.out``, the trainer's log at
+    WARNING and its warnings silenced, as a benchmark worker runs it: (its results, seconds)."""
+    import logging
+    import warnings
+
+    from train import train as trainer
+
+    logging.getLogger("train").setLevel(logging.WARNING)
+    shutil.rmtree(config.out, ignore_errors=True)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = trainer.fit(config, progress=False)
+    return results, time.perf_counter() - start
 
 
 def median(values: list[float]) -> float:

@@ -43,17 +43,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import photos
-from common import OUT, OtherLoad, cli, git, machine, mean_sd, one_thread_worker, slug
+from common import OUT, OtherLoad, cli, git, machine, mean_sd, slug, spawned
 
 SPLITS = ("val", "original", "mixed_same", "mixed_rand", "mixed_next")
 IN9_FOLDERS = (
@@ -330,24 +328,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     jobs = [(r, s) for r in rows for s in range(args.seeds)]
     jobs.sort(key=lambda j: -(1 + len(j[0].cf) + len(j[0].f)) - (j[0].source == "plain-loop"))  # costliest first
     results: dict[str, list[dict[str, Any]]] = {r.name: [] for r in rows}
-    context = multiprocessing.get_context("spawn")
     train_start = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=one_thread_worker) as pool:
-        futures = {
-            pool.submit(
-                train_one,
-                r,
-                s,
-                str(shards),
-                str(work / "runs" / slug(r.name) / f"s{s}"),
-                args.epochs,
-                args.arch,
-                args.preset,
-            ): (r, s)
-            for r, s in jobs
-        }
-        for future, (row, seed) in futures.items():
-            results[row.name].append({"seed": seed, **future.result()})
+    settings = (args.epochs, args.arch, args.preset)
+    calls = [(train_one, (r, s, str(shards), str(work / "runs" / slug(r.name) / f"s{s}"), *settings)) for r, s in jobs]
+    for (row, seed), result in zip(jobs, spawned(args.jobs, calls), strict=True):
+        results[row.name].append({"seed": seed, **result})
     report = {
         "machine": machine(),
         "git_log": git("log", "--oneline", "-3"),

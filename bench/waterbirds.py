@@ -28,18 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import photos
-from common import OUT, OtherLoad, cli, git, machine, mean_sd, one_thread_worker
+from common import OUT, OtherLoad, cli, git, machine, mean_sd, quiet_fit, spawned
 from PIL import Image
 
 # (release folder, y, shape index of photos.SHAPES, texture file): CUB's species folders, in their order
@@ -125,14 +123,8 @@ def write_fixture(base: Path, n: int, width: int, height: int, bias: float, seed
 
 def train_one(cf: list[str], f: list[str], seed: int, shards: str, out: str, args: dict[str, Any]) -> dict[str, Any]:
     """One ``train fit`` run; the best val epoch's accuracy per split and worst-group accuracy on test."""
-    import logging
-    import warnings
-
-    from train import train as trainer
     from train.config import Config
 
-    logging.getLogger("train").setLevel(logging.WARNING)
-    shutil.rmtree(out, ignore_errors=True)
     objective = {k: args[k] for k in ("cf_loss", "cf_weight") if args.get(k) is not None}  # else train fit's default
     config = Config.resolve(
         "demo",
@@ -147,15 +139,12 @@ def train_one(cf: list[str], f: list[str], seed: int, shards: str, out: str, arg
         max_saliency_images=0,
         **objective,
     )
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        results = trainer.fit(config, progress=False)
+    results, seconds = quiet_fit(config)
     splits = results["splits"]
     return {
         **{s: splits[s]["accuracy"] for s in SPLITS},
         "worst_group": splits["test"]["worst_group_accuracy"],
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
     }
 
 
@@ -209,17 +198,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     jobs = [(name, seed) for name in args.rows for seed in range(args.seeds)]
     settings = {"arch": args.arch, "epochs": args.epochs, "cf_loss": args.cf_loss, "cf_weight": args.cf_weight}
-    with ProcessPoolExecutor(
-        args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=one_thread_worker
-    ) as pool:
-        runs_dir = work / "runs" / args.name
-        futures = {
-            pool.submit(train_one, *ROWS[name], seed, str(shards), str(runs_dir / str(i)), settings): (name, seed)
-            for i, (name, seed) in enumerate(jobs)
-        }
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
-        for future, (name, seed) in futures.items():
-            runs[name].append({"seed": seed, **future.result()})
+    runs_dir = work / "runs" / args.name
+    calls = [
+        (train_one, (*ROWS[name], seed, str(shards), str(runs_dir / str(i)), settings))
+        for i, (name, seed) in enumerate(jobs)
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
+    for (name, seed), result in zip(jobs, spawned(args.jobs, calls), strict=True):
+        runs[name].append({"seed": seed, **result})
     summary = {name: {k: mean_sd([r[k] for r in rs]) for k in (*SPLITS, "worst_group")} for name, rs in runs.items()}
     report = {
         "machine": machine(),
