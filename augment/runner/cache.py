@@ -21,7 +21,7 @@ from augment.donors import Donors
 from augment.errors import BuildError
 from augment.pool import ValuePool
 from augment.read import SourceError
-from augment.runner.plan import build_order
+from augment.runner.plan import build_order, check_unique_keys
 from augment.shifted_tests import Generated
 
 
@@ -79,14 +79,16 @@ def open_dataset(config: BuildConfig, factory: Callable[..., Dataset] | None = N
 def cached_dataset(
     config: BuildConfig, factory: Callable[..., Dataset] | None, dataset: Dataset | None = None
 ) -> DatasetCache:
-    """This process's :class:`DatasetCache` for ``config``, made on first use (from ``dataset`` when given, else
-    opened); a cache of another config is dropped."""
+    """This process's :class:`DatasetCache` for ``config``, made on first use (opened, or from ``dataset``); a cache
+    of another config, or of another ``dataset`` than the one given (a new build in this process, which scanned its
+    source anew), is dropped. Refuses duplicate sample keys, then an unusable background bank, before any work."""
     key = json.dumps(asdict(config), sort_keys=True, default=str)
-    if key not in _CACHE:
+    if key not in _CACHE or (dataset is not None and _CACHE[key].dataset is not dataset):
         _CACHE.clear()
         dataset = dataset or open_dataset(config, factory)
         donors, orders = {}, {}
         every = options.splits(config, dataset)
+        check_unique_keys(every.plans)
         bases = set(every.bases())
         for split, plan in every.plans.items():
             orders[split] = build_order(config.seed, split, len(plan.refs))

@@ -53,10 +53,10 @@ def check_unique_keys(plans: dict) -> None:
 def make_plan(config: BuildConfig, dataset: Dataset, command: str, banks: dict[str, Bank]) -> journal.Plan:
     """The manifest header and one task per shard, in split order, then shard order; a task's ``start:stop`` are
     positions in the split's build order (:func:`build_order`), not source indices. ``banks``: the background bank
-    of each augmented split (``backgrounds.open_banks``, opened once with the process's dataset cache)."""
+    of each augmented split (``backgrounds.open_banks``, opened once with the process's dataset cache, which has
+    also refused duplicate keys)."""
     every = options.splits(config, dataset)
     plans = every.plans
-    check_unique_keys(plans)
     bank = backgrounds.manifest_section(banks)
     header = {
         "format": schema.FORMAT,

@@ -307,6 +307,21 @@ def test_a_bad_bank_file_stops_the_build_or_is_left_out_once(photos: Path, tmp_p
     assert len(donors) == 3 * 20 and "broken photo.jpg" not in donors  # every draw was made again
 
 
+def test_a_second_build_in_one_process_lists_the_bank_anew(photos: Path, tmp_path: Path) -> None:
+    """The process's dataset cache is the build's own: a photo added between two builds of one config (a notebook,
+    a test) is in the second build's bank and manifest."""
+    bank = tmp_path / "bank"
+    shutil.copytree(photos, bank)
+    config = BuildConfig(
+        dataset="synthetic", factual=["bank"], image_size=32, backgrounds=str(bank), dataset_options={"size": 10}
+    )
+    first = build(tmp_path / "one", config, workers=1, progress=False)["backgrounds"]
+    photo = sorted(p for p in bank.rglob("*") if p.is_file())[0]
+    shutil.copy(photo, bank / f"one more{photo.suffix}")
+    second = build(tmp_path / "two", config, workers=1, progress=False)["backgrounds"]
+    assert second["files"] == first["files"] + 1 and second["fingerprint"] != first["fingerprint"]
+
+
 # ---- refusals: one line, before any work ----------------------------------------------------------------------------
 
 
