@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     if args.quick:
         args.size, args.batch, args.rounds, args.steps = 64, 2, 1, 1
     torch.set_num_threads(args.threads)
-    logging.getLogger("augment.contract.zoo.models").setLevel(logging.ERROR)  # "from scratch" is the point here
+    logging.getLogger("augment.contract.zoo").setLevel(logging.ERROR)  # "from scratch" is the point here
     other = OtherLoad()
     print(
         f"\n[8] torchvision resnet50 against timm resnet50 (resnet50.a1_in1k, random init), CPU, "

@@ -9,7 +9,7 @@
 - ``cli_errors``: the exit codes and the one-line error types both command lines share.
 - ``files``: the one temp-file-then-rename writer (shards, manifest, journal, checkpoints, weights);
 - ``zoo``: the classifiers ``train fit`` builds and writes checkpoints of, and ``--masks-from cam`` reads them into
-  (their names, normalisations, weight files, and ``--device``): the other file the stages share.
+  (their names, normalisations, weight files, and ``--device``): the checkpoint is the other file the stages share.
 
 It imports nothing else of the project (tests/test_layout.py checks it), and it is the only part of ``augment``
 that ``train`` imports: a record's fields come from the manifest, never from augment's method registry.
