@@ -111,17 +111,21 @@ class Draws:
     on_error: str = "fail"
     counts: Counter[str] = field(default_factory=Counter)
     left_out: dict[str, str] = field(default_factory=dict)  # path -> why
+    bad: set[int] = field(default_factory=set)  # the frames left out: drawn again, never read again
 
     def draw(self, sample: Sample, rng: np.random.Generator) -> tuple[Background, dict[str, Any]]:
         """A background for ``sample`` drawn with ``rng`` (the frame, then the crop offset), and its record."""
         h, w = sample.image.shape[:2]
         for _ in range(MAX_DRAWS):
             index, how = self.bank.pick(sample, rng)
+            if index in self.bad:
+                continue
             try:
                 image, facts = self.bank.load(index)
             except SourceError as e:
                 if self.on_error == "skip":
                     self.left_out[e.path] = f"{e.reason} (a background of --backgrounds, left out of the bank)"
+                    self.bad.add(index)
                     continue
                 raise SourceError(e.path, f"{e.reason} (a background of --backgrounds)") from None
             sw, sh = cover_size((image.shape[1], image.shape[0]), (w, h))

@@ -307,6 +307,29 @@ def test_a_bad_bank_file_stops_the_build_or_is_left_out_once(photos: Path, tmp_p
     assert len(donors) == 3 * 20 and "broken photo.jpg" not in donors  # every draw was made again
 
 
+def test_a_bad_bank_file_is_read_once_per_shard(photos: Path, tmp_path: Path, monkeypatch) -> None:
+    """Left out, it is drawn again (the draws stay those of the bank with it) but not read again."""
+    from augment import backgrounds
+
+    bank = tmp_path / "bank"
+    shutil.copytree(photos, bank)
+    (bank / "broken photo.jpg").write_bytes(b"not a jpeg at all")
+    reads = []
+    monkeypatch.setattr(backgrounds, "read_image", lambda path, *a: reads.append(path.name) or read_image(path, *a))
+    config = BuildConfig(
+        dataset="synthetic",
+        factual=["bank"],
+        copies=3,
+        image_size=32,
+        backgrounds=str(bank),
+        on_error="skip",
+        dataset_options={"size": 20},
+    )
+    manifest = build(tmp_path / "out", config, workers=1, progress=False)
+    assert len(manifest["splits"]["train"]["shards"]) == 1 and reads.count("broken photo.jpg") == 1
+    assert len(reads) - 1 == 3 * 20  # every other read made a background
+
+
 def test_a_second_build_in_one_process_lists_the_bank_anew(photos: Path, tmp_path: Path) -> None:
     """The process's dataset cache is the build's own: a photo added between two builds of one config (a notebook,
     a test) is in the second build's bank and manifest."""
