@@ -148,8 +148,9 @@ def test_a_registered_option_that_is_taken_or_malformed_is_refused(monkeypatch) 
     def command(quiet: bool = False, on_error: str = "fail", masks_from: str = "annotation", **registered: object):
         pass
 
-    with pytest.raises(ValueError, match="a registered option --quiet is taken already"):
+    with pytest.raises(ValueError, match="a registered option --quiet is taken already") as refused:
         with_registry_options(command)
+    assert "\n" not in str(refused.value)
 
 
 # ---- one --device resolver ------------------------------------------------------------------------------------------

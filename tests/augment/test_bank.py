@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from upstream import (
     CCT_TRAPS,
     make_cct_traps,
+    make_in9_release,
     photo_background,
     release_options,
     save_jpeg,
@@ -261,16 +262,20 @@ def test_the_any_rule_draws_among_the_splits_own_frames(traps: Path, tmp_path: P
 
 @pytest.mark.parametrize("rule", ["any", "same-class-location"])
 def test_builds_are_byte_identical_across_workers(rule: str, traps: Path, photos: Path, tmp_path: Path) -> None:
+    release = tmp_path / "bg_challenge"
+    if rule == "any":
+        make_in9_release(release)
+
     def shards(out: Path, workers: int) -> dict:
-        if rule == "any":  # a folder bank on a dataset of several shards
+        if rule == "any":  # a folder bank on IN-9's release, class by class, over several shards
             config = BuildConfig(
-                dataset="synthetic",
+                dataset="in9",
                 factual=["bank"],
                 copies=2,
                 image_size=32,
                 shard_size=7,
                 backgrounds=str(photos),
-                dataset_options={"size": 20},
+                dataset_options={"root": str(release)},
             )
             manifest = build(out, config, workers=workers, progress=False)
         else:
@@ -293,6 +298,7 @@ def test_a_bad_bank_file_stops_the_build_or_is_left_out_once(photos: Path, tmp_p
         factual=["bank"],
         copies=3,
         image_size=32,
+        shard_size=7,  # several shards: the file is still listed once
         backgrounds=str(bank),
         dataset_options={"size": 20},
     )
@@ -302,7 +308,7 @@ def test_a_bad_bank_file_stops_the_build_or_is_left_out_once(photos: Path, tmp_p
     manifest = build(tmp_path / "skip", config, workers=1, progress=False)
     rejects = [json.loads(line) for line in (tmp_path / "skip" / schema.REJECTS).read_text().splitlines()]
     assert [r["path"] for r in rejects] == [str(bank.absolute() / "broken photo.jpg")]  # listed once
-    assert manifest["rejects"]["count"] == 1
+    assert manifest["rejects"]["count"] == 1 and len(manifest["splits"]["train"]["shards"]) > 1
     donors = [d["path"] for _, _, meta in records(tmp_path / "skip", "train") for d in (meta["bank"] or {}).values()]
     assert len(donors) == 3 * 20 and "broken photo.jpg" not in donors  # every draw was made again
 
@@ -321,13 +327,15 @@ def test_a_bad_bank_file_is_read_once_per_shard(photos: Path, tmp_path: Path, mo
         factual=["bank"],
         copies=3,
         image_size=32,
+        shard_size=7,
         backgrounds=str(bank),
         on_error="skip",
         dataset_options={"size": 20},
     )
     manifest = build(tmp_path / "out", config, workers=1, progress=False)
-    assert len(manifest["splits"]["train"]["shards"]) == 1 and reads.count("broken photo.jpg") == 1
-    assert len(reads) - 1 == 3 * 20  # every other read made a background
+    n_shards = len(manifest["splits"]["train"]["shards"])
+    assert n_shards > 1 and reads.count("broken photo.jpg") == n_shards  # each shard's draws hit it, once read
+    assert len(reads) - n_shards == 3 * 20  # every other read made a background
 
 
 def test_a_second_build_in_one_process_lists_the_bank_anew(photos: Path, tmp_path: Path) -> None:

@@ -110,7 +110,8 @@ def test_every_model_infill_has_its_weights_flag_in_build(name: str, tmp_path: P
     assert result.exit_code == 0 and recorded[-1][0].weights == {name: "w.bin"}, result.output
     # given without its method, as earlier versions recorded it: kept and left unused, not refused
     result = CliRunner().invoke(augment_cli.app, ["build", "--infill", "tile", flag, "w.bin", "--out", str(tmp_path)])
-    assert result.exit_code == 0 and recorded[-1][0].weights == {name: "w.bin"}, result.output
+    assert result.exit_code == 0 and len(recorded) == 2 and recorded[-1][0].infill == ["tile"], result.output
+    assert recorded[-1][0].weights == {name: "w.bin"}
     assert f"{flag} w.bin" in recorded[-1][1]
 
 
@@ -149,8 +150,9 @@ def test_the_recorded_command_gives_back_each_models_weights(tmp_path: Path, rec
         config, command = recorded[-1]
         assert config.weights == expected and list(config.weights) == ["cagan", "lama"]
         assert f"--cagan-weights {expected['cagan']} --lama-weights '{lama}' --device cpu" in command
+        n = len(recorded)
         assert runner.invoke(augment_cli.app, shlex.split(command)[1:], prog_name="augment").exit_code == 0
-        assert recorded[-1][0] == config and recorded[-1][1] == command
+        assert len(recorded) == n + 1 and recorded[-1][0] == config and recorded[-1][1] == command
 
 
 def test_a_weights_entry_of_none_is_the_default(recorded: list) -> None:

@@ -128,6 +128,7 @@ def test_a_timm_model_trains_on_a_class_ordered_release_with_photographs(tmp_pat
     assert result.exit_code == 0, result.output
     with np.load(run / "predictions.npz") as npz:
         logits = {k: npz[k] for k in npz.files}
+    (run / "predictions.npz").unlink()  # eval writes it anew
     again = runner.invoke(app, ["eval", str(run), "--shards", str(shards), "--workers", "0", "--device", "cpu"])
     assert again.exit_code == 0, again.output
     with np.load(run / "predictions.npz") as npz:
