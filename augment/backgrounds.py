@@ -162,7 +162,7 @@ def open_banks(config: BuildConfig, dataset: Dataset, plans: dict[str, SplitPlan
     if not options.needs_backgrounds(config):
         return {}
     augmented = [split for split, plan in plans.items() if plan.augment]
-    max_pixels = int(config.dataset_options.get("max_image_pixels") or DEFAULT_MAX_IMAGE_PIXELS)
+    max_pixels = getattr(dataset, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)  # the limit its samples are read with
     if config.backgrounds == BANK_FROM_DATASET:
         root = Path(str(getattr(dataset, "root", "."))).absolute()
         frames = {split: tuple(dataset_frames(dataset, split)) for split in augmented}

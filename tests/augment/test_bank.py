@@ -338,6 +338,22 @@ def test_a_bad_bank_file_is_read_once_per_shard(photos: Path, tmp_path: Path, mo
     assert len(reads) - n_shards == 3 * 20  # every other read made a background
 
 
+def test_the_bank_is_read_under_the_datasets_pixel_limit(photos: Path, tmp_path: Path) -> None:
+    """--max-image-pixels bounds the bank's photos as it bounds the dataset's images: 1,500 pixels admits the folder
+    release's 30x40 images and the 30x30 palette photo, and refuses the larger photos."""
+    options = {**release_options("folder", tmp_path), "max_image_pixels": 1500}
+    config = BuildConfig(
+        dataset="folder", factual=["bank"], image_size=32, backgrounds=str(photos), dataset_options=options
+    )
+    config.on_error = "skip"  # the folder release's empty class folder and its file that is no image
+    build(tmp_path / "out", config, workers=1, progress=False)
+    rejects = [json.loads(line) for line in (tmp_path / "out" / schema.REJECTS).read_text().splitlines()]
+    refused = {Path(r["path"]).name: r for r in rejects if "a background of --backgrounds" in r["reason"]}
+    assert refused and all("decompression bomb" in r["reason"] for r in refused.values())  # the default admits them
+    donors = {d["path"] for _, _, meta in records(tmp_path / "out", "train") for d in (meta.get("bank") or {}).values()}
+    assert donors == {"palette.png"}  # 30x30: the one photo under the limit
+
+
 def test_a_second_build_in_one_process_lists_the_bank_anew(photos: Path, tmp_path: Path) -> None:
     """The process's dataset cache is the build's own: a photo added between two builds of one config (a notebook,
     a test) is in the second build's bank and manifest."""
