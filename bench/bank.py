@@ -62,9 +62,7 @@ def location_views(n: int, size: int, seed: int) -> list[np.ndarray]:
     if n > len(names):
         raise SystemExit(f"bench/bank.py: at most {len(names)} locations (scikit-image's photos), got {n}")
     views = []
-    for i, photo in enumerate(photos.load_photos(n, tuple(names))):
-        if photo.ndim == 2 or photo.shape[2] == 1:
-            photo = np.repeat(photo.reshape(*photo.shape[:2], 1), 3, axis=2)
+    for i, photo in enumerate(photos.load_photos(n, tuple(names))):  # RGB, as load_photos converts them
         views.append(photos.photo_crop(photo, size + 8, np.random.default_rng([seed, 7, i])))
     return views
 

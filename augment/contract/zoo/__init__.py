@@ -71,7 +71,7 @@ def check_arch(arch: str) -> None:
 def default_normalisation(arch: str | None) -> str | None:
     """The normalisation ``arch``'s pretrained weights expect: ``ARCH_NORMALISATION`` for a named one, the pretrained
     configuration's mean and std for a timm model (a weights folder's own ``config.json`` may say otherwise:
-    ``augment.contract.zoo.weights.folder_normalisation``); None for an unknown name."""
+    ``folder_normalisation`` below); None for an unknown name."""
     if not isinstance(arch, str):  # a record without an arch (an old results.json)
         return None
     if arch in ARCHS:
